@@ -1,0 +1,25 @@
+//! The contract between Gatehouse's gateway and its workers: the event
+//! envelope, its typed payloads, NATS subjects and JetStream streams.
+//!
+//! `docs/wire.md` is the prose version of this crate; golden fixtures in
+//! `tests/fixtures/` pin the JSON. This crate must not depend on Twilight, NATS
+//! or SQL, so that every side can read the contract without pulling in the others.
+
+mod envelope;
+mod event_id;
+pub mod payload;
+mod snowflake;
+pub mod subjects;
+
+pub use envelope::{Envelope, EventType, Payload, VERSION};
+pub use event_id::{EventId, EVENT_ID_NAMESPACE};
+pub use snowflake::Snowflake;
+
+/// Why an envelope could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("encoding envelope: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("decoding envelope: {0}")]
+    Decode(#[source] serde_json::Error),
+}
