@@ -1,0 +1,67 @@
+use clap::{Parser, Subcommand};
+
+use crate::{bench::db::BenchDbArgs, logging::LogFormat, migrate::MigrateArgs};
+
+/// Gatehouse: token-gated Discord communities on Twilight, NATS JetStream and
+/// PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format: `text` for people, `json` for log pipelines, `auto` picks
+    /// text on a terminal and JSON otherwise.
+    #[arg(long, env = "LOG_FORMAT", default_value = "auto", global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations (connects directly, as the owner role).
+    Migrate(MigrateArgs),
+    /// Measure performance; prints a report and exits non-zero when a
+    /// threshold fails.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Load-test tenant transactions against the database (through PgBouncer).
+    Db(BenchDbArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn secrets_in_the_environment_are_not_shown_in_help() {
+        // clap prints `[env: NAME=value]` unless told not to; for URLs with
+        // passwords that would put a secret on the terminal.
+        let mut cmd = Cli::command();
+        for sub in ["migrate"] {
+            let sub = cmd.find_subcommand_mut(sub).unwrap();
+            let arg = sub
+                .get_arguments()
+                .find(|a| a.get_id() == "database_url")
+                .unwrap();
+            assert!(arg.is_hide_env_values_set());
+        }
+        let bench = cmd.find_subcommand_mut("bench").unwrap();
+        let db = bench.find_subcommand_mut("db").unwrap();
+        let arg = db
+            .get_arguments()
+            .find(|a| a.get_id() == "database_url")
+            .unwrap();
+        assert!(arg.is_hide_env_values_set());
+    }
+}

@@ -1,0 +1,48 @@
+//! The `gatehouse` command line. Each verb parses and validates its
+//! configuration, then hands off to the library crates; no business logic
+//! lives here.
+
+mod bench;
+mod cli;
+mod db_args;
+mod logging;
+mod migrate;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{BenchCommand, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: what failed and, where we know it, how to fix it.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Bench(BenchCommand::Db(args)) => bench::db::run(args).await,
+    }
+}

@@ -1,0 +1,61 @@
+use tokio_postgres::types::Type;
+
+use crate::{Snowflake, Store, StoreError, TenantId};
+
+/// Cross-tenant entry points, each one a narrow `SECURITY DEFINER` function
+/// owned by the NOLOGIN `gatehouse_definer` role (see migration 0003).
+///
+/// They run outside any tenant transaction because they are how a tenant is
+/// found in the first place: events arrive keyed by Discord guild, and the
+/// community id is what the tenant transaction needs.
+pub struct Directory<'a> {
+    store: &'a Store,
+}
+
+impl<'a> Directory<'a> {
+    pub(crate) fn new(store: &'a Store) -> Self {
+        Directory { store }
+    }
+
+    /// The community of a Discord guild, if one was ever provisioned
+    /// (active or not).
+    pub async fn resolve_guild(&self, guild: Snowflake) -> Result<Option<TenantId>, StoreError> {
+        const CONTEXT: &str = "resolving a guild to its community";
+        let client = self.store.checkout().await?;
+        let rows = client
+            .query_typed(
+                "SELECT resolve_community($1)",
+                &[(&guild.as_i64(), Type::INT8)],
+            )
+            .await
+            .map_err(|e| StoreError::query(CONTEXT, e))?;
+        let id: Option<uuid::Uuid> = match rows.first() {
+            Some(r) => r.try_get(0).map_err(|e| StoreError::query(CONTEXT, e))?,
+            None => None,
+        };
+        Ok(id.map(TenantId::from))
+    }
+
+    /// Creates the community for a guild, or reactivates (and renames) the
+    /// existing one. Returns its id.
+    pub async fn provision_guild(
+        &self,
+        guild: Snowflake,
+        name: &str,
+    ) -> Result<TenantId, StoreError> {
+        const CONTEXT: &str = "provisioning a community";
+        let client = self.store.checkout().await?;
+        let rows = client
+            .query_typed(
+                "SELECT provision_community($1, $2)",
+                &[(&guild.as_i64(), Type::INT8), (&name, Type::TEXT)],
+            )
+            .await
+            .map_err(|e| StoreError::query(CONTEXT, e))?;
+        let row = rows
+            .first()
+            .ok_or(StoreError::NotFound { context: CONTEXT })?;
+        let id: uuid::Uuid = row.try_get(0).map_err(|e| StoreError::query(CONTEXT, e))?;
+        Ok(TenantId::from(id))
+    }
+}

@@ -1,0 +1,101 @@
+use std::time::Duration;
+
+use crate::{ids::SnowflakeError, wallet::WalletError};
+
+/// Everything that can go wrong in the store, with enough context to say what
+/// was being done when it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid database URL {url}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+
+    #[error("invalid store setting {setting}: {reason}")]
+    InvalidSetting {
+        setting: &'static str,
+        reason: String,
+    },
+
+    #[error("could not connect to the database at {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("could not connect to the database at {target} within {after:?}; is it running and reachable?")]
+    ConnectTimeout { target: String, after: Duration },
+
+    #[error("no database connection became free within {0:?}; raise the pool size or look for slow transactions")]
+    PoolTimeout(Duration),
+
+    #[error("the database connection pool is closed")]
+    PoolClosed,
+
+    #[error("database error while {context}: {source}")]
+    Query {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A unique constraint refused the write: the thing already exists.
+    #[error("{context}: conflicts with an existing row ({constraint})")]
+    Conflict {
+        context: &'static str,
+        constraint: String,
+    },
+
+    #[error("{context}: expected a row, found none")]
+    NotFound { context: &'static str },
+
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+
+    #[error(transparent)]
+    Snowflake(#[from] SnowflakeError),
+
+    #[error("stored {what} is malformed: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+}
+
+impl StoreError {
+    /// Wraps a driver error with what we were doing, turning unique
+    /// violations into [`StoreError::Conflict`] so callers can match on it.
+    pub(crate) fn query(context: &'static str, source: tokio_postgres::Error) -> Self {
+        if let Some(db) = source.as_db_error() {
+            if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+                return StoreError::Conflict {
+                    context,
+                    constraint: db.constraint().unwrap_or("unique").to_owned(),
+                };
+            }
+        }
+        StoreError::Query { context, source }
+    }
+
+    /// True when the failure is about reaching the database (connect, pool,
+    /// a connection that died) rather than about what a query asked for.
+    /// Retrying elsewhere or later may help; retrying the same query will not
+    /// help a query error.
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            StoreError::Connect { .. }
+            | StoreError::ConnectTimeout { .. }
+            | StoreError::PoolTimeout(_)
+            | StoreError::PoolClosed => true,
+            StoreError::Query { source, .. } => {
+                source.is_closed() || source.as_db_error().is_none()
+            }
+            _ => false,
+        }
+    }
+
+    /// The SQLSTATE code of a database-side error, if this is one.
+    pub fn sql_state(&self) -> Option<&str> {
+        match self {
+            StoreError::Query { source, .. } => source.as_db_error().map(|e| e.code().code()),
+            StoreError::Conflict { .. } => Some("23505"),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+use chrono::{DateTime, Utc};
+use tokio_postgres::{types::Type, Row};
+use uuid::Uuid;
+
+use super::{col, db_enum};
+use crate::{StoreError, TenantId, TenantTx};
+
+db_enum!(
+    /// What earns a badge.
+    BadgeEvaluator {
+        JoinOrder = "join_order",
+        Tenure = "tenure",
+        TierReached = "tier_reached",
+        ManualGrant = "manual_grant",
+    }
+);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Badge {
+    pub id: Uuid,
+    pub community_id: TenantId,
+    pub slug: String,
+    pub name: String,
+    pub description: String,
+    pub evaluator: BadgeEvaluator,
+    pub criteria: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Badge {
+    fn from_row(row: &Row) -> Result<Self, StoreError> {
+        Ok(Badge {
+            id: col(row, "id")?,
+            community_id: TenantId::from(col::<Uuid>(row, "community_id")?),
+            slug: col(row, "slug")?,
+            name: col(row, "name")?,
+            description: col(row, "description")?,
+            evaluator: col::<&str>(row, "evaluator")?.parse()?,
+            criteria: col(row, "criteria")?,
+            created_at: col(row, "created_at")?,
+            updated_at: col(row, "updated_at")?,
+        })
+    }
+}
+
+const COLUMNS: &str =
+    "id, community_id, slug, name, description, evaluator, criteria, created_at, updated_at";
+
+#[derive(Clone, Debug)]
+pub struct NewBadge {
+    pub slug: String,
+    pub name: String,
+    pub description: String,
+    pub evaluator: BadgeEvaluator,
+    pub criteria: serde_json::Value,
+}
+
+/// A badge held by a profile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadgeAward {
+    pub badge: Badge,
+    pub reason: String,
+    pub awarded_at: DateTime<Utc>,
+}
+
+pub struct Badges<'t> {
+    tx: &'t TenantTx,
+}
+
+impl<'t> Badges<'t> {
+    pub(crate) fn new(tx: &'t TenantTx) -> Self {
+        Badges { tx }
+    }
+
+    /// Creates the badge, or updates the definition with the same slug.
+    pub async fn define(&self, badge: &NewBadge) -> Result<Badge, StoreError> {
+        let sql = format!(
+            "INSERT INTO badges (community_id, slug, name, description, evaluator, criteria)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (community_id, slug) DO UPDATE
+                SET name = excluded.name, description = excluded.description,
+                    evaluator = excluded.evaluator, criteria = excluded.criteria
+             RETURNING {COLUMNS}"
+        );
+        let row = self
+            .tx
+            .query_one(
+                "defining a badge",
+                &sql,
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&badge.slug, Type::TEXT),
+                    (&badge.name, Type::TEXT),
+                    (&badge.description, Type::TEXT),
+                    (&badge.evaluator.as_str(), Type::TEXT),
+                    (&badge.criteria, Type::JSONB),
+                ],
+            )
+            .await?;
+        Badge::from_row(&row)
+    }
+
+    pub async fn list(&self) -> Result<Vec<Badge>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM badges WHERE community_id = $1 ORDER BY slug");
+        self.tx
+            .query(
+                "listing badges",
+                &sql,
+                &[(self.tx.tenant().as_uuid(), Type::UUID)],
+            )
+            .await?
+            .iter()
+            .map(Badge::from_row)
+            .collect()
+    }
+
+    /// Awards a badge. Idempotent: returns false (and changes nothing) if the
+    /// profile already holds it.
+    pub async fn award(
+        &self,
+        badge_id: Uuid,
+        profile_id: Uuid,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let rows = self
+            .tx
+            .query(
+                "awarding a badge",
+                "INSERT INTO badge_awards (community_id, badge_id, profile_id, reason)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING
+                 RETURNING badge_id",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&badge_id, Type::UUID),
+                    (&profile_id, Type::UUID),
+                    (&reason, Type::TEXT),
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// The badges a profile holds, oldest first.
+    pub async fn awards_for(&self, profile_id: Uuid) -> Result<Vec<BadgeAward>, StoreError> {
+        let sql = format!(
+            "SELECT {cols}, a.reason, a.awarded_at
+             FROM badge_awards a JOIN badges b
+               ON b.community_id = a.community_id AND b.id = a.badge_id
+             WHERE a.community_id = $1 AND a.profile_id = $2
+             ORDER BY a.awarded_at, b.slug",
+            cols = COLUMNS
+                .split(", ")
+                .map(|c| format!("b.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.tx
+            .query(
+                "reading a profile's badges",
+                &sql,
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&profile_id, Type::UUID),
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(BadgeAward {
+                    badge: Badge::from_row(row)?,
+                    reason: col(row, "reason")?,
+                    awarded_at: col(row, "awarded_at")?,
+                })
+            })
+            .collect()
+    }
+}

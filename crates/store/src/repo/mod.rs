@@ -1,0 +1,66 @@
+//! Typed access to each tenant table. Every repository borrows a
+//! [`TenantTx`](crate::TenantTx), so it can only ever run inside one.
+
+mod audit;
+mod badges;
+mod communities;
+mod profiles;
+mod rules;
+
+pub use audit::{ActorType, Audit, AuditEntry, AuditRecord};
+pub use badges::{Badge, BadgeAward, BadgeEvaluator, Badges, NewBadge};
+pub use communities::{Communities, Community, SubscriptionTier};
+pub use profiles::{MemberUpsert, Profile, Profiles};
+pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
+
+use tokio_postgres::{types::FromSql, Row};
+
+use crate::StoreError;
+
+/// Reads a column, turning a type mismatch into an error that names it.
+pub(crate) fn col<'a, T: FromSql<'a>>(row: &'a Row, name: &'static str) -> Result<T, StoreError> {
+    row.try_get(name).map_err(|e| StoreError::Corrupt {
+        what: "column",
+        reason: format!("{name}: {e}"),
+    })
+}
+
+/// Declares a closed set of database strings (a CHECK constraint's values)
+/// as a Rust enum with conversions both ways.
+macro_rules! db_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::StoreError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(crate::StoreError::Corrupt {
+                        what: stringify!($name),
+                        reason: format!("unknown value {other:?}"),
+                    }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use db_enum;

@@ -1,0 +1,260 @@
+use chrono::{DateTime, Utc};
+use tokio_postgres::{types::Type, Row};
+use uuid::Uuid;
+
+use super::col;
+use crate::{Snowflake, StoreError, TenantId, TenantTx, WalletAddress};
+
+/// A member of a community as Gatehouse knows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile {
+    pub id: Uuid,
+    pub community_id: TenantId,
+    pub discord_user_id: Snowflake,
+    pub wallet_address: Option<WalletAddress>,
+    pub tier: String,
+    pub current_rank: Option<i32>,
+    pub score: i64,
+    /// The Discord roles the member held at the last event seen.
+    pub role_ids: Vec<Snowflake>,
+    pub joined_at: Option<DateTime<Utc>>,
+    pub left_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Profile {
+    fn from_row(row: &Row) -> Result<Self, StoreError> {
+        let wallet: Option<&str> = col(row, "wallet_address")?;
+        let roles: Vec<i64> = col(row, "role_ids")?;
+        Ok(Profile {
+            id: col(row, "id")?,
+            community_id: TenantId::from(col::<Uuid>(row, "community_id")?),
+            discord_user_id: Snowflake::from_db(col(row, "discord_user_id")?)?,
+            wallet_address: wallet.map(WalletAddress::parse).transpose().map_err(|e| {
+                StoreError::Corrupt {
+                    what: "wallet address",
+                    reason: e.to_string(),
+                }
+            })?,
+            tier: col(row, "tier")?,
+            current_rank: col(row, "current_rank")?,
+            score: col(row, "score")?,
+            role_ids: roles
+                .into_iter()
+                .map(Snowflake::from_db)
+                .collect::<Result<_, _>>()?,
+            joined_at: col(row, "joined_at")?,
+            left_at: col(row, "left_at")?,
+            created_at: col(row, "created_at")?,
+            updated_at: col(row, "updated_at")?,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, community_id, discord_user_id, wallet_address, tier, current_rank, \
+                       score, role_ids, joined_at, left_at, created_at, updated_at";
+
+/// A member seen joining or updating in Discord.
+#[derive(Clone, Debug)]
+pub struct MemberUpsert {
+    pub discord_user_id: Snowflake,
+    pub role_ids: Vec<Snowflake>,
+    pub joined_at: DateTime<Utc>,
+}
+
+pub struct Profiles<'t> {
+    tx: &'t TenantTx,
+}
+
+impl<'t> Profiles<'t> {
+    pub(crate) fn new(tx: &'t TenantTx) -> Self {
+        Profiles { tx }
+    }
+
+    fn tenant(&self) -> Uuid {
+        *self.tx.tenant().as_uuid()
+    }
+
+    pub async fn find_by_discord_user(
+        &self,
+        user: Snowflake,
+    ) -> Result<Option<Profile>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM profiles WHERE community_id = $1 AND discord_user_id = $2"
+        );
+        self.tx
+            .query_opt(
+                "reading a profile by Discord user",
+                &sql,
+                &[(&self.tenant(), Type::UUID), (&user.as_i64(), Type::INT8)],
+            )
+            .await?
+            .as_ref()
+            .map(Profile::from_row)
+            .transpose()
+    }
+
+    pub async fn find_by_wallet(
+        &self,
+        wallet: &WalletAddress,
+    ) -> Result<Option<Profile>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM profiles WHERE community_id = $1 AND wallet_address = $2"
+        );
+        self.tx
+            .query_opt(
+                "reading a profile by wallet",
+                &sql,
+                &[(&self.tenant(), Type::UUID), (&wallet.as_str(), Type::TEXT)],
+            )
+            .await?
+            .as_ref()
+            .map(Profile::from_row)
+            .transpose()
+    }
+
+    /// Records that the member is present with these roles: creates the
+    /// profile, or refreshes it (clearing `left_at` on a re-join). The first
+    /// join time is kept.
+    pub async fn upsert_member(&self, member: &MemberUpsert) -> Result<Profile, StoreError> {
+        let roles: Vec<i64> = member.role_ids.iter().map(|r| r.as_i64()).collect();
+        let sql = format!(
+            "INSERT INTO profiles AS p (community_id, discord_user_id, role_ids, joined_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (community_id, discord_user_id) DO UPDATE
+                SET role_ids = excluded.role_ids,
+                    joined_at = coalesce(p.joined_at, excluded.joined_at),
+                    left_at = NULL
+             RETURNING {COLUMNS}"
+        );
+        let row = self
+            .tx
+            .query_one(
+                "saving a member profile",
+                &sql,
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&member.discord_user_id.as_i64(), Type::INT8),
+                    (&roles, Type::INT8_ARRAY),
+                    (&member.joined_at, Type::TIMESTAMPTZ),
+                ],
+            )
+            .await?;
+        Profile::from_row(&row)
+    }
+
+    /// Marks the member as gone. Returns `None` if we never knew them.
+    pub async fn mark_left(
+        &self,
+        user: Snowflake,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Profile>, StoreError> {
+        let sql = format!(
+            "UPDATE profiles SET left_at = $3
+             WHERE community_id = $1 AND discord_user_id = $2
+             RETURNING {COLUMNS}"
+        );
+        self.tx
+            .query_opt(
+                "marking a member as left",
+                &sql,
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&user.as_i64(), Type::INT8),
+                    (&at, Type::TIMESTAMPTZ),
+                ],
+            )
+            .await?
+            .as_ref()
+            .map(Profile::from_row)
+            .transpose()
+    }
+
+    /// Links (or replaces) the member's wallet. A wallet already linked to
+    /// another member of this community is refused with
+    /// [`StoreError::Conflict`].
+    pub async fn link_wallet(
+        &self,
+        user: Snowflake,
+        wallet: &WalletAddress,
+    ) -> Result<Profile, StoreError> {
+        let sql = format!(
+            "UPDATE profiles SET wallet_address = $3
+             WHERE community_id = $1 AND discord_user_id = $2
+             RETURNING {COLUMNS}"
+        );
+        let row = self
+            .tx
+            .query_one(
+                "linking a wallet",
+                &sql,
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&user.as_i64(), Type::INT8),
+                    (&wallet.as_str(), Type::TEXT),
+                ],
+            )
+            .await?;
+        Profile::from_row(&row)
+    }
+
+    /// Sets score, tier and rank together (they are derived together).
+    pub async fn set_standing(
+        &self,
+        user: Snowflake,
+        score: i64,
+        tier: &str,
+        rank: Option<i32>,
+    ) -> Result<Profile, StoreError> {
+        let sql = format!(
+            "UPDATE profiles SET score = $3, tier = $4, current_rank = $5
+             WHERE community_id = $1 AND discord_user_id = $2
+             RETURNING {COLUMNS}"
+        );
+        let row = self
+            .tx
+            .query_one(
+                "updating a member's standing",
+                &sql,
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&user.as_i64(), Type::INT8),
+                    (&score, Type::INT8),
+                    (&tier, Type::TEXT),
+                    (&rank, Type::INT4),
+                ],
+            )
+            .await?;
+        Profile::from_row(&row)
+    }
+
+    /// Profiles in join order, `limit` at a time after `after` (keyset
+    /// pagination on discord_user_id).
+    pub async fn list(
+        &self,
+        after: Option<Snowflake>,
+        limit: i64,
+    ) -> Result<Vec<Profile>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM profiles
+             WHERE community_id = $1 AND discord_user_id > $2
+             ORDER BY discord_user_id LIMIT $3"
+        );
+        let after = after.map_or(0, Snowflake::as_i64);
+        self.tx
+            .query(
+                "listing profiles",
+                &sql,
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&after, Type::INT8),
+                    (&limit, Type::INT8),
+                ],
+            )
+            .await?
+            .iter()
+            .map(Profile::from_row)
+            .collect()
+    }
+}

@@ -1,0 +1,176 @@
+use chrono::{DateTime, Utc};
+use tokio_postgres::{types::Type, Row};
+use uuid::Uuid;
+
+use super::{col, db_enum};
+use crate::{Snowflake, StoreError, TenantId, TenantTx, WalletAddress};
+
+db_enum!(
+    /// How a rule decides eligibility. The parameters' shape per type is the
+    /// eligibility crate's business; the store keeps them as JSON.
+    RuleType {
+        TokenBalance = "token_balance",
+        NftOwnership = "nft_ownership",
+        ScoreThreshold = "score_threshold",
+        Custom = "custom",
+    }
+);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EligibilityRule {
+    pub id: Uuid,
+    pub community_id: TenantId,
+    pub chain: Option<String>,
+    /// Contract addresses share the 20-byte format of wallets.
+    pub contract_address: Option<WalletAddress>,
+    pub rule_type: RuleType,
+    pub parameters: serde_json::Value,
+    pub role_discord_id: Snowflake,
+    pub tier_mapping: Option<String>,
+    pub priority: i32,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl EligibilityRule {
+    fn from_row(row: &Row) -> Result<Self, StoreError> {
+        let contract: Option<&str> = col(row, "contract_address")?;
+        Ok(EligibilityRule {
+            id: col(row, "id")?,
+            community_id: TenantId::from(col::<Uuid>(row, "community_id")?),
+            chain: col(row, "chain")?,
+            contract_address: contract
+                .map(WalletAddress::parse)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt {
+                    what: "contract address",
+                    reason: e.to_string(),
+                })?,
+            rule_type: col::<&str>(row, "rule_type")?.parse()?,
+            parameters: col(row, "parameters")?,
+            role_discord_id: Snowflake::from_db(col(row, "role_discord_id")?)?,
+            tier_mapping: col(row, "tier_mapping")?,
+            priority: col(row, "priority")?,
+            enabled: col(row, "enabled")?,
+            created_at: col(row, "created_at")?,
+            updated_at: col(row, "updated_at")?,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, community_id, chain, contract_address, rule_type, parameters, \
+                       role_discord_id, tier_mapping, priority, enabled, created_at, updated_at";
+
+#[derive(Clone, Debug)]
+pub struct NewRule {
+    pub chain: Option<String>,
+    pub contract_address: Option<WalletAddress>,
+    pub rule_type: RuleType,
+    pub parameters: serde_json::Value,
+    pub role_discord_id: Snowflake,
+    pub tier_mapping: Option<String>,
+    pub priority: i32,
+    pub enabled: bool,
+}
+
+pub struct Rules<'t> {
+    tx: &'t TenantTx,
+}
+
+impl<'t> Rules<'t> {
+    pub(crate) fn new(tx: &'t TenantTx) -> Self {
+        Rules { tx }
+    }
+
+    /// The rules that currently decide roles, highest priority first.
+    pub async fn list_enabled(&self) -> Result<Vec<EligibilityRule>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM eligibility_rules
+             WHERE community_id = $1 AND enabled
+             ORDER BY priority DESC, created_at"
+        );
+        self.tx
+            .query(
+                "reading enabled eligibility rules",
+                &sql,
+                &[(self.tx.tenant().as_uuid(), Type::UUID)],
+            )
+            .await?
+            .iter()
+            .map(EligibilityRule::from_row)
+            .collect()
+    }
+
+    /// Creates a rule. A second rule for the same Discord role is refused with
+    /// [`StoreError::Conflict`]: one role, one deciding rule.
+    pub async fn create(&self, rule: &NewRule) -> Result<EligibilityRule, StoreError> {
+        let sql = format!(
+            "INSERT INTO eligibility_rules
+                (community_id, chain, contract_address, rule_type, parameters,
+                 role_discord_id, tier_mapping, priority, enabled)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             RETURNING {COLUMNS}"
+        );
+        let contract = rule.contract_address.as_ref().map(WalletAddress::as_str);
+        let row = self
+            .tx
+            .query_one(
+                "creating an eligibility rule",
+                &sql,
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&rule.chain, Type::TEXT),
+                    (&contract, Type::TEXT),
+                    (&rule.rule_type.as_str(), Type::TEXT),
+                    (&rule.parameters, Type::JSONB),
+                    (&rule.role_discord_id.as_i64(), Type::INT8),
+                    (&rule.tier_mapping, Type::TEXT),
+                    (&rule.priority, Type::INT4),
+                    (&rule.enabled, Type::BOOL),
+                ],
+            )
+            .await?;
+        EligibilityRule::from_row(&row)
+    }
+
+    /// Enables or disables a rule; `None` if no such rule in this community.
+    pub async fn set_enabled(
+        &self,
+        id: Uuid,
+        enabled: bool,
+    ) -> Result<Option<EligibilityRule>, StoreError> {
+        let sql = format!(
+            "UPDATE eligibility_rules SET enabled = $3
+             WHERE community_id = $1 AND id = $2
+             RETURNING {COLUMNS}"
+        );
+        self.tx
+            .query_opt(
+                "enabling or disabling an eligibility rule",
+                &sql,
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&id, Type::UUID),
+                    (&enabled, Type::BOOL),
+                ],
+            )
+            .await?
+            .as_ref()
+            .map(EligibilityRule::from_row)
+            .transpose()
+    }
+
+    /// Deletes a rule; false if there was none.
+    pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
+        let rows = self
+            .tx
+            .query(
+                "deleting an eligibility rule",
+                "DELETE FROM eligibility_rules WHERE community_id = $1 AND id = $2 RETURNING id",
+                &[(self.tx.tenant().as_uuid(), Type::UUID), (&id, Type::UUID)],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+}

@@ -1,0 +1,163 @@
+use deadpool_postgres::Object;
+use tokio_postgres::{
+    types::{ToSql, Type},
+    Row,
+};
+
+use crate::{
+    repo::{Audit, Badges, Communities, Profiles, Rules},
+    StoreError, TenantId,
+};
+
+/// A parameter for [`TenantTx::query`]: the value and its PostgreSQL type.
+/// Naming the type lets the statement go out unprepared (no Describe round
+/// trip, no named statement).
+pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
+/// A transaction scoped to one community.
+///
+/// Created by [`Store::begin`](crate::Store::begin), which sends `BEGIN` and
+/// `SELECT set_config('app.current_tenant', <id>, true)` as one simple-query
+/// round trip. The setting is transaction-local, so it cannot outlive the
+/// transaction and leak to the next user of the server connection under
+/// PgBouncer's transaction pooling.
+///
+/// Finish with [`commit`](Self::commit). Dropping it without committing
+/// discards the connection instead of returning it to the pool mid-transaction;
+/// PostgreSQL rolls the transaction back when the connection closes.
+pub struct TenantTx {
+    client: Option<Object>,
+    tenant: TenantId,
+}
+
+impl TenantTx {
+    pub(crate) async fn begin(client: Object, tenant: TenantId) -> Result<Self, StoreError> {
+        // The id is a formatted UUID ([0-9a-f-] only), so inlining it cannot
+        // inject SQL; inlining is what lets both statements share one round
+        // trip through the simple-query protocol.
+        let sql = format!(
+            "BEGIN; SELECT set_config('{}', '{tenant}', true)",
+            crate::names::TENANT_SETTING
+        );
+        let tx = TenantTx {
+            client: Some(client),
+            tenant,
+        };
+        tx.client()
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| StoreError::query("starting a tenant transaction", e))?;
+        Ok(tx)
+    }
+
+    /// The community this transaction is scoped to.
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    fn client(&self) -> &Object {
+        // Only `commit` takes the client, and it consumes `self`.
+        self.client
+            .as_ref()
+            .expect("tenant transaction used after commit")
+    }
+
+    /// Runs one statement and returns its rows.
+    ///
+    /// Uses the unnamed statement of the extended protocol with the parameter
+    /// types given up front (`Parse`/`Bind`/`Execute`/`Sync` in one round
+    /// trip), so nothing outlives the transaction: safe under PgBouncer 1.18,
+    /// which does not track named prepared statements.
+    pub async fn query(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.client()
+            .query_typed(sql, params)
+            .await
+            .map_err(|e| StoreError::query(context, e))
+    }
+
+    /// Like [`query`](Self::query), for statements that yield at most one row.
+    pub async fn query_opt(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Option<Row>, StoreError> {
+        let mut rows = self.query(context, sql, params).await?;
+        match rows.len() {
+            0 | 1 => Ok(rows.pop()),
+            n => Err(StoreError::Corrupt {
+                what: "query result",
+                reason: format!("{context}: expected at most one row, got {n}"),
+            }),
+        }
+    }
+
+    /// Like [`query`](Self::query), for statements that yield exactly one row.
+    pub async fn query_one(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Row, StoreError> {
+        self.query_opt(context, sql, params)
+            .await?
+            .ok_or(StoreError::NotFound { context })
+    }
+
+    /// Commits. On error the connection is discarded (see the type docs).
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.client()
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| StoreError::query("committing a tenant transaction", e))?;
+        // Committed: the connection is clean and may go back to the pool.
+        drop(self.client.take());
+        Ok(())
+    }
+
+    /// Rolls back and returns the connection to the pool.
+    pub async fn rollback(mut self) -> Result<(), StoreError> {
+        self.client()
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(|e| StoreError::query("rolling back a tenant transaction", e))?;
+        drop(self.client.take());
+        Ok(())
+    }
+
+    pub fn communities(&self) -> Communities<'_> {
+        Communities::new(self)
+    }
+
+    pub fn profiles(&self) -> Profiles<'_> {
+        Profiles::new(self)
+    }
+
+    pub fn rules(&self) -> Rules<'_> {
+        Rules::new(self)
+    }
+
+    pub fn badges(&self) -> Badges<'_> {
+        Badges::new(self)
+    }
+
+    pub fn audit(&self) -> Audit<'_> {
+        Audit::new(self)
+    }
+}
+
+impl Drop for TenantTx {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Still inside the transaction (an error, or an early return).
+            // Returning this connection to the pool would hand an open
+            // transaction to the next caller; close it instead.
+            drop(Object::take(client));
+        }
+    }
+}
