@@ -1,0 +1,337 @@
+//! The control surface used by tests, the demo, benchmarks and the control
+//! HTTP API: shape the world, generate traffic, inject faults, read state.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::faults::Fault;
+use crate::gateway::transcript::ShardTranscript;
+use crate::lock;
+use crate::state::Shared;
+use crate::traffic::{self, TrafficProgress, TrafficReport, TrafficSpec};
+use crate::world::{
+    member_info, CreatedInteraction, GuildInfo, InteractionInfo, MemberInfo, MemberPatch,
+    NewInteraction, NewMember,
+};
+use crate::SimError;
+
+/// Bulk guild creation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuildsSpec {
+    pub count: usize,
+    pub members_per_guild: usize,
+    /// Roles besides @everyone, named `role-1`, `role-2`, ….
+    pub roles_per_guild: usize,
+}
+
+impl Default for GuildsSpec {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            members_per_guild: 10,
+            roles_per_guild: 3,
+        }
+    }
+}
+
+/// A shard as the simulator sees it now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardStatus {
+    pub shard_id: u32,
+    pub shard_count: u32,
+    /// Live connections identified or resumed as this shard.
+    pub connections: usize,
+    /// Resumable sessions (connected or not).
+    pub sessions: usize,
+    pub identifies: u64,
+    pub resumes: u64,
+    pub dispatches_sent: u64,
+}
+
+/// Totals across the simulator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimStats {
+    pub guilds: usize,
+    pub members: usize,
+    pub connections: usize,
+    pub sessions: usize,
+    pub identifies: u64,
+    pub interactions: usize,
+    pub rest_rate_limited: u64,
+}
+
+/// Handle to a traffic run in progress.
+pub struct TrafficRun {
+    pub id: u64,
+    pub progress: Arc<TrafficProgress>,
+    task: tokio::task::JoinHandle<TrafficReport>,
+}
+
+impl TrafficRun {
+    /// Waits for the run to finish.
+    pub async fn wait(self) -> TrafficReport {
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Cheap to clone; all clones drive the same simulator.
+#[derive(Clone)]
+pub struct SimControl {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl SimControl {
+    pub fn create_guilds(&self, spec: &GuildsSpec) -> Vec<u64> {
+        let threshold = self.shared.config.large_threshold;
+        (0..spec.count)
+            .filter_map(|_| {
+                self.shared
+                    .apply(|w| {
+                        w.create_guild(
+                            None,
+                            spec.members_per_guild,
+                            spec.roles_per_guild,
+                            threshold,
+                            Shared::now_ms(),
+                        )
+                    })
+                    .ok()
+            })
+            .collect()
+    }
+
+    pub fn guilds(&self) -> Vec<GuildInfo> {
+        let world = lock(&self.shared.world);
+        world.guilds.values().map(|g| world.guild_info(g)).collect()
+    }
+
+    pub fn guild(&self, guild_id: u64) -> Result<GuildInfo, SimError> {
+        let world = lock(&self.shared.world);
+        world.guild(guild_id).map(|g| world.guild_info(g))
+    }
+
+    /// The bot is removed from the guild: GUILD_DELETE without `unavailable`.
+    pub fn remove_guild(&self, guild_id: u64) -> Result<(), SimError> {
+        self.shared.apply(|w| w.remove_guild(guild_id, false))
+    }
+
+    /// An outage: GUILD_DELETE with `unavailable: true`.
+    pub fn guild_outage(&self, guild_id: u64) -> Result<(), SimError> {
+        self.shared.apply(|w| w.remove_guild(guild_id, true))
+    }
+
+    /// Ends an outage or re-adds the bot: GUILD_CREATE.
+    pub fn restore_guild(&self, guild_id: u64) -> Result<(), SimError> {
+        let threshold = self.shared.config.large_threshold;
+        self.shared
+            .apply(|w| w.restore_guild(guild_id, threshold, Shared::now_ms()))
+    }
+
+    pub fn add_member(&self, guild_id: u64, member: NewMember) -> Result<u64, SimError> {
+        self.shared
+            .apply(|w| w.add_member(guild_id, member, Shared::now_ms()))
+    }
+
+    pub fn remove_member(&self, guild_id: u64, user_id: u64) -> Result<(), SimError> {
+        self.shared.apply(|w| w.remove_member(guild_id, user_id))
+    }
+
+    pub fn update_member(
+        &self,
+        guild_id: u64,
+        user_id: u64,
+        patch: MemberPatch,
+    ) -> Result<MemberInfo, SimError> {
+        self.shared
+            .apply(|w| w.update_member(guild_id, user_id, patch))
+    }
+
+    pub fn member(&self, guild_id: u64, user_id: u64) -> Result<MemberInfo, SimError> {
+        let world = lock(&self.shared.world);
+        let guild = world.guild(guild_id)?;
+        guild
+            .members
+            .get(&user_id)
+            .map(|m| member_info(guild_id, m))
+            .ok_or(SimError::UnknownMember { guild_id, user_id })
+    }
+
+    pub fn members(&self, guild_id: u64) -> Result<Vec<MemberInfo>, SimError> {
+        let world = lock(&self.shared.world);
+        let guild = world.guild(guild_id)?;
+        Ok(guild
+            .members
+            .values()
+            .map(|m| member_info(guild_id, m))
+            .collect())
+    }
+
+    pub fn create_interaction(
+        &self,
+        interaction: NewInteraction,
+    ) -> Result<CreatedInteraction, SimError> {
+        let application_id = self.shared.config.application_id;
+        self.shared
+            .apply(|w| w.create_interaction(interaction, application_id, Shared::now_ms()))
+    }
+
+    pub fn interaction(&self, id: u64) -> Option<InteractionInfo> {
+        lock(&self.shared.world).interaction_info(id)
+    }
+
+    pub fn interactions(&self) -> Vec<InteractionInfo> {
+        let world = lock(&self.shared.world);
+        let mut ids: Vec<u64> = world.interactions.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| world.interaction_info(id))
+            .collect()
+    }
+
+    /// Injects `fault` into every live connection of `shard_id`; returns how
+    /// many connections it reached.
+    pub fn fault(&self, shard_id: u32, fault: Fault) -> usize {
+        self.shared.inject(shard_id, &fault)
+    }
+
+    /// Everything recorded about a shard: frames sent, connection history, counters.
+    pub fn transcript(&self, shard_id: u32) -> ShardTranscript {
+        lock(&self.shared.transcripts)
+            .get(&shard_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn shards(&self) -> Vec<ShardStatus> {
+        let mut by_shard: HashMap<u32, ShardStatus> = HashMap::new();
+        let blank = |shard_id: u32, shard_count: u32| ShardStatus {
+            shard_id,
+            shard_count,
+            connections: 0,
+            sessions: 0,
+            identifies: 0,
+            resumes: 0,
+            dispatches_sent: 0,
+        };
+        for session in self.shared.sessions.all() {
+            if session.is_invalidated() {
+                continue;
+            }
+            by_shard
+                .entry(session.shard_id)
+                .or_insert_with(|| blank(session.shard_id, session.shard_count))
+                .sessions += 1;
+        }
+        for entry in lock(&self.shared.connections).values() {
+            if let Some([id, count]) = entry.shard {
+                by_shard
+                    .entry(id)
+                    .or_insert_with(|| blank(id, count))
+                    .connections += 1;
+            }
+        }
+        for (shard_id, transcript) in lock(&self.shared.transcripts).iter() {
+            let status = by_shard
+                .entry(*shard_id)
+                .or_insert_with(|| blank(*shard_id, 0));
+            status.identifies = transcript.identifies;
+            status.resumes = transcript.resumes;
+            status.dispatches_sent = transcript.dispatch_counts.values().sum();
+        }
+        let mut shards: Vec<ShardStatus> = by_shard.into_values().collect();
+        shards.sort_by_key(|s| s.shard_id);
+        shards
+    }
+
+    pub fn stats(&self) -> SimStats {
+        let (guilds, members, interactions) = {
+            let world = lock(&self.shared.world);
+            (
+                world.guilds.len(),
+                world.guilds.values().map(|g| g.members.len()).sum(),
+                world.interactions.len(),
+            )
+        };
+        SimStats {
+            guilds,
+            members,
+            interactions,
+            connections: lock(&self.shared.connections).len(),
+            sessions: self
+                .shared
+                .sessions
+                .all()
+                .iter()
+                .filter(|s| !s.is_invalidated())
+                .count(),
+            identifies: lock(&self.shared.identify).total,
+            rest_rate_limited: lock(&self.shared.rest).rejected,
+        }
+    }
+
+    /// Starts generating traffic in the background.
+    pub fn start_traffic(&self, spec: TrafficSpec) -> TrafficRun {
+        let progress = Arc::new(TrafficProgress::default());
+        let id = {
+            let mut runs = lock(&self.shared.traffic);
+            let id = runs.len() as u64 + 1;
+            runs.insert(id, Arc::clone(&progress));
+            id
+        };
+        let task = tokio::spawn(traffic::run(
+            Arc::clone(&self.shared),
+            spec,
+            Arc::clone(&progress),
+        ));
+        TrafficRun { id, progress, task }
+    }
+
+    /// `(emitted, requested, done)` of a traffic run started earlier.
+    pub fn traffic_progress(&self, id: u64) -> Option<(u64, u64, bool)> {
+        lock(&self.shared.traffic).get(&id).map(|p| {
+            (
+                p.emitted.load(Ordering::Relaxed),
+                p.requested.load(Ordering::Relaxed),
+                p.done.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Waits until `count` distinct shards each have a live, identified connection.
+    pub async fn wait_for_shards(&self, count: usize, within: Duration) -> Result<(), SimError> {
+        let deadline = Instant::now() + within;
+        loop {
+            let connected = self
+                .shards()
+                .iter()
+                .filter(|s| s.connections > 0 && s.sessions > 0)
+                .count();
+            if connected >= count {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(SimError::Timeout(format!(
+                    "{count} connected shards ({connected} so far)"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until no connected session has undelivered dispatches.
+    pub async fn wait_until_delivered(&self, within: Duration) -> Result<(), SimError> {
+        let deadline = Instant::now() + within;
+        while self.shared.sessions.max_lag() > 0 {
+            if Instant::now() >= deadline {
+                return Err(SimError::Timeout("delivery of pending dispatches".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}

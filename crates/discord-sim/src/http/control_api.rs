@@ -1,0 +1,281 @@
+//! The control API over HTTP, under `/_sim`, for tools outside the process
+//! (the demo, scripts, a gateway under test in another process).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::control::{GuildsSpec, SimControl};
+use crate::faults::Fault;
+use crate::scenario::Scenario;
+use crate::state::Shared;
+use crate::traffic::TrafficSpec;
+use crate::world::{MemberPatch, NewInteraction, NewMember};
+use crate::SimError;
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/_sim/health", get(|| async { "ok" }))
+        .route("/_sim/stats", get(stats))
+        .route("/_sim/guilds", get(list_guilds).post(create_guilds))
+        .route(
+            "/_sim/guilds/{guild_id}",
+            get(get_guild).delete(delete_guild),
+        )
+        .route("/_sim/guilds/{guild_id}/restore", post(restore_guild))
+        .route(
+            "/_sim/guilds/{guild_id}/members",
+            get(list_members).post(add_member),
+        )
+        .route(
+            "/_sim/guilds/{guild_id}/members/{user_id}",
+            get(get_member).patch(update_member).delete(remove_member),
+        )
+        .route(
+            "/_sim/interactions",
+            get(list_interactions).post(create_interaction),
+        )
+        .route("/_sim/interactions/{id}", get(get_interaction))
+        .route("/_sim/shards", get(list_shards))
+        .route("/_sim/shards/{shard_id}", get(get_transcript))
+        .route("/_sim/shards/{shard_id}/faults", post(inject_fault))
+        .route("/_sim/traffic", post(start_traffic))
+        .route("/_sim/traffic/{id}", get(traffic_progress))
+        .route("/_sim/scenario", post(run_scenario))
+}
+
+fn control(shared: Arc<Shared>) -> SimControl {
+    SimControl { shared }
+}
+
+fn error(error: SimError) -> Response {
+    let status = match error {
+        SimError::UnknownGuild(_)
+        | SimError::UnknownMember { .. }
+        | SimError::UnknownRole { .. } => StatusCode::NOT_FOUND,
+        SimError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, Json(json!({"error": error.to_string()}))).into_response()
+}
+
+fn respond<T: serde::Serialize>(result: Result<T, SimError>) -> Response {
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+fn id(raw: &str) -> Result<u64, Response> {
+    raw.parse().map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("not a snowflake: {raw}")})),
+        )
+            .into_response()
+    })
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    Json(control(shared).stats()).into_response()
+}
+
+async fn list_guilds(State(shared): State<Arc<Shared>>) -> Response {
+    Json(control(shared).guilds()).into_response()
+}
+
+async fn create_guilds(
+    State(shared): State<Arc<Shared>>,
+    Json(spec): Json<GuildsSpec>,
+) -> Response {
+    let ids: Vec<String> = control(shared)
+        .create_guilds(&spec)
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    (StatusCode::CREATED, Json(json!({"guild_ids": ids}))).into_response()
+}
+
+async fn get_guild(State(shared): State<Arc<Shared>>, Path(guild): Path<String>) -> Response {
+    match id(&guild) {
+        Ok(guild) => respond(control(shared).guild(guild)),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct DeleteGuild {
+    #[serde(default)]
+    unavailable: bool,
+}
+
+async fn delete_guild(
+    State(shared): State<Arc<Shared>>,
+    Path(guild): Path<String>,
+    Query(query): Query<DeleteGuild>,
+) -> Response {
+    let guild = match id(&guild) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let control = control(shared);
+    let result = if query.unavailable {
+        control.guild_outage(guild)
+    } else {
+        control.remove_guild(guild)
+    };
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(e),
+    }
+}
+
+async fn restore_guild(State(shared): State<Arc<Shared>>, Path(guild): Path<String>) -> Response {
+    match id(&guild) {
+        Ok(guild) => match control(shared).restore_guild(guild) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => error(e),
+        },
+        Err(r) => r,
+    }
+}
+
+async fn list_members(State(shared): State<Arc<Shared>>, Path(guild): Path<String>) -> Response {
+    match id(&guild) {
+        Ok(guild) => respond(control(shared).members(guild)),
+        Err(r) => r,
+    }
+}
+
+async fn add_member(
+    State(shared): State<Arc<Shared>>,
+    Path(guild): Path<String>,
+    body: Option<Json<NewMember>>,
+) -> Response {
+    let guild = match id(&guild) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let control = control(shared);
+    let member = body.map(|Json(m)| m).unwrap_or_default();
+    match control.add_member(guild, member) {
+        Ok(user) => (StatusCode::CREATED, Json(control.member(guild, user).ok())).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+async fn get_member(
+    State(shared): State<Arc<Shared>>,
+    Path((guild, user)): Path<(String, String)>,
+) -> Response {
+    match (id(&guild), id(&user)) {
+        (Ok(g), Ok(u)) => respond(control(shared).member(g, u)),
+        (Err(r), _) | (_, Err(r)) => r,
+    }
+}
+
+async fn update_member(
+    State(shared): State<Arc<Shared>>,
+    Path((guild, user)): Path<(String, String)>,
+    Json(patch): Json<MemberPatch>,
+) -> Response {
+    match (id(&guild), id(&user)) {
+        (Ok(g), Ok(u)) => respond(control(shared).update_member(g, u, patch)),
+        (Err(r), _) | (_, Err(r)) => r,
+    }
+}
+
+async fn remove_member(
+    State(shared): State<Arc<Shared>>,
+    Path((guild, user)): Path<(String, String)>,
+) -> Response {
+    match (id(&guild), id(&user)) {
+        (Ok(g), Ok(u)) => match control(shared).remove_member(g, u) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => error(e),
+        },
+        (Err(r), _) | (_, Err(r)) => r,
+    }
+}
+
+async fn list_interactions(State(shared): State<Arc<Shared>>) -> Response {
+    Json(control(shared).interactions()).into_response()
+}
+
+async fn create_interaction(
+    State(shared): State<Arc<Shared>>,
+    Json(spec): Json<NewInteraction>,
+) -> Response {
+    match control(shared).create_interaction(spec) {
+        Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+async fn get_interaction(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+    let interaction = match id(&raw) {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    match control(shared).interaction(interaction) {
+        Some(info) => Json(info).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown interaction"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn list_shards(State(shared): State<Arc<Shared>>) -> Response {
+    Json(control(shared).shards()).into_response()
+}
+
+async fn get_transcript(State(shared): State<Arc<Shared>>, Path(shard): Path<u32>) -> Response {
+    Json(control(shared).transcript(shard)).into_response()
+}
+
+async fn inject_fault(
+    State(shared): State<Arc<Shared>>,
+    Path(shard): Path<u32>,
+    Json(fault): Json<Fault>,
+) -> Response {
+    let reached = control(shared).fault(shard, fault);
+    Json(json!({"connections": reached})).into_response()
+}
+
+async fn start_traffic(
+    State(shared): State<Arc<Shared>>,
+    Json(spec): Json<TrafficSpec>,
+) -> Response {
+    let run = control(shared).start_traffic(spec);
+    (StatusCode::ACCEPTED, Json(json!({"id": run.id}))).into_response()
+}
+
+async fn traffic_progress(State(shared): State<Arc<Shared>>, Path(run): Path<u64>) -> Response {
+    match control(shared).traffic_progress(run) {
+        Some((emitted, requested, done)) => {
+            Json(json!({"emitted": emitted, "requested": requested, "done": done})).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown traffic run"})),
+        )
+            .into_response(),
+    }
+}
+
+/// Runs a scenario's guilds and steps (its `sim` section is ignored: the
+/// simulator is already running) and answers with the report.
+async fn run_scenario(
+    State(shared): State<Arc<Shared>>,
+    Json(scenario): Json<Scenario>,
+) -> Response {
+    respond(control(shared).run_scenario(&scenario).await)
+}

@@ -1,0 +1,293 @@
+//! The Discord REST endpoints the project uses, under `/api/v10`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post, put};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::discord_json;
+use crate::http::ratelimit::{RateHeaders, Verdict};
+use crate::lock;
+use crate::state::Shared;
+use crate::world::InteractionResponse;
+use crate::SimError;
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/v10/gateway/bot", get(gateway_bot))
+        .route(
+            "/api/v10/guilds/{guild_id}/members/{user_id}/roles/{role_id}",
+            put(add_role).delete(remove_role),
+        )
+        .route(
+            "/api/v10/interactions/{interaction_id}/{token}/callback",
+            post(interaction_callback),
+        )
+        .route(
+            "/api/v10/webhooks/{application_id}/{token}/messages/@original",
+            patch(edit_original),
+        )
+}
+
+/// A Discord JSON error (`{"message", "code"}`).
+fn discord_error(status: StatusCode, code: u32, message: &str) -> Response {
+    (status, Json(json!({"message": message, "code": code}))).into_response()
+}
+
+fn sim_error(error: &SimError) -> Response {
+    match error {
+        SimError::UnknownGuild(_) => discord_error(StatusCode::NOT_FOUND, 10004, "Unknown Guild"),
+        SimError::UnknownMember { .. } => {
+            discord_error(StatusCode::NOT_FOUND, 10007, "Unknown Member")
+        }
+        SimError::UnknownRole { .. } => discord_error(StatusCode::NOT_FOUND, 10011, "Unknown Role"),
+        other => discord_error(StatusCode::BAD_REQUEST, 0, &other.to_string()),
+    }
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+    let expected = format!("Bot {}", shared.config.token);
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expected)
+}
+
+fn unauthorized() -> Response {
+    discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized")
+}
+
+fn add_headers(response: &mut Response, headers: &Option<RateHeaders>) {
+    let Some(headers) = headers else { return };
+    for (name, value) in headers.pairs() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+}
+
+/// Counts the request against its buckets; on 429 returns the response to send.
+fn rate_limit(
+    shared: &Shared,
+    template: &str,
+    major: &str,
+    global_applies: bool,
+) -> Result<Option<RateHeaders>, Response> {
+    let verdict = lock(&shared.rest).check(template, major, global_applies, Instant::now());
+    match verdict {
+        Verdict::Allowed(headers) => Ok(headers),
+        Verdict::Limited {
+            headers,
+            retry_after,
+            global,
+        } => {
+            let seconds = retry_after.as_secs_f64();
+            let body = json!({
+                "message": "You are being rate limited.",
+                "retry_after": (seconds * 1000.0).ceil() / 1000.0,
+                "global": global,
+            });
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            add_headers(&mut response, &headers);
+            let map = response.headers_mut();
+            map.insert(
+                "retry-after",
+                HeaderValue::from(seconds.ceil().max(1.0) as u64),
+            );
+            let scope = if global { "global" } else { "user" };
+            map.insert("x-ratelimit-scope", HeaderValue::from_static(scope));
+            if global {
+                map.insert("x-ratelimit-global", HeaderValue::from_static("true"));
+            }
+            Err(response)
+        }
+    }
+}
+
+/// Runs `handler` under the route's rate limit and adds the headers.
+fn limited(
+    shared: &Shared,
+    template: &str,
+    major: &str,
+    global_applies: bool,
+    handler: impl FnOnce() -> Response,
+) -> Response {
+    match rate_limit(shared, template, major, global_applies) {
+        Ok(headers) => {
+            let mut response = handler();
+            add_headers(&mut response, &headers);
+            response
+        }
+        Err(limited) => limited,
+    }
+}
+
+async fn gateway_bot(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    limited(&shared, "GET /gateway/bot", "", true, || {
+        let used = lock(&shared.identify).total;
+        let config = &shared.config;
+        Json(json!({
+            "url": shared.gateway_url,
+            "shards": config.shard_count,
+            "session_start_limit": {
+                "total": 1000,
+                "remaining": 1000u64.saturating_sub(used),
+                "reset_after": 86_400_000,
+                "max_concurrency": config.max_concurrency,
+            },
+        }))
+        .into_response()
+    })
+}
+
+fn parse_ids<const N: usize>(raw: [&str; N]) -> Option<[u64; N]> {
+    let mut out = [0u64; N];
+    for (slot, text) in out.iter_mut().zip(raw) {
+        *slot = text.parse().ok()?;
+    }
+    Some(out)
+}
+
+async fn set_role(
+    shared: Arc<Shared>,
+    headers: HeaderMap,
+    ids: (String, String, String),
+    add: bool,
+) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let Some([guild_id, user_id, role_id]) = parse_ids([&ids.0, &ids.1, &ids.2]) else {
+        return discord_error(StatusCode::NOT_FOUND, 0, "404: Not Found");
+    };
+    let template = if add {
+        "PUT /guilds/{}/members/{}/roles/{}"
+    } else {
+        "DELETE /guilds/{}/members/{}/roles/{}"
+    };
+    limited(&shared, template, &ids.0, true, || {
+        match shared.apply(|world| world.set_member_role(guild_id, user_id, role_id, add)) {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(error) => sim_error(&error),
+        }
+    })
+}
+
+async fn add_role(
+    State(shared): State<Arc<Shared>>,
+    Path(ids): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    set_role(shared, headers, ids, true).await
+}
+
+async fn remove_role(
+    State(shared): State<Arc<Shared>>,
+    Path(ids): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    set_role(shared, headers, ids, false).await
+}
+
+async fn interaction_callback(
+    State(shared): State<Arc<Shared>>,
+    Path((interaction_id, token)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    limited(
+        &shared,
+        "POST /interactions/{}/{}/callback",
+        &interaction_id,
+        false,
+        || {
+            let Ok(id) = interaction_id.parse::<u64>() else {
+                return discord_error(StatusCode::NOT_FOUND, 10062, "Unknown interaction");
+            };
+            let Some(callback_type) = body.get("type").and_then(Value::as_u64) else {
+                return discord_error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
+            };
+            let mut world = lock(&shared.world);
+            let Some(record) = world.interactions.get_mut(&id).filter(|r| r.token == token) else {
+                return discord_error(StatusCode::NOT_FOUND, 10062, "Unknown interaction");
+            };
+            if record.responses.iter().any(|r| r.action == "callback") {
+                return discord_error(
+                    StatusCode::BAD_REQUEST,
+                    40060,
+                    "Interaction has already been acknowledged.",
+                );
+            }
+            record.responses.push(InteractionResponse {
+                action: "callback".into(),
+                callback_type: Some(callback_type),
+                body,
+                at_ms: Shared::now_ms(),
+            });
+            StatusCode::NO_CONTENT.into_response()
+        },
+    )
+}
+
+async fn edit_original(
+    State(shared): State<Arc<Shared>>,
+    Path((application_id, token)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> Response {
+    let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    limited(
+        &shared,
+        "PATCH /webhooks/{}/{}/messages/@original",
+        &token,
+        false,
+        || {
+            if application_id.parse::<u64>().ok() != Some(shared.config.application_id) {
+                return discord_error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
+            }
+            let mut world = lock(&shared.world);
+            let Some(id) = world.interaction_by_token.get(&token).copied() else {
+                return discord_error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
+            };
+            let Some(record) = world.interactions.get_mut(&id) else {
+                return discord_error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
+            };
+            // Only a message (4) or deferred message (5) callback creates an
+            // original response to edit.
+            let has_original = record
+                .responses
+                .iter()
+                .any(|r| matches!(r.callback_type, Some(4 | 5)));
+            if !has_original {
+                return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+            }
+            let now = Shared::now_ms();
+            record.responses.push(InteractionResponse {
+                action: "edit_original".into(),
+                callback_type: None,
+                body: body.clone(),
+                at_ms: now,
+            });
+            let message_id = record.message_id;
+            let guild_id = record.guild_id;
+            let channel_id = world.guilds.get(&guild_id).map_or(0, |g| g.channel_id);
+            let config = &shared.config;
+            let message = discord_json::message(
+                message_id,
+                channel_id,
+                config.application_id,
+                &config.bot_username,
+                &body,
+                now,
+            );
+            Json(message).into_response()
+        },
+    )
+}

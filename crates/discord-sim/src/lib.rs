@@ -1,0 +1,156 @@
+//! A local Discord for tests, the demo and benchmarks.
+//!
+//! [`Simulator::start`] binds a gateway WebSocket (Discord gateway v10, JSON,
+//! optionally `compress=zstd-stream`) and an HTTP listener serving the REST
+//! endpoints the project uses under `/api/v10` plus a control API under
+//! `/_sim`. Point a Twilight shard at [`Simulator::gateway_url`] (its
+//! `proxy_url`) and twilight-http at [`Simulator::api_host`] (its `proxy`):
+//! the production code path runs unchanged.
+//!
+//! Drive it in-process through [`SimControl`] ([`Simulator::control`]) or
+//! over HTTP; both do the same things.
+//!
+//! Not for production code paths: nothing here authenticates anyone beyond
+//! comparing a configured token.
+
+mod config;
+mod control;
+mod discord_json;
+mod error;
+mod faults;
+mod gateway;
+mod http;
+mod ids;
+mod json_id;
+mod scenario;
+mod state;
+mod traffic;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use config::{intents, RestLimits, SimConfig};
+pub use control::{GuildsSpec, ShardStatus, SimControl, SimStats, TrafficRun};
+pub use error::SimError;
+pub use faults::Fault;
+pub use gateway::transcript::{SentFrame, ShardEvent, ShardTranscript};
+pub use ids::shard_for_guild;
+pub use scenario::{Scenario, ScenarioReport, Step};
+pub use traffic::{TrafficMix, TrafficProgress, TrafficReport, TrafficSpec};
+pub use world::{
+    CreatedInteraction, GuildInfo, InteractionInfo, InteractionResponse, MemberInfo, MemberPatch,
+    NewInteraction, NewMember,
+};
+
+use state::Shared;
+
+/// A poisoned lock only means another task panicked mid-update; the
+/// simulator's state stays usable for inspection, so carry on.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running simulator. Dropping it without [`Simulator::shutdown`] leaves
+/// its tasks running until the runtime ends.
+pub struct Simulator {
+    control: SimControl,
+    gateway_addr: SocketAddr,
+    api_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Binds both listeners and starts serving. Must run inside a Tokio runtime.
+    pub async fn start(config: SimConfig) -> Result<Self, SimError> {
+        let bind = |port| SocketAddr::new(config.bind, port);
+        let gateway_listener = bind_listener(bind(config.gateway_port)).await?;
+        let api_listener = bind_listener(bind(config.api_port)).await?;
+        let gateway_addr = local_addr(&gateway_listener, bind(config.gateway_port))?;
+        let api_addr = local_addr(&api_listener, bind(config.api_port))?;
+        let shared = Arc::new(Shared::new(config, format!("ws://{gateway_addr}")));
+
+        let gateway_task =
+            tokio::spawn(gateway::accept_loop(gateway_listener, Arc::clone(&shared)));
+        let router = http::router(Arc::clone(&shared));
+        let mut shutdown = shared.shutdown.subscribe();
+        let api_task = tokio::spawn(async move {
+            let served = axum::serve(api_listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown.changed().await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::warn!(%error, "simulator HTTP server stopped");
+            }
+        });
+        tracing::info!(gateway = %gateway_addr, api = %api_addr, "discord simulator listening");
+        Ok(Self {
+            control: SimControl { shared },
+            gateway_addr,
+            api_addr,
+            tasks: vec![gateway_task, api_task],
+        })
+    }
+
+    /// The gateway base URL, e.g. `ws://127.0.0.1:40123`: Twilight's
+    /// `proxy_url`, and what READY hands out as `resume_gateway_url`.
+    pub fn gateway_url(&self) -> String {
+        format!("ws://{}", self.gateway_addr)
+    }
+
+    /// The REST base URL, e.g. `http://127.0.0.1:40124` (Discord's routes are
+    /// under `/api/v10`, the control API under `/_sim`).
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// `host:port` of the REST API, the form twilight-http's
+    /// `ClientBuilder::proxy(host, true)` takes.
+    pub fn api_host(&self) -> String {
+        self.api_addr.to_string()
+    }
+
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_addr
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.control.shared.config
+    }
+
+    /// The in-process control API.
+    pub fn control(&self) -> &SimControl {
+        &self.control
+    }
+
+    /// Closes every gateway connection (code 1001), stops both listeners and
+    /// waits for them, at most a few seconds.
+    pub async fn shutdown(self) {
+        self.control.shared.shutdown.send_replace(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, SimError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| SimError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, requested: SocketAddr) -> Result<SocketAddr, SimError> {
+    listener.local_addr().map_err(|source| SimError::Bind {
+        addr: requested,
+        source,
+    })
+}
