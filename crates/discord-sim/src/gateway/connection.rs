@@ -520,6 +520,7 @@ impl Connection {
         self.record(ShardEvent::Identified {
             connection_id: self.id,
             session_id: session.id.clone(),
+            compressed: self.zstd.is_some(),
         });
         self.seq_rx = Some(session.subscribe());
         self.session = Some(session);
@@ -618,6 +619,7 @@ impl Connection {
         self.record(ShardEvent::Resumed {
             connection_id: self.id,
             session_id: session.id.clone(),
+            compressed: self.zstd.is_some(),
             from_seq: seq,
             replayed: self.cursor - seq,
         });

@@ -27,17 +27,16 @@ pub struct SentFrame {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ShardEvent {
-    Connected {
-        connection_id: u64,
-        compressed: bool,
-    },
     Identified {
         connection_id: u64,
         session_id: String,
+        /// Whether the connection asked for `compress=zstd-stream`.
+        compressed: bool,
     },
     Resumed {
         connection_id: u64,
         session_id: String,
+        compressed: bool,
         from_seq: u64,
         replayed: u64,
     },

@@ -1,0 +1,234 @@
+//! Frame-level checks with a bare WebSocket client: key order, compression,
+//! and the protocol errors Twilight never provokes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
+use zstd_safe::{DCtx, InBuffer, OutBuffer};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn connect(url: &str, query: &str) -> Ws {
+    let uri = format!("{url}/?{query}");
+    let (ws, _) = ClientBuilder::new()
+        .uri(&uri)
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connects");
+    ws
+}
+
+async fn next_message(ws: &mut Ws) -> Message {
+    tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("a frame in time")
+        .expect("connection open")
+        .expect("valid frame")
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    let message = next_message(ws).await;
+    message.as_text().expect("a text frame").to_owned()
+}
+
+async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string()))
+        .await
+        .expect("sent");
+}
+
+fn identify(token: &str) -> Value {
+    json!({"op": 2, "d": {
+        "token": token,
+        "intents": 3,
+        "shard": [0, 1],
+        "properties": {"os": "linux", "browser": "test", "device": "test"},
+    }})
+}
+
+/// The close code the server ends the connection with.
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        let message = next_message(ws).await;
+        if let Some((code, _)) = message.as_close() {
+            return u16::from(code);
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_put_op_s_and_t_before_d() {
+    let sim = start(fast_config()).await;
+    sim.control()
+        .create_guilds(&discord_sim::GuildsSpec::default());
+    let mut ws = connect(&sim.gateway_url(), "v=10&encoding=json").await;
+    let hello = next_text(&mut ws).await;
+    assert!(
+        hello.starts_with(r#"{"op":10,"s":null,"t":null,"d":{"heartbeat_interval":1000"#),
+        "{hello}"
+    );
+    send(&mut ws, identify(TOKEN)).await;
+    let ready = next_text(&mut ws).await;
+    assert!(
+        ready.starts_with(r#"{"op":0,"s":1,"t":"READY","d":{"#),
+        "{ready}"
+    );
+    let guild_create = next_text(&mut ws).await;
+    assert!(guild_create.starts_with(r#"{"op":0,"s":2,"t":"GUILD_CREATE","d":{"#));
+    send(&mut ws, json!({"op": 1, "d": 2})).await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"op":11,"s":null,"t":null,"d":null}"#
+    );
+    sim.shutdown().await;
+}
+
+fn decompress(ctx: &mut DCtx<'_>, frame: &[u8]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut input = InBuffer::around(frame);
+    while input.pos < frame.len() {
+        let pos = out.len();
+        let mut output = OutBuffer::around_pos(&mut out, pos);
+        ctx.decompress_stream(&mut output, &mut input)
+            .expect("valid zstd stream");
+    }
+    String::from_utf8(out).expect("utf-8 JSON")
+}
+
+#[tokio::test]
+async fn zstd_stream_sends_binary_frames_of_one_stream() {
+    let sim = start(fast_config()).await;
+    sim.control().create_guilds(&discord_sim::GuildsSpec {
+        count: 3,
+        ..Default::default()
+    });
+    let mut ws = connect(
+        &sim.gateway_url(),
+        "v=10&encoding=json&compress=zstd-stream",
+    )
+    .await;
+    let mut ctx = DCtx::create();
+    let mut texts = Vec::new();
+    for i in 0..5 {
+        if i == 1 {
+            send(&mut ws, identify(TOKEN)).await;
+        }
+        let message = next_message(&mut ws).await;
+        assert!(message.is_binary(), "frame {i} is binary");
+        texts.push(decompress(&mut ctx, message.as_payload()));
+    }
+    assert!(texts[0].starts_with(r#"{"op":10,"#));
+    assert!(texts[1].contains(r#""t":"READY""#));
+    for text in &texts[2..] {
+        let value: Value = serde_json::from_str(text).expect("JSON");
+        assert_eq!(value["t"], "GUILD_CREATE");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn protocol_errors_close_with_discords_codes() {
+    let sim = start(fast_config()).await;
+    let url = sim.gateway_url();
+
+    let mut ws = connect(&url, "v=9&encoding=json").await;
+    assert_eq!(close_code(&mut ws).await, 4012, "unsupported API version");
+
+    let mut ws = connect(&url, "v=10&encoding=json").await;
+    next_text(&mut ws).await;
+    ws.send(Message::text("{not json")).await.expect("sent");
+    assert_eq!(close_code(&mut ws).await, 4002, "decode error");
+
+    let mut ws = connect(&url, "v=10&encoding=json").await;
+    next_text(&mut ws).await;
+    send(&mut ws, json!({"op": 3, "d": {}})).await;
+    assert_eq!(close_code(&mut ws).await, 4003, "not authenticated");
+
+    let mut ws = connect(&url, "v=10&encoding=json").await;
+    next_text(&mut ws).await;
+    send(&mut ws, json!({"op": 42, "d": null})).await;
+    assert_eq!(close_code(&mut ws).await, 4001, "unknown opcode");
+
+    let mut ws = connect(&url, "v=10&encoding=json").await;
+    next_text(&mut ws).await;
+    send(&mut ws, identify(TOKEN)).await;
+    next_text(&mut ws).await;
+    send(&mut ws, identify(TOKEN)).await;
+    assert_eq!(close_code(&mut ws).await, 4005, "already authenticated");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn resume_of_an_unknown_session_is_refused_with_op9() {
+    let sim = start(fast_config()).await;
+    let mut ws = connect(&sim.gateway_url(), "v=10&encoding=json").await;
+    next_text(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"op": 6, "d": {"token": TOKEN, "session_id": "nope", "seq": 3}}),
+    )
+    .await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"op":9,"s":null,"t":null,"d":false}"#
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn resume_replays_after_the_clients_sequence_then_resumed() {
+    let sim = start(fast_config()).await;
+    let guild = sim.control().create_guilds(&discord_sim::GuildsSpec {
+        count: 1,
+        members_per_guild: 1,
+        roles_per_guild: 0,
+    })[0];
+    let mut ws = connect(&sim.gateway_url(), "v=10&encoding=json").await;
+    next_text(&mut ws).await;
+    send(&mut ws, identify(TOKEN)).await;
+    let ready: Value = serde_json::from_str(&next_text(&mut ws).await).expect("JSON");
+    let session_id = ready["d"]["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_owned();
+    next_text(&mut ws).await; // GUILD_CREATE, seq 2
+    drop(ws);
+    // Dispatched while no connection is attached: seq 3, 4, 5.
+    for _ in 0..3 {
+        sim.control()
+            .add_member(guild, discord_sim::NewMember::default())
+            .expect("member added");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut ws = connect(&sim.gateway_url(), "v=10&encoding=json").await;
+    next_text(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"op": 6, "d": {"token": format!("Bot {TOKEN}"), "session_id": session_id, "seq": 3}}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let frame: Value = serde_json::from_str(&next_text(&mut ws).await).expect("JSON");
+        seen.push((
+            frame["t"].as_str().unwrap_or_default().to_owned(),
+            frame["s"].as_u64(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("GUILD_MEMBER_ADD".to_owned(), Some(4)),
+            ("GUILD_MEMBER_ADD".to_owned(), Some(5)),
+            ("RESUMED".to_owned(), Some(5)),
+        ]
+    );
+    sim.shutdown().await;
+}
