@@ -108,26 +108,32 @@ impl fmt::Debug for StoreConfig {
 }
 
 /// Replaces the password of a database URL with `***` so the URL can appear
-/// in logs and error messages. Anything that does not parse as a URL is
-/// reduced to its scheme, since it might be a key=value string with a
-/// password in it.
+/// in logs and error messages. Works on URLs too malformed to parse (those
+/// are exactly the ones that end up in error messages), and reduces a
+/// key=value connection string that mentions a password to a placeholder.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.has_host() => {
-            if parsed.password().is_some() {
-                // Cannot fail for a URL with a host.
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        _ => {
-            if url.contains("password") {
-                "<connection string with password, redacted>".to_owned()
-            } else {
-                url.to_owned()
-            }
-        }
-    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return if url.contains("password") {
+            "<connection string with password, redacted>".to_owned()
+        } else {
+            url.to_owned()
+        };
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let redacted_authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = if tail.contains("password=") {
+        "/<redacted>"
+    } else {
+        tail
+    };
+    format!("{scheme}://{redacted_authority}{tail}")
 }
 
 #[cfg(test)]
@@ -146,6 +152,8 @@ mod tests {
         assert_eq!(cfg.user(), "gatehouse_app");
         assert_eq!(cfg.dbname(), "gatehouse");
         assert!(!redact_url("host=x password=s3cret").contains("s3cret"));
+        assert!(!redact_url("postgres://u@h/db?password=s3cret").contains("s3cret"));
+        assert_eq!(redact_url("postgres://u@h:5432/db"), "postgres://u@h:5432/db");
     }
 
     #[test]

@@ -1,0 +1,504 @@
+//! Row-level security as the runtime role sees it: for every tenant table,
+//! tenant A can neither see nor change tenant B's rows, no tenant means no
+//! rows, and nothing gatehouse_app can run switches that off.
+//!
+//! These use plain sessions as gatehouse_app, straight to PostgreSQL, so they
+//! test the database's guarantees, not the store's good behaviour.
+
+use chrono::Utc;
+use serde_json::json;
+use store::{
+    repo::{AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule, RuleType},
+    Snowflake, Store, TenantId,
+};
+use testkit::TestDb;
+use tokio_postgres::{error::SqlState, Client};
+use uuid::Uuid;
+
+struct Tenant {
+    id: TenantId,
+    profile: Uuid,
+    unawarded_badge: Uuid,
+}
+
+fn sf(v: u64) -> Snowflake {
+    Snowflake::new(v).unwrap()
+}
+
+/// A community with one of everything, written through the store.
+async fn seed(store: &Store, guild: u64) -> Tenant {
+    let id = store
+        .directory()
+        .provision_guild(sf(guild), &format!("guild {guild}"))
+        .await
+        .unwrap();
+    let tx = store.begin(id).await.unwrap();
+    let profile = tx
+        .profiles()
+        .upsert_member(&MemberUpsert {
+            discord_user_id: sf(guild * 10),
+            role_ids: vec![sf(7)],
+            joined_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    tx.rules()
+        .create(&NewRule {
+            chain: None,
+            contract_address: None,
+            rule_type: RuleType::ScoreThreshold,
+            parameters: json!({"min_score": 10}),
+            role_discord_id: sf(guild + 1),
+            tier_mapping: None,
+            priority: 1,
+            enabled: true,
+        })
+        .await
+        .unwrap();
+    let mut badges = Vec::new();
+    for slug in ["early", "later"] {
+        badges.push(
+            tx.badges()
+                .define(&NewBadge {
+                    slug: slug.into(),
+                    name: slug.into(),
+                    description: String::new(),
+                    evaluator: BadgeEvaluator::ManualGrant,
+                    criteria: json!({}),
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(tx
+        .badges()
+        .award(badges[0].id, profile.id, "seed")
+        .await
+        .unwrap());
+    tx.audit()
+        .append(&AuditEntry::system("seeded"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    Tenant {
+        id,
+        profile: profile.id,
+        unawarded_badge: badges[1].id,
+    }
+}
+
+struct Fixture {
+    _db: TestDb,
+    app: Client,
+    a: Tenant,
+    b: Tenant,
+}
+
+async fn fixture(label: &str) -> Fixture {
+    let db = TestDb::create(label).await;
+    let store = db.store(4).await;
+    let a = seed(&store, 1001).await;
+    let b = seed(&store, 2002).await;
+    let app = db.app_direct().await;
+    Fixture { _db: db, app, a, b }
+}
+
+/// Runs `sql` in a transaction with the tenant set (or none), then rolls
+/// back. Returns rows affected, or the SQLSTATE of the failure.
+async fn in_tenant(app: &Client, tenant: Option<TenantId>, sql: &str) -> Result<u64, SqlState> {
+    app.batch_execute("BEGIN").await.unwrap();
+    if let Some(t) = tenant {
+        app.batch_execute(&format!(
+            "SELECT set_config('app.current_tenant', '{t}', true)"
+        ))
+        .await
+        .unwrap();
+    }
+    let result = app.execute(sql, &[]).await;
+    app.batch_execute("ROLLBACK").await.unwrap();
+    result.map_err(|e| e.code().cloned().unwrap_or(SqlState::CONNECTION_FAILURE))
+}
+
+async fn count(app: &Client, tenant: Option<TenantId>, from: &str) -> i64 {
+    app.batch_execute("BEGIN").await.unwrap();
+    if let Some(t) = tenant {
+        app.batch_execute(&format!(
+            "SELECT set_config('app.current_tenant', '{t}', true)"
+        ))
+        .await
+        .unwrap();
+    }
+    let n = app
+        .query_one(&format!("SELECT count(*) FROM {from}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    app.batch_execute("ROLLBACK").await.unwrap();
+    n
+}
+
+/// Per table: how to address tenant B's rows, a harmless update, and an
+/// insert of a new row for tenant B.
+fn table_cases(f: &Fixture) -> Vec<(&'static str, String, String, String)> {
+    let b = f.b.id;
+    vec![
+        (
+            "communities",
+            format!("id = '{b}'"),
+            "name = name".into(),
+            format!("INSERT INTO communities (id, discord_guild_id, name) VALUES ('{b}', 9999, 'x')"),
+        ),
+        (
+            "profiles",
+            format!("community_id = '{b}'"),
+            "tier = tier".into(),
+            format!("INSERT INTO profiles (community_id, discord_user_id) VALUES ('{b}', 4242)"),
+        ),
+        (
+            "eligibility_rules",
+            format!("community_id = '{b}'"),
+            "priority = priority".into(),
+            format!(
+                "INSERT INTO eligibility_rules (community_id, rule_type, role_discord_id) \
+                 VALUES ('{b}', 'score_threshold', 4242)"
+            ),
+        ),
+        (
+            "badges",
+            format!("community_id = '{b}'"),
+            "name = name".into(),
+            format!(
+                "INSERT INTO badges (community_id, slug, name, evaluator) \
+                 VALUES ('{b}', 'sneaky', 'x', 'manual_grant')"
+            ),
+        ),
+        (
+            "badge_awards",
+            format!("community_id = '{b}'"),
+            "reason = reason".into(),
+            format!(
+                "INSERT INTO badge_awards (community_id, badge_id, profile_id) VALUES ('{b}', '{}', '{}')",
+                f.b.unawarded_badge, f.b.profile
+            ),
+        ),
+        (
+            "audit_logs",
+            format!("community_id = '{b}'"),
+            "action = action".into(),
+            format!("INSERT INTO audit_logs (community_id, actor_type, action) VALUES ('{b}', 'system', 'x')"),
+        ),
+    ]
+}
+
+const DENIED: SqlState = SqlState::INSUFFICIENT_PRIVILEGE;
+
+#[tokio::test]
+async fn tenant_a_cannot_read_or_change_tenant_b_rows_in_any_table() {
+    let f = fixture("rls_cross_tenant").await;
+    let a = Some(f.a.id);
+    for (table, b_rows, update, insert) in table_cases(&f) {
+        // The rows exist and A can see its own: the checks below can fail.
+        assert!(count(&f.app, a, table).await > 0, "{table}: A sees none of its own rows");
+        assert!(count(&f.app, Some(f.b.id), table).await > 0, "{table}: B has no rows");
+
+        let seen = count(&f.app, a, &format!("{table} WHERE {b_rows}")).await;
+        assert_eq!(seen, 0, "{table}: A read B's rows");
+
+        match in_tenant(&f.app, a, &format!("UPDATE {table} SET {update} WHERE {b_rows}")).await {
+            Ok(n) => assert_eq!(n, 0, "{table}: A updated B's rows"),
+            Err(code) => assert_eq!(code, DENIED, "{table}: update"),
+        }
+        match in_tenant(&f.app, a, &format!("DELETE FROM {table} WHERE {b_rows}")).await {
+            Ok(n) => assert_eq!(n, 0, "{table}: A deleted B's rows"),
+            Err(code) => assert_eq!(code, DENIED, "{table}: delete"),
+        }
+        assert_eq!(
+            in_tenant(&f.app, a, &insert).await,
+            Err(DENIED),
+            "{table}: A inserted a row for B"
+        );
+        // And B's rows are all still there.
+        assert!(count(&f.app, Some(f.b.id), table).await > 0);
+    }
+}
+
+#[tokio::test]
+async fn without_a_tenant_nothing_is_visible_or_writable() {
+    let f = fixture("rls_no_tenant").await;
+    for (table, b_rows, update, insert) in table_cases(&f) {
+        assert_eq!(count(&f.app, None, table).await, 0, "{table}: rows visible without a tenant");
+        match in_tenant(&f.app, None, &format!("UPDATE {table} SET {update} WHERE {b_rows}")).await {
+            Ok(n) => assert_eq!(n, 0, "{table}"),
+            Err(code) => assert_eq!(code, DENIED, "{table}"),
+        }
+        assert!(in_tenant(&f.app, None, &insert).await.is_err(), "{table}: insert without tenant");
+    }
+    // After a transaction-local setting ends the value reads '' (not NULL);
+    // that must still mean "no tenant".
+    f.app.batch_execute("BEGIN").await.unwrap();
+    f.app
+        .batch_execute(&format!("SELECT set_tenant_context('{}')", f.a.id))
+        .await
+        .unwrap();
+    f.app.batch_execute("COMMIT").await.unwrap();
+    let leftover: String = f
+        .app
+        .query_one("SELECT current_setting('app.current_tenant', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leftover, "");
+    let n: i64 = f
+        .app
+        .query_one("SELECT count(*) FROM profiles", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn bypass_attempts_by_the_runtime_role_all_fail() {
+    let f = fixture("rls_bypass").await;
+    let app = &f.app;
+    // Admin-looking settings change nothing: no policy reads them.
+    for setting in ["app.is_admin", "app.admin", "app.bypass_rls", "app.role", "app.superuser"] {
+        for value in ["true", "on", "1", "admin"] {
+            app.batch_execute(&format!("SET {setting} = '{value}'"))
+                .await
+                .unwrap();
+            let n: i64 = app
+                .query_one("SELECT count(*) FROM profiles", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 0, "{setting}={value} exposed rows");
+        }
+    }
+    app.batch_execute("RESET ALL").await.unwrap();
+    let n: i64 = app
+        .query_one("SELECT count(*) FROM audit_logs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "RESET ALL exposed rows");
+
+    let expect_denied = [
+        "SET ROLE gatehouse_owner",
+        "SET ROLE gatehouse_definer",
+        "SET SESSION AUTHORIZATION gatehouse_owner",
+        "ALTER TABLE profiles DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE profiles NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY tenant_isolation ON profiles",
+        "CREATE POLICY open ON profiles USING (true)",
+        "ALTER ROLE gatehouse_app BYPASSRLS",
+        "CREATE FUNCTION public.sneak() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "UPDATE audit_logs SET action = 'rewritten'",
+        "DELETE FROM audit_logs",
+        "TRUNCATE audit_logs",
+        "TRUNCATE profiles",
+    ];
+    for sql in expect_denied {
+        let err = app.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(err.code(), Some(&DENIED), "{sql}: {err}");
+    }
+
+    // Turning row security off makes a query fail rather than bypass.
+    app.batch_execute("SET row_security = off").await.unwrap();
+    let err = app
+        .query("SELECT * FROM profiles", &[])
+        .await
+        .expect_err("row_security=off must not bypass");
+    assert_eq!(err.code(), Some(&DENIED));
+    app.batch_execute("RESET row_security").await.unwrap();
+
+    // Audit rows: append-only and only for the current tenant.
+    let a = Some(f.a.id);
+    let own = format!(
+        "INSERT INTO audit_logs (community_id, actor_type, action) VALUES ('{}', 'user', 'ok')",
+        f.a.id
+    );
+    assert_eq!(in_tenant(app, a, &own).await, Ok(1));
+    let other = format!(
+        "INSERT INTO audit_logs (community_id, actor_type, action) VALUES ('{}', 'user', 'forged')",
+        f.b.id
+    );
+    assert_eq!(in_tenant(app, a, &other).await, Err(DENIED));
+    assert_eq!(
+        in_tenant(app, a, "UPDATE audit_logs SET action = 'rewritten'").await,
+        Err(DENIED)
+    );
+    assert_eq!(in_tenant(app, a, "DELETE FROM audit_logs").await, Err(DENIED));
+    // The helper writes for the current tenant only and refuses without one.
+    assert_eq!(
+        in_tenant(app, a, "SELECT audit_action('system', NULL, 'via helper')").await,
+        Ok(1)
+    );
+    assert!(in_tenant(app, None, "SELECT audit_action('system', NULL, 'x')")
+        .await
+        .is_err());
+
+    // A garbage tenant fails closed (an error), it does not widen anything.
+    assert!(in_tenant(app, None, "SELECT set_config('app.current_tenant', 'x'' OR true', true), (SELECT count(*) FROM profiles)")
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn the_cross_tenant_functions_reveal_only_a_community_id() {
+    let f = fixture("rls_definer").await;
+    let row = f
+        .app
+        .query_one("SELECT resolve_community(2002)", &[])
+        .await
+        .unwrap();
+    let id: Option<Uuid> = row.get(0);
+    assert_eq!(id.map(TenantId::from), Some(f.b.id));
+    let unknown: Option<Uuid> = f
+        .app
+        .query_one("SELECT resolve_community(123456)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unknown, None);
+}
+
+#[tokio::test]
+async fn roles_policies_and_functions_are_as_designed() {
+    let f = fixture("rls_catalog").await;
+    let app = &f.app;
+    let row = app
+        .query_one(
+            "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = 'gatehouse_app'",
+            &[],
+        )
+        .await
+        .unwrap();
+    for i in 0..4 {
+        assert!(!row.get::<_, bool>(i), "gatehouse_app has attribute #{i}");
+    }
+    let owned: i64 = app
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_class WHERE relowner = 'gatehouse_app'::regrole)
+                  + (SELECT count(*) FROM pg_proc WHERE proowner = 'gatehouse_app'::regrole)
+                  + (SELECT count(*) FROM pg_namespace WHERE nspowner = 'gatehouse_app'::regrole)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owned, 0, "gatehouse_app owns objects");
+
+    // Every table with a community_id (and communities itself) has RLS
+    // enabled and forced.
+    let tables = app
+        .query(
+            "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind = 'r'
+               AND (c.relname = 'communities' OR EXISTS (
+                    SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = c.oid AND a.attname = 'community_id' AND NOT a.attisdropped))",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(tables.len(), 6);
+    for t in &tables {
+        let name: String = t.get(0);
+        assert!(t.get::<_, bool>(1), "{name}: RLS not enabled");
+        assert!(t.get::<_, bool>(2), "{name}: RLS not forced");
+    }
+
+    // Policies: keyed on app.current_tenant only, never casting the column,
+    // and together covering reads (USING) and writes (WITH CHECK).
+    let policies = app
+        .query(
+            "SELECT tablename::text, policyname::text, cmd, coalesce(qual, ''), coalesce(with_check, '')
+             FROM pg_policies WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(policies.len() >= 6);
+    for p in &policies {
+        let (table, name, cmd, using, check): (String, String, String, String, String) =
+            (p.get(0), p.get(1), p.get(2), p.get(3), p.get(4));
+        let text = format!("{using} {check}");
+        assert!(text.contains("current_setting('app.current_tenant'"), "{table}.{name}: {text}");
+        assert!(!text.contains("::text ="), "{table}.{name} casts a column: {text}");
+        assert!(!text.contains("(community_id)::text"), "{table}.{name} casts a column: {text}");
+        assert_eq!(
+            text.matches("current_setting(").count(),
+            text.matches("current_setting('app.current_tenant'").count(),
+            "{table}.{name} reads another setting: {text}"
+        );
+        match cmd.as_str() {
+            "ALL" => assert!(!using.is_empty() && !check.is_empty(), "{table}.{name}"),
+            "SELECT" => assert!(!using.is_empty(), "{table}.{name}"),
+            "INSERT" => assert!(!check.is_empty(), "{table}.{name}"),
+            other => panic!("{table}.{name}: unexpected {other} policy"),
+        }
+    }
+
+    // The only SECURITY DEFINER functions are the two narrow ones, owned by
+    // the NOLOGIN definer role, with a pinned search_path.
+    let definers = app
+        .query(
+            "SELECT p.proname::text, pg_get_userbyid(p.proowner)::text, coalesce(array_to_string(p.proconfig, ','), '')
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'public' AND p.prosecdef ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = definers.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, vec!["provision_community", "resolve_community"]);
+    for d in &definers {
+        assert_eq!(d.get::<_, String>(1), "gatehouse_definer");
+        assert!(d.get::<_, String>(2).starts_with("search_path="));
+    }
+    let definer_login: bool = app
+        .query_one("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'gatehouse_definer'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!definer_login);
+}
+
+#[tokio::test]
+async fn policies_keep_tenant_lookups_on_the_index() {
+    let f = fixture("rls_index").await;
+    let db_admin = f._db.admin().await;
+    // Enough rows that a sequential scan would be the planner's choice if
+    // the policy predicate were not indexable.
+    db_admin
+        .batch_execute(&format!(
+            "INSERT INTO profiles (community_id, discord_user_id)
+             SELECT '{}', g FROM generate_series(100000, 120000) g;
+             ANALYZE profiles;",
+            f.b.id
+        ))
+        .await
+        .unwrap();
+    f.app.batch_execute("BEGIN").await.unwrap();
+    f.app
+        .batch_execute(&format!("SELECT set_tenant_context('{}')", f.b.id))
+        .await
+        .unwrap();
+    let plan: String = f
+        .app
+        .query(
+            "EXPLAIN SELECT * FROM profiles WHERE discord_user_id = 100500",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    f.app.batch_execute("ROLLBACK").await.unwrap();
+    assert!(plan.contains("Index"), "policy predicate defeats the index:\n{plan}");
+    assert!(!plan.contains("Seq Scan on profiles"), "{plan}");
+}
