@@ -72,14 +72,21 @@ fn respond<T: serde::Serialize>(result: Result<T, SimError>) -> Response {
     }
 }
 
-fn id(raw: &str) -> Result<u64, Response> {
-    raw.parse().map_err(|_| {
+/// A path segment that is not a snowflake.
+struct BadId(String);
+
+impl IntoResponse for BadId {
+    fn into_response(self) -> Response {
         (
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": format!("not a snowflake: {raw}")})),
+            Json(json!({"error": format!("not a snowflake: {}", self.0)})),
         )
             .into_response()
-    })
+    }
+}
+
+fn id(raw: &str) -> Result<u64, BadId> {
+    raw.parse().map_err(|_| BadId(raw.to_owned()))
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
@@ -105,7 +112,7 @@ async fn create_guilds(
 async fn get_guild(State(shared): State<Arc<Shared>>, Path(guild): Path<String>) -> Response {
     match id(&guild) {
         Ok(guild) => respond(control(shared).guild(guild)),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -122,7 +129,7 @@ async fn delete_guild(
 ) -> Response {
     let guild = match id(&guild) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let control = control(shared);
     let result = if query.unavailable {
@@ -142,14 +149,14 @@ async fn restore_guild(State(shared): State<Arc<Shared>>, Path(guild): Path<Stri
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(e) => error(e),
         },
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 async fn list_members(State(shared): State<Arc<Shared>>, Path(guild): Path<String>) -> Response {
     match id(&guild) {
         Ok(guild) => respond(control(shared).members(guild)),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -160,7 +167,7 @@ async fn add_member(
 ) -> Response {
     let guild = match id(&guild) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let control = control(shared);
     let member = body.map(|Json(m)| m).unwrap_or_default();
@@ -176,7 +183,7 @@ async fn get_member(
 ) -> Response {
     match (id(&guild), id(&user)) {
         (Ok(g), Ok(u)) => respond(control(shared).member(g, u)),
-        (Err(r), _) | (_, Err(r)) => r,
+        (Err(r), _) | (_, Err(r)) => r.into_response(),
     }
 }
 
@@ -187,7 +194,7 @@ async fn update_member(
 ) -> Response {
     match (id(&guild), id(&user)) {
         (Ok(g), Ok(u)) => respond(control(shared).update_member(g, u, patch)),
-        (Err(r), _) | (_, Err(r)) => r,
+        (Err(r), _) | (_, Err(r)) => r.into_response(),
     }
 }
 
@@ -200,7 +207,7 @@ async fn remove_member(
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(e) => error(e),
         },
-        (Err(r), _) | (_, Err(r)) => r,
+        (Err(r), _) | (_, Err(r)) => r.into_response(),
     }
 }
 
@@ -221,7 +228,7 @@ async fn create_interaction(
 async fn get_interaction(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
     let interaction = match id(&raw) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match control(shared).interaction(interaction) {
         Some(info) => Json(info).into_response(),

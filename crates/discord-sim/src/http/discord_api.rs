@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::discord_json;
-use crate::http::ratelimit::{RateHeaders, Verdict};
+use crate::http::ratelimit::{ceil_millis, RateHeaders, Verdict};
 use crate::lock;
 use crate::state::Shared;
 use crate::world::InteractionResponse;
@@ -71,45 +71,8 @@ fn add_headers(response: &mut Response, headers: &Option<RateHeaders>) {
     }
 }
 
-/// Counts the request against its buckets; on 429 returns the response to send.
-fn rate_limit(
-    shared: &Shared,
-    template: &str,
-    major: &str,
-    global_applies: bool,
-) -> Result<Option<RateHeaders>, Response> {
-    let verdict = lock(&shared.rest).check(template, major, global_applies, Instant::now());
-    match verdict {
-        Verdict::Allowed(headers) => Ok(headers),
-        Verdict::Limited {
-            headers,
-            retry_after,
-            global,
-        } => {
-            let seconds = retry_after.as_secs_f64();
-            let body = json!({
-                "message": "You are being rate limited.",
-                "retry_after": (seconds * 1000.0).ceil() / 1000.0,
-                "global": global,
-            });
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-            add_headers(&mut response, &headers);
-            let map = response.headers_mut();
-            map.insert(
-                "retry-after",
-                HeaderValue::from(seconds.ceil().max(1.0) as u64),
-            );
-            let scope = if global { "global" } else { "user" };
-            map.insert("x-ratelimit-scope", HeaderValue::from_static(scope));
-            if global {
-                map.insert("x-ratelimit-global", HeaderValue::from_static("true"));
-            }
-            Err(response)
-        }
-    }
-}
-
-/// Runs `handler` under the route's rate limit and adds the headers.
+/// Runs `handler` under the route's rate limits and adds the headers, or
+/// answers 429 without running it.
 fn limited(
     shared: &Shared,
     template: &str,
@@ -117,14 +80,45 @@ fn limited(
     global_applies: bool,
     handler: impl FnOnce() -> Response,
 ) -> Response {
-    match rate_limit(shared, template, major, global_applies) {
-        Ok(headers) => {
+    let verdict = lock(&shared.rest).check(template, major, global_applies, Instant::now());
+    match verdict {
+        Verdict::Allowed(headers) => {
             let mut response = handler();
             add_headers(&mut response, &headers);
             response
         }
-        Err(limited) => limited,
+        Verdict::Limited {
+            headers,
+            retry_after,
+            global,
+        } => too_many_requests(&headers, retry_after, global),
     }
+}
+
+fn too_many_requests(
+    headers: &Option<RateHeaders>,
+    retry_after: std::time::Duration,
+    global: bool,
+) -> Response {
+    let millis = ceil_millis(retry_after);
+    let body = json!({
+        "message": "You are being rate limited.",
+        "retry_after": millis as f64 / 1000.0,
+        "global": global,
+    });
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    add_headers(&mut response, headers);
+    let map = response.headers_mut();
+    map.insert(
+        "retry-after",
+        HeaderValue::from(millis.div_ceil(1000).max(1)),
+    );
+    let scope = if global { "global" } else { "user" };
+    map.insert("x-ratelimit-scope", HeaderValue::from_static(scope));
+    if global {
+        map.insert("x-ratelimit-global", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 async fn gateway_bot(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

@@ -17,25 +17,34 @@ pub(crate) struct RateHeaders {
 }
 
 impl RateHeaders {
+    /// Header pairs. Times are rounded up to the millisecond: a client that
+    /// waits exactly the advertised time must find the bucket reset.
+    /// `x-ratelimit-scope` is sent on every response because twilight-http
+    /// 0.18 reads the other headers only when it is present.
     pub(crate) fn pairs(&self) -> Vec<(&'static str, String)> {
+        let reset_after = Duration::from_millis(ceil_millis(self.reset_after));
         let reset_at = SystemTime::now()
-            .checked_add(self.reset_after)
+            .checked_add(reset_after)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .unwrap_or_default();
+            .map_or(0, ceil_millis);
         vec![
             ("x-ratelimit-limit", self.limit.to_string()),
             ("x-ratelimit-remaining", self.remaining.to_string()),
-            (
-                "x-ratelimit-reset",
-                format!("{:.3}", reset_at.as_secs_f64()),
-            ),
-            (
-                "x-ratelimit-reset-after",
-                format!("{:.3}", self.reset_after.as_secs_f64()),
-            ),
+            ("x-ratelimit-reset", seconds(reset_at)),
+            ("x-ratelimit-reset-after", seconds(ceil_millis(reset_after))),
             ("x-ratelimit-bucket", self.bucket.clone()),
+            ("x-ratelimit-scope", "user".into()),
         ]
     }
+}
+
+pub(crate) fn ceil_millis(duration: Duration) -> u64 {
+    duration.as_nanos().div_ceil(1_000_000) as u64
+}
+
+/// Milliseconds as Discord's decimal seconds, e.g. `1.250`.
+pub(crate) fn seconds(millis: u64) -> String {
+    format!("{}.{:03}", millis / 1000, millis % 1000)
 }
 
 #[derive(Clone, Debug, PartialEq)]
