@@ -153,7 +153,10 @@ mod tests {
         assert_eq!(cfg.dbname(), "gatehouse");
         assert!(!redact_url("host=x password=s3cret").contains("s3cret"));
         assert!(!redact_url("postgres://u@h/db?password=s3cret").contains("s3cret"));
-        assert_eq!(redact_url("postgres://u@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u@h:5432/db"),
+            "postgres://u@h:5432/db"
+        );
     }
 
     #[test]

@@ -198,13 +198,25 @@ async fn tenant_a_cannot_read_or_change_tenant_b_rows_in_any_table() {
     let a = Some(f.a.id);
     for (table, b_rows, update, insert) in table_cases(&f) {
         // The rows exist and A can see its own: the checks below can fail.
-        assert!(count(&f.app, a, table).await > 0, "{table}: A sees none of its own rows");
-        assert!(count(&f.app, Some(f.b.id), table).await > 0, "{table}: B has no rows");
+        assert!(
+            count(&f.app, a, table).await > 0,
+            "{table}: A sees none of its own rows"
+        );
+        assert!(
+            count(&f.app, Some(f.b.id), table).await > 0,
+            "{table}: B has no rows"
+        );
 
         let seen = count(&f.app, a, &format!("{table} WHERE {b_rows}")).await;
         assert_eq!(seen, 0, "{table}: A read B's rows");
 
-        match in_tenant(&f.app, a, &format!("UPDATE {table} SET {update} WHERE {b_rows}")).await {
+        match in_tenant(
+            &f.app,
+            a,
+            &format!("UPDATE {table} SET {update} WHERE {b_rows}"),
+        )
+        .await
+        {
             Ok(n) => assert_eq!(n, 0, "{table}: A updated B's rows"),
             Err(code) => assert_eq!(code, DENIED, "{table}: update"),
         }
@@ -226,12 +238,25 @@ async fn tenant_a_cannot_read_or_change_tenant_b_rows_in_any_table() {
 async fn without_a_tenant_nothing_is_visible_or_writable() {
     let f = fixture("rls_no_tenant").await;
     for (table, b_rows, update, insert) in table_cases(&f) {
-        assert_eq!(count(&f.app, None, table).await, 0, "{table}: rows visible without a tenant");
-        match in_tenant(&f.app, None, &format!("UPDATE {table} SET {update} WHERE {b_rows}")).await {
+        assert_eq!(
+            count(&f.app, None, table).await,
+            0,
+            "{table}: rows visible without a tenant"
+        );
+        match in_tenant(
+            &f.app,
+            None,
+            &format!("UPDATE {table} SET {update} WHERE {b_rows}"),
+        )
+        .await
+        {
             Ok(n) => assert_eq!(n, 0, "{table}"),
             Err(code) => assert_eq!(code, DENIED, "{table}"),
         }
-        assert!(in_tenant(&f.app, None, &insert).await.is_err(), "{table}: insert without tenant");
+        assert!(
+            in_tenant(&f.app, None, &insert).await.is_err(),
+            "{table}: insert without tenant"
+        );
     }
     // After a transaction-local setting ends the value reads '' (not NULL);
     // that must still mean "no tenant".
@@ -262,7 +287,13 @@ async fn bypass_attempts_by_the_runtime_role_all_fail() {
     let f = fixture("rls_bypass").await;
     let app = &f.app;
     // Admin-looking settings change nothing: no policy reads them.
-    for setting in ["app.is_admin", "app.admin", "app.bypass_rls", "app.role", "app.superuser"] {
+    for setting in [
+        "app.is_admin",
+        "app.admin",
+        "app.bypass_rls",
+        "app.role",
+        "app.superuser",
+    ] {
         for value in ["true", "on", "1", "admin"] {
             app.batch_execute(&format!("SET {setting} = '{value}'"))
                 .await
@@ -328,15 +359,20 @@ async fn bypass_attempts_by_the_runtime_role_all_fail() {
         in_tenant(app, a, "UPDATE audit_logs SET action = 'rewritten'").await,
         Err(DENIED)
     );
-    assert_eq!(in_tenant(app, a, "DELETE FROM audit_logs").await, Err(DENIED));
+    assert_eq!(
+        in_tenant(app, a, "DELETE FROM audit_logs").await,
+        Err(DENIED)
+    );
     // The helper writes for the current tenant only and refuses without one.
     assert_eq!(
         in_tenant(app, a, "SELECT audit_action('system', NULL, 'via helper')").await,
         Ok(1)
     );
-    assert!(in_tenant(app, None, "SELECT audit_action('system', NULL, 'x')")
-        .await
-        .is_err());
+    assert!(
+        in_tenant(app, None, "SELECT audit_action('system', NULL, 'x')")
+            .await
+            .is_err()
+    );
 
     // A garbage tenant fails closed (an error), it does not widen anything.
     assert!(in_tenant(app, None, "SELECT set_config('app.current_tenant', 'x'' OR true', true), (SELECT count(*) FROM profiles)")
@@ -425,9 +461,18 @@ async fn roles_policies_and_functions_are_as_designed() {
         let (table, name, cmd, using, check): (String, String, String, String, String) =
             (p.get(0), p.get(1), p.get(2), p.get(3), p.get(4));
         let text = format!("{using} {check}");
-        assert!(text.contains("current_setting('app.current_tenant'"), "{table}.{name}: {text}");
-        assert!(!text.contains("::text ="), "{table}.{name} casts a column: {text}");
-        assert!(!text.contains("(community_id)::text"), "{table}.{name} casts a column: {text}");
+        assert!(
+            text.contains("current_setting('app.current_tenant'"),
+            "{table}.{name}: {text}"
+        );
+        assert!(
+            !text.contains("::text ="),
+            "{table}.{name} casts a column: {text}"
+        );
+        assert!(
+            !text.contains("(community_id)::text"),
+            "{table}.{name} casts a column: {text}"
+        );
         assert_eq!(
             text.matches("current_setting(").count(),
             text.matches("current_setting('app.current_tenant'").count(),
@@ -459,7 +504,10 @@ async fn roles_policies_and_functions_are_as_designed() {
         assert!(d.get::<_, String>(2).starts_with("search_path="));
     }
     let definer_login: bool = app
-        .query_one("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'gatehouse_definer'", &[])
+        .query_one(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'gatehouse_definer'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -499,6 +547,9 @@ async fn policies_keep_tenant_lookups_on_the_index() {
         .collect::<Vec<_>>()
         .join("\n");
     f.app.batch_execute("ROLLBACK").await.unwrap();
-    assert!(plan.contains("Index"), "policy predicate defeats the index:\n{plan}");
+    assert!(
+        plan.contains("Index"),
+        "policy predicate defeats the index:\n{plan}"
+    );
     assert!(!plan.contains("Seq Scan on profiles"), "{plan}");
 }

@@ -15,7 +15,11 @@ async fn applies_everything_from_empty_then_nothing_on_rerun() {
     assert_eq!(first.already_applied, 0);
 
     let second = migrate::run(&db.owner_url(), TIMEOUT).await.unwrap();
-    assert!(second.applied.is_empty(), "re-run applied {:?}", second.applied);
+    assert!(
+        second.applied.is_empty(),
+        "re-run applied {:?}",
+        second.applied
+    );
     assert_eq!(second.already_applied, MIGRATIONS.len());
 
     let admin = db.admin().await;
@@ -50,7 +54,10 @@ async fn an_edited_applied_migration_is_refused() {
         MigrateError::Modified { version, .. } => assert_eq!(*version, 1),
         other => panic!("expected Modified, got {other:?}"),
     }
-    assert!(err.to_string().contains("changed after it was applied"), "{err}");
+    assert!(
+        err.to_string().contains("changed after it was applied"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

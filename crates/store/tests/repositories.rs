@@ -1,0 +1,400 @@
+//! The typed repositories, through PgBouncer as the runtime role.
+
+use chrono::{Duration as ChronoDuration, Utc};
+use serde_json::json;
+use store::{
+    repo::{ActorType, AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule, RuleType},
+    Snowflake, StoreError, WalletAddress, WalletError,
+};
+use testkit::TestDb;
+
+fn sf(v: u64) -> Snowflake {
+    Snowflake::new(v).unwrap()
+}
+
+fn member(user: u64) -> MemberUpsert {
+    MemberUpsert {
+        discord_user_id: sf(user),
+        role_ids: vec![sf(11), sf(12)],
+        joined_at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn provisioning_resolves_reactivates_and_keeps_one_community_per_guild() {
+    let db = TestDb::create("repo_directory").await;
+    let store = db.store(2).await;
+    let dir = store.directory();
+    assert_eq!(dir.resolve_guild(sf(42)).await.unwrap(), None);
+    let id = dir.provision_guild(sf(42), "First name").await.unwrap();
+    assert_eq!(dir.resolve_guild(sf(42)).await.unwrap(), Some(id));
+
+    let tx = store.begin(id).await.unwrap();
+    let c = tx.communities().get().await.unwrap();
+    assert_eq!((c.name.as_str(), c.active), ("First name", true));
+    assert_eq!(c.subscription_tier.as_str(), "free");
+    assert_eq!(c.theme_id, "default");
+    let inactive = tx.communities().set_active(false).await.unwrap();
+    assert!(!inactive.active);
+    assert!(inactive.updated_at >= c.updated_at);
+    tx.commit().await.unwrap();
+
+    // A guild re-adding the bot gets its old community back, active.
+    let again = dir.provision_guild(sf(42), "Renamed").await.unwrap();
+    assert_eq!(again, id);
+    let tx = store.begin(id).await.unwrap();
+    let c = tx.communities().get().await.unwrap();
+    assert_eq!((c.name.as_str(), c.active), ("Renamed", true));
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn profiles_follow_members_through_join_update_leave_and_rejoin() {
+    let db = TestDb::create("repo_profiles").await;
+    let store = db.store(2).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    let tx = store.begin(t).await.unwrap();
+    let p = tx.profiles().upsert_member(&member(500)).await.unwrap();
+    assert_eq!(p.role_ids, vec![sf(11), sf(12)]);
+    assert_eq!(p.community_id, t);
+    let first_join = p.joined_at.unwrap();
+
+    let left = tx
+        .profiles()
+        .mark_left(sf(500), Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(left.left_at.is_some());
+    assert!(tx
+        .profiles()
+        .mark_left(sf(501), Utc::now())
+        .await
+        .unwrap()
+        .is_none());
+
+    let mut rejoin = member(500);
+    rejoin.role_ids = vec![sf(13)];
+    rejoin.joined_at = Utc::now() + ChronoDuration::hours(1);
+    let back = tx.profiles().upsert_member(&rejoin).await.unwrap();
+    assert_eq!(back.id, p.id);
+    assert_eq!(back.left_at, None);
+    assert_eq!(back.role_ids, vec![sf(13)]);
+    assert_eq!(back.joined_at, Some(first_join), "first join time is kept");
+
+    let ranked = tx
+        .profiles()
+        .set_standing(sf(500), 120, "gold", Some(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ranked.score, ranked.tier.as_str(), ranked.current_rank),
+        (120, "gold", Some(3))
+    );
+    for u in 600..610 {
+        tx.profiles().upsert_member(&member(u)).await.unwrap();
+    }
+    let page = tx.profiles().list(Some(sf(600)), 5).await.unwrap();
+    let ids: Vec<u64> = page.iter().map(|p| p.discord_user_id.get()).collect();
+    assert_eq!(ids, vec![601, 602, 603, 604, 605]);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn wallets_are_normalised_unique_per_community_and_bad_ones_are_not_stored() {
+    let db = TestDb::create("repo_wallets").await;
+    let store = db.store(2).await;
+    let a = store.directory().provision_guild(sf(1), "a").await.unwrap();
+    let b = store.directory().provision_guild(sf(2), "b").await.unwrap();
+    let wallet = WalletAddress::parse("0xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+
+    let tx = store.begin(a).await.unwrap();
+    tx.profiles().upsert_member(&member(1)).await.unwrap();
+    tx.profiles().upsert_member(&member(2)).await.unwrap();
+    let linked = tx.profiles().link_wallet(sf(1), &wallet).await.unwrap();
+    assert_eq!(
+        linked.wallet_address.as_ref().map(WalletAddress::as_str),
+        Some("0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+    );
+    let found = tx
+        .profiles()
+        .find_by_wallet(&wallet)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.discord_user_id, sf(1));
+    tx.commit().await.unwrap();
+
+    // The same wallet on another member of the same community is refused.
+    let tx = store.begin(a).await.unwrap();
+    let err = tx.profiles().link_wallet(sf(2), &wallet).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    drop(tx);
+
+    // Another community is independent.
+    let tx = store.begin(b).await.unwrap();
+    tx.profiles().upsert_member(&member(1)).await.unwrap();
+    tx.profiles().link_wallet(sf(1), &wallet).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Malformed input never reaches the database: it is a typed error.
+    for bad in [
+        "0x1234",
+        "not a wallet",
+        "0xgggggggggggggggggggggggggggggggggggggggg",
+    ] {
+        let err = WalletAddress::parse(bad).unwrap_err();
+        assert!(matches!(
+            err,
+            WalletError::Length { .. } | WalletError::NotHex { .. }
+        ));
+        let as_store: StoreError = err.into();
+        assert!(
+            as_store.to_string().contains("wallet address"),
+            "{as_store}"
+        );
+    }
+    // And the database refuses one that bypasses the type.
+    let tx = store.begin(a).await.unwrap();
+    let err = tx
+        .query(
+            "storing a raw wallet",
+            "UPDATE profiles SET wallet_address = 'ABC' WHERE discord_user_id = 2",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.sql_state(), Some("23514"), "{err}");
+    drop(tx);
+    let admin = db.admin().await;
+    let stored: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM profiles WHERE wallet_address IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 2);
+}
+
+#[tokio::test]
+async fn rules_list_enabled_by_priority_and_one_rule_per_role() {
+    let db = TestDb::create("repo_rules").await;
+    let store = db.store(2).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    let tx = store.begin(t).await.unwrap();
+    let contract = WalletAddress::parse(&format!("0x{}", "12".repeat(20))).unwrap();
+    let token = NewRule {
+        chain: Some("ethereum".into()),
+        contract_address: Some(contract.clone()),
+        rule_type: RuleType::TokenBalance,
+        parameters: json!({"min_balance": "1000"}),
+        role_discord_id: sf(900),
+        tier_mapping: Some("holder".into()),
+        priority: 5,
+        enabled: true,
+    };
+    let low = tx.rules().create(&token).await.unwrap();
+    let high = tx
+        .rules()
+        .create(&NewRule {
+            rule_type: RuleType::ScoreThreshold,
+            chain: None,
+            contract_address: None,
+            parameters: json!({"min_score": 50}),
+            role_discord_id: sf(901),
+            priority: 10,
+            ..token.clone()
+        })
+        .await
+        .unwrap();
+    let disabled = tx
+        .rules()
+        .create(&NewRule {
+            role_discord_id: sf(902),
+            enabled: false,
+            ..token.clone()
+        })
+        .await
+        .unwrap();
+    let enabled: Vec<_> = tx
+        .rules()
+        .list_enabled()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(enabled, vec![high.id, low.id]);
+    assert_eq!(low.contract_address, Some(contract));
+
+    tx.rules()
+        .set_enabled(disabled.id, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tx.rules().list_enabled().await.unwrap().len(), 3);
+    assert!(tx.rules().delete(high.id).await.unwrap());
+    assert!(!tx.rules().delete(high.id).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let tx = store.begin(t).await.unwrap();
+    let dup = tx.rules().create(&token).await.unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict { .. }), "{dup:?}");
+    drop(tx);
+
+    // On-chain rules need a chain and a contract.
+    let tx = store.begin(t).await.unwrap();
+    let err = tx
+        .rules()
+        .create(&NewRule {
+            chain: None,
+            role_discord_id: sf(903),
+            ..token
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.sql_state(), Some("23514"), "{err}");
+}
+
+#[tokio::test]
+async fn badges_are_awarded_once_and_listed_per_profile() {
+    let db = TestDb::create("repo_badges").await;
+    let store = db.store(2).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    let tx = store.begin(t).await.unwrap();
+    let p = tx.profiles().upsert_member(&member(7)).await.unwrap();
+    let badge = tx
+        .badges()
+        .define(&NewBadge {
+            slug: "pioneer".into(),
+            name: "Pioneer".into(),
+            description: "one of the first 100".into(),
+            evaluator: BadgeEvaluator::JoinOrder,
+            criteria: json!({"first": 100}),
+        })
+        .await
+        .unwrap();
+    assert!(tx
+        .badges()
+        .award(badge.id, p.id, "joined early")
+        .await
+        .unwrap());
+    assert!(
+        !tx.badges().award(badge.id, p.id, "again").await.unwrap(),
+        "second award changed something"
+    );
+    let awards = tx.badges().awards_for(p.id).await.unwrap();
+    assert_eq!(awards.len(), 1);
+    assert_eq!(awards[0].badge.slug, "pioneer");
+    assert_eq!(awards[0].reason, "joined early");
+
+    // Redefining by slug updates in place.
+    let renamed = tx
+        .badges()
+        .define(&NewBadge {
+            slug: "pioneer".into(),
+            name: "Trailblazer".into(),
+            description: String::new(),
+            evaluator: BadgeEvaluator::JoinOrder,
+            criteria: json!({"first": 50}),
+        })
+        .await
+        .unwrap();
+    assert_eq!(renamed.id, badge.id);
+    assert_eq!(tx.badges().list().await.unwrap().len(), 1);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn audit_entries_append_and_read_newest_first() {
+    let db = TestDb::create("repo_audit").await;
+    let store = db.store(2).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    let tx = store.begin(t).await.unwrap();
+    for i in 0..3 {
+        let mut entry = AuditEntry::system(format!("step.{i}"))
+            .target("profile", "42")
+            .metadata(json!({"i": i}));
+        entry.ip_address = Some("127.0.0.1".parse().unwrap());
+        let rec = tx.audit().append(&entry).await.unwrap();
+        assert_eq!(rec.community_id, t);
+        assert_eq!(rec.actor_type, ActorType::System);
+    }
+    let recent = tx.audit().recent(2).await.unwrap();
+    let actions: Vec<_> = recent.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, vec!["step.2", "step.1"]);
+    assert_eq!(recent[0].metadata, json!({"i": 2}));
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_rolls_back_and_does_not_poison_the_pool() {
+    let db = TestDb::create("repo_drop").await;
+    let store = db.store(1).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    {
+        let tx = store.begin(t).await.unwrap();
+        tx.profiles().upsert_member(&member(1)).await.unwrap();
+        // Dropped without commit.
+    }
+    // The connection still inside that transaction was closed, not pooled.
+    assert_eq!(
+        store.pool_status().0,
+        0,
+        "an open transaction went back to the pool"
+    );
+    let tx = store.begin(t).await.unwrap();
+    assert!(tx
+        .profiles()
+        .find_by_discord_user(sf(1))
+        .await
+        .unwrap()
+        .is_none());
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.pool_status(),
+        (1, 1),
+        "a committed connection is reused"
+    );
+}
+
+#[tokio::test]
+async fn no_named_prepared_statement_is_left_on_the_connection() {
+    // Straight to PostgreSQL with one connection, so the statement below
+    // runs on the very session that served every repository call.
+    let db = TestDb::create("repo_no_prepared").await;
+    let config = store::StoreConfig::from_url(&db.app_direct_url())
+        .unwrap()
+        .with_pool_size(1)
+        .unwrap();
+    let store = store::Store::connect(config).await.unwrap();
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    for round in 0..3 {
+        let tx = store.begin(t).await.unwrap();
+        tx.profiles()
+            .upsert_member(&member(round + 1))
+            .await
+            .unwrap();
+        tx.profiles().find_by_discord_user(sf(1)).await.unwrap();
+        tx.rules().list_enabled().await.unwrap();
+        tx.audit().append(&AuditEntry::system("x")).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let tx = store.begin(t).await.unwrap();
+    let named: i64 = tx
+        .query_one(
+            "counting prepared statements",
+            "SELECT count(*) FROM pg_prepared_statements",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        named, 0,
+        "named prepared statements would break under PgBouncer 1.18"
+    );
+}
