@@ -164,12 +164,24 @@ impl RawResponse {
 /// One HTTP/1.1 request without a client library: twilight-http retries
 /// 429s by itself, so a test that wants to see a 429 has to look lower.
 pub async fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str) -> RawResponse {
+    raw_request_with(addr, method, path, None).await
+}
+
+/// [`raw_request`] with an optional JSON body.
+pub async fn raw_request_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> RawResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connects");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bot {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bot {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     tcp.write_all(request.as_bytes())
         .await
