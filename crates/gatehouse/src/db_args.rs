@@ -10,7 +10,7 @@ pub struct DbArgs {
     /// Runtime database URL (role gatehouse_app, normally through PgBouncer),
     /// e.g. postgres://gatehouse_app:PASSWORD@127.0.0.1:6432/gatehouse
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
 
     /// Connections this process keeps in its pool [default: 16; `bench db`: 64].
     #[arg(long = "db-pool-size", env = "DATABASE_POOL_SIZE")]
@@ -27,7 +27,13 @@ pub struct DbArgs {
 
 impl DbArgs {
     pub fn store_config(&self, default_pool_size: usize) -> anyhow::Result<StoreConfig> {
-        let config = StoreConfig::from_url(&self.database_url)
+        let url = self.database_url.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "DATABASE_URL is not set: set it or pass --database-url \
+                 (the runtime role through PgBouncer, e.g. postgres://gatehouse_app:PASSWORD@127.0.0.1:6432/gatehouse)"
+            )
+        })?;
+        let config = StoreConfig::from_url(url)
             .map_err(|e| anyhow::anyhow!("DATABASE_URL (--database-url): {e}"))?
             .with_pool_size(self.pool_size.unwrap_or(default_pool_size))
             .map_err(|e| anyhow::anyhow!("DATABASE_POOL_SIZE (--db-pool-size): {e}"))?
@@ -48,14 +54,30 @@ impl DbArgs {
 /// Turns a connection-level store error into one line: the setting, what
 /// happened, and what usually fixes it.
 pub fn explain(error: StoreError, setting: &str) -> anyhow::Error {
-    let hint = hint(&error);
-    match hint {
-        Some(hint) => anyhow::anyhow!("{setting}: {error}; {hint}"),
-        None => anyhow::anyhow!("{setting}: {error}"),
+    let message = with_causes(&error);
+    match hint(&error, &message) {
+        Some(hint) => anyhow::anyhow!("{setting}: {message}; {hint}"),
+        None => anyhow::anyhow!("{setting}: {message}"),
     }
 }
 
-fn hint(error: &StoreError) -> Option<&'static str> {
+/// The error and every cause not already spelled out by the one above it
+/// ("error connecting to server" alone says nothing; its io cause does).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    message
+}
+
+fn hint(error: &StoreError, text: &str) -> Option<&'static str> {
     match error.sql_state() {
         Some("28P01") | Some("28000") => {
             return Some("check the user name and password in the URL")
@@ -68,7 +90,6 @@ fn hint(error: &StoreError) -> Option<&'static str> {
         }
         _ => {}
     }
-    let text = format!("{error:#}");
     if text.contains("Connection refused") || matches!(error, StoreError::ConnectTimeout { .. }) {
         Some("is the server running at that host and port? `scripts/stack up` starts a local one")
     } else if matches!(error, StoreError::Connect { .. }) {

@@ -11,7 +11,7 @@ pub struct MigrateArgs {
         env = "DATABASE_OWNER_URL",
         hide_env_values = true
     )]
-    pub database_url: String,
+    pub database_url: Option<String>,
 
     /// How long to wait for the connection.
     #[arg(long, env = "DATABASE_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -19,7 +19,13 @@ pub struct MigrateArgs {
 }
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    let report = store::migrate::run(&args.database_url, args.connect_timeout)
+    let url = args.database_url.as_deref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "DATABASE_OWNER_URL is not set: set it or pass --database-url \
+             (the owner role straight to PostgreSQL, e.g. postgres://gatehouse_owner:PASSWORD@127.0.0.1:5432/gatehouse)"
+        )
+    })?;
+    let report = store::migrate::run(url, args.connect_timeout)
         .await
         .context("gatehouse migrate (DATABASE_OWNER_URL / --database-url)")?;
     if report.applied.is_empty() {

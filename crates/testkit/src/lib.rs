@@ -43,7 +43,10 @@ impl StackEnv {
         };
         let port = |key: &str, default: u16| -> u16 {
             get(key)
-                .map(|v| v.parse().unwrap_or_else(|_| panic!("{key}={v} is not a port")))
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("{key}={v} is not a port"))
+                })
                 .unwrap_or(default)
         };
         StackEnv {
@@ -101,7 +104,13 @@ impl TestDb {
         let env = StackEnv::load();
         let clean: String = label
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(24)
             .collect();
         let name = format!(

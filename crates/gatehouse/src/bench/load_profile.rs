@@ -96,7 +96,7 @@ mod tests {
     #[test]
     fn full_profile_has_the_documented_shape() {
         let p = LoadProfile::full();
-        assert_eq!(p.total(), Duration::from_secs(280));
+        assert_eq!(p.total(), Duration::from_secs(260));
         assert_eq!(p.peak(), 200);
         assert_eq!(p.vus_at(Duration::ZERO), 0);
         assert_eq!(p.vus_at(Duration::from_secs(15)), 25);
