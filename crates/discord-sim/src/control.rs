@@ -90,14 +90,19 @@ impl SimControl {
         let threshold = self.shared.config.large_threshold;
         (0..spec.count)
             .filter_map(|_| {
+                let sessions = &self.shared.sessions;
                 self.shared
                     .apply(|w| {
+                        // Asked under the world lock, which identify also
+                        // holds, so no session can appear unannounced.
+                        let announce = sessions.any_live();
                         w.create_guild(
                             None,
                             spec.members_per_guild,
                             spec.roles_per_guild,
                             threshold,
                             Shared::now_ms(),
+                            announce,
                         )
                     })
                     .ok()

@@ -236,7 +236,9 @@ impl World {
     }
 
     /// Creates a guild the bot is in, with `members` generated members and
-    /// `extra_roles` roles besides @everyone.
+    /// `extra_roles` roles besides @everyone. `announce` builds the
+    /// GUILD_CREATE dispatch; bulk setup before any shard connected skips it,
+    /// since nobody would receive it.
     pub(crate) fn create_guild(
         &mut self,
         name: Option<String>,
@@ -244,6 +246,7 @@ impl World {
         extra_roles: usize,
         large_threshold: u32,
         now_ms: i64,
+        announce: bool,
     ) -> Changed<u64> {
         let id = self.ids.next(Kind::Guild);
         let channel_id = self.ids.next(Kind::Channel);
@@ -283,12 +286,14 @@ impl World {
             bot_present: true,
             joined_at_ms: now_ms,
         };
-        let data = discord_json::guild_create(&guild, large_threshold, now_ms);
+        let dispatches = if announce {
+            let data = discord_json::guild_create(&guild, large_threshold, now_ms);
+            vec![Dispatch::new(id, "GUILD_CREATE", &data, intents::GUILDS)]
+        } else {
+            Vec::new()
+        };
         self.guilds.insert(id, guild);
-        Ok((
-            id,
-            vec![Dispatch::new(id, "GUILD_CREATE", &data, intents::GUILDS)],
-        ))
+        Ok((id, dispatches))
     }
 
     /// The bot leaves (`unavailable == false`) or the guild has an outage.

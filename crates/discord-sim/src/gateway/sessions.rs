@@ -254,6 +254,11 @@ impl Sessions {
         }
     }
 
+    /// Whether any session could receive a dispatch now.
+    pub(crate) fn any_live(&self) -> bool {
+        lock(&self.map).values().any(|s| !s.is_invalidated())
+    }
+
     pub(crate) fn max_lag(&self) -> u64 {
         lock(&self.map).values().map(|s| s.lag()).max().unwrap_or(0)
     }
