@@ -4,11 +4,52 @@
 //! optionally `compress=zstd-stream`) and an HTTP listener serving the REST
 //! endpoints the project uses under `/api/v10` plus a control API under
 //! `/_sim`. Point a Twilight shard at [`Simulator::gateway_url`] (its
-//! `proxy_url`) and twilight-http at [`Simulator::api_host`] (its `proxy`):
-//! the production code path runs unchanged.
+//! `proxy_url`) and twilight-http at [`Simulator::api_host`] (its
+//! `proxy(host, true)`): the production code path runs unchanged.
 //!
 //! Drive it in-process through [`SimControl`] ([`Simulator::control`]) or
 //! over HTTP; both do the same things.
+//!
+//! # Gateway behaviour
+//!
+//! - Hello, then Identify (token with or without `Bot `; unknown intent bits
+//!   close 4013, privileged intents not in
+//!   [`SimConfig::allowed_privileged_intents`] close 4014, a bad `[shard,
+//!   count]` closes 4010, more than 2,500 guilds on one shard closes 4011) or
+//!   Resume. Identifies in one `shard % max_concurrency` bucket closer than
+//!   [`SimConfig::identify_interval_ms`] get op 9 `false`.
+//! - READY (with `resume_gateway_url` = this gateway) and one GUILD_CREATE
+//!   per available guild of the shard (`(guild_id >> 22) % shard_count`),
+//!   then dispatches with gap-free sequence numbers.
+//! - Every session keeps a log of its dispatches, also while no connection
+//!   is attached; Resume replays everything after the client's `seq`, then
+//!   sends RESUMED whose `s` is the last replayed sequence. A client close
+//!   with 1000/1001, a fatal close code or op 9 `false` ends the session.
+//! - Frames always put `op`, `s`, `t` before `d`.
+//! - Faults ([`Fault`]): close with any code, drop the TCP connection, op 7,
+//!   op 9 (resumable or not), zombie (no ACKs, no dispatches).
+//!
+//! # HTTP
+//!
+//! Discord REST (rate limited per route bucket and globally, with
+//! `X-RateLimit-*` headers and 429 + `retry_after`):
+//! `GET /api/v10/gateway/bot`,
+//! `PUT|DELETE /api/v10/guilds/{g}/members/{u}/roles/{r}`,
+//! `POST /api/v10/interactions/{id}/{token}/callback`,
+//! `PATCH /api/v10/webhooks/{app}/{token}/messages/@original`.
+//!
+//! Control (ids as strings; bodies are the serde forms of this crate's types):
+//! `GET /_sim/health`, `GET /_sim/stats`, `GET|POST /_sim/guilds`
+//! ([`GuildsSpec`]), `GET|DELETE /_sim/guilds/{g}` (`?unavailable=true` for
+//! an outage), `POST /_sim/guilds/{g}/restore`,
+//! `GET|POST /_sim/guilds/{g}/members` ([`NewMember`]),
+//! `GET|PATCH|DELETE /_sim/guilds/{g}/members/{u}` ([`MemberPatch`]),
+//! `GET|POST /_sim/interactions` ([`NewInteraction`]),
+//! `GET /_sim/interactions/{id}`, `GET /_sim/shards`,
+//! `GET /_sim/shards/{n}` ([`ShardTranscript`]),
+//! `POST /_sim/shards/{n}/faults` ([`Fault`]), `POST /_sim/traffic`
+//! ([`TrafficSpec`]), `GET /_sim/traffic/{id}`, `POST /_sim/scenario`
+//! ([`Scenario`]).
 //!
 //! Not for production code paths: nothing here authenticates anyone beyond
 //! comparing a configured token.
