@@ -48,6 +48,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_schema"),
     migration!(2, "0002_row_level_security"),
     migration!(3, "0003_functions"),
+    migration!(4, "0004_event_processing"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

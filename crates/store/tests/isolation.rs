@@ -79,6 +79,11 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         .append(&AuditEntry::system("seeded"))
         .await
         .unwrap();
+    assert!(tx
+        .processed_events()
+        .claim("seed-event", "seed")
+        .await
+        .unwrap());
     tx.commit().await.unwrap();
     Tenant {
         id,
@@ -180,6 +185,12 @@ fn table_cases(f: &Fixture) -> Vec<(&'static str, String, String, String)> {
                 "INSERT INTO badge_awards (community_id, badge_id, profile_id) VALUES ('{b}', '{}', '{}')",
                 f.b.unawarded_badge, f.b.profile
             ),
+        ),
+        (
+            "processed_events",
+            format!("community_id = '{b}'"),
+            "event_type = event_type".into(),
+            format!("INSERT INTO processed_events (community_id, event_id, event_type) VALUES ('{b}', 'forged', 'x')"),
         ),
         (
             "audit_logs",
@@ -439,7 +450,21 @@ async fn roles_policies_and_functions_are_as_designed() {
         )
         .await
         .unwrap();
-    assert_eq!(tables.len(), 6);
+    let names: Vec<String> = tables.iter().map(|t| t.get(0)).collect();
+    for expected in [
+        "communities",
+        "profiles",
+        "eligibility_rules",
+        "badges",
+        "badge_awards",
+        "audit_logs",
+        "processed_events",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
     for t in &tables {
         let name: String = t.get(0);
         assert!(t.get::<_, bool>(1), "{name}: RLS not enabled");

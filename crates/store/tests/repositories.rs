@@ -398,3 +398,124 @@ async fn no_named_prepared_statement_is_left_on_the_connection() {
         "named prepared statements would break under PgBouncer 1.18"
     );
 }
+
+#[tokio::test]
+async fn membership_events_apply_in_stream_order_whatever_order_they_arrive_in() {
+    use store::repo::{MemberChange, MemberEvent};
+    let db = TestDb::create("repo_member_order").await;
+    let store = db.store(2).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    let event = |seq: i64, change: MemberChange| MemberEvent {
+        discord_user_id: sf(77),
+        seq,
+        at: Utc::now(),
+        change,
+    };
+    let tx = store.begin(t).await.unwrap();
+    // The leave (seq 3) is handled before the join (1) and update (2).
+    let left = tx
+        .profiles()
+        .apply_member_event(&event(3, MemberChange::Left))
+        .await
+        .unwrap()
+        .expect("first event applies");
+    assert!(left.left_at.is_some());
+    for stale in [
+        event(
+            1,
+            MemberChange::Present {
+                role_ids: vec![sf(5)],
+            },
+        ),
+        event(
+            2,
+            MemberChange::Present {
+                role_ids: vec![sf(6)],
+            },
+        ),
+    ] {
+        assert!(
+            tx.profiles()
+                .apply_member_event(&stale)
+                .await
+                .unwrap()
+                .is_none(),
+            "a stale event changed the profile"
+        );
+    }
+    let p = tx
+        .profiles()
+        .find_by_discord_user(sf(77))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        p.left_at.is_some(),
+        "a late join resurrected a member who left"
+    );
+    assert_eq!(p.last_event_seq, 3);
+
+    // A newer join brings them back with its roles.
+    let back = tx
+        .profiles()
+        .apply_member_event(&event(
+            4,
+            MemberChange::Present {
+                role_ids: vec![sf(9)],
+            },
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((back.left_at, back.role_ids.clone()), (None, vec![sf(9)]));
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_id_is_claimed_once_per_community() {
+    let db = TestDb::create("repo_processed").await;
+    let store = db.store(2).await;
+    let a = store.directory().provision_guild(sf(1), "a").await.unwrap();
+    let b = store.directory().provision_guild(sf(2), "b").await.unwrap();
+    let tx = store.begin(a).await.unwrap();
+    assert!(tx
+        .processed_events()
+        .claim("evt-1", "member.join")
+        .await
+        .unwrap());
+    assert!(!tx
+        .processed_events()
+        .claim("evt-1", "member.join")
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+    let tx = store.begin(a).await.unwrap();
+    assert!(!tx
+        .processed_events()
+        .claim("evt-1", "member.join")
+        .await
+        .unwrap());
+    assert_eq!(
+        tx.processed_events()
+            .prune(std::time::Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        tx.processed_events()
+            .prune(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    tx.commit().await.unwrap();
+    // Ids are per community (RLS hides the other's claim).
+    let tx = store.begin(b).await.unwrap();
+    assert!(tx
+        .processed_events()
+        .claim("evt-1", "member.join")
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+}

@@ -4,13 +4,15 @@
 mod audit;
 mod badges;
 mod communities;
+mod processed;
 mod profiles;
 mod rules;
 
 pub use audit::{ActorType, Audit, AuditEntry, AuditRecord};
 pub use badges::{Badge, BadgeAward, BadgeEvaluator, Badges, NewBadge};
 pub use communities::{Communities, Community, SubscriptionTier};
-pub use profiles::{MemberUpsert, Profile, Profiles};
+pub use processed::ProcessedEvents;
+pub use profiles::{MemberChange, MemberEvent, MemberUpsert, Profile, Profiles};
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
 
 use tokio_postgres::{types::FromSql, Row};

@@ -19,6 +19,8 @@ pub struct Profile {
     pub role_ids: Vec<Snowflake>,
     pub joined_at: Option<DateTime<Utc>>,
     pub left_at: Option<DateTime<Utc>>,
+    /// Stream sequence of the last membership event applied.
+    pub last_event_seq: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -46,6 +48,7 @@ impl Profile {
                 .collect::<Result<_, _>>()?,
             joined_at: col(row, "joined_at")?,
             left_at: col(row, "left_at")?,
+            last_event_seq: col(row, "last_event_seq")?,
             created_at: col(row, "created_at")?,
             updated_at: col(row, "updated_at")?,
         })
@@ -53,7 +56,7 @@ impl Profile {
 }
 
 const COLUMNS: &str = "id, community_id, discord_user_id, wallet_address, tier, current_rank, \
-                       score, role_ids, joined_at, left_at, created_at, updated_at";
+                       score, role_ids, joined_at, left_at, last_event_seq, created_at, updated_at";
 
 /// A member seen joining or updating in Discord.
 #[derive(Clone, Debug)]
@@ -61,6 +64,25 @@ pub struct MemberUpsert {
     pub discord_user_id: Snowflake,
     pub role_ids: Vec<Snowflake>,
     pub joined_at: DateTime<Utc>,
+}
+
+/// A membership event from the stream, applied only if it is newer than
+/// the last one applied to the profile (see migration 0004).
+#[derive(Clone, Debug)]
+pub struct MemberEvent {
+    pub discord_user_id: Snowflake,
+    /// The stream sequence of the event: its position in Discord's order.
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub change: MemberChange,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Joined or updated: present, with these roles.
+    Present { role_ids: Vec<Snowflake> },
+    /// Left (or was removed).
+    Left,
 }
 
 pub struct Profiles<'t> {
@@ -142,6 +164,56 @@ impl<'t> Profiles<'t> {
             )
             .await?;
         Profile::from_row(&row)
+    }
+
+    /// Applies a membership event in stream order: creates or updates the
+    /// profile unless a newer event was already applied, in which case it
+    /// returns `None` and changes nothing. A leave for a member never seen
+    /// creates a profile marked as left, so a late join cannot resurrect them.
+    pub async fn apply_member_event(
+        &self,
+        event: &MemberEvent,
+    ) -> Result<Option<Profile>, StoreError> {
+        let (roles, left_at, joined_at): (Vec<i64>, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+            match &event.change {
+                MemberChange::Present { role_ids } => (
+                    role_ids.iter().map(|r| r.as_i64()).collect(),
+                    None,
+                    Some(event.at),
+                ),
+                MemberChange::Left => (Vec::new(), Some(event.at), None),
+            };
+        let present = matches!(event.change, MemberChange::Present { .. });
+        let sql = format!(
+            "INSERT INTO profiles AS p
+                (community_id, discord_user_id, role_ids, joined_at, left_at, last_event_seq)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (community_id, discord_user_id) DO UPDATE
+                SET role_ids = CASE WHEN $7 THEN excluded.role_ids ELSE p.role_ids END,
+                    joined_at = coalesce(p.joined_at, excluded.joined_at),
+                    left_at = excluded.left_at,
+                    last_event_seq = excluded.last_event_seq
+                WHERE p.last_event_seq < excluded.last_event_seq
+             RETURNING {COLUMNS}"
+        );
+        self.tx
+            .query_opt(
+                "applying a membership event",
+                &sql,
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&event.discord_user_id.as_i64(), Type::INT8),
+                    (&roles, Type::INT8_ARRAY),
+                    (&joined_at, Type::TIMESTAMPTZ),
+                    (&left_at, Type::TIMESTAMPTZ),
+                    (&event.seq, Type::INT8),
+                    (&present, Type::BOOL),
+                ],
+            )
+            .await?
+            .as_ref()
+            .map(Profile::from_row)
+            .transpose()
     }
 
     /// Marks the member as gone. Returns `None` if we never knew them.
