@@ -1,0 +1,335 @@
+//! JSON-RPC over HTTP: batches of `eth_call`, sent to the first healthy URL
+//! of a chain, failing over to the next.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, Bytes};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use url::Url;
+
+use super::abi::CallResult;
+use super::breaker::{Breaker, BreakerState};
+use crate::config::{redact_url, ChainConfig};
+
+/// Why one HTTP request to one URL failed. Any of these counts against that
+/// URL's breaker and moves on to the next URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{url}: timed out after {timeout_ms} ms")]
+    Timeout { url: String, timeout_ms: u64 },
+    #[error("{url}: {detail}")]
+    Transport { url: String, detail: String },
+    #[error("{url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: malformed reply: {detail}")]
+    Malformed { url: String, detail: String },
+}
+
+/// Why a chain could not be read at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("chain {chain:?} is not configured")]
+    Unconfigured { chain: String },
+    #[error("chain {chain}: every RPC URL's circuit breaker is open")]
+    CircuitOpen { chain: String },
+    #[error("chain {chain}: every RPC URL failed; last error: {last}")]
+    AllFailed { chain: String, last: EndpointError },
+    /// The node answered, but not with a usable value for this read.
+    #[error("chain {chain}: call to {contract} failed: {detail}")]
+    Call {
+        chain: String,
+        contract: Address,
+        detail: String,
+    },
+}
+
+/// Health of one RPC URL, for readiness checks and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointHealth {
+    pub chain: String,
+    /// Scheme, host and port only; provider URLs carry keys.
+    pub url: String,
+    pub state: BreakerState,
+}
+
+struct Endpoint {
+    url: Url,
+    redacted: String,
+    breaker: Mutex<Breaker>,
+}
+
+pub struct RpcClient {
+    chain: String,
+    http: reqwest::Client,
+    endpoints: Vec<Endpoint>,
+    timeout: Duration,
+}
+
+impl RpcClient {
+    pub fn new(chain: &str, config: &ChainConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.timeout())
+            .build()?;
+        let endpoints = config
+            .rpc_urls
+            .iter()
+            .map(|url| Endpoint {
+                url: url.clone(),
+                redacted: redact_url(url),
+                breaker: Mutex::new(Breaker::new(
+                    config.breaker.failure_threshold,
+                    config.breaker.cooldown(),
+                )),
+            })
+            .collect();
+        Ok(RpcClient {
+            chain: chain.to_string(),
+            http,
+            endpoints,
+            timeout: config.timeout(),
+        })
+    }
+
+    pub fn health(&self) -> Vec<EndpointHealth> {
+        let now = Instant::now();
+        self.endpoints
+            .iter()
+            .map(|e| EndpointHealth {
+                chain: self.chain.clone(),
+                url: e.redacted.clone(),
+                state: lock(&e.breaker).state(now),
+            })
+            .collect()
+    }
+
+    /// Sends `calls` as one JSON-RPC batch of `eth_call`s at the latest
+    /// block. Returns one result per call, in order.
+    ///
+    /// URLs are tried in configured order so traffic stays on the primary
+    /// while it is healthy; a URL whose breaker is open is skipped without
+    /// spending a timeout on it.
+    pub async fn eth_calls(
+        &self,
+        calls: &[(Address, Bytes)],
+    ) -> Result<Vec<CallResult>, ChainError> {
+        let body = Value::Array(
+            calls
+                .iter()
+                .enumerate()
+                .map(|(id, (to, data))| {
+                    json!({
+                        "jsonrpc": "2.0",
+                        "id": id,
+                        "method": "eth_call",
+                        "params": [{"to": to.to_string(), "data": data.to_string()}, "latest"],
+                    })
+                })
+                .collect(),
+        );
+        let mut last = None;
+        for endpoint in &self.endpoints {
+            if !lock(&endpoint.breaker).try_acquire(Instant::now()) {
+                continue;
+            }
+            match self.send(endpoint, &body, calls.len()).await {
+                Ok(results) => {
+                    lock(&endpoint.breaker).on_success();
+                    return Ok(results);
+                }
+                Err(e) => {
+                    tracing::warn!(chain = %self.chain, error = %e, "RPC request failed");
+                    lock(&endpoint.breaker).on_failure(Instant::now());
+                    last = Some(e);
+                }
+            }
+        }
+        Err(match last {
+            Some(last) => ChainError::AllFailed {
+                chain: self.chain.clone(),
+                last,
+            },
+            None => ChainError::CircuitOpen {
+                chain: self.chain.clone(),
+            },
+        })
+    }
+
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        body: &Value,
+        expected: usize,
+    ) -> Result<Vec<CallResult>, EndpointError> {
+        let url = &endpoint.redacted;
+        let response = self
+            .http
+            .post(endpoint.url.clone())
+            .timeout(self.timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.request_error(url, &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(EndpointError::Status {
+                url: url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.request_error(url, &e))?;
+        parse_batch_reply(&bytes, expected).map_err(|detail| EndpointError::Malformed {
+            url: url.clone(),
+            detail,
+        })
+    }
+
+    fn request_error(&self, url: &str, e: &reqwest::Error) -> EndpointError {
+        if e.is_timeout() {
+            EndpointError::Timeout {
+                url: url.to_string(),
+                timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            }
+        } else {
+            // reqwest's Display includes the full URL (and so any API key);
+            // the source chain says what went wrong without it.
+            EndpointError::Transport {
+                url: url.to_string(),
+                detail: error_chain_without_url(e),
+            }
+        }
+    }
+}
+
+fn error_chain_without_url(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    if parts.is_empty() {
+        if e.is_connect() {
+            "could not connect".to_string()
+        } else {
+            "request failed".to_string()
+        }
+    } else {
+        parts.join(": ")
+    }
+}
+
+fn lock(m: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
+    // A panic while holding this lock cannot leave a breaker half-updated
+    // (every update is one assignment), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    id: Option<Value>,
+    result: Option<String>,
+    error: Option<RpcError>,
+}
+
+#[derive(Deserialize)]
+struct RpcError {
+    code: i64,
+    message: String,
+}
+
+/// Parses a JSON-RPC batch reply into per-call results by id. Replies may
+/// arrive in any order (the spec allows it).
+fn parse_batch_reply(body: &[u8], expected: usize) -> Result<Vec<CallResult>, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let replies: Vec<Reply> = match value {
+        Value::Array(_) => serde_json::from_value(value).map_err(|e| format!("bad batch: {e}"))?,
+        // Providers answer a batch they refuse (too large, rate-limited) with
+        // a single error object.
+        Value::Object(obj) => {
+            let detail = obj
+                .get("error")
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "a single object".to_string());
+            return Err(format!("expected a batch reply, got {detail}"));
+        }
+        other => return Err(format!("expected a batch reply, got {other}")),
+    };
+    let mut results: Vec<Option<CallResult>> = vec![None; expected];
+    for reply in replies {
+        let Some(id) = reply
+            .id
+            .as_ref()
+            .and_then(Value::as_u64)
+            .and_then(|id| usize::try_from(id).ok())
+            .filter(|id| *id < expected)
+        else {
+            return Err(format!("reply with unexpected id {:?}", reply.id));
+        };
+        let result = match (reply.result, reply.error) {
+            (_, Some(err)) if is_revert(&err) => CallResult::Reverted,
+            (_, Some(err)) => {
+                CallResult::Failed(format!("node error {}: {}", err.code, err.message))
+            }
+            (Some(hex), None) => match hex.parse::<Bytes>() {
+                Ok(bytes) => CallResult::Returned(bytes),
+                Err(e) => return Err(format!("result for id {id} is not hex: {e}")),
+            },
+            (None, None) => return Err(format!("reply {id} has neither result nor error")),
+        };
+        results[id] = Some(result);
+    }
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(id, r)| r.ok_or_else(|| format!("no reply for id {id}")))
+        .collect()
+}
+
+/// Nodes disagree on how to say "reverted": geth uses code 3, others -32000
+/// or -32015 with a message mentioning the revert.
+fn is_revert(err: &RpcError) -> bool {
+    err.code == 3 || err.message.to_ascii_lowercase().contains("revert")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_reply_out_of_order_with_revert_and_error() {
+        let body = br#"[
+            {"jsonrpc":"2.0","id":2,"error":{"code":-32000,"message":"header not found"}},
+            {"jsonrpc":"2.0","id":0,"result":"0x01"},
+            {"jsonrpc":"2.0","id":1,"error":{"code":3,"message":"execution reverted"}}
+        ]"#;
+        let results = parse_batch_reply(body, 3).expect("parses");
+        assert!(matches!(&results[0], CallResult::Returned(b) if b.as_ref() == [1]));
+        assert!(matches!(results[1], CallResult::Reverted));
+        assert!(matches!(&results[2], CallResult::Failed(e) if e.contains("header not found")));
+    }
+
+    #[test]
+    fn missing_reply_is_malformed() {
+        let body = br#"[{"jsonrpc":"2.0","id":0,"result":"0x"}]"#;
+        let err = parse_batch_reply(body, 2).expect_err("id 1 missing");
+        assert!(err.contains("no reply for id 1"), "{err}");
+    }
+
+    #[test]
+    fn single_error_object_for_a_batch_is_malformed() {
+        let body =
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32005,"message":"batch too large"}}"#;
+        let err = parse_batch_reply(body, 2).expect_err("refused batch");
+        assert!(err.contains("batch too large"), "{err}");
+    }
+
+    #[test]
+    fn non_json_is_malformed() {
+        assert!(parse_batch_reply(b"<html>502</html>", 1).is_err());
+    }
+}

@@ -1,0 +1,328 @@
+//! Chain configuration: which RPC endpoints serve which chain, and how
+//! patiently we talk to them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use alloy_primitives::{address, Address};
+use serde::Deserialize;
+use url::Url;
+
+use crate::rule::{is_valid_chain_name, parse_address};
+
+/// Multicall3's address on nearly every EVM chain (deployed with a keyless
+/// transaction, so it is the same everywhere it exists).
+pub const MULTICALL3_ADDRESS: Address = address!("cA11bde05977b3631167028862bE2a173976CA11");
+
+/// All chains the evaluator can read, by the name rules use (`"ethereum"`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EligibilityConfig {
+    #[serde(default)]
+    pub chains: BTreeMap<String, ChainConfig>,
+}
+
+/// How to read one chain.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// Tried in order; later URLs are fallbacks for earlier ones.
+    pub rpc_urls: Vec<Url>,
+    /// Upper bound on one HTTP request, including connecting.
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u64,
+    /// How long a read result may be reused.
+    #[serde(default = "defaults::cache_ttl_secs")]
+    pub cache_ttl_secs: u64,
+    /// Entries kept per chain; beyond this, new results are not cached until
+    /// old ones expire, which bounds memory for very large communities.
+    #[serde(default = "defaults::cache_max_entries")]
+    pub cache_max_entries: usize,
+    /// Multicall3 contract; when set, reads are packed into `aggregate3`
+    /// calls. Without it they go out as plain `eth_call`s in a JSON-RPC batch.
+    #[serde(default)]
+    pub multicall_address: Option<String>,
+    /// Calls packed into one `aggregate3` (bounded by the node's gas cap for
+    /// `eth_call`; a balance read costs a few thousand gas).
+    #[serde(default = "defaults::max_calls_per_multicall")]
+    pub max_calls_per_multicall: usize,
+    /// Entries in one JSON-RPC batch (providers cap this, often at 100–1000).
+    #[serde(default = "defaults::max_batch_size")]
+    pub max_batch_size: usize,
+    /// HTTP requests one evaluation keeps in flight per chain.
+    #[serde(default = "defaults::max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// When an RPC URL is taken out of rotation, and for how long.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failed requests that open the breaker.
+    #[serde(default = "defaults::failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses requests before letting one probe
+    /// through (half-open).
+    #[serde(default = "defaults::cooldown_ms")]
+    pub cooldown_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: defaults::failure_threshold(),
+            cooldown_ms: defaults::cooldown_ms(),
+        }
+    }
+}
+
+mod defaults {
+    pub fn timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn cache_ttl_secs() -> u64 {
+        60
+    }
+    pub fn cache_max_entries() -> usize {
+        200_000
+    }
+    pub fn max_calls_per_multicall() -> usize {
+        500
+    }
+    pub fn max_batch_size() -> usize {
+        50
+    }
+    pub fn max_concurrent_requests() -> usize {
+        4
+    }
+    pub fn failure_threshold() -> u32 {
+        3
+    }
+    pub fn cooldown_ms() -> u64 {
+        30_000
+    }
+}
+
+impl ChainConfig {
+    /// A chain with the default limits, reading through `rpc_urls`.
+    pub fn new(rpc_urls: Vec<Url>) -> Self {
+        ChainConfig {
+            rpc_urls,
+            timeout_ms: defaults::timeout_ms(),
+            cache_ttl_secs: defaults::cache_ttl_secs(),
+            cache_max_entries: defaults::cache_max_entries(),
+            multicall_address: None,
+            max_calls_per_multicall: defaults::max_calls_per_multicall(),
+            max_batch_size: defaults::max_batch_size(),
+            max_concurrent_requests: defaults::max_concurrent_requests(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_secs)
+    }
+
+    /// The parsed Multicall3 address; call after [`EligibilityConfig::validate`].
+    pub fn multicall(&self) -> Option<Address> {
+        self.multicall_address
+            .as_deref()
+            .and_then(|a| a.to_ascii_lowercase().parse().ok())
+    }
+}
+
+impl BreakerConfig {
+    pub fn cooldown(&self) -> Duration {
+        Duration::from_millis(self.cooldown_ms)
+    }
+}
+
+/// A configuration mistake, naming the chain and field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("eligibility config: chains.{chain}.{field}: {problem}")]
+pub struct ConfigError {
+    pub chain: String,
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl EligibilityConfig {
+    /// Checks every chain; reports the first mistake found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, chain) in &self.chains {
+            chain.validate(name)?;
+        }
+        Ok(())
+    }
+}
+
+impl ChainConfig {
+    fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let err = |field: &'static str, problem: String| ConfigError {
+            chain: name.to_string(),
+            field,
+            problem,
+        };
+        if !is_valid_chain_name(name) {
+            return Err(err(
+                "name",
+                format!("{name:?} is not a chain name; use lowercase letters, digits, '_' or '-' as rules do"),
+            ));
+        }
+        if self.rpc_urls.is_empty() {
+            return Err(err(
+                "rpc_urls",
+                "is empty; list at least one http(s) URL".into(),
+            ));
+        }
+        for (i, url) in self.rpc_urls.iter().enumerate() {
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err(err(
+                    "rpc_urls",
+                    format!(
+                        "entry {i} ({}) is not an http(s) URL with a host",
+                        redact_url(url)
+                    ),
+                ));
+            }
+        }
+        if self.timeout_ms == 0 {
+            return Err(err(
+                "timeout_ms",
+                "is 0; give the request timeout in milliseconds".into(),
+            ));
+        }
+        if self.cache_max_entries == 0 && self.cache_ttl_secs > 0 {
+            return Err(err(
+                "cache_max_entries",
+                "is 0 while cache_ttl_secs is set; set cache_ttl_secs = 0 to disable caching"
+                    .into(),
+            ));
+        }
+        if let Some(raw) = &self.multicall_address {
+            // Multicall addresses are usually copied in checksummed form, so
+            // case is accepted here (unlike rule contracts, which are keys).
+            parse_address(&raw.to_ascii_lowercase()).map_err(|p| err("multicall_address", p))?;
+        }
+        for (field, value) in [
+            ("max_calls_per_multicall", self.max_calls_per_multicall),
+            ("max_batch_size", self.max_batch_size),
+            ("max_concurrent_requests", self.max_concurrent_requests),
+        ] {
+            if value == 0 {
+                return Err(err(field, "is 0; it must be at least 1".into()));
+            }
+        }
+        if self.breaker.failure_threshold == 0 {
+            return Err(err(
+                "breaker",
+                "failure_threshold is 0; it must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An RPC URL safe to log: provider URLs carry API keys in the path or query
+/// (`/v3/<key>`), so only scheme, host and port are shown.
+pub fn redact_url(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
+        (Some(host), None) => format!("{}://{host}", url.scheme()),
+        _ => format!("{}://?", url.scheme()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml_like: serde_json::Value) -> Result<EligibilityConfig, String> {
+        let cfg: EligibilityConfig =
+            serde_json::from_value(toml_like).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let cfg = config(serde_json::json!({
+            "chains": {"ethereum": {"rpc_urls": ["https://rpc.example/v3/secret"]}}
+        }))
+        .expect("valid");
+        let eth = &cfg.chains["ethereum"];
+        assert_eq!(eth.timeout(), Duration::from_secs(5));
+        assert_eq!(eth.breaker.failure_threshold, 3);
+        assert_eq!(eth.multicall(), None);
+    }
+
+    #[test]
+    fn errors_name_chain_and_field() {
+        let e = config(serde_json::json!({"chains": {"ethereum": {"rpc_urls": []}}}))
+            .expect_err("empty");
+        assert!(e.contains("chains.ethereum.rpc_urls"), "{e}");
+
+        let e = config(serde_json::json!({
+            "chains": {"Eth": {"rpc_urls": ["https://a.example"]}}
+        }))
+        .expect_err("name");
+        assert!(e.contains("chains.Eth.name"), "{e}");
+
+        let e = config(serde_json::json!({
+            "chains": {"eth": {"rpc_urls": ["https://a.example"], "multicall_address": "0x12"}}
+        }))
+        .expect_err("multicall");
+        assert!(e.contains("chains.eth.multicall_address"), "{e}");
+
+        let e = config(serde_json::json!({
+            "chains": {"eth": {"rpc_urls": ["https://a.example"], "max_batch_size": 0}}
+        }))
+        .expect_err("batch");
+        assert!(e.contains("chains.eth.max_batch_size"), "{e}");
+    }
+
+    #[test]
+    fn non_http_url_is_refused_without_leaking_the_key() {
+        let e = config(serde_json::json!({
+            "chains": {"eth": {"rpc_urls": ["wss://node.example/v3/topsecret"]}}
+        }))
+        .expect_err("wss");
+        assert!(e.contains("chains.eth.rpc_urls"), "{e}");
+        assert!(!e.contains("topsecret"), "{e}");
+    }
+
+    #[test]
+    fn checksummed_multicall_is_accepted() {
+        let cfg = config(serde_json::json!({
+            "chains": {"eth": {
+                "rpc_urls": ["http://127.0.0.1:8545"],
+                "multicall_address": "0xcA11bde05977b3631167028862bE2a173976CA11"
+            }}
+        }))
+        .expect("valid");
+        assert_eq!(cfg.chains["eth"].multicall(), Some(MULTICALL3_ADDRESS));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = config(serde_json::json!({
+            "chains": {"eth": {"rpc_urls": ["http://127.0.0.1:8545"], "timeout": 5}}
+        }))
+        .expect_err("typo");
+        assert!(e.contains("timeout"), "{e}");
+    }
+
+    #[test]
+    fn redaction_keeps_host_only() {
+        let url: Url = "https://eth.example:8443/v3/key?apikey=x"
+            .parse()
+            .expect("url");
+        assert_eq!(redact_url(&url), "https://eth.example:8443");
+    }
+}

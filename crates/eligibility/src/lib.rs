@@ -1,0 +1,38 @@
+//! Eligibility for Gatehouse: which members meet which rules.
+//!
+//! - [`rule`]: the rule model and the validation that runs when a rule is
+//!   written ([`RuleSpec::parse`]).
+//! - [`evaluate`]: deciding members' rules ([`Evaluator::evaluate_many`]),
+//!   with three-valued [`Outcome`]s so a provider failure never removes a
+//!   role.
+//! - [`chain`]: EVM JSON-RPC reads, batched (JSON-RPC batches or Multicall3),
+//!   cached, with failover across URLs and a circuit breaker per URL.
+//! - [`schedule`]: spreading periodic re-checks over their period.
+//! - `fake_chain` (feature `fake-chain`): a local JSON-RPC chain for tests
+//!   and the demo.
+//!
+//! This crate knows nothing of Discord or SQL: callers hand it rules and
+//! member facts and get outcomes per rule id back.
+
+pub mod chain;
+pub mod config;
+pub mod evaluate;
+pub mod outcome;
+pub mod rule;
+pub mod schedule;
+
+#[cfg(feature = "fake-chain")]
+pub mod fake_chain;
+
+pub use alloy_primitives::{Address, U256};
+pub use chain::breaker::BreakerState;
+pub use chain::rpc::{ChainError, EndpointError, EndpointHealth};
+pub use chain::{ChainStats, Freshness};
+pub use config::{BreakerConfig, ChainConfig, ConfigError, EligibilityConfig, MULTICALL3_ADDRESS};
+pub use evaluate::{
+    Evaluator, EvaluatorError, MemberEvaluation, MemberFacts, RuleDef, RuleOutcome, RuleProblem,
+    RuleSet,
+};
+pub use outcome::{Outcome, UnknownReason};
+pub use rule::{parse_address, CustomOp, FieldError, NftStandard, RuleError, RuleSpec};
+pub use schedule::{next_recheck_ms, recheck_offset};
