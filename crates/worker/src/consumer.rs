@@ -1,0 +1,168 @@
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::{dead_letter, HandlerError, Handlers, WorkerConfig, WorkerError};
+
+/// Where a message sits in its stream and how often it was delivered.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery {
+    /// Position in the stream: the order the gateway published in.
+    pub stream_sequence: u64,
+    /// 1 on first delivery.
+    pub attempt: u32,
+}
+
+/// Pulls from `consumer` and handles up to `config.concurrency` messages at
+/// once until `shutdown`; then stops pulling and waits for in-flight
+/// messages to finish.
+pub(crate) async fn consume(
+    consumer: PullConsumer,
+    js: jetstream::Context,
+    handlers: Arc<Handlers>,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let limit = config.concurrency;
+    let permits = Arc::new(Semaphore::new(limit));
+    let config = Arc::new(config);
+    'outer: while !shutdown.is_cancelled() {
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(limit)
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                // NATS down or restarting: wait and pull again.
+                tracing::warn!(error = %e, "cannot pull messages; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break 'outer,
+                },
+            };
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                m = messages.next() => m,
+            };
+            let message = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pulling messages failed; reconnecting the pull");
+                    break;
+                }
+                None => break,
+            };
+            let (js, handlers, config) = (js.clone(), handlers.clone(), config.clone());
+            tokio::spawn(async move {
+                process(message, &js, &handlers, &config).await;
+                drop(permit);
+            });
+        }
+    }
+    // Wait for every in-flight message: each holds one permit.
+    let _all = permits.acquire_many(limit as u32).await;
+    Ok(())
+}
+
+async fn process(
+    message: jetstream::Message,
+    js: &jetstream::Context,
+    handlers: &Handlers,
+    config: &WorkerConfig,
+) {
+    let subject = message.subject.to_string();
+    let (stream_sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(e) => {
+            // Not a JetStream delivery; nothing sensible to do but say so.
+            tracing::error!(%subject, error = %e, "message without JetStream metadata");
+            return;
+        }
+    };
+    let delivery = Delivery {
+        stream_sequence,
+        attempt: u32::try_from(delivered).unwrap_or(u32::MAX),
+    };
+    let outcome = match wire::Envelope::from_json(&message.payload) {
+        Ok(envelope) => handlers.handle(&envelope, &delivery).await,
+        Err(e) => Err(HandlerError::Permanent(format!(
+            "undecodable envelope: {e}"
+        ))),
+    };
+    // A label from a fixed set: metrics keys must stay low-cardinality.
+    let stream: &'static str = if subject.contains("commands.") {
+        "commands"
+    } else if subject.contains("events.") {
+        "events"
+    } else {
+        "other"
+    };
+    match outcome {
+        Ok(()) => {
+            metrics::counter!("worker_messages_total", "stream" => stream, "outcome" => "ok")
+                .increment(1);
+            if let Err(e) = message.ack().await {
+                // The effect is committed; a redelivery will be recognised
+                // as a duplicate.
+                tracing::warn!(%subject, error = %e, "ack failed; a duplicate delivery will be skipped");
+            }
+        }
+        Err(HandlerError::Transient(reason)) if delivery.attempt < config.max_attempts => {
+            let delay = config.backoff_after(delivery.attempt);
+            metrics::counter!("worker_messages_total", "stream" => stream, "outcome" => "retry")
+                .increment(1);
+            tracing::info!(%subject, attempt = delivery.attempt, ?delay, %reason, "will retry");
+            if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::warn!(%subject, error = %e, "nak failed; JetStream will redeliver after ack_wait");
+            }
+        }
+        Err(err) => {
+            let reason = match &err {
+                HandlerError::Transient(r) => {
+                    format!("gave up after {} attempts: {r}", delivery.attempt)
+                }
+                HandlerError::Permanent(r) => r.clone(),
+            };
+            metrics::counter!("worker_messages_total", "stream" => stream, "outcome" => "dead_letter").increment(1);
+            match dead_letter::publish(
+                js,
+                &config.namespace,
+                &subject,
+                message.payload.clone(),
+                delivered,
+                &reason,
+            )
+            .await
+            {
+                Ok(()) => {
+                    tracing::warn!(%subject, %reason, "dead-lettered");
+                    if let Err(e) = message.ack_with(AckKind::Term).await {
+                        tracing::warn!(%subject, error = %e, "terminating a dead-lettered message failed");
+                    }
+                }
+                Err(e) => {
+                    // Keep the message: better redelivered than lost.
+                    tracing::error!(%subject, error = %e, "could not dead-letter; will retry");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(config.backoff_after(delivery.attempt))))
+                        .await;
+                }
+            }
+        }
+    }
+}

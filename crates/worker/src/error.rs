@@ -1,0 +1,47 @@
+/// Why the worker as a whole stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid worker setting {setting}: {reason}")]
+    Config {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("JetStream {what} failed: {reason}")]
+    JetStream { what: String, reason: String },
+    #[error("worker task failed: {0}")]
+    Task(String),
+}
+
+impl WorkerError {
+    pub(crate) fn jetstream(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        WorkerError::JetStream {
+            what: what.into(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// Why one message could not be handled, and so what to do with it.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying later: a dependency is down or busy, or something the
+    /// message needs has not arrived yet.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help: the message itself is wrong.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<store::StoreError> for HandlerError {
+    fn from(e: store::StoreError) -> Self {
+        // Serialisation failures, deadlocks, lock and statement timeouts go
+        // away on retry; so do lost connections.
+        const RETRYABLE: [&str; 4] = ["40001", "40P01", "55P03", "57014"];
+        if e.is_connection_error() || e.sql_state().is_some_and(|s| RETRYABLE.contains(&s)) {
+            HandlerError::Transient(e.to_string())
+        } else {
+            HandlerError::Permanent(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Guilds becoming communities, and members becoming profiles.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+use store::{
+    repo::{AuditEntry, MemberChange, MemberEvent},
+    Snowflake, Store, TenantId,
+};
+use wire::{payload::GuildJoin, Envelope, Payload};
+
+use super::{guild_of, user_of};
+use crate::{Delivery, HandlerError};
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_else(Utc::now)
+}
+
+/// `guild.join`: provision the community (free tier, default theme), or
+/// reactivate the one the guild had.
+pub(super) async fn guild_join(
+    store: &Store,
+    envelope: &Envelope,
+    join: &GuildJoin,
+) -> Result<(), HandlerError> {
+    let guild = guild_of(envelope)?;
+    let name = if join.name.trim().is_empty() {
+        format!("guild {guild}")
+    } else {
+        join.name.chars().take(100).collect()
+    };
+    let (tenant, created) = match store.directory().resolve_guild(guild).await? {
+        Some(tenant) => (tenant, false),
+        None => (store.directory().provision_guild(guild, &name).await?, true),
+    };
+    let tx = store.begin(tenant).await?;
+    if !tx
+        .processed_events()
+        .claim(envelope.id.as_str(), envelope.payload.kind())
+        .await?
+    {
+        return Ok(tx.commit().await?);
+    }
+    let before = tx.communities().get().await?;
+    if !before.active {
+        tx.communities().set_active(true).await?;
+    }
+    let action = if created {
+        "community.provisioned"
+    } else if before.active {
+        "community.seen"
+    } else {
+        "community.reactivated"
+    };
+    tx.audit()
+        .append(
+            &AuditEntry::system(action)
+                .target("guild", guild.to_string())
+                .metadata(json!({
+                    "event_id": envelope.id.as_str(),
+                    "name": name,
+                    "member_count": join.member_count,
+                    "owner_id": join.owner_id.map(|o| o.to_string()),
+                })),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `guild.leave`: the bot was removed. Keep the data, mark the community
+/// inactive.
+pub(super) async fn guild_leave(store: &Store, envelope: &Envelope) -> Result<(), HandlerError> {
+    let guild = guild_of(envelope)?;
+    let Some(tenant) = store.directory().resolve_guild(guild).await? else {
+        // Never provisioned: nothing to deactivate.
+        return Ok(());
+    };
+    let tx = store.begin(tenant).await?;
+    if tx
+        .processed_events()
+        .claim(envelope.id.as_str(), envelope.payload.kind())
+        .await?
+    {
+        tx.communities().set_active(false).await?;
+        tx.audit()
+            .append(
+                &AuditEntry::system("community.deactivated")
+                    .target("guild", guild.to_string())
+                    .metadata(json!({ "event_id": envelope.id.as_str() })),
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `member.join` / `member.update` / `member.leave`: maintain the profile,
+/// in stream order (see `Profiles::apply_member_event`).
+pub(super) async fn member_event(
+    store: &Store,
+    envelope: &Envelope,
+    delivery: &Delivery,
+) -> Result<(), HandlerError> {
+    let guild = guild_of(envelope)?;
+    let user = user_of(envelope)?;
+    let tenant = community_of(store, guild).await?;
+    let to_ids = |roles: &[wire::Snowflake]| -> Result<Vec<Snowflake>, HandlerError> {
+        roles
+            .iter()
+            .map(|r| Snowflake::new(r.get()).map_err(|e| HandlerError::Permanent(e.to_string())))
+            .collect()
+    };
+    let (change, at, action) = match &envelope.payload {
+        Payload::MemberJoin(join) => (
+            MemberChange::Present {
+                role_ids: to_ids(&join.roles)?,
+            },
+            millis(join.joined_at.unwrap_or(envelope.occurred_at)),
+            "member.joined",
+        ),
+        Payload::MemberUpdate(update) => (
+            MemberChange::Present {
+                role_ids: to_ids(&update.roles)?,
+            },
+            millis(envelope.occurred_at),
+            "member.updated",
+        ),
+        Payload::MemberLeave(_) => (
+            MemberChange::Left,
+            millis(envelope.occurred_at),
+            "member.left",
+        ),
+        other => {
+            return Err(HandlerError::Permanent(format!(
+                "{} is not a membership event",
+                other.kind()
+            )))
+        }
+    };
+    let seq = i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX);
+    let tx = store.begin(tenant).await?;
+    if tx
+        .processed_events()
+        .claim(envelope.id.as_str(), envelope.payload.kind())
+        .await?
+    {
+        let applied = tx
+            .profiles()
+            .apply_member_event(&MemberEvent {
+                discord_user_id: user,
+                seq,
+                at,
+                change,
+            })
+            .await?;
+        if let Some(profile) = applied {
+            tx.audit()
+                .append(
+                    &AuditEntry::system(action)
+                        .target("profile", profile.id.to_string())
+                        .metadata(json!({
+                            "event_id": envelope.id.as_str(),
+                            "discord_user_id": user.to_string(),
+                            "roles": profile.role_ids.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                        })),
+                )
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The community of a guild. A member event can overtake its guild's
+/// `guild.join` (they travel on different subjects and several workers run
+/// at once), so an unknown guild is worth a retry, not a dead letter yet.
+async fn community_of(store: &Store, guild: Snowflake) -> Result<TenantId, HandlerError> {
+    store
+        .directory()
+        .resolve_guild(guild)
+        .await?
+        .ok_or_else(|| HandlerError::Transient(format!("guild {guild} is not provisioned (yet)")))
+}

@@ -1,0 +1,66 @@
+//! Gatehouse's workers: durable JetStream pull consumers that turn Discord
+//! events into tenant data.
+//!
+//! A worker keeps no state a restart would lose. Every message is
+//! acknowledged only after the database transaction carrying its effect has
+//! committed, and that transaction also records the envelope id, so a
+//! redelivered or re-published event is acknowledged without a second
+//! effect. Messages that cannot be decoded, or that still fail after a
+//! bounded number of attempts, are dead-lettered with the reason instead of
+//! blocking the stream.
+
+mod config;
+mod consumer;
+mod dead_letter;
+mod error;
+pub mod handlers;
+mod streams;
+
+pub use config::{StorageKind, StreamLimits, WorkerConfig};
+pub use consumer::Delivery;
+pub use error::{HandlerError, WorkerError};
+pub use handlers::Handlers;
+pub use streams::ensure_streams;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+/// Runs the worker until `shutdown` is cancelled, then finishes in-flight
+/// messages and returns.
+pub async fn run(
+    config: WorkerConfig,
+    jetstream: async_nats::jetstream::Context,
+    store: store::Store,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    config.validate()?;
+    ensure_streams(&jetstream, &config.namespace, &config.stream_limits).await?;
+    let handlers = Arc::new(Handlers::new(store));
+    let mut tasks = tokio::task::JoinSet::new();
+    for stream in [wire::subjects::EVENTS, wire::subjects::COMMANDS] {
+        let consumer = streams::ensure_consumer(&jetstream, &config, &stream).await?;
+        tasks.spawn(consumer::consume(
+            consumer,
+            jetstream.clone(),
+            handlers.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined
+            .map_err(|e| WorkerError::Task(e.to_string()))
+            .and_then(|r| r);
+        if let Err(e) = outcome {
+            // One consumer failing stops the others: a half-working worker
+            // is harder to notice than one that exits.
+            shutdown.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}

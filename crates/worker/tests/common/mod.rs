@@ -1,0 +1,242 @@
+//! A worker running in-process against a throwaway database and its own
+//! NATS namespace on the stack's NATS server.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use testkit::TestDb;
+use tokio_util::sync::CancellationToken;
+use wire::{payload, Envelope, Namespace, Payload, Snowflake};
+use worker::{StorageKind, StreamLimits, WorkerConfig};
+
+pub struct Harness {
+    pub db: TestDb,
+    pub store: store::Store,
+    pub js: jetstream::Context,
+    pub ns: Namespace,
+    pub config: WorkerConfig,
+    worker: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
+    )>,
+}
+
+impl Harness {
+    pub async fn new(label: &str) -> Harness {
+        let db = TestDb::create(label).await;
+        let store = db.store(8).await;
+        let client = async_nats::connect(&db.env.nats_url)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to NATS at {}: {e}", db.env.nats_url));
+        let js = jetstream::new(client);
+        // The database name is unique per test; reuse it for NATS.
+        let ns = Namespace::prefixed(&format!("t{:08x}", rand_suffix(&db.name))).unwrap();
+        let config = WorkerConfig {
+            namespace: ns.clone(),
+            concurrency: 8,
+            max_attempts: 3,
+            backoff: vec![Duration::from_millis(100)],
+            // A killed worker's unacknowledged messages come back after this.
+            ack_wait: Duration::from_secs(2),
+            stream_limits: StreamLimits {
+                storage: StorageKind::Memory,
+                ..StreamLimits::default()
+            },
+            ..WorkerConfig::default()
+        };
+        worker::ensure_streams(&js, &ns, &config.stream_limits)
+            .await
+            .unwrap();
+        Harness {
+            db,
+            store,
+            js,
+            ns,
+            config,
+            worker: None,
+        }
+    }
+
+    pub fn start_worker(&mut self) {
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(worker::run(
+            self.config.clone(),
+            self.js.clone(),
+            self.store.clone(),
+            token.clone(),
+        ));
+        self.worker = Some((token, handle));
+    }
+
+    /// Graceful stop: finish in-flight work.
+    pub async fn stop_worker(&mut self) {
+        if let Some((token, handle)) = self.worker.take() {
+            token.cancel();
+            handle.await.unwrap().unwrap();
+        }
+    }
+
+    /// Abrupt stop, as a killed process: in-flight work is abandoned.
+    pub fn kill_worker(&mut self) {
+        if let Some((_, handle)) = self.worker.take() {
+            handle.abort();
+        }
+    }
+
+    /// Publishes to JetStream with the envelope id as Nats-Msg-Id.
+    pub async fn publish(&self, envelope: &Envelope) {
+        self.publish_with_msg_id(envelope, envelope.id.as_str())
+            .await;
+    }
+
+    pub async fn publish_with_msg_id(&self, envelope: &Envelope, msg_id: &str) {
+        let subject = self.ns.subject(envelope.subject().expect("known type"));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id);
+        self.js
+            .publish_with_headers(subject, headers, envelope.to_json().unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    pub async fn publish_raw(&self, contract_subject: &str, body: &'static [u8]) {
+        self.js
+            .publish(self.ns.subject(contract_subject), body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// Polls `query` (run as superuser on the test database) until it
+    /// returns `want` or the deadline passes; returns the last value.
+    pub async fn wait_for_count(&self, query: &str, want: i64) -> i64 {
+        let admin = self.db.admin().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let n: i64 = admin.query_one(query, &[]).await.unwrap().get(0);
+            if n == want || tokio::time::Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn count(&self, query: &str) -> i64 {
+        let admin = self.db.admin().await;
+        admin.query_one(query, &[]).await.unwrap().get(0)
+    }
+
+    /// Dead letters stored so far: (subject, reason header).
+    pub async fn dead_letters(&self) -> Vec<(String, String)> {
+        use futures::StreamExt;
+        let stream_name = self.ns.stream_name(&wire::subjects::DEAD_LETTER);
+        let stream = self.js.get_stream(&stream_name).await.unwrap();
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1000)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(Ok(m)) = batch.next().await {
+            let reason = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(wire::subjects::headers::DEAD_LETTER_REASON))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            out.push((m.subject.to_string(), reason));
+        }
+        out
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.kill_worker();
+        // Streams are in memory and namespaced; delete them so nothing is
+        // left behind on the shared server.
+        let js = self.js.clone();
+        let ns = self.ns.clone();
+        let handle = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                for spec in wire::subjects::ALL_STREAMS {
+                    let _ = js.delete_stream(ns.stream_name(&spec)).await;
+                }
+            });
+        });
+        let _ = handle.join();
+    }
+}
+
+fn rand_suffix(name: &str) -> u32 {
+    // FNV-1a of the unique database name: stable, short, no extra deps.
+    name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+pub fn guild_join(guild: u64, session: &str, seq: u64) -> Envelope {
+    Envelope::for_dispatch(
+        0,
+        session,
+        seq,
+        1_700_000_000_000,
+        Payload::GuildJoin(payload::GuildJoin {
+            name: format!("Guild {guild}"),
+            member_count: Some(10),
+            owner_id: None,
+        }),
+    )
+    .with_guild(Snowflake(guild))
+}
+
+pub fn member_join(guild: u64, user: u64, session: &str, seq: u64) -> Envelope {
+    Envelope::for_dispatch(
+        0,
+        session,
+        seq,
+        1_700_000_000_000 + seq as i64,
+        Payload::MemberJoin(payload::MemberJoin {
+            username: format!("user{user}"),
+            roles: vec![Snowflake(5)],
+            joined_at: Some(1_700_000_000_000),
+            ..Default::default()
+        }),
+    )
+    .with_guild(Snowflake(guild))
+    .with_user(Snowflake(user))
+}
+
+pub fn member_leave(guild: u64, user: u64, session: &str, seq: u64) -> Envelope {
+    Envelope::for_dispatch(
+        0,
+        session,
+        seq,
+        1_700_000_000_000 + seq as i64,
+        Payload::MemberLeave(payload::MemberLeave {
+            username: format!("user{user}"),
+        }),
+    )
+    .with_guild(Snowflake(guild))
+    .with_user(Snowflake(user))
+}

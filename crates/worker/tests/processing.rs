@@ -1,0 +1,190 @@
+//! The worker against a real NATS JetStream and a real PostgreSQL.
+
+mod common;
+
+use common::{guild_join, member_join, member_leave, Harness};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guild_and_member_events_become_communities_profiles_and_audit_rows() {
+    let mut h = Harness::new("worker_membership").await;
+    h.start_worker();
+    h.publish(&guild_join(111, "s1", 1)).await;
+    // Events for members may overtake their guild; give the guild a head
+    // start anyway so this test is about the happy path.
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM communities", 1)
+            .await,
+        1
+    );
+    for user in 1..=20u64 {
+        h.publish(&member_join(111, user, "s1", 1 + user)).await;
+    }
+    h.publish(&member_leave(111, 3, "s1", 100)).await;
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM profiles", 20).await,
+        20
+    );
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM profiles WHERE left_at IS NOT NULL", 1)
+            .await,
+        1
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined' AND actor_type = 'system'")
+            .await,
+        20
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM audit_logs WHERE action = 'community.provisioned'")
+            .await,
+        1
+    );
+    let tier: String =
+        h.db.admin()
+            .await
+            .query_one(
+                "SELECT subscription_tier || '/' || theme_id FROM communities",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(tier, "free/default");
+    h.stop_worker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_and_redeliveries_have_one_effect() {
+    let mut h = Harness::new("worker_duplicates").await;
+    h.start_worker();
+    let join = guild_join(222, "s1", 1);
+    h.publish(&join).await;
+    // The same envelope under other message ids gets past JetStream's
+    // dedupe window: only the worker's idempotency stands in the way.
+    h.publish_with_msg_id(&join, "copy-1").await;
+    h.publish_with_msg_id(&join, "copy-2").await;
+    let member = member_join(222, 9, "s1", 2);
+    for i in 0..5 {
+        h.publish_with_msg_id(&member, &format!("member-copy-{i}"))
+            .await;
+    }
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM processed_events", 2)
+            .await,
+        2
+    );
+    // Let every copy be handled before counting effects.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        h.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
+            .await,
+        1
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM audit_logs WHERE action = 'community.provisioned'")
+            .await,
+        1
+    );
+    assert_eq!(h.count("SELECT count(*) FROM audit_logs").await, 2);
+    h.stop_worker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_with_its_reason_and_the_stream_moves_on() {
+    let mut h = Harness::new("worker_poison").await;
+    h.start_worker();
+    h.publish_raw(wire::subjects::MEMBER_JOIN, b"{not json")
+        .await;
+    h.publish(&guild_join(333, "s1", 1)).await;
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM communities", 1)
+            .await,
+        1
+    );
+    let dead = h.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, h.ns.subject("dead.events.member.join"));
+    assert!(dead[0].1.contains("undecodable envelope"), "{}", dead[0].1);
+    h.stop_worker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_event_waits_for_its_guild_then_gives_up_into_the_dead_letters() {
+    let mut h = Harness::new("worker_retry").await;
+    h.start_worker();
+    // The member arrives before its guild: retried, then applied.
+    h.publish(&member_join(444, 1, "s1", 2)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    h.publish(&guild_join(444, "s1", 1)).await;
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM profiles", 1).await,
+        1
+    );
+    // A guild that never comes: bounded retries, then a dead letter.
+    h.publish(&member_join(555, 1, "s1", 3)).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let dead = loop {
+        let dead = h.dead_letters().await;
+        if !dead.is_empty() || tokio::time::Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].1.contains("gave up after 3 attempts"),
+        "{}",
+        dead[0].1
+    );
+    assert!(dead[0].1.contains("555"), "{}", dead[0].1);
+    h.stop_worker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_stream_and_restarted_loses_nothing() {
+    let mut h = Harness::new("worker_restart").await;
+    h.publish(&guild_join(666, "s1", 1)).await;
+    const MEMBERS: u64 = 300;
+    for user in 1..=MEMBERS {
+        h.publish(&member_join(666, user, "s1", 1 + user)).await;
+    }
+    h.start_worker();
+    // Kill it once it is part-way through.
+    let admin = h.db.admin().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n: i64 = admin
+            .query_one("SELECT count(*) FROM profiles", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n > 20 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    h.kill_worker();
+    let at_kill: i64 = admin
+        .query_one("SELECT count(*) FROM profiles", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        at_kill < MEMBERS as i64,
+        "the worker finished before it could be killed"
+    );
+    h.start_worker();
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM profiles", MEMBERS as i64)
+            .await,
+        MEMBERS as i64
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        h.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
+            .await,
+        MEMBERS as i64,
+        "an event took effect twice or not at all"
+    );
+    h.stop_worker().await;
+}
