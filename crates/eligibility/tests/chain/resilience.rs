@@ -1,0 +1,220 @@
+//! Failover, circuit breakers, timeouts and outages. The rule throughout: a
+//! provider failure makes an outcome Unknown, never NotEligible.
+
+use std::time::Duration;
+
+use eligibility::fake_chain::Fault;
+use eligibility::{BreakerState, ChainError, EndpointError, Freshness, Outcome, UnknownReason};
+use serde_json::json;
+
+use super::*;
+
+fn token_rule() -> (RuleSet, Address) {
+    let token = contract(1);
+    let set = rules([rule(
+        1,
+        "token_balance",
+        Some(token),
+        json!({"min_balance": "10"}),
+    )]);
+    (set, token)
+}
+
+fn outcome(eval: &eligibility::MemberEvaluation) -> Outcome {
+    eval.get(id(1)).expect("rule 1").outcome.clone()
+}
+
+async fn two_chains_with_balance(token: Address, holder: Address) -> (FakeChain, FakeChain) {
+    let primary = chain().await;
+    let backup = chain().await;
+    for c in [&primary, &backup] {
+        c.set_erc20_balance(token, holder, units(10));
+    }
+    (primary, backup)
+}
+
+#[tokio::test]
+async fn fails_over_to_the_next_url_for_each_kind_of_fault() {
+    let (set, token) = token_rule();
+    let alice = member(wallet(1));
+    for fault in [
+        Fault::Unavailable,
+        Fault::RefuseConnections,
+        Fault::Malformed,
+    ] {
+        let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
+        primary.set_fault(fault);
+        let eval = evaluator(vec![primary.url(), backup.url()], |_| {});
+        let result = eval.evaluate(&set, &alice, Freshness::Cached).await;
+        assert_eq!(outcome(&result), Outcome::Eligible, "{fault:?}");
+        assert_eq!(
+            primary.requests() + primary.refused(),
+            1,
+            "{fault:?}: the primary was tried first"
+        );
+        assert_eq!(backup.requests(), 1, "{fault:?}: the backup answered");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_url_times_out_and_the_next_answers() {
+    let (set, token) = token_rule();
+    let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
+    primary.set_fault(Fault::Slow(Duration::from_secs(5)));
+    let eval = evaluator(vec![primary.url(), backup.url()], |c| c.timeout_ms = 200);
+    let result = eval
+        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .await;
+    assert_eq!(outcome(&result), Outcome::Eligible);
+    assert_eq!(backup.requests(), 1);
+}
+
+#[tokio::test]
+async fn an_outage_is_unknown_not_not_eligible() {
+    let (set, token) = token_rule();
+    let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
+    primary.set_fault(Fault::Unavailable);
+    backup.set_fault(Fault::Unavailable);
+    let eval = evaluator(vec![primary.url(), backup.url()], |_| {});
+    // Both a member who holds the token and one who does not: neither may
+    // be judged while the chain cannot be read.
+    let results = eval
+        .evaluate_many(
+            &set,
+            &[member(wallet(1)), member(wallet(2))],
+            Freshness::Cached,
+        )
+        .await;
+    for r in &results {
+        match outcome(r) {
+            Outcome::Unknown {
+                reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
+            } => assert!(
+                matches!(last, EndpointError::Status { status: 503, .. }),
+                "{last:?}"
+            ),
+            other => panic!("expected unknown after an outage, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_timeout_is_unknown() {
+    let (set, token) = token_rule();
+    let slow = chain().await;
+    slow.set_erc20_balance(token, wallet(1), units(10));
+    slow.set_fault(Fault::Slow(Duration::from_secs(5)));
+    let eval = evaluator(vec![slow.url()], |c| c.timeout_ms = 200);
+    let result = eval
+        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .await;
+    match outcome(&result) {
+        Outcome::Unknown {
+            reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
+        } => assert!(
+            matches!(
+                last,
+                EndpointError::Timeout {
+                    timeout_ms: 200,
+                    ..
+                }
+            ),
+            "{last:?}"
+        ),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn errors_do_not_leak_the_url_path() {
+    let (set, _) = token_rule();
+    let dead = chain().await;
+    dead.set_fault(Fault::RefuseConnections);
+    let mut url = dead.url();
+    url.set_path("/v3/secret-api-key");
+    let eval = evaluator(vec![url], |_| {});
+    let result = eval
+        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .await;
+    let detail = &result.get(id(1)).expect("rule 1").detail;
+    assert!(detail.contains("every RPC URL failed"), "{detail}");
+    assert!(!detail.contains("secret-api-key"), "{detail}");
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_n_failures_and_half_opens_after_the_cooldown() {
+    let (set, token) = token_rule();
+    let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
+    primary.set_fault(Fault::Unavailable);
+    let cooldown = Duration::from_millis(300);
+    let eval = evaluator(vec![primary.url(), backup.url()], |c| {
+        c.breaker.failure_threshold = 2;
+        c.breaker.cooldown_ms = 300;
+    });
+    let alice = member(wallet(1));
+
+    for _ in 0..2 {
+        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        assert_eq!(outcome(&r), Outcome::Eligible);
+    }
+    assert_eq!(primary.requests(), 2);
+    assert_eq!(eval.health()[0].state, BreakerState::Open);
+    assert_eq!(eval.health()[1].state, BreakerState::Closed);
+
+    // Open: the primary is skipped without being contacted.
+    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    assert_eq!(outcome(&r), Outcome::Eligible);
+    assert_eq!(primary.requests(), 2, "an open breaker sends nothing");
+    assert_eq!(backup.requests(), 3);
+
+    // After the cooldown one probe goes to the primary; it has recovered,
+    // so the breaker closes and traffic returns to it.
+    primary.set_fault(Fault::None);
+    tokio::time::sleep(cooldown + Duration::from_millis(50)).await;
+    assert_eq!(eval.health()[0].state, BreakerState::HalfOpen);
+    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    assert_eq!(outcome(&r), Outcome::Eligible);
+    assert_eq!(primary.requests(), 3, "the half-open probe");
+    assert_eq!(backup.requests(), 3);
+    assert_eq!(eval.health()[0].state, BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn a_failed_probe_reopens_the_breaker() {
+    let (set, token) = token_rule();
+    let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
+    primary.set_fault(Fault::Unavailable);
+    let eval = evaluator(vec![primary.url(), backup.url()], |c| {
+        c.breaker.failure_threshold = 1;
+        c.breaker.cooldown_ms = 200;
+    });
+    let alice = member(wallet(1));
+    eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    assert_eq!(eval.health()[0].state, BreakerState::Open);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    assert_eq!(primary.requests(), 2, "one probe");
+    assert_eq!(eval.health()[0].state, BreakerState::Open, "probe failed");
+}
+
+#[tokio::test]
+async fn all_breakers_open_is_unknown_without_any_request() {
+    let (set, token) = token_rule();
+    let only = chain().await;
+    only.set_erc20_balance(token, wallet(1), units(10));
+    only.set_fault(Fault::Unavailable);
+    let eval = evaluator(vec![only.url()], |c| {
+        c.breaker.failure_threshold = 1;
+        c.breaker.cooldown_ms = 60_000;
+    });
+    let alice = member(wallet(1));
+    eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    assert_eq!(only.requests(), 1);
+    assert!(matches!(
+        outcome(&r),
+        Outcome::Unknown {
+            reason: UnknownReason::Chain(ChainError::CircuitOpen { .. })
+        }
+    ));
+}
