@@ -1,6 +1,8 @@
 use clap::{Parser, Subcommand};
 
-use crate::{bench::db::BenchDbArgs, logging::LogFormat, migrate::MigrateArgs};
+use crate::{
+    bench::db::BenchDbArgs, logging::LogFormat, migrate::MigrateArgs, worker_cmd::WorkerArgs,
+};
 
 /// Gatehouse: token-gated Discord communities on Twilight, NATS JetStream and
 /// PostgreSQL.
@@ -20,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Apply database migrations (connects directly, as the owner role).
     Migrate(MigrateArgs),
+    /// Consume events from JetStream and apply them to tenant data.
+    Worker(WorkerArgs),
     /// Measure performance; prints a report and exits non-zero when a
     /// threshold fails.
     #[command(subcommand)]

@@ -7,6 +7,7 @@ mod cli;
 mod db_args;
 mod logging;
 mod migrate;
+mod worker_cmd;
 
 use std::process::ExitCode;
 
@@ -44,5 +45,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Bench(BenchCommand::Db(args)) => bench::db::run(args).await,
+        Command::Worker(args) => worker_cmd::run(args).await,
     }
 }
