@@ -54,6 +54,11 @@ pub struct ChainConfig {
     pub max_concurrent_requests: usize,
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// When set, every request also asks `eth_chainId`, and a URL serving
+    /// another chain is treated as failed: balances read from the wrong
+    /// chain would strip roles from members who meet the rules.
+    #[serde(default)]
+    pub chain_id: Option<u64>,
 }
 
 /// When an RPC URL is taken out of rotation, and for how long.
@@ -118,6 +123,7 @@ impl ChainConfig {
             max_batch_size: defaults::max_batch_size(),
             max_concurrent_requests: defaults::max_concurrent_requests(),
             breaker: BreakerConfig::default(),
+            chain_id: None,
         }
     }
 

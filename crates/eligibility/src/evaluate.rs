@@ -251,8 +251,8 @@ impl RuleSet {
                 },
             }
         } else {
-            match &self.rules[i].spec {
-                RuleSpec::ScoreThreshold { min_score } => {
+            match (&self.rules[i].spec, member.wallet) {
+                (RuleSpec::ScoreThreshold { min_score }, _) => {
                     let ok = member.score >= *min_score;
                     Decision {
                         outcome: if ok {
@@ -263,7 +263,7 @@ impl RuleSet {
                         detail: format!("score {} (needs {min_score})", member.score),
                     }
                 }
-                RuleSpec::Custom { op, rules } => {
+                (RuleSpec::Custom { op, rules }, _) => {
                     // Problems were checked above, so every id resolves and
                     // no path leads back here: the recursion terminates.
                     let parts: Vec<(Uuid, Decision)> = rules
@@ -279,13 +279,44 @@ impl RuleSet {
                         detail: format!("{met} of {} rules met ({op:?})", rules.len()),
                     }
                 }
-                spec => match member.wallet {
-                    None => Decision {
-                        outcome: Outcome::NotEligible,
-                        detail: "no wallet linked".to_string(),
-                    },
-                    Some(holder) => decide_chain_rule(spec, holder, reads),
+                // Without a wallet there is nothing to read: the member
+                // definitely does not hold the tokens.
+                (RuleSpec::TokenBalance { .. } | RuleSpec::NftOwnership { .. }, None) => Decision {
+                    outcome: Outcome::NotEligible,
+                    detail: "no wallet linked".to_string(),
                 },
+                (
+                    RuleSpec::TokenBalance {
+                        chain,
+                        contract,
+                        min_balance,
+                    },
+                    Some(holder),
+                ) => decide_balance(chain, *contract, holder, *min_balance, "balance", reads),
+                (
+                    RuleSpec::NftOwnership {
+                        chain,
+                        contract,
+                        min_count,
+                        token_ids,
+                        ..
+                    },
+                    Some(holder),
+                ) if token_ids.is_empty() => {
+                    decide_balance(chain, *contract, holder, *min_count, "tokens held", reads)
+                }
+                (
+                    RuleSpec::NftOwnership {
+                        chain,
+                        contract,
+                        standard,
+                        min_count,
+                        token_ids,
+                    },
+                    Some(holder),
+                ) => decide_token_ids(
+                    chain, *contract, *standard, token_ids, *min_count, holder, reads,
+                ),
             }
         };
         memo[i] = Some(decision.clone());
@@ -330,105 +361,88 @@ impl ReadLookup for HashMap<String, ReadResults> {
     }
 }
 
-fn decide_chain_rule(spec: &RuleSpec, holder: Address, reads: &dyn ReadLookup) -> Decision {
-    let unknown = |e: ChainError| Decision {
+fn unknown(e: ChainError) -> Decision {
+    Decision {
         detail: e.to_string(),
         outcome: Outcome::Unknown {
             reason: UnknownReason::Chain(e),
         },
-    };
-    let threshold = |have: U256, need: U256, what: &str| Decision {
+    }
+}
+
+fn threshold(have: U256, need: U256, what: &str) -> Decision {
+    Decision {
         outcome: if have >= need {
             Outcome::Eligible
         } else {
             Outcome::NotEligible
         },
         detail: format!("{what} {have} (needs {need})"),
-    };
-    match spec {
-        RuleSpec::TokenBalance {
-            chain,
-            contract,
-            min_balance,
-        } => match reads.lookup(
-            chain,
-            &Read::BalanceOf {
-                contract: *contract,
+    }
+}
+
+/// `balanceOf(holder) >= min`, for ERC-20 balances and ERC-721 counts.
+fn decide_balance(
+    chain: &str,
+    contract: Address,
+    holder: Address,
+    min: U256,
+    what: &str,
+    reads: &dyn ReadLookup,
+) -> Decision {
+    match reads.lookup(chain, &Read::BalanceOf { contract, holder }) {
+        Ok(ReadValue::Amount(b)) => threshold(b, min, what),
+        Ok(other) => unknown(unexpected(chain, contract, &other)),
+        Err(e) => unknown(e),
+    }
+}
+
+/// Counts the named token ids the holder owns (ERC-721) or the units it
+/// holds of them (ERC-1155). An unreadable id makes the outcome unknown
+/// only if it could still change the answer.
+fn decide_token_ids(
+    chain: &str,
+    contract: Address,
+    standard: NftStandard,
+    token_ids: &[U256],
+    min_count: U256,
+    holder: Address,
+    reads: &dyn ReadLookup,
+) -> Decision {
+    let mut held = U256::ZERO;
+    let mut first_error = None;
+    let mut unknown_ids = 0usize;
+    for &token_id in token_ids {
+        let read = match standard {
+            NftStandard::Erc721 => Read::OwnerOf { contract, token_id },
+            NftStandard::Erc1155 => Read::Erc1155Balance {
+                contract,
                 holder,
+                token_id,
             },
-        ) {
-            Ok(ReadValue::Amount(b)) => threshold(b, *min_balance, "balance"),
-            Ok(other) => unknown(unexpected(chain, *contract, &other)),
-            Err(e) => unknown(e),
-        },
-        RuleSpec::NftOwnership {
-            chain,
-            contract,
-            standard,
-            min_count,
-            token_ids,
-        } => {
-            if token_ids.is_empty() {
-                return match reads.lookup(
-                    chain,
-                    &Read::BalanceOf {
-                        contract: *contract,
-                        holder,
-                    },
-                ) {
-                    Ok(ReadValue::Amount(n)) => threshold(n, *min_count, "tokens held"),
-                    Ok(other) => unknown(unexpected(chain, *contract, &other)),
-                    Err(e) => unknown(e),
-                };
-            }
-            // Count what is known; an unreadable id only matters if it could
-            // still change the answer.
-            let mut held = U256::ZERO;
-            let mut first_error = None;
-            let mut unknown_ids = 0usize;
-            for &token_id in token_ids {
-                let read = match standard {
-                    NftStandard::Erc721 => Read::OwnerOf {
-                        contract: *contract,
-                        token_id,
-                    },
-                    NftStandard::Erc1155 => Read::Erc1155Balance {
-                        contract: *contract,
-                        holder,
-                        token_id,
-                    },
-                };
-                match reads.lookup(chain, &read) {
-                    Ok(ReadValue::Owner(owner)) => {
-                        if owner == Some(holder) {
-                            held = held.saturating_add(U256::from(1));
-                        }
-                    }
-                    Ok(ReadValue::Amount(n)) => held = held.saturating_add(n),
-                    Err(e) => {
-                        unknown_ids += 1;
-                        first_error.get_or_insert(e);
-                    }
+        };
+        match reads.lookup(chain, &read) {
+            Ok(ReadValue::Owner(owner)) => {
+                if owner == Some(holder) {
+                    held = held.saturating_add(U256::from(1));
                 }
             }
-            let upper_bound_below_min = match standard {
-                // Each unknown ERC-721 id can add at most one.
-                NftStandard::Erc721 => held.saturating_add(U256::from(unknown_ids)) < *min_count,
-                // An unknown ERC-1155 balance could be anything.
-                NftStandard::Erc1155 => unknown_ids == 0 && held < *min_count,
-            };
-            match first_error {
-                Some(e) if held < *min_count && !upper_bound_below_min => unknown(e),
-                _ => threshold(held, *min_count, "tokens held"),
+            Ok(ReadValue::Amount(n)) => held = held.saturating_add(n),
+            Err(e) => {
+                unknown_ids += 1;
+                first_error.get_or_insert(e);
             }
         }
-        // Only chain rules reach here.
-        RuleSpec::ScoreThreshold { .. } | RuleSpec::Custom { .. } => Decision {
-            outcome: Outcome::Unknown {
-                reason: UnknownReason::Undecided { unknown: vec![] },
-            },
-            detail: "not a chain rule".to_string(),
-        },
+    }
+    let cannot_reach_min = match standard {
+        // Each unknown ERC-721 id can add at most one.
+        NftStandard::Erc721 => held.saturating_add(U256::from(unknown_ids)) < min_count,
+        // An unknown ERC-1155 balance could be anything.
+        NftStandard::Erc1155 => unknown_ids == 0 && held < min_count,
+    };
+    match first_error {
+        Some(e) if held < min_count && !cannot_reach_min => unknown(e),
+        _ => threshold(held, min_count, "tokens held"),
     }
 }
 

@@ -25,6 +25,14 @@ pub enum EndpointError {
     Status { url: String, status: u16 },
     #[error("{url}: malformed reply: {detail}")]
     Malformed { url: String, detail: String },
+    /// The URL serves a different chain than configured: its balances would
+    /// be wrong, so it is treated as down rather than believed.
+    #[error("{url}: serves chain id {got}, not the configured {expected}")]
+    WrongChain {
+        url: String,
+        expected: u64,
+        got: u64,
+    },
 }
 
 /// Why a chain could not be read at all.
@@ -65,6 +73,7 @@ pub struct RpcClient {
     http: reqwest::Client,
     endpoints: Vec<Endpoint>,
     timeout: Duration,
+    chain_id: Option<u64>,
 }
 
 impl RpcClient {
@@ -89,6 +98,7 @@ impl RpcClient {
             http,
             endpoints,
             timeout: config.timeout(),
+            chain_id: config.chain_id,
         })
     }
 
@@ -114,20 +124,29 @@ impl RpcClient {
         &self,
         calls: &[(Address, Bytes)],
     ) -> Result<Vec<CallResult>, ChainError> {
-        let body = Value::Array(
-            calls
-                .iter()
-                .enumerate()
-                .map(|(id, (to, data))| {
-                    json!({
-                        "jsonrpc": "2.0",
-                        "id": id,
-                        "method": "eth_call",
-                        "params": [{"to": to.to_string(), "data": data.to_string()}, "latest"],
-                    })
+        let mut batch: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(id, (to, data))| {
+                json!({
+                    "jsonrpc": "2.0",
+                    "id": id,
+                    "method": "eth_call",
+                    "params": [{"to": to.to_string(), "data": data.to_string()}, "latest"],
                 })
-                .collect(),
-        );
+            })
+            .collect();
+        // Riding along in every batch costs no extra request and catches a
+        // URL that was re-pointed at another chain after start-up.
+        if self.chain_id.is_some() {
+            batch.push(json!({
+                "jsonrpc": "2.0",
+                "id": calls.len(),
+                "method": "eth_chainId",
+                "params": [],
+            }));
+        }
+        let body = Value::Array(batch);
         let mut last = None;
         for endpoint in &self.endpoints {
             if !lock(&endpoint.breaker).try_acquire(Instant::now()) {
@@ -182,9 +201,16 @@ impl RpcClient {
             .bytes()
             .await
             .map_err(|e| self.request_error(url, &e))?;
-        parse_batch_reply(&bytes, expected).map_err(|detail| EndpointError::Malformed {
-            url: url.clone(),
-            detail,
+        parse_batch_reply(&bytes, expected, self.chain_id).map_err(|problem| match problem {
+            ReplyProblem::Malformed(detail) => EndpointError::Malformed {
+                url: url.clone(),
+                detail,
+            },
+            ReplyProblem::WrongChain { expected, got } => EndpointError::WrongChain {
+                url: url.clone(),
+                expected,
+                got,
+            },
         })
     }
 
@@ -242,9 +268,26 @@ struct RpcError {
     message: String,
 }
 
+#[derive(Debug)]
+enum ReplyProblem {
+    Malformed(String),
+    WrongChain { expected: u64, got: u64 },
+}
+
+impl From<String> for ReplyProblem {
+    fn from(detail: String) -> Self {
+        ReplyProblem::Malformed(detail)
+    }
+}
+
 /// Parses a JSON-RPC batch reply into per-call results by id. Replies may
-/// arrive in any order (the spec allows it).
-fn parse_batch_reply(body: &[u8], expected: usize) -> Result<Vec<CallResult>, String> {
+/// arrive in any order (the spec allows it). With `chain_id`, the batch also
+/// carries an `eth_chainId` at id `expected`, whose answer must match.
+fn parse_batch_reply(
+    body: &[u8],
+    expected: usize,
+    chain_id: Option<u64>,
+) -> Result<Vec<CallResult>, ReplyProblem> {
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     let replies: Vec<Reply> = match value {
         Value::Array(_) => serde_json::from_value(value).map_err(|e| format!("bad batch: {e}"))?,
@@ -255,20 +298,27 @@ fn parse_batch_reply(body: &[u8], expected: usize) -> Result<Vec<CallResult>, St
                 .get("error")
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "a single object".to_string());
-            return Err(format!("expected a batch reply, got {detail}"));
+            return Err(format!("expected a batch reply, got {detail}").into());
         }
-        other => return Err(format!("expected a batch reply, got {other}")),
+        other => return Err(format!("expected a batch reply, got {other}").into()),
     };
     let mut results: Vec<Option<CallResult>> = vec![None; expected];
+    let mut chain_checked = false;
     for reply in replies {
-        let Some(id) = reply
+        let id = reply
             .id
             .as_ref()
             .and_then(Value::as_u64)
-            .and_then(|id| usize::try_from(id).ok())
-            .filter(|id| *id < expected)
-        else {
-            return Err(format!("reply with unexpected id {:?}", reply.id));
+            .and_then(|id| usize::try_from(id).ok());
+        if let (Some(want), Some(id)) = (chain_id, id) {
+            if id == expected {
+                check_chain_id(&reply, want)?;
+                chain_checked = true;
+                continue;
+            }
+        }
+        let Some(id) = id.filter(|id| *id < expected) else {
+            return Err(format!("reply with unexpected id {:?}", reply.id).into());
         };
         let result = match (reply.result, reply.error) {
             (_, Some(err)) if is_revert(&err) => CallResult::Reverted,
@@ -277,17 +327,37 @@ fn parse_batch_reply(body: &[u8], expected: usize) -> Result<Vec<CallResult>, St
             }
             (Some(hex), None) => match hex.parse::<Bytes>() {
                 Ok(bytes) => CallResult::Returned(bytes),
-                Err(e) => return Err(format!("result for id {id} is not hex: {e}")),
+                Err(e) => return Err(format!("result for id {id} is not hex: {e}").into()),
             },
-            (None, None) => return Err(format!("reply {id} has neither result nor error")),
+            (None, None) => return Err(format!("reply {id} has neither result nor error").into()),
         };
         results[id] = Some(result);
+    }
+    if chain_id.is_some() && !chain_checked {
+        return Err("no reply to eth_chainId".to_string().into());
     }
     results
         .into_iter()
         .enumerate()
-        .map(|(id, r)| r.ok_or_else(|| format!("no reply for id {id}")))
+        .map(|(id, r)| r.ok_or_else(|| format!("no reply for id {id}").into()))
         .collect()
+}
+
+fn check_chain_id(reply: &Reply, want: u64) -> Result<(), ReplyProblem> {
+    let got = reply
+        .result
+        .as_deref()
+        .and_then(|hex| hex.strip_prefix("0x"))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| format!("eth_chainId reply is not a hex number: {:?}", reply.result))?;
+    if got == want {
+        Ok(())
+    } else {
+        Err(ReplyProblem::WrongChain {
+            expected: want,
+            got,
+        })
+    }
 }
 
 /// Nodes disagree on how to say "reverted": geth uses code 3, others -32000
@@ -307,7 +377,7 @@ mod tests {
             {"jsonrpc":"2.0","id":0,"result":"0x01"},
             {"jsonrpc":"2.0","id":1,"error":{"code":3,"message":"execution reverted"}}
         ]"#;
-        let results = parse_batch_reply(body, 3).expect("parses");
+        let results = parse_batch_reply(body, 3, None).expect("parses");
         assert!(matches!(&results[0], CallResult::Returned(b) if b.as_ref() == [1]));
         assert!(matches!(results[1], CallResult::Reverted));
         assert!(matches!(&results[2], CallResult::Failed(e) if e.contains("header not found")));
@@ -316,20 +386,47 @@ mod tests {
     #[test]
     fn missing_reply_is_malformed() {
         let body = br#"[{"jsonrpc":"2.0","id":0,"result":"0x"}]"#;
-        let err = parse_batch_reply(body, 2).expect_err("id 1 missing");
-        assert!(err.contains("no reply for id 1"), "{err}");
+        let err = parse_batch_reply(body, 2, None).expect_err("id 1 missing");
+        assert!(
+            matches!(&err, ReplyProblem::Malformed(d) if d.contains("no reply for id 1")),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn single_error_object_for_a_batch_is_malformed() {
         let body =
             br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32005,"message":"batch too large"}}"#;
-        let err = parse_batch_reply(body, 2).expect_err("refused batch");
-        assert!(err.contains("batch too large"), "{err}");
+        let err = parse_batch_reply(body, 2, None).expect_err("refused batch");
+        assert!(
+            matches!(&err, ReplyProblem::Malformed(d) if d.contains("batch too large")),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn non_json_is_malformed() {
-        assert!(parse_batch_reply(b"<html>502</html>", 1).is_err());
+        assert!(parse_batch_reply(b"<html>502</html>", 1, None).is_err());
+    }
+
+    #[test]
+    fn chain_id_must_match_when_configured() {
+        let body = br#"[
+            {"jsonrpc":"2.0","id":1,"result":"0x1"},
+            {"jsonrpc":"2.0","id":0,"result":"0x"}
+        ]"#;
+        assert!(parse_batch_reply(body, 1, Some(1)).is_ok());
+        assert!(matches!(
+            parse_batch_reply(body, 1, Some(137)),
+            Err(ReplyProblem::WrongChain {
+                expected: 137,
+                got: 1
+            })
+        ));
+        let without = br#"[{"jsonrpc":"2.0","id":0,"result":"0x"}]"#;
+        assert!(matches!(
+            parse_batch_reply(without, 1, Some(1)),
+            Err(ReplyProblem::Malformed(d)) if d.contains("eth_chainId")
+        ));
     }
 }

@@ -218,3 +218,43 @@ async fn all_breakers_open_is_unknown_without_any_request() {
         }
     ));
 }
+
+#[tokio::test]
+async fn a_url_serving_another_chain_is_not_believed() {
+    use eligibility::fake_chain::{FakeChain, FakeChainOptions};
+    let (set, token) = token_rule();
+    let wrong = FakeChain::start_with(FakeChainOptions {
+        chain_id: 1,
+        ..FakeChainOptions::default()
+    })
+    .await
+    .expect("starts");
+    // The wrong chain says the member holds nothing; believing it would
+    // remove their role.
+    wrong.deploy(token, eligibility::fake_chain::FakeContract::Erc20);
+    let right = chain().await;
+    right.set_erc20_balance(token, wallet(1), units(10));
+    let eval = evaluator(vec![wrong.url(), right.url()], |c| {
+        c.chain_id = Some(right.chain_id())
+    });
+    let result = eval
+        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .await;
+    assert_eq!(outcome(&result), Outcome::Eligible);
+    assert_eq!(wrong.requests(), 1);
+    assert_eq!(right.requests(), 1);
+
+    let only_wrong = evaluator(vec![wrong.url()], |c| c.chain_id = Some(right.chain_id()));
+    let result = only_wrong
+        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .await;
+    match outcome(&result) {
+        Outcome::Unknown {
+            reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
+        } => assert!(
+            matches!(last, EndpointError::WrongChain { got: 1, .. }),
+            "{last:?}"
+        ),
+        other => panic!("expected unknown, got {other:?}"),
+    }
+}
