@@ -5,6 +5,7 @@
 //! `tests/fixtures/` pin the JSON. This crate must not depend on Twilight, NATS
 //! or SQL, so that every side can read the contract without pulling in the others.
 
+pub mod check;
 mod envelope;
 mod event_id;
 mod namespace;
