@@ -178,7 +178,7 @@ impl ChainConfig {
         if !is_valid_chain_name(name) {
             return Err(err(
                 "name",
-                format!("{name:?} is not a chain name; use lowercase letters, digits, '_' or '-' as rules do"),
+                format!("{name:?} is not a chain name; use up to 32 lowercase letters, digits, '_' or '-', starting with a letter or digit, as rules do"),
             ));
         }
         if self.rpc_urls.is_empty() {

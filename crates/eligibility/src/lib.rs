@@ -34,5 +34,7 @@ pub use evaluate::{
     RuleSet,
 };
 pub use outcome::{Outcome, UnknownReason};
-pub use rule::{parse_address, CustomOp, FieldError, NftStandard, RuleError, RuleSpec};
+pub use rule::{
+    parse_address, CustomOp, FieldError, NftStandard, RuleColumns, RuleError, RuleSpec,
+};
 pub use schedule::{next_recheck_ms, recheck_offset};

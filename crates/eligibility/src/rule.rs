@@ -181,6 +181,65 @@ impl RuleSpec {
         }
     }
 
+    /// The canonical store columns for this rule: what to write after
+    /// [`RuleSpec::parse`] accepted an admin's input, so equal rules are
+    /// stored identically (lowercase addresses, decimal strings, no
+    /// stray keys).
+    pub fn to_columns(&self) -> RuleColumns {
+        let decimal = |v: &U256| Value::String(v.to_string());
+        let (chain, contract, parameters) = match self {
+            RuleSpec::TokenBalance {
+                chain,
+                contract,
+                min_balance,
+            } => (
+                Some(chain.clone()),
+                Some(*contract),
+                serde_json::json!({ "min_balance": decimal(min_balance) }),
+            ),
+            RuleSpec::NftOwnership {
+                chain,
+                contract,
+                standard,
+                min_count,
+                token_ids,
+            } => {
+                let mut params = serde_json::json!({
+                    "standard": match standard {
+                        NftStandard::Erc721 => "erc721",
+                        NftStandard::Erc1155 => "erc1155",
+                    },
+                    // min_count was parsed from a u64, so it converts back.
+                    "min_count": u64::try_from(*min_count).unwrap_or(u64::MAX),
+                });
+                if !token_ids.is_empty() {
+                    params["token_ids"] = token_ids.iter().map(decimal).collect();
+                }
+                (Some(chain.clone()), Some(*contract), params)
+            }
+            RuleSpec::ScoreThreshold { min_score } => {
+                (None, None, serde_json::json!({ "min_score": min_score }))
+            }
+            RuleSpec::Custom { op, rules } => {
+                let rules: Vec<String> = rules.iter().map(Uuid::to_string).collect();
+                let params = match op {
+                    CustomOp::All => serde_json::json!({"op": "all", "rules": rules}),
+                    CustomOp::Any => serde_json::json!({"op": "any", "rules": rules}),
+                    CustomOp::AtLeast(n) => {
+                        serde_json::json!({"op": "at_least", "n": n, "rules": rules})
+                    }
+                };
+                (None, None, params)
+            }
+        };
+        RuleColumns {
+            rule_type: self.rule_type(),
+            chain,
+            contract_address: contract.map(|c| format!("{c:#x}")),
+            parameters,
+        }
+    }
+
     /// The rules a `custom` rule refers to (empty for other types).
     pub fn references(&self) -> &[Uuid] {
         match self {
@@ -188,6 +247,15 @@ impl RuleSpec {
             _ => &[],
         }
     }
+}
+
+/// A rule as the store's columns hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleColumns {
+    pub rule_type: &'static str,
+    pub chain: Option<String>,
+    pub contract_address: Option<String>,
+    pub parameters: Value,
 }
 
 /// One bad field of a rule.
@@ -249,19 +317,20 @@ impl Errors {
     }
 }
 
-/// Validates a chain name the same way the store's check constraint does, so
-/// a rule that passes here is never refused by the database.
+/// Validates a chain name as the store's check constraint does
+/// (`^[a-z0-9][a-z0-9_-]{0,31}$`), so a rule that passes here is never
+/// refused by the database.
 pub fn is_valid_chain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    let bytes = name.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    bytes.first().is_some_and(alnum)
+        && bytes.len() <= 32
+        && bytes.iter().all(|b| alnum(b) || *b == b'_' || *b == b'-')
 }
 
 fn required_chain(errs: &mut Errors, chain: Option<&str>, rule_type: &str) -> Option<String> {
     const EXPECTED: &str =
-        "a configured chain name of lowercase letters, digits, '_' or '-' (e.g. \"ethereum\")";
+        "a chain name of up to 32 lowercase letters, digits, '_' or '-', starting with a letter or digit (e.g. \"ethereum\")";
     match chain {
         None => {
             errs.push(
@@ -744,6 +813,16 @@ mod tests {
     }
 
     #[test]
+    fn chain_names_follow_the_store_constraint() {
+        for ok in ["ethereum", "base-sepolia", "0g", "a_b", &"x".repeat(32)] {
+            assert!(is_valid_chain_name(ok), "{ok}");
+        }
+        for bad in ["", "-eth", "_eth", "Eth", "eth mainnet", &"x".repeat(33)] {
+            assert!(!is_valid_chain_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn checksummed_contract_is_refused() {
         let err = RuleSpec::parse(
             "token_balance",
@@ -915,6 +994,52 @@ mod tests {
         let err = RuleSpec::parse("custom", None, None, &json!({"op": "any", "rules": []}))
             .expect_err("empty");
         assert_eq!(only_error(err).field, "parameters.rules");
+    }
+
+    #[test]
+    fn columns_round_trip_through_parse() {
+        let cases = [
+            (
+                "token_balance",
+                Some("ethereum"),
+                Some(CONTRACT),
+                json!({"min_balance": "12"}),
+            ),
+            (
+                "nft_ownership",
+                Some("base"),
+                Some(CONTRACT),
+                json!({"standard": "erc1155", "min_count": 3, "token_ids": ["1", "2"]}),
+            ),
+            (
+                "nft_ownership",
+                Some("base"),
+                Some(CONTRACT),
+                json!({"standard": "erc721", "min_count": 1}),
+            ),
+            ("score_threshold", None, None, json!({"min_score": 7})),
+            (
+                "custom",
+                None,
+                None,
+                json!({"op": "at_least", "n": 1, "rules": [Uuid::from_u128(5).to_string()]}),
+            ),
+        ];
+        for (rule_type, chain, contract, params) in cases {
+            let spec = RuleSpec::parse(rule_type, chain, contract, &params).expect("valid");
+            let cols = spec.to_columns();
+            assert_eq!(cols.rule_type, rule_type);
+            assert_eq!(cols.chain.as_deref(), chain);
+            assert_eq!(cols.contract_address.as_deref(), contract);
+            assert_eq!(cols.parameters, params);
+            let again = RuleSpec::parse(
+                cols.rule_type,
+                cols.chain.as_deref(),
+                cols.contract_address.as_deref(),
+                &cols.parameters,
+            );
+            assert_eq!(again, Ok(spec));
+        }
     }
 
     #[test]
