@@ -28,6 +28,24 @@ pub struct RuleDef {
     pub spec: RuleSpec,
 }
 
+impl RuleDef {
+    /// Parses a stored rule row (see [`RuleSpec::parse`]).
+    pub fn parse(
+        id: Uuid,
+        enabled: bool,
+        rule_type: &str,
+        chain: Option<&str>,
+        contract_address: Option<&str>,
+        parameters: &serde_json::Value,
+    ) -> Result<RuleDef, crate::rule::RuleError> {
+        Ok(RuleDef {
+            id,
+            enabled,
+            spec: RuleSpec::parse(rule_type, chain, contract_address, parameters)?,
+        })
+    }
+}
+
 /// A problem in how a community's rules refer to each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleProblem {

@@ -7,8 +7,7 @@ mod rules;
 
 use eligibility::fake_chain::FakeChain;
 use eligibility::{
-    Address, ChainConfig, EligibilityConfig, Evaluator, MemberFacts, RuleDef, RuleSet, RuleSpec,
-    U256,
+    Address, ChainConfig, EligibilityConfig, Evaluator, MemberFacts, RuleDef, RuleSet, U256,
 };
 use url::Url;
 use uuid::Uuid;
@@ -41,13 +40,15 @@ pub fn rule(
 ) -> RuleDef {
     let contract = contract.map(|c| format!("{c:#x}"));
     let chain = contract.as_ref().map(|_| CHAIN);
-    let spec = RuleSpec::parse(rule_type, chain, contract.as_deref(), &parameters)
-        .unwrap_or_else(|e| panic!("test rule {n} is invalid: {e}"));
-    RuleDef {
-        id: Uuid::from_u128(n),
-        enabled: true,
-        spec,
-    }
+    RuleDef::parse(
+        Uuid::from_u128(n),
+        true,
+        rule_type,
+        chain,
+        contract.as_deref(),
+        &parameters,
+    )
+    .unwrap_or_else(|e| panic!("test rule {n} is invalid: {e}"))
 }
 
 pub fn rules(defs: impl IntoIterator<Item = RuleDef>) -> RuleSet {
