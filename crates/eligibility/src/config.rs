@@ -97,7 +97,9 @@ mod defaults {
         500
     }
     pub fn max_batch_size() -> usize {
-        50
+        // With 500 calls per multicall this is up to 5,000 reads (about
+        // 2 MB of hex) per request: large, but within common provider limits.
+        10
     }
     pub fn max_concurrent_requests() -> usize {
         4

@@ -144,8 +144,11 @@ impl FakeChain {
             chain_id: options.chain_id,
             multicall: options.multicall,
         });
+        // A community-wide re-check is a few large requests; axum's default
+        // 2 MB body limit would refuse them where a real node would not.
         let app = Router::new()
             .route("/", post(handle))
+            .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(shared.clone());
         let listener = FaultyListener {
             inner: listener,

@@ -214,3 +214,33 @@ async fn failed_reads_are_not_cached() {
     assert_eq!(up.get(id(1)).map(|o| &o.outcome), Some(&Outcome::Eligible));
     assert_eq!(chain.requests(), 2);
 }
+
+#[tokio::test]
+async fn a_large_community_with_default_limits_takes_two_requests() {
+    let chain = chain().await;
+    let (set, token, nft) = community(&chain);
+    let members: Vec<_> = (0..3_000).map(|n| member(wallet(n))).collect();
+    chain.set_erc20_balance(token, wallet(2_999), units(100));
+    chain.set_erc721_owner(nft, units(1), Some(wallet(0)));
+    let eval = evaluator(vec![chain.url()], |_| {});
+
+    let results = eval.evaluate_many(&set, &members, Freshness::Cached).await;
+
+    // 6,000 reads -> 12 multicalls of 500 -> batches of 10 and 2.
+    assert_eq!(chain.eth_calls(), 12);
+    assert_eq!(chain.requests(), 2);
+    let undecided = results
+        .iter()
+        .flat_map(|r| &r.outcomes)
+        .filter(|o| o.outcome.is_unknown())
+        .count();
+    assert_eq!(undecided, 0);
+    assert_eq!(
+        results[2_999].get(id(1)).map(|o| &o.outcome),
+        Some(&Outcome::Eligible)
+    );
+    assert_eq!(
+        results[0].get(id(2)).map(|o| &o.outcome),
+        Some(&Outcome::Eligible)
+    );
+}
