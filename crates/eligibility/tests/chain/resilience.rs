@@ -60,8 +60,8 @@ async fn fails_over_to_the_next_url_for_each_kind_of_fault() {
 async fn a_slow_url_times_out_and_the_next_answers() {
     let (set, token) = token_rule();
     let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
-    primary.set_fault(Fault::Slow(Duration::from_secs(5)));
-    let eval = evaluator(vec![primary.url(), backup.url()], |c| c.timeout_ms = 200);
+    primary.set_fault(Fault::Slow(Duration::from_secs(30)));
+    let eval = evaluator(vec![primary.url(), backup.url()], |c| c.timeout_ms = 1_000);
     let result = eval
         .evaluate(&set, &member(wallet(1)), Freshness::Cached)
         .await;
@@ -103,8 +103,8 @@ async fn a_timeout_is_unknown() {
     let (set, token) = token_rule();
     let slow = chain().await;
     slow.set_erc20_balance(token, wallet(1), units(10));
-    slow.set_fault(Fault::Slow(Duration::from_secs(5)));
-    let eval = evaluator(vec![slow.url()], |c| c.timeout_ms = 200);
+    slow.set_fault(Fault::Slow(Duration::from_secs(30)));
+    let eval = evaluator(vec![slow.url()], |c| c.timeout_ms = 1_000);
     let result = eval
         .evaluate(&set, &member(wallet(1)), Freshness::Cached)
         .await;
@@ -115,7 +115,7 @@ async fn a_timeout_is_unknown() {
             matches!(
                 last,
                 EndpointError::Timeout {
-                    timeout_ms: 200,
+                    timeout_ms: 1_000,
                     ..
                 }
             ),
