@@ -827,6 +827,27 @@ mod tests {
         assert_eq!(reads.len(), 3, "two balances and one ownerOf: {reads:?}");
     }
 
+    #[tokio::test]
+    async fn evaluations_run_on_spawned_tasks() {
+        // The worker spawns evaluations; this fails to compile if the
+        // future stops being Send.
+        let evaluator = std::sync::Arc::new(
+            Evaluator::new(&EligibilityConfig::default()).expect("empty config is valid"),
+        );
+        let rules = std::sync::Arc::new(RuleSet::new([score(1, 0)]));
+        let task = tokio::spawn({
+            let evaluator = evaluator.clone();
+            let rules = rules.clone();
+            async move {
+                evaluator
+                    .evaluate_many(&rules, &[MemberFacts::default()], Freshness::Cached)
+                    .await
+            }
+        });
+        let results = task.await.expect("task completes");
+        assert_eq!(results[0].outcomes[0].outcome, Outcome::Eligible);
+    }
+
     #[test]
     fn balance_threshold_is_inclusive() {
         let set = RuleSet::new([token(1, 10)]);

@@ -27,6 +27,15 @@ impl Outcome {
         matches!(self, Outcome::Unknown { .. })
     }
 
+    /// A stable name for logs, metrics and audit metadata.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Eligible => "eligible",
+            Outcome::NotEligible => "not_eligible",
+            Outcome::Unknown { .. } => "unknown",
+        }
+    }
+
     /// `Some(true)` / `Some(false)` when decided, `None` when unknown.
     pub fn decided(&self) -> Option<bool> {
         match self {

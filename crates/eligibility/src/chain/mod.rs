@@ -139,20 +139,30 @@ impl ChainReader {
 
         let planned = plan_calls(&missing);
         let wire = self.pack(&planned);
-        let batches: Vec<&[WireCall]> = wire.chunks(self.max_batch_size).collect();
+        // Batches are passed by owned call lists and start index rather than
+        // as borrowed slices: a closure taking a reference makes the future
+        // higher-ranked, and rustc then cannot prove it Send for spawning.
+        let batches: Vec<(usize, Vec<(Address, Bytes)>)> = wire
+            .chunks(self.max_batch_size)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let calls = chunk.iter().map(|w| (w.to, w.data.clone())).collect();
+                (i * self.max_batch_size, calls)
+            })
+            .collect();
         let replies: Vec<_> = stream::iter(batches)
-            .map(|batch| async move {
+            .map(|(start, calls)| async move {
                 self.counters.requests.fetch_add(1, Ordering::Relaxed);
-                let calls: Vec<(Address, Bytes)> =
-                    batch.iter().map(|w| (w.to, w.data.clone())).collect();
-                (batch, self.rpc.eth_calls(&calls).await)
+                let reply = self.rpc.eth_calls(&calls).await;
+                (start, calls.len(), reply)
             })
             .buffer_unordered(self.max_concurrent_requests)
             .collect()
             .await;
 
         let mut fetched = Vec::new();
-        for (batch, reply) in replies {
+        for (start, len, reply) in replies {
+            let batch = &wire[start..start + len];
             match reply {
                 Ok(outer_results) => {
                     for (wire_call, outer) in batch.iter().zip(outer_results) {
