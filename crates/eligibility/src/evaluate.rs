@@ -294,7 +294,7 @@ impl RuleSet {
                     let (outcome, met) = combine(*op, &refs);
                     Decision {
                         outcome,
-                        detail: format!("{met} of {} rules met ({op:?})", rules.len()),
+                        detail: format!("{met} of {} rules met (needs {op})", rules.len()),
                     }
                 }
                 // Without a wallet there is nothing to read: the member
@@ -860,5 +860,12 @@ mod tests {
         assert_eq!(outcome(&set, &member(BOB), &reads, 1), Outcome::NotEligible);
         let detail = set.decide(&member(BOB), &reads).outcomes[0].detail.clone();
         assert_eq!(detail, "balance 9 (needs 10)");
+
+        let combo = RuleSet::new([token(1, 10), custom(2, CustomOp::AtLeast(1), &[1])]);
+        let eval = combo.decide(&member(ALICE), &reads);
+        assert_eq!(
+            eval.outcomes[1].detail,
+            "1 of 1 rules met (needs at least 1)"
+        );
     }
 }

@@ -59,6 +59,16 @@ pub enum CustomOp {
     AtLeast(usize),
 }
 
+impl fmt::Display for CustomOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CustomOp::All => write!(f, "all"),
+            CustomOp::Any => write!(f, "any"),
+            CustomOp::AtLeast(n) => write!(f, "at least {n}"),
+        }
+    }
+}
+
 /// The rule types the store accepts, by their stored name.
 pub const RULE_TYPES: [&str; 4] = [
     "token_balance",
