@@ -1,0 +1,859 @@
+//! Gateway configuration: raw settings (from a TOML file, the environment or
+//! command-line flags) validated into a [`GatewayConfig`].
+//!
+//! Every validation error names the setting the operator has to change, so
+//! that a bad value gives one line saying what to fix. The bot token lives in
+//! a [`Token`] that never prints itself.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use twilight_model::gateway::Intents;
+
+/// The bot token. `Debug` and `Display` print `[redacted]`, so the token can
+/// sit in structs that are logged without ever reaching a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The secret itself, for the places that must send it to Discord.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A bad setting: which one, and what is wrong with it (never its value when
+/// the value is a secret).
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Raw settings, every one optional. Built from the config file and then
+/// overlaid with the environment / flags ([`Settings::overlay`]); validated by
+/// [`GatewayConfig::from_settings`].
+///
+/// The token is deliberately not read from the file: secrets come from the
+/// environment (or a secret manager that sets it).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    #[serde(skip)]
+    pub discord_token: Option<Token>,
+    /// Owned shard range, `FIRST-LAST` (inclusive) or one shard id.
+    pub shards: Option<String>,
+    /// A number, or `auto` for Discord's recommendation from `/gateway/bot`.
+    pub total_shards: Option<String>,
+    /// `GUILDS|GUILD_MEMBERS` style names, or the integer bit set.
+    pub intents: Option<String>,
+    pub discord_gateway_url: Option<String>,
+    pub discord_api_url: Option<String>,
+    /// `discord` (default: Discord's identify rate limit, from `/gateway/bot`)
+    /// or `unlimited` (simulators and tests only).
+    pub identify_queue: Option<String>,
+    pub nats_url: Option<String>,
+    /// Prefix for stream names, subjects and the session bucket, so that
+    /// several deployments (or tests) can share one NATS server.
+    pub nats_namespace: Option<String>,
+    pub http_addr: Option<String>,
+    /// Publishes awaiting their JetStream ack at once.
+    pub publish_window: Option<usize>,
+    /// Envelopes queued for publishing before the shards stop being read.
+    pub publish_buffer: Option<usize>,
+    /// How long to wait for one JetStream ack before retrying, e.g. `5s`.
+    pub publish_ack_timeout: Option<String>,
+    /// Whole shutdown budget, e.g. `10s`.
+    pub shutdown_timeout: Option<String>,
+    pub streams: StreamSettings,
+    pub sessions: SessionSettings,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSettings {
+    pub events: StreamLimitSettings,
+    pub commands: StreamLimitSettings,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamLimitSettings {
+    /// `file` or `memory`.
+    pub storage: Option<String>,
+    /// `limits`, `interest` or `workqueue`.
+    pub retention: Option<String>,
+    /// e.g. `7d`; `0` keeps messages until another limit removes them.
+    pub max_age: Option<String>,
+    /// -1 for unlimited.
+    pub max_bytes: Option<i64>,
+    /// -1 for unlimited.
+    pub max_messages: Option<i64>,
+    /// JetStream's `Nats-Msg-Id` dedupe window, e.g. `2m`.
+    pub duplicate_window: Option<String>,
+    pub replicas: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// How long a stored session is offered for resuming, e.g. `5m`.
+    pub max_age: Option<String>,
+}
+
+impl Settings {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let setting = format!("config file {}", path.display());
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&setting, format!("cannot read it: {e}")))?;
+        toml::from_str(&text).map_err(|e| {
+            // toml's message spans lines (it quotes the source); keep one.
+            let message = e.message().to_owned();
+            ConfigError::new(&setting, format!("invalid TOML: {message}"))
+        })
+    }
+
+    /// `other`'s values win where set (the environment over the file).
+    pub fn overlay(mut self, other: Settings) -> Self {
+        fn pick<T>(base: &mut Option<T>, top: Option<T>) {
+            if top.is_some() {
+                *base = top;
+            }
+        }
+        pick(&mut self.discord_token, other.discord_token);
+        pick(&mut self.shards, other.shards);
+        pick(&mut self.total_shards, other.total_shards);
+        pick(&mut self.intents, other.intents);
+        pick(&mut self.discord_gateway_url, other.discord_gateway_url);
+        pick(&mut self.discord_api_url, other.discord_api_url);
+        pick(&mut self.identify_queue, other.identify_queue);
+        pick(&mut self.nats_url, other.nats_url);
+        pick(&mut self.nats_namespace, other.nats_namespace);
+        pick(&mut self.http_addr, other.http_addr);
+        pick(&mut self.publish_window, other.publish_window);
+        pick(&mut self.publish_buffer, other.publish_buffer);
+        pick(&mut self.publish_ack_timeout, other.publish_ack_timeout);
+        pick(&mut self.shutdown_timeout, other.shutdown_timeout);
+        for (base, top) in [
+            (&mut self.streams.events, other.streams.events),
+            (&mut self.streams.commands, other.streams.commands),
+        ] {
+            pick(&mut base.storage, top.storage);
+            pick(&mut base.retention, top.retention);
+            pick(&mut base.max_age, top.max_age);
+            pick(&mut base.max_bytes, top.max_bytes);
+            pick(&mut base.max_messages, top.max_messages);
+            pick(&mut base.duplicate_window, top.duplicate_window);
+            pick(&mut base.replicas, top.replicas);
+        }
+        pick(&mut self.sessions.max_age, other.sessions.max_age);
+        self
+    }
+}
+
+/// Which shards this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardRange {
+    pub first: u32,
+    pub last: u32,
+}
+
+impl ShardRange {
+    pub fn ids(self) -> std::ops::RangeInclusive<u32> {
+        self.first..=self.last
+    }
+
+    pub fn len(self) -> usize {
+        (self.last - self.first) as usize + 1
+    }
+
+    pub fn is_empty(self) -> bool {
+        false
+    }
+
+    pub fn contains(self, id: u32) -> bool {
+        (self.first..=self.last).contains(&id)
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let (first, last) = match text.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let id = text.parse().ok()?;
+                (id, id)
+            }
+        };
+        (first <= last).then_some(Self { first, last })
+    }
+}
+
+impl fmt::Display for ShardRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// How identifies are spaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentifyQueue {
+    /// Discord's rule: per `max_concurrency` bucket, one identify per 5 s,
+    /// within the daily session start limit.
+    Discord,
+    /// No spacing: only for a simulator configured without the limit.
+    Unlimited,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    File,
+    Memory,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    Limits,
+    Interest,
+    WorkQueue,
+}
+
+/// Limits of one JetStream stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub storage: Storage,
+    pub retention: Retention,
+    /// Zero: no age limit.
+    pub max_age: Duration,
+    pub max_bytes: i64,
+    pub max_messages: i64,
+    pub duplicate_window: Duration,
+    pub replicas: usize,
+}
+
+/// Validated configuration of one gateway process.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub token: Token,
+    /// `None`: every shard of the total (resolved at start).
+    pub shards: Option<ShardRange>,
+    /// `None`: Discord's recommendation from `/gateway/bot`.
+    pub total_shards: Option<u32>,
+    pub intents: Intents,
+    /// `ws(s)://host[:port]` without a path; `None` uses what `/gateway/bot`
+    /// returns (or Discord's default).
+    pub gateway_url: Option<String>,
+    /// `(host[:port], plain_http)` for twilight-http's proxy setting.
+    pub api_proxy: Option<(String, bool)>,
+    pub identify_queue: IdentifyQueue,
+    pub nats_url: String,
+    /// Empty, or a prefix without trailing separator.
+    pub nats_namespace: String,
+    pub http_addr: SocketAddr,
+    pub publish_window: usize,
+    pub publish_buffer: usize,
+    pub publish_ack_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub events_stream: StreamLimits,
+    pub commands_stream: StreamLimits,
+    pub session_max_age: Duration,
+}
+
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9100";
+
+impl GatewayConfig {
+    /// Validates `settings`; the first bad value is reported.
+    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
+        let token = match s.discord_token {
+            Some(t) if !t.expose().trim().is_empty() => t,
+            _ => {
+                return Err(ConfigError::new(
+                    "DISCORD_TOKEN",
+                    "not set: set DISCORD_TOKEN (or DISCORD_BOT_TOKEN) to the bot's token",
+                ))
+            }
+        };
+        let shards = s
+            .shards
+            .as_deref()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| {
+                ShardRange::parse(v).ok_or_else(|| {
+                    ConfigError::new(
+                        "SHARDS",
+                        format!(
+                            "{v:?} is not a shard range; use FIRST-LAST (inclusive), e.g. 0-24, or one shard id"
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let total_shards = match s.total_shards.as_deref().map(str::trim) {
+            None | Some("") | Some("auto") => None,
+            Some(v) => Some(v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError::new(
+                    "TOTAL_SHARDS",
+                    format!("{v:?} is not a shard count; use a positive number or `auto`"),
+                )
+            })?),
+        };
+        if let (Some(range), Some(total)) = (shards, total_shards) {
+            if range.last >= total {
+                return Err(ConfigError::new(
+                    "SHARDS",
+                    format!(
+                        "range {range} goes beyond TOTAL_SHARDS={total} (shard ids are 0 to {})",
+                        total - 1
+                    ),
+                ));
+            }
+        }
+        let intents = match s.intents.as_deref() {
+            None => Intents::GUILDS | Intents::GUILD_MEMBERS,
+            Some(v) => parse_intents(v).map_err(|p| ConfigError::new("INTENTS", p))?,
+        };
+        let gateway_url = s
+            .discord_gateway_url
+            .as_deref()
+            .filter(|v| !v.trim().is_empty())
+            .map(parse_gateway_url)
+            .transpose()?;
+        let api_proxy = s
+            .discord_api_url
+            .as_deref()
+            .filter(|v| !v.trim().is_empty())
+            .map(parse_api_url)
+            .transpose()?;
+        let identify_queue = match s.identify_queue.as_deref().map(str::trim) {
+            None | Some("") | Some("discord") => IdentifyQueue::Discord,
+            Some("unlimited") => IdentifyQueue::Unlimited,
+            Some(v) => {
+                return Err(ConfigError::new(
+                    "IDENTIFY_QUEUE",
+                    format!("{v:?} is not a queue; use `discord` or `unlimited` (simulators only)"),
+                ))
+            }
+        };
+        let nats_url = s
+            .nats_url
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+        validate_nats_url(&nats_url)?;
+        let nats_namespace = s.nats_namespace.unwrap_or_default();
+        if !nats_namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::new(
+                "NATS_NAMESPACE",
+                format!("{nats_namespace:?} may only hold letters, digits, `_` and `-`"),
+            ));
+        }
+        let http_addr_text = s.http_addr.unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_owned());
+        let http_addr = http_addr_text.trim().parse().map_err(|_| {
+            ConfigError::new(
+                "HTTP_ADDR",
+                format!("{http_addr_text:?} is not an address; use IP:PORT, e.g. 0.0.0.0:9100"),
+            )
+        })?;
+        let publish_window = positive(s.publish_window.unwrap_or(256), "PUBLISH_WINDOW")?;
+        let publish_buffer = positive(s.publish_buffer.unwrap_or(4096), "PUBLISH_BUFFER")?;
+        let publish_ack_timeout = duration(
+            s.publish_ack_timeout.as_deref(),
+            Duration::from_secs(5),
+            "PUBLISH_ACK_TIMEOUT",
+        )?;
+        if publish_ack_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "PUBLISH_ACK_TIMEOUT",
+                "must be above zero",
+            ));
+        }
+        let shutdown_timeout = duration(
+            s.shutdown_timeout.as_deref(),
+            Duration::from_secs(10),
+            "SHUTDOWN_TIMEOUT",
+        )?;
+        if shutdown_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "SHUTDOWN_TIMEOUT",
+                "must be at least 1s: publishes have to be flushed and sessions stored",
+            ));
+        }
+        let events_stream = stream_limits(&s.streams.events, "events", Storage::File)?;
+        let commands_stream = stream_limits(&s.streams.commands, "commands", Storage::File)?;
+        let session_max_age = duration(
+            s.sessions.max_age.as_deref(),
+            Duration::from_secs(300),
+            "sessions.max_age",
+        )?;
+        if session_max_age.is_zero() {
+            return Err(ConfigError::new("sessions.max_age", "must be above zero"));
+        }
+        Ok(Self {
+            token,
+            shards,
+            total_shards,
+            intents,
+            gateway_url,
+            api_proxy,
+            identify_queue,
+            nats_url,
+            nats_namespace,
+            http_addr,
+            publish_window,
+            publish_buffer,
+            publish_ack_timeout,
+            shutdown_timeout,
+            events_stream,
+            commands_stream,
+            session_max_age,
+        })
+    }
+
+    /// `name` with the namespace prefix: `ns_NAME`, or `NAME` without one.
+    pub fn stream_name(&self, name: &str) -> String {
+        if self.nats_namespace.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}_{name}", self.nats_namespace)
+        }
+    }
+
+    /// `subject` with the namespace prefix: `ns.subject`, or as is.
+    pub fn subject(&self, subject: &str) -> String {
+        if self.nats_namespace.is_empty() {
+            subject.to_owned()
+        } else {
+            format!("{}.{subject}", self.nats_namespace)
+        }
+    }
+}
+
+fn positive(value: usize, setting: &str) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(setting, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+/// Durations like `500ms`, `5s`, `2m`, `1h`, `7d`, or `0`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => None,
+    }
+}
+
+fn duration(text: Option<&str>, default: Duration, setting: &str) -> Result<Duration, ConfigError> {
+    match text {
+        None => Ok(default),
+        Some(t) => parse_duration(t).ok_or_else(|| {
+            ConfigError::new(
+                setting,
+                format!("{t:?} is not a duration; write e.g. 500ms, 5s, 2m, 1h or 7d"),
+            )
+        }),
+    }
+}
+
+fn stream_limits(
+    s: &StreamLimitSettings,
+    which: &str,
+    default_storage: Storage,
+) -> Result<StreamLimits, ConfigError> {
+    let upper = which.to_ascii_uppercase();
+    let storage = match s.storage.as_deref().map(str::trim) {
+        None => default_storage,
+        Some("file") => Storage::File,
+        Some("memory") => Storage::Memory,
+        Some(v) => {
+            return Err(ConfigError::new(
+                format!("{upper}_STORAGE"),
+                format!("{v:?} is not a storage type; use `file` or `memory`"),
+            ))
+        }
+    };
+    let retention = match s.retention.as_deref().map(str::trim) {
+        None | Some("limits") => Retention::Limits,
+        Some("interest") => Retention::Interest,
+        Some("workqueue") => Retention::WorkQueue,
+        Some(v) => {
+            return Err(ConfigError::new(
+                format!("streams.{which}.retention"),
+                format!("{v:?} is not a retention policy; use `limits`, `interest` or `workqueue`"),
+            ))
+        }
+    };
+    let max_age = duration(
+        s.max_age.as_deref(),
+        Duration::from_secs(7 * 86_400),
+        &format!("{upper}_MAX_AGE"),
+    )?;
+    let duplicate_window = duration(
+        s.duplicate_window.as_deref(),
+        Duration::from_secs(120),
+        &format!("streams.{which}.duplicate_window"),
+    )?;
+    if duplicate_window.is_zero() {
+        return Err(ConfigError::new(
+            format!("streams.{which}.duplicate_window"),
+            "must be above zero: deduplication by envelope id depends on it",
+        ));
+    }
+    if !max_age.is_zero() && duplicate_window > max_age {
+        return Err(ConfigError::new(
+            format!("streams.{which}.duplicate_window"),
+            "must not exceed the stream's max_age (JetStream refuses it)",
+        ));
+    }
+    let limit = |value: Option<i64>, setting: String| match value {
+        None => Ok(-1),
+        Some(v) if v == -1 || v > 0 => Ok(v),
+        Some(_) => Err(ConfigError::new(
+            setting,
+            "use -1 (unlimited) or a positive number",
+        )),
+    };
+    let max_bytes = limit(s.max_bytes, format!("{upper}_MAX_BYTES"))?;
+    let max_messages = limit(s.max_messages, format!("streams.{which}.max_messages"))?;
+    let replicas = s.replicas.unwrap_or(1);
+    if !(1..=5).contains(&replicas) {
+        return Err(ConfigError::new(
+            format!("streams.{which}.replicas"),
+            "must be between 1 and 5",
+        ));
+    }
+    Ok(StreamLimits {
+        storage,
+        retention,
+        max_age,
+        max_bytes,
+        max_messages,
+        duplicate_window,
+        replicas,
+    })
+}
+
+/// `GUILDS|GUILD_MEMBERS` (also `,` `+` or spaces between names), or bits.
+pub fn parse_intents(text: &str) -> Result<Intents, String> {
+    let text = text.trim();
+    if let Ok(bits) = text.parse::<u64>() {
+        return Intents::from_bits(bits)
+            .ok_or_else(|| format!("{bits} has bits that are not gateway intents"));
+    }
+    let mut intents = Intents::empty();
+    for name in text
+        .split(['|', ',', '+', ' '])
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        let upper = name.to_ascii_uppercase();
+        let flag = Intents::from_name(&upper).ok_or_else(|| {
+            format!("{name:?} is not an intent; use names like GUILDS|GUILD_MEMBERS or the integer bits")
+        })?;
+        intents |= flag;
+    }
+    if intents.is_empty() {
+        return Err("is empty; the gateway needs at least GUILDS".into());
+    }
+    Ok(intents)
+}
+
+fn parse_gateway_url(text: &str) -> Result<String, ConfigError> {
+    let bad = |problem: String| ConfigError::new("DISCORD_GATEWAY_URL", problem);
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| bad(format!("not a URL ({e}); use e.g. ws://127.0.0.1:8765")))?;
+    if !matches!(url.scheme(), "ws" | "wss") {
+        return Err(bad(format!(
+            "scheme {:?} is not ws or wss; use e.g. wss://gateway.discord.gg",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none() {
+        return Err(bad("has no host".into()));
+    }
+    if url.query().is_some() || !matches!(url.path(), "" | "/") {
+        return Err(bad(
+            "must be the base URL without path or query (Twilight adds ?v=10&encoding=json)".into(),
+        ));
+    }
+    Ok(text.trim().trim_end_matches('/').to_owned())
+}
+
+fn parse_api_url(text: &str) -> Result<(String, bool), ConfigError> {
+    let bad = |problem: String| ConfigError::new("DISCORD_API_URL", problem);
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| bad(format!("not a URL ({e}); use e.g. http://127.0.0.1:8766")))?;
+    let plain_http = match url.scheme() {
+        "http" => true,
+        "https" => false,
+        other => {
+            return Err(bad(format!(
+                "scheme {other:?} is not http or https; use e.g. https://discord.com"
+            )))
+        }
+    };
+    let host = url.host_str().ok_or_else(|| bad("has no host".into()))?;
+    if !matches!(url.path().trim_end_matches('/'), "" | "/api" | "/api/v10") {
+        return Err(bad(
+            "must be the API's base URL (routes are under /api/v10 below it)".into(),
+        ));
+    }
+    // twilight-http takes `host[:port]` and a flag for plain HTTP.
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    Ok((authority, plain_http))
+}
+
+fn validate_nats_url(text: &str) -> Result<(), ConfigError> {
+    // async-nats accepts several comma-separated servers; check each parses.
+    for server in text.split(',').map(str::trim) {
+        let parsed = if server.contains("://") {
+            url::Url::parse(server).ok()
+        } else {
+            url::Url::parse(&format!("nats://{server}")).ok()
+        };
+        let ok = parsed.is_some_and(|u| {
+            matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") && u.host_str().is_some()
+        });
+        if !ok {
+            // Never echo the URL: it may carry a password.
+            return Err(ConfigError::new(
+                "NATS_URL",
+                "not a NATS server URL; use e.g. nats://127.0.0.1:4222",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `NATS_URL` without any password, for logs.
+pub fn redact_url(text: &str) -> String {
+    text.split(',')
+        .map(|server| {
+            let server = server.trim();
+            match url::Url::parse(server) {
+                Ok(mut u) if u.password().is_some() || !u.username().is_empty() => {
+                    let _ = u.set_password(None);
+                    let _ = u.set_username("redacted");
+                    u.to_string()
+                }
+                Ok(_) => server.to_owned(),
+                Err(_) => "[unparsable]".to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Settings {
+        Settings {
+            discord_token: Some(Token::new("secret-token")),
+            ..Settings::default()
+        }
+    }
+
+    fn err(s: Settings) -> String {
+        GatewayConfig::from_settings(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_discords_and_the_stacks() {
+        let c = GatewayConfig::from_settings(base()).unwrap();
+        assert_eq!(c.intents, Intents::GUILDS | Intents::GUILD_MEMBERS);
+        assert_eq!(c.nats_url, DEFAULT_NATS_URL);
+        assert_eq!(c.shards, None);
+        assert_eq!(c.total_shards, None);
+        assert_eq!(c.events_stream.storage, Storage::File);
+        assert_eq!(c.identify_queue, IdentifyQueue::Discord);
+        assert_eq!(c.stream_name("EVENTS"), "EVENTS");
+        assert_eq!(c.subject("events.member.join"), "events.member.join");
+    }
+
+    #[test]
+    fn the_token_is_required_and_never_printed() {
+        assert!(err(Settings::default()).starts_with("DISCORD_TOKEN: not set"));
+        let c = GatewayConfig::from_settings(base()).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("secret-token"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+    }
+
+    #[test]
+    fn shard_ranges_parse_and_must_fit_the_total() {
+        assert_eq!(
+            ShardRange::parse("0-24"),
+            Some(ShardRange { first: 0, last: 24 })
+        );
+        assert_eq!(
+            ShardRange::parse("3"),
+            Some(ShardRange { first: 3, last: 3 })
+        );
+        assert_eq!(ShardRange::parse("5-2"), None);
+        let e = err(Settings {
+            shards: Some("0-x".into()),
+            ..base()
+        });
+        assert!(e.starts_with("SHARDS:") && e.contains("e.g. 0-24"), "{e}");
+        let e = err(Settings {
+            shards: Some("0-4".into()),
+            total_shards: Some("4".into()),
+            ..base()
+        });
+        assert!(e.contains("TOTAL_SHARDS=4"), "{e}");
+        let e = err(Settings {
+            total_shards: Some("zero".into()),
+            ..base()
+        });
+        assert!(e.starts_with("TOTAL_SHARDS:"), "{e}");
+    }
+
+    #[test]
+    fn intents_by_name_or_bits() {
+        assert_eq!(
+            parse_intents("guilds | GUILD_MEMBERS").unwrap(),
+            Intents::GUILDS | Intents::GUILD_MEMBERS
+        );
+        assert_eq!(parse_intents("3").unwrap(), Intents::from_bits(3).unwrap());
+        assert!(err(Settings {
+            intents: Some("GUILDZ".into()),
+            ..base()
+        })
+        .starts_with("INTENTS:"));
+    }
+
+    #[test]
+    fn urls_are_checked_and_split_for_twilight() {
+        let c = GatewayConfig::from_settings(Settings {
+            discord_gateway_url: Some("ws://127.0.0.1:4000/".into()),
+            discord_api_url: Some("http://127.0.0.1:4001".into()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(c.gateway_url.as_deref(), Some("ws://127.0.0.1:4000"));
+        assert_eq!(c.api_proxy, Some(("127.0.0.1:4001".into(), true)));
+        assert!(err(Settings {
+            discord_gateway_url: Some("http://x".into()),
+            ..base()
+        })
+        .starts_with("DISCORD_GATEWAY_URL:"));
+        assert!(err(Settings {
+            discord_api_url: Some("ftp://x".into()),
+            ..base()
+        })
+        .starts_with("DISCORD_API_URL:"));
+    }
+
+    #[test]
+    fn a_bad_nats_url_is_named_without_echoing_it() {
+        let e = err(Settings {
+            nats_url: Some("http://user:hunter2@host".into()),
+            ..base()
+        });
+        assert!(e.starts_with("NATS_URL:"), "{e}");
+        assert!(!e.contains("hunter2"));
+        assert!(!redact_url("nats://user:hunter2@host:4222").contains("hunter2"));
+    }
+
+    #[test]
+    fn stream_limits_validate() {
+        let mut s = base();
+        s.streams.events.storage = Some("disk".into());
+        assert!(err(s).starts_with("EVENTS_STORAGE:"));
+        let mut s = base();
+        s.streams.commands.max_age = Some("10x".into());
+        assert!(err(s).starts_with("COMMANDS_MAX_AGE:"));
+        let mut s = base();
+        s.streams.events.max_age = Some("1m".into());
+        s.streams.events.duplicate_window = Some("2m".into());
+        assert!(err(s).contains("max_age"));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let file: Settings = toml::from_str(
+            r#"
+            shards = "0-1"
+            total_shards = "4"
+            [streams.events]
+            storage = "memory"
+            "#,
+        )
+        .unwrap();
+        let env = Settings {
+            shards: Some("2-3".into()),
+            ..base()
+        };
+        let c = GatewayConfig::from_settings(file.overlay(env)).unwrap();
+        assert_eq!(c.shards, Some(ShardRange { first: 2, last: 3 }));
+        assert_eq!(c.total_shards, Some(4));
+        assert_eq!(c.events_stream.storage, Storage::Memory);
+    }
+
+    #[test]
+    fn namespaces_prefix_streams_and_subjects() {
+        let c = GatewayConfig::from_settings(Settings {
+            nats_namespace: Some("t1".into()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(c.stream_name("EVENTS"), "t1_EVENTS");
+        assert_eq!(c.subject("events.guild.join"), "t1.events.guild.join");
+        assert!(err(Settings {
+            nats_namespace: Some("a.b".into()),
+            ..base()
+        })
+        .starts_with("NATS_NAMESPACE:"));
+    }
+}

@@ -1,0 +1,443 @@
+//! Gatehouse's gateway: Twilight shards → `wire` envelopes → NATS JetStream.
+//!
+//! [`Gateway::start`] resolves the shards this process owns, connects to
+//! NATS, ensures the streams, starts the health/metrics HTTP server and one
+//! task per shard. [`Gateway::shutdown`] (or a fatal close code) stops reading
+//! the shards, closes them resumably, flushes in-flight publishes and stores
+//! each shard's session for the next process, all within the configured
+//! shutdown budget. See `docs/gateway.md`.
+
+pub mod config;
+mod discord_api;
+mod error;
+mod http;
+pub mod metrics;
+pub mod progress;
+mod publisher;
+pub mod sessions;
+mod shard_runner;
+pub mod status;
+pub mod streams;
+pub mod translate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use twilight_gateway::queue::InMemoryQueue;
+
+pub use config::{ConfigError, GatewayConfig, Settings, ShardRange, Token};
+pub use error::{is_fatal_close, GatewayError};
+pub use publisher::PublishReport;
+pub use sessions::StoredSession;
+pub use status::{Readiness, ShardPhase, Status};
+
+use progress::ShardProgress;
+use publisher::Publisher;
+use sessions::SessionStore;
+use shard_runner::{ShardExit, ShardRunner, ShardSetup};
+
+/// What a finished run did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub shards: ShardRange,
+    pub total_shards: u32,
+    pub publish: PublishReport,
+    /// Shards whose session was stored for the next process.
+    pub sessions_saved: usize,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    http_addr: SocketAddr,
+    status: Arc<Status>,
+    shards: ShardRange,
+    total_shards: u32,
+    stop: Arc<watch::Sender<bool>>,
+    task: JoinHandle<Result<Summary, GatewayError>>,
+}
+
+/// Time kept back from the shutdown budget for storing sessions and exiting.
+const SAVE_RESERVE: Duration = Duration::from_millis(1500);
+
+impl Gateway {
+    /// Connects everything and starts the shards. Errors here are
+    /// configuration or connectivity problems, each naming its setting.
+    pub async fn start(config: GatewayConfig) -> Result<Self, GatewayError> {
+        // rustls needs a process-wide crypto provider for wss:// and https://;
+        // ring is the one async-nats builds. Already installed is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        metrics::install();
+
+        let bot = if discord_api::needed(&config) {
+            match discord_api::gateway_bot(&config.token, config.api_proxy.as_ref()).await {
+                Ok(info) => Some(info),
+                Err(e @ GatewayError::TokenRejected { .. }) => return Err(e),
+                Err(e) if config.total_shards.is_none() => return Err(e),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read identify limits; identifying one shard at a time every 5 s");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let total_shards = config
+            .total_shards
+            .or(bot.as_ref().map(|b| b.shards))
+            .unwrap_or(1)
+            .max(1);
+        let shards = config.shards.unwrap_or(ShardRange {
+            first: 0,
+            last: total_shards - 1,
+        });
+        if shards.last >= total_shards {
+            return Err(ConfigError {
+                setting: "SHARDS".into(),
+                problem: format!(
+                    "range {shards} goes beyond the {total_shards} shard(s) Discord recommends; set TOTAL_SHARDS or a smaller range"
+                ),
+            }
+            .into());
+        }
+        let gateway_url = config
+            .gateway_url
+            .clone()
+            .or_else(|| bot.as_ref().map(|b| b.url.trim_end_matches('/').to_owned()));
+        let queue = match (config.identify_queue, &bot) {
+            (config::IdentifyQueue::Unlimited, _) => {
+                InMemoryQueue::new(0, 1000, Duration::from_secs(86_400), 1000)
+            }
+            (config::IdentifyQueue::Discord, Some(bot)) => {
+                let limit = &bot.session_start_limit;
+                InMemoryQueue::new(
+                    limit.max_concurrency.max(1),
+                    limit.remaining.min(limit.total),
+                    Duration::from_millis(limit.reset_after),
+                    limit.total,
+                )
+            }
+            (config::IdentifyQueue::Discord, None) => InMemoryQueue::default(),
+        };
+
+        let status = Arc::new(Status::new(shards.ids()));
+        let client = connect_nats(&config, Arc::clone(&status)).await?;
+        status.set_nats_connected(true);
+        let admin = jetstream::new(client.clone());
+        streams::ensure(&admin, &config).await?;
+        let sessions = SessionStore::open(
+            &admin,
+            config.stream_name(sessions::BUCKET),
+            config.session_max_age,
+        )
+        .await?;
+        let publishing = jetstream::ContextBuilder::new()
+            .timeout(config.publish_ack_timeout)
+            .max_ack_inflight(config.publish_window + 16)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+
+        let stop = Arc::new(watch::Sender::new(false));
+        let (http_addr, http_task) =
+            http::serve(config.http_addr, Arc::clone(&status), stop.subscribe()).await?;
+
+        let (jobs_tx, jobs_rx) = mpsc::channel(config.publish_buffer);
+        let mut progress = HashMap::new();
+        let mut runners = JoinSet::new();
+        for shard_id in shards.ids() {
+            let resume = match sessions.take(shard_id, total_shards).await {
+                Ok(resume) => resume,
+                Err(error) => {
+                    tracing::warn!(shard = shard_id, %error, "cannot read the stored session; identifying afresh");
+                    None
+                }
+            };
+            let shard_progress = Arc::new(match &resume {
+                Some(stored) => {
+                    tracing::info!(
+                        shard = shard_id,
+                        sequence = stored.sequence,
+                        "resuming the stored session"
+                    );
+                    ShardProgress::resuming(stored.session_id.clone(), stored.sequence)
+                }
+                None => ShardProgress::default(),
+            });
+            progress.insert(shard_id, Arc::clone(&shard_progress));
+            let shard = shard_runner::build(ShardSetup {
+                shard_id,
+                total: total_shards,
+                token: config.token.clone(),
+                intents: config.intents,
+                gateway_url: gateway_url.clone(),
+                queue: queue.clone(),
+                resume,
+            });
+            let runner = ShardRunner {
+                shard,
+                progress: shard_progress,
+                jobs: jobs_tx.clone(),
+                status: Arc::clone(&status),
+                subject_prefix: config.subject(""),
+            };
+            let stop_rx = stop.subscribe();
+            runners.spawn(async move { (shard_id, runner.run(stop_rx).await) });
+        }
+        // Only the shards hold senders: when they are gone the publisher
+        // knows nothing more will come and finishes once flushed.
+        drop(jobs_tx);
+
+        let (abandon_tx, abandon_rx) = watch::channel(false);
+        let publisher = Publisher {
+            jetstream: publishing,
+            progress: progress.clone(),
+            window: config.publish_window,
+        };
+        let publisher_task = tokio::spawn(publisher.run(jobs_rx, abandon_rx));
+
+        tracing::info!(
+            shards = %shards,
+            total_shards,
+            http = %http_addr,
+            nats = %config::redact_url(&config.nats_url),
+            "gateway started"
+        );
+        let task = tokio::spawn(supervise(Supervised {
+            shards,
+            total_shards,
+            shutdown_timeout: config.shutdown_timeout,
+            stop: Arc::clone(&stop),
+            status: Arc::clone(&status),
+            runners,
+            publisher_task,
+            abandon_tx,
+            progress,
+            sessions,
+            client,
+            http_task,
+        }));
+        Ok(Self {
+            http_addr,
+            status,
+            shards,
+            total_shards,
+            stop,
+            task,
+        })
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    pub fn shards(&self) -> ShardRange {
+        self.shards
+    }
+
+    pub fn total_shards(&self) -> u32 {
+        self.total_shards
+    }
+
+    /// Asks the gateway to stop; [`Gateway::wait`] returns when it has.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Waits until the gateway stops (after [`Gateway::stop`], or on its own
+    /// after a fatal close code).
+    pub async fn wait(&mut self) -> Result<Summary, GatewayError> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(join) => Err(GatewayError::Internal(format!(
+                "the gateway supervisor failed: {join}"
+            ))),
+        }
+    }
+
+    /// Stops and waits.
+    pub async fn shutdown(mut self) -> Result<Summary, GatewayError> {
+        self.stop();
+        self.wait().await
+    }
+}
+
+async fn connect_nats(
+    config: &GatewayConfig,
+    status: Arc<Status>,
+) -> Result<async_nats::Client, GatewayError> {
+    let options = async_nats::ConnectOptions::new()
+        .name("gatehouse-gateway")
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        // Reconnect quickly: every second without NATS is a second of
+        // events piling up in the buffer.
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((attempts as u64 * 100).clamp(100, 1000))
+        })
+        .event_callback(move |event| {
+            let status = Arc::clone(&status);
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("NATS connected");
+                        status.set_nats_connected(true);
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("NATS disconnected; publishes wait and retry");
+                        status.set_nats_connected(false);
+                    }
+                    async_nats::Event::Closed => status.set_nats_connected(false),
+                    other => tracing::info!(event = %other, "NATS event"),
+                }
+            }
+        });
+    options
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|e| GatewayError::Nats {
+            url: config::redact_url(&config.nats_url),
+            problem: format!("cannot connect: {e}"),
+        })
+}
+
+struct Supervised {
+    shards: ShardRange,
+    total_shards: u32,
+    shutdown_timeout: Duration,
+    stop: Arc<watch::Sender<bool>>,
+    status: Arc<Status>,
+    runners: JoinSet<(u32, ShardExit)>,
+    publisher_task: JoinHandle<PublishReport>,
+    abandon_tx: watch::Sender<bool>,
+    progress: HashMap<u32, Arc<ShardProgress>>,
+    sessions: SessionStore,
+    client: async_nats::Client,
+    http_task: JoinHandle<()>,
+}
+
+/// Waits for a stop request or a fatal close, then shuts down in order:
+/// shards stop and close resumably, publishes flush, sessions are stored.
+async fn supervise(mut s: Supervised) -> Result<Summary, GatewayError> {
+    let mut fatal: Option<GatewayError> = None;
+    let mut resume_urls: HashMap<u32, Option<String>> = HashMap::new();
+    let mut stop_rx = s.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop_rx.wait_for(|stop| *stop) => break,
+            joined = s.runners.join_next() => match joined {
+                Some(Ok((shard_id, ShardExit::Fatal { code }))) => {
+                    fatal = Some(GatewayError::fatal_close(shard_id, s.total_shards, code));
+                    break;
+                }
+                Some(Ok((shard_id, ShardExit::Stopped { resume_url }))) => {
+                    resume_urls.insert(shard_id, resume_url);
+                }
+                Some(Err(join)) => {
+                    fatal = Some(GatewayError::Internal(format!("a shard task failed: {join}")));
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    let started = Instant::now();
+    let deadline = started + s.shutdown_timeout;
+    let flush_deadline = deadline - SAVE_RESERVE.min(s.shutdown_timeout / 2);
+    tracing::info!("stopping: closing shards resumably and flushing publishes");
+    s.status.set_stopping();
+    s.stop.send_replace(true);
+
+    while let Ok(Some(joined)) =
+        tokio::time::timeout_at(flush_deadline, s.runners.join_next()).await
+    {
+        match joined {
+            Ok((shard_id, ShardExit::Stopped { resume_url })) => {
+                resume_urls.insert(shard_id, resume_url);
+            }
+            Ok((shard_id, ShardExit::Fatal { code })) => {
+                if fatal.is_none() {
+                    fatal = Some(GatewayError::fatal_close(shard_id, s.total_shards, code));
+                }
+            }
+            Err(join) => tracing::error!(error = %join, "a shard task failed"),
+        }
+    }
+    // Shards that did not finish in time hold job senders; abort them so
+    // the publisher can see the end of its input.
+    s.runners.abort_all();
+
+    let publish = match tokio::time::timeout_at(flush_deadline, &mut s.publisher_task).await {
+        Ok(report) => report.unwrap_or_default(),
+        Err(_) => {
+            s.abandon_tx.send_replace(true);
+            (&mut s.publisher_task).await.unwrap_or_default()
+        }
+    };
+
+    let mut sessions_saved = 0;
+    for shard_id in s.shards.ids() {
+        let Some(point) = s.progress.get(&shard_id).and_then(|p| p.safe_point()) else {
+            continue;
+        };
+        let stored = StoredSession {
+            session_id: point.session_id,
+            sequence: point.sequence,
+            resume_url: resume_urls.get(&shard_id).cloned().flatten(),
+            saved_at: now_ms(),
+        };
+        let save = s.sessions.save(shard_id, s.total_shards, &stored);
+        match tokio::time::timeout_at(deadline, save).await {
+            Ok(Ok(())) => {
+                sessions_saved += 1;
+                tracing::info!(
+                    shard = shard_id,
+                    sequence = stored.sequence,
+                    "session stored for the next process"
+                );
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(shard = shard_id, %error, "session not stored; the next process identifies afresh")
+            }
+            Err(_) => {
+                tracing::warn!(
+                    shard = shard_id,
+                    "no time left to store the session; the next process identifies afresh"
+                )
+            }
+        }
+    }
+    let _ = tokio::time::timeout_at(deadline, s.client.flush()).await;
+    let _ = tokio::time::timeout_at(deadline, &mut s.http_task).await;
+    tracing::info!(
+        published = publish.published,
+        unacknowledged = publish.abandoned,
+        sessions_saved,
+        took_ms = started.elapsed().as_millis() as u64,
+        "gateway stopped"
+    );
+    match fatal {
+        Some(error) => Err(error),
+        None => Ok(Summary {
+            shards: s.shards,
+            total_shards: s.total_shards,
+            publish,
+            sessions_saved,
+        }),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

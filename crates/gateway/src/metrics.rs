@@ -1,0 +1,97 @@
+//! Prometheus metrics. Names are stable: dashboards and alerts use them.
+//!
+//! The recorder is process-global (the `metrics` facade has one), so it is
+//! installed once; several gateways in one process (tests) share it.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const EVENTS_RECEIVED: &str = "gateway_events_received_total";
+pub const EVENTS_PUBLISHED: &str = "gateway_events_published_total";
+pub const PUBLISH_DUPLICATES: &str = "gateway_publish_duplicates_total";
+pub const PUBLISH_ERRORS: &str = "gateway_publish_errors_total";
+pub const PUBLISH_LATENCY: &str = "gateway_publish_latency_seconds";
+pub const BUFFER_DEPTH: &str = "gateway_publish_buffer_depth";
+pub const SHARD_STATE: &str = "gateway_shard_state";
+pub const SHARD_RECONNECTS: &str = "gateway_shard_reconnects_total";
+pub const SHARD_RESUMES: &str = "gateway_shard_resumes_total";
+pub const SHARD_IDENTIFIES: &str = "gateway_shard_identifies_total";
+pub const SHARD_ERRORS: &str = "gateway_shard_errors_total";
+pub const NATS_CONNECTED: &str = "gateway_nats_connected";
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder if no recorder is installed yet.
+/// `None` if another recorder got there first (metrics then go there).
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            // Publish latency from enqueue to JetStream ack: sub-millisecond on
+            // loopback, seconds while NATS is down and publishes are retried.
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ];
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(PUBLISH_LATENCY.to_owned()), &buckets)
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// The text exposition format, or a note that metrics go elsewhere.
+pub fn render() -> String {
+    match HANDLE.get().and_then(Option::as_ref) {
+        Some(handle) => {
+            handle.run_upkeep();
+            handle.render()
+        }
+        None => "# metrics are recorded by another recorder in this process\n".to_owned(),
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        EVENTS_RECEIVED,
+        "Dispatches received from Discord that map to an envelope type, by shard and type"
+    );
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        "Envelopes acknowledged by JetStream, by shard and type"
+    );
+    describe_counter!(
+        PUBLISH_DUPLICATES,
+        "Publishes JetStream recognised as duplicates by Nats-Msg-Id (replays, retries)"
+    );
+    describe_counter!(
+        PUBLISH_ERRORS,
+        "Failed publish attempts (each is retried), by kind"
+    );
+    describe_histogram!(
+        PUBLISH_LATENCY,
+        Unit::Seconds,
+        "Time from receiving a dispatch to its JetStream ack"
+    );
+    describe_gauge!(
+        BUFFER_DEPTH,
+        "Envelopes queued, in flight or waiting for a retry"
+    );
+    describe_gauge!(
+        SHARD_STATE,
+        "Shard state: 0 disconnected, 1 identifying, 2 resuming, 3 active, 4 fatally closed"
+    );
+    describe_counter!(
+        SHARD_RECONNECTS,
+        "Connections lost or closed by the gateway"
+    );
+    describe_counter!(SHARD_RESUMES, "Sessions resumed (RESUMED received)");
+    describe_counter!(SHARD_IDENTIFIES, "New sessions (READY received)");
+    describe_counter!(SHARD_ERRORS, "Errors reading from a shard, by kind");
+    describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up");
+}

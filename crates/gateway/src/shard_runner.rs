@@ -1,0 +1,298 @@
+//! One Twilight shard: read its messages, turn dispatches into envelopes,
+//! hand them to the publisher, and close resumably on shutdown.
+//!
+//! The runner reads raw messages rather than Twilight's parsed events because
+//! the envelope id needs each dispatch's sequence number and session id,
+//! which Twilight's `Event` does not carry. Twilight still does all of the
+//! protocol work (heartbeats, resume, reconnect, zombie detection).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use twilight_gateway::error::ReceiveMessageErrorType;
+use twilight_gateway::queue::InMemoryQueue;
+use twilight_gateway::{
+    CloseFrame, ConfigBuilder, Intents, Message, Session, Shard, ShardId, ShardState,
+};
+use twilight_model::gateway::event::{DispatchEvent, GatewayEvent};
+
+use crate::config::Token;
+use crate::error::is_fatal_close;
+use crate::metrics as m;
+use crate::progress::ShardProgress;
+use crate::publisher::Job;
+use crate::sessions::StoredSession;
+use crate::status::{ShardPhase, Status};
+use crate::translate::{self, Origin};
+
+/// How long a shard waits for the gateway to answer its close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Everything needed to build one shard.
+pub struct ShardSetup {
+    pub shard_id: u32,
+    pub total: u32,
+    pub token: Token,
+    pub intents: Intents,
+    pub gateway_url: Option<String>,
+    pub queue: InMemoryQueue,
+    pub resume: Option<StoredSession>,
+}
+
+pub fn build(setup: ShardSetup) -> Shard {
+    let mut config =
+        ConfigBuilder::new(setup.token.expose().to_owned(), setup.intents).queue(setup.queue);
+    if let Some(url) = setup.gateway_url {
+        config = config.proxy_url(url);
+    }
+    if let Some(stored) = setup.resume {
+        config = config.session(Session::new(stored.sequence, stored.session_id));
+        if let Some(url) = stored.resume_url {
+            config = config.resume_url(url);
+        }
+    }
+    Shard::with_config(ShardId::new(setup.shard_id, setup.total), config.build())
+}
+
+/// How a shard stopped.
+#[derive(Debug)]
+pub enum ShardExit {
+    /// Asked to stop; closed resumably. The URL to resume at, if known.
+    Stopped { resume_url: Option<String> },
+    /// Discord closed with a code after which reconnecting cannot help.
+    Fatal { code: u16 },
+}
+
+pub struct ShardRunner {
+    pub shard: Shard,
+    pub progress: Arc<ShardProgress>,
+    pub jobs: mpsc::Sender<Job>,
+    pub status: Arc<Status>,
+    /// Subject prefix (`ns.`), empty without a namespace.
+    pub subject_prefix: String,
+}
+
+/// Why the read loop ended early.
+struct Stopping;
+
+impl ShardRunner {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> ShardExit {
+        let shard_id = self.shard.id().number();
+        let shard_label = shard_id.to_string();
+        loop {
+            let message = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                message = self.shard.next() => message,
+            };
+            match message {
+                None => {
+                    // Twilight ends the stream only after a fatal close, which
+                    // the Close message below has already reported.
+                    self.status.set_shard(shard_id, ShardPhase::FatallyClosed);
+                    return ShardExit::Fatal { code: 0 };
+                }
+                Some(Err(error)) => {
+                    let kind = match error.kind() {
+                        ReceiveMessageErrorType::Compression => "compression",
+                        ReceiveMessageErrorType::Deserializing { .. } => "deserializing",
+                        ReceiveMessageErrorType::Reconnect => "reconnect",
+                        _ => "other",
+                    };
+                    metrics::counter!(m::SHARD_ERRORS, "shard" => shard_label.clone(), "kind" => kind)
+                        .increment(1);
+                    // A deserializing error's Display quotes the whole event,
+                    // which may hold an interaction token: log the kind only.
+                    let cause = match error.kind() {
+                        ReceiveMessageErrorType::Deserializing { .. } => String::new(),
+                        _ => describe(&error),
+                    };
+                    tracing::warn!(
+                        shard = shard_id,
+                        kind,
+                        cause,
+                        "error reading from the gateway; the shard carries on"
+                    );
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.as_ref().map(|f| f.code);
+                    if let Some(code) = code.filter(|c| is_fatal_close(*c)) {
+                        self.status.set_shard(shard_id, ShardPhase::FatallyClosed);
+                        tracing::error!(
+                            shard = shard_id,
+                            code,
+                            "the gateway closed the shard with a fatal code"
+                        );
+                        return ShardExit::Fatal { code };
+                    }
+                    metrics::counter!(m::SHARD_RECONNECTS, "shard" => shard_label.clone())
+                        .increment(1);
+                    tracing::info!(
+                        shard = shard_id,
+                        code,
+                        "gateway connection closed; Twilight reconnects and resumes"
+                    );
+                }
+                Some(Ok(Message::Text(text))) => {
+                    if self.handle(text, &shard_label, &mut stop).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            self.status
+                .set_shard(shard_id, ShardPhase::of(self.shard.state()));
+        }
+        self.close().await
+    }
+
+    /// Closes with 4000 so the session stays resumable (1000/1001 would end
+    /// it), and reads until the gateway answers, discarding what arrives:
+    /// those dispatches are past the stored sequence and will be replayed.
+    async fn close(mut self) -> ShardExit {
+        let shard_id = self.shard.id().number();
+        let open = matches!(
+            self.shard.state(),
+            ShardState::Active | ShardState::Resuming | ShardState::Identifying
+        );
+        if open {
+            self.shard.close(CloseFrame::RESUME);
+            let answered = tokio::time::timeout(CLOSE_WAIT, async {
+                while let Some(item) = self.shard.next().await {
+                    if matches!(item, Ok(Message::Close(_))) {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            if !matches!(answered, Ok(true)) {
+                tracing::debug!(
+                    shard = shard_id,
+                    "gateway did not answer the close frame in time"
+                );
+            }
+        }
+        self.status.set_shard(shard_id, ShardPhase::Disconnected);
+        ShardExit::Stopped {
+            resume_url: self.shard.resume_url().map(str::to_owned),
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        text: String,
+        shard_label: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopping> {
+        let received = Instant::now();
+        let shard_id = self.shard.id().number();
+        let parsed = twilight_gateway::parse(text, translate::WANTED);
+        // Twilight has already processed the message, so the session is the
+        // one this dispatch belongs to (READY included).
+        let Some(session) = self.shard.session() else {
+            return Ok(());
+        };
+        let session_id = session.id().to_owned();
+        let event = match parsed {
+            Ok(Some(GatewayEvent::Dispatch(sequence, event))) => (sequence, event),
+            Ok(_) => {
+                // Not a dispatch, or one the contract has no type for.
+                self.progress
+                    .observe(&session_id, session.sequence(), false);
+                return Ok(());
+            }
+            Err(_) => {
+                // A dispatch Twilight's model cannot read. It cannot be
+                // published; skipping it keeps the shard alive.
+                metrics::counter!(m::SHARD_ERRORS, "shard" => shard_label.to_owned(), "kind" => "unreadable_dispatch")
+                    .increment(1);
+                tracing::warn!(
+                    shard = shard_id,
+                    sequence = session.sequence(),
+                    "skipping a dispatch Twilight could not deserialize"
+                );
+                self.progress
+                    .observe(&session_id, session.sequence(), false);
+                return Ok(());
+            }
+        };
+        let (sequence, event) = event;
+        match &event {
+            DispatchEvent::Ready(_) => {
+                metrics::counter!(m::SHARD_IDENTIFIES, "shard" => shard_label.to_owned())
+                    .increment(1);
+                tracing::info!(shard = shard_id, "identified: new gateway session");
+            }
+            DispatchEvent::Resumed => {
+                metrics::counter!(m::SHARD_RESUMES, "shard" => shard_label.to_owned()).increment(1);
+                tracing::info!(shard = shard_id, sequence, "session resumed");
+            }
+            _ => {}
+        }
+        let origin = Origin {
+            shard_id,
+            session_id: &session_id,
+            sequence,
+            received_at: unix_ms(),
+        };
+        let Some(envelope) = translate::to_envelope(origin, event) else {
+            self.progress.observe(&session_id, sequence, false);
+            return Ok(());
+        };
+        let (Some(subject), Some(kind)) = (
+            envelope.subject(),
+            envelope.event_type().map(|t| t.as_str()),
+        ) else {
+            self.progress.observe(&session_id, sequence, false);
+            return Ok(());
+        };
+        let body = match envelope.to_json() {
+            Ok(body) => Bytes::from(body),
+            Err(error) => {
+                tracing::error!(shard = shard_id, sequence, %error, "cannot encode an envelope");
+                self.progress.observe(&session_id, sequence, false);
+                return Ok(());
+            }
+        };
+        metrics::counter!(m::EVENTS_RECEIVED, "shard" => shard_label.to_owned(), "type" => kind)
+            .increment(1);
+        let epoch = self.progress.observe(&session_id, sequence, true);
+        let job = Job {
+            shard_id,
+            epoch,
+            sequence,
+            subject: format!("{}{subject}", self.subject_prefix),
+            id: envelope.id.as_str().to_owned(),
+            kind,
+            body,
+            received,
+        };
+        // Blocks while the publisher's buffer is full: the backpressure that
+        // stops this shard from being read until NATS catches up.
+        tokio::select! {
+            biased;
+            sent = self.jobs.send(job) => sent.map_err(|_| Stopping),
+            _ = stop.wait_for(|s| *s) => Err(Stopping),
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

@@ -1,0 +1,319 @@
+//! Twilight dispatch events → `wire` envelopes.
+//!
+//! Only the dispatches named in `docs/wire.md` become envelopes; everything
+//! else (READY, RESUMED, typing, presences, …) returns `None`. The envelope id
+//! comes from (shard, session, sequence), so a replayed dispatch yields the
+//! same id.
+
+use twilight_gateway::EventTypeFlags;
+use twilight_model::application::interaction::application_command::{
+    CommandDataOption, CommandOptionValue,
+};
+use twilight_model::application::interaction::{Interaction, InteractionData, InteractionType};
+use twilight_model::gateway::event::DispatchEvent;
+use twilight_model::gateway::payload::incoming::GuildCreate;
+use twilight_model::util::Timestamp;
+use wire::payload::{
+    CommandOption, GuildJoin, GuildLeave, GuildUnavailable, InteractionCreate, InteractionKind,
+    MemberJoin, MemberLeave, MemberUpdate,
+};
+use wire::{Envelope, Payload, Snowflake};
+
+/// The dispatches the gateway asks Twilight to deserialize: the ones that
+/// become envelopes, plus READY and RESUMED for session bookkeeping.
+pub const WANTED: EventTypeFlags = EventTypeFlags::GUILD_CREATE
+    .union(EventTypeFlags::GUILD_DELETE)
+    .union(EventTypeFlags::MEMBER_ADD)
+    .union(EventTypeFlags::MEMBER_REMOVE)
+    .union(EventTypeFlags::MEMBER_UPDATE)
+    .union(EventTypeFlags::INTERACTION_CREATE)
+    .union(EventTypeFlags::READY)
+    .union(EventTypeFlags::RESUMED);
+
+/// Where a dispatch came from.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'a> {
+    pub shard_id: u32,
+    pub session_id: &'a str,
+    pub sequence: u64,
+    /// Unix ms when the gateway received it.
+    pub received_at: i64,
+}
+
+/// The envelope for `event`, or `None` if the contract has no type for it.
+pub fn to_envelope(origin: Origin<'_>, event: DispatchEvent) -> Option<Envelope> {
+    let envelope = |payload| {
+        Envelope::for_dispatch(
+            origin.shard_id,
+            origin.session_id,
+            origin.sequence,
+            origin.received_at,
+            payload,
+        )
+    };
+    Some(match event {
+        DispatchEvent::GuildCreate(create) => match *create {
+            GuildCreate::Available(guild) => envelope(Payload::GuildJoin(GuildJoin {
+                name: guild.name,
+                member_count: guild.member_count,
+                owner_id: Some(Snowflake(guild.owner_id.get())),
+            }))
+            .with_guild(Snowflake(guild.id.get())),
+            // Discord only sends unavailable guilds in READY and GUILD_DELETE;
+            // an unavailable GUILD_CREATE carries nothing to publish.
+            GuildCreate::Unavailable(_) => return None,
+        },
+        DispatchEvent::GuildDelete(delete) => {
+            // `unavailable: true` is an outage, anything else means the bot
+            // was removed (docs/wire.md).
+            let payload = if delete.unavailable == Some(true) {
+                Payload::GuildUnavailable(GuildUnavailable {})
+            } else {
+                Payload::GuildLeave(GuildLeave {})
+            };
+            envelope(payload).with_guild(Snowflake(delete.id.get()))
+        }
+        DispatchEvent::MemberAdd(add) => {
+            let member = add.member;
+            envelope(Payload::MemberJoin(MemberJoin {
+                username: member.user.name,
+                global_name: member.user.global_name,
+                bot: member.user.bot,
+                nick: member.nick,
+                roles: member.roles.iter().map(|r| Snowflake(r.get())).collect(),
+                pending: member.pending,
+                joined_at: member.joined_at.map(unix_ms),
+            }))
+            .with_guild(Snowflake(add.guild_id.get()))
+            .with_user(Snowflake(member.user.id.get()))
+        }
+        DispatchEvent::MemberRemove(remove) => envelope(Payload::MemberLeave(MemberLeave {
+            username: remove.user.name,
+        }))
+        .with_guild(Snowflake(remove.guild_id.get()))
+        .with_user(Snowflake(remove.user.id.get())),
+        DispatchEvent::MemberUpdate(update) => {
+            let update = *update;
+            envelope(Payload::MemberUpdate(MemberUpdate {
+                username: update.user.name,
+                nick: update.nick,
+                roles: update.roles.iter().map(|r| Snowflake(r.get())).collect(),
+                pending: update.pending,
+            }))
+            .with_guild(Snowflake(update.guild_id.get()))
+            .with_user(Snowflake(update.user.id.get()))
+        }
+        DispatchEvent::InteractionCreate(create) => interaction(origin, create.0),
+        _ => return None,
+    })
+}
+
+fn interaction(origin: Origin<'_>, i: Interaction) -> Envelope {
+    let user_id = i.author_id().map(|id| Snowflake(id.get()));
+    #[allow(deprecated)] // `channel_id` is still sent by older payloads.
+    let channel_id = i.channel.as_ref().map(|c| c.id).or(i.channel_id);
+    let kind = match i.kind {
+        InteractionType::Ping => InteractionKind::Ping,
+        InteractionType::ApplicationCommand => InteractionKind::ApplicationCommand,
+        InteractionType::MessageComponent => InteractionKind::MessageComponent,
+        InteractionType::ApplicationCommandAutocomplete => {
+            InteractionKind::ApplicationCommandAutocomplete
+        }
+        InteractionType::ModalSubmit => InteractionKind::ModalSubmit,
+        _ => InteractionKind::Unknown,
+    };
+    let (command_id, command_name, options) = match i.data {
+        Some(InteractionData::ApplicationCommand(data)) => (
+            Some(Snowflake(data.id.get())),
+            Some(data.name),
+            data.options.into_iter().map(option).collect(),
+        ),
+        _ => (None, None, Vec::new()),
+    };
+    let mut envelope = Envelope::for_dispatch(
+        origin.shard_id,
+        origin.session_id,
+        origin.sequence,
+        origin.received_at,
+        Payload::InteractionCreate(InteractionCreate {
+            interaction_id: Snowflake(i.id.get()),
+            token: i.token,
+            application_id: Snowflake(i.application_id.get()),
+            kind,
+            command_id,
+            command_name,
+            options,
+            locale: i.locale,
+            guild_locale: i.guild_locale,
+        }),
+    );
+    envelope.guild_id = i.guild_id.map(|g| Snowflake(g.get()));
+    envelope.user_id = user_id;
+    envelope.channel_id = channel_id.map(|c| Snowflake(c.get()));
+    envelope
+}
+
+fn option(o: CommandDataOption) -> CommandOption {
+    use serde_json::Value;
+    let id = |v: u64| Value::String(v.to_string());
+    let (value, options) = match o.value {
+        CommandOptionValue::Attachment(v) => (id(v.get()), Vec::new()),
+        CommandOptionValue::Boolean(v) => (Value::Bool(v), Vec::new()),
+        CommandOptionValue::Channel(v) => (id(v.get()), Vec::new()),
+        CommandOptionValue::Focused(v, _) => (Value::String(v), Vec::new()),
+        CommandOptionValue::Integer(v) => (Value::from(v), Vec::new()),
+        CommandOptionValue::Mentionable(v) => (id(v.get()), Vec::new()),
+        CommandOptionValue::Number(v) => (
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+            Vec::new(),
+        ),
+        CommandOptionValue::Role(v) => (id(v.get()), Vec::new()),
+        CommandOptionValue::String(v) => (Value::String(v), Vec::new()),
+        CommandOptionValue::SubCommand(nested) | CommandOptionValue::SubCommandGroup(nested) => {
+            (Value::Null, nested.into_iter().map(option).collect())
+        }
+        CommandOptionValue::User(v) => (id(v.get()), Vec::new()),
+    };
+    CommandOption {
+        name: o.name,
+        value,
+        options,
+    }
+}
+
+fn unix_ms(t: Timestamp) -> i64 {
+    t.as_micros() / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twilight_model::gateway::event::GatewayEvent;
+    use wire::EventType;
+
+    const ORIGIN: Origin<'static> = Origin {
+        shard_id: 1,
+        session_id: "s1",
+        sequence: 7,
+        received_at: 1_700_000_000_000,
+    };
+
+    /// Parses a dispatch frame the way the shard runner does.
+    fn dispatch(t: &str, d: serde_json::Value) -> DispatchEvent {
+        let frame = serde_json::json!({"op": 0, "s": 7, "t": t, "d": d}).to_string();
+        match twilight_gateway::parse(frame, WANTED) {
+            Ok(Some(GatewayEvent::Dispatch(7, event))) => event,
+            other => panic!("unexpected parse result {other:?}"),
+        }
+    }
+
+    fn user(id: &str, name: &str) -> serde_json::Value {
+        serde_json::json!({"id": id, "username": name, "discriminator": "0", "avatar": null,
+            "global_name": "Display", "bot": false})
+    }
+
+    #[test]
+    fn guild_delete_is_a_leave_unless_unavailable() {
+        let leave = to_envelope(
+            ORIGIN,
+            dispatch("GUILD_DELETE", serde_json::json!({"id": "41"})),
+        )
+        .unwrap();
+        assert_eq!(leave.event_type(), Some(EventType::GuildLeave));
+        assert_eq!(leave.guild_id, Some(Snowflake(41)));
+        let outage = to_envelope(
+            ORIGIN,
+            dispatch(
+                "GUILD_DELETE",
+                serde_json::json!({"id": "41", "unavailable": true}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(outage.event_type(), Some(EventType::GuildUnavailable));
+        assert_eq!(outage.subject(), Some(wire::subjects::GUILD_UNAVAILABLE));
+    }
+
+    #[test]
+    fn member_add_carries_the_member_and_a_deterministic_id() {
+        let d = serde_json::json!({
+            "guild_id": "41", "user": user("77", "alice"), "nick": "Al",
+            "roles": ["5", "6"], "joined_at": "2026-01-01T00:00:00.000000+00:00",
+            "deaf": false, "mute": false, "pending": true, "flags": 0
+        });
+        let env = to_envelope(ORIGIN, dispatch("GUILD_MEMBER_ADD", d)).unwrap();
+        assert_eq!(env.id, wire::EventId::for_dispatch(1, "s1", 7));
+        assert_eq!(env.user_id, Some(Snowflake(77)));
+        assert_eq!(env.occurred_at, ORIGIN.received_at);
+        let Payload::MemberJoin(join) = env.payload else {
+            panic!("not a member.join")
+        };
+        assert_eq!(join.username, "alice");
+        assert_eq!(join.global_name.as_deref(), Some("Display"));
+        assert_eq!(join.roles, vec![Snowflake(5), Snowflake(6)]);
+        assert!(join.pending);
+        assert_eq!(join.joined_at, Some(1_767_225_600_000));
+    }
+
+    #[test]
+    fn member_remove_and_update() {
+        let remove = to_envelope(
+            ORIGIN,
+            dispatch(
+                "GUILD_MEMBER_REMOVE",
+                serde_json::json!({"guild_id": "41", "user": user("77", "alice")}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(remove.event_type(), Some(EventType::MemberLeave));
+        let update = to_envelope(
+            ORIGIN,
+            dispatch(
+                "GUILD_MEMBER_UPDATE",
+                serde_json::json!({"guild_id": "41", "user": user("77", "alice"),
+                    "roles": ["9"], "nick": null, "joined_at": null, "pending": false}),
+            ),
+        )
+        .unwrap();
+        let Payload::MemberUpdate(u) = update.payload else {
+            panic!("not a member.update")
+        };
+        assert_eq!(u.roles, vec![Snowflake(9)]);
+        assert_eq!(u.nick, None);
+    }
+
+    #[test]
+    fn interactions_keep_command_options_and_routing_fields() {
+        let d = serde_json::json!({
+            "id": "900", "application_id": "800", "type": 2, "token": "itoken",
+            "guild_id": "41", "channel": {"id": "33", "type": 0},
+            "member": {"user": user("77", "alice"), "roles": [], "joined_at": null,
+                "deaf": false, "mute": false, "flags": 0, "permissions": "0"},
+            "locale": "de", "guild_locale": "en-US", "version": 1,
+            "entitlements": [], "authorizing_integration_owners": {},
+            "attachment_size_limit": 0,
+            "data": {"id": "700", "name": "verify", "type": 1, "options": [
+                {"name": "chain", "type": 4, "value": 1},
+                {"name": "sub", "type": 1, "options": [{"name": "who", "type": 6, "value": "55"}]}
+            ]}
+        });
+        let env = to_envelope(ORIGIN, dispatch("INTERACTION_CREATE", d)).unwrap();
+        assert_eq!(env.subject(), Some(wire::subjects::INTERACTION));
+        assert_eq!(env.guild_id, Some(Snowflake(41)));
+        assert_eq!(env.user_id, Some(Snowflake(77)));
+        assert_eq!(env.channel_id, Some(Snowflake(33)));
+        let Payload::InteractionCreate(i) = env.payload else {
+            panic!("not an interaction")
+        };
+        assert_eq!(i.command_name.as_deref(), Some("verify"));
+        assert_eq!(i.options[0].value, serde_json::json!(1));
+        assert_eq!(i.options[1].value, serde_json::Value::Null);
+        assert_eq!(i.options[1].options[0].value, serde_json::json!("55"));
+        assert_eq!(i.locale.as_deref(), Some("de"));
+        assert_eq!(i.kind, InteractionKind::ApplicationCommand);
+    }
+
+    #[test]
+    fn other_dispatches_are_not_envelopes() {
+        assert!(to_envelope(ORIGIN, DispatchEvent::Resumed).is_none());
+    }
+}
