@@ -189,48 +189,9 @@ impl RuleSet {
             return;
         };
         for &i in &self.needed {
-            let (chain, reads) = match &self.rules[i].spec {
-                RuleSpec::TokenBalance {
-                    chain, contract, ..
-                }
-                | RuleSpec::NftOwnership {
-                    chain,
-                    contract,
-                    standard: NftStandard::Erc721,
-                    ..
-                } if token_ids(&self.rules[i].spec).is_empty() => (
-                    chain,
-                    vec![Read::BalanceOf {
-                        contract: *contract,
-                        holder,
-                    }],
-                ),
-                RuleSpec::NftOwnership {
-                    chain,
-                    contract,
-                    standard,
-                    token_ids,
-                    ..
-                } => (
-                    chain,
-                    token_ids
-                        .iter()
-                        .map(|&token_id| match standard {
-                            NftStandard::Erc721 => Read::OwnerOf {
-                                contract: *contract,
-                                token_id,
-                            },
-                            NftStandard::Erc1155 => Read::Erc1155Balance {
-                                contract: *contract,
-                                holder,
-                                token_id,
-                            },
-                        })
-                        .collect(),
-                ),
-                _ => continue,
-            };
-            out.entry(chain.clone()).or_default().extend(reads);
+            if let Some((chain, reads)) = chain_reads(&self.rules[i].spec, holder) {
+                out.entry(chain.to_string()).or_default().extend(reads);
+            }
         }
     }
 
@@ -342,10 +303,53 @@ impl RuleSet {
     }
 }
 
-fn token_ids(spec: &RuleSpec) -> &[U256] {
+/// The chain reads a rule needs for one holder; `None` for rules that read
+/// no chain.
+fn chain_reads(spec: &RuleSpec, holder: Address) -> Option<(&str, Vec<Read>)> {
     match spec {
-        RuleSpec::NftOwnership { token_ids, .. } => token_ids,
-        _ => &[],
+        RuleSpec::TokenBalance {
+            chain, contract, ..
+        } => Some((
+            chain,
+            vec![Read::BalanceOf {
+                contract: *contract,
+                holder,
+            }],
+        )),
+        RuleSpec::NftOwnership {
+            chain,
+            contract,
+            standard,
+            token_ids,
+            ..
+        } => {
+            let reads = if token_ids.is_empty() {
+                vec![Read::BalanceOf {
+                    contract: *contract,
+                    holder,
+                }]
+            } else {
+                token_ids
+                    .iter()
+                    .map(|&id| token_read(*standard, *contract, holder, id))
+                    .collect()
+            };
+            Some((chain, reads))
+        }
+        RuleSpec::ScoreThreshold { .. } | RuleSpec::Custom { .. } => None,
+    }
+}
+
+/// The read that tells how much of one token id the holder has. ERC-721's
+/// `ownerOf` does not depend on the holder, so all members share it.
+fn token_read(standard: NftStandard, contract: Address, holder: Address, token_id: U256) -> Read {
+    match standard {
+        NftStandard::Erc721 => Read::OwnerOf { contract, token_id },
+        NftStandard::Erc1155 => Read::Erc1155Balance {
+            contract,
+            holder,
+            token_id,
+        },
     }
 }
 
@@ -431,15 +435,7 @@ fn decide_token_ids(
     let mut first_error = None;
     let mut unknown_ids = 0usize;
     for &token_id in token_ids {
-        let read = match standard {
-            NftStandard::Erc721 => Read::OwnerOf { contract, token_id },
-            NftStandard::Erc1155 => Read::Erc1155Balance {
-                contract,
-                holder,
-                token_id,
-            },
-        };
-        match reads.lookup(chain, &read) {
+        match reads.lookup(chain, &token_read(standard, contract, holder, token_id)) {
             Ok(ReadValue::Owner(owner)) => {
                 if owner == Some(holder) {
                     held = held.saturating_add(U256::from(1));
