@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{Config, Store};
-use async_nats::jetstream::stream::StorageType;
+use async_nats::jetstream::kv::Store;
+use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::jetstream::Context;
 use serde::{Deserialize, Serialize};
 
@@ -53,20 +53,34 @@ impl SessionStore {
             bucket: bucket.clone(),
             problem,
         };
-        let store = match jetstream.get_key_value(bucket.clone()).await {
-            Ok(store) => store,
-            Err(_) => jetstream
-                .create_key_value(Config {
-                    bucket: bucket.clone(),
-                    description: "Gatehouse gateway sessions for resuming after a restart".into(),
-                    history: 1,
+        if jetstream.get_key_value(bucket.clone()).await.is_err() {
+            // The bucket's stream is created directly, with the settings
+            // async-nats would use: its `create_key_value` first queries
+            // account info in a shape NATS 2.9 (Debian's) does not send.
+            jetstream
+                .get_or_create_stream(stream::Config {
+                    name: format!("KV_{bucket}"),
+                    description: Some(
+                        "Gatehouse gateway sessions for resuming after a restart".into(),
+                    ),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
                     max_age,
                     storage: StorageType::File,
-                    ..Config::default()
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: DiscardPolicy::New,
+                    num_replicas: 1,
+                    ..stream::Config::default()
                 })
                 .await
-                .map_err(|e| fail(format!("cannot create it: {e}")))?,
-        };
+                .map_err(|e| fail(format!("cannot create it: {e}")))?;
+        }
+        let store = jetstream
+            .get_key_value(bucket.clone())
+            .await
+            .map_err(|e| fail(format!("cannot open it: {e}")))?;
         Ok(Self { store, bucket })
     }
 

@@ -1,0 +1,380 @@
+//! The gateway end to end: real Twilight shards against the simulator,
+//! publishing into a real (private) NATS JetStream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::nats::{self, NatsServer};
+use common::*;
+use discord_sim::{
+    shard_for_guild, Fault, GuildsSpec, MemberPatch, NewInteraction, NewMember, ShardEvent,
+    TrafficMix, TrafficSpec,
+};
+use wire::{EventType, Payload, Snowflake};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_reaches_jetstream_once_over_two_shards() {
+    let nats = NatsServer::start();
+    let sim = simulator().await;
+    let control = sim.control();
+    let guilds = control.create_guilds(&GuildsSpec {
+        count: 6,
+        members_per_guild: 3,
+        roles_per_guild: 2,
+    });
+    let gateway = start(settings(&sim, &nats.url(), "0-1", 2)).await;
+    assert!(
+        eventually(WAIT, || ready(&gateway)).await,
+        "/readyz never became ready"
+    );
+
+    // One of each kind of event, on guilds of both shards.
+    let mut joined = Vec::new();
+    for &guild in &guilds {
+        let user = control
+            .add_member(
+                guild,
+                NewMember {
+                    username: Some(format!("user-of-{guild}")),
+                    ..NewMember::default()
+                },
+            )
+            .expect("member added");
+        joined.push((guild, user));
+    }
+    let (g0, u0) = joined[0];
+    let role = control.guild(g0).expect("guild").role_ids[1];
+    control
+        .update_member(
+            g0,
+            u0,
+            MemberPatch {
+                nick: Some(Some("nick".into())),
+                roles: Some(vec![role]),
+                pending: Some(false),
+            },
+        )
+        .expect("member updated");
+    control
+        .create_interaction(NewInteraction {
+            guild_id: g0,
+            user_id: u0,
+            command_name: "verify".into(),
+            options: vec![serde_json::json!({"name": "chain", "type": 4, "value": 1})],
+            locale: Some("en-US".into()),
+        })
+        .expect("interaction created");
+    control
+        .remove_member(guilds[1], joined[1].1)
+        .expect("member removed");
+    control.guild_outage(guilds[2]).expect("outage");
+    control.remove_guild(guilds[3]).expect("bot removed");
+
+    let events = assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
+    let commands = assert_exactly_once(&sim, &nats.url(), "COMMANDS", 0..2, "").await;
+
+    // Every envelope came from the shard Discord routes its guild to.
+    for stored in events.iter().chain(&commands) {
+        let guild = stored.envelope.guild_id.expect("guild events have a guild");
+        assert_eq!(stored.envelope.shard_id, shard_for_guild(guild.get(), 2));
+        assert_eq!(stored.envelope.version, wire::VERSION);
+    }
+    let count = |t: EventType| {
+        events
+            .iter()
+            .filter(|s| s.envelope.event_type() == Some(t))
+            .count()
+    };
+    assert_eq!(count(EventType::GuildJoin), 6);
+    assert_eq!(count(EventType::MemberJoin), 6);
+    assert_eq!(count(EventType::MemberUpdate), 1);
+    assert_eq!(count(EventType::MemberLeave), 1);
+    assert_eq!(
+        count(EventType::GuildUnavailable),
+        1,
+        "an outage is not a leave"
+    );
+    assert_eq!(count(EventType::GuildLeave), 1);
+    let leave = events
+        .iter()
+        .find(|s| s.envelope.event_type() == Some(EventType::GuildLeave))
+        .expect("guild.leave");
+    assert_eq!(leave.envelope.guild_id, Some(Snowflake(guilds[3])));
+    let outage = events
+        .iter()
+        .find(|s| s.envelope.event_type() == Some(EventType::GuildUnavailable))
+        .expect("guild.unavailable");
+    assert_eq!(outage.envelope.guild_id, Some(Snowflake(guilds[2])));
+
+    let join = events
+        .iter()
+        .find(|s| s.envelope.user_id == Some(Snowflake(u0)))
+        .expect("member.join of the first user");
+    let Payload::MemberJoin(data) = &join.envelope.payload else {
+        panic!("expected member.join, got {:?}", join.envelope.payload)
+    };
+    assert_eq!(data.username, format!("user-of-{g0}"));
+    assert_eq!(join.envelope.guild_id, Some(Snowflake(g0)));
+
+    assert_eq!(commands.len(), 1);
+    let Payload::InteractionCreate(interaction) = &commands[0].envelope.payload else {
+        panic!("expected interaction.create")
+    };
+    assert_eq!(interaction.command_name.as_deref(), Some("verify"));
+    assert_eq!(commands[0].envelope.user_id, Some(Snowflake(u0)));
+
+    let (status, metrics) = http_get(gateway.http_addr(), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("gateway_events_published_total")
+            && metrics.contains("gateway_publish_latency_seconds_bucket"),
+        "{metrics}"
+    );
+    assert_eq!(http_get(gateway.http_addr(), "/healthz").await.0, 200);
+
+    let summary = gateway.shutdown().await.expect("clean shutdown");
+    assert_eq!(summary.sessions_saved, 2);
+    assert_eq!(summary.publish.abandoned, 0);
+    sim.shutdown().await;
+}
+
+/// Member joins before and after `fault` on a one-shard gateway; every
+/// dispatch the simulator sent must be in the stream exactly once. Returns
+/// the shard's transcript.
+///
+/// With `every_join`, each join must be there too (a resumed session replays
+/// what the client missed; a new session after op 9 `false` does not, as on
+/// Discord, and sends the guild's state in GUILD_CREATE instead).
+async fn survives(fault: Fault, every_join: bool) -> discord_sim::ShardTranscript {
+    let nats = NatsServer::start();
+    let sim = simulator().await;
+    let control = sim.control();
+    let guild = control.create_guilds(&GuildsSpec {
+        count: 2,
+        members_per_guild: 2,
+        roles_per_guild: 1,
+    })[0];
+    let gateway = start(settings(&sim, &nats.url(), "0", 1)).await;
+    assert!(eventually(WAIT, || ready(&gateway)).await, "not ready");
+
+    let mut users = Vec::new();
+    for i in 0..40 {
+        if i == 20 {
+            assert_eq!(
+                control.fault(0, fault.clone()),
+                1,
+                "fault reached the shard"
+            );
+        }
+        users.push(
+            control
+                .add_member(guild, NewMember::default())
+                .expect("member added"),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if every_join {
+        // A zombie connection delivers nothing until Twilight notices it:
+        // wait for the joins themselves, not only for what was sent so far.
+        let url = nats.url();
+        eventually(WAIT, || async {
+            nats::read_stream(&url, "EVENTS")
+                .await
+                .iter()
+                .filter(|s| s.envelope.event_type() == Some(EventType::MemberJoin))
+                .count()
+                >= users.len()
+        })
+        .await;
+    }
+    let stored = assert_exactly_once(&sim, &nats.url(), "EVENTS", [0], "").await;
+    // Beyond matching the simulator: each join we caused is there.
+    for user in users.iter().filter(|_| every_join) {
+        assert!(
+            stored
+                .iter()
+                .any(|s| s.envelope.user_id == Some(Snowflake(*user))
+                    && s.envelope.event_type() == Some(EventType::MemberJoin)),
+            "member.join of {user} missing"
+        );
+    }
+    assert!(
+        eventually(WAIT, || ready(&gateway)).await,
+        "not ready after the fault"
+    );
+    let transcript = control.transcript(0);
+    gateway.shutdown().await.expect("clean shutdown");
+    sim.shutdown().await;
+    transcript
+}
+
+fn resumed(transcript: &discord_sim::ShardTranscript) -> bool {
+    transcript
+        .events
+        .iter()
+        .any(|e| matches!(e, ShardEvent::Resumed { .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_resumes_without_loss_or_duplicates() {
+    let t = survives(Fault::Drop, true).await;
+    assert!(resumed(&t), "expected a Resume: {:?}", t.events);
+    assert_eq!(t.identifies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumable_close_resumes() {
+    let t = survives(Fault::Close { code: 4000 }, true).await;
+    assert!(resumed(&t), "expected a Resume: {:?}", t.events);
+    assert_eq!(t.identifies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op7_reconnect_resumes() {
+    let t = survives(Fault::Reconnect, true).await;
+    assert!(resumed(&t), "expected a Resume: {:?}", t.events);
+    assert_eq!(t.identifies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op9_resumable_resumes() {
+    let t = survives(Fault::InvalidSession { resumable: true }, true).await;
+    assert!(resumed(&t), "expected a Resume: {:?}", t.events);
+    assert_eq!(t.identifies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op9_not_resumable_identifies_again() {
+    let t = survives(Fault::InvalidSession { resumable: false }, false).await;
+    assert_eq!(t.identifies, 2, "a new session after op 9 false");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_connection_is_detected_and_resumed() {
+    let t = survives(Fault::Zombie, true).await;
+    assert!(resumed(&t), "expected a Resume: {:?}", t.events);
+    assert_eq!(t.identifies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_blocks_then_delivers_everything_once() {
+    let mut nats = NatsServer::start();
+    let sim = simulator().await;
+    let control = sim.control();
+    let guilds = control.create_guilds(&GuildsSpec {
+        count: 4,
+        members_per_guild: 2,
+        roles_per_guild: 1,
+    });
+    let mut s = settings(&sim, &nats.url(), "0-1", 2);
+    // A tiny buffer, so that the outage fills it and backpressure stops the
+    // shards from being read: nothing may be dropped either way.
+    s.publish_buffer = Some(4);
+    s.publish_window = Some(2);
+    s.publish_ack_timeout = Some("500ms".into());
+    let gateway = start(s).await;
+    assert!(eventually(WAIT, || ready(&gateway)).await, "not ready");
+
+    let traffic = |events| TrafficSpec {
+        events,
+        rate_per_second: Some(400.0),
+        mix: TrafficMix {
+            member_join: 2,
+            member_leave: 1,
+            member_update: 2,
+            interaction: 0,
+        },
+        guilds: guilds.clone(),
+        ..TrafficSpec::default()
+    };
+    control.start_traffic(traffic(100)).wait().await;
+    nats.stop();
+    assert!(
+        eventually(WAIT, || async { !ready(&gateway).await }).await,
+        "/readyz stayed ready with NATS down"
+    );
+    let (status, body) = http_get(gateway.http_addr(), "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("\"nats_connected\":false"), "{body}");
+
+    // Events keep coming while NATS is down; the gateway must hold them.
+    control.start_traffic(traffic(200)).wait().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.resume();
+
+    assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
+    assert!(
+        eventually(WAIT, || ready(&gateway)).await,
+        "not ready after NATS came back"
+    );
+    let summary = gateway.shutdown().await.expect("clean shutdown");
+    assert_eq!(summary.publish.abandoned, 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_gateway_resumes_its_sessions() {
+    let nats = NatsServer::start();
+    let sim = simulator().await;
+    let control = sim.control();
+    let guilds = control.create_guilds(&GuildsSpec {
+        count: 4,
+        members_per_guild: 2,
+        roles_per_guild: 1,
+    });
+    let first = start(settings(&sim, &nats.url(), "0-1", 2)).await;
+    assert!(eventually(WAIT, || ready(&first)).await, "not ready");
+    for &g in &guilds {
+        control
+            .add_member(g, NewMember::default())
+            .expect("member added");
+    }
+    assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
+    let summary = first.shutdown().await.expect("clean shutdown");
+    assert_eq!(summary.sessions_saved, 2);
+
+    // Events while no gateway runs: Discord keeps them for the session.
+    for &g in &guilds {
+        control
+            .add_member(g, NewMember::default())
+            .expect("member added");
+    }
+    let second = start(settings(&sim, &nats.url(), "0-1", 2)).await;
+    assert!(eventually(WAIT, || ready(&second)).await, "not ready");
+    let stored = assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|s| s.envelope.event_type() == Some(EventType::MemberJoin))
+            .count(),
+        8
+    );
+    for shard in 0..2 {
+        let t = control.transcript(shard);
+        assert_eq!(t.identifies, 1, "shard {shard} identified again");
+        assert!(resumed(&t), "shard {shard} did not resume: {:?}", t.events);
+    }
+    second.shutdown().await.expect("clean shutdown");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_keeps_tests_apart_on_a_shared_server() {
+    let nats = NatsServer::start();
+    let sim = simulator().await;
+    sim.control().create_guilds(&GuildsSpec {
+        count: 2,
+        members_per_guild: 1,
+        roles_per_guild: 1,
+    });
+    let mut s = settings(&sim, &nats.url(), "0", 1);
+    s.nats_namespace = Some("ns1".into());
+    let gateway = start(s).await;
+    assert!(eventually(WAIT, || ready(&gateway)).await, "not ready");
+    let stored = assert_exactly_once(&sim, &nats.url(), "ns1_EVENTS", [0], "ns1.").await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(nats::stream_len(&nats.url(), "EVENTS").await, 0);
+    gateway.shutdown().await.expect("clean shutdown");
+    sim.shutdown().await;
+}
