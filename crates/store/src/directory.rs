@@ -58,4 +58,24 @@ impl<'a> Directory<'a> {
         let id: uuid::Uuid = row.try_get(0).map_err(|e| StoreError::query(CONTEXT, e))?;
         Ok(TenantId::from(id))
     }
+
+    /// Every active community and its guild, for background scans.
+    pub async fn active_communities(&self) -> Result<Vec<(TenantId, Snowflake)>, StoreError> {
+        const CONTEXT: &str = "listing active communities";
+        let client = self.store.checkout().await?;
+        let rows = client
+            .query_typed(
+                "SELECT community_id, discord_guild_id FROM active_communities()",
+                &[],
+            )
+            .await
+            .map_err(|e| StoreError::query(CONTEXT, e))?;
+        rows.iter()
+            .map(|row| {
+                let id: uuid::Uuid = row.try_get(0).map_err(|e| StoreError::query(CONTEXT, e))?;
+                let guild: i64 = row.try_get(1).map_err(|e| StoreError::query(CONTEXT, e))?;
+                Ok((TenantId::from(id), Snowflake::from_db(guild)?))
+            })
+            .collect()
+    }
 }

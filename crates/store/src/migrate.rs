@@ -49,6 +49,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_row_level_security"),
     migration!(3, "0003_functions"),
     migration!(4, "0004_event_processing"),
+    migration!(5, "0005_role_sync"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

@@ -5,7 +5,7 @@ use tokio_postgres::{
 };
 
 use crate::{
-    repo::{Audit, Badges, Communities, ProcessedEvents, Profiles, Rules},
+    repo::{Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules},
     StoreError, TenantId,
 };
 
@@ -148,6 +148,10 @@ impl TenantTx {
 
     pub fn audit(&self) -> Audit<'_> {
         Audit::new(self)
+    }
+
+    pub fn role_grants(&self) -> RoleGrants<'_> {
+        RoleGrants::new(self)
     }
 
     pub fn processed_events(&self) -> ProcessedEvents<'_> {

@@ -459,6 +459,7 @@ async fn roles_policies_and_functions_are_as_designed() {
         "badge_awards",
         "audit_logs",
         "processed_events",
+        "role_grants",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -523,7 +524,14 @@ async fn roles_policies_and_functions_are_as_designed() {
         .await
         .unwrap();
     let names: Vec<String> = definers.iter().map(|r| r.get(0)).collect();
-    assert_eq!(names, vec!["provision_community", "resolve_community"]);
+    assert_eq!(
+        names,
+        vec![
+            "active_communities",
+            "provision_community",
+            "resolve_community"
+        ]
+    );
     for d in &definers {
         assert_eq!(d.get::<_, String>(1), "gatehouse_definer");
         assert!(d.get::<_, String>(2).starts_with("search_path="));

@@ -98,15 +98,14 @@ async fn process(
         stream_sequence,
         attempt: u32::try_from(delivered).unwrap_or(u32::MAX),
     };
-    let outcome = match wire::Envelope::from_json(&message.payload) {
-        Ok(envelope) => handlers.handle(&envelope, &delivery).await,
-        Err(e) => Err(HandlerError::Permanent(format!(
-            "undecodable envelope: {e}"
-        ))),
-    };
+    let outcome = handlers
+        .handle_message(&subject, &message.payload, &delivery)
+        .await;
     // A label from a fixed set: metrics keys must stay low-cardinality.
     let stream: &'static str = if subject.contains("commands.") {
         "commands"
+    } else if subject.contains("eligibility.") {
+        "eligibility"
     } else if subject.contains("events.") {
         "events"
     } else {

@@ -12,9 +12,11 @@
 mod config;
 mod consumer;
 mod dead_letter;
+pub mod discord;
 mod error;
 pub mod handlers;
 mod streams;
+pub mod sync;
 
 pub use config::{StorageKind, StreamLimits, WorkerConfig};
 pub use consumer::Delivery;
@@ -32,13 +34,26 @@ pub async fn run(
     config: WorkerConfig,
     jetstream: async_nats::jetstream::Context,
     store: store::Store,
+    role_sync: Option<Arc<sync::RoleSync>>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     config.validate()?;
     ensure_streams(&jetstream, &config.namespace, &config.stream_limits).await?;
-    let handlers = Arc::new(Handlers::new(store));
+    let handlers = Arc::new(Handlers::new(
+        store,
+        jetstream.clone(),
+        config.namespace.clone(),
+        role_sync.clone(),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
-    for stream in [wire::subjects::EVENTS, wire::subjects::COMMANDS] {
+    if let Some(sync) = role_sync {
+        tasks.spawn(periodic_rechecks(sync, shutdown.clone()));
+    }
+    for stream in [
+        wire::subjects::EVENTS,
+        wire::subjects::COMMANDS,
+        wire::subjects::ELIGIBILITY,
+    ] {
         let consumer = streams::ensure_consumer(&jetstream, &config, &stream).await?;
         tasks.spawn(consumer::consume(
             consumer,
@@ -63,4 +78,33 @@ pub async fn run(
         }
     }
     result
+}
+
+/// Every `scan_interval`, re-check the members whose turn has come. Errors
+/// are logged and the next tick tries again: a database or chain outage must
+/// not stop the worker.
+async fn periodic_rechecks(
+    sync: Arc<sync::RoleSync>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let mut tick = tokio::time::interval(sync.scan_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match sync.scan_due().await {
+            Ok(report) if report.members > 0 => {
+                tracing::info!(
+                    members = report.members,
+                    granted = report.granted,
+                    removed = report.removed,
+                    "periodic re-check"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "periodic re-check failed; retrying next tick"),
+        }
+    }
 }

@@ -4,6 +4,7 @@
 mod audit;
 mod badges;
 mod communities;
+mod grants;
 mod processed;
 mod profiles;
 mod rules;
@@ -11,6 +12,7 @@ mod rules;
 pub use audit::{ActorType, Audit, AuditEntry, AuditRecord};
 pub use badges::{Badge, BadgeAward, BadgeEvaluator, Badges, NewBadge};
 pub use communities::{Communities, Community, SubscriptionTier};
+pub use grants::{RoleGrant, RoleGrants};
 pub use processed::ProcessedEvents;
 pub use profiles::{MemberChange, MemberEvent, MemberUpsert, Profile, Profiles};
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};

@@ -21,6 +21,8 @@ pub struct Profile {
     pub left_at: Option<DateTime<Utc>>,
     /// Stream sequence of the last membership event applied.
     pub last_event_seq: i64,
+    /// When the periodic eligibility re-check is next due; `None`: now.
+    pub next_check_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -49,6 +51,7 @@ impl Profile {
             joined_at: col(row, "joined_at")?,
             left_at: col(row, "left_at")?,
             last_event_seq: col(row, "last_event_seq")?,
+            next_check_at: col(row, "next_check_at")?,
             created_at: col(row, "created_at")?,
             updated_at: col(row, "updated_at")?,
         })
@@ -56,7 +59,7 @@ impl Profile {
 }
 
 const COLUMNS: &str = "id, community_id, discord_user_id, wallet_address, tier, current_rank, \
-                       score, role_ids, joined_at, left_at, last_event_seq, created_at, updated_at";
+                       score, role_ids, joined_at, left_at, last_event_seq, next_check_at, created_at, updated_at";
 
 /// A member seen joining or updating in Discord.
 #[derive(Clone, Debug)]
@@ -328,5 +331,91 @@ impl<'t> Profiles<'t> {
             .iter()
             .map(Profile::from_row)
             .collect()
+    }
+
+    /// Members present in the community whose re-check is due, locked for
+    /// this transaction. `SKIP LOCKED` lets every worker scan at once
+    /// without two of them checking the same member.
+    pub async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Profile>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM profiles
+             WHERE community_id = $1 AND left_at IS NULL
+               AND (next_check_at IS NULL OR next_check_at <= $2)
+             ORDER BY next_check_at NULLS FIRST
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED"
+        );
+        self.tx
+            .query(
+                "claiming members due for a re-check",
+                &sql,
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&now, Type::TIMESTAMPTZ),
+                    (&limit, Type::INT8),
+                ],
+            )
+            .await?
+            .iter()
+            .map(Profile::from_row)
+            .collect()
+    }
+
+    /// Sets when each profile's next re-check is due.
+    pub async fn schedule_checks(
+        &self,
+        schedule: &[(Uuid, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<Uuid> = schedule.iter().map(|(id, _)| *id).collect();
+        let at: Vec<DateTime<Utc>> = schedule.iter().map(|(_, at)| *at).collect();
+        self.tx
+            .query(
+                "scheduling re-checks",
+                "UPDATE profiles p SET next_check_at = v.at
+                 FROM unnest($2::uuid[], $3::timestamptz[]) AS v(id, at)
+                 WHERE p.community_id = $1 AND p.id = v.id",
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&ids, Type::UUID_ARRAY),
+                    (&at, Type::TIMESTAMPTZ_ARRAY),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Makes every present member due for a re-check now (a rule changed).
+    pub async fn mark_all_due(&self) -> Result<u64, StoreError> {
+        let rows = self
+            .tx
+            .query(
+                "marking members due for a re-check",
+                "UPDATE profiles SET next_check_at = NULL
+                 WHERE community_id = $1 AND left_at IS NULL RETURNING 1",
+                &[(&self.tenant(), Type::UUID)],
+            )
+            .await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Replaces the role snapshot (after Gatehouse changed roles itself).
+    pub async fn set_roles(&self, user: Snowflake, roles: &[Snowflake]) -> Result<(), StoreError> {
+        let roles: Vec<i64> = roles.iter().map(|r| r.as_i64()).collect();
+        self.tx
+            .query(
+                "updating a member's role snapshot",
+                "UPDATE profiles SET role_ids = $3 WHERE community_id = $1 AND discord_user_id = $2",
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&user.as_i64(), Type::INT8),
+                    (&roles, Type::INT8_ARRAY),
+                ],
+            )
+            .await?;
+        Ok(())
     }
 }

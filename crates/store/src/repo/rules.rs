@@ -102,6 +102,25 @@ impl<'t> Rules<'t> {
             .collect()
     }
 
+    /// Every rule, enabled or not (custom rules may combine disabled ones).
+    pub async fn list_all(&self) -> Result<Vec<EligibilityRule>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM eligibility_rules
+             WHERE community_id = $1
+             ORDER BY priority DESC, created_at"
+        );
+        self.tx
+            .query(
+                "reading eligibility rules",
+                &sql,
+                &[(self.tx.tenant().as_uuid(), Type::UUID)],
+            )
+            .await?
+            .iter()
+            .map(EligibilityRule::from_row)
+            .collect()
+    }
+
     /// Creates a rule. A second rule for the same Discord role is refused with
     /// [`StoreError::Conflict`]: one role, one deciding rule.
     pub async fn create(&self, rule: &NewRule) -> Result<EligibilityRule, StoreError> {

@@ -102,7 +102,7 @@ pub(super) async fn member_event(
     store: &Store,
     envelope: &Envelope,
     delivery: &Delivery,
-) -> Result<(), HandlerError> {
+) -> Result<bool, HandlerError> {
     let guild = guild_of(envelope)?;
     let user = user_of(envelope)?;
     let tenant = community_of(store, guild).await?;
@@ -141,6 +141,7 @@ pub(super) async fn member_event(
     };
     let seq = i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX);
     let tx = store.begin(tenant).await?;
+    let mut applied_now = false;
     if tx
         .processed_events()
         .claim(envelope.id.as_str(), envelope.payload.kind())
@@ -156,6 +157,7 @@ pub(super) async fn member_event(
             })
             .await?;
         if let Some(profile) = applied {
+            applied_now = true;
             tx.audit()
                 .append(
                     &AuditEntry::system(action)
@@ -170,13 +172,16 @@ pub(super) async fn member_event(
         }
     }
     tx.commit().await?;
-    Ok(())
+    Ok(applied_now)
 }
 
 /// The community of a guild. A member event can overtake its guild's
 /// `guild.join` (they travel on different subjects and several workers run
 /// at once), so an unknown guild is worth a retry, not a dead letter yet.
-async fn community_of(store: &Store, guild: Snowflake) -> Result<TenantId, HandlerError> {
+pub(super) async fn community_of(
+    store: &Store,
+    guild: Snowflake,
+) -> Result<TenantId, HandlerError> {
     store
         .directory()
         .resolve_guild(guild)

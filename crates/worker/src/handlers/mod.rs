@@ -2,21 +2,57 @@
 //! transaction that also claims the envelope id, so an event is applied at
 //! most once however often it is delivered.
 
+mod eligibility;
 mod membership;
 
-use store::{Snowflake, Store};
-use wire::{Envelope, Payload};
+use std::sync::Arc;
 
-use crate::{Delivery, HandlerError};
+use async_nats::jetstream;
+use store::{Snowflake, Store};
+use wire::{check::EligibilityCheck, Envelope, Namespace, Payload};
+
+use crate::{sync::RoleSync, Delivery, HandlerError};
 
 /// The event handlers, sharing one store.
 pub struct Handlers {
     store: Store,
+    js: jetstream::Context,
+    namespace: Namespace,
+    role_sync: Option<Arc<RoleSync>>,
 }
 
 impl Handlers {
-    pub fn new(store: Store) -> Self {
-        Handlers { store }
+    pub fn new(
+        store: Store,
+        js: jetstream::Context,
+        namespace: Namespace,
+        role_sync: Option<Arc<RoleSync>>,
+    ) -> Self {
+        Handlers {
+            store,
+            js,
+            namespace,
+            role_sync,
+        }
+    }
+
+    /// Decodes and handles one message by its subject.
+    pub async fn handle_message(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        delivery: &Delivery,
+    ) -> Result<(), HandlerError> {
+        let contract = self.namespace.strip(subject).unwrap_or(subject);
+        if contract == wire::subjects::ELIGIBILITY_CHECK {
+            let check = EligibilityCheck::from_json(payload).map_err(|e| {
+                HandlerError::Permanent(format!("undecodable eligibility check: {e}"))
+            })?;
+            return eligibility::check(self, &check).await;
+        }
+        let envelope = Envelope::from_json(payload)
+            .map_err(|e| HandlerError::Permanent(format!("undecodable envelope: {e}")))?;
+        self.handle(&envelope, delivery).await
     }
 
     pub async fn handle(
@@ -33,7 +69,13 @@ impl Handlers {
                 Ok(())
             }
             Payload::MemberJoin(_) | Payload::MemberUpdate(_) | Payload::MemberLeave(_) => {
-                membership::member_event(&self.store, envelope, delivery).await
+                let applied = membership::member_event(&self.store, envelope, delivery).await?;
+                if applied && matches!(envelope.payload, Payload::MemberJoin(_)) {
+                    // A new member may already qualify: check them ahead of
+                    // the periodic scan (which would also catch them).
+                    eligibility::request(self, envelope, "member.join").await;
+                }
+                Ok(())
             }
             Payload::InteractionCreate(_) => Err(HandlerError::Permanent(
                 "interactions are not handled by this worker version".into(),

@@ -17,6 +17,7 @@ pub struct Harness {
     pub js: jetstream::Context,
     pub ns: Namespace,
     pub config: WorkerConfig,
+    pub role_sync: Option<std::sync::Arc<worker::sync::RoleSync>>,
     worker: Option<(
         CancellationToken,
         tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
@@ -55,6 +56,7 @@ impl Harness {
             js,
             ns,
             config,
+            role_sync: None,
             worker: None,
         }
     }
@@ -65,6 +67,7 @@ impl Harness {
             self.config.clone(),
             self.js.clone(),
             self.store.clone(),
+            self.role_sync.clone(),
             token.clone(),
         ));
         self.worker = Some((token, handle));
@@ -83,6 +86,30 @@ impl Harness {
         if let Some((_, handle)) = self.worker.take() {
             handle.abort();
         }
+    }
+
+    /// Syncs roles through `api_url` (the simulator's REST) with chain
+    /// `testchain` read from `chain_url`.
+    pub fn enable_role_sync(
+        &mut self,
+        api_url: &str,
+        chain_url: url::Url,
+        config: worker::sync::RoleSyncConfig,
+    ) {
+        let mut chain = eligibility::ChainConfig::new(vec![chain_url]);
+        chain.timeout_ms = 500;
+        chain.breaker.failure_threshold = 1000;
+        let evaluator = eligibility::Evaluator::new(&eligibility::EligibilityConfig {
+            chains: [("testchain".to_owned(), chain)].into_iter().collect(),
+        })
+        .unwrap();
+        let discord = worker::discord::Discord::new("test-token", Some(api_url), 8).unwrap();
+        self.role_sync = Some(std::sync::Arc::new(worker::sync::RoleSync::new(
+            self.store.clone(),
+            std::sync::Arc::new(evaluator),
+            discord,
+            config,
+        )));
     }
 
     /// Publishes to JetStream with the envelope id as Nats-Msg-Id.
@@ -211,6 +238,16 @@ pub fn guild_join(guild: u64, session: &str, seq: u64) -> Envelope {
 }
 
 pub fn member_join(guild: u64, user: u64, session: &str, seq: u64) -> Envelope {
+    member_join_with_roles(guild, user, session, seq, vec![5])
+}
+
+pub fn member_join_with_roles(
+    guild: u64,
+    user: u64,
+    session: &str,
+    seq: u64,
+    roles: Vec<u64>,
+) -> Envelope {
     Envelope::for_dispatch(
         0,
         session,
@@ -218,7 +255,7 @@ pub fn member_join(guild: u64, user: u64, session: &str, seq: u64) -> Envelope {
         1_700_000_000_000 + seq as i64,
         Payload::MemberJoin(payload::MemberJoin {
             username: format!("user{user}"),
-            roles: vec![Snowflake(5)],
+            roles: roles.into_iter().map(Snowflake).collect(),
             joined_at: Some(1_700_000_000_000),
             ..Default::default()
         }),

@@ -1,0 +1,93 @@
+use chrono::{DateTime, Utc};
+use tokio_postgres::{types::Type, Row};
+use uuid::Uuid;
+
+use super::col;
+use crate::{Snowflake, StoreError, TenantTx};
+
+/// What one rule last decided for one member.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoleGrant {
+    pub profile_id: Uuid,
+    pub rule_id: Uuid,
+    pub role_discord_id: Snowflake,
+    /// `None` until a decision was ever reached.
+    pub eligible: Option<bool>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub detail: String,
+    pub checked_at: DateTime<Utc>,
+}
+
+impl RoleGrant {
+    fn from_row(row: &Row) -> Result<Self, StoreError> {
+        Ok(RoleGrant {
+            profile_id: col(row, "profile_id")?,
+            rule_id: col(row, "rule_id")?,
+            role_discord_id: Snowflake::from_db(col(row, "role_discord_id")?)?,
+            eligible: col(row, "eligible")?,
+            failing_since: col(row, "failing_since")?,
+            detail: col(row, "detail")?,
+            checked_at: col(row, "checked_at")?,
+        })
+    }
+}
+
+const COLUMNS: &str =
+    "profile_id, rule_id, role_discord_id, eligible, failing_since, detail, checked_at";
+
+pub struct RoleGrants<'t> {
+    tx: &'t TenantTx,
+}
+
+impl<'t> RoleGrants<'t> {
+    pub(crate) fn new(tx: &'t TenantTx) -> Self {
+        RoleGrants { tx }
+    }
+
+    /// Every rule decision recorded for these profiles.
+    pub async fn for_profiles(&self, profiles: &[Uuid]) -> Result<Vec<RoleGrant>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM role_grants WHERE community_id = $1 AND profile_id = ANY($2)"
+        );
+        self.tx
+            .query(
+                "reading role grants",
+                &sql,
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&profiles, Type::UUID_ARRAY),
+                ],
+            )
+            .await?
+            .iter()
+            .map(RoleGrant::from_row)
+            .collect()
+    }
+
+    /// Records a decision (insert or replace).
+    pub async fn record(&self, grant: &RoleGrant) -> Result<(), StoreError> {
+        self.tx
+            .query(
+                "recording a role grant",
+                "INSERT INTO role_grants
+                    (community_id, profile_id, rule_id, role_discord_id, eligible, failing_since, detail, checked_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (community_id, profile_id, rule_id) DO UPDATE
+                    SET role_discord_id = excluded.role_discord_id, eligible = excluded.eligible,
+                        failing_since = excluded.failing_since, detail = excluded.detail,
+                        checked_at = excluded.checked_at",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&grant.profile_id, Type::UUID),
+                    (&grant.rule_id, Type::UUID),
+                    (&grant.role_discord_id.as_i64(), Type::INT8),
+                    (&grant.eligible, Type::BOOL),
+                    (&grant.failing_since, Type::TIMESTAMPTZ),
+                    (&grant.detail, Type::TEXT),
+                    (&grant.checked_at, Type::TIMESTAMPTZ),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! Discord's REST API, for role changes and interaction replies.
+//!
+//! twilight-http keeps every request within Discord's rate limits (it queues
+//! per route bucket and honours the global limit). On top of that, role
+//! changes go through two lanes: interactive work (a member's own `/check`,
+//! a new join) is always taken before bulk re-checks, so a community-wide
+//! re-check cannot make a waiting member wait behind thousands of others.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use twilight_http::Client;
+use twilight_model::id::Id;
+use wire::check::CheckPriority;
+
+/// A role to add or remove.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleChange {
+    pub guild_id: u64,
+    pub user_id: u64,
+    pub role_id: u64,
+    pub add: bool,
+    /// Shown in the guild's audit log.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DiscordError {
+    #[error("invalid Discord setting {setting}: {reason}")]
+    Config {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("Discord refused {what}: {reason}")]
+    Request { what: String, reason: String },
+    #[error("the Discord request queue is closed (shutting down)")]
+    Closed,
+}
+
+type Job = (RoleChange, oneshot::Sender<Result<(), DiscordError>>);
+
+/// A REST client with prioritised role changes. Cheap to clone.
+#[derive(Clone)]
+pub struct Discord {
+    http: Arc<Client>,
+    interactive: mpsc::Sender<Job>,
+    bulk: mpsc::Sender<Job>,
+}
+
+impl Discord {
+    /// `api_url` overrides Discord's API host (the simulator's, in tests
+    /// and the demo); production leaves it unset. At most `in_flight` role
+    /// changes are sent at once.
+    pub fn new(token: &str, api_url: Option<&str>, in_flight: usize) -> Result<Self, DiscordError> {
+        if token.trim().is_empty() {
+            return Err(DiscordError::Config {
+                setting: "DISCORD_TOKEN",
+                reason: "is empty".into(),
+            });
+        }
+        let mut builder = Client::builder().token(token.to_owned());
+        if let Some(url) = api_url {
+            let (use_http, host) = if let Some(host) = url.strip_prefix("http://") {
+                (true, host)
+            } else if let Some(host) = url.strip_prefix("https://") {
+                (false, host)
+            } else {
+                return Err(DiscordError::Config {
+                    setting: "DISCORD_API_URL",
+                    reason: format!("{url:?} must start with http:// or https://"),
+                });
+            };
+            builder = builder.proxy(host.trim_end_matches('/').to_owned(), use_http);
+        }
+        let http = Arc::new(builder.build());
+        let (interactive, interactive_rx) = mpsc::channel(1024);
+        let (bulk, bulk_rx) = mpsc::channel(1024);
+        tokio::spawn(dispatch(
+            http.clone(),
+            interactive_rx,
+            bulk_rx,
+            in_flight.max(1),
+        ));
+        Ok(Discord {
+            http,
+            interactive,
+            bulk,
+        })
+    }
+
+    /// The underlying client, for interaction replies (which have their own
+    /// deadline and bypass the role lanes).
+    pub fn http(&self) -> &Client {
+        &self.http
+    }
+
+    /// Adds or removes a role, waiting in the lane of `priority`.
+    pub async fn change_role(
+        &self,
+        change: RoleChange,
+        priority: CheckPriority,
+    ) -> Result<(), DiscordError> {
+        let (tx, rx) = oneshot::channel();
+        let lane = match priority {
+            CheckPriority::Interactive => &self.interactive,
+            CheckPriority::Bulk => &self.bulk,
+        };
+        lane.send((change, tx))
+            .await
+            .map_err(|_| DiscordError::Closed)?;
+        rx.await.map_err(|_| DiscordError::Closed)?
+    }
+}
+
+async fn dispatch(
+    http: Arc<Client>,
+    mut interactive: mpsc::Receiver<Job>,
+    mut bulk: mpsc::Receiver<Job>,
+    in_flight: usize,
+) {
+    let permits = Arc::new(Semaphore::new(in_flight));
+    loop {
+        // Wait for capacity first, so the choice of lane is made at the
+        // moment a request can actually go out.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let job = tokio::select! {
+            biased;
+            Some(job) = interactive.recv() => job,
+            Some(job) = bulk.recv() => job,
+            else => return,
+        };
+        let http = http.clone();
+        tokio::spawn(async move {
+            let (change, reply) = job;
+            let _ = reply.send(send(&http, &change).await);
+            drop(permit);
+        });
+    }
+}
+
+async fn send(http: &Client, change: &RoleChange) -> Result<(), DiscordError> {
+    use twilight_http::request::AuditLogReason;
+    let (guild, user, role) = match (
+        Id::new_checked(change.guild_id),
+        Id::new_checked(change.user_id),
+        Id::new_checked(change.role_id),
+    ) {
+        (Some(g), Some(u), Some(r)) => (g, u, r),
+        _ => {
+            return Err(DiscordError::Request {
+                what: "a role change".into(),
+                reason: "an id of 0".into(),
+            })
+        }
+    };
+    let what = format!(
+        "{} role {} for user {} in guild {}",
+        if change.add { "adding" } else { "removing" },
+        change.role_id,
+        change.user_id,
+        change.guild_id
+    );
+    let result = if change.add {
+        http.add_guild_member_role(guild, user, role)
+            .reason(&change.reason)
+            .await
+            .map(|_| ())
+    } else {
+        http.remove_guild_member_role(guild, user, role)
+            .reason(&change.reason)
+            .await
+            .map(|_| ())
+    };
+    metrics::counter!("worker_role_changes_total", "op" => if change.add { "add" } else { "remove" }, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
+    result.map_err(|e| DiscordError::Request {
+        what,
+        reason: e.to_string(),
+    })
+}

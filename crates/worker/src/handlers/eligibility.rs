@@ -1,0 +1,88 @@
+//! `eligibility.check`: re-evaluate one member or a whole community.
+
+use async_nats::HeaderMap;
+use store::Snowflake;
+use wire::{
+    check::{CheckPriority, EligibilityCheck},
+    Envelope,
+};
+
+use super::{membership::community_of, Handlers};
+use crate::HandlerError;
+
+pub(super) async fn check(
+    handlers: &Handlers,
+    check: &EligibilityCheck,
+) -> Result<(), HandlerError> {
+    let Some(sync) = &handlers.role_sync else {
+        tracing::warn!(reason = %check.reason, "eligibility check received but role sync is not configured (DISCORD_TOKEN, CHAINS)");
+        return Ok(());
+    };
+    let guild =
+        Snowflake::new(check.guild_id.get()).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+    let tenant = community_of(&handlers.store, guild).await?;
+    match check.user_id {
+        Some(user) => {
+            let user =
+                Snowflake::new(user.get()).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+            let report = sync
+                .check_member(tenant, guild, user, check.priority, &check.reason)
+                .await?;
+            if report.failed_changes > 0 {
+                return Err(HandlerError::Transient(format!(
+                    "{} role change(s) failed for user {user}: {}",
+                    report.failed_changes,
+                    report.first_error.unwrap_or_default()
+                )));
+            }
+        }
+        None => {
+            // The whole community (a rule changed): make everyone due now;
+            // the periodic scan works through them in bulk.
+            let tx = handlers.store.begin(tenant).await?;
+            let n = tx.profiles().mark_all_due().await?;
+            tx.commit().await?;
+            tracing::info!(%guild, members = n, reason = %check.reason, "community marked for re-check");
+        }
+    }
+    Ok(())
+}
+
+/// Asks for an interactive check of the envelope's member. Best effort: if
+/// it cannot be published, the periodic scan still reaches the member (a
+/// new profile is due immediately).
+pub(super) async fn request(handlers: &Handlers, envelope: &Envelope, reason: &str) {
+    if handlers.role_sync.is_none() {
+        return;
+    }
+    let (Some(guild_id), Some(user_id)) = (envelope.guild_id, envelope.user_id) else {
+        return;
+    };
+    let check = EligibilityCheck {
+        // Derived from the event, so a redelivered event asks only once
+        // within JetStream's duplicate window.
+        id: format!("check:{}", envelope.id.as_str()),
+        guild_id,
+        user_id: Some(user_id),
+        reason: reason.to_owned(),
+        priority: CheckPriority::Interactive,
+        requested_at: envelope.occurred_at,
+    };
+    let Ok(body) = check.to_json() else { return };
+    let mut headers = HeaderMap::new();
+    headers.insert(wire::subjects::headers::MSG_ID, check.id.as_str());
+    let subject = handlers
+        .namespace
+        .subject(wire::subjects::ELIGIBILITY_CHECK);
+    let published = match handlers
+        .js
+        .publish_with_headers(subject, headers, body.into())
+        .await
+    {
+        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = published {
+        tracing::warn!(error = %e, "could not request an eligibility check; the periodic scan will do it");
+    }
+}

@@ -1,0 +1,336 @@
+//! Eligibility → Discord roles.
+//!
+//! For each member checked: evaluate the community's rules, then for every
+//! enabled rule with a role, compare what the rule decided with what the
+//! member holds in Discord, and write only the differences. Roles that no
+//! rule manages are never touched. A role is removed only after the member
+//! has failed its rule for the whole grace period, and an undecided outcome
+//! (a chain outage) changes nothing, so a flapping provider strips no one.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use eligibility::{Evaluator, Freshness, MemberFacts, Outcome, RuleDef, RuleSet};
+use serde_json::json;
+use store::{
+    repo::{AuditEntry, EligibilityRule, Profile, RoleGrant},
+    Snowflake, Store, TenantId,
+};
+use uuid::Uuid;
+use wire::check::CheckPriority;
+
+use crate::{
+    discord::{Discord, RoleChange},
+    HandlerError,
+};
+
+#[derive(Clone, Debug)]
+pub struct RoleSyncConfig {
+    /// How long a member must keep failing a rule before its role goes.
+    pub grace: Duration,
+    /// How often every member is re-checked.
+    pub recheck_period: Duration,
+    /// How often each worker looks for members due a re-check.
+    pub scan_interval: Duration,
+    /// Members claimed per community per scan transaction.
+    pub scan_batch: i64,
+}
+
+impl Default for RoleSyncConfig {
+    fn default() -> Self {
+        RoleSyncConfig {
+            grace: Duration::from_secs(24 * 3600),
+            recheck_period: Duration::from_secs(6 * 3600),
+            scan_interval: Duration::from_secs(10),
+            scan_batch: 500,
+        }
+    }
+}
+
+/// What one check did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    pub members: usize,
+    pub granted: usize,
+    pub removed: usize,
+    pub failed_changes: usize,
+    /// The first failure, for the retry/dead-letter reason.
+    pub first_error: Option<String>,
+}
+
+pub struct RoleSync {
+    store: Store,
+    evaluator: Arc<Evaluator>,
+    discord: Discord,
+    config: RoleSyncConfig,
+}
+
+impl RoleSync {
+    pub fn new(
+        store: Store,
+        evaluator: Arc<Evaluator>,
+        discord: Discord,
+        config: RoleSyncConfig,
+    ) -> Self {
+        RoleSync {
+            store,
+            evaluator,
+            discord,
+            config,
+        }
+    }
+
+    pub fn discord(&self) -> &Discord {
+        &self.discord
+    }
+
+    pub fn scan_interval(&self) -> Duration {
+        self.config.scan_interval
+    }
+
+    /// Checks one member now.
+    pub async fn check_member(
+        &self,
+        tenant: TenantId,
+        guild: Snowflake,
+        user: Snowflake,
+        priority: CheckPriority,
+        reason: &str,
+    ) -> Result<CheckReport, HandlerError> {
+        let tx = self.store.begin(tenant).await?;
+        let profile = tx.profiles().find_by_discord_user(user).await?;
+        tx.commit().await?;
+        let Some(profile) = profile.filter(|p| p.left_at.is_none()) else {
+            // Not (or no longer) a member: nothing to sync.
+            return Ok(CheckReport::default());
+        };
+        let freshness = match priority {
+            // A member is waiting on this answer: read the chain, not the cache.
+            CheckPriority::Interactive => Freshness::Fresh,
+            CheckPriority::Bulk => Freshness::Cached,
+        };
+        self.check_profiles(tenant, guild, vec![profile], priority, freshness, reason)
+            .await
+    }
+
+    /// One pass over every active community: claims members whose re-check
+    /// is due (pushing their next one a period ahead, so no other worker
+    /// takes them), then checks them in bulk.
+    pub async fn scan_due(&self) -> Result<CheckReport, HandlerError> {
+        let mut total = CheckReport::default();
+        for (tenant, guild) in self.store.directory().active_communities().await? {
+            loop {
+                let now = Utc::now();
+                let tx = self.store.begin(tenant).await?;
+                let due = tx.profiles().claim_due(now, self.config.scan_batch).await?;
+                if due.is_empty() {
+                    tx.commit().await?;
+                    break;
+                }
+                let schedule: Vec<(Uuid, DateTime<Utc>)> = due
+                    .iter()
+                    .map(|p| (p.id, self.next_check(tenant, p.discord_user_id, now)))
+                    .collect();
+                tx.profiles().schedule_checks(&schedule).await?;
+                tx.commit().await?;
+                let claimed = due.len();
+                let report = self
+                    .check_profiles(
+                        tenant,
+                        guild,
+                        due,
+                        CheckPriority::Bulk,
+                        Freshness::Cached,
+                        "periodic",
+                    )
+                    .await?;
+                total.members += report.members;
+                total.granted += report.granted;
+                total.removed += report.removed;
+                total.failed_changes += report.failed_changes;
+                if (claimed as i64) < self.config.scan_batch {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// When a member's next periodic re-check is due: spread over the
+    /// period by a hash of community and user, so members do not all come
+    /// due at once.
+    fn next_check(&self, tenant: TenantId, user: Snowflake, now: DateTime<Utc>) -> DateTime<Utc> {
+        let key = format!("{tenant}/{user}");
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        let next = eligibility::next_recheck_ms(key.as_bytes(), self.config.recheck_period, now_ms);
+        DateTime::from_timestamp_millis(i64::try_from(next).unwrap_or(i64::MAX))
+            .unwrap_or(now + self.config.recheck_period)
+    }
+
+    async fn check_profiles(
+        &self,
+        tenant: TenantId,
+        guild: Snowflake,
+        profiles: Vec<Profile>,
+        priority: CheckPriority,
+        freshness: Freshness,
+        reason: &str,
+    ) -> Result<CheckReport, HandlerError> {
+        // Read what we need, then let go of the connection while the chain
+        // is read: no transaction waits on the network.
+        let tx = self.store.begin(tenant).await?;
+        let rules = tx.rules().list_all().await?;
+        let ids: Vec<Uuid> = profiles.iter().map(|p| p.id).collect();
+        let grants = tx.role_grants().for_profiles(&ids).await?;
+        tx.commit().await?;
+
+        let managed: Vec<&EligibilityRule> = rules.iter().filter(|r| r.enabled).collect();
+        let mut report = CheckReport {
+            members: profiles.len(),
+            ..CheckReport::default()
+        };
+        if managed.is_empty() {
+            return Ok(report);
+        }
+        let rule_set = RuleSet::new(rules.iter().filter_map(|r| {
+            RuleDef::parse(
+                r.id,
+                r.enabled,
+                r.rule_type.as_str(),
+                r.chain.as_deref(),
+                r.contract_address.as_ref().map(|a| a.as_str()),
+                &r.parameters,
+            )
+            .map_err(|e| tracing::warn!(rule = %r.id, error = %e, "stored rule no longer validates; it decides nothing"))
+            .ok()
+        }));
+        let facts: Vec<MemberFacts> = profiles
+            .iter()
+            .map(|p| MemberFacts {
+                wallet: p
+                    .wallet_address
+                    .as_ref()
+                    .and_then(|w| eligibility::parse_address(w.as_str()).ok()),
+                score: p.score,
+            })
+            .collect();
+        let evaluations = self
+            .evaluator
+            .evaluate_many(&rule_set, &facts, freshness)
+            .await;
+        let previous: HashMap<(Uuid, Uuid), &RoleGrant> = grants
+            .iter()
+            .map(|g| ((g.profile_id, g.rule_id), g))
+            .collect();
+
+        let now = Utc::now();
+        let grace = chrono::Duration::from_std(self.config.grace).unwrap_or(chrono::Duration::MAX);
+        let mut writes = Vec::new();
+        for (profile, evaluation) in profiles.iter().zip(&evaluations) {
+            let mut roles = profile.role_ids.clone();
+            let mut grant_rows = Vec::new();
+            let mut audits = Vec::new();
+            for rule in &managed {
+                let Some(decided) = evaluation.get(rule.id) else {
+                    continue;
+                };
+                let role = rule.role_discord_id;
+                let holds = roles.contains(&role);
+                let before = previous.get(&(profile.id, rule.id));
+                let (eligible, failing_since, change) = match &decided.outcome {
+                    // Undecided: change nothing, record nothing.
+                    Outcome::Unknown { .. } => continue,
+                    Outcome::Eligible => (true, None, (!holds).then_some(true)),
+                    Outcome::NotEligible => {
+                        let since = before
+                            .filter(|g| g.eligible == Some(false))
+                            .and_then(|g| g.failing_since)
+                            .unwrap_or(now);
+                        let expired = now - since >= grace;
+                        (false, Some(since), (holds && expired).then_some(false))
+                    }
+                };
+                if let Some(add) = change {
+                    let result = self
+                        .discord
+                        .change_role(
+                            RoleChange {
+                                guild_id: guild.get(),
+                                user_id: profile.discord_user_id.get(),
+                                role_id: role.get(),
+                                add,
+                                reason: format!("Gatehouse rule {}: {}", rule.id, decided.detail),
+                            },
+                            priority,
+                        )
+                        .await;
+                    match result {
+                        Ok(()) => {
+                            if add {
+                                roles.push(role);
+                                report.granted += 1;
+                            } else {
+                                roles.retain(|r| *r != role);
+                                report.removed += 1;
+                            }
+                            audits.push(
+                                AuditEntry::system(if add {
+                                    "role.granted"
+                                } else {
+                                    "role.removed"
+                                })
+                                .target("profile", profile.id.to_string())
+                                .metadata(json!({
+                                    "rule_id": rule.id,
+                                    "role_id": role.to_string(),
+                                    "discord_user_id": profile.discord_user_id.to_string(),
+                                    "detail": decided.detail,
+                                    "reason": reason,
+                                })),
+                            );
+                        }
+                        Err(e) => {
+                            report.failed_changes += 1;
+                            report.first_error.get_or_insert_with(|| e.to_string());
+                            tracing::warn!(error = %e, "role change failed; the next check retries it");
+                            // Record nothing for this rule: the next check
+                            // sees the same difference and tries again.
+                            continue;
+                        }
+                    }
+                }
+                grant_rows.push(RoleGrant {
+                    profile_id: profile.id,
+                    rule_id: rule.id,
+                    role_discord_id: role,
+                    eligible: Some(eligible),
+                    failing_since,
+                    detail: decided.detail.clone(),
+                    checked_at: now,
+                });
+            }
+            let roles_changed = roles != profile.role_ids;
+            writes.push((
+                profile.discord_user_id,
+                roles_changed.then_some(roles),
+                grant_rows,
+                audits,
+            ));
+        }
+
+        let tx = self.store.begin(tenant).await?;
+        for (user, roles, grant_rows, audits) in &writes {
+            for grant in grant_rows {
+                tx.role_grants().record(grant).await?;
+            }
+            if let Some(roles) = roles {
+                tx.profiles().set_roles(*user, roles).await?;
+            }
+            for entry in audits {
+                tx.audit().append(entry).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,274 @@
+//! Eligibility → roles: the worker evaluates rules against a fake chain and
+//! syncs roles through the simulator's REST API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{guild_join, member_join_with_roles, Harness};
+use discord_sim::{GuildsSpec, SimConfig, Simulator};
+use eligibility::{
+    fake_chain::{FakeChain, FakeContract, Fault},
+    Address, U256,
+};
+use serde_json::json;
+use store::{repo::NewRule, repo::RuleType, Snowflake, WalletAddress};
+use worker::sync::RoleSyncConfig;
+
+const CONTRACT: &str = "0x00000000000000000000000000000000000c0de1";
+
+fn wallet(n: u8) -> String {
+    format!("0x{}", format!("{n:02x}").repeat(20))
+}
+
+async fn roles_of(sim: &Simulator, guild: u64, user: u64) -> Vec<u64> {
+    sim.control().member(guild, user).unwrap().roles
+}
+
+/// Polls the simulator until `user` holds (or lacks) `role`.
+async fn wait_for_role(sim: &Simulator, guild: u64, user: u64, role: u64, held: bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if roles_of(sim, guild, user).await.contains(&role) == held {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn check_now(h: &Harness, guild: u64, user: u64, n: u32) {
+    let check = wire::check::EligibilityCheck {
+        id: format!("test-check-{guild}-{user}-{n}"),
+        guild_id: wire::Snowflake(guild),
+        user_id: Some(wire::Snowflake(user)),
+        reason: "test".into(),
+        priority: wire::check::CheckPriority::Interactive,
+        requested_at: 0,
+    };
+    h.js.publish(
+        h.ns.subject(wire::subjects::ELIGIBILITY_CHECK),
+        check.to_json().unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() {
+    let sim = Simulator::start(SimConfig {
+        token: "test-token".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let ids = sim.control().create_guilds(&GuildsSpec {
+        count: 2,
+        members_per_guild: 4,
+        roles_per_guild: 2,
+    });
+    let (ga, gb) = (ids[0], ids[1]);
+    let info_a = sim.control().guild(ga).unwrap();
+    let info_b = sim.control().guild(gb).unwrap();
+    // role_ids[0] is @everyone (the guild's own id), which cannot be granted.
+    let (gated_a, unmanaged_a) = (info_a.role_ids[1], info_a.role_ids[2]);
+    let gated_b = info_b.role_ids[1];
+    let members_a: Vec<u64> = sim
+        .control()
+        .members(ga)
+        .unwrap()
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+    let members_b: Vec<u64> = sim
+        .control()
+        .members(gb)
+        .unwrap()
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+
+    let chain = FakeChain::start().await.unwrap();
+    let contract: Address = CONTRACT.parse().unwrap();
+    chain.deploy(contract, FakeContract::Erc20);
+
+    let mut h = Harness::new("worker_roles").await;
+    h.enable_role_sync(
+        &sim.api_url(),
+        chain.url(),
+        RoleSyncConfig {
+            grace: Duration::ZERO,
+            recheck_period: Duration::from_secs(3600),
+            scan_interval: Duration::from_secs(3600),
+            scan_batch: 100,
+        },
+    );
+    h.start_worker();
+    h.publish(&guild_join(ga, "s", 1)).await;
+    h.publish(&guild_join(gb, "s", 2)).await;
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM communities", 2)
+            .await,
+        2
+    );
+
+    // Both communities gate a role on the same contract, at different
+    // thresholds: 10 in A, 1000 in B.
+    for (guild, role, min) in [(ga, gated_a, "10"), (gb, gated_b, "1000")] {
+        let tenant = h
+            .store
+            .directory()
+            .resolve_guild(Snowflake::new(guild).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let tx = h.store.begin(tenant).await.unwrap();
+        tx.rules()
+            .create(&NewRule {
+                chain: Some("testchain".into()),
+                contract_address: Some(WalletAddress::parse(CONTRACT).unwrap()),
+                rule_type: RuleType::TokenBalance,
+                parameters: json!({"min_balance": min}),
+                role_discord_id: Snowflake::new(role).unwrap(),
+                tier_mapping: None,
+                priority: 0,
+                enabled: true,
+            })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    // Balances: A's members 0,1,3 hold 100; member 2 holds 5. B's member 0 holds 100.
+    let balances = [100u64, 100, 5, 100];
+    for (i, balance) in balances.iter().enumerate() {
+        chain.set_erc20_balance(
+            contract,
+            wallet(i as u8 + 1).parse().unwrap(),
+            U256::from(*balance),
+        );
+    }
+    chain.set_erc20_balance(contract, wallet(50).parse().unwrap(), U256::from(100u64));
+
+    // Members join (member 2 already holds a role no rule manages).
+    sim.control()
+        .update_member(
+            ga,
+            members_a[2],
+            discord_sim::MemberPatch {
+                roles: Some(vec![unmanaged_a]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for (i, user) in members_a.iter().enumerate() {
+        let roles = if i == 2 { vec![unmanaged_a] } else { vec![] };
+        h.publish(&member_join_with_roles(
+            ga,
+            *user,
+            "s",
+            10 + i as u64,
+            roles,
+        ))
+        .await;
+    }
+    h.publish(&member_join_with_roles(gb, members_b[0], "s", 20, vec![]))
+        .await;
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM profiles", 5).await,
+        5
+    );
+    // Link wallets (member 1 of A links none).
+    for (guild, user, w) in [
+        (ga, members_a[0], wallet(1)),
+        (ga, members_a[2], wallet(3)),
+        (ga, members_a[3], wallet(4)),
+        (gb, members_b[0], wallet(50)),
+    ] {
+        let tenant = h
+            .store
+            .directory()
+            .resolve_guild(Snowflake::new(guild).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let tx = h.store.begin(tenant).await.unwrap();
+        tx.profiles()
+            .link_wallet(
+                Snowflake::new(user).unwrap(),
+                &WalletAddress::parse(&w).unwrap(),
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    for (n, user) in members_a.iter().enumerate() {
+        check_now(&h, ga, *user, n as u32).await;
+    }
+    check_now(&h, gb, members_b[0], 0).await;
+
+    for user in [members_a[0], members_a[3]] {
+        if !wait_for_role(&sim, ga, user, gated_a, true).await {
+            let admin = h.db.admin().await;
+            let grants: Option<String> = admin
+                .query_one("SELECT string_agg(coalesce(eligible::text, '?') || ' ' || detail, '; ') FROM role_grants", &[])
+                .await
+                .unwrap()
+                .get(0);
+            panic!(
+                "holder {user} without role; grants: {grants:?}; dead letters: {:?}",
+                h.dead_letters().await
+            );
+        }
+    }
+    // Meets A's threshold but not B's: independent results per community.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !roles_of(&sim, gb, members_b[0]).await.contains(&gated_b),
+        "B granted below its threshold"
+    );
+    assert!(
+        !roles_of(&sim, ga, members_a[1]).await.contains(&gated_a),
+        "no wallet, yet a role"
+    );
+    let m2 = roles_of(&sim, ga, members_a[2]).await;
+    assert!(!m2.contains(&gated_a), "balance 5 < 10, yet a role");
+    assert_eq!(
+        h.count("SELECT count(*) FROM audit_logs WHERE action = 'role.granted'")
+            .await,
+        2
+    );
+
+    // An RPC outage: nobody loses anything.
+    chain.set_fault(Fault::Unavailable);
+    chain.set_erc20_balance(contract, wallet(1).parse().unwrap(), U256::ZERO);
+    check_now(&h, ga, members_a[0], 100).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        roles_of(&sim, ga, members_a[0]).await.contains(&gated_a),
+        "an outage removed a role"
+    );
+
+    // Provider back, balance dropped: the role goes (grace period 0).
+    chain.set_fault(Fault::None);
+    check_now(&h, ga, members_a[0], 101).await;
+    assert!(
+        wait_for_role(&sim, ga, members_a[0], gated_a, false).await,
+        "balance drop kept the role"
+    );
+    // The role no rule manages was never touched.
+    assert!(m2.contains(&unmanaged_a));
+    assert!(roles_of(&sim, ga, members_a[2])
+        .await
+        .contains(&unmanaged_a));
+    assert_eq!(
+        h.count("SELECT count(*) FROM audit_logs WHERE action = 'role.removed'")
+            .await,
+        1
+    );
+    h.stop_worker().await;
+    sim.shutdown().await;
+}
