@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     bench::db::BenchDbArgs, logging::LogFormat, migrate::MigrateArgs, worker_cmd::WorkerArgs,
 };
+use crate::{gateway_cmd::GatewayArgs, sim_cmd::SimArgs};
 
 /// Gatehouse: token-gated Discord communities on Twilight, NATS JetStream and
 /// PostgreSQL.
@@ -24,6 +25,10 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Consume events from JetStream and apply them to tenant data.
     Worker(WorkerArgs),
+    /// Run Discord gateway shards and publish their events to JetStream.
+    Gateway(GatewayArgs),
+    /// Run the bundled Discord simulator (gateway + REST) until Ctrl-C.
+    Sim(SimArgs),
     /// Measure performance; prints a report and exits non-zero when a
     /// threshold fails.
     #[command(subcommand)]

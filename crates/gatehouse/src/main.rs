@@ -5,8 +5,10 @@
 mod bench;
 mod cli;
 mod db_args;
+mod gateway_cmd;
 mod logging;
 mod migrate;
+mod sim_cmd;
 mod worker_cmd;
 
 use std::process::ExitCode;
@@ -46,5 +48,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Bench(BenchCommand::Db(args)) => bench::db::run(args).await,
         Command::Worker(args) => worker_cmd::run(args).await,
+        Command::Gateway(args) => gateway_cmd::run(args).await,
+        Command::Sim(args) => sim_cmd::run(args).await,
     }
 }

@@ -253,6 +253,11 @@ impl Gateway {
         self.stop.send_replace(true);
     }
 
+    /// A handle that can stop the gateway from another task (a signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(Arc::clone(&self.stop))
+    }
+
     /// Waits until the gateway stops (after [`Gateway::stop`], or on its own
     /// after a fatal close code).
     pub async fn wait(&mut self) -> Result<Summary, GatewayError> {
@@ -268,6 +273,16 @@ impl Gateway {
     pub async fn shutdown(mut self) -> Result<Summary, GatewayError> {
         self.stop();
         self.wait().await
+    }
+}
+
+/// Stops a [`Gateway`] from elsewhere; cheap to clone.
+#[derive(Clone)]
+pub struct Stopper(Arc<watch::Sender<bool>>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.send_replace(true);
     }
 }
 

@@ -1,0 +1,241 @@
+//! `gatehouse gateway`: run the Discord gateway (a shard range) until
+//! SIGTERM/SIGINT. Configuration comes from an optional TOML file, then the
+//! environment and flags; see docs/gateway.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use gateway::{Gateway, GatewayConfig, GatewayError, Settings, Token};
+
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// Optional TOML config file (stream limits and everything below);
+    /// the environment and flags override it.
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Bot token. Prefer the environment (DISCORD_TOKEN, or DISCORD_BOT_TOKEN)
+    /// over the flag, which other users can see in the process list.
+    #[arg(long = "discord-token", env = "DISCORD_TOKEN", hide_env_values = true)]
+    pub discord_token: Option<String>,
+
+    /// Shards this process runs, FIRST-LAST inclusive (e.g. 0-24) [default: all].
+    #[arg(long, env = "SHARDS")]
+    pub shards: Option<String>,
+
+    /// Total shard count of the bot, or `auto` for Discord's recommendation
+    /// (GET /gateway/bot) [default: auto].
+    #[arg(long = "total-shards", env = "TOTAL_SHARDS")]
+    pub total_shards: Option<String>,
+
+    /// Gateway intents, names joined by `|` or the integer bits
+    /// [default: GUILDS|GUILD_MEMBERS].
+    #[arg(long, env = "INTENTS")]
+    pub intents: Option<String>,
+
+    /// NATS server(s) [default: nats://127.0.0.1:4222].
+    #[arg(long = "nats-url", env = "NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+
+    /// Prefix for stream names (NS_EVENTS), subjects (NS.events.…) and the
+    /// session bucket, to share one NATS between deployments [default: none].
+    #[arg(long = "nats-namespace", env = "NATS_NAMESPACE")]
+    pub nats_namespace: Option<String>,
+
+    /// Address of /healthz, /readyz and /metrics [default: 127.0.0.1:9100].
+    #[arg(long = "http-addr", env = "HTTP_ADDR")]
+    pub http_addr: Option<String>,
+
+    /// Gateway WebSocket base URL override, e.g. the simulator's
+    /// ws://127.0.0.1:PORT. Unset in production.
+    #[arg(long = "discord-gateway-url", env = "DISCORD_GATEWAY_URL")]
+    pub discord_gateway_url: Option<String>,
+
+    /// REST API base URL override, e.g. http://127.0.0.1:PORT. Unset in production.
+    #[arg(long = "discord-api-url", env = "DISCORD_API_URL")]
+    pub discord_api_url: Option<String>,
+
+    /// `discord` (Discord's identify rate limit) or `unlimited` (simulators
+    /// only) [default: discord].
+    #[arg(long = "identify-queue", env = "IDENTIFY_QUEUE")]
+    pub identify_queue: Option<String>,
+
+    /// Publishes awaiting a JetStream ack at once [default: 256].
+    #[arg(long = "publish-window", env = "PUBLISH_WINDOW")]
+    pub publish_window: Option<usize>,
+
+    /// Envelopes buffered before shards stop being read [default: 4096].
+    #[arg(long = "publish-buffer", env = "PUBLISH_BUFFER")]
+    pub publish_buffer: Option<usize>,
+
+    /// Wait for one JetStream ack before retrying [default: 5s].
+    #[arg(long = "publish-ack-timeout", env = "PUBLISH_ACK_TIMEOUT")]
+    pub publish_ack_timeout: Option<String>,
+
+    /// Budget for a graceful shutdown [default: 10s].
+    #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<String>,
+
+    /// EVENTS stream storage, `file` or `memory` [default: file].
+    #[arg(long = "events-storage", env = "EVENTS_STORAGE")]
+    pub events_storage: Option<String>,
+
+    /// EVENTS stream max age, e.g. 7d; 0 for none [default: 7d].
+    #[arg(long = "events-max-age", env = "EVENTS_MAX_AGE")]
+    pub events_max_age: Option<String>,
+
+    /// EVENTS stream max bytes, -1 for unlimited [default: -1].
+    #[arg(
+        long = "events-max-bytes",
+        env = "EVENTS_MAX_BYTES",
+        allow_negative_numbers = true
+    )]
+    pub events_max_bytes: Option<i64>,
+
+    /// COMMANDS stream storage, `file` or `memory` [default: file].
+    #[arg(long = "commands-storage", env = "COMMANDS_STORAGE")]
+    pub commands_storage: Option<String>,
+
+    /// COMMANDS stream max age [default: 7d].
+    #[arg(long = "commands-max-age", env = "COMMANDS_MAX_AGE")]
+    pub commands_max_age: Option<String>,
+
+    /// COMMANDS stream max bytes, -1 for unlimited [default: -1].
+    #[arg(
+        long = "commands-max-bytes",
+        env = "COMMANDS_MAX_BYTES",
+        allow_negative_numbers = true
+    )]
+    pub commands_max_bytes: Option<i64>,
+}
+
+impl GatewayArgs {
+    fn settings(&self) -> Settings {
+        let token = self
+            .discord_token
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| std::env::var("DISCORD_BOT_TOKEN").ok())
+            .map(Token::new);
+        let mut s = Settings {
+            discord_token: token,
+            shards: self.shards.clone(),
+            total_shards: self.total_shards.clone(),
+            intents: self.intents.clone(),
+            discord_gateway_url: self.discord_gateway_url.clone(),
+            discord_api_url: self.discord_api_url.clone(),
+            identify_queue: self.identify_queue.clone(),
+            nats_url: self.nats_url.clone(),
+            nats_namespace: self.nats_namespace.clone(),
+            http_addr: self.http_addr.clone(),
+            publish_window: self.publish_window,
+            publish_buffer: self.publish_buffer,
+            publish_ack_timeout: self.publish_ack_timeout.clone(),
+            shutdown_timeout: self.shutdown_timeout.clone(),
+            ..Settings::default()
+        };
+        s.streams.events.storage = self.events_storage.clone();
+        s.streams.events.max_age = self.events_max_age.clone();
+        s.streams.events.max_bytes = self.events_max_bytes;
+        s.streams.commands.storage = self.commands_storage.clone();
+        s.streams.commands.max_age = self.commands_max_age.clone();
+        s.streams.commands.max_bytes = self.commands_max_bytes;
+        s
+    }
+}
+
+/// `SHARDS` → `SHARDS (--shards)`: the variable and the flag that set it.
+/// File-only settings (`streams.events.retention`) are named as in the file.
+fn name_setting(setting: &str) -> String {
+    let is_env_name = setting
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c == '_' || c == '/');
+    if !is_env_name || setting.contains('/') {
+        return setting.to_owned();
+    }
+    let flag = setting.to_ascii_lowercase().replace('_', "-");
+    format!("{setting} (--{flag})")
+}
+
+fn explain(error: GatewayError) -> anyhow::Error {
+    match error {
+        GatewayError::Config(e) => {
+            anyhow::anyhow!("{}: {}", name_setting(&e.setting), e.problem)
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path)
+            .map_err(|e| anyhow::anyhow!("GATEWAY_CONFIG (--config): {e}"))?,
+        None => Settings::default(),
+    };
+    let config = GatewayConfig::from_settings(file.overlay(args.settings()))
+        .map_err(|e| explain(e.into()))?;
+    let mut gateway = Gateway::start(config).await.map_err(explain)?;
+
+    let stopper = gateway.stopper();
+    tokio::spawn(async move {
+        let first = shutdown_signal().await;
+        tracing::info!(
+            signal = first,
+            "shutting down: stop reading, flush, store sessions"
+        );
+        stopper.stop();
+        // A second signal means "now": skip the graceful part.
+        let second = shutdown_signal().await;
+        tracing::warn!(
+            signal = second,
+            "second signal: exiting without finishing the shutdown"
+        );
+        std::process::exit(130);
+    });
+
+    let summary = gateway.wait().await.map_err(explain)?;
+    tracing::info!(
+        published = summary.publish.published,
+        sessions_saved = summary.sessions_saved,
+        "gateway exited cleanly"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler");
+    let int = signal(SignalKind::interrupt()).context("installing the SIGINT handler");
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "falling back to Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_named_with_their_flag() {
+        assert_eq!(name_setting("SHARDS"), "SHARDS (--shards)");
+        assert_eq!(
+            name_setting("EVENTS_MAX_AGE"),
+            "EVENTS_MAX_AGE (--events-max-age)"
+        );
+        assert_eq!(
+            name_setting("streams.events.retention"),
+            "streams.events.retention"
+        );
+        assert_eq!(name_setting("SHARDS/TOTAL_SHARDS"), "SHARDS/TOTAL_SHARDS");
+    }
+}
