@@ -39,6 +39,9 @@ pub enum Command {
 pub enum BenchCommand {
     /// Load-test tenant transactions against the database (through PgBouncer).
     Db(BenchDbArgs),
+    /// One gateway process holding many simulated guilds: RSS and events/s
+    /// into JetStream.
+    Gateway(crate::bench::gateway::BenchGatewayArgs),
 }
 
 #[cfg(test)]

@@ -3,5 +3,6 @@
 //! anywhere in the project come from here, never from timed tests.
 
 pub mod db;
+pub mod gateway;
 mod load_profile;
 mod recorder;

@@ -1,0 +1,247 @@
+//! `gatehouse gateway` as a process: fatal Discord close codes end it with a
+//! message naming the setting; SIGTERM stops it cleanly and a new process
+//! resumes the sessions; the token never reaches a log line.
+
+#[path = "../../gateway/tests/common/mod.rs"]
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::nats::NatsServer;
+use common::*;
+use discord_sim::{GuildsSpec, ShardEvent, Simulator, TrafficMix, TrafficSpec};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+/// The gateway binary pointed at `sim` and `nats`, logging JSON at `debug`.
+fn gateway(sim: &Simulator, nats: &NatsServer, token: &str, extra: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    cmd.arg("gateway")
+        .env_remove("DISCORD_BOT_TOKEN")
+        .env_remove("GATEWAY_CONFIG")
+        .env("DISCORD_TOKEN", token)
+        .env("SHARDS", "0-1")
+        .env("TOTAL_SHARDS", "2")
+        .env("IDENTIFY_QUEUE", "unlimited")
+        .env("DISCORD_GATEWAY_URL", sim.gateway_url())
+        .env("DISCORD_API_URL", sim.api_url())
+        .env("NATS_URL", nats.url())
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// A running gateway whose output is drained as it comes: a child blocked on
+/// a full stderr pipe would stall.
+struct Running {
+    child: Child,
+    output: tokio::task::JoinHandle<String>,
+}
+
+fn launch(mut cmd: Command) -> Running {
+    let mut child = cmd.spawn().expect("gatehouse starts");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let output = tokio::spawn(async move {
+        let mut out = String::new();
+        let mut err = String::new();
+        let _ = tokio::join!(stdout.read_to_string(&mut out), stderr.read_to_string(&mut err));
+        out + &err
+    });
+    Running { child, output }
+}
+
+/// Waits for the gateway to exit (at most `within`) and returns its exit
+/// code and everything it printed.
+async fn finish(mut running: Running, within: Duration) -> (Option<i32>, String) {
+    let status = tokio::time::timeout(within, running.child.wait())
+        .await
+        .expect("the gateway exits in time")
+        .expect("wait for the gateway");
+    let output = running.output.await.expect("output read");
+    (status.code(), output)
+}
+
+fn error_line(output: &str) -> String {
+    output
+        .lines()
+        .rfind(|l| l.starts_with("error:"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn refused_with(token: &str, extra: &[(&str, &str)]) -> (Option<i32>, String) {
+    let nats = NatsServer::start();
+    let sim = simulator().await;
+    sim.control().create_guilds(&GuildsSpec::default());
+    let child = launch(gateway(&sim, &nats, token, extra));
+    let result = finish(child, Duration::from_secs(30)).await;
+    sim.shutdown().await;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_stops_the_gateway_naming_discord_token() {
+    let wrong = "not-the-token-7f3a9c";
+    let (code, output) = refused_with(wrong, &[]).await;
+    assert_eq!(code, Some(1), "{output}");
+    let line = error_line(&output);
+    assert!(
+        line.contains("DISCORD_TOKEN") && line.contains("4004"),
+        "{line}\n{output}"
+    );
+    assert!(!output.contains(wrong), "the token leaked: {output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disallowed_intents_stop_the_gateway_naming_intents() {
+    let (code, output) = refused_with(TOKEN, &[("INTENTS", "GUILDS|GUILD_PRESENCES")]).await;
+    assert_eq!(code, Some(1), "{output}");
+    let line = error_line(&output);
+    assert!(
+        line.contains("INTENTS") && line.contains("4014"),
+        "{line}\n{output}"
+    );
+    assert!(!output.contains(TOKEN), "the token leaked: {output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_is_one_line_naming_the_variable() {
+    let nats = NatsServer::start();
+    let sim = simulator().await;
+    let child = launch(gateway(&sim, &nats, TOKEN, &[("SHARDS", "0-x")]));
+    let (code, output) = finish(child, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        error_line(&output).starts_with("error: SHARDS (--shards):"),
+        "{output}"
+    );
+    let child = launch(gateway(&sim, &nats, "", &[]));
+    let (code, output) = finish(child, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        error_line(&output).contains("DISCORD_TOKEN (--discord-token): not set"),
+        "{output}"
+    );
+    sim.shutdown().await;
+}
+
+#[test]
+fn help_does_not_show_the_token() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["gateway", "--help"])
+        .env("DISCORD_TOKEN", "help-secret-123")
+        .env("NATS_URL", "nats://user:help-pass@127.0.0.1:4222")
+        .output()
+        .expect("gatehouse runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("DISCORD_TOKEN"), "{text}");
+    assert!(!text.contains("help-secret-123") && !text.contains("help-pass"), "{text}");
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+async fn http_ready(addr: std::net::SocketAddr) -> bool {
+    http_get(addr, "/readyz").await.0 == 200
+}
+
+fn sigterm(running: &Running) {
+    let pid = running
+        .child
+        .id().expect("running child").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
+    let nats = NatsServer::start();
+    let sim = simulator().await;
+    let control = sim.control();
+    let guilds = control.create_guilds(&GuildsSpec {
+        count: 6,
+        members_per_guild: 3,
+        roles_per_guild: 1,
+    });
+    let addr = free_addr().to_string();
+    let first = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
+    let http = addr.parse().expect("address");
+    assert!(
+        eventually(WAIT, || http_ready(http)).await,
+        "first gateway never ready"
+    );
+
+    // A steady stream of member events that goes on across the restart.
+    let traffic = control.start_traffic(TrafficSpec {
+        events: 600,
+        rate_per_second: Some(300.0),
+        mix: TrafficMix {
+            member_join: 2,
+            member_leave: 1,
+            member_update: 2,
+            interaction: 0,
+        },
+        guilds: guilds.clone(),
+        ..TrafficSpec::default()
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    sigterm(&first);
+    let stopping = Instant::now();
+    let (code, first_output) = finish(first, Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{first_output}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        stopping.elapsed()
+    );
+    assert!(
+        first_output.contains("session stored for the next process"),
+        "{first_output}"
+    );
+
+    let second = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
+    assert!(
+        eventually(WAIT, || http_ready(http)).await,
+        "second gateway never ready"
+    );
+    let report = traffic.wait().await;
+    assert!(report.emitted > 0);
+    assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
+    for shard in 0..2 {
+        let t = control.transcript(shard);
+        assert_eq!(t.identifies, 1, "shard {shard} identified again: {:?}", t.events);
+        assert!(
+            t.events
+                .iter()
+                .any(|e| matches!(e, ShardEvent::Resumed { .. })),
+            "shard {shard} did not resume: {:?}",
+            t.events
+        );
+    }
+    sigterm(&second);
+    let (code, second_output) = finish(second, Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{second_output}");
+    for output in [&first_output, &second_output] {
+        assert!(!output.contains(TOKEN), "the token leaked into the logs");
+        assert!(
+            output.lines().all(|l| l.starts_with('{')),
+            "every log line is JSON: {output}"
+        );
+    }
+    sim.shutdown().await;
+}
