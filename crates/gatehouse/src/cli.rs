@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::{
+    demo::DemoArgs,
     bench::db::BenchDbArgs, logging::LogFormat, migrate::MigrateArgs, worker_cmd::WorkerArgs,
 };
 use crate::{gateway_cmd::GatewayArgs, sim_cmd::SimArgs};
@@ -25,6 +26,9 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Consume events from JetStream and apply them to tenant data.
     Worker(WorkerArgs),
+    /// Run everything on this machine: simulator → gateway → NATS → worker
+    /// → PostgreSQL and back, with live progress and a summary.
+    Demo(DemoArgs),
     /// Run Discord gateway shards and publish their events to JetStream.
     Gateway(GatewayArgs),
     /// Run the bundled Discord simulator (gateway + REST) until Ctrl-C.

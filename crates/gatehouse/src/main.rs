@@ -5,6 +5,7 @@
 mod bench;
 mod cli;
 mod db_args;
+mod demo;
 mod gateway_cmd;
 mod logging;
 mod migrate;
@@ -49,6 +50,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Db(args)) => bench::db::run(args).await,
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway::run(args).await,
         Command::Worker(args) => worker_cmd::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
         Command::Sim(args) => sim_cmd::run(args).await,
     }

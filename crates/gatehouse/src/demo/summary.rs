@@ -1,0 +1,294 @@
+//! Live progress and the closing summary of the demo, both read from the
+//! database (as the runtime role, one tenant transaction per community) and
+//! checked against the simulator.
+
+use std::collections::{BTreeMap, HashSet};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use store::{Snowflake, Store, Type};
+
+use super::scenario::{Community, TrafficReport, World};
+
+/// Counters across all communities.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub profiles: u64,
+    pub wallets: u64,
+    pub granted: u64,
+    pub removed: u64,
+    pub badges: u64,
+    pub dead_letters: u64,
+    /// Messages the worker has not finished, per stream.
+    pub events_pending: u64,
+    pub checks_pending: u64,
+}
+
+impl Snapshot {
+    /// Settled: the worker has finished every message it was given.
+    pub fn settled(&self) -> bool {
+        self.events_pending == 0 && self.checks_pending == 0
+    }
+}
+
+const COUNTS: &str = "SELECT
+    (SELECT count(*) FROM profiles WHERE community_id = $1),
+    (SELECT count(*) FROM profiles WHERE community_id = $1 AND wallet_address IS NOT NULL),
+    (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.granted'),
+    (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.removed'),
+    (SELECT count(*) FROM badge_awards WHERE community_id = $1)";
+
+pub async fn snapshot(
+    store: &Store,
+    communities: &[Community],
+    world: &World,
+) -> anyhow::Result<Snapshot> {
+    let mut s = Snapshot::default();
+    for c in communities {
+        let tx = store.begin(c.tenant).await?;
+        let row = tx
+            .query_one("counting demo progress", COUNTS, &[(c.tenant.as_uuid(), Type::UUID)])
+            .await?;
+        tx.commit().await?;
+        s.profiles += row.get::<_, i64>(0) as u64;
+        s.wallets += row.get::<_, i64>(1) as u64;
+        s.granted += row.get::<_, i64>(2) as u64;
+        s.removed += row.get::<_, i64>(3) as u64;
+        s.badges += row.get::<_, i64>(4) as u64;
+    }
+    s.dead_letters = dead_letters(world).await.values().sum();
+    s.events_pending = world.pending(&wire::subjects::EVENTS).await;
+    s.checks_pending = world.pending(&wire::subjects::ELIGIBILITY).await;
+    Ok(s)
+}
+
+/// Dead letters per guild id (0 for ones without a readable guild).
+async fn dead_letters(world: &World) -> BTreeMap<u64, u64> {
+    use futures::StreamExt;
+    let mut out = BTreeMap::new();
+    let Ok(stream) = world.jetstream().get_stream(world.dead_letter_stream()).await else {
+        return out;
+    };
+    let Ok(consumer) = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            inactive_threshold: std::time::Duration::from_secs(5),
+            ..Default::default()
+        })
+        .await
+    else {
+        return out;
+    };
+    let Ok(mut batch) = consumer
+        .fetch()
+        .max_messages(10_000)
+        .expires(std::time::Duration::from_millis(200))
+        .messages()
+        .await
+    else {
+        return out;
+    };
+    while let Some(Ok(m)) = batch.next().await {
+        let guild = serde_json::from_slice::<serde_json::Value>(&m.payload)
+            .ok()
+            .and_then(|v| v.get("guild_id").and_then(|g| g.as_str()).and_then(|g| g.parse().ok()))
+            .unwrap_or(0);
+        *out.entry(guild).or_insert(0) += 1;
+    }
+    out
+}
+
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    pub fn new(members: u64) -> Self {
+        let bar = ProgressBar::new(members);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] members {pos}/{len} {bar:25.cyan/blue} {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Progress { bar }
+    }
+
+    pub fn update(&self, s: &Snapshot) {
+        self.bar.set_position(s.profiles);
+        let msg = format!(
+            "| wallets {} | roles +{} -{} | badges {} | dead letters {} | queued: events {} checks {}",
+            s.wallets, s.granted, s.removed, s.badges, s.dead_letters, s.events_pending, s.checks_pending
+        );
+        if self.bar.is_hidden() {
+            eprintln!("members {} {msg}", s.profiles);
+        }
+        self.bar.set_message(msg);
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CommunityRow {
+    pub guild_id: String,
+    pub members: u64,
+    pub wallets: u64,
+    pub eligible: u64,
+    pub roles_synced: u64,
+    pub roles_removed: u64,
+    pub badges: u64,
+    pub dead_letters: u64,
+    /// Members whose holder role in the simulator matches the database.
+    pub consistent: bool,
+    /// Members holding the role in Discord that the database says should not, and the reverse.
+    pub only_in_discord: Vec<String>,
+    pub only_in_database: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub communities: Vec<CommunityRow>,
+    pub traffic: TrafficReport,
+    /// Simulator added the member → worker committed the profile.
+    pub join_latency_p50_ms: f64,
+    pub join_latency_p99_ms: f64,
+    pub consistent: bool,
+}
+
+pub async fn report(
+    store: &Store,
+    communities: &[Community],
+    world: &World,
+    traffic: TrafficReport,
+) -> anyhow::Result<Report> {
+    let dead = dead_letters(world).await;
+    let mut rows = Vec::new();
+    let mut latencies = Vec::new();
+    for c in communities {
+        let tx = store.begin(c.tenant).await?;
+        let counts = tx
+            .query_one(
+                "summarising a demo community",
+                "SELECT
+                    (SELECT count(*) FROM profiles WHERE community_id = $1 AND left_at IS NULL),
+                    (SELECT count(*) FROM profiles WHERE community_id = $1 AND wallet_address IS NOT NULL),
+                    (SELECT count(DISTINCT profile_id) FROM role_grants WHERE community_id = $1 AND eligible),
+                    (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.granted'),
+                    (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.removed'),
+                    (SELECT count(*) FROM badge_awards WHERE community_id = $1)",
+                &[(c.tenant.as_uuid(), Type::UUID)],
+            )
+            .await?;
+        // Who should hold the holder role, by the database's last decision.
+        let holders: HashSet<u64> = tx
+            .query(
+                "reading demo role decisions",
+                "SELECT p.discord_user_id FROM role_grants g
+                 JOIN profiles p ON p.community_id = g.community_id AND p.id = g.profile_id
+                 WHERE g.community_id = $1 AND g.rule_id = $2 AND g.eligible AND p.left_at IS NULL",
+                &[(c.tenant.as_uuid(), Type::UUID), (&c.holder_rule, Type::UUID)],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .collect();
+        let lat = tx
+            .query(
+                "reading demo join latency",
+                "SELECT extract(epoch FROM created_at - joined_at)::float8 * 1000
+                 FROM profiles WHERE community_id = $1 AND joined_at IS NOT NULL",
+                &[(c.tenant.as_uuid(), Type::UUID)],
+            )
+            .await?;
+        tx.commit().await?;
+        latencies.extend(lat.iter().map(|r| r.get::<_, f64>(0)));
+        let in_sim: HashSet<u64> = world
+            .sim
+            .control()
+            .members(c.guild)?
+            .into_iter()
+            .filter(|m| m.roles.contains(&c.holder_role))
+            .map(|m| m.user_id)
+            .collect();
+        let _ = Snowflake::new(c.guild);
+        rows.push(CommunityRow {
+            guild_id: c.guild.to_string(),
+            members: counts.get::<_, i64>(0) as u64,
+            wallets: counts.get::<_, i64>(1) as u64,
+            eligible: counts.get::<_, i64>(2) as u64,
+            roles_synced: counts.get::<_, i64>(3) as u64,
+            roles_removed: counts.get::<_, i64>(4) as u64,
+            badges: counts.get::<_, i64>(5) as u64,
+            dead_letters: dead.get(&c.guild).copied().unwrap_or(0),
+            consistent: in_sim == holders,
+            only_in_discord: in_sim.difference(&holders).map(|u| u.to_string()).collect(),
+            only_in_database: holders.difference(&in_sim).map(|u| u.to_string()).collect(),
+        });
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies[i.min(latencies.len() - 1)]
+    };
+    let consistent = rows.iter().all(|r| r.consistent);
+    Ok(Report {
+        join_latency_p50_ms: pct(0.50),
+        join_latency_p99_ms: pct(0.99),
+        communities: rows,
+        traffic,
+        consistent,
+    })
+}
+
+impl Report {
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "\ngatehouse demo — summary");
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>8} {:>8} {:>9} {:>8} {:>8} {:>7} {:>6}  {}",
+            "community (guild)", "members", "wallets", "eligible", "granted", "removed", "badges", "dead", "roles match Discord"
+        );
+        for r in &self.communities {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>8} {:>8} {:>9} {:>8} {:>8} {:>7} {:>6}  {}",
+                r.guild_id,
+                r.members,
+                r.wallets,
+                r.eligible,
+                r.roles_synced,
+                r.roles_removed,
+                r.badges,
+                r.dead_letters,
+                if r.consistent { "yes" } else { "NO" }
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  scenario: {} joined, {} wallets linked, {} balances dropped, {} left",
+            self.traffic.joined, self.traffic.wallets_linked, self.traffic.balances_dropped, self.traffic.left
+        );
+        let _ = writeln!(
+            out,
+            "  join → committed latency: p50 {:.1} ms, p99 {:.1} ms",
+            self.join_latency_p50_ms, self.join_latency_p99_ms
+        );
+        let _ = writeln!(
+            out,
+            "  result: {}",
+            if self.consistent {
+                "every community's roles in Discord match the database"
+            } else {
+                "MISMATCH between Discord roles and the database"
+            }
+        );
+        out
+    }
+}
