@@ -53,7 +53,10 @@ fn launch(mut cmd: Command) -> Running {
     let output = tokio::spawn(async move {
         let mut out = String::new();
         let mut err = String::new();
-        let _ = tokio::join!(stdout.read_to_string(&mut out), stderr.read_to_string(&mut err));
+        let _ = tokio::join!(
+            stdout.read_to_string(&mut out),
+            stderr.read_to_string(&mut err)
+        );
         out + &err
     });
     Running { child, output }
@@ -144,7 +147,10 @@ fn help_does_not_show_the_token() {
         .expect("gatehouse runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("DISCORD_TOKEN"), "{text}");
-    assert!(!text.contains("help-secret-123") && !text.contains("help-pass"), "{text}");
+    assert!(
+        !text.contains("help-secret-123") && !text.contains("help-pass"),
+        "{text}"
+    );
 }
 
 fn free_addr() -> std::net::SocketAddr {
@@ -158,9 +164,7 @@ async fn http_ready(addr: std::net::SocketAddr) -> bool {
 }
 
 fn sigterm(running: &Running) {
-    let pid = running
-        .child
-        .id().expect("running child").to_string();
+    let pid = running.child.id().expect("running child").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -224,7 +228,11 @@ async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
     assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
     for shard in 0..2 {
         let t = control.transcript(shard);
-        assert_eq!(t.identifies, 1, "shard {shard} identified again: {:?}", t.events);
+        assert_eq!(
+            t.identifies, 1,
+            "shard {shard} identified again: {:?}",
+            t.events
+        );
         assert!(
             t.events
                 .iter()

@@ -19,7 +19,12 @@ use tokio::process::{Child, Command};
 #[derive(Debug, clap::Args)]
 pub struct BenchGatewayArgs {
     /// NATS server to publish into (a unique namespace keeps the run apart).
-    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true)]
+    #[arg(
+        long = "nats-url",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
 
     /// Guild counts to measure, one gateway run each.
@@ -80,7 +85,11 @@ const TOKEN: &str = "bench-token";
 pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
     let client = async_nats::connect(args.nats_url.as_str())
         .await
-        .map_err(|e| anyhow::anyhow!("NATS_URL (--nats-url): cannot connect: {e}; start NATS with scripts/stack up"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "NATS_URL (--nats-url): cannot connect: {e}; start NATS with scripts/stack up"
+            )
+        })?;
     let jetstream = async_nats::jetstream::new(client);
     let mut runs = Vec::new();
     for &guilds in &args.guilds {
@@ -141,7 +150,11 @@ async fn one_run(
         members_per_guild: args.members,
         roles_per_guild: 3,
     });
-    tracing::info!(guilds, took_ms = created.elapsed().as_millis() as u64, "guilds created");
+    tracing::info!(
+        guilds,
+        took_ms = created.elapsed().as_millis() as u64,
+        "guilds created"
+    );
 
     let namespace = format!("bench_{}_{}", std::process::id(), guilds);
     let events_stream = format!("{namespace}_EVENTS");
@@ -168,7 +181,16 @@ async fn one_run(
         .context("starting `gatehouse gateway`")?;
     let pid = child.id().context("gateway pid")?;
 
-    let result = measure(args, jetstream, &sim, &mut child, pid, guilds, &events_stream).await;
+    let result = measure(
+        args,
+        jetstream,
+        &sim,
+        &mut child,
+        pid,
+        guilds,
+        &events_stream,
+    )
+    .await;
     let stopping = Instant::now();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -206,9 +228,15 @@ async fn measure(
     stream: &str,
 ) -> anyhow::Result<GatewayRun> {
     let started = Instant::now();
-    wait_for_messages(jetstream, child, stream, guilds as u64, Duration::from_secs(600))
-        .await
-        .context("waiting for every guild.join")?;
+    wait_for_messages(
+        jetstream,
+        child,
+        stream,
+        guilds as u64,
+        Duration::from_secs(600),
+    )
+    .await
+    .context("waiting for every guild.join")?;
     let guilds_in_jetstream_s = started.elapsed().as_secs_f64();
     // Let allocations settle (buffers freed after the GUILD_CREATE burst).
     tokio::time::sleep(Duration::from_secs(2)).await;
