@@ -253,3 +253,47 @@ async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatehouse_sim_prints_its_urls_and_serves_until_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["sim", "--guilds", "3", "--members", "2", "--shards", "2"])
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("gatehouse sim starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut urls = std::collections::HashMap::new();
+    while urls.len() < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the simulator prints its URLs")
+            .expect("stdout readable")
+            .expect("a line");
+        if let Some((key, value)) = line.split_once('=') {
+            urls.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    assert!(urls["DISCORD_GATEWAY_URL"].starts_with("ws://127.0.0.1:"));
+    let api: std::net::SocketAddr = urls["DISCORD_API_URL"]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("host:port");
+    let (status, body) = http_get(api, "/_sim/stats").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"guilds\":3"), "{body}");
+    let (status, body) = http_get(api, "/api/v10/gateway/bot").await;
+    assert_eq!(status, 401, "REST needs the token: {body}");
+
+    let running = Running {
+        child,
+        output: tokio::spawn(async { String::new() }),
+    };
+    sigterm(&running);
+    let (code, _) = finish(running, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0));
+}
