@@ -50,6 +50,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_functions"),
     migration!(4, "0004_event_processing"),
     migration!(5, "0005_role_sync"),
+    migration!(6, "0006_wallet_link_nonces"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

@@ -5,7 +5,9 @@ use tokio_postgres::{
 };
 
 use crate::{
-    repo::{Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules},
+    repo::{
+        Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules, WalletNonces,
+    },
     StoreError, TenantId,
 };
 
@@ -156,6 +158,10 @@ impl TenantTx {
 
     pub fn processed_events(&self) -> ProcessedEvents<'_> {
         ProcessedEvents::new(self)
+    }
+
+    pub fn wallet_nonces(&self) -> WalletNonces<'_> {
+        WalletNonces::new(self)
     }
 }
 

@@ -84,6 +84,15 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         .claim("seed-event", "seed")
         .await
         .unwrap());
+    tx.wallet_nonces()
+        .issue(
+            sf(guild * 10),
+            &"ab".repeat(16),
+            "sign me",
+            Utc::now() + chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     Tenant {
         id,
@@ -191,6 +200,16 @@ fn table_cases(f: &Fixture) -> Vec<(&'static str, String, String, String)> {
             format!("community_id = '{b}'"),
             "event_type = event_type".into(),
             format!("INSERT INTO processed_events (community_id, event_id, event_type) VALUES ('{b}', 'forged', 'x')"),
+        ),
+        (
+            "wallet_link_nonces",
+            format!("community_id = '{b}'"),
+            "message = message".into(),
+            format!(
+                "INSERT INTO wallet_link_nonces (community_id, discord_user_id, nonce, message, expires_at) \
+                 VALUES ('{b}', 4242, '{}', 'x', now())",
+                "cd".repeat(16)
+            ),
         ),
         (
             "audit_logs",
@@ -460,6 +479,7 @@ async fn roles_policies_and_functions_are_as_designed() {
         "audit_logs",
         "processed_events",
         "role_grants",
+        "wallet_link_nonces",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

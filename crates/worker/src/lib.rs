@@ -9,6 +9,7 @@
 //! bounded number of attempts, are dead-lettered with the reason instead of
 //! blocking the stream.
 
+pub mod badges;
 mod config;
 mod consumer;
 mod dead_letter;
@@ -100,6 +101,7 @@ async fn periodic_rechecks(
                     members = report.members,
                     granted = report.granted,
                     removed = report.removed,
+                    badges = report.badges_awarded,
                     "periodic re-check"
                 );
             }

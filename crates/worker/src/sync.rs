@@ -54,6 +54,8 @@ pub struct CheckReport {
     pub granted: usize,
     pub removed: usize,
     pub failed_changes: usize,
+    /// Badges newly awarded (periodic scans evaluate badges too).
+    pub badges_awarded: usize,
     /// The first failure, for the retry/dead-letter reason.
     pub first_error: Option<String>,
 }
@@ -132,7 +134,10 @@ impl RoleSync {
                     .map(|p| (p.id, self.next_check(tenant, p.discord_user_id, now)))
                     .collect();
                 tx.profiles().schedule_checks(&schedule).await?;
+                // Badges ride on the same claim: one transaction per batch.
+                let badges = crate::badges::evaluate(&tx, &due, now).await?;
                 tx.commit().await?;
+                total.badges_awarded += badges.len();
                 let claimed = due.len();
                 let report = self
                     .check_profiles(

@@ -2,8 +2,11 @@
 //! transaction that also claims the envelope id, so an event is applied at
 //! most once however often it is delivered.
 
+mod commands;
 mod eligibility;
 mod membership;
+
+pub use commands::{link_message, recover_signer, LINK_NONCE_TTL};
 
 use std::sync::Arc;
 
@@ -74,15 +77,42 @@ impl Handlers {
                     // A new member may already qualify: check them ahead of
                     // the periodic scan (which would also catch them).
                     eligibility::request(self, envelope, "member.join").await;
+                    self.award_badges(envelope).await;
                 }
                 Ok(())
             }
-            Payload::InteractionCreate(_) => Err(HandlerError::Permanent(
-                "interactions are not handled by this worker version".into(),
-            )),
+            Payload::InteractionCreate(interaction) => {
+                commands::interaction(self, envelope, interaction).await
+            }
             Payload::Unknown { kind, .. } => Err(HandlerError::Permanent(format!(
                 "unknown event type {kind:?}; upgrade the worker to handle it"
             ))),
+        }
+    }
+}
+
+impl Handlers {
+    /// Awards the badges a member earned by joining. Best effort, after the
+    /// join committed: awards are idempotent, and the periodic scan
+    /// evaluates every member again, so a failure here only delays them.
+    async fn award_badges(&self, envelope: &Envelope) {
+        let (Ok(guild), Ok(user)) = (guild_of(envelope), user_of(envelope)) else {
+            return;
+        };
+        let result = match membership::community_of(&self.store, guild).await {
+            Ok(tenant) => crate::badges::evaluate_member(&self.store, tenant, user)
+                .await
+                .map_err(HandlerError::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(awarded) if !awarded.is_empty() => {
+                tracing::debug!(%guild, %user, badges = awarded.len(), "badges awarded on join");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%guild, %user, error = %e, "badge evaluation on join failed; the periodic scan will retry")
+            }
         }
     }
 }

@@ -1,0 +1,550 @@
+//! Badges: what earns one, and awarding them.
+//!
+//! A community defines badges with one of four evaluators:
+//!
+//! | evaluator      | criteria                                   | earned when                                   |
+//! |----------------|--------------------------------------------|-----------------------------------------------|
+//! | `join_order`   | `{"first": N}`                             | among the first N members by `joined_at`      |
+//! | `tenure`       | `{"days": D}`                              | present and joined at least D days ago        |
+//! | `tier_reached` | `{"tier": "gold"}` (+ `"ladder": [...]`)   | the profile's tier is `tier` (or, with a ladder listing tiers lowest first, at least `tier`) |
+//! | `manual_grant` | `{}`                                       | only when granted through [`grant`]           |
+//!
+//! Awards are idempotent (a badge is held once) and never taken back, and
+//! every new award writes a `badge.awarded` audit row in the same tenant
+//! transaction. Automatic badges are evaluated for a member after their
+//! `member.join` is applied and for every batch of the periodic re-check.
+//!
+//! `join_order` holds at most N awards however events interleave: awarding
+//! locks the badge row and counts existing awards first. Workers process
+//! joins concurrently, so a join handled out of order can take a slot that
+//! an earlier joiner (whose event was still in flight) would have had; the
+//! cap, not the exact set, is the guarantee.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use store::{
+    repo::{ActorType, AuditEntry, Badge, BadgeEvaluator, NewBadge, Profile},
+    Snowflake, Store, StoreError, TenantId, TenantTx, Type,
+};
+use uuid::Uuid;
+
+use crate::HandlerError;
+
+/// A badge's parsed criteria.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Criteria {
+    JoinOrder {
+        first: i64,
+    },
+    Tenure {
+        days: i64,
+    },
+    TierReached {
+        tier: String,
+        /// Tiers from lowest to highest; empty means "exactly `tier`".
+        ladder: Vec<String>,
+    },
+    ManualGrant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BadgeError {
+    /// The criteria JSON does not fit the evaluator.
+    #[error("invalid badge criteria for {evaluator}: {field} {reason}")]
+    Criteria {
+        evaluator: BadgeEvaluator,
+        /// The offending field, e.g. `criteria.first`.
+        field: String,
+        reason: String,
+    },
+    #[error("no badge {0:?} in this community")]
+    UnknownBadge(String),
+    #[error("no member {0} in this community")]
+    UnknownMember(Snowflake),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<BadgeError> for HandlerError {
+    fn from(e: BadgeError) -> Self {
+        match e {
+            BadgeError::Store(e) => e.into(),
+            other => HandlerError::Permanent(other.to_string()),
+        }
+    }
+}
+
+/// The longest join_order or tenure a criterion may name: beyond this it is
+/// a typo, not a plan (and it keeps date arithmetic far from overflow).
+const MAX_FIRST: i64 = 10_000_000;
+const MAX_DAYS: i64 = 36_500;
+
+/// Checks `criteria` against what `evaluator` expects, naming the field at
+/// fault. Unknown fields are refused too: a misspelt `"frist"` would
+/// otherwise silently mean "no criteria".
+pub fn parse_criteria(evaluator: BadgeEvaluator, criteria: &Value) -> Result<Criteria, BadgeError> {
+    let err = |field: &str, reason: String| BadgeError::Criteria {
+        evaluator,
+        field: format!("criteria.{field}"),
+        reason,
+    };
+    let Some(fields) = criteria.as_object() else {
+        return Err(BadgeError::Criteria {
+            evaluator,
+            field: "criteria".into(),
+            reason: format!("must be a JSON object, got {criteria}"),
+        });
+    };
+    let allowed: &[&str] = match evaluator {
+        BadgeEvaluator::JoinOrder => &["first"],
+        BadgeEvaluator::Tenure => &["days"],
+        BadgeEvaluator::TierReached => &["tier", "ladder"],
+        BadgeEvaluator::ManualGrant => &[],
+    };
+    if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+        let expected = if allowed.is_empty() {
+            "takes no criteria".to_owned()
+        } else {
+            format!("expected one of: {}", allowed.join(", "))
+        };
+        return Err(err(
+            unknown,
+            format!("is not a field of {evaluator}; {expected}"),
+        ));
+    }
+    let integer = |field: &str, min: i64, max: i64| -> Result<i64, BadgeError> {
+        match fields.get(field) {
+            None => Err(err(field, "is required".into())),
+            Some(v) => v
+                .as_i64()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    err(
+                        field,
+                        format!("must be an integer from {min} to {max}, got {v}"),
+                    )
+                }),
+        }
+    };
+    match evaluator {
+        BadgeEvaluator::JoinOrder => Ok(Criteria::JoinOrder {
+            first: integer("first", 1, MAX_FIRST)?,
+        }),
+        BadgeEvaluator::Tenure => Ok(Criteria::Tenure {
+            days: integer("days", 0, MAX_DAYS)?,
+        }),
+        BadgeEvaluator::TierReached => {
+            let tier = match fields.get("tier") {
+                None => return Err(err("tier", "is required".into())),
+                Some(Value::String(t)) if !t.trim().is_empty() => t.trim().to_owned(),
+                Some(v) => return Err(err("tier", format!("must be a non-empty string, got {v}"))),
+            };
+            let ladder = match fields.get("ladder") {
+                None => Vec::new(),
+                Some(Value::Array(items)) => {
+                    let mut ladder = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        match item.as_str().map(str::trim) {
+                            Some(t) if !t.is_empty() => {
+                                if ladder.iter().any(|l: &String| l == t) {
+                                    return Err(err(
+                                        &format!("ladder[{i}]"),
+                                        format!("repeats tier {t:?}"),
+                                    ));
+                                }
+                                ladder.push(t.to_owned());
+                            }
+                            _ => {
+                                return Err(err(
+                                    &format!("ladder[{i}]"),
+                                    format!("must be a non-empty string, got {item}"),
+                                ))
+                            }
+                        }
+                    }
+                    if !ladder.contains(&tier) {
+                        return Err(err(
+                            "ladder",
+                            format!("must include the tier {tier:?} it ranks against"),
+                        ));
+                    }
+                    ladder
+                }
+                Some(v) => {
+                    return Err(err(
+                        "ladder",
+                        format!("must be a list of tiers, lowest first, got {v}"),
+                    ))
+                }
+            };
+            Ok(Criteria::TierReached { tier, ladder })
+        }
+        BadgeEvaluator::ManualGrant => Ok(Criteria::ManualGrant),
+    }
+}
+
+/// Creates or updates a badge definition after validating its criteria.
+pub async fn define(tx: &TenantTx, badge: &NewBadge) -> Result<Badge, BadgeError> {
+    parse_criteria(badge.evaluator, &badge.criteria)?;
+    Ok(tx.badges().define(badge).await?)
+}
+
+/// Grants a badge by hand (the only way a `manual_grant` badge is earned;
+/// any other badge may be granted this way too). `granted_by` names the
+/// admin for the audit trail. Returns false if the member already held it.
+pub async fn grant(
+    tx: &TenantTx,
+    slug: &str,
+    user: Snowflake,
+    granted_by: &str,
+    reason: &str,
+) -> Result<bool, BadgeError> {
+    let badge = tx
+        .badges()
+        .list()
+        .await?
+        .into_iter()
+        .find(|b| b.slug == slug)
+        .ok_or_else(|| BadgeError::UnknownBadge(slug.to_owned()))?;
+    let profile = tx
+        .profiles()
+        .find_by_discord_user(user)
+        .await?
+        .ok_or(BadgeError::UnknownMember(user))?;
+    let reason = if reason.trim().is_empty() {
+        format!("granted by {granted_by}")
+    } else {
+        reason.trim().to_owned()
+    };
+    if !tx.badges().award(badge.id, profile.id, &reason).await? {
+        return Ok(false);
+    }
+    let mut entry = audit_entry(&badge, &profile, &reason);
+    entry.actor_type = ActorType::Admin;
+    entry.actor_id = Some(granted_by.to_owned());
+    tx.audit().append(&entry).await?;
+    Ok(true)
+}
+
+/// One badge newly awarded by [`evaluate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Awarded {
+    pub badge_slug: String,
+    pub profile_id: Uuid,
+    pub discord_user_id: Snowflake,
+    pub reason: String,
+}
+
+/// Awards every automatic badge these profiles have earned and do not hold
+/// yet, with an audit row each, inside the caller's transaction. A handful
+/// of statements per batch whatever its size: the badges, the awards the
+/// batch already holds, and one ranking query per `join_order` badge; only
+/// new awards cost a statement each.
+pub async fn evaluate(
+    tx: &TenantTx,
+    profiles: &[Profile],
+    now: DateTime<Utc>,
+) -> Result<Vec<Awarded>, BadgeError> {
+    let present: Vec<&Profile> = profiles.iter().filter(|p| p.left_at.is_none()).collect();
+    if present.is_empty() {
+        return Ok(Vec::new());
+    }
+    let badges: Vec<(Badge, Criteria)> = tx
+        .badges()
+        .list()
+        .await?
+        .into_iter()
+        .filter_map(|b| match parse_criteria(b.evaluator, &b.criteria) {
+            Ok(Criteria::ManualGrant) => None,
+            Ok(c) => Some((b, c)),
+            Err(e) => {
+                // Defined before validation existed, or edited by hand:
+                // it awards nothing until fixed.
+                tracing::warn!(badge = %b.slug, error = %e, "stored badge criteria do not validate; skipping");
+                None
+            }
+        })
+        .collect();
+    if badges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = present.iter().map(|p| p.id).collect();
+    let rows = tx
+        .query(
+            "reading the badges of a batch of members",
+            "SELECT badge_id, profile_id FROM badge_awards
+             WHERE community_id = $1 AND profile_id = ANY($2)",
+            &[
+                (tx.tenant().as_uuid(), Type::UUID),
+                (&ids, Type::UUID_ARRAY),
+            ],
+        )
+        .await?;
+    let mut held: HashSet<(Uuid, Uuid)> = HashSet::with_capacity(rows.len());
+    for row in &rows {
+        held.insert((
+            row.try_get::<_, Uuid>(0).map_err(corrupt)?,
+            row.try_get::<_, Uuid>(1).map_err(corrupt)?,
+        ));
+    }
+
+    let mut awarded = Vec::new();
+    for (badge, criteria) in &badges {
+        let mut candidates: Vec<&Profile> = present
+            .iter()
+            .copied()
+            .filter(|p| !held.contains(&(badge.id, p.id)))
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        let reason = match criteria {
+            Criteria::JoinOrder { first } => {
+                candidates = join_order_candidates(tx, badge, *first, candidates).await?;
+                format!("one of the first {first} members to join")
+            }
+            Criteria::Tenure { days } => {
+                let since = now - chrono::Duration::days(*days);
+                candidates.retain(|p| p.joined_at.is_some_and(|j| j <= since));
+                format!("member for at least {days} days")
+            }
+            Criteria::TierReached { tier, ladder } => {
+                candidates.retain(|p| tier_reached(&p.tier, tier, ladder));
+                format!("reached tier {tier}")
+            }
+            Criteria::ManualGrant => continue,
+        };
+        for profile in candidates {
+            if tx.badges().award(badge.id, profile.id, &reason).await? {
+                tx.audit()
+                    .append(&audit_entry(badge, profile, &reason))
+                    .await?;
+                awarded.push(Awarded {
+                    badge_slug: badge.slug.clone(),
+                    profile_id: profile.id,
+                    discord_user_id: profile.discord_user_id,
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+    if !awarded.is_empty() {
+        metrics::counter!("worker_badges_awarded_total").increment(awarded.len() as u64);
+    }
+    Ok(awarded)
+}
+
+/// Evaluates one member's automatic badges in a transaction of its own.
+pub async fn evaluate_member(
+    store: &Store,
+    tenant: TenantId,
+    user: Snowflake,
+) -> Result<Vec<Awarded>, BadgeError> {
+    let tx = store.begin(tenant).await?;
+    let awarded = match tx.profiles().find_by_discord_user(user).await? {
+        Some(profile) => evaluate(&tx, &[profile], Utc::now()).await?,
+        None => Vec::new(),
+    };
+    tx.commit().await?;
+    Ok(awarded)
+}
+
+fn tier_reached(has: &str, wanted: &str, ladder: &[String]) -> bool {
+    if ladder.is_empty() {
+        return has == wanted;
+    }
+    let rank = |t: &str| ladder.iter().position(|l| l == t);
+    match (rank(has), rank(wanted)) {
+        (Some(h), Some(w)) => h >= w,
+        // A tier not on the ladder ranks nowhere: only an exact match counts.
+        _ => has == wanted,
+    }
+}
+
+/// Of `candidates`, those among the first `first` members by join time, in
+/// join order, capped so the badge never exceeds `first` awards.
+async fn join_order_candidates<'p>(
+    tx: &TenantTx,
+    badge: &Badge,
+    first: i64,
+    mut candidates: Vec<&'p Profile>,
+) -> Result<Vec<&'p Profile>, BadgeError> {
+    // The `first`-th member's position; with fewer members, everyone is in.
+    let cutoff = tx
+        .query_opt(
+            "finding the join-order cutoff",
+            "SELECT joined_at, discord_user_id FROM profiles
+             WHERE community_id = $1 AND joined_at IS NOT NULL
+             ORDER BY joined_at, discord_user_id
+             OFFSET $2 LIMIT 1",
+            &[
+                (tx.tenant().as_uuid(), Type::UUID),
+                (&(first - 1), Type::INT8),
+            ],
+        )
+        .await?
+        .map(|r| -> Result<(DateTime<Utc>, i64), BadgeError> {
+            let at = r.try_get(0).map_err(corrupt)?;
+            let user = r.try_get(1).map_err(corrupt)?;
+            Ok((at, user))
+        })
+        .transpose()?;
+    candidates.retain(|p| match (p.joined_at, cutoff) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(at), Some(cut)) => (at, p.discord_user_id.as_i64()) <= cut,
+    });
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    // Lock the badge, then count: concurrent evaluations queue here, so the
+    // count each sees includes the others' awards.
+    tx.query(
+        "locking a join-order badge",
+        "SELECT 1 FROM badges WHERE community_id = $1 AND id = $2 FOR UPDATE",
+        &[(tx.tenant().as_uuid(), Type::UUID), (&badge.id, Type::UUID)],
+    )
+    .await?;
+    let held: i64 = tx
+        .query_one(
+            "counting a badge's awards",
+            "SELECT count(*) FROM badge_awards WHERE community_id = $1 AND badge_id = $2",
+            &[(tx.tenant().as_uuid(), Type::UUID), (&badge.id, Type::UUID)],
+        )
+        .await?
+        .try_get(0)
+        .map_err(corrupt)?;
+    let room = usize::try_from((first - held).max(0)).unwrap_or(0);
+    candidates.sort_by_key(|p| (p.joined_at, p.discord_user_id.as_i64()));
+    candidates.truncate(room);
+    Ok(candidates)
+}
+
+fn corrupt(e: impl std::fmt::Display) -> BadgeError {
+    BadgeError::Store(StoreError::Corrupt {
+        what: "badge query result",
+        reason: e.to_string(),
+    })
+}
+
+fn audit_entry(badge: &Badge, profile: &Profile, reason: &str) -> AuditEntry {
+    AuditEntry::system("badge.awarded")
+        .target("profile", profile.id.to_string())
+        .metadata(json!({
+            "badge": badge.slug,
+            "badge_id": badge.id,
+            "discord_user_id": profile.discord_user_id.to_string(),
+            "reason": reason,
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(e: BadgeError) -> String {
+        match e {
+            BadgeError::Criteria { field, .. } => field,
+            other => panic!("expected a criteria error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn valid_criteria_parse() {
+        assert_eq!(
+            parse_criteria(BadgeEvaluator::JoinOrder, &json!({"first": 100})).unwrap(),
+            Criteria::JoinOrder { first: 100 }
+        );
+        assert_eq!(
+            parse_criteria(BadgeEvaluator::Tenure, &json!({"days": 30})).unwrap(),
+            Criteria::Tenure { days: 30 }
+        );
+        assert_eq!(
+            parse_criteria(
+                BadgeEvaluator::TierReached,
+                &json!({"tier": "gold", "ladder": ["bronze", "silver", "gold"]})
+            )
+            .unwrap(),
+            Criteria::TierReached {
+                tier: "gold".into(),
+                ladder: vec!["bronze".into(), "silver".into(), "gold".into()]
+            }
+        );
+        assert_eq!(
+            parse_criteria(BadgeEvaluator::ManualGrant, &json!({})).unwrap(),
+            Criteria::ManualGrant
+        );
+    }
+
+    #[test]
+    fn invalid_criteria_name_the_field() {
+        let cases = [
+            (BadgeEvaluator::JoinOrder, json!({}), "criteria.first"),
+            (
+                BadgeEvaluator::JoinOrder,
+                json!({"first": 0}),
+                "criteria.first",
+            ),
+            (
+                BadgeEvaluator::JoinOrder,
+                json!({"first": "10"}),
+                "criteria.first",
+            ),
+            (
+                BadgeEvaluator::JoinOrder,
+                json!({"first": 1, "frist": 2}),
+                "criteria.frist",
+            ),
+            (BadgeEvaluator::Tenure, json!({"days": -1}), "criteria.days"),
+            (
+                BadgeEvaluator::Tenure,
+                json!({"days": 1.5}),
+                "criteria.days",
+            ),
+            (
+                BadgeEvaluator::TierReached,
+                json!({"tier": ""}),
+                "criteria.tier",
+            ),
+            (
+                BadgeEvaluator::TierReached,
+                json!({"tier": "gold", "ladder": ["silver"]}),
+                "criteria.ladder",
+            ),
+            (
+                BadgeEvaluator::TierReached,
+                json!({"tier": "gold", "ladder": ["gold", 3]}),
+                "criteria.ladder[1]",
+            ),
+            (
+                BadgeEvaluator::TierReached,
+                json!({"tier": "gold", "ladder": ["gold", "gold"]}),
+                "criteria.ladder[1]",
+            ),
+            (
+                BadgeEvaluator::ManualGrant,
+                json!({"first": 1}),
+                "criteria.first",
+            ),
+            (BadgeEvaluator::Tenure, json!([1]), "criteria"),
+        ];
+        for (evaluator, criteria, field) in cases {
+            let e = parse_criteria(evaluator, &criteria).unwrap_err();
+            assert!(e.to_string().contains(field), "{e}");
+            assert_eq!(field_of(e), field, "{evaluator} {criteria}");
+        }
+    }
+
+    #[test]
+    fn tiers_compare_exactly_or_along_the_ladder() {
+        let ladder: Vec<String> = ["bronze", "silver", "gold"].map(String::from).to_vec();
+        assert!(tier_reached("gold", "gold", &[]));
+        assert!(!tier_reached("platinum", "gold", &[]));
+        assert!(tier_reached("gold", "silver", &ladder));
+        assert!(tier_reached("silver", "silver", &ladder));
+        assert!(!tier_reached("bronze", "silver", &ladder));
+        assert!(!tier_reached("member", "silver", &ladder));
+    }
+}

@@ -1,0 +1,629 @@
+//! Slash commands: `/profile`, `/badges`, `/check` and `/link-wallet`.
+//!
+//! Every reply is ephemeral and goes through the interaction callback, which
+//! Discord accepts only within 3 seconds of the interaction. Commands that
+//! only read the database answer directly (type 4); `/check` reads the chain,
+//! so it acknowledges first with a deferred reply (type 5) and then edits the
+//! original response with the outcome.
+//!
+//! Exactly once: the envelope id is claimed in `processed_events` in the
+//! same tenant transaction as the command's effect (a linked wallet, a
+//! nonce), and that transaction commits only after Discord took the reply.
+//! A redelivered interaction then finds its claim and does nothing; one
+//! that was answered but not committed (a crash in between) gets Discord's
+//! "already acknowledged", which counts as answered, and commits. An
+//! interaction that expired before it could be answered changes nothing.
+//!
+//! The interaction token lets anyone answer the interaction: it appears in
+//! no log line and no error message here.
+
+use std::{future::IntoFuture, str::FromStr, time::Duration};
+
+use alloy_primitives::Signature;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+use store::{
+    repo::{ActorType, AuditEntry, Profile},
+    Snowflake, StoreError, TenantTx, WalletAddress,
+};
+use twilight_http::{api_error::ApiError, error::ErrorType};
+use twilight_model::{
+    channel::message::{AllowedMentions, MessageFlags},
+    http::interaction::{InteractionResponse, InteractionResponseData, InteractionResponseType},
+    id::Id,
+};
+use uuid::Uuid;
+use wire::{
+    check::CheckPriority,
+    payload::{CommandOption, InteractionCreate, InteractionKind},
+    Envelope,
+};
+
+use super::{eligibility, guild_of, membership::community_of, user_of, Handlers};
+use crate::{sync::CheckReport, HandlerError};
+
+/// How long a `/link-wallet` message may be signed for.
+pub const LINK_NONCE_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// How long one callback may take. Discord's whole window is 3 s; past this
+/// the outcome is unknown, so the message is retried (and a retry that finds
+/// the interaction answered treats it as done).
+const CALLBACK_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// Discord's limit is 2000 characters; stay clear of it.
+const MAX_CONTENT: usize = 1900;
+
+/// Discord's JSON error codes this module reacts to.
+const ALREADY_ACKNOWLEDGED: u64 = 40060;
+
+/// Handles one `interaction.create`.
+pub(super) async fn interaction(
+    handlers: &Handlers,
+    envelope: &Envelope,
+    interaction: &InteractionCreate,
+) -> Result<(), HandlerError> {
+    let Some(sync) = &handlers.role_sync else {
+        return Err(HandlerError::Permanent(format!(
+            "interaction {} cannot be answered: no Discord REST client (role sync is not \
+             configured; set DISCORD_TOKEN)",
+            interaction.interaction_id
+        )));
+    };
+    if interaction.kind != InteractionKind::ApplicationCommand {
+        return Err(HandlerError::Permanent(format!(
+            "interaction {} is a {:?}; only slash commands are handled",
+            interaction.interaction_id, interaction.kind
+        )));
+    }
+    let guild = guild_of(envelope)?;
+    let user = user_of(envelope)?;
+    let tenant = community_of(&handlers.store, guild).await?;
+    let reply = Reply::new(sync.discord().http(), interaction)?;
+    let command = interaction.command_name.as_deref().unwrap_or_default();
+
+    let tx = handlers.store.begin(tenant).await?;
+    if !tx
+        .processed_events()
+        .claim(envelope.id.as_str(), envelope.payload.kind())
+        .await?
+    {
+        // Answered by an earlier delivery.
+        tx.commit().await?;
+        return Ok(());
+    }
+    metrics::counter!("worker_commands_total", "command" => command_label(command)).increment(1);
+
+    if command == "check" {
+        // The chain may be slow: acknowledge now, answer by editing.
+        reply.send(&tx, Answer::Deferred).await?;
+        tx.commit().await?;
+        let text = match check_now(sync, tenant, guild, user).await {
+            Ok(report) => check_text(handlers, tenant, user, &report).await,
+            Err(e) => {
+                tracing::warn!(%guild, %user, error = %e, "/check failed");
+                "I could not check your roles just now; I will try again on my own shortly."
+                    .to_owned()
+            }
+        };
+        if let Err(e) = reply.edit(&text).await {
+            // The claim is committed: a retry would not reply either.
+            tracing::warn!(%guild, %user, error = %e, "could not edit the /check reply");
+        }
+        return Ok(());
+    }
+
+    let (text, linked) = match command {
+        "profile" => (profile_text(&tx, user).await?, false),
+        "badges" => (badges_text(&tx, user).await?, false),
+        "link-wallet" => link_wallet(&tx, envelope, guild, user, &interaction.options).await?,
+        other => (format!("I do not know the command /{other}."), false),
+    };
+    reply.send(&tx, Answer::Message(&text)).await?;
+    tx.commit().await?;
+    if linked {
+        // A new wallet may qualify for roles right away.
+        eligibility::request(handlers, envelope, "wallet.linked").await;
+    }
+    Ok(())
+}
+
+/// Runs the member's check now.
+async fn check_now(
+    sync: &crate::sync::RoleSync,
+    tenant: store::TenantId,
+    guild: Snowflake,
+    user: Snowflake,
+) -> Result<CheckReport, HandlerError> {
+    sync.check_member(tenant, guild, user, CheckPriority::Interactive, "/check")
+        .await
+}
+
+/// A low-cardinality metrics label.
+fn command_label(command: &str) -> &'static str {
+    match command {
+        "profile" => "profile",
+        "badges" => "badges",
+        "check" => "check",
+        "link-wallet" => "link-wallet",
+        _ => "other",
+    }
+}
+
+enum Answer<'a> {
+    Message(&'a str),
+    Deferred,
+}
+
+/// Answers one interaction. Holds the token; never prints it.
+struct Reply<'a> {
+    http: &'a twilight_http::Client,
+    id: Id<twilight_model::id::marker::InteractionMarker>,
+    application: Id<twilight_model::id::marker::ApplicationMarker>,
+    token: &'a str,
+}
+
+#[derive(Debug)]
+enum ReplyError {
+    /// Discord has an answer already (an earlier delivery sent it).
+    AlreadyAnswered,
+    /// Retrying cannot help: the interaction expired or the reply is wrong.
+    Refused(String),
+    /// Network, timeout, 5xx, 429: worth another try.
+    Failed(String),
+}
+
+impl<'a> Reply<'a> {
+    fn new(
+        http: &'a twilight_http::Client,
+        interaction: &'a InteractionCreate,
+    ) -> Result<Self, HandlerError> {
+        let (Some(id), Some(application)) = (
+            Id::new_checked(interaction.interaction_id.get()),
+            Id::new_checked(interaction.application_id.get()),
+        ) else {
+            return Err(HandlerError::Permanent(
+                "interaction without an id or application id".into(),
+            ));
+        };
+        if interaction.token.is_empty() {
+            return Err(HandlerError::Permanent(format!(
+                "interaction {} without a token",
+                interaction.interaction_id
+            )));
+        }
+        Ok(Reply {
+            http,
+            id,
+            application,
+            token: &interaction.token,
+        })
+    }
+
+    /// Sends the callback while `tx` (holding the claim and any effect) is
+    /// still open, so the effect commits only if the member got the answer.
+    /// Dropping `tx` on error rolls both back.
+    async fn send(&self, _tx: &TenantTx, answer: Answer<'_>) -> Result<(), HandlerError> {
+        let (kind, content) = match answer {
+            Answer::Message(text) => (
+                InteractionResponseType::ChannelMessageWithSource,
+                Some(clip(text)),
+            ),
+            Answer::Deferred => (
+                InteractionResponseType::DeferredChannelMessageWithSource,
+                None,
+            ),
+        };
+        let response = InteractionResponse {
+            kind,
+            data: Some(InteractionResponseData {
+                content,
+                flags: Some(MessageFlags::EPHEMERAL),
+                // Mentions in replies are for display; never ping anyone.
+                allowed_mentions: Some(AllowedMentions::default()),
+                ..InteractionResponseData::default()
+            }),
+        };
+        let sent = tokio::time::timeout(
+            CALLBACK_TIMEOUT,
+            self.http
+                .interaction(self.application)
+                .create_response(self.id, self.token, &response)
+                .into_future(),
+        )
+        .await;
+        let outcome = match sent {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(ReplyError::Failed(format!(
+                "no answer from Discord within {CALLBACK_TIMEOUT:?}"
+            ))),
+        };
+        metrics::counter!("worker_interaction_callbacks_total", "outcome" => match &outcome {
+            Ok(()) => "ok",
+            Err(ReplyError::AlreadyAnswered) => "already_answered",
+            Err(ReplyError::Refused(_)) => "refused",
+            Err(ReplyError::Failed(_)) => "failed",
+        })
+        .increment(1);
+        match outcome {
+            Ok(()) | Err(ReplyError::AlreadyAnswered) => Ok(()),
+            Err(ReplyError::Refused(reason)) => Err(HandlerError::Permanent(format!(
+                "Discord refused the reply to interaction {}: {reason}; nothing was changed",
+                self.id
+            ))),
+            Err(ReplyError::Failed(reason)) => Err(HandlerError::Transient(format!(
+                "replying to interaction {} failed: {reason}",
+                self.id
+            ))),
+        }
+    }
+
+    /// Replaces the deferred reply with `text`.
+    async fn edit(&self, text: &str) -> Result<(), String> {
+        let text = clip(text);
+        let no_mentions = AllowedMentions::default();
+        let edited = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.http
+                .interaction(self.application)
+                .update_response(self.token)
+                .allowed_mentions(Some(&no_mentions))
+                .content(Some(&text))
+                .into_future(),
+        )
+        .await;
+        match edited {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(match classify(&e) {
+                ReplyError::AlreadyAnswered => "already answered".into(),
+                ReplyError::Refused(r) | ReplyError::Failed(r) => r,
+            }),
+            Err(_) => Err("no answer from Discord within 10s".into()),
+        }
+    }
+}
+
+/// Sorts a twilight-http error by what to do about it. Uses only the status
+/// and Discord's error body: neither contains the token (the URL does, and
+/// it is never printed).
+fn classify(e: &twilight_http::Error) -> ReplyError {
+    match e.kind() {
+        ErrorType::Response { error, status, .. } => {
+            let code = match error {
+                ApiError::General(g) => Some(g.code),
+                _ => None,
+            };
+            let status = status.get();
+            if code == Some(ALREADY_ACKNOWLEDGED) {
+                ReplyError::AlreadyAnswered
+            } else if status == 429 || status >= 500 {
+                ReplyError::Failed(format!("status {status}: {error}"))
+            } else {
+                ReplyError::Refused(format!("status {status}: {error}"))
+            }
+        }
+        ErrorType::Validation | ErrorType::Json | ErrorType::BuildingRequest => {
+            ReplyError::Refused(e.to_string())
+        }
+        _ => ReplyError::Failed(e.to_string()),
+    }
+}
+
+fn clip(text: &str) -> String {
+    if text.chars().count() <= MAX_CONTENT {
+        return text.to_owned();
+    }
+    let mut clipped: String = text.chars().take(MAX_CONTENT - 1).collect();
+    clipped.push('…');
+    clipped
+}
+
+const NO_PROFILE: &str = "I have no profile for you in this server yet. It is created when \
+                          I see you join; try again in a moment.";
+
+async fn profile_of(tx: &TenantTx, user: Snowflake) -> Result<Option<Profile>, StoreError> {
+    Ok(tx
+        .profiles()
+        .find_by_discord_user(user)
+        .await?
+        .filter(|p| p.left_at.is_none()))
+}
+
+/// The roles the member holds that a rule manages, as mentions.
+async fn managed_roles(tx: &TenantTx, profile: &Profile) -> Result<Vec<String>, StoreError> {
+    let rules = tx.rules().list_enabled().await?;
+    let mut roles: Vec<String> = rules
+        .iter()
+        .filter(|r| profile.role_ids.contains(&r.role_discord_id))
+        .map(|r| format!("<@&{}>", r.role_discord_id))
+        .collect();
+    roles.dedup();
+    Ok(roles)
+}
+
+async fn profile_text(tx: &TenantTx, user: Snowflake) -> Result<String, HandlerError> {
+    let Some(profile) = profile_of(tx, user).await? else {
+        return Ok(NO_PROFILE.into());
+    };
+    let roles = managed_roles(tx, &profile).await?;
+    let badges = tx.badges().awards_for(profile.id).await?;
+    let wallet = profile.wallet_address.as_ref().map_or_else(
+        || "none linked (use /link-wallet)".to_owned(),
+        |w| format!("`{w}`"),
+    );
+    let roles = if roles.is_empty() {
+        "none".to_owned()
+    } else {
+        roles.join(", ")
+    };
+    let badges = if badges.is_empty() {
+        "none yet".to_owned()
+    } else {
+        badges
+            .iter()
+            .map(|a| a.badge.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(format!(
+        "**Your profile**\nWallet: {wallet}\nTier: {tier}\nRoles from rules: {roles}\nBadges: {badges}",
+        tier = profile.tier,
+    ))
+}
+
+async fn badges_text(tx: &TenantTx, user: Snowflake) -> Result<String, HandlerError> {
+    let Some(profile) = profile_of(tx, user).await? else {
+        return Ok(NO_PROFILE.into());
+    };
+    let all = tx.badges().list().await?;
+    if all.is_empty() {
+        return Ok("This server has no badges yet.".into());
+    }
+    let held = tx.badges().awards_for(profile.id).await?;
+    let mut text = format!("**Your badges** ({} of {})\n", held.len(), all.len());
+    if held.is_empty() {
+        text.push_str("None yet.\n");
+    }
+    for award in &held {
+        text.push_str(&format!(
+            "• {} — {} ({})\n",
+            award.badge.name,
+            award.reason,
+            award.awarded_at.format("%Y-%m-%d")
+        ));
+    }
+    let missing: Vec<_> = all
+        .iter()
+        .filter(|b| !held.iter().any(|a| a.badge.id == b.id))
+        .collect();
+    if !missing.is_empty() {
+        text.push_str("**Not yet earned**\n");
+        for badge in missing {
+            if badge.description.is_empty() {
+                text.push_str(&format!("• {}\n", badge.name));
+            } else {
+                text.push_str(&format!("• {} — {}\n", badge.name, badge.description));
+            }
+        }
+    }
+    Ok(text.trim_end().to_owned())
+}
+
+async fn check_text(
+    handlers: &Handlers,
+    tenant: store::TenantId,
+    user: Snowflake,
+    report: &CheckReport,
+) -> String {
+    if report.members == 0 {
+        return NO_PROFILE.into();
+    }
+    let mut text = match (report.granted, report.removed) {
+        (0, 0) => "Checked: your roles are up to date.".to_owned(),
+        (g, r) => format!("Checked: {g} role(s) granted, {r} removed."),
+    };
+    if report.failed_changes > 0 {
+        text.push_str(&format!(
+            " {} change(s) could not be made yet; I will retry them.",
+            report.failed_changes
+        ));
+    }
+    // Best effort: the outcome above is the answer; the role list is extra.
+    let roles = async {
+        let tx = handlers.store.begin(tenant).await?;
+        let roles = match profile_of(&tx, user).await? {
+            Some(p) => managed_roles(&tx, &p).await?,
+            None => Vec::new(),
+        };
+        tx.commit().await?;
+        Ok::<_, StoreError>(roles)
+    }
+    .await;
+    match roles {
+        Ok(roles) if roles.is_empty() => text.push_str("\nRoles from rules: none"),
+        Ok(roles) => text.push_str(&format!("\nRoles from rules: {}", roles.join(", "))),
+        Err(e) => tracing::warn!(%user, error = %e, "could not list roles for /check"),
+    }
+    text
+}
+
+/// The text a member signs to link a wallet: names the community, the
+/// member and a fresh nonce, so a signature cannot be replayed elsewhere.
+pub fn link_message(
+    guild: Snowflake,
+    user: Snowflake,
+    nonce: &str,
+    expires_at: DateTime<Utc>,
+) -> String {
+    format!(
+        "Gatehouse wallet link\nServer: {guild}\nDiscord user: {user}\nNonce: {nonce}\nExpires: {}",
+        expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    )
+}
+
+fn option<'o>(options: &'o [CommandOption], name: &str) -> Option<&'o str> {
+    options
+        .iter()
+        .find(|o| o.name == name)
+        .and_then(|o| o.value.as_str())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// `/link-wallet` without options issues a nonce message to sign; with
+/// `address` and `signature` it verifies and links. Returns the reply and
+/// whether a wallet was linked. Refusals store nothing.
+async fn link_wallet(
+    tx: &TenantTx,
+    envelope: &Envelope,
+    guild: Snowflake,
+    user: Snowflake,
+    options: &[CommandOption],
+) -> Result<(String, bool), HandlerError> {
+    let address = option(options, "address");
+    let signature = option(options, "signature");
+    let Some(profile) = profile_of(tx, user).await? else {
+        return Ok((NO_PROFILE.into(), false));
+    };
+    let (address, signature) = match (address, signature) {
+        (None, None) => {
+            let nonce = Uuid::new_v4().simple().to_string();
+            let expires_at = Utc::now()
+                + chrono::Duration::from_std(LINK_NONCE_TTL)
+                    .unwrap_or_else(|_| chrono::Duration::minutes(10));
+            let message = link_message(guild, user, &nonce, expires_at);
+            tx.wallet_nonces()
+                .issue(user, &nonce, &message, expires_at)
+                .await?;
+            return Ok((
+                format!(
+                    "To link a wallet, sign this exact message with it (personal_sign), then run \
+                     `/link-wallet address:<your address> signature:<the signature>` within {} \
+                     minutes:\n```\n{message}\n```",
+                    LINK_NONCE_TTL.as_secs() / 60
+                ),
+                false,
+            ));
+        }
+        (Some(a), Some(s)) => (a, s),
+        _ => {
+            return Ok((
+                "Give both `address` and `signature`, or neither to get a message to sign.".into(),
+                false,
+            ))
+        }
+    };
+    let refuse = |why: String| Ok((format!("{why} Nothing was linked."), false));
+    let address = match WalletAddress::parse(address) {
+        Ok(a) => a,
+        Err(e) => return refuse(format!("That address is not valid: {e}.")),
+    };
+    let Some(pending) = tx.wallet_nonces().pending(user).await? else {
+        return refuse(
+            "You have no pending link request: run /link-wallet without options first.".into(),
+        );
+    };
+    if pending.is_expired(Utc::now()) {
+        return refuse(
+            "That message has expired: run /link-wallet without options for a new one.".into(),
+        );
+    }
+    let signer = match recover_signer(&pending.message, signature) {
+        Ok(signer) => signer,
+        Err(why) => return refuse(format!("That signature is not valid: {why}.")),
+    };
+    if signer != address {
+        return refuse(format!(
+            "That signature was not made by {address} over the message I gave you."
+        ));
+    }
+    if let Some(owner) = tx.profiles().find_by_wallet(&address).await? {
+        if owner.discord_user_id != user {
+            return refuse(format!(
+                "{address} is already linked to another member of this server."
+            ));
+        }
+    }
+    if !tx.wallet_nonces().consume(user, &pending.nonce).await? {
+        // Replaced by a newer request between our read and now.
+        return Err(HandlerError::Transient(
+            "the wallet-link nonce changed while linking".into(),
+        ));
+    }
+    let linked = match tx.profiles().link_wallet(user, &address).await {
+        Ok(p) => p,
+        // Another member linked it after our check: this transaction is
+        // aborted now; the retry sees the owner and refuses clearly.
+        Err(StoreError::Conflict { .. }) => {
+            return Err(HandlerError::Transient(
+                "the wallet was linked by another member concurrently".into(),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut entry = AuditEntry::system("wallet.linked")
+        .target("profile", linked.id.to_string())
+        .metadata(json!({
+            "event_id": envelope.id.as_str(),
+            "discord_user_id": user.to_string(),
+            "wallet": address.as_str(),
+            "previous": profile.wallet_address.as_ref().map(|w| w.as_str().to_owned()),
+            "method": "eip191_personal_sign",
+        }));
+    entry.actor_type = ActorType::User;
+    entry.actor_id = Some(user.to_string());
+    tx.audit().append(&entry).await?;
+    Ok((
+        format!("Linked `{address}` to your profile. I am checking your roles now."),
+        true,
+    ))
+}
+
+/// ecrecover of an EIP-191 `personal_sign` signature (65 bytes hex, with or
+/// without `0x`; v as 0/1 or 27/28) over `message`.
+pub fn recover_signer(message: &str, signature: &str) -> Result<WalletAddress, String> {
+    let signature =
+        Signature::from_str(signature).map_err(|e| format!("expected 65 bytes of hex ({e})"))?;
+    let signer = signature
+        .recover_address_from_msg(message.as_bytes())
+        .map_err(|e| format!("no signer can be recovered ({e})"))?;
+    WalletAddress::parse(&signer.to_string()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_link_message_names_server_user_nonce_and_expiry() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let m = link_message(
+            Snowflake::new(41).unwrap(),
+            Snowflake::new(77).unwrap(),
+            "00ff",
+            at,
+        );
+        assert_eq!(
+            m,
+            "Gatehouse wallet link\nServer: 41\nDiscord user: 77\nNonce: 00ff\nExpires: 2023-11-14T22:13:20Z"
+        );
+    }
+
+    #[test]
+    fn malformed_signatures_are_refused_with_a_reason() {
+        assert!(recover_signer("hi", "0x1234").is_err());
+        assert!(recover_signer("hi", "not hex").is_err());
+        // Well-formed but r = s = 0: nothing to recover.
+        let zero = format!("0x{}1b", "00".repeat(64));
+        assert!(recover_signer("hi", &zero).is_err());
+    }
+
+    #[test]
+    fn long_replies_are_clipped_below_discords_limit() {
+        let long = "x".repeat(5000);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), MAX_CONTENT);
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip("short"), "short");
+    }
+}
