@@ -492,6 +492,9 @@ async fn link_wallet(
                 + chrono::Duration::from_std(LINK_NONCE_TTL)
                     .unwrap_or_else(|_| chrono::Duration::minutes(10));
             let message = link_message(guild, user, &nonce, expires_at);
+            // Abandoned requests go here rather than in a sweeper: the
+            // table stays as small as the requests still open.
+            tx.wallet_nonces().prune_expired(Utc::now()).await?;
             tx.wallet_nonces()
                 .issue(user, &nonce, &message, expires_at)
                 .await?;
