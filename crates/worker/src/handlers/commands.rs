@@ -101,7 +101,8 @@ pub(super) async fn interaction(
             Ok(report) => check_text(handlers, tenant, user, &report).await,
             Err(e) => {
                 tracing::warn!(%guild, %user, error = %e, "/check failed");
-                "I could not check your roles just now; I will try again on my own shortly."
+                "I could not check your roles just now; nothing was changed. Try /check again \
+                 in a few minutes."
                     .to_owned()
             }
         };
