@@ -51,6 +51,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_event_processing"),
     migration!(5, "0005_role_sync"),
     migration!(6, "0006_wallet_link_nonces"),
+    migration!(7, "0007_check_lease"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

@@ -58,7 +58,13 @@ pub struct CheckReport {
     pub badges_awarded: usize,
     /// The first failure, for the retry/dead-letter reason.
     pub first_error: Option<String>,
+    /// Members skipped because another check of theirs was in progress.
+    pub busy: usize,
 }
+
+/// How long a check may hold a member before another may take over (a
+/// crashed worker's lease expires by itself).
+const CHECK_LEASE: Duration = Duration::from_secs(60);
 
 pub struct RoleSync {
     store: Store,
@@ -184,6 +190,12 @@ impl RoleSync {
         // Read what we need, then let go of the connection while the chain
         // is read: no transaction waits on the network.
         let tx = self.store.begin(tenant).await?;
+        let wanted: Vec<Uuid> = profiles.iter().map(|p| p.id).collect();
+        // One check per member at a time: a second concurrent check would
+        // see the same difference and change the same role twice. The lease
+        // re-reads the profiles, so a check queued behind another sees what
+        // that one wrote (and any wallet linked meanwhile).
+        let profiles = tx.profiles().lease_for_check(&wanted, CHECK_LEASE).await?;
         let rules = tx.rules().list_all().await?;
         let ids: Vec<Uuid> = profiles.iter().map(|p| p.id).collect();
         let grants = tx.role_grants().for_profiles(&ids).await?;
@@ -192,9 +204,13 @@ impl RoleSync {
         let managed: Vec<&EligibilityRule> = rules.iter().filter(|r| r.enabled).collect();
         let mut report = CheckReport {
             members: profiles.len(),
+            busy: wanted.len() - profiles.len(),
             ..CheckReport::default()
         };
         if managed.is_empty() {
+            let tx = self.store.begin(tenant).await?;
+            tx.profiles().release_check_lease(&ids).await?;
+            tx.commit().await?;
             return Ok(report);
         }
         let rule_set = RuleSet::new(rules.iter().filter_map(|r| {
@@ -324,6 +340,7 @@ impl RoleSync {
         }
 
         let tx = self.store.begin(tenant).await?;
+        tx.profiles().release_check_lease(&ids).await?;
         for (user, roles, grant_rows, audits) in &writes {
             for grant in grant_rows {
                 tx.role_grants().record(grant).await?;

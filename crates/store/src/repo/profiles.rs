@@ -418,4 +418,47 @@ impl<'t> Profiles<'t> {
             .await?;
         Ok(())
     }
+
+    /// Takes the eligibility-check lease on these profiles for `ttl`.
+    /// Returns the profiles leased (re-read, so the caller sees the state as
+    /// of the lease); profiles already leased by a live check are left out.
+    pub async fn lease_for_check(
+        &self,
+        ids: &[Uuid],
+        ttl: std::time::Duration,
+    ) -> Result<Vec<Profile>, StoreError> {
+        let secs = ttl.as_secs_f64();
+        let sql = format!(
+            "UPDATE profiles SET check_lease_until = now() + make_interval(secs => $3)
+             WHERE community_id = $1 AND id = ANY($2)
+               AND (check_lease_until IS NULL OR check_lease_until < now())
+             RETURNING {COLUMNS}"
+        );
+        self.tx
+            .query(
+                "leasing profiles for an eligibility check",
+                &sql,
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&ids, Type::UUID_ARRAY),
+                    (&secs, Type::FLOAT8),
+                ],
+            )
+            .await?
+            .iter()
+            .map(Profile::from_row)
+            .collect()
+    }
+
+    /// Gives the leases back.
+    pub async fn release_check_lease(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        self.tx
+            .query(
+                "releasing eligibility-check leases",
+                "UPDATE profiles SET check_lease_until = NULL WHERE community_id = $1 AND id = ANY($2)",
+                &[(&self.tenant(), Type::UUID), (&ids, Type::UUID_ARRAY)],
+            )
+            .await?;
+        Ok(())
+    }
 }

@@ -28,6 +28,13 @@ pub(super) async fn check(
             let report = sync
                 .check_member(tenant, guild, user, check.priority, &check.reason)
                 .await?;
+            if report.busy > 0 {
+                // Run after the check in progress, so this request's news
+                // (a linked wallet, a balance change) is not lost.
+                return Err(HandlerError::Transient(format!(
+                    "an eligibility check for user {user} is in progress"
+                )));
+            }
             if report.failed_changes > 0 {
                 return Err(HandlerError::Transient(format!(
                     "{} role change(s) failed for user {user}: {}",
