@@ -128,16 +128,30 @@ pub(super) async fn interaction(
     Ok(())
 }
 
-/// Runs the member's check now.
+/// Runs the member's check, waiting out one already in progress (their
+/// join's or a linked wallet's): the member asked for a fresh answer.
 async fn check_now(
     sync: &crate::sync::RoleSync,
     tenant: store::TenantId,
     guild: Snowflake,
     user: Snowflake,
 ) -> Result<CheckReport, HandlerError> {
-    sync.check_member(tenant, guild, user, CheckPriority::Interactive, "/check")
-        .await
+    let mut waited = Duration::ZERO;
+    loop {
+        let report = sync
+            .check_member(tenant, guild, user, CheckPriority::Interactive, "/check")
+            .await?;
+        if report.busy == 0 || waited >= CHECK_WAIT {
+            return Ok(report);
+        }
+        tokio::time::sleep(CHECK_RETRY).await;
+        waited += CHECK_RETRY;
+    }
 }
+
+/// How long `/check` waits for another check of the same member to finish.
+const CHECK_WAIT: Duration = Duration::from_secs(10);
+const CHECK_RETRY: Duration = Duration::from_millis(200);
 
 /// A low-cardinality metrics label.
 fn command_label(command: &str) -> &'static str {
@@ -416,6 +430,10 @@ async fn check_text(
     user: Snowflake,
     report: &CheckReport,
 ) -> String {
+    if report.busy > 0 {
+        return "Another check of your roles is still running; try /check again in a moment."
+            .into();
+    }
     if report.members == 0 {
         return NO_PROFILE.into();
     }
