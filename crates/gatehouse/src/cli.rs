@@ -46,6 +46,10 @@ pub enum BenchCommand {
     /// One gateway process holding many simulated guilds: RSS and events/s
     /// into JetStream.
     Gateway(crate::bench::gateway::BenchGatewayArgs),
+    /// The demo's scenario as a measurement: end-to-end latency from the
+    /// simulator adding a member to the worker committing the profile, at
+    /// `--join-rate` (needs a fresh database, like the demo).
+    Pipeline(crate::demo::DemoArgs),
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Bench(BenchCommand::Db(args)) => bench::db::run(args).await,
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway::run(args).await,
+        Command::Bench(BenchCommand::Pipeline(args)) => demo::run(args).await,
         Command::Worker(args) => worker_cmd::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
