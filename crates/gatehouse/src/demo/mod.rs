@@ -25,7 +25,12 @@ pub struct DemoArgs {
     pub db: DbArgs,
 
     /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
 
     /// A shortened scenario (300 members), as CI runs it.
@@ -105,7 +110,9 @@ async fn play(
     store: &store::Store,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<summary::Report> {
-    let communities = world.wait_for_communities(store, Duration::from_secs(60)).await?;
+    let communities = world
+        .wait_for_communities(store, Duration::from_secs(60))
+        .await?;
     let communities = world.define_rules_and_badges(store, &communities).await?;
     let traffic = world.play_members(plan, store, shutdown.clone());
     let progress = summary::Progress::new(plan.members as u64);
@@ -119,7 +126,11 @@ async fn play(
         if traffic.is_finished() {
             // Every message handled, twice in a row (a check may enqueue
             // another between two looks).
-            settled_for = if snapshot.settled() { settled_for + 1 } else { 0 };
+            settled_for = if snapshot.settled() {
+                settled_for + 1
+            } else {
+                0
+            };
             if settled_for >= 2 {
                 break;
             }

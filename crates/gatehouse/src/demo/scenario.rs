@@ -67,12 +67,14 @@ pub struct World {
     pub chain: FakeChain,
     pub gateway_http: std::net::SocketAddr,
     gateway: gateway::Gateway,
-    worker: (CancellationToken, tokio::task::JoinHandle<Result<(), worker::WorkerError>>),
+    worker: (
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
+    ),
     pub guilds: Vec<u64>,
     contract: Address,
     js: async_nats::jetstream::Context,
     namespace: Namespace,
-    joined: Arc<AtomicU64>,
     pub linked: Arc<AtomicU64>,
 }
 
@@ -118,7 +120,9 @@ impl World {
             }
         }
 
-        let chain = FakeChain::start().await.context("starting the fake chain")?;
+        let chain = FakeChain::start()
+            .await
+            .context("starting the fake chain")?;
         let contract: Address = CONTRACT.parse().context("demo contract address")?;
         chain.deploy(contract, FakeContract::Erc20);
 
@@ -185,8 +189,11 @@ impl World {
             },
             ..Default::default()
         };
-        let config = gateway::GatewayConfig::from_settings(settings).context("gateway configuration")?;
-        let gateway = gateway::Gateway::start(config).await.context("starting the gateway")?;
+        let config =
+            gateway::GatewayConfig::from_settings(settings).context("gateway configuration")?;
+        let gateway = gateway::Gateway::start(config)
+            .await
+            .context("starting the gateway")?;
         let gateway_http = gateway.http_addr();
         Ok(World {
             sim,
@@ -198,13 +205,8 @@ impl World {
             contract,
             js: js.clone(),
             namespace: namespace.clone(),
-            joined: Arc::new(AtomicU64::new(0)),
             linked: Arc::new(AtomicU64::new(0)),
         })
-    }
-
-    pub fn joined(&self) -> u64 {
-        self.joined.load(Ordering::Relaxed)
     }
 
     pub fn dead_letter_stream(&self) -> String {
@@ -327,7 +329,6 @@ impl World {
         let store = store.clone();
         let js = self.js.clone();
         let namespace = self.namespace.clone();
-        let joined = self.joined.clone();
         let linked = self.linked.clone();
         let members = plan.members;
         let interval = Duration::from_secs_f64(1.0 / f64::from(plan.join_rate));
@@ -350,7 +351,6 @@ impl World {
                         ..Default::default()
                     },
                 )?;
-                joined.fetch_add(1, Ordering::Relaxed);
                 report.joined += 1;
                 if rng.random_bool(0.7) {
                     // 45 % hold enough for the holder role, 15 % for both.
@@ -367,8 +367,13 @@ impl World {
                         holders.push((guild, user, wallet.clone()));
                     }
                     let delay = Duration::from_millis(rng.random_range(300..2500));
-                    let (store, js, namespace, chain, linked) =
-                        (store.clone(), js.clone(), namespace.clone(), chain_handle.clone(), linked.clone());
+                    let (store, js, namespace, chain, linked) = (
+                        store.clone(),
+                        js.clone(),
+                        namespace.clone(),
+                        chain_handle.clone(),
+                        linked.clone(),
+                    );
                     links.spawn(async move {
                         tokio::time::sleep(delay).await;
                         chain.set_balance(&wallet, balance)?;
@@ -392,7 +397,9 @@ impl World {
             // A few members leave.
             for i in (0..report.joined).step_by(33) {
                 let guild = guilds[(i as usize) % guilds.len()];
-                let Ok(list) = control.members(guild) else { continue };
+                let Ok(list) = control.members(guild) else {
+                    continue;
+                };
                 if let Some(m) = list.get((i as usize / guilds.len()) % list.len().max(1)) {
                     if control.remove_member(guild, m.user_id).is_ok() {
                         report.left += 1;
@@ -420,7 +427,9 @@ impl World {
         for spec in wire::subjects::ALL_STREAMS {
             let _ = js.delete_stream(namespace.stream_name(&spec)).await;
         }
-        let _ = js.delete_stream(namespace.name("KV_gateway_sessions")).await;
+        let _ = js
+            .delete_stream(namespace.name("KV_gateway_sessions"))
+            .await;
     }
 }
 
@@ -485,7 +494,10 @@ async fn request_check(
     reason: &str,
 ) {
     let check = EligibilityCheck {
-        id: format!("demo:{reason}:{guild}:{user}:{}", chrono::Utc::now().timestamp_micros()),
+        id: format!(
+            "demo:{reason}:{guild}:{user}:{}",
+            chrono::Utc::now().timestamp_micros()
+        ),
         guild_id: wire::Snowflake(guild),
         user_id: Some(wire::Snowflake(user)),
         reason: reason.to_owned(),

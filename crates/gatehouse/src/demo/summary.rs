@@ -47,7 +47,11 @@ pub async fn snapshot(
     for c in communities {
         let tx = store.begin(c.tenant).await?;
         let row = tx
-            .query_one("counting demo progress", COUNTS, &[(c.tenant.as_uuid(), Type::UUID)])
+            .query_one(
+                "counting demo progress",
+                COUNTS,
+                &[(c.tenant.as_uuid(), Type::UUID)],
+            )
             .await?;
         tx.commit().await?;
         s.profiles += row.get::<_, i64>(0) as u64;
@@ -66,7 +70,11 @@ pub async fn snapshot(
 async fn dead_letters(world: &World) -> BTreeMap<u64, u64> {
     use futures::StreamExt;
     let mut out = BTreeMap::new();
-    let Ok(stream) = world.jetstream().get_stream(world.dead_letter_stream()).await else {
+    let Ok(stream) = world
+        .jetstream()
+        .get_stream(world.dead_letter_stream())
+        .await
+    else {
         return out;
     };
     let Ok(consumer) = stream
@@ -91,7 +99,11 @@ async fn dead_letters(world: &World) -> BTreeMap<u64, u64> {
     while let Some(Ok(m)) = batch.next().await {
         let guild = serde_json::from_slice::<serde_json::Value>(&m.payload)
             .ok()
-            .and_then(|v| v.get("guild_id").and_then(|g| g.as_str()).and_then(|g| g.parse().ok()))
+            .and_then(|v| {
+                v.get("guild_id")
+                    .and_then(|g| g.as_str())
+                    .and_then(|g| g.parse().ok())
+            })
             .unwrap_or(0);
         *out.entry(guild).or_insert(0) += 1;
     }
@@ -188,7 +200,10 @@ pub async fn report(
                 "SELECT p.discord_user_id FROM role_grants g
                  JOIN profiles p ON p.community_id = g.community_id AND p.id = g.profile_id
                  WHERE g.community_id = $1 AND g.rule_id = $2 AND g.eligible AND p.left_at IS NULL",
-                &[(c.tenant.as_uuid(), Type::UUID), (&c.holder_rule, Type::UUID)],
+                &[
+                    (c.tenant.as_uuid(), Type::UUID),
+                    (&c.holder_rule, Type::UUID),
+                ],
             )
             .await?
             .iter()
@@ -252,8 +267,15 @@ impl Report {
         let _ = writeln!(out, "\ngatehouse demo — summary");
         let _ = writeln!(
             out,
-            "  {:<20} {:>8} {:>8} {:>9} {:>8} {:>8} {:>7} {:>6}  {}",
-            "community (guild)", "members", "wallets", "eligible", "granted", "removed", "badges", "dead", "roles match Discord"
+            "  {:<20} {:>8} {:>8} {:>9} {:>8} {:>8} {:>7} {:>6}  roles match Discord",
+            "community (guild)",
+            "members",
+            "wallets",
+            "eligible",
+            "granted",
+            "removed",
+            "badges",
+            "dead"
         );
         for r in &self.communities {
             let _ = writeln!(
@@ -273,7 +295,10 @@ impl Report {
         let _ = writeln!(
             out,
             "  scenario: {} joined, {} wallets linked, {} balances dropped, {} left",
-            self.traffic.joined, self.traffic.wallets_linked, self.traffic.balances_dropped, self.traffic.left
+            self.traffic.joined,
+            self.traffic.wallets_linked,
+            self.traffic.balances_dropped,
+            self.traffic.left
         );
         let _ = writeln!(
             out,
