@@ -184,6 +184,7 @@ impl Gateway {
                 jobs: jobs_tx.clone(),
                 status: Arc::clone(&status),
                 subject_prefix: config.subject(""),
+                last_session: None,
             };
             let stop_rx = stop.subscribe();
             runners.spawn(async move { (shard_id, runner.run(stop_rx).await) });

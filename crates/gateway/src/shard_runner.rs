@@ -73,6 +73,11 @@ pub struct ShardRunner {
     pub status: Arc<Status>,
     /// Subject prefix (`ns.`), empty without a namespace.
     pub subject_prefix: String,
+    /// The session of the latest dispatch. Twilight forgets its session on
+    /// op 9 `false` before the connection closes; a dispatch that still
+    /// arrives on that connection belongs to the old session and is published
+    /// under it rather than dropped.
+    pub last_session: Option<String>,
 }
 
 /// Why the read loop ended early.
@@ -192,16 +197,22 @@ impl ShardRunner {
         let parsed = twilight_gateway::parse(text, translate::WANTED);
         // Twilight has already processed the message, so the session is the
         // one this dispatch belongs to (READY included).
-        let Some(session) = self.shard.session() else {
-            return Ok(());
-        };
-        let session_id = session.id().to_owned();
+        let current = self
+            .shard
+            .session()
+            .map(|s| (s.id().to_owned(), s.sequence()));
+        if let Some((id, _)) = &current {
+            if self.last_session.as_deref() != Some(id.as_str()) {
+                self.last_session = Some(id.clone());
+            }
+        }
         let event = match parsed {
             Ok(Some(GatewayEvent::Dispatch(sequence, event))) => (sequence, event),
             Ok(_) => {
                 // Not a dispatch, or one the contract has no type for.
-                self.progress
-                    .observe(&session_id, session.sequence(), false);
+                if let Some((id, sequence)) = &current {
+                    self.progress.observe(id, *sequence, false);
+                }
                 return Ok(());
             }
             Err(_) => {
@@ -211,13 +222,19 @@ impl ShardRunner {
                     .increment(1);
                 tracing::warn!(
                     shard = shard_id,
-                    sequence = session.sequence(),
                     "skipping a dispatch Twilight could not deserialize"
                 );
-                self.progress
-                    .observe(&session_id, session.sequence(), false);
+                if let Some((id, sequence)) = &current {
+                    self.progress.observe(id, *sequence, false);
+                }
                 return Ok(());
             }
+        };
+        let Some(session_id) = current
+            .map(|(id, _)| id)
+            .or_else(|| self.last_session.clone())
+        else {
+            return Ok(());
         };
         let (sequence, event) = event;
         match &event {
