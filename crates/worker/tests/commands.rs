@@ -216,6 +216,20 @@ impl World {
             .to_owned()
     }
 
+    /// The link request is committed just after its reply reaches Discord;
+    /// wait for it, so the next command cannot overtake it.
+    async fn link_request(&self, user: u64) -> String {
+        let reply = self.reply(user, "link-wallet", &[]).await;
+        let query =
+            format!("SELECT count(*) FROM wallet_link_nonces WHERE discord_user_id = {user}");
+        assert_eq!(
+            self.h.wait_for_count(&query, 1).await,
+            1,
+            "no link request stored"
+        );
+        message_to_sign(&reply)
+    }
+
     async fn wallet_of(&self, user: u64) -> Option<String> {
         self.h
             .db
@@ -437,8 +451,7 @@ async fn link_wallet_with_a_valid_signature_links_audits_and_checks_roles() {
         U256::from(100u64),
     );
 
-    let first = w.reply(user, "link-wallet", &[]).await;
-    let message = message_to_sign(&first);
+    let message = w.link_request(user).await;
     assert!(
         message.contains(&format!("Discord user: {user}")),
         "{message}"
@@ -447,11 +460,6 @@ async fn link_wallet_with_a_valid_signature_links_audits_and_checks_roles() {
         message.contains(&format!("Server: {}", w.guild)),
         "{message}"
     );
-    assert_eq!(
-        w.h.count("SELECT count(*) FROM wallet_link_nonces").await,
-        1
-    );
-
     let signature = personal_sign(&key, &message);
     let done = w
         .reply(
@@ -499,7 +507,7 @@ async fn link_wallet_refuses_a_bad_signature_and_stores_nothing() {
     let user = w.members[0];
     let (owner, impostor) = (key(0x01), key(0x02));
     let address = address_of(&owner);
-    let message = message_to_sign(&w.reply(user, "link-wallet", &[]).await);
+    let message = w.link_request(user).await;
 
     // Signed by another key.
     let wrong = personal_sign(&impostor, &message);
@@ -570,7 +578,7 @@ async fn link_wallet_refuses_an_expired_nonce() {
     let w = world("cmd_link_expired").await;
     let user = w.members[0];
     let key = key(0x07);
-    let message = message_to_sign(&w.reply(user, "link-wallet", &[]).await);
+    let message = w.link_request(user).await;
     w.h.db
         .admin()
         .await
@@ -616,7 +624,7 @@ async fn link_wallet_refuses_a_wallet_another_member_holds() {
     let address = address_of(&key);
     w.link_in_store(w.members[1], &address).await;
     let user = w.members[0];
-    let message = message_to_sign(&w.reply(user, "link-wallet", &[]).await);
+    let message = w.link_request(user).await;
     let refused = w
         .reply(
             user,

@@ -75,11 +75,26 @@ async fn duplicates_and_redeliveries_have_one_effect() {
     );
     // Let every copy be handled before counting effects.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(
-        h.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
-            .await,
-        1
-    );
+    let joined = h
+        .count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
+        .await;
+    if joined != 1 {
+        let admin = h.db.admin().await;
+        let actions: Vec<String> = admin
+            .query(
+                "SELECT action || ' ' || metadata::text FROM audit_logs ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        panic!(
+            "member.joined audited {joined} times; audit: {actions:?}; dead letters: {:?}",
+            h.dead_letters().await
+        );
+    }
     assert_eq!(
         h.count("SELECT count(*) FROM audit_logs WHERE action = 'community.provisioned'")
             .await,
