@@ -169,6 +169,13 @@ impl ShardRunner {
                     if matches!(item, Ok(Message::Close(_))) {
                         return true;
                     }
+                    // A server that ends the TCP connection without echoing
+                    // the close makes Twilight reconnect at once; its first
+                    // message (Hello) moves the shard out of Disconnected.
+                    // Stop there, before Twilight sends a Resume.
+                    if !matches!(self.shard.state(), ShardState::Disconnected { .. }) {
+                        return false;
+                    }
                 }
                 false
             })

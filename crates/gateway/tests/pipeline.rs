@@ -333,6 +333,10 @@ async fn a_restarted_gateway_resumes_its_sessions() {
     assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
     let summary = first.shutdown().await.expect("clean shutdown");
     assert_eq!(summary.sessions_saved, 2);
+    for shard in 0..2 {
+        // Closing must not turn into a reconnect and resume of its own.
+        assert_eq!(control.transcript(shard).resumes, 0, "shard {shard}");
+    }
 
     // Events while no gateway runs: Discord keeps them for the session.
     for &g in &guilds {
