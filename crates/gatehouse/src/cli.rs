@@ -1,8 +1,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::{
-    demo::DemoArgs,
-    bench::db::BenchDbArgs, logging::LogFormat, migrate::MigrateArgs, worker_cmd::WorkerArgs,
+    bench::db::BenchDbArgs, demo::DemoArgs, logging::LogFormat, migrate::MigrateArgs,
+    worker_cmd::WorkerArgs,
 };
 use crate::{gateway_cmd::GatewayArgs, sim_cmd::SimArgs};
 

@@ -87,9 +87,9 @@ pub struct WorkerArgs {
 pub fn parse_chains(spec: &str) -> anyhow::Result<eligibility::EligibilityConfig> {
     let mut chains = std::collections::BTreeMap::new();
     for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
-        let (name, urls) = entry
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("CHAINS: {entry:?} should look like name=https://rpc.example"))?;
+        let (name, urls) = entry.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("CHAINS: {entry:?} should look like name=https://rpc.example")
+        })?;
         let urls = urls
             .split(',')
             .map(|u| {
@@ -101,7 +101,9 @@ pub fn parse_chains(spec: &str) -> anyhow::Result<eligibility::EligibilityConfig
         chains.insert(name.trim().to_owned(), eligibility::ChainConfig::new(urls));
     }
     let config = eligibility::EligibilityConfig { chains };
-    config.validate().map_err(|e| anyhow::anyhow!("CHAINS: {e}"))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("CHAINS: {e}"))?;
     Ok(config)
 }
 
