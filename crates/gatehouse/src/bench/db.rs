@@ -46,6 +46,11 @@ pub struct BenchDbArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
+    /// Scale the profile so its peak is this many virtual users (default:
+    /// the documented 200), to find what a machine sustains.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub peak_vus: Option<u32>,
+
     /// Communities to seed and spread the load over.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub communities: u32,
@@ -78,11 +83,14 @@ const BENCH_USER_BASE: i64 = 7_000_000_000_000_000_000;
 const RULES_PER_COMMUNITY: i64 = 3;
 
 pub async fn run(args: BenchDbArgs) -> anyhow::Result<ExitCode> {
-    let profile = if args.quick {
+    let mut profile = if args.quick {
         LoadProfile::quick()
     } else {
         LoadProfile::full()
     };
+    if let Some(peak) = args.peak_vus {
+        profile = profile.with_peak(peak);
+    }
     let store = args.db.connect(64).await?;
     let target = store.config().redacted_url();
     eprintln!(
@@ -369,7 +377,7 @@ impl Report {
                 name: "p99 latency",
                 limit: format!("< {max_p99_ms} ms"),
                 actual: format!("{p99_ms:.2} ms"),
-                passed: transactions > 0 && p99_ms < max_p99_ms,
+                passed: successes > 0 && p99_ms < max_p99_ms,
             },
             Threshold {
                 name: "success rate",

@@ -59,6 +59,16 @@ impl LoadProfile {
         }
     }
 
+    /// The same shape with every target scaled so the peak is `peak`
+    /// (to find the load a given machine sustains within the thresholds).
+    pub fn with_peak(mut self, peak: u32) -> Self {
+        let current = self.peak().max(1);
+        for s in &mut self.stages {
+            s.target = ((u64::from(s.target) * u64::from(peak)) / u64::from(current)) as u32;
+        }
+        self
+    }
+
     pub fn total(&self) -> Duration {
         self.stages.iter().map(|s| s.duration).sum()
     }
@@ -106,6 +116,15 @@ mod tests {
         assert_eq!(p.vus_at(Duration::from_secs(215)), 100);
         assert_eq!(p.vus_at(Duration::from_secs(240)), 200);
         assert_eq!(p.vus_at(Duration::from_secs(300)), 0);
+    }
+
+    #[test]
+    fn scaling_keeps_the_shape_with_a_new_peak() {
+        let p = LoadProfile::full().with_peak(50);
+        assert_eq!(p.peak(), 50);
+        assert_eq!(p.stages[0].target, 12);
+        assert_eq!(p.stages[2].target, 25);
+        assert_eq!(p.total(), LoadProfile::full().total());
     }
 
     #[test]
