@@ -31,9 +31,12 @@ pub enum StoreError {
     #[error("the database connection pool is closed")]
     PoolClosed,
 
-    #[error("database error while {context}: {source}")]
+    #[error("database error while {context}: {detail}")]
     Query {
         context: &'static str,
+        /// The server's message and SQLSTATE: tokio-postgres' own Display
+        /// says only "db error".
+        detail: String,
         #[source]
         source: tokio_postgres::Error,
     },
@@ -70,7 +73,15 @@ impl StoreError {
                 };
             }
         }
-        StoreError::Query { context, source }
+        let detail = match source.as_db_error() {
+            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+            None => source.to_string(),
+        };
+        StoreError::Query {
+            context,
+            detail,
+            source,
+        }
     }
 
     /// True when the failure is about reaching the database (connect, pool,
