@@ -94,6 +94,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let report = result?;
     print!("{}", report.render());
     if let Some(path) = &args.json {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }
