@@ -388,6 +388,18 @@ impl<'t> Profiles<'t> {
         Ok(())
     }
 
+    /// Makes one member due for a re-check now.
+    pub async fn mark_due(&self, user: Snowflake) -> Result<(), StoreError> {
+        self.tx
+            .query(
+                "marking a member due for a re-check",
+                "UPDATE profiles SET next_check_at = NULL WHERE community_id = $1 AND discord_user_id = $2",
+                &[(&self.tenant(), Type::UUID), (&user.as_i64(), Type::INT8)],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Makes every present member due for a re-check now (a rule changed).
     pub async fn mark_all_due(&self) -> Result<u64, StoreError> {
         let rows = self

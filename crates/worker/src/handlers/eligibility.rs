@@ -29,11 +29,15 @@ pub(super) async fn check(
                 .check_member(tenant, guild, user, check.priority, &check.reason)
                 .await?;
             if report.busy > 0 {
-                // Run after the check in progress, so this request's news
-                // (a linked wallet, a balance change) is not lost.
-                return Err(HandlerError::Transient(format!(
-                    "an eligibility check for user {user} is in progress"
-                )));
+                // Another check of this member is in progress and may have
+                // read their state before this request's news (a linked
+                // wallet, a balance change). Make them due now: the periodic
+                // scan checks them again once that check lets go, without
+                // this message waiting in the queue meanwhile.
+                let tx = handlers.store.begin(tenant).await?;
+                tx.profiles().mark_due(user).await?;
+                tx.commit().await?;
+                return Ok(());
             }
             if report.failed_changes > 0 {
                 return Err(HandlerError::Transient(format!(
