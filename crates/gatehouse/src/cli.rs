@@ -29,6 +29,9 @@ pub enum Command {
     /// Run everything on this machine: simulator → gateway → NATS → worker
     /// → PostgreSQL and back, with live progress and a summary.
     Demo(DemoArgs),
+    /// Manage a community's eligibility rules.
+    #[command(subcommand)]
+    Rules(crate::rules_cmd::RulesCommand),
     /// Run Discord gateway shards and publish their events to JetStream.
     Gateway(GatewayArgs),
     /// Run the bundled Discord simulator (gateway + REST) until Ctrl-C.

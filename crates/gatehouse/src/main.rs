@@ -9,6 +9,7 @@ mod demo;
 mod gateway_cmd;
 mod logging;
 mod migrate;
+mod rules_cmd;
 mod sim_cmd;
 mod worker_cmd;
 
@@ -52,6 +53,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Pipeline(args)) => demo::run(args).await,
         Command::Worker(args) => worker_cmd::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Rules(command) => rules_cmd::run(command).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
         Command::Sim(args) => sim_cmd::run(args).await,
     }

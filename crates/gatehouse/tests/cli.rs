@@ -126,3 +126,81 @@ async fn migrate_applies_then_reports_up_to_date() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
 }
+
+#[tokio::test]
+async fn rules_add_validates_then_stores_and_requests_a_community_recheck() {
+    let db = TestDb::create("cli_rules_add").await;
+    let store = db.store(2).await;
+    let guild = store::Snowflake::new(4242).unwrap();
+    let tenant = store.directory().provision_guild(guild, "g").await.unwrap();
+    let ns = wire::Namespace::prefixed(&format!("cli{}", std::process::id())).unwrap();
+    let client = async_nats::connect(&db.env.nats_url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    worker::ensure_streams(
+        &js,
+        &ns,
+        &worker::StreamLimits {
+            storage: worker::StorageKind::Memory,
+            ..worker::StreamLimits::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = db.app_pgbouncer_url();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("NATS_URL", db.env.nats_url.as_str()),
+        ("NATS_NAMESPACE", ns.prefix().unwrap()),
+    ];
+    let contract = "0x00000000000000000000000000000000000000aa";
+    let base = [
+        "rules",
+        "add",
+        "--guild",
+        "4242",
+        "--role",
+        "77",
+        "--type",
+        "token_balance",
+        "--chain",
+        "ethereum",
+        "--contract",
+        contract,
+    ];
+
+    // A bad parameter: one line naming the field, nothing stored.
+    let mut bad = base.to_vec();
+    bad.extend(["--parameters", r#"{"min_balance": "lots"}"#]);
+    let out = gatehouse(&bad, &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        error_line(&out).contains("parameters.min_balance"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut good = base.to_vec();
+    good.extend(["--parameters", r#"{"min_balance": "1000"}"#]);
+    let out = gatehouse(&good, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let tx = store.begin(tenant).await.unwrap();
+    let rules = tx.rules().list_enabled().await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(rules.len(), 1, "exactly the valid rule was stored");
+    assert_eq!(rules[0].role_discord_id.get(), 77);
+
+    let stream = ns.stream_name(&wire::subjects::ELIGIBILITY);
+    let info = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.state.messages, 1, "one community re-check requested");
+    for spec in wire::subjects::ALL_STREAMS {
+        let _ = js.delete_stream(ns.stream_name(&spec)).await;
+    }
+}
