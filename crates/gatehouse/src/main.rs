@@ -9,6 +9,7 @@ mod demo;
 mod gateway_cmd;
 mod logging;
 mod migrate;
+mod nats_args;
 mod rules_cmd;
 mod sim_cmd;
 mod worker_cmd;

@@ -8,12 +8,9 @@ use store::{
     repo::{AuditEntry, NewRule, RuleType},
     Snowflake, WalletAddress,
 };
-use wire::{
-    check::{CheckPriority, EligibilityCheck},
-    Namespace,
-};
+use wire::check::{CheckPriority, EligibilityCheck};
 
-use crate::{db_args::DbArgs, worker_cmd::connect_nats};
+use crate::{db_args::DbArgs, nats_args::NatsArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RulesCommand {
@@ -28,18 +25,9 @@ pub struct AddArgs {
     #[command(flatten)]
     pub db: DbArgs,
 
-    /// NATS server URL (the community re-check is requested there).
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
-
-    /// Prefix of subjects and streams (see `gatehouse worker`).
-    #[arg(long, env = "NATS_NAMESPACE", default_value = "")]
-    pub nats_namespace: String,
+    /// Where the community re-check is requested.
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// The community's Discord guild id.
     #[arg(long)]
@@ -132,12 +120,8 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
     tx.commit().await?;
 
     // The rule changed who qualifies: ask for a community-wide re-check.
-    let namespace = if args.nats_namespace.is_empty() {
-        Namespace::root()
-    } else {
-        Namespace::prefixed(&args.nats_namespace).context("NATS_NAMESPACE")?
-    };
-    let js = async_nats::jetstream::new(connect_nats(&args.nats_url).await?);
+    let namespace = args.nats.namespace()?;
+    let js = async_nats::jetstream::new(args.nats.connect().await?);
     let check = EligibilityCheck {
         id: format!("rule:{}", rule.id),
         guild_id: wire::Snowflake(guild.get()),

@@ -4,29 +4,17 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use wire::Namespace;
 use worker::{StorageKind, StreamLimits, WorkerConfig};
 
-use crate::db_args::DbArgs;
+use crate::{db_args::DbArgs, nats_args::NatsArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     #[command(flatten)]
     pub db: DbArgs,
 
-    /// NATS server URL.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
-
-    /// Prefix for every subject, stream and consumer name, so several
-    /// deployments can share one NATS server. Empty: the standard names.
-    #[arg(long, env = "NATS_NAMESPACE", default_value = "")]
-    pub nats_namespace: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Durable consumer name; worker processes with the same name share the work.
     #[arg(long, env = "WORKER_CONSUMER", default_value = "worker")]
@@ -108,11 +96,7 @@ pub fn parse_chains(spec: &str) -> anyhow::Result<eligibility::EligibilityConfig
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let namespace = if args.nats_namespace.is_empty() {
-        Namespace::root()
-    } else {
-        Namespace::prefixed(&args.nats_namespace).context("NATS_NAMESPACE (--nats-namespace)")?
-    };
+    let namespace = args.nats.namespace()?;
     let config = WorkerConfig {
         namespace,
         consumer_name: args.consumer.clone(),
@@ -132,7 +116,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     };
     config.validate().context("worker configuration")?;
     let store = args.db.connect(args.concurrency.max(4)).await?;
-    let nats = connect_nats(&args.nats_url).await?;
+    let nats = args.nats.connect().await?;
     let jetstream = async_nats::jetstream::new(nats);
 
     let role_sync = match &args.discord_token {
@@ -167,22 +151,6 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .context("worker stopped")?;
     tracing::info!("worker stopped cleanly");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Connects, or explains in one line what to fix. After this, async-nats
-/// reconnects by itself when the server goes away.
-pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .name("gatehouse")
-        .connect(url)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "NATS_URL (--nats-url): cannot connect to {}: {e}; is NATS running with JetStream? `scripts/stack up` starts one",
-                store::redact_url(url)
-            )
-        })
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

@@ -17,7 +17,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use wire::Namespace;
 
-use crate::{db_args::DbArgs, worker_cmd::connect_nats};
+use crate::{db_args::DbArgs, nats_args};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -65,7 +65,7 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let members = args.members.unwrap_or(if args.quick { 300 } else { 2000 });
     let store = args.db.connect(32).await?;
-    let nats = connect_nats(&args.nats_url).await?;
+    let nats = nats_args::connect(&args.nats_url).await?;
     let js = async_nats::jetstream::new(nats);
     let run_id = chrono::Utc::now().timestamp_millis();
     let namespace = Namespace::prefixed(&format!("demo{run_id}"))
