@@ -130,20 +130,13 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
         priority: CheckPriority::Bulk,
         requested_at: chrono::Utc::now().timestamp_millis(),
     };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(wire::subjects::headers::MSG_ID, check.id.as_str());
-    let ack = js
-        .publish_with_headers(
-            namespace.subject(wire::subjects::ELIGIBILITY_CHECK),
-            headers,
-            check.to_json()?.into(),
-        )
-        .await
-        .context("requesting the community re-check")?;
-    tokio::time::timeout(Duration::from_secs(10), ack)
-        .await
-        .context("no acknowledgement from JetStream for the re-check (is a worker's ELIGIBILITY stream there?)")?
-        .context("requesting the community re-check")?;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        worker::publish_check(&js, &namespace, &check),
+    )
+    .await
+    .context("no acknowledgement from JetStream for the re-check (is a worker's ELIGIBILITY stream there?)")?
+    .context("requesting the community re-check")?;
     println!("rule {} created; community re-check requested", rule.id);
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@
 //! blocking the stream.
 
 pub mod badges;
+mod checks;
 mod config;
 mod consumer;
 mod dead_letter;
@@ -19,6 +20,7 @@ pub mod handlers;
 mod streams;
 pub mod sync;
 
+pub use checks::publish_check;
 pub use config::{StorageKind, StreamLimits, WorkerConfig};
 pub use consumer::Delivery;
 pub use error::{HandlerError, WorkerError};

@@ -504,14 +504,7 @@ async fn request_check(
         priority: CheckPriority::Interactive,
         requested_at: chrono::Utc::now().timestamp_millis(),
     };
-    let Ok(body) = check.to_json() else { return };
-    let subject = namespace.subject(wire::subjects::ELIGIBILITY_CHECK);
-    match js.publish(subject, body.into()).await {
-        Ok(ack) => {
-            if let Err(e) = ack.await {
-                tracing::warn!(error = %e, "eligibility check not stored");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "eligibility check not published"),
+    if let Err(e) = worker::publish_check(js, namespace, &check).await {
+        tracing::warn!(error = %e, "eligibility check not stored");
     }
 }

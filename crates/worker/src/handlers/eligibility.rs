@@ -1,6 +1,5 @@
 //! `eligibility.check`: re-evaluate one member or a whole community.
 
-use async_nats::HeaderMap;
 use store::Snowflake;
 use wire::{
     check::{CheckPriority, EligibilityCheck},
@@ -79,20 +78,7 @@ pub(super) async fn request(handlers: &Handlers, envelope: &Envelope, reason: &s
         priority: CheckPriority::Interactive,
         requested_at: envelope.occurred_at,
     };
-    let Ok(body) = check.to_json() else { return };
-    let mut headers = HeaderMap::new();
-    headers.insert(wire::subjects::headers::MSG_ID, check.id.as_str());
-    let subject = handlers
-        .namespace
-        .subject(wire::subjects::ELIGIBILITY_CHECK);
-    let published = match handlers
-        .js
-        .publish_with_headers(subject, headers, body.into())
-        .await
-    {
-        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let published = crate::publish_check(&handlers.js, &handlers.namespace, &check).await;
     if let Err(e) = published {
         tracing::warn!(error = %e, "could not request an eligibility check; the periodic scan will do it");
     }
