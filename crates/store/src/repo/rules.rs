@@ -85,36 +85,28 @@ impl<'t> Rules<'t> {
 
     /// The rules that currently decide roles, highest priority first.
     pub async fn list_enabled(&self) -> Result<Vec<EligibilityRule>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM eligibility_rules
-             WHERE community_id = $1 AND enabled
-             ORDER BY priority DESC, created_at"
-        );
-        self.tx
-            .query(
-                "reading enabled eligibility rules",
-                &sql,
-                &[(self.tx.tenant().as_uuid(), Type::UUID)],
-            )
-            .await?
-            .iter()
-            .map(EligibilityRule::from_row)
-            .collect()
+        // A literal `AND enabled` lets the partial index serve this.
+        self.list_where("AND enabled", "reading enabled eligibility rules")
+            .await
     }
 
     /// Every rule, enabled or not (custom rules may combine disabled ones).
     pub async fn list_all(&self) -> Result<Vec<EligibilityRule>, StoreError> {
+        self.list_where("", "reading eligibility rules").await
+    }
+
+    async fn list_where(
+        &self,
+        condition: &'static str,
+        context: &'static str,
+    ) -> Result<Vec<EligibilityRule>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM eligibility_rules
-             WHERE community_id = $1
+             WHERE community_id = $1 {condition}
              ORDER BY priority DESC, created_at"
         );
         self.tx
-            .query(
-                "reading eligibility rules",
-                &sql,
-                &[(self.tx.tenant().as_uuid(), Type::UUID)],
-            )
+            .query(context, &sql, &[(self.tx.tenant().as_uuid(), Type::UUID)])
             .await?
             .iter()
             .map(EligibilityRule::from_row)
