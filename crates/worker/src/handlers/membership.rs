@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use store::{
     repo::{AuditEntry, MemberChange, MemberEvent},
-    Snowflake, Store, TenantId,
+    Snowflake, Store, TenantId, Type,
 };
 use wire::{payload::GuildJoin, Envelope, Payload};
 
@@ -30,9 +30,9 @@ pub(super) async fn guild_join(
     } else {
         join.name.chars().take(100).collect()
     };
-    let (tenant, created) = match store.directory().resolve_guild(guild).await? {
-        Some(tenant) => (tenant, false),
-        None => (store.directory().provision_guild(guild, &name).await?, true),
+    let tenant = match store.directory().resolve_guild(guild).await? {
+        Some(tenant) => tenant,
+        None => store.directory().provision_guild(guild, &name).await?,
     };
     let tx = store.begin(tenant).await?;
     if !tx
@@ -42,11 +42,27 @@ pub(super) async fn guild_join(
     {
         return Ok(tx.commit().await?);
     }
+    // Whether this is the community's first join is a fact of the
+    // database, not of which delivery happened to provision it: two copies
+    // of one event may race through `provision_guild`, and the one that
+    // claims the event need not be the one that created the row. The row
+    // lock serialises guild events of this community.
+    let first_join: bool = tx
+        .query_one(
+            "checking whether the community was announced before",
+            "SELECT NOT EXISTS (
+                 SELECT 1 FROM audit_logs
+                 WHERE community_id = $1 AND action = 'community.provisioned')
+             FROM communities WHERE id = $1 FOR UPDATE",
+            &[(tenant.as_uuid(), Type::UUID)],
+        )
+        .await?
+        .get(0);
     let before = tx.communities().get().await?;
     if !before.active {
         tx.communities().set_active(true).await?;
     }
-    let action = if created {
+    let action = if first_join {
         "community.provisioned"
     } else if before.active {
         "community.seen"
