@@ -127,51 +127,124 @@ async fn migrate_applies_then_reports_up_to_date() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
 }
 
+/// A provisioned community (guild 4242), an ELIGIBILITY stream of the
+/// test's own, and the environment the `rules` verbs need.
+struct RulesWorld {
+    db: TestDb,
+    store: store::Store,
+    tenant: store::TenantId,
+    js: async_nats::jetstream::Context,
+    ns: wire::Namespace,
+    url: String,
+}
+
+impl RulesWorld {
+    async fn new(label: &str) -> RulesWorld {
+        let db = TestDb::create(label).await;
+        let store = db.store(2).await;
+        let guild = store::Snowflake::new(4242).unwrap();
+        let tenant = store.directory().provision_guild(guild, "g").await.unwrap();
+        let ns = wire::Namespace::prefixed(&format!(
+            "cli{}{}",
+            std::process::id(),
+            label.replace('_', "")
+        ))
+        .unwrap();
+        let client = async_nats::connect(&db.env.nats_url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        worker::ensure_streams(
+            &js,
+            &ns,
+            &worker::StreamLimits {
+                storage: worker::StorageKind::Memory,
+                ..worker::StreamLimits::default()
+            },
+        )
+        .await
+        .unwrap();
+        let url = db.app_pgbouncer_url();
+        RulesWorld {
+            db,
+            store,
+            tenant,
+            js,
+            ns,
+            url,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let env = [
+            ("DATABASE_URL", self.url.as_str()),
+            ("NATS_URL", self.db.env.nats_url.as_str()),
+            ("NATS_NAMESPACE", self.ns.prefix().unwrap()),
+        ];
+        gatehouse(args, &env)
+    }
+
+    async fn rules(&self) -> Vec<store::repo::EligibilityRule> {
+        let tx = self.store.begin(self.tenant).await.unwrap();
+        let rules = tx.rules().list_all().await.unwrap();
+        tx.commit().await.unwrap();
+        rules
+    }
+
+    async fn rechecks_requested(&self) -> u64 {
+        let stream = self.ns.stream_name(&wire::subjects::ELIGIBILITY);
+        self.js
+            .get_stream(&stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages
+    }
+
+    async fn audited(&self, action: &str) -> i64 {
+        self.db
+            .admin()
+            .await
+            .query_one(
+                "SELECT count(*) FROM audit_logs WHERE action = $1 AND actor_type = 'admin'",
+                &[&action],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    async fn finish(self) {
+        for spec in wire::subjects::ALL_STREAMS {
+            let _ = self.js.delete_stream(self.ns.stream_name(&spec)).await;
+        }
+    }
+}
+
+const TOKEN_RULE: [&str; 12] = [
+    "rules",
+    "add",
+    "--guild",
+    "4242",
+    "--role",
+    "77",
+    "--type",
+    "token_balance",
+    "--chain",
+    "ethereum",
+    "--contract",
+    "0x00000000000000000000000000000000000000aa",
+];
+
 #[tokio::test]
 async fn rules_add_validates_then_stores_and_requests_a_community_recheck() {
-    let db = TestDb::create("cli_rules_add").await;
-    let store = db.store(2).await;
-    let guild = store::Snowflake::new(4242).unwrap();
-    let tenant = store.directory().provision_guild(guild, "g").await.unwrap();
-    let ns = wire::Namespace::prefixed(&format!("cli{}", std::process::id())).unwrap();
-    let client = async_nats::connect(&db.env.nats_url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    worker::ensure_streams(
-        &js,
-        &ns,
-        &worker::StreamLimits {
-            storage: worker::StorageKind::Memory,
-            ..worker::StreamLimits::default()
-        },
-    )
-    .await
-    .unwrap();
-    let url = db.app_pgbouncer_url();
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("NATS_URL", db.env.nats_url.as_str()),
-        ("NATS_NAMESPACE", ns.prefix().unwrap()),
-    ];
-    let contract = "0x00000000000000000000000000000000000000aa";
-    let base = [
-        "rules",
-        "add",
-        "--guild",
-        "4242",
-        "--role",
-        "77",
-        "--type",
-        "token_balance",
-        "--chain",
-        "ethereum",
-        "--contract",
-        contract,
-    ];
+    let w = RulesWorld::new("cli_rules_add").await;
 
     // A bad parameter: one line naming the field, nothing stored.
-    let mut bad = base.to_vec();
+    let mut bad = TOKEN_RULE.to_vec();
     bad.extend(["--parameters", r#"{"min_balance": "lots"}"#]);
-    let out = gatehouse(&bad, &env);
+    let out = w.run(&bad);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         error_line(&out).contains("parameters.min_balance"),
@@ -179,28 +252,119 @@ async fn rules_add_validates_then_stores_and_requests_a_community_recheck() {
         stderr(&out)
     );
 
-    let mut good = base.to_vec();
+    let mut good = TOKEN_RULE.to_vec();
     good.extend(["--parameters", r#"{"min_balance": "1000"}"#]);
-    let out = gatehouse(&good, &env);
+    let out = w.run(&good);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let tx = store.begin(tenant).await.unwrap();
-    let rules = tx.rules().list_enabled().await.unwrap();
-    tx.commit().await.unwrap();
+    let rules = w.rules().await;
     assert_eq!(rules.len(), 1, "exactly the valid rule was stored");
     assert_eq!(rules[0].role_discord_id.get(), 77);
+    assert_eq!(
+        w.rechecks_requested().await,
+        1,
+        "one community re-check requested"
+    );
+    assert_eq!(w.audited("rule.created").await, 1);
+    w.finish().await;
+}
 
-    let stream = ns.stream_name(&wire::subjects::ELIGIBILITY);
-    let info = js
-        .get_stream(&stream)
+#[tokio::test]
+async fn custom_rule_references_are_checked_and_rules_can_be_disabled_enabled_and_deleted() {
+    let w = RulesWorld::new("cli_rules_change").await;
+    let mut base = TOKEN_RULE.to_vec();
+    base.extend(["--parameters", r#"{"min_balance": "1000"}"#]);
+    assert!(w.run(&base).status.success());
+    let token_rule = w.rules().await[0].id.to_string();
+
+    // A custom rule naming a rule this community does not have: refused.
+    let stranger = uuid::Uuid::new_v4().to_string();
+    let custom = |refs: &str| {
+        vec![
+            "rules".to_owned(),
+            "add".into(),
+            "--guild".into(),
+            "4242".into(),
+            "--role".into(),
+            "78".into(),
+            "--type".into(),
+            "custom".into(),
+            "--parameters".into(),
+            format!(r#"{{"op": "any", "rules": [{refs}]}}"#),
+        ]
+    };
+    let args = custom(&format!("\"{token_rule}\", \"{stranger}\""));
+    let out = w.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&out);
+    assert!(
+        line.contains(&stranger) && line.contains("does not exist in this community"),
+        "{line}"
+    );
+    assert_eq!(w.rules().await.len(), 1, "the refused rule was stored");
+
+    let args = custom(&format!("\"{token_rule}\""));
+    let out = w.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let custom_rule = w
+        .rules()
         .await
+        .into_iter()
+        .find(|r| r.role_discord_id.get() == 78)
         .unwrap()
-        .info()
+        .id
+        .to_string();
+
+    // `list` shows both.
+    let out = w.run(&["rules", "list", "--guild", "4242"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains(&token_rule) && listing.contains(&custom_rule),
+        "{listing}"
+    );
+
+    // Disable and enable: stored, audited, each followed by a re-check.
+    let before = w.rechecks_requested().await;
+    let out = w.run(&["rules", "disable", "--guild", "4242", "--id", &token_rule]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!w
+        .rules()
         .await
-        .unwrap()
-        .clone();
-    assert_eq!(info.state.messages, 1, "one community re-check requested");
-    for spec in wire::subjects::ALL_STREAMS {
-        let _ = js.delete_stream(ns.stream_name(&spec)).await;
+        .iter()
+        .any(|r| r.id.to_string() == token_rule && r.enabled));
+    let out = w.run(&["rules", "enable", "--guild", "4242", "--id", &token_rule]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(w.rules().await.iter().all(|r| r.enabled));
+    assert_eq!(w.rechecks_requested().await, before + 2);
+    assert_eq!(w.audited("rule.disabled").await, 1);
+    assert_eq!(w.audited("rule.enabled").await, 1);
+
+    // The custom rule uses the token rule: deleting it is refused.
+    let out = w.run(&["rules", "delete", "--guild", "4242", "--id", &token_rule]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&out);
+    assert!(line.contains(&custom_rule), "{line}");
+    assert_eq!(w.rules().await.len(), 2);
+
+    // Delete the custom rule, then the token rule.
+    for id in [&custom_rule, &token_rule] {
+        let out = w.run(&["rules", "delete", "--guild", "4242", "--id", id]);
+        assert!(out.status.success(), "{}", stderr(&out));
     }
+    assert!(w.rules().await.is_empty());
+    assert_eq!(w.audited("rule.deleted").await, 2);
+
+    // An unknown id or another community's guild: one line, non-zero.
+    let out = w.run(&["rules", "disable", "--guild", "4242", "--id", &stranger]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(error_line(&out).contains("has no rule"), "{}", stderr(&out));
+    let out = w.run(&["rules", "list", "--guild", "999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        error_line(&out).contains("no community for guild 999"),
+        "{}",
+        stderr(&out)
+    );
+    w.finish().await;
 }

@@ -213,18 +213,7 @@ impl RoleSync {
             tx.commit().await?;
             return Ok(report);
         }
-        let rule_set = RuleSet::new(rules.iter().filter_map(|r| {
-            RuleDef::parse(
-                r.id,
-                r.enabled,
-                r.rule_type.as_str(),
-                r.chain.as_deref(),
-                r.contract_address.as_ref().map(|a| a.as_str()),
-                &r.parameters,
-            )
-            .map_err(|e| tracing::warn!(rule = %r.id, error = %e, "stored rule no longer validates; it decides nothing"))
-            .ok()
-        }));
+        let rule_set = rule_set(&rules);
         let facts: Vec<MemberFacts> = profiles
             .iter()
             .map(|p| MemberFacts {
@@ -355,4 +344,22 @@ impl RoleSync {
         tx.commit().await?;
         Ok(report)
     }
+}
+
+/// A community's stored rules as the evaluator sees them. A row that no
+/// longer validates (written by an older version, or by hand) decides
+/// nothing and is logged, rather than failing the whole community.
+pub fn rule_set(rules: &[EligibilityRule]) -> RuleSet {
+    RuleSet::new(rules.iter().filter_map(|r| {
+        RuleDef::parse(
+            r.id,
+            r.enabled,
+            r.rule_type.as_str(),
+            r.chain.as_deref(),
+            r.contract_address.as_ref().map(|a| a.as_str()),
+            &r.parameters,
+        )
+        .map_err(|e| tracing::warn!(rule = %r.id, error = %e, "stored rule no longer validates; it decides nothing"))
+        .ok()
+    }))
 }
