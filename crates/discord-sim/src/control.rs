@@ -185,6 +185,11 @@ impl SimControl {
             .apply(|w| w.create_interaction(interaction, application_id, Shared::now_ms()))
     }
 
+    /// The application's global commands as registered through REST.
+    pub fn application_commands(&self) -> Vec<serde_json::Value> {
+        lock(&self.shared.world).application_commands.clone()
+    }
+
     pub fn interaction(&self, id: u64) -> Option<InteractionInfo> {
         lock(&self.shared.world).interaction_info(id)
     }

@@ -197,6 +197,8 @@ pub(crate) struct World {
     pub guilds: BTreeMap<u64, GuildState>,
     pub interactions: HashMap<u64, InteractionRecord>,
     pub interaction_by_token: HashMap<String, u64>,
+    /// The application's global commands, as last overwritten through REST.
+    pub application_commands: Vec<serde_json::Value>,
     user_counter: u64,
 }
 

@@ -32,6 +32,9 @@ pub enum Command {
     /// Manage a community's eligibility rules.
     #[command(subcommand)]
     Rules(crate::rules_cmd::RulesCommand),
+    /// Register the slash commands the workers answer with Discord.
+    #[command(subcommand)]
+    Commands(crate::commands_cmd::CommandsCommand),
     /// Run Discord gateway shards and publish their events to JetStream.
     Gateway(GatewayArgs),
     /// Run the bundled Discord simulator (gateway + REST) until Ctrl-C.

@@ -4,6 +4,7 @@
 
 mod bench;
 mod cli;
+mod commands_cmd;
 mod db_args;
 mod demo;
 mod gateway_cmd;
@@ -55,6 +56,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker_cmd::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Rules(command) => rules_cmd::run(command).await,
+        Command::Commands(command) => commands_cmd::run(command).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
         Command::Sim(args) => sim_cmd::run(args).await,
     }

@@ -100,6 +100,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     // stdout carries exactly what a script needs to point a gateway at it.
     println!("DISCORD_GATEWAY_URL={}", sim.gateway_url());
     println!("DISCORD_API_URL={}", sim.api_url());
+    println!("DISCORD_APPLICATION_ID={}", sim.config().application_id);
     println!("control API: {}/_sim/stats", sim.api_url());
     let stats = sim.control().stats();
     tracing::info!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::nats::NatsServer;
 use common::*;
-use discord_sim::{GuildsSpec, ShardEvent, Simulator, TrafficMix, TrafficSpec};
+use discord_sim::{GuildsSpec, ShardEvent, SimConfig, Simulator, TrafficMix, TrafficSpec};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
@@ -296,4 +296,78 @@ async fn gatehouse_sim_prints_its_urls_and_serves_until_sigterm() {
     sigterm(&running);
     let (code, _) = finish(running, Duration::from_secs(10)).await;
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_register_offers_the_four_commands_and_a_rerun_keeps_their_ids() {
+    let sim = Simulator::start(SimConfig {
+        token: "commands-token-5ecret".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let app = sim.config().application_id.to_string();
+    let register = |token: &str, app: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["commands", "register"])
+            .env("DISCORD_TOKEN", token)
+            .env("DISCORD_APPLICATION_ID", app)
+            .env("DISCORD_API_URL", sim.api_url())
+            .env("LOG_FORMAT", "text")
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let ids = || -> Vec<(String, String)> {
+        sim.control()
+            .application_commands()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_owned(),
+                    c["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    let (code, stdout, stderr) = register("commands-token-5ecret", &app);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("registered 4 global commands"), "{stdout}");
+    let first = ids();
+    let names: Vec<&str> = first.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["profile", "badges", "check", "link-wallet"]);
+    let link = sim
+        .control()
+        .application_commands()
+        .into_iter()
+        .find(|c| c["name"] == "link-wallet")
+        .unwrap();
+    let options: Vec<&str> = link["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(options, ["address", "signature"]);
+
+    let (code, _, stderr) = register("commands-token-5ecret", &app);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(ids(), first, "a re-run changed the command ids");
+
+    // A wrong token: one line, non-zero, the token not echoed.
+    let (code, _, stderr) = register("not-the-token", &app);
+    assert_eq!(code, Some(1));
+    let line = error_line(&stderr);
+    assert!(line.contains("registering the slash commands"), "{stderr}");
+    assert!(line.contains("DISCORD_APPLICATION_ID"), "{line}");
+    assert!(!stderr.contains("not-the-token"), "{stderr}");
+    // Another application's id is refused by Discord.
+    let (code, _, stderr) = register("commands-token-5ecret", "12345");
+    assert_eq!(code, Some(1), "{stderr}");
+    sim.shutdown().await;
 }

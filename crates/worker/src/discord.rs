@@ -94,6 +94,37 @@ impl Discord {
         &self.http
     }
 
+    /// Replaces the application's global slash commands with
+    /// [`definitions`](crate::slash_commands::definitions) (Discord's bulk
+    /// overwrite: idempotent, ids kept for unchanged names). Returns the
+    /// names Discord now lists.
+    pub async fn register_commands(
+        &self,
+        application_id: u64,
+    ) -> Result<Vec<String>, DiscordError> {
+        let Some(application_id) = Id::new_checked(application_id) else {
+            return Err(DiscordError::Config {
+                setting: "DISCORD_APPLICATION_ID",
+                reason: "must not be 0".into(),
+            });
+        };
+        let commands = crate::slash_commands::definitions();
+        let refused = |reason: String| DiscordError::Request {
+            what: "registering the slash commands".into(),
+            reason,
+        };
+        let registered = self
+            .http
+            .interaction(application_id)
+            .set_global_commands(&commands)
+            .await
+            .map_err(|e| refused(e.to_string()))?
+            .models()
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        Ok(registered.into_iter().map(|c| c.name).collect())
+    }
+
     /// Adds or removes a role, waiting in the lane of `priority`.
     pub async fn change_role(
         &self,

@@ -32,6 +32,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/api/v10/webhooks/{application_id}/{token}/messages/@original",
             patch(edit_original),
         )
+        .route(
+            "/api/v10/applications/{application_id}/commands",
+            put(overwrite_global_commands),
+        )
 }
 
 /// A Discord JSON error (`{"message", "code"}`).
@@ -284,4 +288,87 @@ async fn edit_original(
             Json(message).into_response()
         },
     )
+}
+
+/// `PUT /applications/{id}/commands`: replaces the application's global
+/// commands. As on Discord, a command keeps its id when a command of the
+/// same name was registered before, and names and descriptions are checked.
+async fn overwrite_global_commands(
+    State(shared): State<Arc<Shared>>,
+    Path(application_id): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    limited(
+        &shared,
+        "PUT /applications/{}/commands",
+        &application_id,
+        true,
+        || {
+            if application_id.parse::<u64>().ok() != Some(shared.config.application_id) {
+                return discord_error(StatusCode::FORBIDDEN, 50001, "Missing Access");
+            }
+            let Some(commands) = body.as_array() else {
+                return discord_error(StatusCode::BAD_REQUEST, 50035, "Invalid Form Body");
+            };
+            if let Some(problem) = commands.iter().find_map(command_problem) {
+                return discord_error(
+                    StatusCode::BAD_REQUEST,
+                    50035,
+                    &format!("Invalid Form Body: {problem}"),
+                );
+            }
+            let mut world = lock(&shared.world);
+            let stored: Vec<Value> = commands
+                .iter()
+                .map(|command| {
+                    let name = command["name"].as_str().unwrap_or_default();
+                    let id = world
+                        .application_commands
+                        .iter()
+                        .find(|c| c["name"] == name)
+                        .and_then(|c| c["id"].as_str().map(str::to_owned))
+                        .unwrap_or_else(|| world.ids.next(crate::ids::Kind::Command).to_string());
+                    let mut stored = command.clone();
+                    stored["id"] = json!(id);
+                    stored["application_id"] = json!(shared.config.application_id.to_string());
+                    stored["version"] =
+                        json!(world.ids.next(crate::ids::Kind::Command).to_string());
+                    if stored.get("type").is_none_or(Value::is_null) {
+                        stored["type"] = json!(1);
+                    }
+                    if stored.get("default_member_permissions").is_none() {
+                        stored["default_member_permissions"] = Value::Null;
+                    }
+                    stored
+                })
+                .collect();
+            world.application_commands = stored.clone();
+            Json(stored).into_response()
+        },
+    )
+}
+
+/// What Discord would refuse in a chat-input command: names of 1–32
+/// lowercase letters, digits, `-` or `_`; descriptions of 1–100 characters.
+fn command_problem(command: &Value) -> Option<String> {
+    let name = command["name"].as_str().unwrap_or_default();
+    let name_ok = (1..=32).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return Some(format!("command name {name:?} is invalid"));
+    }
+    let description = command["description"].as_str().unwrap_or_default();
+    if !(1..=100).contains(&description.chars().count()) {
+        return Some(format!(
+            "description of /{name} must be 1 to 100 characters"
+        ));
+    }
+    None
 }

@@ -135,6 +135,11 @@ impl World {
         .context("eligibility configuration")?;
         let discord = worker::discord::Discord::new(TOKEN, Some(&sim.api_url()), 16)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // What an operator does once per deployment (`gatehouse commands register`).
+        discord
+            .register_commands(sim.config().application_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let role_sync = Arc::new(worker::sync::RoleSync::new(
             store.clone(),
             Arc::new(evaluator),

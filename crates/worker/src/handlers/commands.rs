@@ -40,7 +40,11 @@ use wire::{
 };
 
 use super::{eligibility, guild_of, membership::community_of, user_of, Handlers};
-use crate::{sync::CheckReport, HandlerError};
+use crate::{
+    slash_commands::{BADGES, CHECK, LINK_WALLET, PROFILE},
+    sync::CheckReport,
+    HandlerError,
+};
 
 /// How long a `/link-wallet` message may be signed for.
 pub const LINK_NONCE_TTL: Duration = Duration::from_secs(10 * 60);
@@ -93,7 +97,7 @@ pub(super) async fn interaction(
     }
     metrics::counter!("worker_commands_total", "command" => command_label(command)).increment(1);
 
-    if command == "check" {
+    if command == CHECK {
         // The chain may be slow: acknowledge now, answer by editing.
         reply.send(&tx, Answer::Deferred).await?;
         tx.commit().await?;
@@ -114,9 +118,9 @@ pub(super) async fn interaction(
     }
 
     let (text, linked) = match command {
-        "profile" => (profile_text(&tx, user).await?, false),
-        "badges" => (badges_text(&tx, user).await?, false),
-        "link-wallet" => link_wallet(&tx, envelope, guild, user, &interaction.options).await?,
+        PROFILE => (profile_text(&tx, user).await?, false),
+        BADGES => (badges_text(&tx, user).await?, false),
+        LINK_WALLET => link_wallet(&tx, envelope, guild, user, &interaction.options).await?,
         other => (format!("I do not know the command /{other}."), false),
     };
     reply.send(&tx, Answer::Message(&text)).await?;
@@ -156,10 +160,10 @@ const CHECK_RETRY: Duration = Duration::from_millis(200);
 /// A low-cardinality metrics label.
 fn command_label(command: &str) -> &'static str {
     match command {
-        "profile" => "profile",
-        "badges" => "badges",
-        "check" => "check",
-        "link-wallet" => "link-wallet",
+        PROFILE => PROFILE,
+        BADGES => BADGES,
+        CHECK => CHECK,
+        LINK_WALLET => LINK_WALLET,
         _ => "other",
     }
 }
