@@ -519,3 +519,43 @@ async fn an_event_id_is_claimed_once_per_community() {
         .unwrap());
     tx.commit().await.unwrap();
 }
+
+#[tokio::test]
+async fn members_claimed_for_a_recheck_can_still_receive_awards_meanwhile() {
+    // A periodic scan holds its claimed members for its whole batch; rows
+    // pointing at them (badge awards, role grants) must not wait for it,
+    // or a join's badge evaluation and the scan deadlock.
+    let db = TestDb::create("repo_claim_locks").await;
+    let store = db.store(4).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    let setup = store.begin(t).await.unwrap();
+    let p = setup.profiles().upsert_member(&member(7)).await.unwrap();
+    let badge = setup
+        .badges()
+        .define(&NewBadge {
+            slug: "pioneer".into(),
+            name: "Pioneer".into(),
+            description: String::new(),
+            evaluator: BadgeEvaluator::JoinOrder,
+            criteria: json!({"first": 10}),
+        })
+        .await
+        .unwrap();
+    setup.commit().await.unwrap();
+
+    let scan = store.begin(t).await.unwrap();
+    let claimed = scan.profiles().claim_due(Utc::now(), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    let award = async {
+        let tx = store.begin(t).await.unwrap();
+        let awarded = tx.badges().award(badge.id, p.id, "early").await.unwrap();
+        tx.commit().await.unwrap();
+        awarded
+    };
+    let awarded = tokio::time::timeout(std::time::Duration::from_secs(5), award)
+        .await
+        .expect("the award waited for the scan's claim");
+    assert!(awarded);
+    scan.commit().await.unwrap();
+}

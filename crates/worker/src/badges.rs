@@ -400,10 +400,12 @@ async fn join_order_candidates<'p>(
         return Ok(candidates);
     }
     // Lock the badge, then count: concurrent evaluations queue here, so the
-    // count each sees includes the others' awards.
+    // count each sees includes the others' awards. `NO KEY UPDATE` is
+    // enough to queue them and, unlike `FOR UPDATE`, does not block the
+    // foreign-key checks of other badges' awards.
     tx.query(
         "locking a join-order badge",
-        "SELECT 1 FROM badges WHERE community_id = $1 AND id = $2 FOR UPDATE",
+        "SELECT 1 FROM badges WHERE community_id = $1 AND id = $2 FOR NO KEY UPDATE",
         &[(tx.tenant().as_uuid(), Type::UUID), (&badge.id, Type::UUID)],
     )
     .await?;

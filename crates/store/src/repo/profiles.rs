@@ -335,7 +335,11 @@ impl<'t> Profiles<'t> {
 
     /// Members present in the community whose re-check is due, locked for
     /// this transaction. `SKIP LOCKED` lets every worker scan at once
-    /// without two of them checking the same member.
+    /// without two of them checking the same member. The lock is `NO KEY
+    /// UPDATE` because only non-key columns change: a `FOR UPDATE` lock
+    /// would also block the foreign-key checks of rows that point at these
+    /// members (badge awards, role grants) for the whole batch, and
+    /// deadlocked with a join's badge evaluation under load.
     pub async fn claim_due(
         &self,
         now: DateTime<Utc>,
@@ -347,7 +351,7 @@ impl<'t> Profiles<'t> {
                AND (next_check_at IS NULL OR next_check_at <= $2)
              ORDER BY next_check_at NULLS FIRST
              LIMIT $3
-             FOR UPDATE SKIP LOCKED"
+             FOR NO KEY UPDATE SKIP LOCKED"
         );
         self.tx
             .query(

@@ -53,7 +53,7 @@ pub(super) async fn guild_join(
             "SELECT NOT EXISTS (
                  SELECT 1 FROM audit_logs
                  WHERE community_id = $1 AND action = 'community.provisioned')
-             FROM communities WHERE id = $1 FOR UPDATE",
+             FROM communities WHERE id = $1 FOR NO KEY UPDATE",
             &[(tenant.as_uuid(), Type::UUID)],
         )
         .await?
