@@ -141,5 +141,18 @@ async fn play(
     }
     progress.finish();
     let traffic_report = traffic.await.context("scenario task")??;
-    summary::report(store, &communities, world, traffic_report).await
+    // Roles converge rather than match at every instant: a periodic
+    // re-check may be between its Discord call and its commit when we look.
+    // Give in-flight work a bounded time to land before calling a mismatch.
+    let deadline = tokio::time::Instant::now() + CONVERGE_WITHIN;
+    loop {
+        let report = summary::report(store, &communities, world, traffic_report.clone()).await?;
+        if report.consistent || tokio::time::Instant::now() >= deadline {
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
+
+/// How long Discord and the database may disagree once the scenario is over.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
