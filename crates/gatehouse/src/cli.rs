@@ -32,6 +32,9 @@ pub enum Command {
     /// Manage a community's eligibility rules.
     #[command(subcommand)]
     Rules(crate::rules_cmd::RulesCommand),
+    /// Define, list and grant a community's badges.
+    #[command(subcommand)]
+    Badges(crate::badges_cmd::BadgesCommand),
     /// Register the slash commands the workers answer with Discord.
     #[command(subcommand)]
     Commands(crate::commands_cmd::CommandsCommand),

@@ -2,9 +2,11 @@
 //! configuration, then hands off to the library crates; no business logic
 //! lives here.
 
+mod badges_cmd;
 mod bench;
 mod cli;
 mod commands_cmd;
+mod community_args;
 mod db_args;
 mod demo;
 mod gateway_cmd;
@@ -56,6 +58,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker_cmd::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Rules(command) => rules_cmd::run(command).await,
+        Command::Badges(command) => badges_cmd::run(command).await,
         Command::Commands(command) => commands_cmd::run(command).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
         Command::Sim(args) => sim_cmd::run(args).await,

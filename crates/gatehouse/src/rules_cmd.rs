@@ -8,13 +8,16 @@ use std::{collections::BTreeSet, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use store::{
-    repo::{ActorType, AuditEntry, EligibilityRule, NewRule, RuleType},
-    Snowflake, Store, TenantId, TenantTx, WalletAddress,
+    repo::{EligibilityRule, NewRule, RuleType},
+    Snowflake, TenantTx, WalletAddress,
 };
 use uuid::Uuid;
 use wire::check::{CheckPriority, EligibilityCheck};
 
-use crate::{db_args::DbArgs, nats_args::NatsArgs};
+use crate::{
+    community_args::{admin_entry, Community},
+    nats_args::NatsArgs,
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RulesCommand {
@@ -32,17 +35,6 @@ pub enum RulesCommand {
     /// Delete a rule. Refused while a custom rule uses it. Members keep the
     /// role it granted (it is no longer managed by Gatehouse).
     Delete(ChangeArgs),
-}
-
-/// Which community, and how to reach its database.
-#[derive(Debug, clap::Args)]
-pub struct Community {
-    #[command(flatten)]
-    pub db: DbArgs,
-
-    /// The community's Discord guild id.
-    #[arg(long)]
-    pub guild: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,7 +93,6 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
-    let guild = guild_id(&args.community)?;
     let role: Snowflake = args.role.parse().context("--role")?;
     let parameters: serde_json::Value =
         serde_json::from_str(&args.parameters).context("--parameters is not JSON")?;
@@ -122,7 +113,7 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("--contract")?;
 
-    let (_store, tx) = open(&args.community.db, guild).await?;
+    let (_store, tx, guild) = args.community.open().await?;
     let rule = tx
         .rules()
         .create(&NewRule {
@@ -164,8 +155,7 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn list(community: Community) -> anyhow::Result<ExitCode> {
-    let guild = guild_id(&community)?;
-    let (_store, tx) = open(&community.db, guild).await?;
+    let (_store, tx, guild) = community.open().await?;
     let rules = tx.rules().list_all().await?;
     tx.commit().await?;
     if rules.is_empty() {
@@ -225,12 +215,11 @@ impl Change {
 }
 
 async fn change(args: ChangeArgs, change: Change) -> anyhow::Result<ExitCode> {
-    let guild = guild_id(&args.community)?;
     let id: Uuid = args
         .id
         .parse()
         .with_context(|| format!("--id {:?} is not a rule id (a UUID)", args.id))?;
-    let (_store, tx) = open(&args.community.db, guild).await?;
+    let (_store, tx, guild) = args.community.open().await?;
     let all = tx.rules().list_all().await?;
     let Some(rule) = all.iter().find(|r| r.id == id).cloned() else {
         anyhow::bail!("guild {guild} has no rule {id}; `gatehouse rules list --guild {guild}` shows its rules");
@@ -288,26 +277,6 @@ fn users_of(all: &[EligibilityRule], id: Uuid) -> BTreeSet<Uuid> {
     broken(&without).difference(&before).copied().collect()
 }
 
-fn guild_id(community: &Community) -> anyhow::Result<Snowflake> {
-    community
-        .guild
-        .parse()
-        .with_context(|| format!("--guild {:?}", community.guild))
-}
-
-/// Connects and opens a transaction in the guild's community.
-async fn open(db: &DbArgs, guild: Snowflake) -> anyhow::Result<(Store, TenantTx)> {
-    let store = db.connect(2).await?;
-    let tenant: TenantId = store
-        .directory()
-        .resolve_guild(guild)
-        .await
-        .map_err(|e| crate::db_args::explain(e, "DATABASE_URL"))?
-        .with_context(|| format!("no community for guild {guild}: has the bot joined it?"))?;
-    let tx = store.begin(tenant).await?;
-    Ok((store, tx))
-}
-
 async fn audit(
     tx: &TenantTx,
     action: &str,
@@ -317,12 +286,9 @@ async fn audit(
     metadata["role_id"] = rule.role_discord_id.to_string().into();
     tx.audit()
         .append(
-            &AuditEntry {
-                actor_type: ActorType::Admin,
-                ..AuditEntry::system(action)
-            }
-            .target("eligibility_rule", rule.id.to_string())
-            .metadata(metadata),
+            &admin_entry(action)
+                .target("eligibility_rule", rule.id.to_string())
+                .metadata(metadata),
         )
         .await?;
     Ok(())

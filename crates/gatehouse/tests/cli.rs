@@ -128,8 +128,8 @@ async fn migrate_applies_then_reports_up_to_date() {
 }
 
 /// A provisioned community (guild 4242), an ELIGIBILITY stream of the
-/// test's own, and the environment the `rules` verbs need.
-struct RulesWorld {
+/// test's own, and the environment the admin verbs (`rules`, `badges`) need.
+struct AdminWorld {
     db: TestDb,
     store: store::Store,
     tenant: store::TenantId,
@@ -138,8 +138,8 @@ struct RulesWorld {
     url: String,
 }
 
-impl RulesWorld {
-    async fn new(label: &str) -> RulesWorld {
+impl AdminWorld {
+    async fn new(label: &str) -> AdminWorld {
         let db = TestDb::create(label).await;
         let store = db.store(2).await;
         let guild = store::Snowflake::new(4242).unwrap();
@@ -163,7 +163,7 @@ impl RulesWorld {
         .await
         .unwrap();
         let url = db.app_pgbouncer_url();
-        RulesWorld {
+        AdminWorld {
             db,
             store,
             tenant,
@@ -239,7 +239,7 @@ const TOKEN_RULE: [&str; 12] = [
 
 #[tokio::test]
 async fn rules_add_validates_then_stores_and_requests_a_community_recheck() {
-    let w = RulesWorld::new("cli_rules_add").await;
+    let w = AdminWorld::new("cli_rules_add").await;
 
     // A bad parameter: one line naming the field, nothing stored.
     let mut bad = TOKEN_RULE.to_vec();
@@ -271,7 +271,7 @@ async fn rules_add_validates_then_stores_and_requests_a_community_recheck() {
 
 #[tokio::test]
 async fn custom_rule_references_are_checked_and_rules_can_be_disabled_enabled_and_deleted() {
-    let w = RulesWorld::new("cli_rules_change").await;
+    let w = AdminWorld::new("cli_rules_change").await;
     let mut base = TOKEN_RULE.to_vec();
     base.extend(["--parameters", r#"{"min_balance": "1000"}"#]);
     assert!(w.run(&base).status.success());
@@ -366,5 +366,122 @@ async fn custom_rule_references_are_checked_and_rules_can_be_disabled_enabled_an
         "{}",
         stderr(&out)
     );
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn badges_are_defined_validated_listed_and_granted_by_hand() {
+    let w = AdminWorld::new("cli_badges").await;
+    let tx = w.store.begin(w.tenant).await.unwrap();
+    tx.profiles()
+        .upsert_member(&store::repo::MemberUpsert {
+            discord_user_id: store::Snowflake::new(5150).unwrap(),
+            role_ids: Vec::new(),
+            joined_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let define = |slug: &'static str, evaluator: &'static str, criteria: &'static str| {
+        [
+            "badges",
+            "define",
+            "--guild",
+            "4242",
+            "--slug",
+            slug,
+            "--name",
+            "A badge",
+            "--evaluator",
+            evaluator,
+            "--criteria",
+            criteria,
+        ]
+    };
+
+    // Bad criteria: the field is named and nothing is stored.
+    let out = w.run(&define("pioneer", "join_order", r#"{"first": 0}"#));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        error_line(&out).contains("criteria.first"),
+        "{}",
+        stderr(&out)
+    );
+    let out = w.run(&define("pioneer", "first_come", "{}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(error_line(&out).contains("--evaluator"), "{}", stderr(&out));
+
+    for (slug, evaluator, criteria) in [
+        ("pioneer", "join_order", r#"{"first": 10}"#),
+        ("helper", "manual_grant", "{}"),
+    ] {
+        let out = w.run(&define(slug, evaluator, criteria));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(w.audited("badge.defined").await, 2);
+
+    let grant = |slug: &'static str, user: &'static str| {
+        [
+            "badges",
+            "grant",
+            "--guild",
+            "4242",
+            "--slug",
+            slug,
+            "--user",
+            user,
+            "--granted-by",
+            "mod-alice",
+        ]
+    };
+    let out = w.run(&grant("helper", "5150"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("granted to 5150"));
+    let out = w.run(&grant("helper", "5150"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already holds"));
+    assert_eq!(
+        w.audited("badge.awarded").await,
+        1,
+        "a repeated grant audited twice"
+    );
+    let admin: String =
+        w.db.admin()
+            .await
+            .query_one(
+                "SELECT actor_id FROM audit_logs WHERE action = 'badge.awarded'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(admin, "mod-alice");
+
+    let out = w.run(&grant("nonexistent", "5150"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        error_line(&out).contains("no badge \"nonexistent\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = w.run(&grant("helper", "999"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        error_line(&out).contains("no member 999"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = w.run(&["badges", "list", "--guild", "4242"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let helper = listing
+        .lines()
+        .find(|l| l.starts_with("helper"))
+        .unwrap_or_default();
+    assert!(
+        helper.contains("manual_grant") && helper.contains(" 1 "),
+        "{listing}"
+    );
+    assert!(listing.contains("pioneer"), "{listing}");
     w.finish().await;
 }

@@ -299,15 +299,17 @@ impl World {
             tx.rules()
                 .create(&rule(snowflake(c.whale_role)?, WHALE_MIN, 2))
                 .await?;
-            tx.badges()
-                .define(&NewBadge {
+            worker::badges::define(
+                &tx,
+                &NewBadge {
                     slug: "pioneer".into(),
                     name: "Pioneer".into(),
                     description: "One of the first 50 members".into(),
                     evaluator: BadgeEvaluator::JoinOrder,
                     criteria: json!({ "first": 50 }),
-                })
-                .await?;
+                },
+            )
+            .await?;
             tx.commit().await?;
             out.push(Community {
                 holder_rule: holder.id,
