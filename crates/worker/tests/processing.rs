@@ -203,3 +203,47 @@ async fn a_worker_killed_mid_stream_and_restarted_loses_nothing() {
     );
     h.stop_worker().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_the_stream_and_each_event_has_one_effect() {
+    let mut h = Harness::new("worker_scale_out").await;
+    h.publish(&guild_join(777, "s1", 1)).await;
+    const MEMBERS: u64 = 300;
+    for user in 1..=MEMBERS {
+        h.publish(&member_join(777, user, "s1", 1 + user)).await;
+    }
+    // A second process: same configuration, so the same durable consumers,
+    // with a connection pool of its own to tell whether it took any work
+    // (a worker without role sync touches the database only for messages).
+    let other_store = h.db.store(8).await;
+    let stop_other = tokio_util::sync::CancellationToken::new();
+    let other = tokio::spawn(worker::run(
+        h.config.clone(),
+        h.js.clone(),
+        other_store.clone(),
+        None,
+        stop_other.clone(),
+    ));
+    h.start_worker();
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM profiles", MEMBERS as i64)
+            .await,
+        MEMBERS as i64
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        h.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
+            .await,
+        MEMBERS as i64,
+        "an event took effect twice or not at all"
+    );
+    let (opened_by_other, _) = other_store.pool_status();
+    let (opened_by_first, _) = h.store.pool_status();
+    assert!(
+        opened_by_other > 0 && opened_by_first > 0,
+        "one worker did all the work: pools {opened_by_first} and {opened_by_other}"
+    );
+    stop_other.cancel();
+    other.await.unwrap().unwrap();
+    h.stop_worker().await;
+}
