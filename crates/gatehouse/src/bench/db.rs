@@ -4,9 +4,10 @@
 //! Each virtual user loops: pick a random community and member, then in one
 //! tenant transaction read the member's profile and the enabled rules,
 //! upsert the profile and append an audit row (each pair pipelined); then
-//! think for 100 ms. Every
-//! row read is checked to belong to the transaction's tenant; any that does
-//! not is counted in `cross_tenant_rows`, which must stay 0.
+//! think for 100 ms on average (50–150 ms by default, so users do not move
+//! in lockstep). Every row read is checked to belong to the transaction's
+//! tenant; any that does not is counted in `cross_tenant_rows`, which must
+//! stay 0.
 
 use std::{
     io::IsTerminal,
@@ -59,9 +60,14 @@ pub struct BenchDbArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub members: u32,
 
-    /// Pause between one virtual user's transactions.
+    /// Pause between one virtual user's transactions, on average.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub think_time: Duration,
+
+    /// Spread of each pause around --think-time, as a fraction: 0.5 draws
+    /// pauses uniformly from 50 % to 150 % of it; 0 makes them constant.
+    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
+    pub think_jitter: f64,
 
     /// Threshold: p99 transaction latency must be below this.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
@@ -121,6 +127,13 @@ pub async fn run(args: BenchDbArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction from 0 to 1")),
+    }
 }
 
 async fn seed(store: &Store, communities: u32, members: u32) -> Result<Vec<TenantId>, StoreError> {
@@ -207,11 +220,26 @@ struct Shared {
     target_vus: AtomicU32,
     members: u32,
     think_time: Duration,
+    think_jitter: f64,
     errors_logged: AtomicU32,
+}
+
+/// A pause of `think` ± `jitter` (a fraction of it), uniformly drawn.
+fn pause(rng: &mut SmallRng, think: Duration, jitter: f64) -> Duration {
+    if jitter == 0.0 {
+        return think;
+    }
+    think.mul_f64(rng.random_range(1.0 - jitter..=1.0 + jitter))
 }
 
 async fn virtual_user(shared: Arc<Shared>, index: u32) {
     let mut rng = SmallRng::from_rng(&mut rand::rng());
+    // Users are started on the driver's 100 ms ticks, several per tick in a
+    // steep ramp. With identical pauses they would stay in step and arrive
+    // as bursts of simultaneous transactions, which measures the burst, not
+    // the database; a random start within one pause and jittered pauses
+    // keep their arrivals independent, as real members' are.
+    tokio::time::sleep(shared.think_time.mul_f64(rng.random::<f64>())).await;
     while index < shared.target_vus.load(Ordering::Relaxed) {
         let tenant = shared.tenants[rng.random_range(0..shared.tenants.len())];
         let user_offset = i64::from(rng.random_range(0..shared.members));
@@ -242,7 +270,7 @@ async fn virtual_user(shared: Arc<Shared>, index: u32) {
                 }
             }
         }
-        tokio::time::sleep(shared.think_time).await;
+        tokio::time::sleep(pause(&mut rng, shared.think_time, shared.think_jitter)).await;
     }
 }
 
@@ -259,6 +287,7 @@ async fn drive(
         target_vus: AtomicU32::new(0),
         members: args.members,
         think_time: args.think_time,
+        think_jitter: args.think_jitter,
         errors_logged: AtomicU32::new(0),
     });
     let total = profile.total();
@@ -476,5 +505,37 @@ impl Report {
             if self.passed { "PASSED" } else { "FAILED" }
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_spread_around_the_think_time_and_jitter_zero_is_constant() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let think = Duration::from_millis(100);
+        let pauses: Vec<Duration> = (0..1000).map(|_| pause(&mut rng, think, 0.5)).collect();
+        let (min, max) = (pauses.iter().min().unwrap(), pauses.iter().max().unwrap());
+        assert!(*min >= Duration::from_millis(50) && *max <= Duration::from_millis(150));
+        assert!(
+            max.saturating_sub(*min) > Duration::from_millis(80),
+            "no spread"
+        );
+        let mean = pauses.iter().sum::<Duration>() / 1000;
+        assert!(
+            mean.abs_diff(think) < Duration::from_millis(5),
+            "mean {mean:?}"
+        );
+        assert_eq!(pause(&mut rng, think, 0.0), think);
+    }
+
+    #[test]
+    fn think_jitter_must_be_a_fraction() {
+        assert_eq!(parse_fraction("0.25"), Ok(0.25));
+        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_fraction("-0.1").is_err());
+        assert!(parse_fraction("lots").is_err());
     }
 }
