@@ -111,6 +111,9 @@ pub async fn run(args: BenchDbArgs) -> anyhow::Result<ExitCode> {
     let tenants = seed(&store, args.communities, args.members)
         .await
         .map_err(|e| explain(e, "seeding bench communities"))?;
+    warm_up(&store, &tenants)
+        .await
+        .map_err(|e| explain(e, "opening the bench's connections"))?;
     let report = drive(&store, &profile, Arc::new(tenants), &args).await;
     print!("{}", report.render());
     if let Some(path) = &args.json {
@@ -173,6 +176,24 @@ async fn seed(store: &Store, communities: u32, members: u32) -> Result<Vec<Tenan
         tenants.push(tenant);
     }
     Ok(tenants)
+}
+
+/// Opens every connection of the pool (and, behind PgBouncer, its server
+/// connections) before the clock starts, as a running worker's pool is:
+/// the figures are for transactions, not for TCP and SCRAM handshakes.
+async fn warm_up(store: &Store, tenants: &[TenantId]) -> Result<(), StoreError> {
+    let Some(&tenant) = tenants.first() else {
+        return Ok(());
+    };
+    let size = store.config().pool_size;
+    let transactions = (0..size).map(|_| async move {
+        let tx = store.begin(tenant).await?;
+        // Hold every connection at once, so the pool has to open them all.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.commit().await
+    });
+    futures::future::try_join_all(transactions).await?;
+    Ok(())
 }
 
 /// One virtual user's transaction. Returns how many rows it saw that belong
