@@ -9,6 +9,8 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::role_budget::RoleBudgets;
 use twilight_http::Client;
 use twilight_model::id::Id;
 use wire::check::CheckPriority;
@@ -73,10 +75,12 @@ impl Discord {
             builder = builder.proxy(host.trim_end_matches('/').to_owned(), use_http);
         }
         let http = Arc::new(builder.build());
+        let budgets = Arc::new(RoleBudgets::default());
         let (interactive, interactive_rx) = mpsc::channel(1024);
         let (bulk, bulk_rx) = mpsc::channel(1024);
         tokio::spawn(dispatch(
             http.clone(),
+            budgets,
             interactive_rx,
             bulk_rx,
             in_flight.max(1),
@@ -145,6 +149,7 @@ impl Discord {
 
 async fn dispatch(
     http: Arc<Client>,
+    budgets: Arc<RoleBudgets>,
     mut interactive: mpsc::Receiver<Job>,
     mut bulk: mpsc::Receiver<Job>,
     in_flight: usize,
@@ -162,16 +167,21 @@ async fn dispatch(
             Some(job) = bulk.recv() => job,
             else => return,
         };
-        let http = http.clone();
+        let (http, budgets) = (http.clone(), budgets.clone());
         tokio::spawn(async move {
             let (change, reply) = job;
-            let _ = reply.send(send(&http, &change).await);
+            budgets.take(change.guild_id).await;
+            let _ = reply.send(send(&http, &budgets, &change).await);
             drop(permit);
         });
     }
 }
 
-async fn send(http: &Client, change: &RoleChange) -> Result<(), DiscordError> {
+async fn send(
+    http: &Client,
+    budgets: &RoleBudgets,
+    change: &RoleChange,
+) -> Result<(), DiscordError> {
     use twilight_http::request::AuditLogReason;
     let (guild, user, role) = match (
         Id::new_checked(change.guild_id),
@@ -197,13 +207,12 @@ async fn send(http: &Client, change: &RoleChange) -> Result<(), DiscordError> {
         http.add_guild_member_role(guild, user, role)
             .reason(&change.reason)
             .await
-            .map(|_| ())
     } else {
         http.remove_guild_member_role(guild, user, role)
             .reason(&change.reason)
             .await
-            .map(|_| ())
     };
+    let result = result.map(|response| budgets.observe(change.guild_id, response.headers()));
     metrics::counter!("worker_role_changes_total", "op" => if change.add { "add" } else { "remove" }, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
     result.map_err(|e| DiscordError::Request {
         what,

@@ -17,6 +17,7 @@ mod dead_letter;
 pub mod discord;
 mod error;
 pub mod handlers;
+mod role_budget;
 pub mod slash_commands;
 mod streams;
 pub mod sync;

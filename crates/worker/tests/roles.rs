@@ -272,3 +272,266 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
     h.stop_worker().await;
     sim.shutdown().await;
 }
+
+/// A guild with `members` members who joined, a token rule (≥ 10) gating
+/// role_ids[1], and a worker syncing roles with `grace`.
+async fn gated_world(
+    label: &str,
+    members: usize,
+    grace: Duration,
+) -> (Simulator, FakeChain, Harness, u64, u64, Vec<u64>) {
+    let sim = Simulator::start(SimConfig {
+        token: "test-token".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let guild = sim.control().create_guilds(&GuildsSpec {
+        count: 1,
+        members_per_guild: members,
+        roles_per_guild: 2,
+    })[0];
+    let gated = sim.control().guild(guild).unwrap().role_ids[1];
+    let users: Vec<u64> = sim
+        .control()
+        .members(guild)
+        .unwrap()
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+    let chain = FakeChain::start().await.unwrap();
+    chain.deploy(CONTRACT.parse().unwrap(), FakeContract::Erc20);
+    let mut h = Harness::new(label).await;
+    h.enable_role_sync(
+        &sim.api_url(),
+        chain.url(),
+        RoleSyncConfig {
+            grace,
+            recheck_period: Duration::from_secs(3600),
+            scan_interval: Duration::from_secs(3600),
+            scan_batch: 100,
+        },
+    );
+    h.start_worker();
+    h.publish(&guild_join(guild, "s", 1)).await;
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM communities", 1)
+            .await,
+        1
+    );
+    let tenant = h
+        .store
+        .directory()
+        .resolve_guild(Snowflake::new(guild).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let tx = h.store.begin(tenant).await.unwrap();
+    tx.rules()
+        .create(&NewRule {
+            chain: Some("testchain".into()),
+            contract_address: Some(WalletAddress::parse(CONTRACT).unwrap()),
+            rule_type: RuleType::TokenBalance,
+            parameters: json!({"min_balance": "10"}),
+            role_discord_id: Snowflake::new(gated).unwrap(),
+            tier_mapping: None,
+            priority: 0,
+            enabled: true,
+        })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for (i, user) in users.iter().enumerate() {
+        h.publish(&member_join_with_roles(
+            guild,
+            *user,
+            "s",
+            10 + i as u64,
+            vec![],
+        ))
+        .await;
+    }
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM profiles", members as i64)
+            .await,
+        members as i64
+    );
+    let tx = h.store.begin(tenant).await.unwrap();
+    for (i, user) in users.iter().enumerate() {
+        tx.profiles()
+            .link_wallet(
+                Snowflake::new(*user).unwrap(),
+                &WalletAddress::parse(&wallet(i as u8 + 1)).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    (sim, chain, h, guild, gated, users)
+}
+
+fn set_balance(chain: &FakeChain, member: usize, balance: u64) {
+    chain.set_erc20_balance(
+        CONTRACT.parse().unwrap(),
+        wallet(member as u8 + 1).parse().unwrap(),
+        U256::from(balance),
+    );
+}
+
+/// Requests a check of `user` and waits until the worker has recorded it.
+async fn checked(h: &Harness, guild: u64, user: u64, n: u32) {
+    // checked_at is the database's clock: compare with a moment taken first.
+    let before: chrono::DateTime<chrono::Utc> =
+        h.db.admin()
+            .await
+            .query_one("SELECT now()", &[])
+            .await
+            .unwrap()
+            .get(0);
+    check_now(h, guild, user, n).await;
+    let admin = h.db.admin().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let done: bool = admin
+            .query_one(
+                "SELECT coalesce(bool_or(g.checked_at > $2), false) FROM role_grants g
+                 JOIN profiles p ON p.community_id = g.community_id AND p.id = g.profile_id
+                 WHERE p.discord_user_id = $1",
+                &[&(user as i64), &before],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if done {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "check of {user} never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_is_removed_only_after_failing_for_the_whole_grace_period() {
+    const GRACE: Duration = Duration::from_secs(2);
+    let (sim, chain, mut h, guild, gated, users) = gated_world("worker_grace", 2, GRACE).await;
+    let (steady, flapping) = (users[0], users[1]);
+    set_balance(&chain, 0, 100);
+    set_balance(&chain, 1, 100);
+    for (n, user) in users.iter().enumerate() {
+        check_now(&h, guild, *user, n as u32).await;
+        assert!(wait_for_role(&sim, guild, *user, gated, true).await);
+    }
+
+    // Both drop below the rule. Within the grace period, both keep the role.
+    set_balance(&chain, 0, 0);
+    set_balance(&chain, 1, 0);
+    checked(&h, guild, steady, 10).await;
+    checked(&h, guild, flapping, 11).await;
+    assert!(roles_of(&sim, guild, steady).await.contains(&gated));
+    assert!(roles_of(&sim, guild, flapping).await.contains(&gated));
+
+    // One recovers before the grace period ends: the clock resets.
+    set_balance(&chain, 1, 100);
+    checked(&h, guild, flapping, 12).await;
+    tokio::time::sleep(GRACE).await;
+    set_balance(&chain, 1, 0);
+    checked(&h, guild, flapping, 13).await;
+    checked(&h, guild, steady, 14).await;
+    // The steady one failed for the whole period: removed. The flapping one
+    // has only just started failing again: kept.
+    assert!(wait_for_role(&sim, guild, steady, gated, false).await);
+    assert!(
+        roles_of(&sim, guild, flapping).await.contains(&gated),
+        "a dip that recovered within the grace period stripped the role"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM audit_logs WHERE action = 'role.removed'")
+            .await,
+        1
+    );
+    h.stop_worker().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
+    // Discord allows a few role changes per guild per window; a bulk
+    // re-check of many members must not make an interactive one wait for
+    // all of them.
+    let sim = Simulator::start(SimConfig {
+        token: "test-token".into(),
+        rest: discord_sim::RestLimits {
+            route_limit: 4,
+            route_window_ms: 1_000,
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let guild = sim.control().create_guilds(&GuildsSpec {
+        count: 1,
+        members_per_guild: 13,
+        roles_per_guild: 1,
+    })[0];
+    let role = sim.control().guild(guild).unwrap().role_ids[1];
+    let users: Vec<u64> = sim
+        .control()
+        .members(guild)
+        .unwrap()
+        .iter()
+        .map(|m| m.user_id)
+        .collect();
+    let discord = worker::discord::Discord::new("test-token", Some(&sim.api_url()), 1).unwrap();
+    let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let change = |user: u64| worker::discord::RoleChange {
+        guild_id: guild,
+        user_id: user,
+        role_id: role,
+        add: true,
+        reason: "test".into(),
+    };
+    let mut tasks = Vec::new();
+    for user in &users[..12] {
+        let (discord, finished, change) = (discord.clone(), finished.clone(), change(*user));
+        tasks.push(tokio::spawn(async move {
+            discord
+                .change_role(change, wire::check::CheckPriority::Bulk)
+                .await
+                .unwrap();
+            finished.lock().unwrap().push("bulk");
+        }));
+    }
+    // Let the bulk work queue up and start, then a member runs /check.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bulk_done_before = finished.lock().unwrap().len();
+    discord
+        .change_role(change(users[12]), wire::check::CheckPriority::Interactive)
+        .await
+        .unwrap();
+    finished.lock().unwrap().push("interactive");
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let order = finished.lock().unwrap().clone();
+    let position = order.iter().position(|o| *o == "interactive").unwrap();
+    // At most the one bulk change already in flight goes before it.
+    assert!(
+        position <= bulk_done_before + 1,
+        "interactive change finished after {position} bulk ones ({bulk_done_before} were done when it was asked): {order:?}"
+    );
+    assert!(
+        bulk_done_before < 11,
+        "the bulk work did not queue up: {order:?}"
+    );
+    for user in &users {
+        assert!(roles_of(&sim, guild, *user).await.contains(&role));
+    }
+    // Waited out per Discord's headers, not by hammering into 429s.
+    let limited = sim.control().stats().rest_rate_limited;
+    assert_eq!(limited, 0, "requests answered 429");
+    sim.shutdown().await;
+}

@@ -1,0 +1,174 @@
+//! Per-guild pacing of role changes, from Discord's rate-limit headers.
+//!
+//! twilight-http learns which rate-limit bucket a request belongs to per
+//! request path, and a role change's path names the member and the role, so
+//! every change is a path it has not seen: once a guild's bucket is spent,
+//! the next change would go out blind and come back 429. Discord counts
+//! those against the bot (10,000 invalid requests in 10 minutes is a ban),
+//! so the budget each guild has left is tracked here and changes wait for
+//! the window to reset instead.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+// tokio's clock, so the waits follow it (and tests can pause it).
+use tokio::time::Instant;
+
+/// Above this many tracked guilds, expired entries are dropped.
+const PRUNE_ABOVE: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    remaining: u32,
+    reset_at: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RoleBudgets {
+    guilds: Mutex<HashMap<u64, Budget>>,
+}
+
+impl RoleBudgets {
+    /// Waits until `guild` may make another role change, and takes it.
+    /// A guild Discord has said nothing about yet may go ahead.
+    pub(crate) async fn take(&self, guild: u64) {
+        loop {
+            let wait = {
+                let mut guilds = self.lock();
+                let now = Instant::now();
+                match guilds.get_mut(&guild) {
+                    None => return,
+                    Some(budget) if now >= budget.reset_at => {
+                        guilds.remove(&guild);
+                        return;
+                    }
+                    Some(budget) if budget.remaining > 0 => {
+                        budget.remaining -= 1;
+                        return;
+                    }
+                    Some(budget) => budget.reset_at - now,
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Records what a role change's response said about the guild's bucket.
+    pub(crate) fn observe<'a>(
+        &self,
+        guild: u64,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) {
+        let Some((remaining, reset_after)) = parse(headers) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut guilds = self.lock();
+        if guilds.len() > PRUNE_ABOVE {
+            guilds.retain(|_, b| b.reset_at > now);
+        }
+        let observed = Budget {
+            remaining,
+            reset_at: now + reset_after,
+        };
+        guilds
+            .entry(guild)
+            .and_modify(|known| {
+                // Changes taken since this request left are not in the
+                // header's count yet: keep the lower of the two.
+                if known.reset_at > now {
+                    known.remaining = known.remaining.min(observed.remaining);
+                    known.reset_at = known.reset_at.max(observed.reset_at);
+                } else {
+                    *known = observed;
+                }
+            })
+            .or_insert(observed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Budget>> {
+        // The map holds plain numbers; a panic elsewhere cannot leave it
+        // half-updated, so a poisoned lock is still usable.
+        self.guilds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `x-ratelimit-remaining` and `x-ratelimit-reset-after`, when both are there.
+fn parse<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Option<(u32, Duration)> {
+    let (mut remaining, mut reset_after) = (None, None);
+    for (name, value) in headers {
+        let value = std::str::from_utf8(value).ok();
+        if name.eq_ignore_ascii_case("x-ratelimit-remaining") {
+            remaining = value.and_then(|v| v.parse::<u32>().ok());
+        } else if name.eq_ignore_ascii_case("x-ratelimit-reset-after") {
+            reset_after = value
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| Duration::from_secs_f64(s.min(3600.0)));
+        }
+    }
+    Some((remaining?, reset_after?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(
+        remaining: &'static str,
+        reset_after: &'static str,
+    ) -> Vec<(&'static str, &'static [u8])> {
+        vec![
+            ("x-ratelimit-limit", b"10".as_slice()),
+            ("x-ratelimit-remaining", remaining.as_bytes()),
+            ("x-ratelimit-reset-after", reset_after.as_bytes()),
+        ]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_guild_waits_for_its_window_and_others_do_not() {
+        let budgets = RoleBudgets::default();
+        budgets.observe(1, headers("1", "2.000").into_iter());
+        let start = tokio::time::Instant::now();
+        budgets.take(1).await; // the one left
+        budgets.take(2).await; // unknown guild: no wait
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        budgets.take(1).await; // spent: waits for the reset
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_header_does_not_hand_back_changes_already_taken() {
+        let budgets = RoleBudgets::default();
+        budgets.observe(1, headers("3", "5").into_iter());
+        for _ in 0..3 {
+            budgets.take(1).await;
+        }
+        // A response to a request sent before those three says 2 remain.
+        budgets.observe(1, headers("2", "5").into_iter());
+        let start = tokio::time::Instant::now();
+        budgets.take(1).await;
+        assert!(
+            start.elapsed() >= Duration::from_secs(4),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn missing_or_malformed_headers_change_nothing() {
+        assert_eq!(parse(headers("x", "1").into_iter()), None);
+        assert_eq!(parse(headers("1", "-1").into_iter()), None);
+        assert_eq!(
+            parse(vec![("x-ratelimit-remaining", b"1".as_slice())].into_iter()),
+            None
+        );
+        assert_eq!(
+            parse(headers("0", "0.250").into_iter()),
+            Some((0, Duration::from_millis(250)))
+        );
+    }
+}
