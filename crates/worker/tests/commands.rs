@@ -10,23 +10,19 @@ use std::{
 };
 
 use alloy_primitives::{eip191_hash_message, Address, Signature};
-use common::{guild_join, member_join_with_roles, Harness};
-use discord_sim::{GuildsSpec, InteractionInfo, NewInteraction, SimConfig, Simulator};
-use eligibility::{
-    fake_chain::{FakeChain, FakeContract},
-    U256,
-};
+use common::{guild_join, Harness};
+use discord_sim::{InteractionInfo, NewInteraction, Simulator};
+use eligibility::{fake_chain::FakeChain, U256};
 use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
 use store::{
-    repo::{BadgeEvaluator, NewBadge, NewRule, RuleType},
+    repo::{BadgeEvaluator, NewBadge},
     Snowflake, TenantId, WalletAddress,
 };
 use wire::{
     payload::{CommandOption, InteractionCreate, InteractionKind},
     Envelope, Payload,
 };
-use worker::sync::RoleSyncConfig;
 
 const CONTRACT: &str = "0x00000000000000000000000000000000000c0de2";
 
@@ -46,89 +42,15 @@ struct World {
 /// A guild with three members who have joined, a token rule gating a role
 /// (balance ≥ 10) and a worker answering through the simulator.
 async fn world(label: &str) -> World {
-    let sim = Simulator::start(SimConfig {
-        token: "test-token".into(),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let guild = sim.control().create_guilds(&GuildsSpec {
-        count: 1,
-        members_per_guild: 3,
-        roles_per_guild: 2,
-    })[0];
-    let gated = sim.control().guild(guild).unwrap().role_ids[1];
-    let members: Vec<u64> = sim
-        .control()
-        .members(guild)
-        .unwrap()
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
-    let chain = FakeChain::start().await.unwrap();
-    chain.deploy(CONTRACT.parse().unwrap(), FakeContract::Erc20);
-    let mut h = Harness::new(label).await;
-    h.enable_role_sync(
-        &sim.api_url(),
-        chain.url(),
-        RoleSyncConfig {
-            grace: Duration::ZERO,
-            recheck_period: Duration::from_secs(3600),
-            scan_interval: Duration::from_secs(3600),
-            scan_batch: 100,
-        },
-    );
-    h.start_worker();
-    h.publish(&guild_join(guild, "s", 1)).await;
-    assert_eq!(
-        h.wait_for_count("SELECT count(*) FROM communities", 1)
-            .await,
-        1
-    );
-    let tenant = h
-        .store
-        .directory()
-        .resolve_guild(Snowflake::new(guild).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let tx = h.store.begin(tenant).await.unwrap();
-    tx.rules()
-        .create(&NewRule {
-            chain: Some("testchain".into()),
-            contract_address: Some(WalletAddress::parse(CONTRACT).unwrap()),
-            rule_type: RuleType::TokenBalance,
-            parameters: json!({"min_balance": "10"}),
-            role_discord_id: Snowflake::new(gated).unwrap(),
-            tier_mapping: None,
-            priority: 0,
-            enabled: true,
-        })
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    for (i, user) in members.iter().enumerate() {
-        h.publish(&member_join_with_roles(
-            guild,
-            *user,
-            "s",
-            10 + i as u64,
-            vec![],
-        ))
-        .await;
-    }
-    assert_eq!(
-        h.wait_for_count("SELECT count(*) FROM profiles", 3).await,
-        3
-    );
+    let g = common::GatedGuild::start(label, CONTRACT, 3, Duration::ZERO).await;
     World {
-        sim,
-        chain,
-        h,
-        guild,
-        members,
-        gated,
-        tenant,
+        sim: g.sim,
+        chain: g.chain,
+        h: g.h,
+        guild: g.guild,
+        members: g.members,
+        gated: g.gated,
+        tenant: g.tenant,
     }
 }
 

@@ -273,91 +273,12 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
     sim.shutdown().await;
 }
 
-/// A guild with `members` members who joined, a token rule (≥ 10) gating
-/// role_ids[1], and a worker syncing roles with `grace`.
-async fn gated_world(
-    label: &str,
-    members: usize,
-    grace: Duration,
-) -> (Simulator, FakeChain, Harness, u64, u64, Vec<u64>) {
-    let sim = Simulator::start(SimConfig {
-        token: "test-token".into(),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let guild = sim.control().create_guilds(&GuildsSpec {
-        count: 1,
-        members_per_guild: members,
-        roles_per_guild: 2,
-    })[0];
-    let gated = sim.control().guild(guild).unwrap().role_ids[1];
-    let users: Vec<u64> = sim
-        .control()
-        .members(guild)
-        .unwrap()
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
-    let chain = FakeChain::start().await.unwrap();
-    chain.deploy(CONTRACT.parse().unwrap(), FakeContract::Erc20);
-    let mut h = Harness::new(label).await;
-    h.enable_role_sync(
-        &sim.api_url(),
-        chain.url(),
-        RoleSyncConfig {
-            grace,
-            recheck_period: Duration::from_secs(3600),
-            scan_interval: Duration::from_secs(3600),
-            scan_batch: 100,
-        },
-    );
-    h.start_worker();
-    h.publish(&guild_join(guild, "s", 1)).await;
-    assert_eq!(
-        h.wait_for_count("SELECT count(*) FROM communities", 1)
-            .await,
-        1
-    );
-    let tenant = h
-        .store
-        .directory()
-        .resolve_guild(Snowflake::new(guild).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let tx = h.store.begin(tenant).await.unwrap();
-    tx.rules()
-        .create(&NewRule {
-            chain: Some("testchain".into()),
-            contract_address: Some(WalletAddress::parse(CONTRACT).unwrap()),
-            rule_type: RuleType::TokenBalance,
-            parameters: json!({"min_balance": "10"}),
-            role_discord_id: Snowflake::new(gated).unwrap(),
-            tier_mapping: None,
-            priority: 0,
-            enabled: true,
-        })
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    for (i, user) in users.iter().enumerate() {
-        h.publish(&member_join_with_roles(
-            guild,
-            *user,
-            "s",
-            10 + i as u64,
-            vec![],
-        ))
-        .await;
-    }
-    assert_eq!(
-        h.wait_for_count("SELECT count(*) FROM profiles", members as i64)
-            .await,
-        members as i64
-    );
-    let tx = h.store.begin(tenant).await.unwrap();
-    for (i, user) in users.iter().enumerate() {
+/// A token-gated guild (see `common::GatedGuild`) whose members have each
+/// linked a wallet: member `i` holds `wallet(i + 1)`.
+async fn gated_world(label: &str, members: usize, grace: Duration) -> common::GatedGuild {
+    let g = common::GatedGuild::start(label, CONTRACT, members, grace).await;
+    let tx = g.h.store.begin(g.tenant).await.unwrap();
+    for (i, user) in g.members.iter().enumerate() {
         tx.profiles()
             .link_wallet(
                 Snowflake::new(*user).unwrap(),
@@ -367,7 +288,7 @@ async fn gated_world(
             .unwrap();
     }
     tx.commit().await.unwrap();
-    (sim, chain, h, guild, gated, users)
+    g
 }
 
 fn set_balance(chain: &FakeChain, member: usize, balance: u64) {
@@ -416,7 +337,15 @@ async fn checked(h: &Harness, guild: u64, user: u64, n: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_is_removed_only_after_failing_for_the_whole_grace_period() {
     const GRACE: Duration = Duration::from_secs(2);
-    let (sim, chain, mut h, guild, gated, users) = gated_world("worker_grace", 2, GRACE).await;
+    let common::GatedGuild {
+        sim,
+        chain,
+        mut h,
+        guild,
+        gated,
+        members: users,
+        ..
+    } = gated_world("worker_grace", 2, GRACE).await;
     let (steady, flapping) = (users[0], users[1]);
     set_balance(&chain, 0, 100);
     set_balance(&chain, 1, 100);

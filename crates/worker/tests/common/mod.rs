@@ -277,3 +277,115 @@ pub fn member_leave(guild: u64, user: u64, session: &str, seq: u64) -> Envelope 
     .with_guild(Snowflake(guild))
     .with_user(Snowflake(user))
 }
+
+/// A guild in the simulator whose members have joined (as the gateway would
+/// publish it), a token rule on `contract` (balance ≥ 10) gating
+/// `role_ids[1]`, and a worker syncing roles through the simulator with
+/// `grace` against a fake chain.
+pub struct GatedGuild {
+    pub sim: discord_sim::Simulator,
+    pub chain: eligibility::fake_chain::FakeChain,
+    pub h: Harness,
+    pub guild: u64,
+    pub gated: u64,
+    pub members: Vec<u64>,
+    pub tenant: store::TenantId,
+}
+
+impl GatedGuild {
+    pub async fn start(label: &str, contract: &str, members: usize, grace: Duration) -> GatedGuild {
+        use discord_sim::{GuildsSpec, SimConfig, Simulator};
+        use eligibility::fake_chain::{FakeChain, FakeContract};
+        use store::{
+            repo::{NewRule, RuleType},
+            Snowflake as StoreSnowflake, WalletAddress,
+        };
+
+        let sim = Simulator::start(SimConfig {
+            token: "test-token".into(),
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let guild = sim.control().create_guilds(&GuildsSpec {
+            count: 1,
+            members_per_guild: members,
+            roles_per_guild: 2,
+        })[0];
+        // role_ids[0] is @everyone, which cannot be granted.
+        let gated = sim.control().guild(guild).unwrap().role_ids[1];
+        let users: Vec<u64> = sim
+            .control()
+            .members(guild)
+            .unwrap()
+            .iter()
+            .map(|m| m.user_id)
+            .collect();
+        let chain = FakeChain::start().await.unwrap();
+        chain.deploy(contract.parse().unwrap(), FakeContract::Erc20);
+        let mut h = Harness::new(label).await;
+        h.enable_role_sync(
+            &sim.api_url(),
+            chain.url(),
+            worker::sync::RoleSyncConfig {
+                grace,
+                recheck_period: Duration::from_secs(3600),
+                scan_interval: Duration::from_secs(3600),
+                scan_batch: 100,
+            },
+        );
+        h.start_worker();
+        h.publish(&guild_join(guild, "s", 1)).await;
+        assert_eq!(
+            h.wait_for_count("SELECT count(*) FROM communities", 1)
+                .await,
+            1
+        );
+        let tenant = h
+            .store
+            .directory()
+            .resolve_guild(StoreSnowflake::new(guild).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let tx = h.store.begin(tenant).await.unwrap();
+        tx.rules()
+            .create(&NewRule {
+                chain: Some("testchain".into()),
+                contract_address: Some(WalletAddress::parse(contract).unwrap()),
+                rule_type: RuleType::TokenBalance,
+                parameters: serde_json::json!({"min_balance": "10"}),
+                role_discord_id: StoreSnowflake::new(gated).unwrap(),
+                tier_mapping: None,
+                priority: 0,
+                enabled: true,
+            })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        for (i, user) in users.iter().enumerate() {
+            h.publish(&member_join_with_roles(
+                guild,
+                *user,
+                "s",
+                10 + i as u64,
+                vec![],
+            ))
+            .await;
+        }
+        assert_eq!(
+            h.wait_for_count("SELECT count(*) FROM profiles", members as i64)
+                .await,
+            members as i64
+        );
+        GatedGuild {
+            sim,
+            chain,
+            h,
+            guild,
+            gated,
+            members: users,
+            tenant,
+        }
+    }
+}
