@@ -16,9 +16,19 @@ pub struct Delivery {
     pub attempt: u32,
 }
 
+/// How long one pull waits for messages. It bounds how long shutdown waits
+/// for a pull that is still open on the server.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
 /// Pulls from `consumer` and handles up to `config.concurrency` messages at
 /// once until `shutdown`; then stops pulling and waits for in-flight
 /// messages to finish.
+///
+/// Each pull asks for no more messages than can start right away. A message
+/// delivered to this process is owned by it until acknowledged, so a client
+/// buffer would hold messages back from idle workers and, at shutdown, leave
+/// them stranded until `ack_wait` expires. Anything delivered after the
+/// signal is handed straight back with a NAK.
 pub(crate) async fn consume(
     consumer: PullConsumer,
     js: jetstream::Context,
@@ -29,17 +39,28 @@ pub(crate) async fn consume(
     let limit = config.concurrency;
     let permits = Arc::new(Semaphore::new(limit));
     let config = Arc::new(config);
-    'outer: while !shutdown.is_cancelled() {
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(limit)
-            .heartbeat(Duration::from_secs(5))
+    while !shutdown.is_cancelled() {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        // Only this loop takes permits, so all of these are still free when
+        // the messages arrive.
+        let wanted = permits.available_permits() + 1;
+        let mut batch = match consumer
+            .batch()
+            .max_messages(wanted)
+            .expires(PULL_EXPIRES)
             .messages()
             .await
         {
-            Ok(m) => m,
+            Ok(batch) => batch,
             Err(e) => {
                 // NATS down or restarting: wait and pull again.
+                drop(first);
                 tracing::warn!(error = %e, "cannot pull messages; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -47,25 +68,29 @@ pub(crate) async fn consume(
                 }
             }
         };
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break 'outer,
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break 'outer,
-                },
-            };
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => break 'outer,
-                m = messages.next() => m,
-            };
+        let mut reserved = Some(first);
+        // The batch ends when it is full or when the pull expires; read it to
+        // the end even after the signal, so no delivered message is dropped.
+        while let Some(next) = batch.next().await {
             let message = match next {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "pulling messages failed; reconnecting the pull");
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pulling messages failed; pulling again");
                     break;
                 }
-                None => break,
+            };
+            if shutdown.is_cancelled() {
+                if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+                    tracing::warn!(error = %e, "could not hand back a message at shutdown; it returns after ack_wait");
+                }
+                continue;
+            }
+            let permit = match reserved.take() {
+                Some(p) => p,
+                None => match permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
             let (js, handlers, config) = (js.clone(), handlers.clone(), config.clone());
             tokio::spawn(async move {

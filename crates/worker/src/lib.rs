@@ -82,6 +82,11 @@ pub async fn run(
             }
         }
     }
+    // Acks and NAKs are buffered by the client: send the last ones before
+    // the process goes, or their messages come back after `ack_wait`.
+    if let Err(e) = jetstream.client().flush().await {
+        tracing::warn!(error = %e, "could not flush the last acknowledgements; their messages will be redelivered");
+    }
     result
 }
 
