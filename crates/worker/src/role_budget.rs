@@ -16,6 +16,9 @@ use tokio::time::Instant;
 /// Above this many tracked guilds, expired entries are dropped.
 const PRUNE_ABOVE: usize = 10_000;
 
+/// How far apart two reports of one window's reset may be.
+const SAME_WINDOW_SLACK: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Clone, Copy)]
 struct Budget {
     remaining: u32,
@@ -73,9 +76,14 @@ impl RoleBudgets {
         guilds
             .entry(guild)
             .and_modify(|known| {
-                // Changes taken since this request left are not in the
-                // header's count yet: keep the lower of the two.
-                if known.reset_at > now {
+                // Two responses from one window agree on its reset (up to
+                // network jitter); a later reset means Discord opened a new
+                // window, whatever our clock says about the old one.
+                let same_window =
+                    known.reset_at > now && observed.reset_at <= known.reset_at + SAME_WINDOW_SLACK;
+                if same_window {
+                    // Changes taken since this request left are not in the
+                    // header's count yet: keep the lower of the two.
                     known.remaining = known.remaining.min(observed.remaining);
                     known.reset_at = known.reset_at.max(observed.reset_at);
                 } else {
@@ -156,6 +164,18 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_window_from_discord_replaces_the_spent_one() {
+        let budgets = RoleBudgets::default();
+        budgets.observe(1, headers("0", "1").into_iter());
+        tokio::time::advance(Duration::from_millis(900)).await;
+        // Discord reset a little early by our clock and says so.
+        budgets.observe(1, headers("9", "10").into_iter());
+        let start = tokio::time::Instant::now();
+        budgets.take(1).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
     #[test]
