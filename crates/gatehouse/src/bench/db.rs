@@ -392,6 +392,9 @@ struct Report {
     peak_vus: u32,
     communities: u32,
     members_per_community: u32,
+    /// Mean pause between a user's transactions, and its spread (a fraction).
+    think_time_ms: f64,
+    think_jitter: f64,
     transactions: u64,
     successes: u64,
     /// Fraction of transactions that committed, 0..=1.
@@ -466,6 +469,8 @@ impl Report {
             peak_vus: profile.peak(),
             communities: args.communities,
             members_per_community: args.members,
+            think_time_ms: args.think_time.as_secs_f64() * 1000.0,
+            think_jitter: args.think_jitter,
             transactions,
             successes,
             success_rate,
