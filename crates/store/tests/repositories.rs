@@ -553,7 +553,10 @@ async fn members_claimed_for_a_recheck_can_still_receive_awards_meanwhile() {
         tx.commit().await.unwrap();
         awarded
     };
-    let awarded = tokio::time::timeout(std::time::Duration::from_secs(5), award)
+    // A lock wait lasts until the scan commits, which it does only after
+    // this, so any bound detects it; 30 s also rides out PgBouncer waiting
+    // to log in to a busy server (server_login_retry is 15 s).
+    let awarded = tokio::time::timeout(std::time::Duration::from_secs(30), award)
         .await
         .expect("the award waited for the scan's claim");
     assert!(awarded);
