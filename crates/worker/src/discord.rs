@@ -35,6 +35,10 @@ pub enum DiscordError {
     },
     #[error("Discord refused {what}: {reason}")]
     Request { what: String, reason: String },
+    /// The member left the guild before the change went out (Discord's
+    /// "Unknown Member"): nothing to change, and nothing to retry.
+    #[error("user {user} is no longer a member of guild {guild}")]
+    MemberGone { guild: u64, user: u64 },
     #[error("the Discord request queue is closed (shutting down)")]
     Closed,
 }
@@ -214,8 +218,28 @@ async fn send(
     };
     let result = result.map(|response| budgets.observe(change.guild_id, response.headers()));
     metrics::counter!("worker_role_changes_total", "op" => if change.add { "add" } else { "remove" }, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
-    result.map_err(|e| DiscordError::Request {
-        what,
-        reason: e.to_string(),
+    result.map_err(|e| {
+        if is_unknown_member(&e) {
+            DiscordError::MemberGone {
+                guild: change.guild_id,
+                user: change.user_id,
+            }
+        } else {
+            DiscordError::Request {
+                what,
+                reason: e.to_string(),
+            }
+        }
     })
+}
+
+/// Discord's JSON error code for "Unknown Member".
+const UNKNOWN_MEMBER: u64 = 10007;
+
+fn is_unknown_member(error: &twilight_http::Error) -> bool {
+    use twilight_http::{api_error::ApiError, error::ErrorType};
+    matches!(
+        error.kind(),
+        ErrorType::Response { error: ApiError::General(g), .. } if g.code == UNKNOWN_MEMBER
+    )
 }

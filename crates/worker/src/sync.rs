@@ -20,7 +20,7 @@ use uuid::Uuid;
 use wire::check::CheckPriority;
 
 use crate::{
-    discord::{Discord, RoleChange},
+    discord::{Discord, DiscordError, RoleChange},
     HandlerError,
 };
 
@@ -298,6 +298,12 @@ impl RoleSync {
                                     "reason": reason,
                                 })),
                             );
+                        }
+                        Err(DiscordError::MemberGone { .. }) => {
+                            // Left meanwhile; their member.leave closes the
+                            // profile and no later check will try again.
+                            tracing::info!(%guild, user = %profile.discord_user_id, "member left before a role change; skipped");
+                            continue;
                         }
                         Err(e) => {
                             report.failed_changes += 1;

@@ -464,3 +464,39 @@ async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
     assert_eq!(limited, 0, "requests answered 429");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_change_for_a_member_who_left_is_reported_as_such() {
+    let sim = Simulator::start(SimConfig {
+        token: "test-token".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let guild = sim.control().create_guilds(&GuildsSpec {
+        count: 1,
+        members_per_guild: 1,
+        roles_per_guild: 1,
+    })[0];
+    let role = sim.control().guild(guild).unwrap().role_ids[1];
+    let user = sim.control().members(guild).unwrap()[0].user_id;
+    sim.control().remove_member(guild, user).unwrap();
+    let discord = worker::discord::Discord::new("test-token", Some(&sim.api_url()), 1).unwrap();
+    let result = discord
+        .change_role(
+            worker::discord::RoleChange {
+                guild_id: guild,
+                user_id: user,
+                role_id: role,
+                add: true,
+                reason: "test".into(),
+            },
+            wire::check::CheckPriority::Bulk,
+        )
+        .await;
+    assert!(
+        matches!(result, Err(worker::discord::DiscordError::MemberGone { guild: g, user: u }) if g == guild && u == user),
+        "{result:?}"
+    );
+    sim.shutdown().await;
+}
