@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
-
-use crate::role_budget::RoleBudgets;
 use twilight_http::Client;
 use twilight_model::id::Id;
 use wire::check::CheckPriority;
+
+use crate::role_budget::RoleBudgets;
 
 /// A role to add or remove.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,7 +219,7 @@ async fn send(
     let result = result.map(|response| budgets.observe(change.guild_id, response.headers()));
     metrics::counter!("worker_role_changes_total", "op" => if change.add { "add" } else { "remove" }, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
     result.map_err(|e| {
-        if is_unknown_member(&e) {
+        if api_error_code(&e) == Some(UNKNOWN_MEMBER) {
             DiscordError::MemberGone {
                 guild: change.guild_id,
                 user: change.user_id,
@@ -236,10 +236,14 @@ async fn send(
 /// Discord's JSON error code for "Unknown Member".
 const UNKNOWN_MEMBER: u64 = 10007;
 
-fn is_unknown_member(error: &twilight_http::Error) -> bool {
+/// Discord's JSON error code of a refused request, when it sent one.
+pub(crate) fn api_error_code(error: &twilight_http::Error) -> Option<u64> {
     use twilight_http::{api_error::ApiError, error::ErrorType};
-    matches!(
-        error.kind(),
-        ErrorType::Response { error: ApiError::General(g), .. } if g.code == UNKNOWN_MEMBER
-    )
+    match error.kind() {
+        ErrorType::Response {
+            error: ApiError::General(g),
+            ..
+        } => Some(g.code),
+        _ => None,
+    }
 }

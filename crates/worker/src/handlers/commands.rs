@@ -26,7 +26,7 @@ use store::{
     repo::{ActorType, AuditEntry, Profile},
     Snowflake, StoreError, TenantTx, WalletAddress,
 };
-use twilight_http::{api_error::ApiError, error::ErrorType};
+use twilight_http::error::ErrorType;
 use twilight_model::{
     channel::message::{AllowedMentions, MessageFlags},
     http::interaction::{InteractionResponse, InteractionResponseData, InteractionResponseType},
@@ -308,12 +308,8 @@ impl<'a> Reply<'a> {
 fn classify(e: &twilight_http::Error) -> ReplyError {
     match e.kind() {
         ErrorType::Response { error, status, .. } => {
-            let code = match error {
-                ApiError::General(g) => Some(g.code),
-                _ => None,
-            };
             let status = status.get();
-            if code == Some(ALREADY_ACKNOWLEDGED) {
+            if crate::discord::api_error_code(e) == Some(ALREADY_ACKNOWLEDGED) {
                 ReplyError::AlreadyAnswered
             } else if status == 429 || status >= 500 {
                 ReplyError::Failed(format!("status {status}: {error}"))
