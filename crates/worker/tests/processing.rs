@@ -189,18 +189,7 @@ async fn a_worker_killed_mid_stream_and_restarted_loses_nothing() {
         "the worker finished before it could be killed"
     );
     h.start_worker();
-    assert_eq!(
-        h.wait_for_count("SELECT count(*) FROM profiles", MEMBERS as i64)
-            .await,
-        MEMBERS as i64
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(
-        h.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
-            .await,
-        MEMBERS as i64,
-        "an event took effect twice or not at all"
-    );
+    h.assert_each_join_applied_once(MEMBERS).await;
     h.stop_worker().await;
 }
 
@@ -225,18 +214,7 @@ async fn two_workers_share_the_stream_and_each_event_has_one_effect() {
         stop_other.clone(),
     ));
     h.start_worker();
-    assert_eq!(
-        h.wait_for_count("SELECT count(*) FROM profiles", MEMBERS as i64)
-            .await,
-        MEMBERS as i64
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(
-        h.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
-            .await,
-        MEMBERS as i64,
-        "an event took effect twice or not at all"
-    );
+    h.assert_each_join_applied_once(MEMBERS).await;
     let (opened_by_other, _) = other_store.pool_status();
     let (opened_by_first, _) = h.store.pool_status();
     assert!(

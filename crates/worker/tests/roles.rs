@@ -11,8 +11,7 @@ use eligibility::{
     fake_chain::{FakeChain, FakeContract, Fault},
     Address, U256,
 };
-use serde_json::json;
-use store::{repo::NewRule, repo::RuleType, Snowflake, WalletAddress};
+use store::{Snowflake, WalletAddress};
 use worker::sync::RoleSyncConfig;
 
 const CONTRACT: &str = "0x00000000000000000000000000000000000c0de1";
@@ -118,30 +117,8 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
 
     // Both communities gate a role on the same contract, at different
     // thresholds: 10 in A, 1000 in B.
-    for (guild, role, min) in [(ga, gated_a, "10"), (gb, gated_b, "1000")] {
-        let tenant = h
-            .store
-            .directory()
-            .resolve_guild(Snowflake::new(guild).unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        let tx = h.store.begin(tenant).await.unwrap();
-        tx.rules()
-            .create(&NewRule {
-                chain: Some("testchain".into()),
-                contract_address: Some(WalletAddress::parse(CONTRACT).unwrap()),
-                rule_type: RuleType::TokenBalance,
-                parameters: json!({"min_balance": min}),
-                role_discord_id: Snowflake::new(role).unwrap(),
-                tier_mapping: None,
-                priority: 0,
-                enabled: true,
-            })
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    }
+    h.gate_role(ga, CONTRACT, gated_a, "10").await;
+    h.gate_role(gb, CONTRACT, gated_b, "1000").await;
     // Balances: A's members 0,1,3 hold 100; member 2 holds 5. B's member 0 holds 100.
     let balances = [100u64, 100, 5, 100];
     for (i, balance) in balances.iter().enumerate() {

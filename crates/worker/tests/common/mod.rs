@@ -153,6 +153,63 @@ impl Harness {
         }
     }
 
+    /// Gates `role` in `guild`'s community on an ERC-20 balance of at least
+    /// `min_balance` on `contract` (chain `testchain`); returns the community.
+    pub async fn gate_role(
+        &self,
+        guild: u64,
+        contract: &str,
+        role: u64,
+        min_balance: &str,
+    ) -> store::TenantId {
+        use store::{
+            repo::{NewRule, RuleType},
+            Snowflake as StoreSnowflake, WalletAddress,
+        };
+        let tenant = self
+            .store
+            .directory()
+            .resolve_guild(StoreSnowflake::new(guild).unwrap())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("guild {guild} was not provisioned"));
+        let tx = self.store.begin(tenant).await.unwrap();
+        tx.rules()
+            .create(&NewRule {
+                chain: Some("testchain".into()),
+                contract_address: Some(WalletAddress::parse(contract).unwrap()),
+                rule_type: RuleType::TokenBalance,
+                parameters: serde_json::json!({ "min_balance": min_balance }),
+                role_discord_id: StoreSnowflake::new(role).unwrap(),
+                tier_mapping: None,
+                priority: 0,
+                enabled: true,
+            })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        tenant
+    }
+
+    /// Waits until `members` profiles exist, then checks each `member.joined`
+    /// took effect exactly once (a late duplicate gets a moment to show).
+    pub async fn assert_each_join_applied_once(&self, members: u64) {
+        let members = members as i64;
+        assert_eq!(
+            self.wait_for_count("SELECT count(*) FROM profiles", members)
+                .await,
+            members,
+            "joins lost"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            self.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
+                .await,
+            members,
+            "an event took effect twice or not at all"
+        );
+    }
+
     pub async fn count(&self, query: &str) -> i64 {
         let admin = self.db.admin().await;
         admin.query_one(query, &[]).await.unwrap().get(0)
@@ -296,11 +353,6 @@ impl GatedGuild {
     pub async fn start(label: &str, contract: &str, members: usize, grace: Duration) -> GatedGuild {
         use discord_sim::{GuildsSpec, SimConfig, Simulator};
         use eligibility::fake_chain::{FakeChain, FakeContract};
-        use store::{
-            repo::{NewRule, RuleType},
-            Snowflake as StoreSnowflake, WalletAddress,
-        };
-
         let sim = Simulator::start(SimConfig {
             token: "test-token".into(),
             ..SimConfig::default()
@@ -341,28 +393,7 @@ impl GatedGuild {
                 .await,
             1
         );
-        let tenant = h
-            .store
-            .directory()
-            .resolve_guild(StoreSnowflake::new(guild).unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        let tx = h.store.begin(tenant).await.unwrap();
-        tx.rules()
-            .create(&NewRule {
-                chain: Some("testchain".into()),
-                contract_address: Some(WalletAddress::parse(contract).unwrap()),
-                rule_type: RuleType::TokenBalance,
-                parameters: serde_json::json!({"min_balance": "10"}),
-                role_discord_id: StoreSnowflake::new(gated).unwrap(),
-                tier_mapping: None,
-                priority: 0,
-                enabled: true,
-            })
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let tenant = h.gate_role(guild, contract, gated, "10").await;
         for (i, user) in users.iter().enumerate() {
             h.publish(&member_join_with_roles(
                 guild,
