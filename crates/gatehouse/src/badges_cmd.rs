@@ -6,13 +6,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::json;
+use domain::{badges, Actor};
 use store::{
     repo::{BadgeEvaluator, NewBadge},
-    Snowflake, Type,
+    Snowflake,
 };
 
-use crate::community_args::{admin_entry, Community};
+use crate::community_args::Community;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BadgesCommand {
@@ -90,70 +90,49 @@ async fn define(args: DefineArgs) -> anyhow::Result<ExitCode> {
     })?;
     let criteria: serde_json::Value =
         serde_json::from_str(&args.criteria).context("--criteria is not JSON")?;
+    let badge = NewBadge {
+        slug: args.slug.clone(),
+        name: args.name.clone(),
+        description: args.description.clone(),
+        evaluator,
+        criteria,
+    };
     // Validate before connecting: a bad definition never needs the database.
-    worker::badges::parse_criteria(evaluator, &criteria)?;
-    if args.slug.trim().is_empty() || args.name.trim().is_empty() {
-        anyhow::bail!("--slug and --name must not be empty");
-    }
-    let (_store, tx, guild) = args.community.open().await?;
-    let badge = worker::badges::define(
-        &tx,
-        &NewBadge {
-            slug: args.slug.clone(),
-            name: args.name.clone(),
-            description: args.description.clone(),
-            evaluator,
-            criteria: criteria.clone(),
-        },
-    )
-    .await?;
-    tx.audit()
-        .append(
-            &admin_entry("badge.defined")
-                .target("badge", badge.id.to_string())
-                .metadata(json!({
-                    "slug": badge.slug,
-                    "evaluator": evaluator.as_str(),
-                    "criteria": criteria,
-                })),
-        )
-        .await?;
+    badges::validate(&badge)?;
+    let (store, community) = args.community.open().await?;
+    let tx = store.begin(community.tenant).await?;
+    let badge = badges::define(&tx, &Actor::Admin(None), &badge).await?;
     tx.commit().await?;
     println!(
-        "badge {} defined in guild {guild}; members earn it as they join and at their next periodic re-check",
-        badge.slug
+        "badge {} defined in guild {}; members earn it as they join and at their next periodic re-check",
+        badge.slug, community.guild
     );
     Ok(ExitCode::SUCCESS)
 }
 
 async fn list(community: Community) -> anyhow::Result<ExitCode> {
-    let (_store, tx, guild) = community.open().await?;
-    let rows = tx
-        .query(
-            "listing badges with their holders",
-            "SELECT b.slug, b.name, b.evaluator, b.criteria::text,
-                    (SELECT count(*) FROM badge_awards a
-                     WHERE a.community_id = b.community_id AND a.badge_id = b.id)
-             FROM badges b WHERE b.community_id = $1 ORDER BY b.slug",
-            &[(tx.tenant().as_uuid(), Type::UUID)],
-        )
-        .await?;
+    let (store, community) = community.open().await?;
+    let tx = store.begin(community.tenant).await?;
+    let listed = badges::list(&tx).await?;
     tx.commit().await?;
-    if rows.is_empty() {
-        println!("guild {guild} has no badges");
+    if listed.is_empty() {
+        println!("guild {} has no badges", community.guild);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
         "{:<20}  {:<24}  {:<12}  {:>7}  criteria",
         "slug", "name", "evaluator", "holders"
     );
-    for row in rows {
-        let slug: String = row.try_get(0).context("badge slug")?;
-        let name: String = row.try_get(1).context("badge name")?;
-        let evaluator: String = row.try_get(2).context("badge evaluator")?;
-        let criteria: String = row.try_get(3).context("badge criteria")?;
-        let holders: i64 = row.try_get(4).context("badge holders")?;
-        println!("{slug:<20}  {name:<24}  {evaluator:<12}  {holders:>7}  {criteria}");
+    for entry in listed {
+        let b = &entry.badge;
+        println!(
+            "{:<20}  {:<24}  {:<12}  {:>7}  {}",
+            b.slug,
+            b.name,
+            b.evaluator.as_str(),
+            entry.holders,
+            b.criteria
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -166,10 +145,11 @@ async fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
     if args.granted_by.trim().is_empty() {
         anyhow::bail!("--granted-by must name who grants the badge (it goes in the audit log)");
     }
-    let (_store, tx, guild) = args.community.open().await?;
-    let granted = worker::badges::grant(&tx, &args.slug, user, &args.granted_by, &args.reason)
+    let (store, community) = args.community.open().await?;
+    let tx = store.begin(community.tenant).await?;
+    let granted = badges::grant(&tx, &args.slug, user, &args.granted_by, &args.reason)
         .await
-        .map_err(|e| anyhow::anyhow!("{e} (guild {guild})"))?;
+        .map_err(|e| anyhow::anyhow!("{e} (guild {})", community.guild))?;
     tx.commit().await?;
     if granted {
         println!("badge {} granted to {user}", args.slug);

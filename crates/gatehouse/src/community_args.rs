@@ -1,7 +1,8 @@
-//! The community an admin verb acts on, and the transaction it acts in.
+//! The community an admin verb acts on.
 
 use anyhow::Context;
-use store::{repo::ActorType, repo::AuditEntry, Snowflake, Store, TenantTx};
+use domain::{community, CommunityRef, LookupError};
+use store::{Snowflake, Store};
 
 use crate::db_args::DbArgs;
 
@@ -23,26 +24,16 @@ impl Community {
             .with_context(|| format!("--guild {:?}", self.guild))
     }
 
-    /// Connects and opens a transaction in the guild's community. The store
-    /// is returned too: the transaction's connection belongs to its pool.
-    pub async fn open(&self) -> anyhow::Result<(Store, TenantTx, Snowflake)> {
+    /// Connects and finds the guild's community.
+    pub async fn open(&self) -> anyhow::Result<(Store, CommunityRef)> {
         let guild = self.guild_id()?;
         let store = self.db.connect(2).await?;
-        let tenant = store
-            .directory()
-            .resolve_guild(guild)
+        let community = community::resolve(&store, guild)
             .await
-            .map_err(|e| crate::db_args::explain(e, "DATABASE_URL"))?
-            .with_context(|| format!("no community for guild {guild}: has the bot joined it?"))?;
-        let tx = store.begin(tenant).await?;
-        Ok((store, tx, guild))
-    }
-}
-
-/// An audit entry for a change made by an operator through the CLI.
-pub fn admin_entry(action: &str) -> AuditEntry {
-    AuditEntry {
-        actor_type: ActorType::Admin,
-        ..AuditEntry::system(action)
+            .map_err(|e| match e {
+                LookupError::Store(e) => crate::db_args::explain(e, "DATABASE_URL"),
+                unknown => anyhow::Error::new(unknown),
+            })?;
+        Ok((store, community))
     }
 }

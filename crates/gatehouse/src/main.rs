@@ -13,6 +13,7 @@ mod gateway_cmd;
 mod logging;
 mod migrate;
 mod nats_args;
+mod rechecks;
 mod rules_cmd;
 mod sim_cmd;
 mod worker_cmd;

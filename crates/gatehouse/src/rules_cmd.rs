@@ -1,23 +1,15 @@
 //! `gatehouse rules …`: an operator's view of a community's eligibility
-//! rules. Every change is validated before it is committed (each bad field
-//! named; a custom rule may only refer to rules of the same community, and a
-//! rule another one uses cannot be deleted), audited with actor `admin`, and
-//! followed by a community-wide re-check so members' roles follow the rules.
+//! rules. What a change does (validation, audit with actor `admin`, the
+//! community re-check) is `domain::rules`; this is the command line.
 
-use std::{collections::BTreeSet, process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use anyhow::Context;
-use store::{
-    repo::{EligibilityRule, NewRule, RuleType},
-    Snowflake, TenantTx, WalletAddress,
-};
+use domain::{rules, Actor};
+use store::Snowflake;
 use uuid::Uuid;
-use wire::check::{CheckPriority, EligibilityCheck};
 
-use crate::{
-    community_args::{admin_entry, Community},
-    nats_args::NatsArgs,
-};
+use crate::{community_args::Community, nats_args::NatsArgs, rechecks::JetStreamRechecks};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RulesCommand {
@@ -96,7 +88,7 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
     let role: Snowflake = args.role.parse().context("--role")?;
     let parameters: serde_json::Value =
         serde_json::from_str(&args.parameters).context("--parameters is not JSON")?;
-    // Validate before anything is written, naming every bad field.
+    // Validate before connecting, naming every bad field.
     let spec = eligibility::RuleSpec::parse(
         &args.rule_type,
         args.chain.as_deref(),
@@ -104,60 +96,28 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
         &parameters,
     )
     .map_err(|e| anyhow::anyhow!("the rule is invalid: {e}"))?;
-    let columns = spec.to_columns();
-    let rule_type: RuleType = columns.rule_type.parse().context("rule type")?;
-    let contract = columns
-        .contract_address
-        .as_deref()
-        .map(WalletAddress::parse)
-        .transpose()
-        .context("--contract")?;
-
-    let (_store, tx, guild) = args.community.open().await?;
-    let rule = tx
-        .rules()
-        .create(&NewRule {
-            chain: columns.chain.clone(),
-            contract_address: contract,
-            rule_type,
-            parameters: columns.parameters.clone(),
-            role_discord_id: role,
-            tier_mapping: None,
+    let (store, community) = args.community.open().await?;
+    let rechecks = JetStreamRechecks::connect(&args.nats).await?;
+    let rule = rules::create(
+        &store,
+        &rechecks,
+        community,
+        &Actor::Admin(None),
+        &rules::NewRule {
+            role,
+            spec,
             priority: args.priority,
-            enabled: true,
-        })
-        .await
-        .context("storing the rule")?;
-    // A custom rule's references can only be checked against the
-    // community's rules, inside the transaction that adds it.
-    let all = tx.rules().list_all().await?;
-    if let Some(problem) = worker::sync::rule_set(&all)
-        .problems()
-        .into_iter()
-        .find(|p| p.rule == rule.id)
-    {
-        anyhow::bail!(
-            "the rule is invalid: parameters.rules {}; nothing was stored",
-            problem.reason
-        );
-    }
-    audit(
-        &tx,
-        "rule.created",
-        &rule,
-        serde_json::json!({ "rule_type": columns.rule_type }),
+        },
     )
     .await?;
-    tx.commit().await?;
-    request_recheck(&args.nats, guild, &format!("rule:{}:created", rule.id)).await?;
     println!("rule {} created; community re-check requested", rule.id);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn list(community: Community) -> anyhow::Result<ExitCode> {
-    let (_store, tx, guild) = community.open().await?;
-    let rules = tx.rules().list_all().await?;
-    tx.commit().await?;
+    let (store, community) = community.open().await?;
+    let guild = community.guild;
+    let rules = rules::list(&store, community).await?;
     if rules.is_empty() {
         println!("guild {guild} has no rules");
         return Ok(ExitCode::SUCCESS);
@@ -196,123 +156,39 @@ enum Change {
     Delete,
 }
 
-impl Change {
-    fn action(self) -> &'static str {
-        match self {
-            Change::Enable => "rule.enabled",
-            Change::Disable => "rule.disabled",
-            Change::Delete => "rule.deleted",
-        }
-    }
-
-    fn past(self) -> &'static str {
-        match self {
-            Change::Enable => "enabled",
-            Change::Disable => "disabled",
-            Change::Delete => "deleted",
-        }
-    }
-}
-
 async fn change(args: ChangeArgs, change: Change) -> anyhow::Result<ExitCode> {
     let id: Uuid = args
         .id
         .parse()
         .with_context(|| format!("--id {:?} is not a rule id (a UUID)", args.id))?;
-    let (_store, tx, guild) = args.community.open().await?;
-    let all = tx.rules().list_all().await?;
-    let Some(rule) = all.iter().find(|r| r.id == id).cloned() else {
-        anyhow::bail!("guild {guild} has no rule {id}; `gatehouse rules list --guild {guild}` shows its rules");
-    };
-    match change {
+    let (store, community) = args.community.open().await?;
+    let guild = community.guild;
+    let rechecks = JetStreamRechecks::connect(&args.nats).await?;
+    let actor = Actor::Admin(None);
+    let result = match change {
         Change::Enable | Change::Disable => {
             let enabled = matches!(change, Change::Enable);
-            if rule.enabled == enabled {
-                tx.commit().await?;
-                println!("rule {id} is already {}", change.past());
-                return Ok(ExitCode::SUCCESS);
-            }
-            tx.rules()
-                .set_enabled(id, enabled)
-                .await?
-                .with_context(|| format!("rule {id} disappeared meanwhile"))?;
+            let past = if enabled { "enabled" } else { "disabled" };
+            rules::set_enabled(&store, &rechecks, community, &actor, id, enabled)
+                .await
+                .map(|t| {
+                    if t.changed {
+                        format!("rule {id} {past}; community re-check requested")
+                    } else {
+                        format!("rule {id} is already {past}")
+                    }
+                })
         }
-        Change::Delete => {
-            let users = users_of(&all, id);
-            if !users.is_empty() {
-                let users: Vec<String> = users.iter().map(Uuid::to_string).collect();
-                anyhow::bail!(
-                    "rule {id} is used by custom rule {}: change or delete that first; nothing was deleted",
-                    users.join(", ")
-                );
-            }
-            tx.rules().delete(id).await?;
-        }
+        Change::Delete => rules::delete(&store, &rechecks, community, &actor, id)
+            .await
+            .map(|_| format!("rule {id} deleted; community re-check requested")),
+    };
+    match result {
+        Ok(message) => println!("{message}"),
+        Err(rules::RuleError::NotFound(_)) => anyhow::bail!(
+            "guild {guild} has no rule {id}; `gatehouse rules list --guild {guild}` shows its rules"
+        ),
+        Err(e) => return Err(e.into()),
     }
-    audit(
-        &tx,
-        change.action(),
-        &rule,
-        serde_json::json!({ "rule_type": rule.rule_type.as_str() }),
-    )
-    .await?;
-    tx.commit().await?;
-    let check_id = format!("rule:{id}:{}:{}", change.past(), uuid::Uuid::new_v4());
-    request_recheck(&args.nats, guild, &check_id).await?;
-    println!("rule {id} {}; community re-check requested", change.past());
     Ok(ExitCode::SUCCESS)
-}
-
-/// The custom rules that would lose a reference if `id` went away.
-fn users_of(all: &[EligibilityRule], id: Uuid) -> BTreeSet<Uuid> {
-    let broken = |rules: &[EligibilityRule]| -> BTreeSet<Uuid> {
-        worker::sync::rule_set(rules)
-            .problems()
-            .into_iter()
-            .map(|p| p.rule)
-            .collect()
-    };
-    let before = broken(all);
-    let without: Vec<EligibilityRule> = all.iter().filter(|r| r.id != id).cloned().collect();
-    broken(&without).difference(&before).copied().collect()
-}
-
-async fn audit(
-    tx: &TenantTx,
-    action: &str,
-    rule: &EligibilityRule,
-    mut metadata: serde_json::Value,
-) -> anyhow::Result<()> {
-    metadata["role_id"] = rule.role_discord_id.to_string().into();
-    tx.audit()
-        .append(
-            &admin_entry(action)
-                .target("eligibility_rule", rule.id.to_string())
-                .metadata(metadata),
-        )
-        .await?;
-    Ok(())
-}
-
-/// The rules changed who qualifies: ask the workers for a community-wide
-/// re-check.
-async fn request_recheck(nats: &NatsArgs, guild: Snowflake, id: &str) -> anyhow::Result<()> {
-    let namespace = nats.namespace()?;
-    let js = async_nats::jetstream::new(nats.connect().await?);
-    let check = EligibilityCheck {
-        id: id.to_owned(),
-        guild_id: wire::Snowflake(guild.get()),
-        user_id: None,
-        reason: "rule.changed".into(),
-        priority: CheckPriority::Bulk,
-        requested_at: chrono::Utc::now().timestamp_millis(),
-    };
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        worker::publish_check(&js, &namespace, &check),
-    )
-    .await
-    .context("no acknowledgement from JetStream for the re-check (is a worker's ELIGIBILITY stream there?)")?
-    .context("requesting the community re-check")?;
-    Ok(())
 }

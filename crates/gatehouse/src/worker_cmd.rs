@@ -125,11 +125,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("CHAINS: {e}"))?;
             let discord = worker::discord::Discord::new(token, args.discord_api_url.as_deref(), 8)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Some(std::sync::Arc::new(worker::sync::RoleSync::new(
+            Some(std::sync::Arc::new(worker::RoleSync::new(
                 store.clone(),
                 std::sync::Arc::new(evaluator),
                 discord,
-                worker::sync::RoleSyncConfig {
+                domain::role_sync::RoleSyncConfig {
                     grace: args.role_grace_period,
                     recheck_period: args.recheck_period,
                     scan_interval: args.recheck_scan_interval,

@@ -91,11 +91,11 @@ impl Stack {
         })
         .unwrap();
         let discord = worker::discord::Discord::new(TOKEN, Some(&self.sim.api_url()), 8).unwrap();
-        let role_sync = worker::sync::RoleSync::new(
+        let role_sync = worker::RoleSync::new(
             self.store.clone(),
             std::sync::Arc::new(evaluator),
             discord,
-            worker::sync::RoleSyncConfig {
+            domain::role_sync::RoleSyncConfig {
                 grace: Duration::ZERO,
                 recheck_period: Duration::from_secs(3600),
                 scan_interval: Duration::from_secs(3600),

@@ -14,7 +14,7 @@
 //! Everything here is written for PgBouncer in transaction pooling mode: no
 //! session state outlives a transaction, and no named prepared statement is
 //! ever created (all queries use the unnamed statement of the extended
-//! protocol, see [`TenantTx::query`]).
+//! protocol; see the `tenant` module).
 
 mod config;
 mod directory;
@@ -32,7 +32,6 @@ pub use error::StoreError;
 pub use ids::{Snowflake, SnowflakeError, TenantId};
 pub use pool::Store;
 pub use tenant::TenantTx;
-pub use tokio_postgres::types::Type;
 pub use wallet::{WalletAddress, WalletError};
 
 /// Names the rest of the system relies on.

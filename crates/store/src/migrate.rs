@@ -52,6 +52,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_role_sync"),
     migration!(6, "0006_wallet_link_nonces"),
     migration!(7, "0007_check_lease"),
+    migration!(8, "0008_decision_inputs"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

@@ -6,7 +6,8 @@ use tokio_postgres::{
 
 use crate::{
     repo::{
-        Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules, WalletNonces,
+        Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules, Seed, Stats,
+        WalletNonces,
     },
     StoreError, TenantId,
 };
@@ -14,7 +15,7 @@ use crate::{
 /// A parameter for [`TenantTx::query`]: the value and its PostgreSQL type.
 /// Naming the type lets the statement go out unprepared (no Describe round
 /// trip, no named statement).
-pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// A transaction scoped to one community.
 ///
@@ -70,7 +71,7 @@ impl TenantTx {
     /// types given up front (`Parse`/`Bind`/`Execute`/`Sync` in one round
     /// trip), so nothing outlives the transaction: safe under PgBouncer 1.18,
     /// which does not track named prepared statements.
-    pub async fn query(
+    pub(crate) async fn query(
         &self,
         context: &'static str,
         sql: &str,
@@ -83,7 +84,7 @@ impl TenantTx {
     }
 
     /// Like [`query`](Self::query), for statements that yield at most one row.
-    pub async fn query_opt(
+    pub(crate) async fn query_opt(
         &self,
         context: &'static str,
         sql: &str,
@@ -100,7 +101,7 @@ impl TenantTx {
     }
 
     /// Like [`query`](Self::query), for statements that yield exactly one row.
-    pub async fn query_one(
+    pub(crate) async fn query_one(
         &self,
         context: &'static str,
         sql: &str,
@@ -162,6 +163,29 @@ impl TenantTx {
 
     pub fn wallet_nonces(&self) -> WalletNonces<'_> {
         WalletNonces::new(self)
+    }
+
+    pub fn stats(&self) -> Stats<'_> {
+        Stats::new(self)
+    }
+
+    pub fn seed(&self) -> Seed<'_> {
+        Seed::new(self)
+    }
+}
+
+/// Arbitrary SQL inside a tenant transaction, for `store`'s own tests: they
+/// prove the policies hold against queries no repository would send (an
+/// unfiltered `SELECT`, a write that bypasses the types). Behind a feature
+/// that only the tests enable, so no production build has it.
+#[cfg(feature = "test-sql")]
+impl TenantTx {
+    pub async fn raw_query(&self, sql: &str) -> Result<Vec<Row>, StoreError> {
+        self.query("a test's raw query", sql, &[]).await
+    }
+
+    pub async fn raw_query_one(&self, sql: &str) -> Result<Row, StoreError> {
+        self.query_one("a test's raw query", sql, &[]).await
     }
 }
 

@@ -8,7 +8,7 @@
 use chrono::Utc;
 use serde_json::json;
 use store::{
-    repo::{AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule, RuleType},
+    repo::{AuditAction, AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule, RuleType},
     Snowflake, Store, TenantId,
 };
 use testkit::TestDb;
@@ -76,7 +76,7 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         .await
         .unwrap());
     tx.audit()
-        .append(&AuditEntry::system("seeded"))
+        .append(&AuditEntry::system(AuditAction::MemberJoined))
         .await
         .unwrap();
     assert!(tx

@@ -59,11 +59,7 @@ async fn worker(store: Store, tenants: Arc<Vec<TenantId>>, tally: Arc<Tally>, ta
             // Unfiltered by community: only the policy stands between this
             // query and every tenant's rows.
             let rows = tx
-                .query(
-                    "counting visible tenants",
-                    "SELECT DISTINCT community_id FROM profiles",
-                    &[],
-                )
+                .raw_query("SELECT DISTINCT community_id FROM profiles")
                 .await?;
             for row in rows {
                 let id: uuid::Uuid = row.get(0);

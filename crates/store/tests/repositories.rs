@@ -3,7 +3,10 @@
 use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::json;
 use store::{
-    repo::{ActorType, AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule, RuleType},
+    repo::{
+        ActorType, AuditAction, AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule,
+        RuleType,
+    },
     Snowflake, StoreError, WalletAddress, WalletError,
 };
 use testkit::TestDb;
@@ -46,6 +49,26 @@ async fn provisioning_resolves_reactivates_and_keeps_one_community_per_guild() {
     let c = tx.communities().get().await.unwrap();
     assert_eq!((c.name.as_str(), c.active), ("Renamed", true));
     tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_community_is_announced_once_whoever_asks_first() {
+    let db = TestDb::create("repo_announce").await;
+    let store = db.store(4).await;
+    let id = store.directory().provision_guild(sf(7), "g").await.unwrap();
+    // Concurrent guild events: exactly one claims the announcement, and a
+    // rolled-back claim leaves it unclaimed.
+    let tx = store.begin(id).await.unwrap();
+    assert!(tx.communities().claim_announcement().await.unwrap());
+    tx.rollback().await.unwrap();
+    let claims = futures::future::join_all((0..4).map(|_| async {
+        let tx = store.begin(id).await.unwrap();
+        let first = tx.communities().claim_announcement().await.unwrap();
+        tx.commit().await.unwrap();
+        first
+    }))
+    .await;
+    assert_eq!(claims.iter().filter(|c| **c).count(), 1, "{claims:?}");
 }
 
 #[tokio::test]
@@ -157,11 +180,7 @@ async fn wallets_are_normalised_unique_per_community_and_bad_ones_are_not_stored
     // And the database refuses one that bypasses the type.
     let tx = store.begin(a).await.unwrap();
     let err = tx
-        .query(
-            "storing a raw wallet",
-            "UPDATE profiles SET wallet_address = 'ABC' WHERE discord_user_id = 2",
-            &[],
-        )
+        .raw_query("UPDATE profiles SET wallet_address = 'ABC' WHERE discord_user_id = 2")
         .await
         .unwrap_err();
     assert_eq!(err.sql_state(), Some("23514"), "{err}");
@@ -313,8 +332,13 @@ async fn audit_entries_append_and_read_newest_first() {
     let store = db.store(2).await;
     let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
     let tx = store.begin(t).await.unwrap();
-    for i in 0..3 {
-        let mut entry = AuditEntry::system(format!("step.{i}"))
+    let steps = [
+        AuditAction::MemberJoined,
+        AuditAction::MemberUpdated,
+        AuditAction::MemberLeft,
+    ];
+    for (i, action) in steps.into_iter().enumerate() {
+        let mut entry = AuditEntry::system(action)
             .target("profile", "42")
             .metadata(json!({"i": i}));
         entry.ip_address = Some("127.0.0.1".parse().unwrap());
@@ -324,7 +348,7 @@ async fn audit_entries_append_and_read_newest_first() {
     }
     let recent = tx.audit().recent(2).await.unwrap();
     let actions: Vec<_> = recent.iter().map(|r| r.action.as_str()).collect();
-    assert_eq!(actions, vec!["step.2", "step.1"]);
+    assert_eq!(actions, vec!["member.left", "member.updated"]);
     assert_eq!(recent[0].metadata, json!({"i": 2}));
     tx.commit().await.unwrap();
 }
@@ -379,16 +403,15 @@ async fn no_named_prepared_statement_is_left_on_the_connection() {
             .unwrap();
         tx.profiles().find_by_discord_user(sf(1)).await.unwrap();
         tx.rules().list_enabled().await.unwrap();
-        tx.audit().append(&AuditEntry::system("x")).await.unwrap();
+        tx.audit()
+            .append(&AuditEntry::system(AuditAction::BenchVisit))
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
     let tx = store.begin(t).await.unwrap();
     let named: i64 = tx
-        .query_one(
-            "counting prepared statements",
-            "SELECT count(*) FROM pg_prepared_statements",
-            &[],
-        )
+        .raw_query_one("SELECT count(*) FROM pg_prepared_statements")
         .await
         .unwrap()
         .get(0);

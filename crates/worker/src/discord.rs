@@ -8,23 +8,14 @@
 
 use std::sync::Arc;
 
+pub use domain::role_sync::RoleChange;
+use domain::role_sync::{RoleChangeError, RoleWriter};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use twilight_http::Client;
 use twilight_model::id::Id;
 use wire::check::CheckPriority;
 
 use crate::role_budget::RoleBudgets;
-
-/// A role to add or remove.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoleChange {
-    pub guild_id: u64,
-    pub user_id: u64,
-    pub role_id: u64,
-    pub add: bool,
-    /// Shown in the guild's audit log.
-    pub reason: String,
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DiscordError {
@@ -148,6 +139,23 @@ impl Discord {
             .await
             .map_err(|_| DiscordError::Closed)?;
         rx.await.map_err(|_| DiscordError::Closed)?
+    }
+}
+
+impl RoleWriter for Discord {
+    async fn change_role(
+        &self,
+        change: RoleChange,
+        priority: CheckPriority,
+    ) -> Result<(), RoleChangeError> {
+        Discord::change_role(self, change, priority)
+            .await
+            .map_err(|e| match e {
+                DiscordError::MemberGone { guild, user } => {
+                    RoleChangeError::MemberGone { guild, user }
+                }
+                other => RoleChangeError::Failed(other.to_string()),
+            })
     }
 }
 

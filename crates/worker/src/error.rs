@@ -33,6 +33,24 @@ pub enum HandlerError {
     Permanent(String),
 }
 
+impl From<domain::badges::BadgeError> for HandlerError {
+    fn from(e: domain::badges::BadgeError) -> Self {
+        match e {
+            domain::badges::BadgeError::Store(e) => e.into(),
+            other => HandlerError::Permanent(other.to_string()),
+        }
+    }
+}
+
+impl From<domain::role_sync::SyncError> for HandlerError {
+    fn from(e: domain::role_sync::SyncError) -> Self {
+        match e {
+            domain::role_sync::SyncError::Store(e) => e.into(),
+            domain::role_sync::SyncError::Badges(e) => e.into(),
+        }
+    }
+}
+
 impl From<store::StoreError> for HandlerError {
     fn from(e: store::StoreError) -> Self {
         // Serialisation failures, deadlocks, lock and statement timeouts go

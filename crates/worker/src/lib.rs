@@ -9,7 +9,6 @@
 //! bounded number of attempts, are dead-lettered with the reason instead of
 //! blocking the stream.
 
-pub mod badges;
 mod checks;
 mod config;
 mod consumer;
@@ -20,13 +19,15 @@ pub mod handlers;
 mod role_budget;
 pub mod slash_commands;
 mod streams;
-pub mod sync;
 
 pub use checks::publish_check;
 pub use config::{StorageKind, StreamLimits, WorkerConfig};
 pub use consumer::Delivery;
 pub use error::{HandlerError, WorkerError};
 pub use handlers::Handlers;
+
+/// Role sync as the workers run it: the domain's, writing through Discord.
+pub type RoleSync = domain::role_sync::RoleSync<discord::Discord>;
 pub use streams::ensure_streams;
 
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub async fn run(
     config: WorkerConfig,
     jetstream: async_nats::jetstream::Context,
     store: store::Store,
-    role_sync: Option<Arc<sync::RoleSync>>,
+    role_sync: Option<Arc<RoleSync>>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     config.validate()?;
@@ -94,7 +95,7 @@ pub async fn run(
 /// are logged and the next tick tries again: a database or chain outage must
 /// not stop the worker.
 async fn periodic_rechecks(
-    sync: Arc<sync::RoleSync>,
+    sync: Arc<RoleSync>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let mut tick = tokio::time::interval(sync.scan_interval());

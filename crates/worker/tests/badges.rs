@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::{guild_join, Harness};
+use domain::{badges, role_sync::RoleSyncConfig};
 use eligibility::fake_chain::FakeChain;
 use serde_json::json;
 use store::{
@@ -14,7 +15,6 @@ use store::{
     Snowflake, TenantId,
 };
 use wire::{payload, Envelope, Payload};
-use worker::{badges, sync::RoleSyncConfig};
 
 const GUILD: u64 = 7_000;
 
@@ -68,6 +68,7 @@ async fn define(
     let tx = h.store.begin(tenant).await.unwrap();
     badges::define(
         &tx,
+        &domain::Actor::System,
         &NewBadge {
             slug: slug.into(),
             name: format!("Badge {slug}"),
@@ -146,6 +147,7 @@ async fn criteria_are_validated_when_a_badge_is_defined() {
     let tx = h.store.begin(tenant).await.unwrap();
     let err = badges::define(
         &tx,
+        &domain::Actor::System,
         &NewBadge {
             slug: "early".into(),
             name: "Early".into(),

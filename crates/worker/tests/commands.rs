@@ -223,8 +223,9 @@ async fn profile_and_badges_answer_through_the_callback() {
     w.link_in_store(user, wallet).await;
     let tx = w.h.store.begin(w.tenant).await.unwrap();
     for (slug, name) in [("helper", "Helper"), ("legend", "Legend")] {
-        worker::badges::define(
+        domain::badges::define(
             &tx,
+            &domain::Actor::System,
             &NewBadge {
                 slug: slug.into(),
                 name: name.into(),
@@ -236,7 +237,7 @@ async fn profile_and_badges_answer_through_the_callback() {
         .await
         .unwrap();
     }
-    worker::badges::grant(
+    domain::badges::grant(
         &tx,
         "helper",
         Snowflake::new(user).unwrap(),

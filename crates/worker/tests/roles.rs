@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use common::{guild_join, member_join_with_roles, Harness};
 use discord_sim::{GuildsSpec, SimConfig, Simulator};
+use domain::role_sync::RoleSyncConfig;
 use eligibility::{
     fake_chain::{FakeChain, FakeContract, Fault},
     Address, U256,
 };
 use store::{Snowflake, WalletAddress};
-use worker::sync::RoleSyncConfig;
 
 const CONTRACT: &str = "0x00000000000000000000000000000000000c0de1";
 

@@ -26,8 +26,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde::Serialize;
 use store::{
-    repo::{AuditEntry, MemberUpsert},
-    Snowflake, Store, StoreError, TenantId, Type,
+    repo::{AuditAction, AuditEntry, MemberUpsert},
+    Snowflake, Store, StoreError, TenantId,
 };
 use tokio::task::JoinHandle;
 
@@ -148,30 +148,10 @@ async fn seed(store: &Store, communities: u32, members: u32) -> Result<Vec<Tenan
             .provision_guild(guild, &format!("bench community {i}"))
             .await?;
         let tx = store.begin(tenant).await?;
-        tx.query(
-            "seeding bench members",
-            "INSERT INTO profiles (community_id, discord_user_id, joined_at)
-             SELECT $1, g, now() FROM generate_series($2::bigint, $3::bigint) AS g
-             ON CONFLICT DO NOTHING",
-            &[
-                (tenant.as_uuid(), Type::UUID),
-                (&BENCH_USER_BASE, Type::INT8),
-                (&(BENCH_USER_BASE + i64::from(members) - 1), Type::INT8),
-            ],
-        )
-        .await?;
-        tx.query(
-            "seeding bench rules",
-            "INSERT INTO eligibility_rules (community_id, rule_type, parameters, role_discord_id, priority)
-             SELECT $1, 'score_threshold', jsonb_build_object('min_score', r * 10), r, r
-             FROM generate_series(1::bigint, $2::bigint) AS r
-             ON CONFLICT DO NOTHING",
-            &[
-                (tenant.as_uuid(), Type::UUID),
-                (&RULES_PER_COMMUNITY, Type::INT8),
-            ],
-        )
-        .await?;
+        tx.seed()
+            .members(BENCH_USER_BASE..=BENCH_USER_BASE + i64::from(members) - 1)
+            .await?;
+        tx.seed().score_rules(RULES_PER_COMMUNITY).await?;
         tx.commit().await?;
         tenants.push(tenant);
     }
@@ -224,7 +204,8 @@ async fn transaction(store: &Store, tenant: TenantId, user: Snowflake) -> Result
         role_ids: Vec::new(),
         joined_at: Utc::now(),
     };
-    let entry = AuditEntry::system("bench.visit").target("discord_user", user.to_string());
+    let entry =
+        AuditEntry::system(AuditAction::BenchVisit).target("discord_user", user.to_string());
     let audit_log = tx.audit();
     let (profile, audit) =
         tokio::try_join!(profiles.upsert_member(&member), audit_log.append(&entry))?;

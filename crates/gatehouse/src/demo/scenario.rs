@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::Context;
 use discord_sim::{GuildsSpec, NewMember, SimConfig, Simulator};
+use domain::{badges, rules, Actor, CommunityRef};
 use eligibility::{
     fake_chain::{FakeChain, FakeContract},
     Address, U256,
@@ -18,10 +19,12 @@ use eligibility::{
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde_json::json;
 use store::{
-    repo::{BadgeEvaluator, NewBadge, NewRule, RuleType},
+    repo::{BadgeEvaluator, NewBadge},
     Snowflake, Store, StoreError, TenantId, WalletAddress,
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::rechecks::JetStreamRechecks;
 use wire::{
     check::{CheckPriority, EligibilityCheck},
     Namespace,
@@ -140,11 +143,11 @@ impl World {
             .register_commands(sim.config().application_id)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let role_sync = Arc::new(worker::sync::RoleSync::new(
+        let role_sync = Arc::new(worker::RoleSync::new(
             store.clone(),
             Arc::new(evaluator),
             discord,
-            worker::sync::RoleSyncConfig {
+            domain::role_sync::RoleSyncConfig {
                 // Show removals within the demo's minutes.
                 grace: Duration::ZERO,
                 recheck_period: Duration::from_secs(30),
@@ -278,29 +281,52 @@ impl World {
         store: &Store,
         communities: &[Community],
     ) -> anyhow::Result<Vec<Community>> {
+        let rechecks = JetStreamRechecks {
+            js: self.js.clone(),
+            namespace: self.namespace.clone(),
+        };
+        let actor = Actor::Admin(Some("demo".into()));
         let mut out = Vec::new();
         for c in communities {
-            let contract = WalletAddress::parse(CONTRACT)?;
-            let rule = |role: Snowflake, min: u64, priority: i32| NewRule {
-                chain: Some("demo".into()),
-                contract_address: Some(contract.clone()),
-                rule_type: RuleType::TokenBalance,
-                parameters: json!({ "min_balance": min.to_string() }),
-                role_discord_id: role,
-                tier_mapping: None,
-                priority,
-                enabled: true,
+            let rule =
+                |role: Snowflake, min: u64, priority: i32| -> anyhow::Result<rules::NewRule> {
+                    let spec = eligibility::RuleSpec::parse(
+                        "token_balance",
+                        Some("demo"),
+                        Some(CONTRACT),
+                        &json!({ "min_balance": min.to_string() }),
+                    )
+                    .map_err(|e| anyhow::anyhow!("the demo's rule is invalid: {e}"))?;
+                    Ok(rules::NewRule {
+                        role,
+                        spec,
+                        priority,
+                    })
+                };
+            let community = CommunityRef {
+                tenant: c.tenant,
+                guild: snowflake(c.guild)?,
             };
+            let holder = rules::create(
+                store,
+                &rechecks,
+                community,
+                &actor,
+                &rule(snowflake(c.holder_role)?, HOLDER_MIN, 1)?,
+            )
+            .await?;
+            rules::create(
+                store,
+                &rechecks,
+                community,
+                &actor,
+                &rule(snowflake(c.whale_role)?, WHALE_MIN, 2)?,
+            )
+            .await?;
             let tx = store.begin(c.tenant).await?;
-            let holder = tx
-                .rules()
-                .create(&rule(snowflake(c.holder_role)?, HOLDER_MIN, 1))
-                .await?;
-            tx.rules()
-                .create(&rule(snowflake(c.whale_role)?, WHALE_MIN, 2))
-                .await?;
-            worker::badges::define(
+            badges::define(
                 &tx,
+                &actor,
                 &NewBadge {
                     slug: "pioneer".into(),
                     name: "Pioneer".into(),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use store::{Snowflake, Store, Type};
+use store::Store;
 
 use super::scenario::{Community, TrafficReport, World};
 
@@ -31,13 +31,6 @@ impl Snapshot {
     }
 }
 
-const COUNTS: &str = "SELECT
-    (SELECT count(*) FROM profiles WHERE community_id = $1),
-    (SELECT count(*) FROM profiles WHERE community_id = $1 AND wallet_address IS NOT NULL),
-    (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.granted'),
-    (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.removed'),
-    (SELECT count(*) FROM badge_awards WHERE community_id = $1)";
-
 pub async fn snapshot(
     store: &Store,
     communities: &[Community],
@@ -46,19 +39,13 @@ pub async fn snapshot(
     let mut s = Snapshot::default();
     for c in communities {
         let tx = store.begin(c.tenant).await?;
-        let row = tx
-            .query_one(
-                "counting demo progress",
-                COUNTS,
-                &[(c.tenant.as_uuid(), Type::UUID)],
-            )
-            .await?;
+        let counts = tx.stats().counts().await?;
         tx.commit().await?;
-        s.profiles += row.get::<_, i64>(0) as u64;
-        s.wallets += row.get::<_, i64>(1) as u64;
-        s.granted += row.get::<_, i64>(2) as u64;
-        s.removed += row.get::<_, i64>(3) as u64;
-        s.badges += row.get::<_, i64>(4) as u64;
+        s.profiles += count(counts.profiles);
+        s.wallets += count(counts.wallets);
+        s.granted += count(counts.roles_granted);
+        s.removed += count(counts.roles_removed);
+        s.badges += count(counts.badge_awards);
     }
     s.dead_letters = dead_letters(world).await.values().sum();
     s.events_pending = world.pending(&wire::subjects::EVENTS).await;
@@ -180,45 +167,18 @@ pub async fn report(
     let mut latencies = Vec::new();
     for c in communities {
         let tx = store.begin(c.tenant).await?;
-        let counts = tx
-            .query_one(
-                "summarising a demo community",
-                "SELECT
-                    (SELECT count(*) FROM profiles WHERE community_id = $1 AND left_at IS NULL),
-                    (SELECT count(*) FROM profiles WHERE community_id = $1 AND wallet_address IS NOT NULL),
-                    (SELECT count(DISTINCT profile_id) FROM role_grants WHERE community_id = $1 AND eligible),
-                    (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.granted'),
-                    (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.removed'),
-                    (SELECT count(*) FROM badge_awards WHERE community_id = $1)",
-                &[(c.tenant.as_uuid(), Type::UUID)],
-            )
-            .await?;
+        let counts = tx.stats().counts().await?;
         // Who should hold the holder role, by the database's last decision.
         let holders: HashSet<u64> = tx
-            .query(
-                "reading demo role decisions",
-                "SELECT p.discord_user_id FROM role_grants g
-                 JOIN profiles p ON p.community_id = g.community_id AND p.id = g.profile_id
-                 WHERE g.community_id = $1 AND g.rule_id = $2 AND g.eligible AND p.left_at IS NULL",
-                &[
-                    (c.tenant.as_uuid(), Type::UUID),
-                    (&c.holder_rule, Type::UUID),
-                ],
-            )
+            .stats()
+            .eligible_members(c.holder_rule)
             .await?
-            .iter()
-            .map(|r| r.get::<_, i64>(0) as u64)
+            .into_iter()
+            .map(|u| u.get())
             .collect();
-        let lat = tx
-            .query(
-                "reading demo join latency",
-                "SELECT extract(epoch FROM created_at - joined_at)::float8 * 1000
-                 FROM profiles WHERE community_id = $1 AND joined_at IS NOT NULL",
-                &[(c.tenant.as_uuid(), Type::UUID)],
-            )
-            .await?;
+        let lat = tx.stats().join_latencies_ms().await?;
         tx.commit().await?;
-        latencies.extend(lat.iter().map(|r| r.get::<_, f64>(0)));
+        latencies.extend(lat);
         let in_sim: HashSet<u64> = world
             .sim
             .control()
@@ -227,15 +187,14 @@ pub async fn report(
             .filter(|m| m.roles.contains(&c.holder_role))
             .map(|m| m.user_id)
             .collect();
-        let _ = Snowflake::new(c.guild);
         rows.push(CommunityRow {
             guild_id: c.guild.to_string(),
-            members: counts.get::<_, i64>(0) as u64,
-            wallets: counts.get::<_, i64>(1) as u64,
-            eligible: counts.get::<_, i64>(2) as u64,
-            roles_synced: counts.get::<_, i64>(3) as u64,
-            roles_removed: counts.get::<_, i64>(4) as u64,
-            badges: counts.get::<_, i64>(5) as u64,
+            members: count(counts.present),
+            wallets: count(counts.wallets),
+            eligible: count(counts.eligible),
+            roles_synced: count(counts.roles_granted),
+            roles_removed: count(counts.roles_removed),
+            badges: count(counts.badge_awards),
             dead_letters: dead.get(&c.guild).copied().unwrap_or(0),
             consistent: in_sim == holders,
             only_in_discord: in_sim.difference(&holders).map(|u| u.to_string()).collect(),
@@ -316,4 +275,9 @@ impl Report {
         );
         out
     }
+}
+
+/// A count from the database (never negative) as the report's unsigned.
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }

@@ -16,12 +16,107 @@ db_enum!(
     }
 );
 
+/// What happened: the audit log's closed vocabulary. Every writer names an
+/// action from this list, so a reader (the dashboard, an export, a test) can
+/// rely on the set; the log is a record, never an input to decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// The bot joined the guild for the first time.
+    CommunityProvisioned,
+    /// The bot was seen in a guild it already served (a reconnect).
+    CommunitySeen,
+    /// The bot came back to a guild it had left.
+    CommunityReactivated,
+    /// The bot was removed from the guild.
+    CommunityDeactivated,
+    MemberJoined,
+    MemberUpdated,
+    MemberLeft,
+    WalletLinked,
+    RoleGranted,
+    RoleRemoved,
+    RuleCreated,
+    RuleEnabled,
+    RuleDisabled,
+    RuleDeleted,
+    BadgeDefined,
+    BadgeAwarded,
+    /// A load-test visit (`gatehouse bench db`).
+    BenchVisit,
+}
+
+impl AuditAction {
+    pub const ALL: &'static [AuditAction] = &[
+        AuditAction::CommunityProvisioned,
+        AuditAction::CommunitySeen,
+        AuditAction::CommunityReactivated,
+        AuditAction::CommunityDeactivated,
+        AuditAction::MemberJoined,
+        AuditAction::MemberUpdated,
+        AuditAction::MemberLeft,
+        AuditAction::WalletLinked,
+        AuditAction::RoleGranted,
+        AuditAction::RoleRemoved,
+        AuditAction::RuleCreated,
+        AuditAction::RuleEnabled,
+        AuditAction::RuleDisabled,
+        AuditAction::RuleDeleted,
+        AuditAction::BadgeDefined,
+        AuditAction::BadgeAwarded,
+        AuditAction::BenchVisit,
+    ];
+
+    /// The text stored in `audit_logs.action`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::CommunityProvisioned => "community.provisioned",
+            AuditAction::CommunitySeen => "community.seen",
+            AuditAction::CommunityReactivated => "community.reactivated",
+            AuditAction::CommunityDeactivated => "community.deactivated",
+            AuditAction::MemberJoined => "member.joined",
+            AuditAction::MemberUpdated => "member.updated",
+            AuditAction::MemberLeft => "member.left",
+            AuditAction::WalletLinked => "wallet.linked",
+            AuditAction::RoleGranted => "role.granted",
+            AuditAction::RoleRemoved => "role.removed",
+            AuditAction::RuleCreated => "rule.created",
+            AuditAction::RuleEnabled => "rule.enabled",
+            AuditAction::RuleDisabled => "rule.disabled",
+            AuditAction::RuleDeleted => "rule.deleted",
+            AuditAction::BadgeDefined => "badge.defined",
+            AuditAction::BadgeAwarded => "badge.awarded",
+            AuditAction::BenchVisit => "bench.visit",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AuditAction {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AuditAction::ALL
+            .iter()
+            .copied()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "audit action",
+                reason: format!("unknown value {s:?}"),
+            })
+    }
+}
+
 /// One thing that happened, to be appended to the tenant's audit log.
 #[derive(Clone, Debug)]
 pub struct AuditEntry {
     pub actor_type: ActorType,
     pub actor_id: Option<String>,
-    pub action: String,
+    pub action: AuditAction,
     pub target_type: Option<String>,
     pub target_id: Option<String>,
     pub metadata: serde_json::Value,
@@ -30,16 +125,24 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     /// An entry by the system itself with empty metadata.
-    pub fn system(action: impl Into<String>) -> Self {
+    pub fn system(action: AuditAction) -> Self {
         AuditEntry {
             actor_type: ActorType::System,
             actor_id: None,
-            action: action.into(),
+            action,
             target_type: None,
             target_id: None,
             metadata: serde_json::json!({}),
             ip_address: None,
         }
+    }
+
+    /// Done by `actor` (an admin's name, a member's Discord id, an API
+    /// key's id) rather than by the system.
+    pub fn by(mut self, actor_type: ActorType, actor_id: impl Into<String>) -> Self {
+        self.actor_type = actor_type;
+        self.actor_id = Some(actor_id.into());
+        self
     }
 
     pub fn target(mut self, kind: impl Into<String>, id: impl Into<String>) -> Self {
@@ -115,7 +218,7 @@ impl<'t> Audit<'t> {
                     (self.tx.tenant().as_uuid(), Type::UUID),
                     (&entry.actor_type.as_str(), Type::TEXT),
                     (&entry.actor_id, Type::TEXT),
-                    (&entry.action, Type::TEXT),
+                    (&entry.action.as_str(), Type::TEXT),
                     (&entry.target_type, Type::TEXT),
                     (&entry.target_id, Type::TEXT),
                     (&entry.metadata, Type::JSONB),

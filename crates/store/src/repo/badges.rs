@@ -1,9 +1,11 @@
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
 use super::{col, db_enum};
-use crate::{StoreError, TenantId, TenantTx};
+use crate::{Snowflake, StoreError, TenantId, TenantTx};
 
 db_enum!(
     /// What earns a badge.
@@ -57,6 +59,17 @@ pub struct NewBadge {
 }
 
 /// A badge held by a profile.
+/// A badge with how many members hold it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadgeWithHolders {
+    pub badge: Badge,
+    pub holders: i64,
+}
+
+/// Where a member stands in join order: join time, then Discord id to break
+/// ties, as `join_order` badges rank members.
+pub type JoinPosition = (DateTime<Utc>, Snowflake);
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct BadgeAward {
     pub badge: Badge,
@@ -175,5 +188,105 @@ impl<'t> Badges<'t> {
                 })
             })
             .collect()
+    }
+
+    /// Every badge with its number of holders, by slug.
+    pub async fn list_with_holders(&self) -> Result<Vec<BadgeWithHolders>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS},
+                    (SELECT count(*) FROM badge_awards a
+                     WHERE a.community_id = b.community_id AND a.badge_id = b.id) AS holders
+             FROM badges b WHERE b.community_id = $1 ORDER BY b.slug"
+        );
+        self.tx
+            .query(
+                "listing badges with their holders",
+                &sql,
+                &[(self.tx.tenant().as_uuid(), Type::UUID)],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(BadgeWithHolders {
+                    badge: Badge::from_row(row)?,
+                    holders: col(row, "holders")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Which of these profiles hold which badges, as (badge id, profile id).
+    pub async fn held_by(&self, profiles: &[Uuid]) -> Result<HashSet<(Uuid, Uuid)>, StoreError> {
+        self.tx
+            .query(
+                "reading the badges of a batch of members",
+                "SELECT badge_id, profile_id FROM badge_awards
+                 WHERE community_id = $1 AND profile_id = ANY($2)",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&profiles, Type::UUID_ARRAY),
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| Ok((col(row, "badge_id")?, col(row, "profile_id")?)))
+            .collect()
+    }
+
+    /// The join position of the `n`-th member to join (1-based), or `None`
+    /// while fewer have joined.
+    pub async fn join_position(&self, n: i64) -> Result<Option<JoinPosition>, StoreError> {
+        let row = self
+            .tx
+            .query_opt(
+                "finding the join-order cutoff",
+                "SELECT joined_at, discord_user_id FROM profiles
+                 WHERE community_id = $1 AND joined_at IS NOT NULL
+                 ORDER BY joined_at, discord_user_id
+                 OFFSET $2 LIMIT 1",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&(n - 1).max(0), Type::INT8),
+                ],
+            )
+            .await?;
+        row.map(|r| {
+            Ok((
+                col(&r, "joined_at")?,
+                Snowflake::from_db(col(&r, "discord_user_id")?)?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Locks a badge for the rest of the transaction and counts its awards:
+    /// concurrent awarders queue on the lock, so each count includes the
+    /// others' awards. `NO KEY UPDATE` is enough to queue them and, unlike
+    /// `FOR UPDATE`, does not block the foreign-key checks of other badges'
+    /// awards.
+    pub async fn lock_and_count(&self, badge_id: Uuid) -> Result<i64, StoreError> {
+        self.tx
+            .query(
+                "locking a badge",
+                "SELECT 1 FROM badges WHERE community_id = $1 AND id = $2 FOR NO KEY UPDATE",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&badge_id, Type::UUID),
+                ],
+            )
+            .await?;
+        let row = self
+            .tx
+            .query_one(
+                "counting a badge's awards",
+                "SELECT count(*) AS awards FROM badge_awards
+                 WHERE community_id = $1 AND badge_id = $2",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&badge_id, Type::UUID),
+                ],
+            )
+            .await?;
+        col(&row, "awards")
     }
 }

@@ -70,6 +70,34 @@ impl<'t> Communities<'t> {
         Community::from_row(&row)
     }
 
+    /// Locks the community row for the rest of the transaction (serialising
+    /// its guild events) and records that its arrival is being announced.
+    /// True exactly once in the community's life: for the transaction that
+    /// announces it, however many copies of the guild event race here.
+    pub async fn claim_announcement(&self) -> Result<bool, StoreError> {
+        let tenant = self.tx.tenant();
+        let row = self
+            .tx
+            .query_one(
+                "locking the community for a guild event",
+                "SELECT announced_at IS NULL AS unannounced
+                 FROM communities WHERE id = $1 FOR NO KEY UPDATE",
+                &[(tenant.as_uuid(), Type::UUID)],
+            )
+            .await?;
+        let unannounced: bool = col(&row, "unannounced")?;
+        if unannounced {
+            self.tx
+                .query(
+                    "recording the community's announcement",
+                    "UPDATE communities SET announced_at = now() WHERE id = $1",
+                    &[(tenant.as_uuid(), Type::UUID)],
+                )
+                .await?;
+        }
+        Ok(unannounced)
+    }
+
     /// Marks the community active or inactive; its data is kept either way.
     pub async fn set_active(&self, active: bool) -> Result<Community, StoreError> {
         let sql = format!("UPDATE communities SET active = $2 WHERE id = $1 RETURNING {COLUMNS}");

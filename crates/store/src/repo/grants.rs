@@ -3,7 +3,7 @@ use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
 use super::col;
-use crate::{Snowflake, StoreError, TenantTx};
+use crate::{Snowflake, StoreError, TenantTx, WalletAddress};
 
 /// What one rule last decided for one member.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +16,8 @@ pub struct RoleGrant {
     pub failing_since: Option<DateTime<Utc>>,
     pub detail: String,
     pub checked_at: DateTime<Utc>,
+    /// The wallet the decision was made with.
+    pub wallet_address: Option<WalletAddress>,
 }
 
 impl RoleGrant {
@@ -28,12 +30,19 @@ impl RoleGrant {
             failing_since: col(row, "failing_since")?,
             detail: col(row, "detail")?,
             checked_at: col(row, "checked_at")?,
+            wallet_address: col::<Option<&str>>(row, "wallet_address")?
+                .map(WalletAddress::parse)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt {
+                    what: "role grant wallet",
+                    reason: e.to_string(),
+                })?,
         })
     }
 }
 
 const COLUMNS: &str =
-    "profile_id, rule_id, role_discord_id, eligible, failing_since, detail, checked_at";
+    "profile_id, rule_id, role_discord_id, eligible, failing_since, detail, checked_at, wallet_address";
 
 pub struct RoleGrants<'t> {
     tx: &'t TenantTx,
@@ -70,12 +79,13 @@ impl<'t> RoleGrants<'t> {
             .query(
                 "recording a role grant",
                 "INSERT INTO role_grants
-                    (community_id, profile_id, rule_id, role_discord_id, eligible, failing_since, detail, checked_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    (community_id, profile_id, rule_id, role_discord_id, eligible, failing_since, detail,
+                     checked_at, wallet_address)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (community_id, profile_id, rule_id) DO UPDATE
                     SET role_discord_id = excluded.role_discord_id, eligible = excluded.eligible,
                         failing_since = excluded.failing_since, detail = excluded.detail,
-                        checked_at = excluded.checked_at",
+                        checked_at = excluded.checked_at, wallet_address = excluded.wallet_address",
                 &[
                     (self.tx.tenant().as_uuid(), Type::UUID),
                     (&grant.profile_id, Type::UUID),
@@ -85,6 +95,7 @@ impl<'t> RoleGrants<'t> {
                     (&grant.failing_since, Type::TIMESTAMPTZ),
                     (&grant.detail, Type::TEXT),
                     (&grant.checked_at, Type::TIMESTAMPTZ),
+                    (&grant.wallet_address.as_ref().map(WalletAddress::as_str), Type::TEXT),
                 ],
             )
             .await?;

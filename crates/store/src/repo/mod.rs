@@ -9,15 +9,21 @@ mod nonces;
 mod processed;
 mod profiles;
 mod rules;
+mod seed;
+mod stats;
 
-pub use audit::{ActorType, Audit, AuditEntry, AuditRecord};
-pub use badges::{Badge, BadgeAward, BadgeEvaluator, Badges, NewBadge};
+pub use audit::{ActorType, Audit, AuditAction, AuditEntry, AuditRecord};
+pub use badges::{
+    Badge, BadgeAward, BadgeEvaluator, BadgeWithHolders, Badges, JoinPosition, NewBadge,
+};
 pub use communities::{Communities, Community, SubscriptionTier};
 pub use grants::{RoleGrant, RoleGrants};
 pub use nonces::{WalletNonce, WalletNonces};
 pub use processed::ProcessedEvents;
 pub use profiles::{MemberChange, MemberEvent, MemberUpsert, Profile, Profiles};
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
+pub use seed::Seed;
+pub use stats::{CommunityCounts, Stats};
 
 use tokio_postgres::{types::FromSql, Row};
 

@@ -22,10 +22,7 @@ use std::{future::IntoFuture, str::FromStr, time::Duration};
 use alloy_primitives::Signature;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
-use store::{
-    repo::{ActorType, AuditEntry, Profile},
-    Snowflake, StoreError, TenantTx, WalletAddress,
-};
+use store::{repo::Profile, Snowflake, StoreError, TenantTx, WalletAddress};
 use twilight_http::error::ErrorType;
 use twilight_model::{
     channel::message::{AllowedMentions, MessageFlags},
@@ -39,10 +36,11 @@ use wire::{
     Envelope,
 };
 
+use domain::{role_sync::CheckReport, Actor, AuditAction};
+
 use super::{eligibility, guild_of, membership::community_of, user_of, Handlers};
 use crate::{
     slash_commands::{BADGES, CHECK, LINK_WALLET, PROFILE},
-    sync::CheckReport,
     HandlerError,
 };
 
@@ -135,7 +133,7 @@ pub(super) async fn interaction(
 /// Runs the member's check, waiting out one already in progress (their
 /// join's or a linked wallet's): the member asked for a fresh answer.
 async fn check_now(
-    sync: &crate::sync::RoleSync,
+    sync: &crate::RoleSync,
     tenant: store::TenantId,
     guild: Snowflake,
     user: Snowflake,
@@ -583,7 +581,8 @@ async fn link_wallet(
         }
         Err(e) => return Err(e.into()),
     };
-    let mut entry = AuditEntry::system("wallet.linked")
+    let entry = Actor::Member(user)
+        .entry(AuditAction::WalletLinked)
         .target("profile", linked.id.to_string())
         .metadata(json!({
             "event_id": envelope.id.as_str(),
@@ -592,8 +591,6 @@ async fn link_wallet(
             "previous": profile.wallet_address.as_ref().map(|w| w.as_str().to_owned()),
             "method": "eip191_personal_sign",
         }));
-    entry.actor_type = ActorType::User;
-    entry.actor_id = Some(user.to_string());
     tx.audit().append(&entry).await?;
     Ok((
         format!("Linked `{address}` to your profile. I am checking your roles now."),

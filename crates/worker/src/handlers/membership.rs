@@ -1,10 +1,11 @@
 //! Guilds becoming communities, and members becoming profiles.
 
 use chrono::{DateTime, TimeZone, Utc};
+use domain::{Actor, AuditAction};
 use serde_json::json;
 use store::{
-    repo::{AuditEntry, MemberChange, MemberEvent},
-    Snowflake, Store, TenantId, Type,
+    repo::{MemberChange, MemberEvent},
+    Snowflake, Store, TenantId,
 };
 use wire::{payload::GuildJoin, Envelope, Payload};
 
@@ -45,33 +46,24 @@ pub(super) async fn guild_join(
     // Whether this is the community's first join is a fact of the
     // database, not of which delivery happened to provision it: two copies
     // of one event may race through `provision_guild`, and the one that
-    // claims the event need not be the one that created the row. The row
-    // lock serialises guild events of this community.
-    let first_join: bool = tx
-        .query_one(
-            "checking whether the community was announced before",
-            "SELECT NOT EXISTS (
-                 SELECT 1 FROM audit_logs
-                 WHERE community_id = $1 AND action = 'community.provisioned')
-             FROM communities WHERE id = $1 FOR NO KEY UPDATE",
-            &[(tenant.as_uuid(), Type::UUID)],
-        )
-        .await?
-        .get(0);
+    // claims the event need not be the one that created the row. The claim
+    // locks the row, which serialises guild events of this community.
+    let first_join = tx.communities().claim_announcement().await?;
     let before = tx.communities().get().await?;
     if !before.active {
         tx.communities().set_active(true).await?;
     }
     let action = if first_join {
-        "community.provisioned"
+        AuditAction::CommunityProvisioned
     } else if before.active {
-        "community.seen"
+        AuditAction::CommunitySeen
     } else {
-        "community.reactivated"
+        AuditAction::CommunityReactivated
     };
     tx.audit()
         .append(
-            &AuditEntry::system(action)
+            &Actor::System
+                .entry(action)
                 .target("guild", guild.to_string())
                 .metadata(json!({
                     "event_id": envelope.id.as_str(),
@@ -102,7 +94,8 @@ pub(super) async fn guild_leave(store: &Store, envelope: &Envelope) -> Result<()
         tx.communities().set_active(false).await?;
         tx.audit()
             .append(
-                &AuditEntry::system("community.deactivated")
+                &Actor::System
+                    .entry(AuditAction::CommunityDeactivated)
                     .target("guild", guild.to_string())
                     .metadata(json!({ "event_id": envelope.id.as_str() })),
             )
@@ -134,19 +127,19 @@ pub(super) async fn member_event(
                 role_ids: to_ids(&join.roles)?,
             },
             millis(join.joined_at.unwrap_or(envelope.occurred_at)),
-            "member.joined",
+            AuditAction::MemberJoined,
         ),
         Payload::MemberUpdate(update) => (
             MemberChange::Present {
                 role_ids: to_ids(&update.roles)?,
             },
             millis(envelope.occurred_at),
-            "member.updated",
+            AuditAction::MemberUpdated,
         ),
         Payload::MemberLeave(_) => (
             MemberChange::Left,
             millis(envelope.occurred_at),
-            "member.left",
+            AuditAction::MemberLeft,
         ),
         other => {
             return Err(HandlerError::Permanent(format!(
@@ -176,7 +169,8 @@ pub(super) async fn member_event(
             applied_now = true;
             tx.audit()
                 .append(
-                    &AuditEntry::system(action)
+                    &Actor::System
+                        .entry(action)
                         .target("profile", profile.id.to_string())
                         .metadata(json!({
                             "event_id": envelope.id.as_str(),

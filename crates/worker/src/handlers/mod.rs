@@ -14,7 +14,7 @@ use async_nats::jetstream;
 use store::{Snowflake, Store};
 use wire::{check::EligibilityCheck, Envelope, Namespace, Payload};
 
-use crate::{sync::RoleSync, Delivery, HandlerError};
+use crate::{Delivery, HandlerError, RoleSync};
 
 /// The event handlers, sharing one store.
 pub struct Handlers {
@@ -100,7 +100,7 @@ impl Handlers {
             return;
         };
         let result = match membership::community_of(&self.store, guild).await {
-            Ok(tenant) => crate::badges::evaluate_member(&self.store, tenant, user)
+            Ok(tenant) => domain::badges::evaluate_member(&self.store, tenant, user)
                 .await
                 .map_err(HandlerError::from),
             Err(e) => Err(e),

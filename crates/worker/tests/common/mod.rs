@@ -17,7 +17,7 @@ pub struct Harness {
     pub js: jetstream::Context,
     pub ns: Namespace,
     pub config: WorkerConfig,
-    pub role_sync: Option<std::sync::Arc<worker::sync::RoleSync>>,
+    pub role_sync: Option<std::sync::Arc<worker::RoleSync>>,
     worker: Option<(
         CancellationToken,
         tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
@@ -94,7 +94,7 @@ impl Harness {
         &mut self,
         api_url: &str,
         chain_url: url::Url,
-        config: worker::sync::RoleSyncConfig,
+        config: domain::role_sync::RoleSyncConfig,
     ) {
         let mut chain = eligibility::ChainConfig::new(vec![chain_url]);
         chain.timeout_ms = 500;
@@ -104,7 +104,7 @@ impl Harness {
         })
         .unwrap();
         let discord = worker::discord::Discord::new("test-token", Some(api_url), 8).unwrap();
-        self.role_sync = Some(std::sync::Arc::new(worker::sync::RoleSync::new(
+        self.role_sync = Some(std::sync::Arc::new(worker::RoleSync::new(
             self.store.clone(),
             std::sync::Arc::new(evaluator),
             discord,
@@ -379,7 +379,7 @@ impl GatedGuild {
         h.enable_role_sync(
             &sim.api_url(),
             chain.url(),
-            worker::sync::RoleSyncConfig {
+            domain::role_sync::RoleSyncConfig {
                 grace,
                 recheck_period: Duration::from_secs(3600),
                 scan_interval: Duration::from_secs(3600),

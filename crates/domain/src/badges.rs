@@ -20,17 +20,15 @@
 //! an earlier joiner (whose event was still in flight) would have had; the
 //! cap, not the exact set, is the guarantee.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use store::{
-    repo::{ActorType, AuditEntry, Badge, BadgeEvaluator, NewBadge, Profile},
-    Snowflake, Store, StoreError, TenantId, TenantTx, Type,
+    repo::{AuditEntry, Badge, BadgeEvaluator, BadgeWithHolders, NewBadge, Profile},
+    Snowflake, Store, StoreError, TenantId, TenantTx,
 };
 use uuid::Uuid;
 
-use crate::HandlerError;
+use crate::{Actor, AuditAction};
 
 /// A badge's parsed criteria.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,21 +57,14 @@ pub enum BadgeError {
         field: String,
         reason: String,
     },
+    #[error("the badge's {0} must not be empty")]
+    Empty(&'static str),
     #[error("no badge {0:?} in this community")]
     UnknownBadge(String),
     #[error("no member {0} in this community")]
     UnknownMember(Snowflake),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<BadgeError> for HandlerError {
-    fn from(e: BadgeError) -> Self {
-        match e {
-            BadgeError::Store(e) => e.into(),
-            other => HandlerError::Permanent(other.to_string()),
-        }
-    }
 }
 
 /// The longest join_order or tenure a criterion may name: beyond this it is
@@ -185,10 +176,39 @@ pub fn parse_criteria(evaluator: BadgeEvaluator, criteria: &Value) -> Result<Cri
     }
 }
 
-/// Creates or updates a badge definition after validating its criteria.
-pub async fn define(tx: &TenantTx, badge: &NewBadge) -> Result<Badge, BadgeError> {
-    parse_criteria(badge.evaluator, &badge.criteria)?;
-    Ok(tx.badges().define(badge).await?)
+/// Checks a definition without touching the database: slug and name
+/// present, criteria fitting the evaluator.
+pub fn validate(badge: &NewBadge) -> Result<Criteria, BadgeError> {
+    if badge.slug.trim().is_empty() {
+        return Err(BadgeError::Empty("slug"));
+    }
+    if badge.name.trim().is_empty() {
+        return Err(BadgeError::Empty("name"));
+    }
+    parse_criteria(badge.evaluator, &badge.criteria)
+}
+
+/// Creates or updates a badge definition after validating it, audited as
+/// `badge.defined`. Members earn it as they join and at their next periodic
+/// re-check.
+pub async fn define(tx: &TenantTx, actor: &Actor, badge: &NewBadge) -> Result<Badge, BadgeError> {
+    validate(badge)?;
+    let defined = tx.badges().define(badge).await?;
+    let entry = actor
+        .entry(AuditAction::BadgeDefined)
+        .target("badge", defined.id.to_string())
+        .metadata(json!({
+            "slug": defined.slug,
+            "evaluator": defined.evaluator.as_str(),
+            "criteria": defined.criteria,
+        }));
+    tx.audit().append(&entry).await?;
+    Ok(defined)
+}
+
+/// The community's badges with how many members hold each, by slug.
+pub async fn list(tx: &TenantTx) -> Result<Vec<BadgeWithHolders>, BadgeError> {
+    Ok(tx.badges().list_with_holders().await?)
 }
 
 /// Grants a badge by hand (the only way a `manual_grant` badge is earned;
@@ -201,6 +221,11 @@ pub async fn grant(
     granted_by: &str,
     reason: &str,
 ) -> Result<bool, BadgeError> {
+    if granted_by.trim().is_empty() {
+        return Err(BadgeError::Empty(
+            "granter (who grants it goes in the audit log)",
+        ));
+    }
     let badge = tx
         .badges()
         .list()
@@ -221,9 +246,12 @@ pub async fn grant(
     if !tx.badges().award(badge.id, profile.id, &reason).await? {
         return Ok(false);
     }
-    let mut entry = audit_entry(&badge, &profile, &reason);
-    entry.actor_type = ActorType::Admin;
-    entry.actor_id = Some(granted_by.to_owned());
+    let entry = audit_entry(
+        &Actor::Admin(Some(granted_by.to_owned())),
+        &badge,
+        &profile,
+        &reason,
+    );
     tx.audit().append(&entry).await?;
     Ok(true)
 }
@@ -271,24 +299,7 @@ pub async fn evaluate(
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = present.iter().map(|p| p.id).collect();
-    let rows = tx
-        .query(
-            "reading the badges of a batch of members",
-            "SELECT badge_id, profile_id FROM badge_awards
-             WHERE community_id = $1 AND profile_id = ANY($2)",
-            &[
-                (tx.tenant().as_uuid(), Type::UUID),
-                (&ids, Type::UUID_ARRAY),
-            ],
-        )
-        .await?;
-    let mut held: HashSet<(Uuid, Uuid)> = HashSet::with_capacity(rows.len());
-    for row in &rows {
-        held.insert((
-            row.try_get::<_, Uuid>(0).map_err(corrupt)?,
-            row.try_get::<_, Uuid>(1).map_err(corrupt)?,
-        ));
-    }
+    let held = tx.badges().held_by(&ids).await?;
 
     let mut awarded = Vec::new();
     for (badge, criteria) in &badges {
@@ -319,7 +330,7 @@ pub async fn evaluate(
         for profile in candidates {
             if tx.badges().award(badge.id, profile.id, &reason).await? {
                 tx.audit()
-                    .append(&audit_entry(badge, profile, &reason))
+                    .append(&audit_entry(&Actor::System, badge, profile, &reason))
                     .await?;
                 awarded.push(Awarded {
                     badge_slug: badge.slug.clone(),
@@ -372,67 +383,27 @@ async fn join_order_candidates<'p>(
     mut candidates: Vec<&'p Profile>,
 ) -> Result<Vec<&'p Profile>, BadgeError> {
     // The `first`-th member's position; with fewer members, everyone is in.
-    let cutoff = tx
-        .query_opt(
-            "finding the join-order cutoff",
-            "SELECT joined_at, discord_user_id FROM profiles
-             WHERE community_id = $1 AND joined_at IS NOT NULL
-             ORDER BY joined_at, discord_user_id
-             OFFSET $2 LIMIT 1",
-            &[
-                (tx.tenant().as_uuid(), Type::UUID),
-                (&(first - 1), Type::INT8),
-            ],
-        )
-        .await?
-        .map(|r| -> Result<(DateTime<Utc>, i64), BadgeError> {
-            let at = r.try_get(0).map_err(corrupt)?;
-            let user = r.try_get(1).map_err(corrupt)?;
-            Ok((at, user))
-        })
-        .transpose()?;
+    let cutoff = tx.badges().join_position(first).await?;
     candidates.retain(|p| match (p.joined_at, cutoff) {
         (None, _) => false,
         (Some(_), None) => true,
-        (Some(at), Some(cut)) => (at, p.discord_user_id.as_i64()) <= cut,
+        (Some(at), Some(cut)) => (at, p.discord_user_id) <= cut,
     });
     if candidates.is_empty() {
         return Ok(candidates);
     }
-    // Lock the badge, then count: concurrent evaluations queue here, so the
-    // count each sees includes the others' awards. `NO KEY UPDATE` is
-    // enough to queue them and, unlike `FOR UPDATE`, does not block the
-    // foreign-key checks of other badges' awards.
-    tx.query(
-        "locking a join-order badge",
-        "SELECT 1 FROM badges WHERE community_id = $1 AND id = $2 FOR NO KEY UPDATE",
-        &[(tx.tenant().as_uuid(), Type::UUID), (&badge.id, Type::UUID)],
-    )
-    .await?;
-    let held: i64 = tx
-        .query_one(
-            "counting a badge's awards",
-            "SELECT count(*) FROM badge_awards WHERE community_id = $1 AND badge_id = $2",
-            &[(tx.tenant().as_uuid(), Type::UUID), (&badge.id, Type::UUID)],
-        )
-        .await?
-        .try_get(0)
-        .map_err(corrupt)?;
+    // Concurrent evaluations queue on the badge's lock, so the count each
+    // sees includes the others' awards.
+    let held = tx.badges().lock_and_count(badge.id).await?;
     let room = usize::try_from((first - held).max(0)).unwrap_or(0);
-    candidates.sort_by_key(|p| (p.joined_at, p.discord_user_id.as_i64()));
+    candidates.sort_by_key(|p| (p.joined_at, p.discord_user_id));
     candidates.truncate(room);
     Ok(candidates)
 }
 
-fn corrupt(e: impl std::fmt::Display) -> BadgeError {
-    BadgeError::Store(StoreError::Corrupt {
-        what: "badge query result",
-        reason: e.to_string(),
-    })
-}
-
-fn audit_entry(badge: &Badge, profile: &Profile, reason: &str) -> AuditEntry {
-    AuditEntry::system("badge.awarded")
+fn audit_entry(actor: &Actor, badge: &Badge, profile: &Profile, reason: &str) -> AuditEntry {
+    actor
+        .entry(AuditAction::BadgeAwarded)
         .target("profile", profile.id.to_string())
         .metadata(json!({
             "badge": badge.slug,

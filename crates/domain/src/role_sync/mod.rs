@@ -1,28 +1,72 @@
 //! Eligibility → Discord roles.
 //!
 //! For each member checked: evaluate the community's rules, then for every
-//! enabled rule with a role, compare what the rule decided with what the
-//! member holds in Discord, and write only the differences. Roles that no
-//! rule manages are never touched. A role is removed only after the member
-//! has failed its rule for the whole grace period, and an undecided outcome
-//! (a chain outage) changes nothing, so a flapping provider strips no one.
+//! enabled rule with a role, [`decide`] what the outcome means for the role
+//! the member holds in Discord, and write only the differences. Roles that
+//! no rule manages are never touched. The policy (grace periods, outages,
+//! wallet changes) is all in [`decision`]; this module loads, decides and
+//! applies.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+pub mod decision;
+mod schedule;
+
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use eligibility::{Evaluator, Freshness, MemberFacts, Outcome, RuleDef, RuleSet};
+use eligibility::{Evaluator, Freshness, MemberFacts};
 use serde_json::json;
 use store::{
-    repo::{AuditEntry, EligibilityRule, Profile, RoleGrant},
-    Snowflake, Store, TenantId,
+    repo::{EligibilityRule, Profile, RoleGrant},
+    Snowflake, Store, StoreError, TenantId,
 };
 use uuid::Uuid;
 use wire::check::CheckPriority;
 
-use crate::{
-    discord::{Discord, DiscordError, RoleChange},
-    HandlerError,
-};
+pub use decision::{decide, Decision, Inputs, Previous};
+pub use schedule::next_check;
+
+use crate::{badges::BadgeError, rules::rule_set, Actor, AuditAction};
+
+/// One role to add to or remove from one member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleChange {
+    pub guild_id: u64,
+    pub user_id: u64,
+    pub role_id: u64,
+    pub add: bool,
+    /// Shown in the guild's audit log.
+    pub reason: String,
+}
+
+/// Why a role change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleChangeError {
+    /// The member left the guild meanwhile; their `member.leave` closes the
+    /// profile, so nothing needs retrying.
+    #[error("member {user} is no longer in guild {guild}")]
+    MemberGone { guild: u64, user: u64 },
+    /// Anything else; the next check sees the same difference and retries.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Makes role changes in Discord (its REST API in production). Interactive
+/// changes (a member is waiting) may overtake bulk ones.
+pub trait RoleWriter: Send + Sync {
+    fn change_role(
+        &self,
+        change: RoleChange,
+        priority: CheckPriority,
+    ) -> impl Future<Output = Result<(), RoleChangeError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Badges(#[from] BadgeError),
+}
 
 #[derive(Clone, Debug)]
 pub struct RoleSyncConfig {
@@ -66,18 +110,19 @@ pub struct CheckReport {
 /// crashed worker's lease expires by itself).
 const CHECK_LEASE: Duration = Duration::from_secs(60);
 
-pub struct RoleSync {
+/// Role sync for every community, writing through `D`.
+pub struct RoleSync<D> {
     store: Store,
     evaluator: Arc<Evaluator>,
-    discord: Discord,
+    discord: D,
     config: RoleSyncConfig,
 }
 
-impl RoleSync {
+impl<D: RoleWriter> RoleSync<D> {
     pub fn new(
         store: Store,
         evaluator: Arc<Evaluator>,
-        discord: Discord,
+        discord: D,
         config: RoleSyncConfig,
     ) -> Self {
         RoleSync {
@@ -88,7 +133,7 @@ impl RoleSync {
         }
     }
 
-    pub fn discord(&self) -> &Discord {
+    pub fn discord(&self) -> &D {
         &self.discord
     }
 
@@ -104,7 +149,7 @@ impl RoleSync {
         user: Snowflake,
         priority: CheckPriority,
         reason: &str,
-    ) -> Result<CheckReport, HandlerError> {
+    ) -> Result<CheckReport, SyncError> {
         let tx = self.store.begin(tenant).await?;
         let profile = tx.profiles().find_by_discord_user(user).await?;
         tx.commit().await?;
@@ -124,7 +169,7 @@ impl RoleSync {
     /// One pass over every active community: claims members whose re-check
     /// is due (pushing their next one a period ahead, so no other worker
     /// takes them), then checks them in bulk.
-    pub async fn scan_due(&self) -> Result<CheckReport, HandlerError> {
+    pub async fn scan_due(&self) -> Result<CheckReport, SyncError> {
         let mut total = CheckReport::default();
         for (tenant, guild) in self.store.directory().active_communities().await? {
             loop {
@@ -137,7 +182,11 @@ impl RoleSync {
                 }
                 let schedule: Vec<(Uuid, DateTime<Utc>)> = due
                     .iter()
-                    .map(|p| (p.id, self.next_check(tenant, p.discord_user_id, now)))
+                    .map(|p| {
+                        let next =
+                            next_check(tenant, p.discord_user_id, self.config.recheck_period, now);
+                        (p.id, next)
+                    })
                     .collect();
                 tx.profiles().schedule_checks(&schedule).await?;
                 // Badges ride on the same claim: one transaction per batch.
@@ -167,17 +216,6 @@ impl RoleSync {
         Ok(total)
     }
 
-    /// When a member's next periodic re-check is due: spread over the
-    /// period by a hash of community and user, so members do not all come
-    /// due at once.
-    fn next_check(&self, tenant: TenantId, user: Snowflake, now: DateTime<Utc>) -> DateTime<Utc> {
-        let key = format!("{tenant}/{user}");
-        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
-        let next = eligibility::next_recheck_ms(key.as_bytes(), self.config.recheck_period, now_ms);
-        DateTime::from_timestamp_millis(i64::try_from(next).unwrap_or(i64::MAX))
-            .unwrap_or(now + self.config.recheck_period)
-    }
-
     async fn check_profiles(
         &self,
         tenant: TenantId,
@@ -186,7 +224,7 @@ impl RoleSync {
         priority: CheckPriority,
         freshness: Freshness,
         reason: &str,
-    ) -> Result<CheckReport, HandlerError> {
+    ) -> Result<CheckReport, SyncError> {
         // Read what we need, then let go of the connection while the chain
         // is read: no transaction waits on the network.
         let tx = self.store.begin(tenant).await?;
@@ -245,22 +283,23 @@ impl RoleSync {
                     continue;
                 };
                 let role = rule.role_discord_id;
-                let holds = roles.contains(&role);
                 let before = previous.get(&(profile.id, rule.id));
-                let (eligible, failing_since, change) = match &decided.outcome {
-                    // Undecided: change nothing, record nothing.
-                    Outcome::Unknown { .. } => continue,
-                    Outcome::Eligible => (true, None, (!holds).then_some(true)),
-                    Outcome::NotEligible => {
-                        let since = before
-                            .filter(|g| g.eligible == Some(false))
-                            .and_then(|g| g.failing_since)
-                            .unwrap_or(now);
-                        let expired = now - since >= grace;
-                        (false, Some(since), (holds && expired).then_some(false))
-                    }
+                let decision = decide(Inputs {
+                    outcome: &decided.outcome,
+                    holds_role: roles.contains(&role),
+                    previous: before.map(|g| Previous {
+                        eligible: g.eligible,
+                        failing_since: g.failing_since,
+                    }),
+                    wallet_changed: before
+                        .is_some_and(|g| g.wallet_address != profile.wallet_address),
+                    grace,
+                    now,
+                });
+                let Some((eligible, failing_since)) = decision.record() else {
+                    continue;
                 };
-                if let Some(add) = change {
+                if let Some(add) = decision.role_change() {
                     let result = self
                         .discord
                         .change_role(
@@ -276,30 +315,29 @@ impl RoleSync {
                         .await;
                     match result {
                         Ok(()) => {
-                            if add {
+                            let action = if add {
                                 roles.push(role);
                                 report.granted += 1;
+                                AuditAction::RoleGranted
                             } else {
                                 roles.retain(|r| *r != role);
                                 report.removed += 1;
-                            }
+                                AuditAction::RoleRemoved
+                            };
                             audits.push(
-                                AuditEntry::system(if add {
-                                    "role.granted"
-                                } else {
-                                    "role.removed"
-                                })
-                                .target("profile", profile.id.to_string())
-                                .metadata(json!({
-                                    "rule_id": rule.id,
-                                    "role_id": role.to_string(),
-                                    "discord_user_id": profile.discord_user_id.to_string(),
-                                    "detail": decided.detail,
-                                    "reason": reason,
-                                })),
+                                Actor::System
+                                    .entry(action)
+                                    .target("profile", profile.id.to_string())
+                                    .metadata(json!({
+                                        "rule_id": rule.id,
+                                        "role_id": role.to_string(),
+                                        "discord_user_id": profile.discord_user_id.to_string(),
+                                        "detail": decided.detail,
+                                        "reason": reason,
+                                    })),
                             );
                         }
-                        Err(DiscordError::MemberGone { .. }) => {
+                        Err(RoleChangeError::MemberGone { .. }) => {
                             // Left meanwhile; their member.leave closes the
                             // profile and no later check will try again.
                             tracing::info!(%guild, user = %profile.discord_user_id, "member left before a role change; skipped");
@@ -323,6 +361,7 @@ impl RoleSync {
                     failing_since,
                     detail: decided.detail.clone(),
                     checked_at: now,
+                    wallet_address: profile.wallet_address.clone(),
                 });
             }
             let roles_changed = roles != profile.role_ids;
@@ -350,22 +389,4 @@ impl RoleSync {
         tx.commit().await?;
         Ok(report)
     }
-}
-
-/// A community's stored rules as the evaluator sees them. A row that no
-/// longer validates (written by an older version, or by hand) decides
-/// nothing and is logged, rather than failing the whole community.
-pub fn rule_set(rules: &[EligibilityRule]) -> RuleSet {
-    RuleSet::new(rules.iter().filter_map(|r| {
-        RuleDef::parse(
-            r.id,
-            r.enabled,
-            r.rule_type.as_str(),
-            r.chain.as_deref(),
-            r.contract_address.as_ref().map(|a| a.as_str()),
-            &r.parameters,
-        )
-        .map_err(|e| tracing::warn!(rule = %r.id, error = %e, "stored rule no longer validates; it decides nothing"))
-        .ok()
-    }))
 }

@@ -1,0 +1,22 @@
+//! Gatehouse's community operations: what a community's rules, badges and
+//! roles *do*, written once for every front end.
+//!
+//! The CLI, the workers, the demo and the admin API all call these
+//! functions; none of them holds business logic of its own. This crate
+//! parses no command line or HTTP request and holds no socket: the database
+//! is reached through `store`'s tenant transactions, and the two effects
+//! that leave the process — asking for an eligibility re-check and changing
+//! a Discord role — go through traits ([`recheck::Rechecks`],
+//! [`role_sync::RoleWriter`]) that the caller implements with the bus and
+//! Discord's REST API.
+
+pub mod audit;
+pub mod badges;
+pub mod community;
+pub mod recheck;
+pub mod role_sync;
+pub mod rules;
+
+pub use audit::{Actor, AuditAction};
+pub use community::{CommunityRef, LookupError};
+pub use recheck::{RecheckError, Rechecks};

@@ -1,0 +1,96 @@
+//! Read-only figures about a community, for summaries and reports (the
+//! demo's table, a dashboard's counters). Nothing here decides anything.
+
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use super::col;
+use crate::{Snowflake, StoreError, TenantTx};
+
+/// How many of each thing a community has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommunityCounts {
+    /// Every profile, including members who left.
+    pub profiles: i64,
+    /// Members present now.
+    pub present: i64,
+    pub wallets: i64,
+    /// Members some rule last found eligible.
+    pub eligible: i64,
+    pub roles_granted: i64,
+    pub roles_removed: i64,
+    pub badge_awards: i64,
+}
+
+pub struct Stats<'t> {
+    tx: &'t TenantTx,
+}
+
+impl<'t> Stats<'t> {
+    pub(crate) fn new(tx: &'t TenantTx) -> Self {
+        Stats { tx }
+    }
+
+    pub async fn counts(&self) -> Result<CommunityCounts, StoreError> {
+        let row = self
+            .tx
+            .query_one(
+                "counting a community's members, wallets, roles and badges",
+                "SELECT
+                    (SELECT count(*) FROM profiles WHERE community_id = $1) AS profiles,
+                    (SELECT count(*) FROM profiles WHERE community_id = $1 AND left_at IS NULL) AS present,
+                    (SELECT count(*) FROM profiles WHERE community_id = $1 AND wallet_address IS NOT NULL) AS wallets,
+                    (SELECT count(DISTINCT profile_id) FROM role_grants WHERE community_id = $1 AND eligible) AS eligible,
+                    (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.granted') AS roles_granted,
+                    (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.removed') AS roles_removed,
+                    (SELECT count(*) FROM badge_awards WHERE community_id = $1) AS badge_awards",
+                &[(self.tx.tenant().as_uuid(), Type::UUID)],
+            )
+            .await?;
+        Ok(CommunityCounts {
+            profiles: col(&row, "profiles")?,
+            present: col(&row, "present")?,
+            wallets: col(&row, "wallets")?,
+            eligible: col(&row, "eligible")?,
+            roles_granted: col(&row, "roles_granted")?,
+            roles_removed: col(&row, "roles_removed")?,
+            badge_awards: col(&row, "badge_awards")?,
+        })
+    }
+
+    /// The present members that `rule` last found eligible: who should hold
+    /// its role, by the database's last decision.
+    pub async fn eligible_members(&self, rule: Uuid) -> Result<Vec<Snowflake>, StoreError> {
+        self.tx
+            .query(
+                "reading a rule's eligible members",
+                "SELECT p.discord_user_id FROM role_grants g
+                 JOIN profiles p ON p.community_id = g.community_id AND p.id = g.profile_id
+                 WHERE g.community_id = $1 AND g.rule_id = $2 AND g.eligible AND p.left_at IS NULL",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&rule, Type::UUID),
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| Snowflake::from_db(col(row, "discord_user_id")?))
+            .collect()
+    }
+
+    /// For every member with a join time: milliseconds from joining Discord
+    /// to the profile being stored (the pipeline's end-to-end latency).
+    pub async fn join_latencies_ms(&self) -> Result<Vec<f64>, StoreError> {
+        self.tx
+            .query(
+                "reading join latencies",
+                "SELECT extract(epoch FROM created_at - joined_at)::float8 * 1000 AS latency_ms
+                 FROM profiles WHERE community_id = $1 AND joined_at IS NOT NULL",
+                &[(self.tx.tenant().as_uuid(), Type::UUID)],
+            )
+            .await?
+            .iter()
+            .map(|row| col(row, "latency_ms"))
+            .collect()
+    }
+}
