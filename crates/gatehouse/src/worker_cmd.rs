@@ -113,6 +113,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             max_age: args.stream_max_age,
             ..StreamLimits::default()
         },
+        ..WorkerConfig::default()
     };
     config.validate().context("worker configuration")?;
     let store = args.db.connect(args.concurrency.max(4)).await?;

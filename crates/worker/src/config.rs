@@ -51,6 +51,9 @@ pub struct WorkerConfig {
     /// How long JetStream waits for an acknowledgement before redelivering.
     pub ack_wait: Duration,
     pub stream_limits: StreamLimits,
+    /// How often processed-event ids older than the streams' max age are
+    /// forgotten.
+    pub prune_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -68,6 +71,7 @@ impl Default for WorkerConfig {
             ],
             ack_wait: Duration::from_secs(30),
             stream_limits: StreamLimits::default(),
+            prune_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -88,6 +92,9 @@ impl WorkerConfig {
         }
         if self.backoff.is_empty() {
             return bad("backoff", "needs at least one delay");
+        }
+        if self.prune_interval.is_zero() {
+            return bad("prune interval", "must be more than 0");
         }
         if self.ack_wait < Duration::from_secs(1) {
             return bad("ack wait", "must be at least 1s");

@@ -16,6 +16,7 @@ mod dead_letter;
 pub mod discord;
 mod error;
 pub mod handlers;
+mod housekeeping;
 mod role_budget;
 pub mod slash_commands;
 mod streams;
@@ -46,12 +47,18 @@ pub async fn run(
     config.validate()?;
     ensure_streams(&jetstream, &config.namespace, &config.stream_limits).await?;
     let handlers = Arc::new(Handlers::new(
-        store,
+        store.clone(),
         jetstream.clone(),
         config.namespace.clone(),
         role_sync.clone(),
     ));
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(housekeeping::prune_processed_events(
+        store.clone(),
+        config.stream_limits.max_age,
+        config.prune_interval,
+        shutdown.clone(),
+    ));
     if let Some(sync) = role_sync {
         tasks.spawn(periodic_rechecks(sync, shutdown.clone()));
     }

@@ -1,0 +1,48 @@
+//! Forgetting processed-event ids once no copy of their event can arrive.
+//!
+//! Every handled event leaves its envelope id in `processed_events`, which is
+//! what makes a redelivery or a re-publish harmless. An id is only needed
+//! while a copy of its event can still reach a worker, and no message
+//! outlives the streams' `max_age`; after that the row is dead weight that
+//! would otherwise grow with every event the deployment ever saw.
+
+use std::time::Duration;
+
+use store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::WorkerError;
+
+/// Every `every`, deletes processed ids older than `keep` in each active
+/// community. Errors are logged and retried at the next tick: housekeeping
+/// never stops a worker.
+pub(crate) async fn prune_processed_events(
+    store: Store,
+    keep: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match prune_once(&store, keep).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "forgot processed event ids past the streams' max age"),
+            Err(e) => tracing::warn!(error = %e, "pruning processed event ids failed; retrying next tick"),
+        }
+    }
+}
+
+async fn prune_once(store: &Store, keep: Duration) -> Result<u64, store::StoreError> {
+    let mut pruned = 0;
+    for (tenant, _) in store.directory().active_communities().await? {
+        let tx = store.begin(tenant).await?;
+        pruned += tx.processed_events().prune(keep).await?;
+        tx.commit().await?;
+    }
+    Ok(pruned)
+}
