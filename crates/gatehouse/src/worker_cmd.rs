@@ -237,6 +237,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         discord,
         sync,
     } = args.validate()?;
+    // Said before connecting, so a forgotten token shows at once.
+    if discord.is_none() {
+        tracing::warn!("DISCORD_TOKEN is not set: events are applied but no roles are synced");
+    }
     let store = crate::db_args::connect(store).await?;
     let nats = args.nats.connect().await?;
     let jetstream = async_nats::jetstream::new(nats);
@@ -255,10 +259,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                 sync,
             )))
         }
-        None => {
-            tracing::warn!("DISCORD_TOKEN is not set: events are applied but no roles are synced");
-            None
-        }
+        None => None,
     };
 
     let shutdown = CancellationToken::new();
