@@ -218,19 +218,15 @@ async fn commands_register_accepts_discord_bot_token() {
     .expect("simulator starts");
     let app = sim.config().application_id.to_string();
     let api = sim.api_url();
-    let register = move |env: Vec<(&'static str, String)>| {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        gatehouse(&["commands", "register"], &env)
-    };
-    let base = vec![
-        ("DISCORD_APPLICATION_ID", app.clone()),
-        ("DISCORD_API_URL", api.clone()),
-    ];
-    let mut with_alias = base.clone();
-    with_alias.push(("DISCORD_BOT_TOKEN", "bot-token-5ecret".into()));
-    let out = tokio::task::spawn_blocking({
-        let register = register.clone();
-        move || register(with_alias)
+    let out = tokio::task::spawn_blocking(move || {
+        gatehouse(
+            &["commands", "register"],
+            &[
+                ("DISCORD_APPLICATION_ID", app.as_str()),
+                ("DISCORD_API_URL", api.as_str()),
+                ("DISCORD_BOT_TOKEN", "bot-token-5ecret"),
+            ],
+        )
     })
     .await
     .expect("register ran");
