@@ -22,8 +22,9 @@ pub struct EligibilityConfig {
     pub chains: BTreeMap<String, ChainConfig>,
 }
 
-/// How to read one chain.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// How to read one chain. `Debug` shows the RPC URLs redacted: providers
+/// put API keys in them.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChainConfig {
     /// Tried in order; later URLs are fallbacks for earlier ones.
@@ -238,12 +239,26 @@ impl ChainConfig {
 }
 
 /// An RPC URL safe to log: provider URLs carry API keys in the path or query
-/// (`/v3/<key>`), so only scheme, host and port are shown.
+/// (`/v3/<key>`), which [`settings::redact`] hides.
 pub fn redact_url(url: &Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
-        (Some(host), None) => format!("{}://{host}", url.scheme()),
-        _ => format!("{}://?", url.scheme()),
+    settings::redact(url.as_str())
+}
+
+impl std::fmt::Debug for ChainConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.rpc_urls.iter().map(redact_url).collect();
+        f.debug_struct("ChainConfig")
+            .field("rpc_urls", &urls)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("cache_ttl_secs", &self.cache_ttl_secs)
+            .field("cache_max_entries", &self.cache_max_entries)
+            .field("multicall_address", &self.multicall_address)
+            .field("max_calls_per_multicall", &self.max_calls_per_multicall)
+            .field("max_batch_size", &self.max_batch_size)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("breaker", &self.breaker)
+            .field("chain_id", &self.chain_id)
+            .finish()
     }
 }
 
@@ -331,6 +346,12 @@ mod tests {
         let url: Url = "https://eth.example:8443/v3/key?apikey=x"
             .parse()
             .expect("url");
-        assert_eq!(redact_url(&url), "https://eth.example:8443");
+        assert_eq!(redact_url(&url), "https://eth.example:8443/***?***");
+        let chain = ChainConfig::new(vec![url]);
+        let debug = format!("{chain:?}");
+        assert!(
+            !debug.contains("apikey") && !debug.contains("v3/key"),
+            "{debug}"
+        );
     }
 }

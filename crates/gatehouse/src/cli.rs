@@ -1,10 +1,11 @@
 use clap::{Parser, Subcommand};
 
+use crate::gateway_cmd::GatewayArgs;
 use crate::{
-    bench::db::BenchDbArgs, demo::DemoArgs, logging::LogFormat, migrate::MigrateArgs,
-    worker_cmd::WorkerArgs,
+    bench::db::BenchDbArgs, logging::LogFormat, migrate::MigrateArgs, worker_cmd::WorkerArgs,
 };
-use crate::{gateway_cmd::GatewayArgs, sim_cmd::SimArgs};
+#[cfg(feature = "sim")]
+use crate::{demo::DemoArgs, sim_cmd::SimArgs};
 
 /// Gatehouse: token-gated Discord communities on Twilight, NATS JetStream and
 /// PostgreSQL.
@@ -26,6 +27,7 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Consume events from JetStream and apply them to tenant data.
     Worker(WorkerArgs),
+    #[cfg(feature = "sim")]
     /// Run everything on this machine: simulator → gateway → NATS → worker
     /// → PostgreSQL and back, with live progress and a summary.
     Demo(DemoArgs),
@@ -40,6 +42,7 @@ pub enum Command {
     Commands(crate::commands_cmd::CommandsCommand),
     /// Run Discord gateway shards and publish their events to JetStream.
     Gateway(GatewayArgs),
+    #[cfg(feature = "sim")]
     /// Run the bundled Discord simulator (gateway + REST) until Ctrl-C.
     Sim(SimArgs),
     /// Measure performance; prints a report and exits non-zero when a
@@ -52,9 +55,11 @@ pub enum Command {
 pub enum BenchCommand {
     /// Load-test tenant transactions against the database (through PgBouncer).
     Db(BenchDbArgs),
+    #[cfg(feature = "sim")]
     /// One gateway process holding many simulated guilds: RSS and events/s
     /// into JetStream.
     Gateway(crate::bench::gateway::BenchGatewayArgs),
+    #[cfg(feature = "sim")]
     /// The demo's scenario as a measurement: end-to-end latency from the
     /// simulator adding a member to the worker committing the profile, at
     /// `--join-rate` (needs a fresh database, like the demo).

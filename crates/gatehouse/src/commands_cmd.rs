@@ -4,6 +4,13 @@
 
 use std::process::ExitCode;
 
+use settings::Problems;
+
+use crate::{
+    config::Labels,
+    discord_args::{check_api_url, DiscordTokenArgs},
+};
+
 #[derive(Debug, clap::Subcommand)]
 pub enum CommandsCommand {
     /// Register /profile, /badges, /check and /link-wallet as the
@@ -13,13 +20,12 @@ pub enum CommandsCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct RegisterArgs {
-    /// Bot token of the application.
-    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true)]
-    pub discord_token: String,
+    #[command(flatten)]
+    pub token: DiscordTokenArgs,
 
     /// The application's id (Discord developer portal → General Information).
     #[arg(long, env = "DISCORD_APPLICATION_ID")]
-    pub application_id: u64,
+    pub application_id: Option<String>,
 
     /// Override of Discord's REST API base URL (the simulator's); unset in production.
     #[arg(long, env = "DISCORD_API_URL")]
@@ -28,11 +34,34 @@ pub struct RegisterArgs {
 
 pub async fn run(command: CommandsCommand) -> anyhow::Result<ExitCode> {
     let CommandsCommand::Register(args) = command;
-    let discord =
-        worker::discord::Discord::new(&args.discord_token, args.discord_api_url.as_deref(), 1)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let l = Labels::of::<RegisterArgs>();
+    let mut problems = Problems::new();
+    let token = args.token.required(&mut problems);
+    let application_id = match args.application_id.as_deref() {
+        Some(text) => problems.parse::<u64>(
+            &l.get("application_id"),
+            text,
+            "an application id (a number)",
+        ),
+        None => {
+            problems.push(
+                l.get("application_id"),
+                "not set: the application's id, from Discord's developer portal",
+            );
+            None
+        }
+    };
+    if let Some(url) = &args.discord_api_url {
+        problems.check(&l.get("discord_api_url"), check_api_url(url));
+    }
+    problems.finish()?;
+    let (Some(token), Some(application_id)) = (token, application_id) else {
+        anyhow::bail!("commands register: settings refused without a reason (a bug)");
+    };
+    let discord = worker::discord::Discord::new(token.expose(), args.discord_api_url.as_deref(), 1)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let names = discord
-        .register_commands(args.application_id)
+        .register_commands(application_id)
         .await
         .map_err(|e| {
             anyhow::anyhow!(

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use gateway::{Gateway, GatewayConfig, GatewayError, Settings, Token};
+use gateway::{Gateway, GatewayConfig, GatewayError, Settings};
+use settings::Problems;
+
+use crate::discord_args::DiscordTokenArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct GatewayArgs {
@@ -15,10 +18,8 @@ pub struct GatewayArgs {
     #[arg(long, env = "GATEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Bot token. Prefer the environment (DISCORD_TOKEN, or DISCORD_BOT_TOKEN)
-    /// over the flag, which other users can see in the process list.
-    #[arg(long = "discord-token", env = "DISCORD_TOKEN", hide_env_values = true)]
-    pub discord_token: Option<String>,
+    #[command(flatten)]
+    pub token: DiscordTokenArgs,
 
     /// Shards this process runs, FIRST-LAST inclusive (e.g. 0-24) [default: all].
     #[arg(long, env = "SHARDS")]
@@ -111,13 +112,10 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
-    fn settings(&self) -> Settings {
-        let token = self
-            .discord_token
-            .clone()
-            .filter(|t| !t.trim().is_empty())
-            .or_else(|| std::env::var("DISCORD_BOT_TOKEN").ok())
-            .map(Token::new);
+    /// The settings from flags and environment; a token conflict is recorded
+    /// in `problems` (reported together with the gateway's own checks).
+    fn settings(&self, problems: &mut Problems) -> Settings {
+        let token = self.token.token(problems);
         let mut s = Settings {
             discord_token: token,
             shards: self.shards.clone(),
@@ -160,21 +158,32 @@ fn name_setting(setting: &str) -> String {
 
 fn explain(error: GatewayError) -> anyhow::Error {
     match error {
-        GatewayError::Config(e) => {
-            anyhow::anyhow!("{}: {}", name_setting(&e.setting), e.problem)
-        }
+        GatewayError::Config(e) => e.rename(name_setting).into(),
         other => anyhow::anyhow!("{other}"),
     }
 }
 
-pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+/// The file (if any) overlaid with flags and environment, validated; every
+/// problem, from either source, reported at once.
+fn validate(args: &GatewayArgs) -> Result<GatewayConfig, settings::ConfigErrors> {
+    let mut problems = Problems::new();
     let file = match &args.config {
-        Some(path) => Settings::from_file(path)
-            .map_err(|e| anyhow::anyhow!("GATEWAY_CONFIG (--config): {e}"))?,
+        Some(path) => problems
+            .check("GATEWAY_CONFIG (--config)", Settings::from_file(path))
+            .unwrap_or_default(),
         None => Settings::default(),
     };
-    let config = GatewayConfig::from_settings(file.overlay(args.settings()))
-        .map_err(|e| explain(e.into()))?;
+    let overlaid = file.overlay(args.settings(&mut problems));
+    let result = GatewayConfig::from_settings(overlaid).map_err(|e| e.rename(name_setting));
+    if let Err(errors) = &result {
+        problems.extend(errors.clone());
+    }
+    problems.finish()?;
+    result
+}
+
+pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    let config = validate(&args)?;
     let mut gateway = Gateway::start(config).await.map_err(explain)?;
 
     let stopper = gateway.stopper();

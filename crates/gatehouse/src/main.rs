@@ -7,14 +7,18 @@ mod bench;
 mod cli;
 mod commands_cmd;
 mod community_args;
+mod config;
 mod db_args;
+#[cfg(feature = "sim")]
 mod demo;
+mod discord_args;
 mod gateway_cmd;
 mod logging;
 mod migrate;
 mod nats_args;
 mod rechecks;
 mod rules_cmd;
+#[cfg(feature = "sim")]
 mod sim_cmd;
 mod worker_cmd;
 
@@ -54,14 +58,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migrate(args) => migrate::run(args).await,
         Command::Bench(BenchCommand::Db(args)) => bench::db::run(args).await,
+        #[cfg(feature = "sim")]
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway::run(args).await,
+        #[cfg(feature = "sim")]
         Command::Bench(BenchCommand::Pipeline(args)) => demo::run(args).await,
         Command::Worker(args) => worker_cmd::run(args).await,
+        #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args).await,
         Command::Rules(command) => rules_cmd::run(command).await,
         Command::Badges(command) => badges_cmd::run(command).await,
         Command::Commands(command) => commands_cmd::run(command).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
+        #[cfg(feature = "sim")]
         Command::Sim(args) => sim_cmd::run(args).await,
     }
 }

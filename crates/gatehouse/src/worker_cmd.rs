@@ -1,12 +1,18 @@
 //! `gatehouse worker`: run the JetStream consumers until SIGTERM/SIGINT.
 
-use std::{process::ExitCode, time::Duration};
+use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use settings::{Problems, Secret};
 use tokio_util::sync::CancellationToken;
 use worker::{StorageKind, StreamLimits, WorkerConfig};
 
-use crate::{db_args::DbArgs, nats_args::NatsArgs};
+use crate::{
+    config::Labels,
+    db_args::DbArgs,
+    discord_args::{check_api_url, DiscordTokenArgs},
+    nats_args::NatsArgs,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -21,127 +27,240 @@ pub struct WorkerArgs {
     pub consumer: String,
 
     /// Messages this process handles at once.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 32)]
-    pub concurrency: usize,
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "32")]
+    pub concurrency: String,
 
     /// Deliveries of a failing message before it is dead-lettered.
-    #[arg(long, env = "WORKER_MAX_ATTEMPTS", default_value_t = 5)]
-    pub max_attempts: u32,
+    #[arg(long, env = "WORKER_MAX_ATTEMPTS", default_value = "5")]
+    pub max_attempts: String,
 
     /// Redelivery delays after successive failures, comma-separated.
-    #[arg(long, env = "WORKER_BACKOFF", default_value = "1s,5s,30s,2m", value_delimiter = ',', value_parser = humantime::parse_duration)]
-    pub backoff: Vec<Duration>,
+    #[arg(long, env = "WORKER_BACKOFF", default_value = "1s,5s,30s,2m")]
+    pub backoff: String,
 
     /// How long JetStream waits for an acknowledgement before redelivering.
-    #[arg(long, env = "WORKER_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub ack_wait: Duration,
+    #[arg(long, env = "WORKER_ACK_WAIT", default_value = "30s")]
+    pub ack_wait: String,
 
     /// Stream storage for streams this process creates: file or memory.
-    #[arg(long, env = "STREAM_STORAGE", default_value = "file", value_parser = ["file", "memory"])]
+    #[arg(long, env = "STREAM_STORAGE", default_value = "file")]
     pub stream_storage: String,
 
     /// Maximum age of messages in streams this process creates.
-    #[arg(long, env = "STREAM_MAX_AGE", default_value = "7days", value_parser = humantime::parse_duration)]
-    pub stream_max_age: Duration,
+    #[arg(long, env = "STREAM_MAX_AGE", default_value = "7days")]
+    pub stream_max_age: String,
 
     /// Bot token for role changes and interaction replies. Without it the
     /// worker applies events but syncs no roles.
-    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true)]
-    pub discord_token: Option<String>,
+    #[command(flatten)]
+    pub token: DiscordTokenArgs,
 
     /// Override of Discord's REST API base URL (the simulator's); unset in production.
     #[arg(long, env = "DISCORD_API_URL")]
     pub discord_api_url: Option<String>,
 
     /// EVM chains for eligibility rules: `name=url[,url…][;name=url…]`
-    /// (several URLs per chain fail over in order).
-    #[arg(long, env = "CHAINS", default_value = "", hide_env_values = true)]
-    pub chains: String,
+    /// (several URLs per chain fail over in order). RPC URLs carry API keys,
+    /// so the value is never shown.
+    #[arg(
+        long,
+        env = "CHAINS",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub chains: Secret,
 
     /// How long a member keeps a role while failing its rule.
-    #[arg(long, env = "ROLE_GRACE_PERIOD", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub role_grace_period: Duration,
+    #[arg(long, env = "ROLE_GRACE_PERIOD", default_value = "24h")]
+    pub role_grace_period: String,
 
     /// How often every member's eligibility is re-checked (spread over the period).
-    #[arg(long, env = "RECHECK_PERIOD", default_value = "6h", value_parser = humantime::parse_duration)]
-    pub recheck_period: Duration,
+    #[arg(long, env = "RECHECK_PERIOD", default_value = "6h")]
+    pub recheck_period: String,
 
     /// How often this worker looks for members due a re-check.
-    #[arg(long, env = "RECHECK_SCAN_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub recheck_scan_interval: Duration,
+    #[arg(long, env = "RECHECK_SCAN_INTERVAL", default_value = "10s")]
+    pub recheck_scan_interval: String,
 }
 
-/// Parses `name=url[,url…][;name=url…]`.
-pub fn parse_chains(spec: &str) -> anyhow::Result<eligibility::EligibilityConfig> {
+/// Everything `gatehouse worker` needs, validated before anything connects.
+#[derive(Debug)]
+struct Settings {
+    config: WorkerConfig,
+    store: store::StoreConfig,
+    chains: eligibility::EligibilityConfig,
+    /// `None`: no token, so no role sync.
+    discord: Option<Secret>,
+    sync: domain::role_sync::RoleSyncConfig,
+}
+
+impl WorkerArgs {
+    /// Every setting checked; every problem reported at once.
+    fn validate(&self) -> Result<Settings, settings::ConfigErrors> {
+        let l = Labels::of::<Self>();
+        let mut p = Problems::new();
+        let namespace = p.check(
+            &Labels::of::<NatsArgs>().get("nats_namespace"),
+            self.nats
+                .namespace()
+                .map_err(|e| e.root_cause().to_string()),
+        );
+        let concurrency = p.parse::<usize>(&l.get("concurrency"), &self.concurrency, "a number");
+        let max_attempts = p.parse::<u32>(&l.get("max_attempts"), &self.max_attempts, "a number");
+        let backoff = p.check(&l.get("backoff"), settings::parse_durations(&self.backoff));
+        let ack_wait = p.duration(&l.get("ack_wait"), &self.ack_wait);
+        let storage = match self.stream_storage.trim() {
+            "file" => Some(StorageKind::File),
+            "memory" => Some(StorageKind::Memory),
+            other => {
+                p.push(
+                    l.get("stream_storage"),
+                    format!("{other:?} is not a storage type; use `file` or `memory`"),
+                );
+                None
+            }
+        };
+        let max_age = p.duration(&l.get("stream_max_age"), &self.stream_max_age);
+        let store = self.db.validate(concurrency.unwrap_or(1).max(4), &mut p);
+        let discord = self.token.token(&mut p);
+        if let Some(url) = &self.discord_api_url {
+            p.check(&l.get("discord_api_url"), check_api_url(url));
+        }
+        let chains = p.check(&l.get("chains"), parse_chains(self.chains.expose()));
+        let grace = p.duration(&l.get("role_grace_period"), &self.role_grace_period);
+        let recheck_period = p.duration(&l.get("recheck_period"), &self.recheck_period);
+        let scan_interval =
+            p.duration(&l.get("recheck_scan_interval"), &self.recheck_scan_interval);
+
+        let config = WorkerConfig {
+            namespace: namespace.clone().unwrap_or_else(wire::Namespace::root),
+            consumer_name: self.consumer.clone(),
+            concurrency: concurrency.unwrap_or(1),
+            max_attempts: max_attempts.unwrap_or(1),
+            backoff: backoff
+                .clone()
+                .unwrap_or_else(|| vec![Duration::from_secs(1)]),
+            ack_wait: ack_wait.unwrap_or(Duration::from_secs(30)),
+            stream_limits: StreamLimits {
+                storage: storage.unwrap_or(StorageKind::File),
+                max_age: max_age.unwrap_or_default(),
+                ..StreamLimits::default()
+            },
+            ..WorkerConfig::default()
+        };
+        // Values that failed to parse were replaced above; only judge the
+        // ones that did parse, so a bad value is not reported twice.
+        let parsed = [
+            ("concurrency", concurrency.is_some()),
+            ("max_attempts", max_attempts.is_some()),
+            ("backoff", backoff.is_some()),
+            ("ack_wait", ack_wait.is_some()),
+            ("consumer_name", true),
+        ];
+        if let Err(errors) = config.validate() {
+            for problem in errors.problems() {
+                if parsed.contains(&(problem.setting.as_str(), true)) {
+                    let id = match problem.setting.as_str() {
+                        "consumer_name" => "consumer",
+                        other => other,
+                    };
+                    p.push(l.get(id), &problem.problem);
+                }
+            }
+        }
+        p.finish()?;
+        match (
+            namespace,
+            store,
+            chains,
+            grace,
+            recheck_period,
+            scan_interval,
+        ) {
+            (
+                Some(_),
+                Some(store),
+                Some(chains),
+                Some(grace),
+                Some(recheck_period),
+                Some(scan_interval),
+            ) => Ok(Settings {
+                config,
+                store,
+                chains,
+                discord,
+                sync: domain::role_sync::RoleSyncConfig {
+                    grace,
+                    recheck_period,
+                    scan_interval,
+                    ..Default::default()
+                },
+            }),
+            _ => Err(settings::ConfigErrors::single(
+                "worker settings",
+                "refused without a reason (a bug)",
+            )),
+        }
+    }
+}
+
+/// Parses `name=url[,url…][;name=url…]`. Problems never quote a URL: RPC
+/// URLs carry API keys.
+pub fn parse_chains(spec: &str) -> Result<eligibility::EligibilityConfig, String> {
     let mut chains = std::collections::BTreeMap::new();
     for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
-        let (name, urls) = entry.split_once('=').ok_or_else(|| {
-            anyhow::anyhow!("CHAINS: {entry:?} should look like name=https://rpc.example")
-        })?;
+        let Some((name, urls)) = entry.split_once('=') else {
+            return Err(format!(
+                "{} should look like name=https://rpc.example",
+                settings::redact(entry)
+            ));
+        };
         let urls = urls
             .split(',')
             .map(|u| {
-                url::Url::parse(u.trim()).map_err(|e| {
-                    anyhow::anyhow!("CHAINS: chain {name}: an RPC URL is not a URL: {e}")
-                })
+                url::Url::parse(u.trim())
+                    .map_err(|e| format!("chain {name}: an RPC URL is not a URL: {e}"))
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         chains.insert(name.trim().to_owned(), eligibility::ChainConfig::new(urls));
     }
     let config = eligibility::EligibilityConfig { chains };
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("CHAINS: {e}"))?;
+    config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let namespace = args.nats.namespace()?;
-    let config = WorkerConfig {
-        namespace,
-        consumer_name: args.consumer.clone(),
-        concurrency: args.concurrency,
-        max_attempts: args.max_attempts,
-        backoff: args.backoff.clone(),
-        ack_wait: args.ack_wait,
-        stream_limits: StreamLimits {
-            storage: if args.stream_storage == "memory" {
-                StorageKind::Memory
-            } else {
-                StorageKind::File
-            },
-            max_age: args.stream_max_age,
-            ..StreamLimits::default()
-        },
-        ..WorkerConfig::default()
-    };
-    config.validate().context("worker configuration")?;
-    let store = args.db.connect(args.concurrency.max(4)).await?;
+    let Settings {
+        config,
+        store,
+        chains,
+        discord,
+        sync,
+    } = args.validate()?;
+    // Said before connecting, so a forgotten token shows at once.
+    if discord.is_none() {
+        tracing::warn!("DISCORD_TOKEN is not set: events are applied but no roles are synced");
+    }
+    let store = crate::db_args::connect(store).await?;
     let nats = args.nats.connect().await?;
     let jetstream = async_nats::jetstream::new(nats);
 
-    let role_sync = match &args.discord_token {
+    let role_sync = match discord {
         Some(token) => {
-            let evaluator = eligibility::Evaluator::new(&parse_chains(&args.chains)?)
-                .map_err(|e| anyhow::anyhow!("CHAINS: {e}"))?;
-            let discord = worker::discord::Discord::new(token, args.discord_api_url.as_deref(), 8)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            Some(std::sync::Arc::new(worker::RoleSync::new(
+            let evaluator = eligibility::Evaluator::new(&chains)
+                .map_err(|e| anyhow::anyhow!("CHAINS (--chains): {e}"))?;
+            let discord =
+                worker::discord::Discord::new(token.expose(), args.discord_api_url.as_deref(), 8)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(Arc::new(worker::RoleSync::new(
                 store.clone(),
-                std::sync::Arc::new(evaluator),
+                Arc::new(evaluator),
                 discord,
-                domain::role_sync::RoleSyncConfig {
-                    grace: args.role_grace_period,
-                    recheck_period: args.recheck_period,
-                    scan_interval: args.recheck_scan_interval,
-                    ..Default::default()
-                },
+                sync,
             )))
         }
-        None => {
-            tracing::warn!("DISCORD_TOKEN is not set: events are applied but no roles are synced");
-            None
-        }
+        None => None,
     };
 
     let shutdown = CancellationToken::new();

@@ -44,7 +44,7 @@ fn missing_urls_name_the_variable_and_the_flag() {
     let out = gatehouse(&["bench", "db", "--quick"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        error_line(&out).contains("DATABASE_URL is not set"),
+        error_line(&out).contains("DATABASE_URL (--database-url): not set"),
         "{}",
         stderr(&out)
     );

@@ -1,9 +1,10 @@
 //! Gateway configuration: raw settings (from a TOML file, the environment or
 //! command-line flags) validated into a [`GatewayConfig`].
 //!
-//! Every validation error names the setting the operator has to change, so
-//! that a bad value gives one line saying what to fix. The bot token lives in
-//! a [`Token`] that never prints itself.
+//! Every validation error names the setting the operator has to change, and
+//! every bad setting is reported at once ([`settings::ConfigErrors`]), so one
+//! run lists everything to fix. The bot token lives in a [`Token`] that never
+//! prints itself.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,43 +12,28 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use settings::{ConfigErrors, Problems};
 use twilight_model::gateway::Intents;
 
-/// The bot token. `Debug` and `Display` print `[redacted]`, so the token can
-/// sit in structs that are logged without ever reaching a log line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
+/// The bot token: a [`settings::Secret`], whose `Debug` and `Display` print
+/// `[redacted]`, so the token can sit in structs that are logged without
+/// ever reaching a log line.
+pub use settings::Secret as Token;
 
-impl Token {
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// The secret itself, for the places that must send it to Discord.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// A bad setting: which one, and what is wrong with it (never its value when
-/// the value is a secret).
+/// One bad setting: which one, and what is wrong with it (never its value
+/// when the value is a secret). Validation gathers them into
+/// [`ConfigErrors`].
 #[derive(Debug, thiserror::Error)]
 #[error("{setting}: {problem}")]
 pub struct ConfigError {
     pub setting: String,
     pub problem: String,
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors::single(e.setting, e.problem)
+    }
 }
 
 impl ConfigError {
@@ -292,17 +278,19 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9100";
 
 impl GatewayConfig {
-    /// Validates `settings`; the first bad value is reported.
-    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
-        let token = match s.discord_token {
-            Some(t) if !t.expose().trim().is_empty() => t,
-            _ => {
-                return Err(ConfigError::new(
+    /// Validates `settings`, reporting every bad value at once.
+    pub fn from_settings(s: Settings) -> Result<Self, ConfigErrors> {
+        let mut p = Problems::new();
+        let token = take(
+            &mut p,
+            match s.discord_token {
+                Some(t) if !t.is_blank() => Ok(t),
+                _ => Err(ConfigError::new(
                     "DISCORD_TOKEN",
                     "not set: set DISCORD_TOKEN (or DISCORD_BOT_TOKEN) to the bot's token",
-                ))
-            }
-        };
+                )),
+            },
+        );
         let shards = s
             .shards
             .as_deref()
@@ -312,114 +300,209 @@ impl GatewayConfig {
                     ConfigError::new(
                         "SHARDS",
                         format!(
-                            "{v:?} is not a shard range; use FIRST-LAST (inclusive), e.g. 0-24, or one shard id"
+                            "{v:?} is not a shard range; use FIRST-LAST (inclusive), \
+                             e.g. 0-24, or one shard id"
                         ),
                     )
                 })
             })
-            .transpose()?;
-        let total_shards = match s.total_shards.as_deref().map(str::trim) {
-            None | Some("") | Some("auto") => None,
-            Some(v) => Some(v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ConfigError::new(
-                    "TOTAL_SHARDS",
-                    format!("{v:?} is not a shard count; use a positive number or `auto`"),
-                )
-            })?),
-        };
-        if let (Some(range), Some(total)) = (shards, total_shards) {
+            .transpose();
+        let shards = take(&mut p, shards);
+        let total_shards = take(
+            &mut p,
+            match s.total_shards.as_deref().map(str::trim) {
+                None | Some("") | Some("auto") => Ok(None),
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "TOTAL_SHARDS",
+                            format!("{v:?} is not a shard count; use a positive number or `auto`"),
+                        )
+                    }),
+            },
+        );
+        if let (Some(Some(range)), Some(Some(total))) = (shards, total_shards) {
             if range.last >= total {
-                return Err(ConfigError::new(
+                p.push(
                     "SHARDS",
                     format!(
                         "range {range} goes beyond TOTAL_SHARDS={total} (shard ids are 0 to {})",
                         total - 1
                     ),
-                ));
+                );
             }
         }
-        let intents = match s.intents.as_deref() {
-            None => Intents::GUILDS | Intents::GUILD_MEMBERS,
-            Some(v) => parse_intents(v).map_err(|p| ConfigError::new("INTENTS", p))?,
-        };
-        let gateway_url = s
-            .discord_gateway_url
-            .as_deref()
-            .filter(|v| !v.trim().is_empty())
-            .map(parse_gateway_url)
-            .transpose()?;
-        let api_proxy = s
-            .discord_api_url
-            .as_deref()
-            .filter(|v| !v.trim().is_empty())
-            .map(parse_api_url)
-            .transpose()?;
-        let identify_queue = match s.identify_queue.as_deref().map(str::trim) {
-            None | Some("") | Some("discord") => IdentifyQueue::Discord,
-            Some("unlimited") => IdentifyQueue::Unlimited,
-            Some(v) => {
-                return Err(ConfigError::new(
+        let intents = take(
+            &mut p,
+            match s.intents.as_deref() {
+                None => Ok(Intents::GUILDS | Intents::GUILD_MEMBERS),
+                Some(v) => parse_intents(v).map_err(|p| ConfigError::new("INTENTS", p)),
+            },
+        );
+        let gateway_url = take(
+            &mut p,
+            s.discord_gateway_url
+                .as_deref()
+                .filter(|v| !v.trim().is_empty())
+                .map(parse_gateway_url)
+                .transpose(),
+        );
+        let api_proxy = take(
+            &mut p,
+            s.discord_api_url
+                .as_deref()
+                .filter(|v| !v.trim().is_empty())
+                .map(parse_api_url)
+                .transpose(),
+        );
+        let identify_queue = take(
+            &mut p,
+            match s.identify_queue.as_deref().map(str::trim) {
+                None | Some("") | Some("discord") => Ok(IdentifyQueue::Discord),
+                Some("unlimited") => Ok(IdentifyQueue::Unlimited),
+                Some(v) => Err(ConfigError::new(
                     "IDENTIFY_QUEUE",
                     format!("{v:?} is not a queue; use `discord` or `unlimited` (simulators only)"),
-                ))
-            }
-        };
+                )),
+            },
+        );
         let nats_url = s
             .nats_url
             .filter(|v| !v.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-        validate_nats_url(&nats_url)?;
+        take(&mut p, validate_nats_url(&nats_url));
         let nats_namespace = s.nats_namespace.unwrap_or_default();
         if !nats_namespace
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(ConfigError::new(
+            p.push(
                 "NATS_NAMESPACE",
                 format!("{nats_namespace:?} may only hold letters, digits, `_` and `-`"),
-            ));
+            );
         }
         let http_addr_text = s.http_addr.unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_owned());
-        let http_addr = http_addr_text.trim().parse().map_err(|_| {
-            ConfigError::new(
-                "HTTP_ADDR",
-                format!("{http_addr_text:?} is not an address; use IP:PORT, e.g. 0.0.0.0:9100"),
-            )
-        })?;
-        let publish_window = positive(s.publish_window.unwrap_or(256), "PUBLISH_WINDOW")?;
-        let publish_buffer = positive(s.publish_buffer.unwrap_or(4096), "PUBLISH_BUFFER")?;
-        let publish_ack_timeout = duration(
-            s.publish_ack_timeout.as_deref(),
-            Duration::from_secs(5),
-            "PUBLISH_ACK_TIMEOUT",
-        )?;
-        if publish_ack_timeout.is_zero() {
-            return Err(ConfigError::new(
+        let http_addr = take(
+            &mut p,
+            http_addr_text.trim().parse().map_err(|_| {
+                ConfigError::new(
+                    "HTTP_ADDR",
+                    format!("{http_addr_text:?} is not an address; use IP:PORT, e.g. 0.0.0.0:9100"),
+                )
+            }),
+        );
+        let publish_window = take(
+            &mut p,
+            positive(s.publish_window.unwrap_or(256), "PUBLISH_WINDOW"),
+        );
+        let publish_buffer = take(
+            &mut p,
+            positive(s.publish_buffer.unwrap_or(4096), "PUBLISH_BUFFER"),
+        );
+        let publish_ack_timeout = take(
+            &mut p,
+            duration(
+                s.publish_ack_timeout.as_deref(),
+                Duration::from_secs(5),
                 "PUBLISH_ACK_TIMEOUT",
-                "must be above zero",
-            ));
-        }
-        let shutdown_timeout = duration(
-            s.shutdown_timeout.as_deref(),
-            Duration::from_secs(10),
-            "SHUTDOWN_TIMEOUT",
-        )?;
-        if shutdown_timeout < Duration::from_secs(1) {
-            return Err(ConfigError::new(
+            )
+            .and_then(|d| {
+                if d.is_zero() {
+                    Err(ConfigError::new(
+                        "PUBLISH_ACK_TIMEOUT",
+                        "must be above zero",
+                    ))
+                } else {
+                    Ok(d)
+                }
+            }),
+        );
+        let shutdown_timeout = take(
+            &mut p,
+            duration(
+                s.shutdown_timeout.as_deref(),
+                Duration::from_secs(10),
                 "SHUTDOWN_TIMEOUT",
-                "must be at least 1s: publishes have to be flushed and sessions stored",
+            )
+            .and_then(|d| {
+                if d < Duration::from_secs(1) {
+                    Err(ConfigError::new(
+                        "SHUTDOWN_TIMEOUT",
+                        "must be at least 1s: publishes have to be flushed and sessions stored",
+                    ))
+                } else {
+                    Ok(d)
+                }
+            }),
+        );
+        let events_stream = take(
+            &mut p,
+            stream_limits(&s.streams.events, "events", Storage::File),
+        );
+        let commands_stream = take(
+            &mut p,
+            stream_limits(&s.streams.commands, "commands", Storage::File),
+        );
+        let session_max_age = take(
+            &mut p,
+            duration(
+                s.sessions.max_age.as_deref(),
+                Duration::from_secs(300),
+                "sessions.max_age",
+            )
+            .and_then(|d| {
+                if d.is_zero() {
+                    Err(ConfigError::new("sessions.max_age", "must be above zero"))
+                } else {
+                    Ok(d)
+                }
+            }),
+        );
+        p.finish()?;
+        // Every `None` above recorded a problem, so after `finish` all are set.
+        let (
+            Some(token),
+            Some(shards),
+            Some(total_shards),
+            Some(intents),
+            Some(gateway_url),
+            Some(api_proxy),
+            Some(identify_queue),
+            Some(http_addr),
+            Some(publish_window),
+            Some(publish_buffer),
+            Some(publish_ack_timeout),
+            Some(shutdown_timeout),
+            Some(events_stream),
+            Some(commands_stream),
+            Some(session_max_age),
+        ) = (
+            token,
+            shards,
+            total_shards,
+            intents,
+            gateway_url,
+            api_proxy,
+            identify_queue,
+            http_addr,
+            publish_window,
+            publish_buffer,
+            publish_ack_timeout,
+            shutdown_timeout,
+            events_stream,
+            commands_stream,
+            session_max_age,
+        )
+        else {
+            return Err(ConfigErrors::single(
+                "gateway settings",
+                "refused without a reason (a bug)",
             ));
-        }
-        let events_stream = stream_limits(&s.streams.events, "events", Storage::File)?;
-        let commands_stream = stream_limits(&s.streams.commands, "commands", Storage::File)?;
-        let session_max_age = duration(
-            s.sessions.max_age.as_deref(),
-            Duration::from_secs(300),
-            "sessions.max_age",
-        )?;
-        if session_max_age.is_zero() {
-            return Err(ConfigError::new("sessions.max_age", "must be above zero"));
-        }
+        };
         Ok(Self {
             token,
             shards,
@@ -460,6 +543,11 @@ impl GatewayConfig {
     }
 }
 
+/// The value, or `None` after recording the problem.
+fn take<T>(problems: &mut Problems, result: Result<T, ConfigError>) -> Option<T> {
+    result.map_err(|e| problems.push(e.setting, e.problem)).ok()
+}
+
 fn positive(value: usize, setting: &str) -> Result<usize, ConfigError> {
     if value == 0 {
         return Err(ConfigError::new(setting, "must be at least 1"));
@@ -467,35 +555,12 @@ fn positive(value: usize, setting: &str) -> Result<usize, ConfigError> {
     Ok(value)
 }
 
-/// Durations like `500ms`, `5s`, `2m`, `1h`, `7d`, or `0`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        _ => None,
-    }
-}
-
 fn duration(text: Option<&str>, default: Duration, setting: &str) -> Result<Duration, ConfigError> {
     match text {
         None => Ok(default),
-        Some(t) => parse_duration(t).ok_or_else(|| {
-            ConfigError::new(
-                setting,
-                format!("{t:?} is not a duration; write e.g. 500ms, 5s, 2m, 1h or 7d"),
-            )
-        }),
+        Some(t) => {
+            settings::parse_duration(t).map_err(|e| ConfigError::new(setting, e.to_string()))
+        }
     }
 }
 
@@ -672,24 +737,8 @@ fn validate_nats_url(text: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `NATS_URL` without any password, for logs.
-pub fn redact_url(text: &str) -> String {
-    text.split(',')
-        .map(|server| {
-            let server = server.trim();
-            match url::Url::parse(server) {
-                Ok(mut u) if u.password().is_some() || !u.username().is_empty() => {
-                    let _ = u.set_password(None);
-                    let _ = u.set_username("redacted");
-                    u.to_string()
-                }
-                Ok(_) => server.to_owned(),
-                Err(_) => "[unparsable]".to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
+/// `NATS_URL` without any password, for logs: the one redaction.
+pub use settings::redact as redact_url;
 
 #[cfg(test)]
 mod tests {
@@ -758,6 +807,34 @@ mod tests {
     }
 
     #[test]
+    fn every_bad_setting_is_reported_at_once() {
+        let mut s = Settings {
+            shards: Some("0-x".into()),
+            intents: Some("GUILDZ".into()),
+            http_addr: Some("nowhere".into()),
+            publish_window: Some(0),
+            ..Settings::default()
+        };
+        s.streams.events.max_age = Some("soon".into());
+        let e = GatewayConfig::from_settings(s).unwrap_err();
+        let named: Vec<&str> = e.problems().iter().map(|p| p.setting.as_str()).collect();
+        assert_eq!(
+            named,
+            [
+                "DISCORD_TOKEN",
+                "SHARDS",
+                "INTENTS",
+                "HTTP_ADDR",
+                "PUBLISH_WINDOW",
+                "EVENTS_MAX_AGE"
+            ]
+        );
+        assert!(e
+            .to_string()
+            .starts_with("6 configuration problems: DISCORD_TOKEN: not set"));
+    }
+
+    #[test]
     fn intents_by_name_or_bits() {
         assert_eq!(
             parse_intents("guilds | GUILD_MEMBERS").unwrap(),
@@ -816,8 +893,12 @@ mod tests {
         s.streams.events.max_age = Some("1m".into());
         s.streams.events.duplicate_window = Some("2m".into());
         assert!(err(s).contains("max_age"));
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        let mut s = base();
+        s.publish_ack_timeout = Some("7d".into());
+        s.shutdown_timeout = Some("1h 30m".into());
+        let c = GatewayConfig::from_settings(s).unwrap();
+        assert_eq!(c.publish_ack_timeout, Duration::from_secs(604_800));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(5_400));
     }
 
     #[test]

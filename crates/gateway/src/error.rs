@@ -6,7 +6,7 @@ use crate::config::ConfigError;
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] settings::ConfigErrors),
     /// `url` is already redacted.
     #[error("NATS_URL ({url}): {problem}; is nats-server running with JetStream enabled (-js)?")]
     Nats { url: String, problem: String },
@@ -64,6 +64,12 @@ impl GatewayError {
 /// shard; this process stops with [`GatewayError::FatalClose`]).
 pub fn is_fatal_close(code: u16) -> bool {
     matches!(code, 4004 | 4010 | 4011 | 4012 | 4013 | 4014)
+}
+
+impl From<ConfigError> for GatewayError {
+    fn from(e: ConfigError) -> Self {
+        GatewayError::Config(e.into())
+    }
 }
 
 #[cfg(test)]

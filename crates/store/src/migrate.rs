@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, NoTls};
 
-use crate::{names, redact_url};
+use crate::names;
+use settings::redact as redact_url;
 
 /// One migration file.
 #[derive(Clone, Copy, Debug)]

@@ -1,8 +1,7 @@
 use std::time::Duration;
 
+use settings::{ConfigErrors, Problems};
 use wire::Namespace;
-
-use crate::WorkerError;
 
 /// Where JetStream keeps a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,27 +76,25 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    pub fn validate(&self) -> Result<(), WorkerError> {
-        let bad = |setting: &'static str, reason: &str| {
-            Err(WorkerError::Config {
-                setting,
-                reason: reason.to_owned(),
-            })
-        };
+    /// Every problem at once, each named by its field (`concurrency`,
+    /// `max_attempts`, `backoff`, `ack_wait`, `consumer_name`); the command
+    /// line renames them to the variables that set them.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut problems = Problems::new();
         if self.concurrency == 0 {
-            return bad("concurrency", "must be at least 1");
+            problems.push("concurrency", "must be at least 1");
         }
         if self.max_attempts == 0 {
-            return bad("max attempts", "must be at least 1");
+            problems.push("max_attempts", "must be at least 1");
         }
         if self.backoff.is_empty() {
-            return bad("backoff", "needs at least one delay");
+            problems.push("backoff", "needs at least one delay");
         }
         if self.prune_interval.is_zero() {
-            return bad("prune interval", "must be more than 0");
+            problems.push("prune_interval", "must be more than 0");
         }
         if self.ack_wait < Duration::from_secs(1) {
-            return bad("ack wait", "must be at least 1s");
+            problems.push("ack_wait", "must be at least 1s");
         }
         let name_ok = !self.consumer_name.is_empty()
             && self
@@ -105,12 +102,12 @@ impl WorkerConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !name_ok {
-            return bad(
-                "consumer name",
+            problems.push(
+                "consumer_name",
                 "use letters, digits, '_' and '-' (it names a durable JetStream consumer)",
             );
         }
-        Ok(())
+        problems.finish()
     }
 
     /// Delay before the next delivery after `attempt` (1-based) failed.
@@ -159,5 +156,18 @@ mod tests {
         ] {
             assert!(broken.validate().is_err(), "{broken:?}");
         }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let broken = WorkerConfig {
+            concurrency: 0,
+            ack_wait: Duration::ZERO,
+            consumer_name: "a.b".into(),
+            ..WorkerConfig::default()
+        };
+        let e = broken.validate().unwrap_err();
+        let named: Vec<&str> = e.problems().iter().map(|p| p.setting.as_str()).collect();
+        assert_eq!(named, ["concurrency", "ack_wait", "consumer_name"]);
     }
 }

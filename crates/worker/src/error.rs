@@ -1,11 +1,8 @@
 /// Why the worker as a whole stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("invalid worker setting {setting}: {reason}")]
-    Config {
-        setting: &'static str,
-        reason: String,
-    },
+    #[error("invalid worker settings: {0}")]
+    Config(#[from] settings::ConfigErrors),
     #[error("JetStream {what} failed: {reason}")]
     JetStream { what: String, reason: String },
     #[error("worker task failed: {0}")]

@@ -57,7 +57,7 @@ pub enum ChainError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointHealth {
     pub chain: String,
-    /// Scheme, host and port only; provider URLs carry keys.
+    /// Redacted (`settings::redact`): provider URLs carry keys.
     pub url: String,
     pub state: BreakerState,
 }

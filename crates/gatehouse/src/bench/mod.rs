@@ -3,6 +3,7 @@
 //! anywhere in the project come from here, never from timed tests.
 
 pub mod db;
+#[cfg(feature = "sim")]
 pub mod gateway;
 mod load_profile;
 mod recorder;

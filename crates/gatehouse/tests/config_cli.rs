@@ -1,0 +1,242 @@
+//! One configuration approach across the verbs: every bad setting reported
+//! at once, each named `VARIABLE (--flag)`; DISCORD_BOT_TOKEN accepted
+//! wherever DISCORD_TOKEN is; no secret ever echoed.
+
+use std::process::{Command, Output};
+
+use discord_sim::{SimConfig, Simulator};
+
+/// The binary with a clean environment: only what the test passes.
+fn gatehouse(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LOG_FORMAT", "text");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running gatehouse")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn error_line(out: &Output) -> String {
+    stderr(out)
+        .lines()
+        .rfind(|l| l.starts_with("error:"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Nothing listens here: a verb that gets this far has accepted its settings.
+const NOWHERE_DB: &str = "postgres://gatehouse_app:db-pass-3f9@127.0.0.1:1/gatehouse";
+
+#[test]
+fn the_worker_reports_every_bad_setting_at_once_naming_each() {
+    let out = gatehouse(
+        &["worker"],
+        &[
+            ("WORKER_CONCURRENCY", "lots"),
+            ("WORKER_ACK_WAIT", "soon"),
+            ("STREAM_STORAGE", "disk"),
+            ("ROLE_GRACE_PERIOD", "1 fortnight"),
+            ("DISCORD_TOKEN", "token-one-5ecret"),
+            ("DISCORD_BOT_TOKEN", "token-two-5ecret"),
+            (
+                "CHAINS",
+                "ethereum=https://rpc.example/v3/key-5ecret;broken",
+            ),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.starts_with("error: 7 configuration problems: "),
+        "{line}"
+    );
+    for name in [
+        "WORKER_CONCURRENCY (--concurrency)",
+        "WORKER_ACK_WAIT (--ack-wait)",
+        "STREAM_STORAGE (--stream-storage)",
+        "ROLE_GRACE_PERIOD (--role-grace-period)",
+        "DATABASE_URL (--database-url): not set",
+        "DISCORD_TOKEN (--discord-token): DISCORD_TOKEN and DISCORD_BOT_TOKEN",
+        "CHAINS (--chains)",
+    ] {
+        assert!(line.contains(name), "{name} missing from {line}");
+    }
+    assert!(!stderr(&out).contains("5ecret"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_gateway_reports_every_bad_setting_at_once_naming_each() {
+    let out = gatehouse(
+        &["gateway"],
+        &[
+            ("SHARDS", "0-x"),
+            ("INTENTS", "GUILDZ"),
+            ("PUBLISH_ACK_TIMEOUT", "soon"),
+            ("NATS_URL", "http://user:nats-5ecret@host"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.starts_with("error: 5 configuration problems: "),
+        "{line}"
+    );
+    for name in [
+        "DISCORD_TOKEN (--discord-token): not set",
+        "SHARDS (--shards)",
+        "INTENTS (--intents)",
+        "PUBLISH_ACK_TIMEOUT (--publish-ack-timeout)",
+        "NATS_URL (--nats-url)",
+    ] {
+        assert!(line.contains(name), "{name} missing from {line}");
+    }
+    assert!(!stderr(&out).contains("5ecret"), "{}", stderr(&out));
+}
+
+#[test]
+fn migrate_and_commands_register_name_every_missing_setting() {
+    let out = gatehouse(&["migrate", "--connect-timeout", "soon"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&out);
+    assert!(
+        line.contains("DATABASE_CONNECT_TIMEOUT (--connect-timeout)")
+            && line.contains("DATABASE_OWNER_URL (--database-url): not set"),
+        "{line}"
+    );
+
+    let out = gatehouse(&["commands", "register"], &[("DISCORD_API_URL", "ftp://x")]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&out);
+    for name in [
+        "DISCORD_TOKEN (--discord-token): not set",
+        "DISCORD_APPLICATION_ID (--application-id): not set",
+        "DISCORD_API_URL (--discord-api-url)",
+    ] {
+        assert!(line.contains(name), "{name} missing from {line}");
+    }
+}
+
+#[test]
+fn the_worker_accepts_discord_bot_token() {
+    // Without a token the worker says so before connecting: the control.
+    let out = gatehouse(&["worker"], &[("DATABASE_URL", NOWHERE_DB)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("DISCORD_TOKEN is not set"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = gatehouse(
+        &["worker"],
+        &[
+            ("DATABASE_URL", NOWHERE_DB),
+            ("DISCORD_BOT_TOKEN", "bot-token-5ecret"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(!text.contains("DISCORD_TOKEN is not set"), "{text}");
+    assert!(error_line(&out).contains("could not connect"), "{text}");
+    assert!(
+        !text.contains("5ecret") && !text.contains("db-pass"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_accepts_discord_bot_token() {
+    // The simulator checks the token on GET /gateway/bot; NATS is nowhere,
+    // so a gateway that got past Discord stops naming NATS_URL.
+    let sim = Simulator::start(SimConfig {
+        token: "bot-token-5ecret".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    let api = sim.api_url();
+    let gateway_url = sim.gateway_url();
+    let run = move |token: Option<&'static str>| {
+        let mut env = vec![
+            ("NATS_URL", "nats://127.0.0.1:1"),
+            ("DISCORD_API_URL", api.as_str()),
+            ("DISCORD_GATEWAY_URL", gateway_url.as_str()),
+            ("HTTP_ADDR", "127.0.0.1:0"),
+        ];
+        if let Some(token) = token {
+            env.push(("DISCORD_BOT_TOKEN", token));
+        }
+        gatehouse(&["gateway"], &env)
+    };
+    let (unset, wrong, right) = tokio::task::spawn_blocking(move || {
+        (
+            run(None),
+            run(Some("not-the-5ecret")),
+            run(Some("bot-token-5ecret")),
+        )
+    })
+    .await
+    .expect("gateway runs");
+
+    assert_eq!(unset.status.code(), Some(1));
+    assert!(
+        error_line(&unset).contains("DISCORD_TOKEN (--discord-token): not set"),
+        "{}",
+        stderr(&unset)
+    );
+    // The alias reaches Discord: a wrong one is rejected there…
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        error_line(&wrong).contains("rejected"),
+        "{}",
+        stderr(&wrong)
+    );
+    // …and the right one gets past Discord to NATS.
+    assert_eq!(right.status.code(), Some(1));
+    let line = error_line(&right);
+    assert!(line.contains("NATS_URL"), "{line}");
+    for out in [&wrong, &right] {
+        assert!(!stderr(out).contains("5ecret"), "{}", stderr(out));
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_register_accepts_discord_bot_token() {
+    let sim = Simulator::start(SimConfig {
+        token: "bot-token-5ecret".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    let app = sim.config().application_id.to_string();
+    let api = sim.api_url();
+    let out = tokio::task::spawn_blocking(move || {
+        gatehouse(
+            &["commands", "register"],
+            &[
+                ("DISCORD_APPLICATION_ID", app.as_str()),
+                ("DISCORD_API_URL", api.as_str()),
+                ("DISCORD_BOT_TOKEN", "bot-token-5ecret"),
+            ],
+        )
+    })
+    .await
+    .expect("register ran");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("registered 4 global commands"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!stderr(&out).contains("5ecret"));
+    assert_eq!(sim.control().application_commands().len(), 4);
+    sim.shutdown().await;
+}
