@@ -309,7 +309,7 @@ async fn request_recheck(nats: &NatsArgs, guild: Snowflake, id: &str) -> anyhow:
     };
     tokio::time::timeout(
         Duration::from_secs(10),
-        worker::publish_check(&js, &namespace, &check),
+        bus::publish_check(&js, &namespace, &check),
     )
     .await
     .context("no acknowledgement from JetStream for the re-check (is a worker's ELIGIBILITY stream there?)")?

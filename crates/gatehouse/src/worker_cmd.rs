@@ -4,9 +4,12 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use worker::{StorageKind, StreamLimits, WorkerConfig};
+use worker::WorkerConfig;
 
-use crate::{db_args::DbArgs, nats_args::NatsArgs};
+use crate::{
+    db_args::DbArgs,
+    nats_args::{NatsArgs, StreamArgs},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -36,13 +39,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "WORKER_ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ack_wait: Duration,
 
-    /// Stream storage for streams this process creates: file or memory.
-    #[arg(long, env = "STREAM_STORAGE", default_value = "file", value_parser = ["file", "memory"])]
-    pub stream_storage: String,
-
-    /// Maximum age of messages in streams this process creates.
-    #[arg(long, env = "STREAM_MAX_AGE", default_value = "7days", value_parser = humantime::parse_duration)]
-    pub stream_max_age: Duration,
+    #[command(flatten)]
+    pub streams: StreamArgs,
 
     /// Bot token for role changes and interaction replies. Without it the
     /// worker applies events but syncs no roles.
@@ -96,23 +94,14 @@ pub fn parse_chains(spec: &str) -> anyhow::Result<eligibility::EligibilityConfig
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let namespace = args.nats.namespace()?;
+    let topology = args.streams.topology(args.nats.namespace()?)?;
     let config = WorkerConfig {
-        namespace,
+        topology,
         consumer_name: args.consumer.clone(),
         concurrency: args.concurrency,
         max_attempts: args.max_attempts,
         backoff: args.backoff.clone(),
         ack_wait: args.ack_wait,
-        stream_limits: StreamLimits {
-            storage: if args.stream_storage == "memory" {
-                StorageKind::Memory
-            } else {
-                StorageKind::File
-            },
-            max_age: args.stream_max_age,
-            ..StreamLimits::default()
-        },
     };
     config.validate().context("worker configuration")?;
     let store = args.db.connect(args.concurrency.max(4)).await?;

@@ -10,24 +10,19 @@
 //! blocking the stream.
 
 pub mod badges;
-mod checks;
 mod config;
 mod consumer;
-mod dead_letter;
 pub mod discord;
 mod error;
 pub mod handlers;
 mod role_budget;
 pub mod slash_commands;
-mod streams;
 pub mod sync;
 
-pub use checks::publish_check;
-pub use config::{StorageKind, StreamLimits, WorkerConfig};
+pub use config::WorkerConfig;
 pub use consumer::Delivery;
 pub use error::{HandlerError, WorkerError};
 pub use handlers::Handlers;
-pub use streams::ensure_streams;
 
 use std::sync::Arc;
 
@@ -43,11 +38,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     config.validate()?;
-    ensure_streams(&jetstream, &config.namespace, &config.stream_limits).await?;
+    bus::ensure_streams(&jetstream, &config.topology).await?;
     let handlers = Arc::new(Handlers::new(
         store,
         jetstream.clone(),
-        config.namespace.clone(),
+        config.namespace().clone(),
         role_sync.clone(),
     ));
     let mut tasks = tokio::task::JoinSet::new();
@@ -59,7 +54,9 @@ pub async fn run(
         wire::subjects::COMMANDS,
         wire::subjects::ELIGIBILITY,
     ] {
-        let consumer = streams::ensure_consumer(&jetstream, &config, &stream).await?;
+        let consumer =
+            bus::ensure_consumer(&jetstream, config.namespace(), &stream, &config.consumer())
+                .await?;
         tasks.spawn(consumer::consume(
             consumer,
             jetstream.clone(),
