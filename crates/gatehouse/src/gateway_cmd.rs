@@ -11,6 +11,8 @@ use settings::Problems;
 
 use crate::discord_args::DiscordTokenArgs;
 
+use crate::nats_args::{NatsLoginArgs, StreamArgs};
+
 #[derive(Debug, clap::Args)]
 pub struct GatewayArgs {
     /// Optional TOML config file (stream limits and everything below);
@@ -43,6 +45,9 @@ pub struct GatewayArgs {
     /// session bucket, to share one NATS between deployments [default: none].
     #[arg(long = "nats-namespace", env = "NATS_NAMESPACE")]
     pub nats_namespace: Option<String>,
+
+    #[command(flatten)]
+    pub nats_login: NatsLoginArgs,
 
     /// Address of /healthz, /readyz and /metrics [default: 127.0.0.1:9100].
     #[arg(long = "http-addr", env = "HTTP_ADDR")]
@@ -78,37 +83,9 @@ pub struct GatewayArgs {
     #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
 
-    /// EVENTS stream storage, `file` or `memory` [default: file].
-    #[arg(long = "events-storage", env = "EVENTS_STORAGE")]
-    pub events_storage: Option<String>,
-
-    /// EVENTS stream max age, e.g. 7d; 0 for none [default: 7d].
-    #[arg(long = "events-max-age", env = "EVENTS_MAX_AGE")]
-    pub events_max_age: Option<String>,
-
-    /// EVENTS stream max bytes, -1 for unlimited [default: -1].
-    #[arg(
-        long = "events-max-bytes",
-        env = "EVENTS_MAX_BYTES",
-        allow_negative_numbers = true
-    )]
-    pub events_max_bytes: Option<i64>,
-
-    /// COMMANDS stream storage, `file` or `memory` [default: file].
-    #[arg(long = "commands-storage", env = "COMMANDS_STORAGE")]
-    pub commands_storage: Option<String>,
-
-    /// COMMANDS stream max age [default: 7d].
-    #[arg(long = "commands-max-age", env = "COMMANDS_MAX_AGE")]
-    pub commands_max_age: Option<String>,
-
-    /// COMMANDS stream max bytes, -1 for unlimited [default: -1].
-    #[arg(
-        long = "commands-max-bytes",
-        env = "COMMANDS_MAX_BYTES",
-        allow_negative_numbers = true
-    )]
-    pub commands_max_bytes: Option<i64>,
+    /// Stream limits, read exactly as `gatehouse worker` reads them.
+    #[command(flatten)]
+    pub streams: StreamArgs,
 }
 
 impl GatewayArgs {
@@ -116,7 +93,7 @@ impl GatewayArgs {
     /// in `problems` (reported together with the gateway's own checks).
     fn settings(&self, problems: &mut Problems) -> Settings {
         let token = self.token.token(problems);
-        let mut s = Settings {
+        Settings {
             discord_token: token,
             shards: self.shards.clone(),
             total_shards: self.total_shards.clone(),
@@ -131,15 +108,9 @@ impl GatewayArgs {
             publish_buffer: self.publish_buffer,
             publish_ack_timeout: self.publish_ack_timeout.clone(),
             shutdown_timeout: self.shutdown_timeout.clone(),
+            streams: self.streams.settings(),
             ..Settings::default()
-        };
-        s.streams.events.storage = self.events_storage.clone();
-        s.streams.events.max_age = self.events_max_age.clone();
-        s.streams.events.max_bytes = self.events_max_bytes;
-        s.streams.commands.storage = self.commands_storage.clone();
-        s.streams.commands.max_age = self.commands_max_age.clone();
-        s.streams.commands.max_bytes = self.commands_max_bytes;
-        s
+        }
     }
 }
 
@@ -183,7 +154,12 @@ fn validate(args: &GatewayArgs) -> Result<GatewayConfig, settings::ConfigErrors>
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
-    let config = validate(&args)?;
+    let mut config = validate(&args)?;
+    config.nats = args.nats_login.settings(&config.nats.url)?;
+    if let Some(replicas) = args.streams.nats_replicas {
+        // Streams got it through their settings; the bucket has none.
+        config.topology.sessions.replicas = replicas;
+    }
     let mut gateway = Gateway::start(config).await.map_err(explain)?;
 
     let stopper = gateway.stopper();

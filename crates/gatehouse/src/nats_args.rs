@@ -1,9 +1,12 @@
-//! NATS settings shared by the verbs that talk to JetStream.
+//! NATS settings shared by the verbs that talk to JetStream: where NATS is,
+//! how to log in, and the stream limits. The gateway and the worker read the
+//! limits through the same [`StreamArgs`], so the same environment gives both
+//! the same streams.
 
-use std::time::Duration;
+use std::path::PathBuf;
 
 use anyhow::Context;
-use wire::Namespace;
+use bus::{Namespace, NatsSettings, StreamLimitSettings, StreamSettings, Topology};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
@@ -11,7 +14,7 @@ pub struct NatsArgs {
     #[arg(
         long,
         env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
+        default_value = bus::DEFAULT_URL,
         hide_env_values = true
     )]
     pub nats_url: String,
@@ -20,34 +23,237 @@ pub struct NatsArgs {
     /// deployments can share one NATS server. Empty: the standard names.
     #[arg(long, env = "NATS_NAMESPACE", default_value = "")]
     pub nats_namespace: String,
+
+    #[command(flatten)]
+    pub login: NatsLoginArgs,
+}
+
+/// Credentials and TLS towards NATS.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NatsLoginArgs {
+    /// User name (with NATS_PASSWORD).
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// Password for NATS_USER. Prefer the environment over the flag.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// Token authentication, instead of a user and password.
+    #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// CA certificate (PEM) that signed the server's certificate.
+    #[arg(long, env = "NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS, with NATS_TLS_KEY.
+    #[arg(long, env = "NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// Client key (PEM) for NATS_TLS_CERT.
+    #[arg(long, env = "NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// Refuse a server that does not offer TLS.
+    #[arg(long, env = "NATS_TLS_REQUIRED", default_value_t = false)]
+    pub nats_tls_required: bool,
+}
+
+impl NatsLoginArgs {
+    /// `url` with these credentials and TLS settings.
+    pub fn settings(&self, url: &str) -> anyhow::Result<NatsSettings> {
+        let auth = match (&self.nats_user, &self.nats_password, &self.nats_token) {
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => anyhow::bail!(
+                "NATS_TOKEN (--nats-token): set either a token or NATS_USER/NATS_PASSWORD, not both"
+            ),
+            (Some(user), Some(password), None) => Some(bus::Auth::UserPassword {
+                user: user.clone(),
+                password: bus::Secret::new(password.clone()),
+            }),
+            (Some(_), None, None) => {
+                anyhow::bail!("NATS_PASSWORD (--nats-password): not set, but NATS_USER is")
+            }
+            (None, Some(_), None) => {
+                anyhow::bail!("NATS_USER (--nats-user): not set, but NATS_PASSWORD is")
+            }
+            (None, None, Some(token)) => Some(bus::Auth::Token(bus::Secret::new(token.clone()))),
+            (None, None, None) => None,
+        };
+        let settings = NatsSettings {
+            auth,
+            tls: bus::TlsSettings {
+                ca_file: self.nats_tls_ca.clone(),
+                client_cert: self.nats_tls_cert.clone(),
+                client_key: self.nats_tls_key.clone(),
+                require: self.nats_tls_required,
+            },
+            ..NatsSettings::new(url)
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
 }
 
 impl NatsArgs {
     pub fn namespace(&self) -> anyhow::Result<Namespace> {
-        if self.nats_namespace.is_empty() {
-            Ok(Namespace::root())
-        } else {
-            Namespace::prefixed(&self.nats_namespace).context("NATS_NAMESPACE (--nats-namespace)")
-        }
+        namespace(&self.nats_namespace)
     }
 
+    pub fn settings(&self) -> anyhow::Result<NatsSettings> {
+        self.login.settings(&self.nats_url)
+    }
+
+    /// Connects, or explains in one line what to fix. After this, async-nats
+    /// reconnects by itself when the server goes away.
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        connect(&self.nats_url).await
+        let settings = self.settings()?;
+        settings
+            .connect("gatehouse")
+            .await
+            .context("is NATS running with JetStream? `scripts/stack up` starts one")
     }
 }
 
-/// Connects, or explains in one line what to fix. After this, async-nats
-/// reconnects by itself when the server goes away.
+/// The namespace named by NATS_NAMESPACE (empty: the root).
+pub fn namespace(prefix: &str) -> anyhow::Result<Namespace> {
+    if prefix.is_empty() {
+        Ok(Namespace::root())
+    } else {
+        Namespace::prefixed(prefix).context("NATS_NAMESPACE (--nats-namespace)")
+    }
+}
+
+/// Connects to `url` without credentials (the demo and benchmarks, on the
+/// local stack).
 pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .name("gatehouse")
-        .connect(url)
+    NatsSettings::new(url)
+        .connect("gatehouse")
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "NATS_URL (--nats-url): cannot connect to {}: {e}; is NATS running with JetStream? `scripts/stack up` starts one",
-                store::redact_url(url)
-            )
-        })
+        .context("is NATS running with JetStream? `scripts/stack up` starts one")
+}
+
+/// Stream limits, read by the gateway and the worker alike. Unset values
+/// keep `bus`'s definition; per-stream settings win over STREAM_*.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StreamArgs {
+    /// Storage of every stream, `file` or `memory` [default: file].
+    #[arg(long = "stream-storage", env = "STREAM_STORAGE")]
+    pub stream_storage: Option<String>,
+
+    /// Max age of every stream, e.g. 7d; 0 for none [default: 7d].
+    #[arg(long = "stream-max-age", env = "STREAM_MAX_AGE")]
+    pub stream_max_age: Option<String>,
+
+    /// Copies of every stream and bucket in a clustered JetStream [default: 1].
+    #[arg(long = "nats-replicas", env = "NATS_REPLICAS")]
+    pub nats_replicas: Option<usize>,
+
+    /// EVENTS stream storage, `file` or `memory` [default: STREAM_STORAGE].
+    #[arg(long = "events-storage", env = "EVENTS_STORAGE")]
+    pub events_storage: Option<String>,
+
+    /// EVENTS stream max age, e.g. 7d; 0 for none [default: STREAM_MAX_AGE].
+    #[arg(long = "events-max-age", env = "EVENTS_MAX_AGE")]
+    pub events_max_age: Option<String>,
+
+    /// EVENTS stream max bytes, -1 for unlimited [default: -1].
+    #[arg(
+        long = "events-max-bytes",
+        env = "EVENTS_MAX_BYTES",
+        allow_negative_numbers = true
+    )]
+    pub events_max_bytes: Option<i64>,
+
+    /// COMMANDS stream storage, `file` or `memory` [default: STREAM_STORAGE].
+    #[arg(long = "commands-storage", env = "COMMANDS_STORAGE")]
+    pub commands_storage: Option<String>,
+
+    /// COMMANDS stream max age [default: STREAM_MAX_AGE].
+    #[arg(long = "commands-max-age", env = "COMMANDS_MAX_AGE")]
+    pub commands_max_age: Option<String>,
+
+    /// COMMANDS stream max bytes, -1 for unlimited [default: -1].
+    #[arg(
+        long = "commands-max-bytes",
+        env = "COMMANDS_MAX_BYTES",
+        allow_negative_numbers = true
+    )]
+    pub commands_max_bytes: Option<i64>,
+}
+
+impl StreamArgs {
+    /// The settings as `bus` reads them.
+    pub fn settings(&self) -> StreamSettings {
+        let every = StreamLimitSettings {
+            storage: self.stream_storage.clone(),
+            max_age: self.stream_max_age.clone(),
+            replicas: self.nats_replicas,
+            ..StreamLimitSettings::default()
+        };
+        StreamSettings {
+            events: every.clone().overlay(StreamLimitSettings {
+                storage: self.events_storage.clone(),
+                max_age: self.events_max_age.clone(),
+                max_bytes: self.events_max_bytes,
+                ..StreamLimitSettings::default()
+            }),
+            commands: every.clone().overlay(StreamLimitSettings {
+                storage: self.commands_storage.clone(),
+                max_age: self.commands_max_age.clone(),
+                max_bytes: self.commands_max_bytes,
+                ..StreamLimitSettings::default()
+            }),
+            eligibility: every.clone(),
+            dead_letter: every,
+        }
+    }
+
+    /// The topology of `namespace` with these limits.
+    pub fn topology(&self, namespace: Namespace) -> anyhow::Result<Topology> {
+        let mut topology = Topology::new(namespace);
+        if let Some(replicas) = self.nats_replicas {
+            topology = topology.with_replicas(replicas);
+        }
+        self.settings()
+            .apply(&mut topology)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        topology.validate()?;
+        Ok(topology)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_stream_settings_win_over_every_stream() {
+        let args = StreamArgs {
+            stream_storage: Some("memory".into()),
+            stream_max_age: Some("1h".into()),
+            nats_replicas: Some(3),
+            events_max_age: Some("2h".into()),
+            ..StreamArgs::default()
+        };
+        let t = args.topology(Namespace::root()).unwrap();
+        assert_eq!(t.events.max_age, std::time::Duration::from_secs(7200));
+        assert_eq!(t.dead_letter.max_age, std::time::Duration::from_secs(3600));
+        assert_eq!(t.commands.storage, bus::Storage::Memory);
+        assert_eq!((t.eligibility.replicas, t.sessions.replicas), (3, 3));
+    }
+
+    #[test]
+    fn half_a_login_is_refused() {
+        let user_only = NatsLoginArgs {
+            nats_user: Some("gw".into()),
+            ..NatsLoginArgs::default()
+        };
+        let e = user_only
+            .settings(bus::DEFAULT_URL)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("NATS_PASSWORD"), "{e}");
+        assert!(NatsLoginArgs::default().settings(bus::DEFAULT_URL).is_ok());
+    }
 }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use bus::Namespace;
 use domain::{RecheckError, Rechecks};
-use wire::{check::EligibilityCheck, Namespace};
+use wire::check::EligibilityCheck;
 
 /// Publishes `eligibility.check` requests and waits for JetStream to store
 /// each (bounded, so a missing stream is an error rather than a hang).
@@ -17,7 +18,7 @@ impl Rechecks for JetStreamRechecks {
     async fn request(&self, check: &EligibilityCheck) -> Result<(), RecheckError> {
         match tokio::time::timeout(
             Duration::from_secs(10),
-            worker::publish_check(&self.js, &self.namespace, check),
+            bus::publish_check(&self.js, &self.namespace, check),
         )
         .await
         {

@@ -5,13 +5,13 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context;
 use settings::{Problems, Secret};
 use tokio_util::sync::CancellationToken;
-use worker::{StorageKind, StreamLimits, WorkerConfig};
+use worker::WorkerConfig;
 
 use crate::{
     config::Labels,
     db_args::DbArgs,
     discord_args::{check_api_url, DiscordTokenArgs},
-    nats_args::NatsArgs,
+    nats_args::{NatsArgs, StreamArgs},
 };
 
 #[derive(Debug, clap::Args)]
@@ -42,13 +42,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "WORKER_ACK_WAIT", default_value = "30s")]
     pub ack_wait: String,
 
-    /// Stream storage for streams this process creates: file or memory.
-    #[arg(long, env = "STREAM_STORAGE", default_value = "file")]
-    pub stream_storage: String,
-
-    /// Maximum age of messages in streams this process creates.
-    #[arg(long, env = "STREAM_MAX_AGE", default_value = "7days")]
-    pub stream_max_age: String,
+    #[command(flatten)]
+    pub streams: StreamArgs,
 
     /// Bot token for role changes and interaction replies. Without it the
     /// worker applies events but syncs no roles.
@@ -110,18 +105,12 @@ impl WorkerArgs {
         let max_attempts = p.parse::<u32>(&l.get("max_attempts"), &self.max_attempts, "a number");
         let backoff = p.check(&l.get("backoff"), settings::parse_durations(&self.backoff));
         let ack_wait = p.duration(&l.get("ack_wait"), &self.ack_wait);
-        let storage = match self.stream_storage.trim() {
-            "file" => Some(StorageKind::File),
-            "memory" => Some(StorageKind::Memory),
-            other => {
-                p.push(
-                    l.get("stream_storage"),
-                    format!("{other:?} is not a storage type; use `file` or `memory`"),
-                );
-                None
-            }
-        };
-        let max_age = p.duration(&l.get("stream_max_age"), &self.stream_max_age);
+        let topology = namespace.clone().and_then(|namespace| {
+            p.check(
+                "streams",
+                self.streams.topology(namespace).map_err(|e| e.to_string()),
+            )
+        });
         let store = self.db.validate(concurrency.unwrap_or(1).max(4), &mut p);
         let discord = self.token.token(&mut p);
         if let Some(url) = &self.discord_api_url {
@@ -134,7 +123,9 @@ impl WorkerArgs {
             p.duration(&l.get("recheck_scan_interval"), &self.recheck_scan_interval);
 
         let config = WorkerConfig {
-            namespace: namespace.clone().unwrap_or_else(wire::Namespace::root),
+            topology: topology
+                .clone()
+                .unwrap_or_else(|| bus::Topology::new(bus::Namespace::root())),
             consumer_name: self.consumer.clone(),
             concurrency: concurrency.unwrap_or(1),
             max_attempts: max_attempts.unwrap_or(1),
@@ -142,11 +133,6 @@ impl WorkerArgs {
                 .clone()
                 .unwrap_or_else(|| vec![Duration::from_secs(1)]),
             ack_wait: ack_wait.unwrap_or(Duration::from_secs(30)),
-            stream_limits: StreamLimits {
-                storage: storage.unwrap_or(StorageKind::File),
-                max_age: max_age.unwrap_or_default(),
-                ..StreamLimits::default()
-            },
             ..WorkerConfig::default()
         };
         // Values that failed to parse were replaced above; only judge the
@@ -171,7 +157,7 @@ impl WorkerArgs {
         }
         p.finish()?;
         match (
-            namespace,
+            topology,
             store,
             chains,
             grace,

@@ -134,7 +134,7 @@ struct AdminWorld {
     store: store::Store,
     tenant: store::TenantId,
     js: async_nats::jetstream::Context,
-    ns: wire::Namespace,
+    ns: bus::Namespace,
     url: String,
 }
 
@@ -144,7 +144,7 @@ impl AdminWorld {
         let store = db.store(2).await;
         let guild = store::Snowflake::new(4242).unwrap();
         let tenant = store.directory().provision_guild(guild, "g").await.unwrap();
-        let ns = wire::Namespace::prefixed(&format!(
+        let ns = bus::Namespace::prefixed(&format!(
             "cli{}{}",
             std::process::id(),
             label.replace('_', "")
@@ -152,16 +152,8 @@ impl AdminWorld {
         .unwrap();
         let client = async_nats::connect(&db.env.nats_url).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        worker::ensure_streams(
-            &js,
-            &ns,
-            &worker::StreamLimits {
-                storage: worker::StorageKind::Memory,
-                ..worker::StreamLimits::default()
-            },
-        )
-        .await
-        .unwrap();
+        let topology = bus::Topology::new(ns.clone()).with_storage(bus::Storage::Memory);
+        bus::ensure_streams(&js, &topology).await.unwrap();
         let url = db.app_pgbouncer_url();
         AdminWorld {
             db,

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use bus::{Namespace, Topology};
 use discord_sim::{GuildsSpec, NewInteraction, NewMember, SimConfig, Simulator};
 use eligibility::{
     fake_chain::{FakeChain, FakeContract, Fault},
@@ -19,7 +20,6 @@ use store::{
 };
 use testkit::TestDb;
 use tokio_util::sync::CancellationToken;
-use wire::Namespace;
 
 const TOKEN: &str = "e2e-test-token";
 const CONTRACT: &str = "0x00000000000000000000000000000000000e2e01";
@@ -74,7 +74,7 @@ impl Stack {
             gateway: None,
             worker: None,
         };
-        worker::ensure_streams(&stack.js, &stack.ns, &stream_limits())
+        bus::ensure_streams(&stack.js, &stack.topology())
             .await
             .unwrap();
         stack.start_worker();
@@ -103,12 +103,11 @@ impl Stack {
             },
         );
         let config = worker::WorkerConfig {
-            namespace: self.ns.clone(),
+            topology: self.topology(),
             concurrency: 8,
             backoff: vec![Duration::from_millis(100)],
             // A killed worker's unacknowledged messages come back after this.
             ack_wait: Duration::from_secs(2),
-            stream_limits: stream_limits(),
             ..worker::WorkerConfig::default()
         };
         let token = CancellationToken::new();
@@ -130,11 +129,6 @@ impl Stack {
     }
 
     async fn start_gateway(&mut self) {
-        let memory = gateway::config::StreamLimitSettings {
-            storage: Some("memory".into()),
-            max_age: Some("1h".into()),
-            ..Default::default()
-        };
         let settings = gateway::Settings {
             discord_token: Some(gateway::Token::new(TOKEN)),
             shards: Some("0-0".into()),
@@ -145,13 +139,10 @@ impl Stack {
             nats_url: Some(self.db.env.nats_url.clone()),
             nats_namespace: self.ns.prefix().map(str::to_owned),
             http_addr: Some("127.0.0.1:0".into()),
-            streams: gateway::config::StreamSettings {
-                events: memory.clone(),
-                commands: memory,
-            },
             ..Default::default()
         };
-        let config = gateway::GatewayConfig::from_settings(settings).unwrap();
+        let mut config = gateway::GatewayConfig::from_settings(settings).unwrap();
+        config.topology = self.topology();
         self.gateway = Some(gateway::Gateway::start(config).await.unwrap());
     }
 
@@ -276,22 +267,29 @@ impl Stack {
             token.cancel();
             task.await.unwrap().unwrap();
         }
+        let topology = self.topology();
         self.sim.shutdown().await;
-        for spec in wire::subjects::ALL_STREAMS {
-            let _ = self.js.delete_stream(self.ns.stream_name(&spec)).await;
+        for stream in topology
+            .stream_configs()
+            .into_iter()
+            .chain([topology.sessions_stream_config()])
+        {
+            let _ = self.js.delete_stream(&stream.name).await;
         }
-        let _ = self
-            .js
-            .delete_stream(self.ns.name("KV_gateway_sessions"))
-            .await;
     }
-}
 
-fn stream_limits() -> worker::StreamLimits {
-    worker::StreamLimits {
-        storage: worker::StorageKind::Memory,
-        max_age: Duration::from_secs(3600),
-        ..worker::StreamLimits::default()
+    /// One definition for the gateway and the worker: memory, an hour.
+    fn topology(&self) -> Topology {
+        let mut topology = Topology::new(self.ns.clone()).with_storage(bus::Storage::Memory);
+        for limits in [
+            &mut topology.events,
+            &mut topology.commands,
+            &mut topology.eligibility,
+            &mut topology.dead_letter,
+        ] {
+            limits.max_age = Duration::from_secs(3600);
+        }
+        topology
     }
 }
 

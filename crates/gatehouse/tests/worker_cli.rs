@@ -117,7 +117,7 @@ mod private_nats;
 /// Publishes as the gateway does: the envelope id as Nats-Msg-Id.
 async fn publish(
     js: &async_nats::jetstream::Context,
-    ns: &wire::Namespace,
+    ns: &bus::Namespace,
     envelope: &wire::Envelope,
 ) {
     let subject = ns.subject(envelope.subject().unwrap());
@@ -140,10 +140,10 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_applies_nothing_twice() {
         .provision_guild(store::Snowflake::new(999).unwrap(), "g")
         .await
         .unwrap();
-    let ns = wire::Namespace::root();
+    let ns = bus::Namespace::root();
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     // File storage, as in production: the streams survive the restart.
-    worker::ensure_streams(&js, &ns, &worker::StreamLimits::default())
+    bus::ensure_streams(&js, &bus::Topology::new(ns.clone()))
         .await
         .unwrap();
     for user in 1..=MEMBERS / 2 {

@@ -80,33 +80,9 @@ pub struct Settings {
     pub publish_ack_timeout: Option<String>,
     /// Whole shutdown budget, e.g. `10s`.
     pub shutdown_timeout: Option<String>,
-    pub streams: StreamSettings,
+    /// Limits of every stream, parsed as the worker parses them.
+    pub streams: bus::StreamSettings,
     pub sessions: SessionSettings,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StreamSettings {
-    pub events: StreamLimitSettings,
-    pub commands: StreamLimitSettings,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StreamLimitSettings {
-    /// `file` or `memory`.
-    pub storage: Option<String>,
-    /// `limits`, `interest` or `workqueue`.
-    pub retention: Option<String>,
-    /// e.g. `7d`; `0` keeps messages until another limit removes them.
-    pub max_age: Option<String>,
-    /// -1 for unlimited.
-    pub max_bytes: Option<i64>,
-    /// -1 for unlimited.
-    pub max_messages: Option<i64>,
-    /// JetStream's `Nats-Msg-Id` dedupe window, e.g. `2m`.
-    pub duplicate_window: Option<String>,
-    pub replicas: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -150,18 +126,7 @@ impl Settings {
         pick(&mut self.publish_buffer, other.publish_buffer);
         pick(&mut self.publish_ack_timeout, other.publish_ack_timeout);
         pick(&mut self.shutdown_timeout, other.shutdown_timeout);
-        for (base, top) in [
-            (&mut self.streams.events, other.streams.events),
-            (&mut self.streams.commands, other.streams.commands),
-        ] {
-            pick(&mut base.storage, top.storage);
-            pick(&mut base.retention, top.retention);
-            pick(&mut base.max_age, top.max_age);
-            pick(&mut base.max_bytes, top.max_bytes);
-            pick(&mut base.max_messages, top.max_messages);
-            pick(&mut base.duplicate_window, top.duplicate_window);
-            pick(&mut base.replicas, top.replicas);
-        }
+        self.streams = self.streams.overlay(other.streams);
         pick(&mut self.sessions.max_age, other.sessions.max_age);
         self
     }
@@ -220,32 +185,6 @@ pub enum IdentifyQueue {
     Unlimited,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Storage {
-    File,
-    Memory,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retention {
-    Limits,
-    Interest,
-    WorkQueue,
-}
-
-/// Limits of one JetStream stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamLimits {
-    pub storage: Storage,
-    pub retention: Retention,
-    /// Zero: no age limit.
-    pub max_age: Duration,
-    pub max_bytes: i64,
-    pub max_messages: i64,
-    pub duplicate_window: Duration,
-    pub replicas: usize,
-}
-
 /// Validated configuration of one gateway process.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -261,20 +200,18 @@ pub struct GatewayConfig {
     /// `(host[:port], plain_http)` for twilight-http's proxy setting.
     pub api_proxy: Option<(String, bool)>,
     pub identify_queue: IdentifyQueue,
-    pub nats_url: String,
-    /// Empty, or a prefix without trailing separator.
-    pub nats_namespace: String,
+    pub nats: bus::NatsSettings,
+    /// The namespace, every stream and the session bucket: the same
+    /// definition the worker ensures.
+    pub topology: bus::Topology,
     pub http_addr: SocketAddr,
     pub publish_window: usize,
     pub publish_buffer: usize,
     pub publish_ack_timeout: Duration,
     pub shutdown_timeout: Duration,
-    pub events_stream: StreamLimits,
-    pub commands_stream: StreamLimits,
-    pub session_max_age: Duration,
 }
 
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+pub const DEFAULT_NATS_URL: &str = bus::DEFAULT_URL;
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9100";
 
 impl GatewayConfig {
@@ -370,21 +307,20 @@ impl GatewayConfig {
                 )),
             },
         );
-        let nats_url = s
-            .nats_url
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
-        take(&mut p, validate_nats_url(&nats_url));
-        let nats_namespace = s.nats_namespace.unwrap_or_default();
-        if !nats_namespace
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            p.push(
-                "NATS_NAMESPACE",
-                format!("{nats_namespace:?} may only hold letters, digits, `_` and `-`"),
-            );
-        }
+        let nats = bus::NatsSettings::new(
+            s.nats_url
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned()),
+        );
+        take(&mut p, nats.validate().map_err(bus_setting));
+        let namespace = take(
+            &mut p,
+            match s.nats_namespace.as_deref().filter(|v| !v.is_empty()) {
+                None => Ok(bus::Namespace::root()),
+                Some(prefix) => bus::Namespace::prefixed(prefix)
+                    .map_err(|e| ConfigError::new("NATS_NAMESPACE", e.to_string())),
+            },
+        );
         let http_addr_text = s.http_addr.unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_owned());
         let http_addr = take(
             &mut p,
@@ -439,14 +375,12 @@ impl GatewayConfig {
                 }
             }),
         );
-        let events_stream = take(
-            &mut p,
-            stream_limits(&s.streams.events, "events", Storage::File),
-        );
-        let commands_stream = take(
-            &mut p,
-            stream_limits(&s.streams.commands, "commands", Storage::File),
-        );
+        // The same limits, parsed the same way, as the worker's: both
+        // processes ensure one definition of every stream.
+        let topology = namespace.and_then(|namespace| {
+            let mut topology = bus::Topology::new(namespace);
+            take(&mut p, s.streams.apply(&mut topology).map_err(bus_setting)).map(|()| topology)
+        });
         let session_max_age = take(
             &mut p,
             duration(
@@ -477,8 +411,7 @@ impl GatewayConfig {
             Some(publish_buffer),
             Some(publish_ack_timeout),
             Some(shutdown_timeout),
-            Some(events_stream),
-            Some(commands_stream),
+            Some(mut topology),
             Some(session_max_age),
         ) = (
             token,
@@ -493,8 +426,7 @@ impl GatewayConfig {
             publish_buffer,
             publish_ack_timeout,
             shutdown_timeout,
-            events_stream,
-            commands_stream,
+            topology,
             session_max_age,
         )
         else {
@@ -503,6 +435,7 @@ impl GatewayConfig {
                 "refused without a reason (a bug)",
             ));
         };
+        topology.sessions.max_age = session_max_age;
         Ok(Self {
             token,
             shards,
@@ -511,35 +444,22 @@ impl GatewayConfig {
             gateway_url,
             api_proxy,
             identify_queue,
-            nats_url,
-            nats_namespace,
+            nats,
+            topology,
             http_addr,
             publish_window,
             publish_buffer,
             publish_ack_timeout,
             shutdown_timeout,
-            events_stream,
-            commands_stream,
-            session_max_age,
         })
     }
+}
 
-    /// `name` with the namespace prefix: `ns_NAME`, or `NAME` without one.
-    pub fn stream_name(&self, name: &str) -> String {
-        if self.nats_namespace.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}_{name}", self.nats_namespace)
-        }
-    }
-
-    /// `subject` with the namespace prefix: `ns.subject`, or as is.
-    pub fn subject(&self, subject: &str) -> String {
-        if self.nats_namespace.is_empty() {
-            subject.to_owned()
-        } else {
-            format!("{}.{subject}", self.nats_namespace)
-        }
+/// A bad stream or connection setting, named as `bus` names it.
+fn bus_setting(error: bus::BusError) -> ConfigError {
+    match error {
+        bus::BusError::Setting { setting, problem } => ConfigError::new(setting, problem),
+        other => ConfigError::new("NATS", other.to_string()),
     }
 }
 
@@ -562,84 +482,6 @@ fn duration(text: Option<&str>, default: Duration, setting: &str) -> Result<Dura
             settings::parse_duration(t).map_err(|e| ConfigError::new(setting, e.to_string()))
         }
     }
-}
-
-fn stream_limits(
-    s: &StreamLimitSettings,
-    which: &str,
-    default_storage: Storage,
-) -> Result<StreamLimits, ConfigError> {
-    let upper = which.to_ascii_uppercase();
-    let storage = match s.storage.as_deref().map(str::trim) {
-        None => default_storage,
-        Some("file") => Storage::File,
-        Some("memory") => Storage::Memory,
-        Some(v) => {
-            return Err(ConfigError::new(
-                format!("{upper}_STORAGE"),
-                format!("{v:?} is not a storage type; use `file` or `memory`"),
-            ))
-        }
-    };
-    let retention = match s.retention.as_deref().map(str::trim) {
-        None | Some("limits") => Retention::Limits,
-        Some("interest") => Retention::Interest,
-        Some("workqueue") => Retention::WorkQueue,
-        Some(v) => {
-            return Err(ConfigError::new(
-                format!("streams.{which}.retention"),
-                format!("{v:?} is not a retention policy; use `limits`, `interest` or `workqueue`"),
-            ))
-        }
-    };
-    let max_age = duration(
-        s.max_age.as_deref(),
-        Duration::from_secs(7 * 86_400),
-        &format!("{upper}_MAX_AGE"),
-    )?;
-    let duplicate_window = duration(
-        s.duplicate_window.as_deref(),
-        Duration::from_secs(120),
-        &format!("streams.{which}.duplicate_window"),
-    )?;
-    if duplicate_window.is_zero() {
-        return Err(ConfigError::new(
-            format!("streams.{which}.duplicate_window"),
-            "must be above zero: deduplication by envelope id depends on it",
-        ));
-    }
-    if !max_age.is_zero() && duplicate_window > max_age {
-        return Err(ConfigError::new(
-            format!("streams.{which}.duplicate_window"),
-            "must not exceed the stream's max_age (JetStream refuses it)",
-        ));
-    }
-    let limit = |value: Option<i64>, setting: String| match value {
-        None => Ok(-1),
-        Some(v) if v == -1 || v > 0 => Ok(v),
-        Some(_) => Err(ConfigError::new(
-            setting,
-            "use -1 (unlimited) or a positive number",
-        )),
-    };
-    let max_bytes = limit(s.max_bytes, format!("{upper}_MAX_BYTES"))?;
-    let max_messages = limit(s.max_messages, format!("streams.{which}.max_messages"))?;
-    let replicas = s.replicas.unwrap_or(1);
-    if !(1..=5).contains(&replicas) {
-        return Err(ConfigError::new(
-            format!("streams.{which}.replicas"),
-            "must be between 1 and 5",
-        ));
-    }
-    Ok(StreamLimits {
-        storage,
-        retention,
-        max_age,
-        max_bytes,
-        max_messages,
-        duplicate_window,
-        replicas,
-    })
 }
 
 /// `GUILDS|GUILD_MEMBERS` (also `,` `+` or spaces between names), or bits.
@@ -715,31 +557,6 @@ fn parse_api_url(text: &str) -> Result<(String, bool), ConfigError> {
     Ok((authority, plain_http))
 }
 
-fn validate_nats_url(text: &str) -> Result<(), ConfigError> {
-    // async-nats accepts several comma-separated servers; check each parses.
-    for server in text.split(',').map(str::trim) {
-        let parsed = if server.contains("://") {
-            url::Url::parse(server).ok()
-        } else {
-            url::Url::parse(&format!("nats://{server}")).ok()
-        };
-        let ok = parsed.is_some_and(|u| {
-            matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") && u.host_str().is_some()
-        });
-        if !ok {
-            // Never echo the URL: it may carry a password.
-            return Err(ConfigError::new(
-                "NATS_URL",
-                "not a NATS server URL; use e.g. nats://127.0.0.1:4222",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `NATS_URL` without any password, for logs: the one redaction.
-pub use settings::redact as redact_url;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,13 +576,12 @@ mod tests {
     fn defaults_are_discords_and_the_stacks() {
         let c = GatewayConfig::from_settings(base()).unwrap();
         assert_eq!(c.intents, Intents::GUILDS | Intents::GUILD_MEMBERS);
-        assert_eq!(c.nats_url, DEFAULT_NATS_URL);
+        assert_eq!(c.nats.url, DEFAULT_NATS_URL);
         assert_eq!(c.shards, None);
         assert_eq!(c.total_shards, None);
-        assert_eq!(c.events_stream.storage, Storage::File);
+        assert_eq!(c.topology.events.storage, bus::Storage::File);
         assert_eq!(c.identify_queue, IdentifyQueue::Discord);
-        assert_eq!(c.stream_name("EVENTS"), "EVENTS");
-        assert_eq!(c.subject("events.member.join"), "events.member.join");
+        assert_eq!(c.topology.namespace, bus::Namespace::root());
     }
 
     #[test]
@@ -878,7 +694,6 @@ mod tests {
         });
         assert!(e.starts_with("NATS_URL:"), "{e}");
         assert!(!e.contains("hunter2"));
-        assert!(!redact_url("nats://user:hunter2@host:4222").contains("hunter2"));
     }
 
     #[test]
@@ -919,7 +734,7 @@ mod tests {
         let c = GatewayConfig::from_settings(file.overlay(env)).unwrap();
         assert_eq!(c.shards, Some(ShardRange { first: 2, last: 3 }));
         assert_eq!(c.total_shards, Some(4));
-        assert_eq!(c.events_stream.storage, Storage::Memory);
+        assert_eq!(c.topology.events.storage, bus::Storage::Memory);
     }
 
     #[test]
@@ -929,8 +744,14 @@ mod tests {
             ..base()
         })
         .unwrap();
-        assert_eq!(c.stream_name("EVENTS"), "t1_EVENTS");
-        assert_eq!(c.subject("events.guild.join"), "t1.events.guild.join");
+        assert_eq!(
+            c.topology.namespace.stream_name(&wire::subjects::EVENTS),
+            "t1_EVENTS"
+        );
+        assert_eq!(
+            c.topology.namespace.subject("events.guild.join"),
+            "t1.events.guild.join"
+        );
         assert!(err(Settings {
             nats_namespace: Some("a.b".into()),
             ..base()

@@ -7,11 +7,9 @@ use crate::config::ConfigError;
 pub enum GatewayError {
     #[error(transparent)]
     Config(#[from] settings::ConfigErrors),
-    /// `url` is already redacted.
-    #[error("NATS_URL ({url}): {problem}; is nats-server running with JetStream enabled (-js)?")]
-    Nats { url: String, problem: String },
-    #[error("JetStream stream {stream}: {problem}")]
-    Stream { stream: String, problem: String },
+    /// Connecting to NATS, or a stream or the session bucket.
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
     #[error("session store (JetStream key-value bucket {bucket}): {problem}")]
     Sessions { bucket: String, problem: String },
     #[error("DISCORD_TOKEN was rejected by Discord's REST API (HTTP {status}): set DISCORD_TOKEN (or DISCORD_BOT_TOKEN) to the bot's token")]

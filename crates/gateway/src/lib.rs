@@ -17,7 +17,6 @@ mod publisher;
 pub mod sessions;
 mod shard_runner;
 pub mod status;
-pub mod streams;
 pub mod translate;
 
 use std::collections::HashMap;
@@ -129,13 +128,8 @@ impl Gateway {
         let client = connect_nats(&config, Arc::clone(&status)).await?;
         status.set_nats_connected(true);
         let admin = jetstream::new(client.clone());
-        streams::ensure(&admin, &config).await?;
-        let sessions = SessionStore::open(
-            &admin,
-            config.stream_name(sessions::BUCKET),
-            config.session_max_age,
-        )
-        .await?;
+        bus::ensure_streams(&admin, &config.topology).await?;
+        let sessions = SessionStore::open(&admin, &config.topology).await?;
         let publishing = jetstream::ContextBuilder::new()
             .timeout(config.publish_ack_timeout)
             .max_ack_inflight(config.publish_window + 16)
@@ -183,7 +177,7 @@ impl Gateway {
                 progress: shard_progress,
                 jobs: jobs_tx.clone(),
                 status: Arc::clone(&status),
-                subject_prefix: config.subject(""),
+                subject_prefix: config.topology.namespace.subject(""),
                 last_session: None,
             };
             let stop_rx = stop.subscribe();
@@ -205,7 +199,7 @@ impl Gateway {
             shards = %shards,
             total_shards,
             http = %http_addr,
-            nats = %config::redact_url(&config.nats_url),
+            nats = %config.nats.redacted_url(),
             "gateway started"
         );
         let task = tokio::spawn(supervise(Supervised {
@@ -291,9 +285,9 @@ async fn connect_nats(
     config: &GatewayConfig,
     status: Arc<Status>,
 ) -> Result<async_nats::Client, GatewayError> {
-    let options = async_nats::ConnectOptions::new()
-        .name("gatehouse-gateway")
-        .connection_timeout(Duration::from_secs(5))
+    let options = config
+        .nats
+        .options("gatehouse-gateway")
         .max_reconnects(None)
         // Reconnect quickly: every second without NATS is a second of
         // events piling up in the buffer.
@@ -317,13 +311,7 @@ async fn connect_nats(
                 }
             }
         });
-    options
-        .connect(config.nats_url.as_str())
-        .await
-        .map_err(|e| GatewayError::Nats {
-            url: config::redact_url(&config.nats_url),
-            problem: format!("cannot connect: {e}"),
-        })
+    Ok(config.nats.connect_with(options).await?)
 }
 
 struct Supervised {

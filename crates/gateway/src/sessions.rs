@@ -5,19 +5,13 @@
 //! shard resumes from there, so Discord replays what was not yet durable and
 //! no event is missed across a rolling restart. Entries expire with the
 //! bucket's max age: Discord would refuse an old session anyway, and a refused
-//! resume costs a fresh identify.
-
-use std::time::Duration;
+//! resume costs a fresh identify. The bucket itself is defined in `bus`.
 
 use async_nats::jetstream::kv::Store;
-use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::jetstream::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::GatewayError;
-
-/// Base name of the bucket (prefixed with the namespace, if any).
-pub const BUCKET: &str = "GATEWAY_SESSIONS";
 
 /// What is stored for one shard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,44 +38,12 @@ pub fn key(shard_id: u32, total: u32) -> String {
 }
 
 impl SessionStore {
-    pub async fn open(
-        jetstream: &Context,
-        bucket: String,
-        max_age: Duration,
-    ) -> Result<Self, GatewayError> {
-        let fail = |problem: String| GatewayError::Sessions {
-            bucket: bucket.clone(),
-            problem,
-        };
-        if jetstream.get_key_value(bucket.clone()).await.is_err() {
-            // The bucket's stream is created directly, with the settings
-            // async-nats would use: its `create_key_value` first queries
-            // account info in a shape NATS 2.9 (Debian's) does not send.
-            jetstream
-                .get_or_create_stream(stream::Config {
-                    name: format!("KV_{bucket}"),
-                    description: Some(
-                        "Gatehouse gateway sessions for resuming after a restart".into(),
-                    ),
-                    subjects: vec![format!("$KV.{bucket}.>")],
-                    max_messages_per_subject: 1,
-                    max_age,
-                    storage: StorageType::File,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    discard: DiscardPolicy::New,
-                    num_replicas: 1,
-                    ..stream::Config::default()
-                })
-                .await
-                .map_err(|e| fail(format!("cannot create it: {e}")))?;
-        }
-        let store = jetstream
-            .get_key_value(bucket.clone())
-            .await
-            .map_err(|e| fail(format!("cannot open it: {e}")))?;
-        Ok(Self { store, bucket })
+    pub async fn open(jetstream: &Context, topology: &bus::Topology) -> Result<Self, GatewayError> {
+        let store = bus::open_sessions_bucket(jetstream, topology).await?;
+        Ok(Self {
+            store,
+            bucket: topology.sessions_bucket(),
+        })
     }
 
     pub fn bucket(&self) -> &str {

@@ -8,14 +8,12 @@
 pub mod check;
 mod envelope;
 mod event_id;
-mod namespace;
 pub mod payload;
 mod snowflake;
 pub mod subjects;
 
 pub use envelope::{Envelope, EventType, Payload, VERSION};
 pub use event_id::{EventId, EVENT_ID_NAMESPACE};
-pub use namespace::{Namespace, NamespaceError};
 pub use snowflake::Snowflake;
 
 /// Why an envelope could not be written or read.

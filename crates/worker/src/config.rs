@@ -1,42 +1,13 @@
 use std::time::Duration;
 
+use bus::{DurableConsumer, Namespace, Topology};
 use settings::{ConfigErrors, Problems};
-use wire::Namespace;
-
-/// Where JetStream keeps a stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StorageKind {
-    File,
-    Memory,
-}
-
-/// Limits of the streams the worker ensures at start.
-#[derive(Clone, Debug)]
-pub struct StreamLimits {
-    pub storage: StorageKind,
-    /// Messages older than this are discarded.
-    pub max_age: Duration,
-    /// Bytes per stream; -1 for unlimited.
-    pub max_bytes: i64,
-    /// Window in which JetStream drops a publish whose Nats-Msg-Id it has
-    /// seen; re-publishes after a gateway restart fall inside it.
-    pub duplicate_window: Duration,
-}
-
-impl Default for StreamLimits {
-    fn default() -> Self {
-        StreamLimits {
-            storage: StorageKind::File,
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            max_bytes: -1,
-            duplicate_window: Duration::from_secs(120),
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
-    pub namespace: Namespace,
+    /// The namespace and the streams, ensured at start exactly as the
+    /// gateway ensures them.
+    pub topology: Topology,
     /// Durable consumer name; every worker process with the same name shares
     /// the work.
     pub consumer_name: String,
@@ -49,7 +20,6 @@ pub struct WorkerConfig {
     pub backoff: Vec<Duration>,
     /// How long JetStream waits for an acknowledgement before redelivering.
     pub ack_wait: Duration,
-    pub stream_limits: StreamLimits,
     /// How often processed-event ids older than the streams' max age are
     /// forgotten.
     pub prune_interval: Duration,
@@ -58,7 +28,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            namespace: Namespace::root(),
+            topology: Topology::new(Namespace::root()),
             consumer_name: "worker".into(),
             concurrency: 32,
             max_attempts: 5,
@@ -69,7 +39,6 @@ impl Default for WorkerConfig {
                 Duration::from_secs(120),
             ],
             ack_wait: Duration::from_secs(30),
-            stream_limits: StreamLimits::default(),
             prune_interval: Duration::from_secs(3600),
         }
     }
@@ -107,7 +76,23 @@ impl WorkerConfig {
                 "use letters, digits, '_' and '-' (it names a durable JetStream consumer)",
             );
         }
+        if let Err(e) = self.topology.validate() {
+            problems.push("streams", e);
+        }
         problems.finish()
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.topology.namespace
+    }
+
+    /// The durable consumer every worker with this consumer name shares.
+    pub fn consumer(&self) -> DurableConsumer {
+        DurableConsumer {
+            name: self.consumer_name.clone(),
+            ack_wait: self.ack_wait,
+            max_ack_pending: (self.concurrency * 4).max(256) as i64,
+        }
     }
 
     /// Delay before the next delivery after `attempt` (1-based) failed.

@@ -5,7 +5,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::{dead_letter, HandlerError, Handlers, WorkerConfig, WorkerError};
+use crate::{HandlerError, Handlers, WorkerConfig, WorkerError};
 
 /// Where a message sits in its stream and how often it was delivered.
 #[derive(Clone, Copy, Debug)]
@@ -163,9 +163,9 @@ async fn process(
                 HandlerError::Permanent(r) => r.clone(),
             };
             metrics::counter!("worker_messages_total", "stream" => stream, "outcome" => "dead_letter").increment(1);
-            match dead_letter::publish(
+            match bus::publish_dead_letter(
                 js,
-                &config.namespace,
+                config.namespace(),
                 &subject,
                 message.payload.clone(),
                 delivered,

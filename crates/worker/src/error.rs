@@ -3,19 +3,10 @@
 pub enum WorkerError {
     #[error("invalid worker settings: {0}")]
     Config(#[from] settings::ConfigErrors),
-    #[error("JetStream {what} failed: {reason}")]
-    JetStream { what: String, reason: String },
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
     #[error("worker task failed: {0}")]
     Task(String),
-}
-
-impl WorkerError {
-    pub(crate) fn jetstream(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
-        WorkerError::JetStream {
-            what: what.into(),
-            reason: err.to_string(),
-        }
-    }
 }
 
 /// Why one message could not be handled, and so what to do with it.

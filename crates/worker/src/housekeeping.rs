@@ -8,10 +8,22 @@
 
 use std::time::Duration;
 
+use bus::Topology;
 use store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::WorkerError;
+
+/// How long a processed id must be kept: as long as the streams whose
+/// envelopes are claimed keep a message. `None` when a stream keeps them
+/// forever (a `max_age` of zero): then no id may ever be forgotten.
+pub(crate) fn dedupe_horizon(topology: &Topology) -> Option<Duration> {
+    let ages = [topology.events.max_age, topology.commands.max_age];
+    if ages.iter().any(Duration::is_zero) {
+        return None;
+    }
+    ages.into_iter().max()
+}
 
 /// Every `every`, deletes processed ids older than `keep` in each active
 /// community. Errors are logged and retried at the next tick: housekeeping
@@ -31,8 +43,13 @@ pub(crate) async fn prune_processed_events(
         }
         match prune_once(&store, keep).await {
             Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "forgot processed event ids past the streams' max age"),
-            Err(e) => tracing::warn!(error = %e, "pruning processed event ids failed; retrying next tick"),
+            Ok(pruned) => tracing::info!(
+                pruned,
+                "forgot processed event ids past the streams' max age"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning processed event ids failed; retrying next tick")
+            }
         }
     }
 }

@@ -9,27 +9,22 @@
 //! bounded number of attempts, are dead-lettered with the reason instead of
 //! blocking the stream.
 
-mod checks;
 mod config;
 mod consumer;
-mod dead_letter;
 pub mod discord;
 mod error;
 pub mod handlers;
 mod housekeeping;
 mod role_budget;
 pub mod slash_commands;
-mod streams;
 
-pub use checks::publish_check;
-pub use config::{StorageKind, StreamLimits, WorkerConfig};
+pub use config::WorkerConfig;
 pub use consumer::Delivery;
 pub use error::{HandlerError, WorkerError};
 pub use handlers::Handlers;
 
 /// Role sync as the workers run it: the domain's, writing through Discord.
 pub type RoleSync = domain::role_sync::RoleSync<discord::Discord>;
-pub use streams::ensure_streams;
 
 use std::sync::Arc;
 
@@ -45,20 +40,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     config.validate()?;
-    ensure_streams(&jetstream, &config.namespace, &config.stream_limits).await?;
+    bus::ensure_streams(&jetstream, &config.topology).await?;
     let handlers = Arc::new(Handlers::new(
         store.clone(),
         jetstream.clone(),
-        config.namespace.clone(),
+        config.namespace().clone(),
         role_sync.clone(),
     ));
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(housekeeping::prune_processed_events(
-        store.clone(),
-        config.stream_limits.max_age,
-        config.prune_interval,
-        shutdown.clone(),
-    ));
+    if let Some(keep) = housekeeping::dedupe_horizon(&config.topology) {
+        tasks.spawn(housekeeping::prune_processed_events(
+            store.clone(),
+            keep,
+            config.prune_interval,
+            shutdown.clone(),
+        ));
+    }
     if let Some(sync) = role_sync {
         tasks.spawn(periodic_rechecks(sync, shutdown.clone()));
     }
@@ -67,7 +64,9 @@ pub async fn run(
         wire::subjects::COMMANDS,
         wire::subjects::ELIGIBILITY,
     ] {
-        let consumer = streams::ensure_consumer(&jetstream, &config, &stream).await?;
+        let consumer =
+            bus::ensure_consumer(&jetstream, config.namespace(), &stream, &config.consumer())
+                .await?;
         tasks.spawn(consumer::consume(
             consumer,
             jetstream.clone(),

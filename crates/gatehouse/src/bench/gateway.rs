@@ -83,13 +83,7 @@ pub struct GatewayReport {
 const TOKEN: &str = "bench-token";
 
 pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
-    let client = async_nats::connect(args.nats_url.as_str())
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "NATS_URL (--nats-url): cannot connect: {e}; start NATS with scripts/stack up"
-            )
-        })?;
+    let client = crate::nats_args::connect(&args.nats_url).await?;
     let jetstream = async_nats::jetstream::new(client);
     let mut runs = Vec::new();
     for &guilds in &args.guilds {
@@ -157,7 +151,9 @@ async fn one_run(
     );
 
     let namespace = format!("bench_{}_{}", std::process::id(), guilds);
-    let events_stream = format!("{namespace}_EVENTS");
+    // The gateway ensures every stream of this definition; all are deleted after.
+    let topology = bus::Topology::new(crate::nats_args::namespace(&namespace)?);
+    let events_stream = topology.namespace.stream_name(&wire::subjects::EVENTS);
     let exe = std::env::current_exe().context("locating the gatehouse binary")?;
     let mut child = Command::new(exe)
         .arg("gateway")
@@ -203,12 +199,12 @@ async fn one_run(
         }
     };
     let shutdown_s = stopping.elapsed().as_secs_f64();
-    for stream in [
-        events_stream.clone(),
-        format!("{namespace}_COMMANDS"),
-        format!("KV_{namespace}_GATEWAY_SESSIONS"),
-    ] {
-        let _ = jetstream.delete_stream(&stream).await;
+    for stream in topology
+        .stream_configs()
+        .into_iter()
+        .chain([topology.sessions_stream_config()])
+    {
+        let _ = jetstream.delete_stream(&stream.name).await;
     }
     sim.shutdown().await;
     let mut run = result?;

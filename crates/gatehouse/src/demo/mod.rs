@@ -14,8 +14,8 @@ mod summary;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
+use bus::Namespace;
 use tokio_util::sync::CancellationToken;
-use wire::Namespace;
 
 use crate::{db_args::DbArgs, nats_args};
 

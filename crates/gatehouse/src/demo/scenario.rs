@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::Context;
+use bus::{Namespace, Topology};
 use discord_sim::{GuildsSpec, NewMember, SimConfig, Simulator};
 use domain::{badges, rules, Actor, CommunityRef};
 use eligibility::{
@@ -23,12 +24,9 @@ use store::{
     Snowflake, Store, StoreError, TenantId, WalletAddress,
 };
 use tokio_util::sync::CancellationToken;
+use wire::check::{CheckPriority, EligibilityCheck};
 
 use crate::rechecks::JetStreamRechecks;
-use wire::{
-    check::{CheckPriority, EligibilityCheck},
-    Namespace,
-};
 
 /// The demo's token: only the simulator ever sees it.
 const TOKEN: &str = "demo-bot-token";
@@ -155,15 +153,11 @@ impl World {
                 scan_batch: 500,
             },
         ));
+        let topology = demo_topology(namespace);
         let worker_config = worker::WorkerConfig {
-            namespace: namespace.clone(),
+            topology: topology.clone(),
             backoff: vec![Duration::from_millis(200), Duration::from_secs(1)],
             ack_wait: Duration::from_secs(10),
-            stream_limits: worker::StreamLimits {
-                storage: worker::StorageKind::Memory,
-                max_age: Duration::from_secs(3600),
-                ..worker::StreamLimits::default()
-            },
             ..worker::WorkerConfig::default()
         };
         let stop_worker = CancellationToken::new();
@@ -176,11 +170,6 @@ impl World {
         ));
 
         // The gateway: real Twilight shards against the simulator.
-        let memory = gateway::config::StreamLimitSettings {
-            storage: Some("memory".into()),
-            max_age: Some("1h".into()),
-            ..Default::default()
-        };
         let settings = gateway::Settings {
             discord_token: Some(gateway::Token::new(TOKEN)),
             shards: Some(format!("0-{}", plan.shards - 1)),
@@ -191,14 +180,12 @@ impl World {
             nats_url: Some(nats_url.to_owned()),
             nats_namespace: namespace.prefix().map(str::to_owned),
             http_addr: Some("127.0.0.1:0".into()),
-            streams: gateway::config::StreamSettings {
-                events: memory.clone(),
-                commands: memory,
-            },
             ..Default::default()
         };
-        let config =
+        let mut config =
             gateway::GatewayConfig::from_settings(settings).context("gateway configuration")?;
+        // The very definition the worker ensured.
+        config.topology = topology;
         let gateway = gateway::Gateway::start(config)
             .await
             .context("starting the gateway")?;
@@ -457,12 +444,14 @@ impl World {
             Ok(Ok(())) => {}
         }
         self.sim.shutdown().await;
-        for spec in wire::subjects::ALL_STREAMS {
-            let _ = js.delete_stream(namespace.stream_name(&spec)).await;
+        let topology = demo_topology(namespace);
+        for stream in topology
+            .stream_configs()
+            .into_iter()
+            .chain([topology.sessions_stream_config()])
+        {
+            let _ = js.delete_stream(&stream.name).await;
         }
-        let _ = js
-            .delete_stream(namespace.name("KV_gateway_sessions"))
-            .await;
     }
 }
 
@@ -519,6 +508,20 @@ async fn link_wallet(store: &Store, guild: u64, user: u64, wallet: &str) -> anyh
     }
 }
 
+/// Streams in memory, kept an hour: the demo deletes them when it ends.
+fn demo_topology(namespace: &Namespace) -> Topology {
+    let mut topology = Topology::new(namespace.clone()).with_storage(bus::Storage::Memory);
+    for limits in [
+        &mut topology.events,
+        &mut topology.commands,
+        &mut topology.eligibility,
+        &mut topology.dead_letter,
+    ] {
+        limits.max_age = Duration::from_secs(3600);
+    }
+    topology
+}
+
 async fn request_check(
     js: &async_nats::jetstream::Context,
     namespace: &Namespace,
@@ -537,7 +540,7 @@ async fn request_check(
         priority: CheckPriority::Interactive,
         requested_at: chrono::Utc::now().timestamp_millis(),
     };
-    if let Err(e) = worker::publish_check(js, namespace, &check).await {
+    if let Err(e) = bus::publish_check(js, namespace, &check).await {
         tracing::warn!(error = %e, "eligibility check not stored");
     }
 }

@@ -78,7 +78,7 @@ pub(super) async fn request(handlers: &Handlers, envelope: &Envelope, reason: &s
         priority: CheckPriority::Interactive,
         requested_at: envelope.occurred_at,
     };
-    let published = crate::publish_check(&handlers.js, &handlers.namespace, &check).await;
+    let published = bus::publish_check(&handlers.js, &handlers.namespace, &check).await;
     if let Err(e) = published {
         tracing::warn!(error = %e, "could not request an eligibility check; the periodic scan will do it");
     }

@@ -11,8 +11,9 @@ pub use commands::{link_message, recover_signer, LINK_NONCE_TTL};
 use std::sync::Arc;
 
 use async_nats::jetstream;
+use bus::Namespace;
 use store::{Snowflake, Store};
-use wire::{check::EligibilityCheck, Envelope, Namespace, Payload};
+use wire::{check::EligibilityCheck, Envelope, Payload};
 
 use crate::{Delivery, HandlerError, RoleSync};
 

@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use bus::{Namespace, Storage, Topology};
 use testkit::TestDb;
 use tokio_util::sync::CancellationToken;
-use wire::{payload, Envelope, Namespace, Payload, Snowflake};
-use worker::{StorageKind, StreamLimits, WorkerConfig};
+use wire::{payload, Envelope, Payload, Snowflake};
+use worker::WorkerConfig;
 
 pub struct Harness {
     pub db: TestDb,
@@ -35,21 +36,15 @@ impl Harness {
         // The database name is unique per test; reuse it for NATS.
         let ns = Namespace::prefixed(&format!("t{:08x}", rand_suffix(&db.name))).unwrap();
         let config = WorkerConfig {
-            namespace: ns.clone(),
+            topology: Topology::new(ns.clone()).with_storage(Storage::Memory),
             concurrency: 8,
             max_attempts: 3,
             backoff: vec![Duration::from_millis(100)],
             // A killed worker's unacknowledged messages come back after this.
             ack_wait: Duration::from_secs(2),
-            stream_limits: StreamLimits {
-                storage: StorageKind::Memory,
-                ..StreamLimits::default()
-            },
             ..WorkerConfig::default()
         };
-        worker::ensure_streams(&js, &ns, &config.stream_limits)
-            .await
-            .unwrap();
+        bus::ensure_streams(&js, &config.topology).await.unwrap();
         Harness {
             db,
             store,

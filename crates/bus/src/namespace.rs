@@ -2,10 +2,10 @@
 //! parallel test runs) can share one NATS server without seeing each other's
 //! messages.
 
-use crate::subjects::StreamSpec;
+use wire::subjects::StreamSpec;
 
 /// Where one deployment's subjects and streams live. Production uses the
-/// root namespace (the names in [`crate::subjects`] as they are); a prefix
+/// root namespace (the names in [`wire::subjects`] as they are); a prefix
 /// `t1` turns `events.member.join` into `t1.events.member.join` and stream
 /// `EVENTS` into `t1_EVENTS`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -80,7 +80,7 @@ impl Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subjects::{EVENTS, MEMBER_JOIN};
+    use wire::subjects::{EVENTS, MEMBER_JOIN};
 
     #[test]
     fn the_root_namespace_changes_nothing() {

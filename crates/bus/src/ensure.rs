@@ -1,0 +1,216 @@
+//! Making JetStream match the [`Topology`] at start.
+//!
+//! A missing stream is created from the one definition. An existing stream
+//! whose definition differs is **left as it is and reported** ([`Drift`],
+//! logged as a warning), never updated by a process at start. Why:
+//!
+//! * Several processes of different versions or configurations start during
+//!   a rolling deploy. If each one updated the stream to its own view, the
+//!   limits would flip-flop with whichever started last, the bug this
+//!   crate exists to end.
+//! * Shrinking `max_age`, `max_bytes` or `max_messages` deletes messages at
+//!   once. A stray setting on one restarted process must not throw away
+//!   events nobody has processed yet.
+//!
+//! Changing a live stream is an operator's act: [`update_streams`] applies
+//! the definition on purpose (storage excepted: JetStream cannot change it in
+//! place).
+
+use std::fmt;
+
+use async_nats::jetstream::stream::Config;
+use async_nats::jetstream::Context;
+
+use crate::{BusError, Topology};
+
+/// An existing stream that differs from its definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drift {
+    pub stream: String,
+    /// One entry per differing setting: `max_age: existing 1h, defined 7d`.
+    pub differences: Vec<String>,
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.stream, self.differences.join("; "))
+    }
+}
+
+/// Creates every stream of `topology` that does not exist. Idempotent; an
+/// existing stream is not changed, and each one that differs from the
+/// definition is returned (and logged).
+pub async fn ensure_streams(js: &Context, topology: &Topology) -> Result<Vec<Drift>, BusError> {
+    let mut drifts = Vec::new();
+    for want in topology.stream_configs() {
+        if let Some(drift) = ensure_stream(js, want).await? {
+            drifts.push(drift);
+        }
+    }
+    Ok(drifts)
+}
+
+/// Applies the definition to every stream, creating missing ones and
+/// updating the limits of the others: the deliberate change [`ensure_streams`]
+/// refuses to make. Returns what was changed.
+pub async fn update_streams(js: &Context, topology: &Topology) -> Result<Vec<Drift>, BusError> {
+    let mut changed = Vec::new();
+    for mut want in topology.stream_configs() {
+        let current = existing_or_create(js, &want).await?;
+        if current.storage != want.storage {
+            tracing::warn!(
+                stream = %want.name,
+                defined = ?want.storage,
+                existing = ?current.storage,
+                "JetStream cannot change a stream's storage in place; keeping the existing storage"
+            );
+            want.storage = current.storage;
+        }
+        let differences = differences(&current, &want);
+        if differences.is_empty() {
+            continue;
+        }
+        js.update_stream(want.clone())
+            .await
+            .map_err(|e| BusError::stream(&want.name, format!("cannot update its limits: {e}")))?;
+        tracing::info!(stream = %want.name, changes = %differences.join("; "), "stream updated to the definition");
+        changed.push(Drift {
+            stream: want.name,
+            differences,
+        });
+    }
+    Ok(changed)
+}
+
+/// Creates `want` if missing; otherwise compares it with what exists.
+pub(crate) async fn ensure_stream(js: &Context, want: Config) -> Result<Option<Drift>, BusError> {
+    let current = existing_or_create(js, &want).await?;
+    let differences = differences(&current, &want);
+    if differences.is_empty() {
+        tracing::debug!(stream = %want.name, "stream is as defined");
+        return Ok(None);
+    }
+    let drift = Drift {
+        stream: want.name,
+        differences,
+    };
+    tracing::warn!(
+        stream = %drift.stream,
+        differences = %drift.differences.join("; "),
+        "existing stream differs from its definition; leaving it as it is (changing a live stream is an operator's act)"
+    );
+    Ok(Some(drift))
+}
+
+async fn existing_or_create(js: &Context, want: &Config) -> Result<Config, BusError> {
+    let mut stream = js
+        .get_or_create_stream(want.clone())
+        .await
+        .map_err(|e| BusError::stream(&want.name, format!("cannot create or open it: {e}")))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| BusError::stream(&want.name, format!("cannot read its configuration: {e}")))?;
+    Ok(info.config.clone())
+}
+
+/// The settings the definition fixes that `current` does not have.
+fn differences(current: &Config, want: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut note = |field: &str, existing: String, defined: String| {
+        if existing != defined {
+            out.push(format!("{field}: existing {existing}, defined {defined}"));
+        }
+    };
+    let sorted = |subjects: &[String]| {
+        let mut subjects = subjects.to_vec();
+        subjects.sort();
+        subjects.join(",")
+    };
+    // JetStream reports an unset limit as -1; the definition may say 0.
+    let limit = |v: i64| if v <= 0 { -1 } else { v };
+    note(
+        "subjects",
+        sorted(&current.subjects),
+        sorted(&want.subjects),
+    );
+    note(
+        "storage",
+        format!("{:?}", current.storage),
+        format!("{:?}", want.storage),
+    );
+    note(
+        "retention",
+        format!("{:?}", current.retention),
+        format!("{:?}", want.retention),
+    );
+    note(
+        "discard",
+        format!("{:?}", current.discard),
+        format!("{:?}", want.discard),
+    );
+    note(
+        "max_age",
+        format!("{:?}", current.max_age),
+        format!("{:?}", want.max_age),
+    );
+    note(
+        "max_bytes",
+        limit(current.max_bytes).to_string(),
+        limit(want.max_bytes).to_string(),
+    );
+    note(
+        "max_messages",
+        limit(current.max_messages).to_string(),
+        limit(want.max_messages).to_string(),
+    );
+    note(
+        "duplicate_window",
+        format!("{:?}", current.duplicate_window),
+        format!("{:?}", want.duplicate_window),
+    );
+    note(
+        "replicas",
+        current.num_replicas.max(1).to_string(),
+        want.num_replicas.max(1).to_string(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Namespace, Storage};
+
+    #[test]
+    fn the_same_definition_has_no_differences() {
+        let topology = Topology::new(Namespace::root());
+        for config in topology.stream_configs() {
+            assert!(differences(&config, &config).is_empty());
+        }
+    }
+
+    #[test]
+    fn differing_limits_are_named() {
+        let defined = Topology::new(Namespace::root());
+        let mut other = defined.clone().with_storage(Storage::Memory);
+        other.events.max_age = Duration::from_secs(3600);
+        let found = differences(&other.stream_configs()[0], &defined.stream_configs()[0]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("storage: existing Memory, defined File"));
+        assert!(found[1].starts_with("max_age: existing 3600s"));
+    }
+
+    #[test]
+    fn unset_and_unlimited_are_the_same() {
+        let defined = Topology::new(Namespace::root()).stream_configs().remove(0);
+        let reported = Config {
+            max_messages: 0,
+            num_replicas: 0,
+            ..defined.clone()
+        };
+        assert!(differences(&reported, &defined).is_empty());
+    }
+}

@@ -1,0 +1,29 @@
+//! Gatehouse's NATS plumbing, shared by the gateway, the worker and the CLI:
+//! the connection ([`NatsSettings`]), the [`Namespace`], the one definition of
+//! every stream, consumer and key-value bucket with its limits
+//! ([`Topology`], [`DurableConsumer`]), and publishing eligibility checks and
+//! dead letters.
+//!
+//! This crate moves bytes and names; it never looks inside a message. The
+//! subject contract (subject strings, stream subjects, header names) is
+//! `wire`'s.
+
+mod connection;
+mod consumer;
+mod ensure;
+mod error;
+mod namespace;
+mod publish;
+mod sessions;
+mod settings;
+mod topology;
+
+pub use connection::{Auth, NatsSettings, Secret, TlsSettings, DEFAULT_URL};
+pub use consumer::{ensure_consumer, DurableConsumer};
+pub use ensure::{ensure_streams, update_streams, Drift};
+pub use error::BusError;
+pub use namespace::{Namespace, NamespaceError};
+pub use publish::{publish_check, publish_dead_letter};
+pub use sessions::open_sessions_bucket;
+pub use settings::{parse_duration, StreamLimitSettings, StreamSettings};
+pub use topology::{BucketLimits, Retention, Storage, StreamLimits, Topology, SESSIONS_BUCKET};

@@ -1,0 +1,270 @@
+//! Stream limits as operators write them (a TOML file, the environment,
+//! flags), turned into a [`Topology`]. Every process parses them with this
+//! one function, so the same settings give the same streams everywhere.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{BusError, Retention, Storage, StreamLimits, Topology};
+
+/// Raw limits of one stream; unset values keep the definition's default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamLimitSettings {
+    /// `file` or `memory`.
+    pub storage: Option<String>,
+    /// `limits`, `interest` or `workqueue`.
+    pub retention: Option<String>,
+    /// e.g. `7d`; `0` keeps messages until another limit removes them.
+    pub max_age: Option<String>,
+    /// -1 for unlimited.
+    pub max_bytes: Option<i64>,
+    /// -1 for unlimited.
+    pub max_messages: Option<i64>,
+    /// JetStream's `Nats-Msg-Id` dedupe window, e.g. `2m`.
+    pub duplicate_window: Option<String>,
+    pub replicas: Option<usize>,
+}
+
+/// Raw limits of every stream (`[streams.events]`, … in a file).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSettings {
+    pub events: StreamLimitSettings,
+    pub commands: StreamLimitSettings,
+    pub eligibility: StreamLimitSettings,
+    pub dead_letter: StreamLimitSettings,
+}
+
+fn pick<T>(base: &mut Option<T>, top: Option<T>) {
+    if top.is_some() {
+        *base = top;
+    }
+}
+
+impl StreamLimitSettings {
+    /// `top`'s values win where set.
+    pub fn overlay(mut self, top: StreamLimitSettings) -> Self {
+        pick(&mut self.storage, top.storage);
+        pick(&mut self.retention, top.retention);
+        pick(&mut self.max_age, top.max_age);
+        pick(&mut self.max_bytes, top.max_bytes);
+        pick(&mut self.max_messages, top.max_messages);
+        pick(&mut self.duplicate_window, top.duplicate_window);
+        pick(&mut self.replicas, top.replicas);
+        self
+    }
+
+    /// The limits of stream `which` (`events`, …): these settings over
+    /// `defaults`. Errors name the setting: `EVENTS_MAX_AGE`, or
+    /// `streams.events.retention` for those only a file can set.
+    pub fn limits(&self, which: &str, defaults: &StreamLimits) -> Result<StreamLimits, BusError> {
+        let upper = which.to_ascii_uppercase();
+        let storage = match self.storage.as_deref().map(str::trim) {
+            None => defaults.storage,
+            Some("file") => Storage::File,
+            Some("memory") => Storage::Memory,
+            Some(v) => {
+                return Err(BusError::setting(
+                    format!("{upper}_STORAGE"),
+                    format!("{v:?} is not a storage type; use `file` or `memory`"),
+                ))
+            }
+        };
+        let retention = match self.retention.as_deref().map(str::trim) {
+            None => defaults.retention,
+            Some("limits") => Retention::Limits,
+            Some("interest") => Retention::Interest,
+            Some("workqueue") => Retention::WorkQueue,
+            Some(v) => {
+                return Err(BusError::setting(
+                    format!("streams.{which}.retention"),
+                    format!(
+                        "{v:?} is not a retention policy; use `limits`, `interest` or `workqueue`"
+                    ),
+                ))
+            }
+        };
+        let max_age = duration(
+            self.max_age.as_deref(),
+            defaults.max_age,
+            format!("{upper}_MAX_AGE"),
+        )?;
+        let window_setting = format!("streams.{which}.duplicate_window");
+        let duplicate_window = duration(
+            self.duplicate_window.as_deref(),
+            defaults.duplicate_window,
+            window_setting.clone(),
+        )?;
+        let limit = |value: Option<i64>, default: i64, setting: String| match value {
+            None => Ok(default),
+            Some(v) if v == -1 || v > 0 => Ok(v),
+            Some(_) => Err(BusError::setting(
+                setting,
+                "use -1 (unlimited) or a positive number",
+            )),
+        };
+        let limits = StreamLimits {
+            storage,
+            retention,
+            max_age,
+            max_bytes: limit(
+                self.max_bytes,
+                defaults.max_bytes,
+                format!("{upper}_MAX_BYTES"),
+            )?,
+            max_messages: limit(
+                self.max_messages,
+                defaults.max_messages,
+                format!("streams.{which}.max_messages"),
+            )?,
+            duplicate_window,
+            replicas: self.replicas.unwrap_or(defaults.replicas),
+        };
+        // Name the setting an operator writes, not the stream.
+        limits.validate(which).map_err(|e| {
+            let problem = match e {
+                BusError::Stream { problem, .. } => problem,
+                other => other.to_string(),
+            };
+            let setting = match problem.split(' ').next() {
+                Some("replicas") => format!("streams.{which}.replicas"),
+                _ => window_setting,
+            };
+            BusError::setting(setting, problem)
+        })?;
+        Ok(limits)
+    }
+}
+
+impl StreamSettings {
+    /// `top`'s values win where set.
+    pub fn overlay(self, top: StreamSettings) -> Self {
+        StreamSettings {
+            events: self.events.overlay(top.events),
+            commands: self.commands.overlay(top.commands),
+            eligibility: self.eligibility.overlay(top.eligibility),
+            dead_letter: self.dead_letter.overlay(top.dead_letter),
+        }
+    }
+
+    /// Sets `topology`'s stream limits from these settings over its current
+    /// ones.
+    pub fn apply(&self, topology: &mut Topology) -> Result<(), BusError> {
+        topology.events = self.events.limits("events", &topology.events)?;
+        topology.commands = self.commands.limits("commands", &topology.commands)?;
+        topology.eligibility = self
+            .eligibility
+            .limits("eligibility", &topology.eligibility)?;
+        topology.dead_letter = self
+            .dead_letter
+            .limits("dead_letter", &topology.dead_letter)?;
+        Ok(())
+    }
+}
+
+/// Durations like `500ms`, `5s`, `2m`, `1h`, `7d`, or `0`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => None,
+    }
+}
+
+fn duration(text: Option<&str>, default: Duration, setting: String) -> Result<Duration, BusError> {
+    match text {
+        None => Ok(default),
+        Some(t) => parse_duration(t).ok_or_else(|| {
+            BusError::setting(
+                setting,
+                format!("{t:?} is not a duration; write e.g. 500ms, 5s, 2m, 1h or 7d"),
+            )
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Namespace;
+
+    fn apply(settings: StreamSettings) -> Result<Topology, String> {
+        let mut topology = Topology::new(Namespace::root());
+        settings
+            .apply(&mut topology)
+            .map_err(|e| e.to_string())
+            .map(|()| topology)
+    }
+
+    #[test]
+    fn unset_settings_keep_the_definition() {
+        assert_eq!(
+            apply(StreamSettings::default()).unwrap(),
+            Topology::new(Namespace::root())
+        );
+    }
+
+    #[test]
+    fn errors_name_the_setting_to_fix() {
+        let mut s = StreamSettings::default();
+        s.events.storage = Some("disk".into());
+        assert!(apply(s).unwrap_err().starts_with("EVENTS_STORAGE:"));
+        let mut s = StreamSettings::default();
+        s.commands.max_age = Some("10x".into());
+        assert!(apply(s).unwrap_err().starts_with("COMMANDS_MAX_AGE:"));
+        let mut s = StreamSettings::default();
+        s.events.max_age = Some("1m".into());
+        s.events.duplicate_window = Some("2m".into());
+        let e = apply(s).unwrap_err();
+        assert!(
+            e.starts_with("streams.events.duplicate_window:") && e.contains("max_age"),
+            "{e}"
+        );
+        let mut s = StreamSettings::default();
+        s.dead_letter.replicas = Some(9);
+        assert!(apply(s)
+            .unwrap_err()
+            .starts_with("streams.dead_letter.replicas:"));
+        let mut s = StreamSettings::default();
+        s.eligibility.max_bytes = Some(0);
+        assert!(apply(s).unwrap_err().starts_with("ELIGIBILITY_MAX_BYTES:"));
+    }
+
+    #[test]
+    fn the_top_layer_wins() {
+        let file = StreamSettings {
+            events: StreamLimitSettings {
+                storage: Some("memory".into()),
+                max_age: Some("1h".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let env = StreamSettings {
+            events: StreamLimitSettings {
+                max_age: Some("2h".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let topology = apply(file.overlay(env)).unwrap();
+        assert_eq!(topology.events.storage, Storage::Memory);
+        assert_eq!(topology.events.max_age, Duration::from_secs(7200));
+        assert_eq!(topology.commands, StreamLimits::default());
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    }
+}

@@ -1,0 +1,359 @@
+//! The one definition of every stream and key-value bucket Gatehouse uses,
+//! with its limits. The gateway and the worker both build their JetStream
+//! objects from a [`Topology`], so they cannot disagree about what a stream
+//! looks like.
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+use wire::subjects::{self, StreamSpec};
+
+use crate::{BusError, Namespace};
+
+/// Where JetStream keeps a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    File,
+    Memory,
+}
+
+impl Storage {
+    fn jetstream(self) -> StorageType {
+        match self {
+            Storage::File => StorageType::File,
+            Storage::Memory => StorageType::Memory,
+        }
+    }
+}
+
+/// When JetStream removes a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// At the limits (age, bytes, messages) only.
+    Limits,
+    /// Once every consumer has acknowledged it.
+    Interest,
+    /// Once one consumer has acknowledged it.
+    WorkQueue,
+}
+
+impl Retention {
+    fn jetstream(self) -> RetentionPolicy {
+        match self {
+            Retention::Limits => RetentionPolicy::Limits,
+            Retention::Interest => RetentionPolicy::Interest,
+            Retention::WorkQueue => RetentionPolicy::WorkQueue,
+        }
+    }
+}
+
+/// Limits of one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub storage: Storage,
+    pub retention: Retention,
+    /// Zero: no age limit.
+    pub max_age: Duration,
+    /// -1 for unlimited.
+    pub max_bytes: i64,
+    /// -1 for unlimited.
+    pub max_messages: i64,
+    /// Window in which JetStream drops a publish whose `Nats-Msg-Id` it has
+    /// seen; re-publishes after a gateway restart must fall inside it.
+    pub duplicate_window: Duration,
+    /// Copies kept by a clustered JetStream; 1 on a single server.
+    pub replicas: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            storage: Storage::File,
+            retention: Retention::Limits,
+            max_age: Duration::from_secs(7 * 86_400),
+            max_bytes: -1,
+            max_messages: -1,
+            duplicate_window: Duration::from_secs(120),
+            replicas: 1,
+        }
+    }
+}
+
+impl StreamLimits {
+    /// Refuses limits JetStream would refuse or that would break dedupe;
+    /// `stream` names the stream in the message.
+    pub fn validate(&self, stream: &str) -> Result<(), BusError> {
+        let bad = |problem: &str| Err(BusError::stream(stream, problem));
+        if self.duplicate_window.is_zero() {
+            return bad(
+                "duplicate_window must be above zero: deduplication by message id depends on it",
+            );
+        }
+        if !self.max_age.is_zero() && self.duplicate_window > self.max_age {
+            return bad("duplicate_window must not exceed max_age (JetStream refuses it)");
+        }
+        if !(self.max_bytes == -1 || self.max_bytes > 0) {
+            return bad("max_bytes must be -1 (unlimited) or positive");
+        }
+        if !(self.max_messages == -1 || self.max_messages > 0) {
+            return bad("max_messages must be -1 (unlimited) or positive");
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return bad("replicas must be between 1 and 5");
+        }
+        Ok(())
+    }
+}
+
+/// Limits of a key-value bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketLimits {
+    pub storage: Storage,
+    /// Entries older than this disappear.
+    pub max_age: Duration,
+    pub replicas: usize,
+}
+
+/// Base name of the gateway's session bucket (prefixed with the namespace).
+pub const SESSIONS_BUCKET: &str = "GATEWAY_SESSIONS";
+
+/// Every stream and bucket of one deployment, in one namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    pub namespace: Namespace,
+    pub events: StreamLimits,
+    pub commands: StreamLimits,
+    pub eligibility: StreamLimits,
+    pub dead_letter: StreamLimits,
+    /// Gateway sessions kept across restarts. Discord refuses to resume an
+    /// old session anyway, so entries need not live long.
+    pub sessions: BucketLimits,
+}
+
+impl Topology {
+    /// The defaults: file storage, 7 days, unlimited size, 2 minute dedupe
+    /// window, one replica; sessions kept 5 minutes.
+    pub fn new(namespace: Namespace) -> Self {
+        Topology {
+            namespace,
+            events: StreamLimits::default(),
+            commands: StreamLimits::default(),
+            eligibility: StreamLimits::default(),
+            dead_letter: StreamLimits::default(),
+            sessions: BucketLimits {
+                storage: Storage::File,
+                max_age: Duration::from_secs(300),
+                replicas: 1,
+            },
+        }
+    }
+
+    /// The same storage for every stream and the bucket (tests and the demo
+    /// use memory).
+    pub fn with_storage(mut self, storage: Storage) -> Self {
+        self.for_each_stream(|limits| limits.storage = storage);
+        self.sessions.storage = storage;
+        self
+    }
+
+    /// The same replica count everywhere, for a clustered JetStream.
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.for_each_stream(|limits| limits.replicas = replicas);
+        self.sessions.replicas = replicas;
+        self
+    }
+
+    fn for_each_stream(&mut self, mut change: impl FnMut(&mut StreamLimits)) {
+        for limits in [
+            &mut self.events,
+            &mut self.commands,
+            &mut self.eligibility,
+            &mut self.dead_letter,
+        ] {
+            change(limits);
+        }
+    }
+
+    /// Each stream of the contract with its limits, in the order
+    /// [`wire::subjects::ALL_STREAMS`] lists them.
+    pub fn streams(&self) -> [(StreamSpec, &StreamLimits); 4] {
+        [
+            (subjects::EVENTS, &self.events),
+            (subjects::COMMANDS, &self.commands),
+            (subjects::ELIGIBILITY, &self.eligibility),
+            (subjects::DEAD_LETTER, &self.dead_letter),
+        ]
+    }
+
+    pub fn validate(&self) -> Result<(), BusError> {
+        for (spec, limits) in self.streams() {
+            limits.validate(&self.namespace.stream_name(&spec))?;
+        }
+        if self.sessions.max_age.is_zero() {
+            return Err(BusError::Bucket {
+                bucket: self.sessions_bucket(),
+                problem: "max_age must be above zero".into(),
+            });
+        }
+        if !(1..=5).contains(&self.sessions.replicas) {
+            return Err(BusError::Bucket {
+                bucket: self.sessions_bucket(),
+                problem: "replicas must be between 1 and 5".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The JetStream configuration of `spec` in this namespace.
+    pub fn stream_config(&self, spec: &StreamSpec, limits: &StreamLimits) -> Config {
+        Config {
+            name: self.namespace.stream_name(spec),
+            subjects: self.namespace.stream_subjects(spec),
+            storage: limits.storage.jetstream(),
+            retention: limits.retention.jetstream(),
+            max_age: limits.max_age,
+            max_bytes: limits.max_bytes,
+            max_messages: limits.max_messages,
+            duplicate_window: limits.duplicate_window,
+            num_replicas: limits.replicas,
+            // Old messages make room for new ones: refusing new events would
+            // stall every shard behind a full stream.
+            discard: DiscardPolicy::Old,
+            description: Some(description(spec).to_owned()),
+            ..Config::default()
+        }
+    }
+
+    /// The configurations of every stream, in [`Topology::streams`] order.
+    pub fn stream_configs(&self) -> Vec<Config> {
+        self.streams()
+            .into_iter()
+            .map(|(spec, limits)| self.stream_config(&spec, limits))
+            .collect()
+    }
+
+    /// The session bucket's name in this namespace.
+    pub fn sessions_bucket(&self) -> String {
+        self.namespace.name(SESSIONS_BUCKET)
+    }
+
+    /// The stream behind the session bucket, with the settings async-nats'
+    /// `create_key_value` would use. It is created directly because that
+    /// call first queries account info in a shape NATS 2.9 (Debian's) does
+    /// not send.
+    pub fn sessions_stream_config(&self) -> Config {
+        let bucket = self.sessions_bucket();
+        let limits = &self.sessions;
+        Config {
+            name: format!("KV_{bucket}"),
+            description: Some("Gatehouse gateway sessions for resuming after a restart".into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age: limits.max_age,
+            max_bytes: -1,
+            max_messages: -1,
+            duplicate_window: limits.max_age.min(Duration::from_secs(120)),
+            storage: limits.storage.jetstream(),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: DiscardPolicy::New,
+            num_replicas: limits.replicas,
+            ..Config::default()
+        }
+    }
+}
+
+fn description(spec: &StreamSpec) -> &'static str {
+    match spec.name {
+        "EVENTS" => "Gatehouse Discord events (wire envelopes)",
+        "COMMANDS" => "Gatehouse Discord interactions (wire envelopes)",
+        "ELIGIBILITY" => "Gatehouse eligibility check requests",
+        "DEAD_LETTER" => "Gatehouse messages a worker gave up on; headers say why",
+        _ => "Gatehouse stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stream_of_the_contract_is_defined_once() {
+        let topology = Topology::new(Namespace::root());
+        let defined: Vec<_> = topology.streams().iter().map(|(s, _)| *s).collect();
+        assert_eq!(defined, subjects::ALL_STREAMS.to_vec());
+    }
+
+    #[test]
+    fn configs_carry_the_namespace_and_the_limits() {
+        let ns = Namespace::prefixed("t7").unwrap();
+        let mut topology = Topology::new(ns).with_replicas(3);
+        topology.commands.max_age = Duration::from_secs(3600);
+        let configs = topology.stream_configs();
+        let names: Vec<_> = configs.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "t7_EVENTS",
+                "t7_COMMANDS",
+                "t7_ELIGIBILITY",
+                "t7_DEAD_LETTER"
+            ]
+        );
+        assert_eq!(configs[0].subjects, ["t7.events.>"]);
+        assert_eq!(configs[1].max_age, Duration::from_secs(3600));
+        assert_eq!(configs[0].max_age, Duration::from_secs(7 * 86_400));
+        assert!(configs.iter().all(|c| c.num_replicas == 3));
+        assert!(configs.iter().all(|c| c.discard == DiscardPolicy::Old));
+        let kv = topology.sessions_stream_config();
+        assert_eq!(kv.name, "KV_t7_GATEWAY_SESSIONS");
+        assert_eq!(kv.subjects, ["$KV.t7_GATEWAY_SESSIONS.>"]);
+        assert_eq!(kv.num_replicas, 3);
+    }
+
+    #[test]
+    fn storage_applies_to_every_stream_and_the_bucket() {
+        let topology = Topology::new(Namespace::root()).with_storage(Storage::Memory);
+        assert!(topology
+            .stream_configs()
+            .iter()
+            .all(|c| c.storage == StorageType::Memory));
+        assert_eq!(
+            topology.sessions_stream_config().storage,
+            StorageType::Memory
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_nonsense_is_refused() {
+        assert!(Topology::new(Namespace::root()).validate().is_ok());
+        let broken = [
+            StreamLimits {
+                duplicate_window: Duration::ZERO,
+                ..StreamLimits::default()
+            },
+            StreamLimits {
+                max_age: Duration::from_secs(60),
+                ..StreamLimits::default()
+            },
+            StreamLimits {
+                max_bytes: 0,
+                ..StreamLimits::default()
+            },
+            StreamLimits {
+                replicas: 0,
+                ..StreamLimits::default()
+            },
+        ];
+        for limits in broken {
+            let mut topology = Topology::new(Namespace::root());
+            topology.eligibility = limits.clone();
+            let error = topology.validate().unwrap_err().to_string();
+            assert!(error.contains("ELIGIBILITY"), "{limits:?}: {error}");
+        }
+        let mut topology = Topology::new(Namespace::root()).with_replicas(6);
+        topology.events.replicas = 1;
+        assert!(topology.validate().is_err());
+    }
+}
