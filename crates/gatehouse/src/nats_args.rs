@@ -209,6 +209,33 @@ impl StreamArgs {
         }
     }
 
+    /// Checks the settings that apply to every stream under their own names
+    /// (applied, a bad `STREAM_STORAGE` would be blamed on each stream's
+    /// setting). True when they are usable.
+    pub fn check_every_stream(&self, problems: &mut settings::Problems) -> bool {
+        let labels = crate::config::Labels::of::<Self>();
+        let mut ok = true;
+        if let Some(storage) = &self.stream_storage {
+            if !matches!(storage.trim(), "file" | "memory") {
+                problems.push(
+                    labels.get("stream_storage"),
+                    format!("{storage:?} is not a storage type; use `file` or `memory`"),
+                );
+                ok = false;
+            }
+        }
+        if let Some(age) = &self.stream_max_age {
+            if bus::parse_duration(age).is_none() {
+                problems.push(
+                    labels.get("stream_max_age"),
+                    format!("{age:?} is not a duration; write e.g. 1h or 7d, or 0 for no limit"),
+                );
+                ok = false;
+            }
+        }
+        ok
+    }
+
     /// The topology of `namespace` with these limits.
     pub fn topology(&self, namespace: Namespace) -> anyhow::Result<Topology> {
         let mut topology = Topology::new(namespace);
