@@ -6,20 +6,14 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream;
 use discord_sim::{GuildsSpec, NewInteraction, NewMember, SimConfig, Simulator};
 use eligibility::{
     fake_chain::{FakeChain, FakeContract, Fault},
     Address, U256,
 };
-use serde_json::json;
-use store::{
-    repo::{NewRule, RuleType},
-    Snowflake, TenantId, WalletAddress,
-};
-use testkit::TestDb;
+use store::TenantId;
+use testkit::{nats::NatsScope, TestDb};
 use tokio_util::sync::CancellationToken;
-use wire::Namespace;
 
 const TOKEN: &str = "e2e-test-token";
 const CONTRACT: &str = "0x00000000000000000000000000000000000e2e01";
@@ -32,8 +26,8 @@ type WorkerTask = tokio::task::JoinHandle<Result<(), worker::WorkerError>>;
 struct Stack {
     db: TestDb,
     store: store::Store,
-    js: jetstream::Context,
-    ns: Namespace,
+    /// The test's own namespace on the stack's NATS; its streams go with it.
+    nats: NatsScope,
     sim: Simulator,
     chain: FakeChain,
     gateway: Option<gateway::Gateway>,
@@ -44,11 +38,7 @@ impl Stack {
     async fn start(label: &str, guilds: usize) -> (Stack, Vec<u64>) {
         let db = TestDb::create(label).await;
         let store = db.store(8).await;
-        let nats = async_nats::connect(&db.env.nats_url)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to NATS at {}: {e}", db.env.nats_url));
-        let js = jetstream::new(nats);
-        let ns = Namespace::prefixed(&format!("e2e{}", db.name.replace('_', ""))).unwrap();
+        let nats = NatsScope::new(&db.env.nats_url).await;
         let sim = Simulator::start(SimConfig {
             token: TOKEN.into(),
             identify_interval_ms: 0,
@@ -67,14 +57,13 @@ impl Stack {
         let mut stack = Stack {
             db,
             store,
-            js,
-            ns,
+            nats,
             sim,
             chain,
             gateway: None,
             worker: None,
         };
-        worker::ensure_streams(&stack.js, &stack.ns, &stream_limits())
+        worker::ensure_streams(&stack.nats.js, &stack.nats.ns, &stream_limits())
             .await
             .unwrap();
         stack.start_worker();
@@ -103,7 +92,7 @@ impl Stack {
             },
         );
         let config = worker::WorkerConfig {
-            namespace: self.ns.clone(),
+            namespace: self.nats.ns.clone(),
             concurrency: 8,
             backoff: vec![Duration::from_millis(100)],
             // A killed worker's unacknowledged messages come back after this.
@@ -114,7 +103,7 @@ impl Stack {
         let token = CancellationToken::new();
         let task = tokio::spawn(worker::run(
             config,
-            self.js.clone(),
+            self.nats.js.clone(),
             self.store.clone(),
             Some(std::sync::Arc::new(role_sync)),
             token.clone(),
@@ -143,7 +132,7 @@ impl Stack {
             discord_api_url: Some(self.sim.api_url()),
             identify_queue: Some("unlimited".into()),
             nats_url: Some(self.db.env.nats_url.clone()),
-            nats_namespace: self.ns.prefix().map(str::to_owned),
+            nats_namespace: self.nats.ns.prefix().map(str::to_owned),
             http_addr: Some("127.0.0.1:0".into()),
             streams: gateway::config::StreamSettings {
                 events: memory.clone(),
@@ -156,30 +145,17 @@ impl Stack {
     }
 
     async fn count(&self, query: &str) -> i64 {
-        let admin = self.db.admin().await;
-        admin.query_one(query, &[]).await.unwrap().get(0)
+        self.db.count(query).await
     }
 
     /// Polls `query` (as superuser on the test database) until it returns
     /// `want`; returns the last value.
     async fn wait_for_count(&self, query: &str, want: i64) -> i64 {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let n = self.count(query).await;
-            if n == want || tokio::time::Instant::now() > deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.db.wait_for_count(query, want, WAIT).await
     }
 
     async fn tenant(&self, guild: u64) -> TenantId {
-        self.store
-            .directory()
-            .resolve_guild(Snowflake::new(guild).unwrap())
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("guild {guild} was not provisioned"))
+        testkit::fixtures::tenant_of(&self.store, guild).await
     }
 
     /// A member joins the guild in the simulator (GUILD_MEMBER_ADD).
@@ -201,33 +177,11 @@ impl Stack {
     }
 
     async fn gate(&self, guild: u64, role: u64, min_balance: &str) {
-        let tx = self.store.begin(self.tenant(guild).await).await.unwrap();
-        tx.rules()
-            .create(&NewRule {
-                chain: Some("testchain".into()),
-                contract_address: Some(WalletAddress::parse(CONTRACT).unwrap()),
-                rule_type: RuleType::TokenBalance,
-                parameters: json!({ "min_balance": min_balance }),
-                role_discord_id: Snowflake::new(role).unwrap(),
-                tier_mapping: None,
-                priority: 0,
-                enabled: true,
-            })
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        testkit::fixtures::gate_role(&self.store, guild, CONTRACT, role, min_balance).await;
     }
 
     async fn link(&self, guild: u64, user: u64, wallet: &str) {
-        let tx = self.store.begin(self.tenant(guild).await).await.unwrap();
-        tx.profiles()
-            .link_wallet(
-                Snowflake::new(user).unwrap(),
-                &WalletAddress::parse(wallet).unwrap(),
-            )
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        testkit::fixtures::link_wallet(&self.store, self.tenant(guild).await, user, wallet).await;
     }
 
     /// The member runs `/check` in the simulator; returns the final reply
@@ -277,13 +231,6 @@ impl Stack {
             task.await.unwrap().unwrap();
         }
         self.sim.shutdown().await;
-        for spec in wire::subjects::ALL_STREAMS {
-            let _ = self.js.delete_stream(self.ns.stream_name(&spec)).await;
-        }
-        let _ = self
-            .js
-            .delete_stream(self.ns.name("KV_gateway_sessions"))
-            .await;
     }
 }
 
@@ -429,7 +376,8 @@ async fn joins_survive_a_gateway_resume_and_a_killed_worker_exactly_once() {
             .await,
         all
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Whatever was still to be redelivered has been handled by now.
+    stack.nats.drained(WAIT).await;
     assert_eq!(
         stack
             .count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")

@@ -47,14 +47,16 @@ async fn check_now(h: &Harness, guild: u64, user: u64, n: u32) {
         priority: wire::check::CheckPriority::Interactive,
         requested_at: 0,
     };
-    h.js.publish(
-        h.ns.subject(wire::subjects::ELIGIBILITY_CHECK),
-        check.to_json().unwrap().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    h.nats
+        .js
+        .publish(
+            h.nats.ns.subject(wire::subjects::ELIGIBILITY_CHECK),
+            check.to_json().unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,22 +167,8 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
         (ga, members_a[3], wallet(4)),
         (gb, members_b[0], wallet(50)),
     ] {
-        let tenant = h
-            .store
-            .directory()
-            .resolve_guild(Snowflake::new(guild).unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        let tx = h.store.begin(tenant).await.unwrap();
-        tx.profiles()
-            .link_wallet(
-                Snowflake::new(user).unwrap(),
-                &WalletAddress::parse(&w).unwrap(),
-            )
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let tenant = testkit::fixtures::tenant_of(&h.store, guild).await;
+        testkit::fixtures::link_wallet(&h.store, tenant, user, &w).await;
     }
     for (n, user) in members_a.iter().enumerate() {
         check_now(&h, ga, *user, n as u32).await;
@@ -202,7 +190,7 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
         }
     }
     // Meets A's threshold but not B's: independent results per community.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.drained().await;
     assert!(
         !roles_of(&sim, gb, members_b[0]).await.contains(&gated_b),
         "B granted below its threshold"
@@ -223,7 +211,7 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
     chain.set_fault(Fault::Unavailable);
     chain.set_erc20_balance(contract, wallet(1).parse().unwrap(), U256::ZERO);
     check_now(&h, ga, members_a[0], 100).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.drained().await;
     assert!(
         roles_of(&sim, ga, members_a[0]).await.contains(&gated_a),
         "an outage removed a role"
