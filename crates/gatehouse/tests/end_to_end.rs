@@ -387,17 +387,8 @@ async fn joins_survive_a_gateway_resume_and_a_killed_worker_exactly_once() {
     );
     let stored: Vec<i64> = stack
         .db
-        .admin()
-        .await
-        .query(
-            "SELECT discord_user_id FROM profiles ORDER BY discord_user_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .column("SELECT discord_user_id FROM profiles ORDER BY discord_user_id")
+        .await;
     let transcript = stack.sim.control().transcript(0);
     assert!(
         transcript.resumes >= 1,

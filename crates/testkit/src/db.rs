@@ -193,6 +193,21 @@ impl TestDb {
             .get(0)
     }
 
+    /// The first column of every row `query` returns, run as superuser.
+    pub async fn column<T>(&self, query: &str) -> Vec<T>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        self.admin()
+            .await
+            .query(query, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
     /// Polls [`count`](Self::count) until it returns `want` or `within`
     /// passes; returns the last value, so `assert_eq!` on it shows both.
     pub async fn wait_for_count(&self, query: &str, want: i64, within: Duration) -> i64 {

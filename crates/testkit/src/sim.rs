@@ -31,6 +31,16 @@ pub async fn start(config: SimConfig) -> Simulator {
     Simulator::start(config).await.expect("simulator starts")
 }
 
+/// The user ids of `guild`'s members, in the simulator's order.
+pub fn member_ids(sim: &Simulator, guild: u64) -> Vec<u64> {
+    sim.control()
+        .members(guild)
+        .unwrap_or_else(|e| panic!("the members of guild {guild}: {e:?}"))
+        .iter()
+        .map(|m| m.user_id)
+        .collect()
+}
+
 /// Dispatches that become envelopes.
 const PUBLISHED_DISPATCHES: [&str; 6] = [
     "GUILD_CREATE",

@@ -519,14 +519,10 @@ async fn link_wallet_refuses_an_expired_nonce() {
     // Asking again (here: another member) clears expired requests.
     let fresh = w.reply(w.members[1], "link-wallet", &[]).await;
     assert!(fresh.contains("```"), "{fresh}");
-    let admin = w.h.db.admin().await;
-    let open: Vec<i64> = admin
-        .query("SELECT discord_user_id FROM wallet_link_nonces", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let open: Vec<i64> =
+        w.h.db
+            .column("SELECT discord_user_id FROM wallet_link_nonces")
+            .await;
     assert_eq!(open, vec![w.members[1] as i64]);
     w.finish().await;
 }

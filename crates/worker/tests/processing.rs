@@ -79,17 +79,9 @@ async fn duplicates_and_redeliveries_have_one_effect() {
         .count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
         .await;
     if joined != 1 {
-        let admin = h.db.admin().await;
-        let actions: Vec<String> = admin
-            .query(
-                "SELECT action || ' ' || metadata::text FROM audit_logs ORDER BY id",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let actions: Vec<String> =
+            h.db.column("SELECT action || ' ' || metadata::text FROM audit_logs ORDER BY id")
+                .await;
         panic!(
             "member.joined audited {joined} times; audit: {actions:?}; dead letters: {:?}",
             h.dead_letters().await

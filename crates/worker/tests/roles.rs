@@ -78,20 +78,8 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
     // role_ids[0] is @everyone (the guild's own id), which cannot be granted.
     let (gated_a, unmanaged_a) = (info_a.role_ids[1], info_a.role_ids[2]);
     let gated_b = info_b.role_ids[1];
-    let members_a: Vec<u64> = sim
-        .control()
-        .members(ga)
-        .unwrap()
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
-    let members_b: Vec<u64> = sim
-        .control()
-        .members(gb)
-        .unwrap()
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
+    let members_a = testkit::sim::member_ids(&sim, ga);
+    let members_b = testkit::sim::member_ids(&sim, gb);
 
     let chain = FakeChain::start().await.unwrap();
     let contract: Address = CONTRACT.parse().unwrap();
@@ -372,13 +360,7 @@ async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
         roles_per_guild: 1,
     })[0];
     let role = sim.control().guild(guild).unwrap().role_ids[1];
-    let users: Vec<u64> = sim
-        .control()
-        .members(guild)
-        .unwrap()
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
+    let users = testkit::sim::member_ids(&sim, guild);
     let discord = worker::discord::Discord::new("test-token", Some(&sim.api_url()), 1).unwrap();
     let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let change = |user: u64| worker::discord::RoleChange {

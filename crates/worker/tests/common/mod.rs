@@ -302,13 +302,7 @@ impl GatedGuild {
         })[0];
         // role_ids[0] is @everyone, which cannot be granted.
         let gated = sim.control().guild(guild).unwrap().role_ids[1];
-        let users: Vec<u64> = sim
-            .control()
-            .members(guild)
-            .unwrap()
-            .iter()
-            .map(|m| m.user_id)
-            .collect();
+        let users = testkit::sim::member_ids(&sim, guild);
         let chain = FakeChain::start().await.unwrap();
         chain.deploy(contract.parse().unwrap(), FakeContract::Erc20);
         let mut h = Harness::new(label).await;
