@@ -6,19 +6,14 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream;
-use bus::{Namespace, Topology};
+use bus::Topology;
 use discord_sim::{GuildsSpec, NewInteraction, NewMember, SimConfig, Simulator};
 use eligibility::{
     fake_chain::{FakeChain, FakeContract, Fault},
     Address, U256,
 };
-use serde_json::json;
-use store::{
-    repo::{NewRule, RuleType},
-    Snowflake, TenantId, WalletAddress,
-};
-use testkit::TestDb;
+use store::TenantId;
+use testkit::{nats::NatsScope, TestDb};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "e2e-test-token";
@@ -32,8 +27,8 @@ type WorkerTask = tokio::task::JoinHandle<Result<(), worker::WorkerError>>;
 struct Stack {
     db: TestDb,
     store: store::Store,
-    js: jetstream::Context,
-    ns: Namespace,
+    /// The test's own namespace on the stack's NATS; its streams go with it.
+    nats: NatsScope,
     sim: Simulator,
     chain: FakeChain,
     gateway: Option<gateway::Gateway>,
@@ -44,11 +39,7 @@ impl Stack {
     async fn start(label: &str, guilds: usize) -> (Stack, Vec<u64>) {
         let db = TestDb::create(label).await;
         let store = db.store(8).await;
-        let nats = async_nats::connect(&db.env.nats_url)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to NATS at {}: {e}", db.env.nats_url));
-        let js = jetstream::new(nats);
-        let ns = Namespace::prefixed(&format!("e2e{}", db.name.replace('_', ""))).unwrap();
+        let nats = NatsScope::new(&db.env.nats_url).await;
         let sim = Simulator::start(SimConfig {
             token: TOKEN.into(),
             identify_interval_ms: 0,
@@ -67,14 +58,13 @@ impl Stack {
         let mut stack = Stack {
             db,
             store,
-            js,
-            ns,
+            nats,
             sim,
             chain,
             gateway: None,
             worker: None,
         };
-        bus::ensure_streams(&stack.js, &stack.topology())
+        bus::ensure_streams(&stack.nats.js, &stack.topology())
             .await
             .unwrap();
         stack.start_worker();
@@ -113,7 +103,7 @@ impl Stack {
         let token = CancellationToken::new();
         let task = tokio::spawn(worker::run(
             config,
-            self.js.clone(),
+            self.nats.js.clone(),
             self.store.clone(),
             Some(std::sync::Arc::new(role_sync)),
             token.clone(),
@@ -137,7 +127,7 @@ impl Stack {
             discord_api_url: Some(self.sim.api_url()),
             identify_queue: Some("unlimited".into()),
             nats_url: Some(self.db.env.nats_url.clone()),
-            nats_namespace: self.ns.prefix().map(str::to_owned),
+            nats_namespace: self.nats.ns.prefix().map(str::to_owned),
             http_addr: Some("127.0.0.1:0".into()),
             ..Default::default()
         };
@@ -147,30 +137,17 @@ impl Stack {
     }
 
     async fn count(&self, query: &str) -> i64 {
-        let admin = self.db.admin().await;
-        admin.query_one(query, &[]).await.unwrap().get(0)
+        self.db.count(query).await
     }
 
     /// Polls `query` (as superuser on the test database) until it returns
     /// `want`; returns the last value.
     async fn wait_for_count(&self, query: &str, want: i64) -> i64 {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let n = self.count(query).await;
-            if n == want || tokio::time::Instant::now() > deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.db.wait_for_count(query, want, WAIT).await
     }
 
     async fn tenant(&self, guild: u64) -> TenantId {
-        self.store
-            .directory()
-            .resolve_guild(Snowflake::new(guild).unwrap())
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("guild {guild} was not provisioned"))
+        testkit::fixtures::tenant_of(&self.store, guild).await
     }
 
     /// A member joins the guild in the simulator (GUILD_MEMBER_ADD).
@@ -192,33 +169,11 @@ impl Stack {
     }
 
     async fn gate(&self, guild: u64, role: u64, min_balance: &str) {
-        let tx = self.store.begin(self.tenant(guild).await).await.unwrap();
-        tx.rules()
-            .create(&NewRule {
-                chain: Some("testchain".into()),
-                contract_address: Some(WalletAddress::parse(CONTRACT).unwrap()),
-                rule_type: RuleType::TokenBalance,
-                parameters: json!({ "min_balance": min_balance }),
-                role_discord_id: Snowflake::new(role).unwrap(),
-                tier_mapping: None,
-                priority: 0,
-                enabled: true,
-            })
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        testkit::fixtures::gate_role(&self.store, guild, CONTRACT, role, min_balance).await;
     }
 
     async fn link(&self, guild: u64, user: u64, wallet: &str) {
-        let tx = self.store.begin(self.tenant(guild).await).await.unwrap();
-        tx.profiles()
-            .link_wallet(
-                Snowflake::new(user).unwrap(),
-                &WalletAddress::parse(wallet).unwrap(),
-            )
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        testkit::fixtures::link_wallet(&self.store, self.tenant(guild).await, user, wallet).await;
     }
 
     /// The member runs `/check` in the simulator; returns the final reply
@@ -267,20 +222,12 @@ impl Stack {
             token.cancel();
             task.await.unwrap().unwrap();
         }
-        let topology = self.topology();
         self.sim.shutdown().await;
-        for stream in topology
-            .stream_configs()
-            .into_iter()
-            .chain([topology.sessions_stream_config()])
-        {
-            let _ = self.js.delete_stream(&stream.name).await;
-        }
     }
 
     /// One definition for the gateway and the worker: memory, an hour.
     fn topology(&self) -> Topology {
-        let mut topology = Topology::new(self.ns.clone()).with_storage(bus::Storage::Memory);
+        let mut topology = Topology::new(self.nats.ns.clone()).with_storage(bus::Storage::Memory);
         for limits in [
             &mut topology.events,
             &mut topology.commands,
@@ -427,7 +374,8 @@ async fn joins_survive_a_gateway_resume_and_a_killed_worker_exactly_once() {
             .await,
         all
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Whatever was still to be redelivered has been handled by now.
+    stack.nats.drained(WAIT).await;
     assert_eq!(
         stack
             .count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
@@ -437,17 +385,8 @@ async fn joins_survive_a_gateway_resume_and_a_killed_worker_exactly_once() {
     );
     let stored: Vec<i64> = stack
         .db
-        .admin()
-        .await
-        .query(
-            "SELECT discord_user_id FROM profiles ORDER BY discord_user_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .column("SELECT discord_user_id FROM profiles ORDER BY discord_user_id")
+        .await;
     let transcript = stack.sim.control().transcript(0);
     assert!(
         transcript.resumes >= 1,

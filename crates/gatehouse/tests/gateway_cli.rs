@@ -2,17 +2,22 @@
 //! message naming the setting; SIGTERM stops it cleanly and a new process
 //! resumes the sessions; the token never reaches a log line.
 
-#[path = "../../gateway/tests/common/mod.rs"]
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::nats::NatsServer;
-use common::*;
 use discord_sim::{GuildsSpec, ShardEvent, SimConfig, Simulator, TrafficMix, TrafficSpec};
+use testkit::http;
+use testkit::nats::{stream_len, NatsServer};
+use testkit::sim::assert_exactly_once;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
+
+const TOKEN: &str = "gw-test-token-5ecret";
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn simulator() -> Simulator {
+    testkit::sim::start_fast(TOKEN).await
+}
 
 /// The gateway binary pointed at `sim` and `nats`, logging JSON at `debug`.
 fn gateway(sim: &Simulator, nats: &NatsServer, token: &str, extra: &[(&str, &str)]) -> Command {
@@ -159,8 +164,11 @@ fn free_addr() -> std::net::SocketAddr {
         .expect("a free port")
 }
 
-async fn http_ready(addr: std::net::SocketAddr) -> bool {
-    http_get(addr, "/readyz").await.0 == 200
+async fn until_ready(addr: std::net::SocketAddr, which: &str) {
+    testkit::eventually(&format!("the {which} gateway's /readyz"), WAIT, || async {
+        http::get(addr, "/readyz").await.0 == 200
+    })
+    .await;
 }
 
 fn sigterm(running: &Running) {
@@ -185,10 +193,7 @@ async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
     let addr = free_addr().to_string();
     let first = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
     let http = addr.parse().expect("address");
-    assert!(
-        eventually(WAIT, || http_ready(http)).await,
-        "first gateway never ready"
-    );
+    until_ready(http, "first").await;
 
     // A steady stream of member events that goes on across the restart.
     let traffic = control.start_traffic(TrafficSpec {
@@ -203,7 +208,14 @@ async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
         guilds: guilds.clone(),
         ..TrafficSpec::default()
     });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Stop it mid-stream: once part of the traffic is in, not at a guess.
+    let url = nats.url();
+    testkit::eventually(
+        "100 events published by the first gateway",
+        WAIT,
+        || async { stream_len(&url, "EVENTS").await >= 100 },
+    )
+    .await;
     sigterm(&first);
     let stopping = Instant::now();
     let (code, first_output) = finish(first, Duration::from_secs(15)).await;
@@ -219,10 +231,7 @@ async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
     );
 
     let second = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
-    assert!(
-        eventually(WAIT, || http_ready(http)).await,
-        "second gateway never ready"
-    );
+    until_ready(http, "second").await;
     let report = traffic.wait().await;
     assert!(report.emitted > 0);
     assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
@@ -283,10 +292,10 @@ async fn gatehouse_sim_prints_its_urls_and_serves_until_sigterm() {
         .trim_start_matches("http://")
         .parse()
         .expect("host:port");
-    let (status, body) = http_get(api, "/_sim/stats").await;
+    let (status, body) = http::get(api, "/_sim/stats").await;
     assert_eq!(status, 200);
     assert!(body.contains("\"guilds\":3"), "{body}");
-    let (status, body) = http_get(api, "/api/v10/gateway/bot").await;
+    let (status, body) = http::get(api, "/api/v10/gateway/bot").await;
     assert_eq!(status, 401, "REST needs the token: {body}");
 
     let running = Running {

@@ -7,17 +7,19 @@ mod common;
 
 use std::{process::Stdio, time::Duration};
 
-use common::{member_join, Harness};
+use common::{member_join, Harness, WAIT};
 use tokio::{io::AsyncReadExt, process::Command};
 
 const MEMBERS: u64 = 400;
+/// A worker reconnecting after NATS comes back waits out its own backoff.
+const RESTART_WAIT: Duration = Duration::from_secs(40);
 
 fn worker(h: &Harness) -> tokio::process::Child {
     Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .arg("worker")
         .env("DATABASE_URL", h.db.app_pgbouncer_url())
         .env("NATS_URL", &h.db.env.nats_url)
-        .env("NATS_NAMESPACE", h.ns.prefix().unwrap())
+        .env("NATS_NAMESPACE", h.nats.ns.prefix().unwrap())
         .env("STREAM_STORAGE", "memory")
         .env("WORKER_CONCURRENCY", "8")
         // Longer than the test waits: a message stranded at shutdown would
@@ -48,23 +50,10 @@ async fn sigterm_finishes_in_flight_work_and_the_next_process_loses_nothing() {
     }
 
     let mut first = worker(&h);
-    let admin = h.db.admin().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = admin
-            .query_one("SELECT count(*) FROM profiles", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if n > 20 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker process applied nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testkit::eventually("the worker process to apply some joins", WAIT, || async {
+        h.count("SELECT count(*) FROM profiles").await > 20
+    })
+    .await;
     let pid = first.id().expect("running").to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -82,11 +71,7 @@ async fn sigterm_finishes_in_flight_work_and_the_next_process_loses_nothing() {
     assert!(status.success(), "exit {status:?}: {logs}");
     assert!(logs.contains("worker stopped cleanly"), "{logs}");
 
-    let at_stop: i64 = admin
-        .query_one("SELECT count(*) FROM profiles", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let at_stop = h.count("SELECT count(*) FROM profiles").await;
     assert!(
         at_stop < MEMBERS as i64,
         "the worker finished everything before the signal; nothing was tested"
@@ -102,7 +87,7 @@ async fn sigterm_finishes_in_flight_work_and_the_next_process_loses_nothing() {
         MEMBERS as i64,
         "messages the first process held came back only after ack_wait"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.drained().await;
     assert_eq!(
         h.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
             .await,
@@ -111,28 +96,18 @@ async fn sigterm_finishes_in_flight_work_and_the_next_process_loses_nothing() {
     );
 }
 
-#[path = "../../gateway/tests/common/nats.rs"]
-mod private_nats;
-
 /// Publishes as the gateway does: the envelope id as Nats-Msg-Id.
 async fn publish(
     js: &async_nats::jetstream::Context,
     ns: &bus::Namespace,
     envelope: &wire::Envelope,
 ) {
-    let subject = ns.subject(envelope.subject().unwrap());
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", envelope.id.as_str());
-    js.publish_with_headers(subject, headers, envelope.to_json().unwrap().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    testkit::nats::publish_with_msg_id(js, ns, envelope, envelope.id.as_str()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_mid_stream_loses_nothing_and_applies_nothing_twice() {
-    let mut nats = private_nats::NatsServer::start();
+    let mut nats = testkit::nats::NatsServer::start();
     let db = testkit::TestDb::create("cli_worker_nats_restart").await;
     let store = db.store(2).await;
     store
@@ -141,7 +116,7 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_applies_nothing_twice() {
         .await
         .unwrap();
     let ns = bus::Namespace::root();
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let js = testkit::nats::jetstream(&nats.url()).await;
     // File storage, as in production: the streams survive the restart.
     bus::ensure_streams(&js, &bus::Topology::new(ns.clone()))
         .await
@@ -154,7 +129,10 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_applies_nothing_twice() {
         .env("DATABASE_URL", db.app_pgbouncer_url())
         .env("NATS_URL", nats.url())
         .env("WORKER_CONCURRENCY", "8")
-        .env("WORKER_ACK_WAIT", "60s")
+        // Acks sent while NATS was down are lost: those messages come back
+        // after this, and the test waits for them to prove they change
+        // nothing. Short, so that it can.
+        .env("WORKER_ACK_WAIT", "5s")
         .env("LOG_FORMAT", "json")
         .env_remove("NATS_NAMESPACE")
         .env_remove("DISCORD_TOKEN")
@@ -163,16 +141,10 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_applies_nothing_twice() {
         .kill_on_drop(true)
         .spawn()
         .expect("gatehouse worker starts");
-    let admin = db.admin().await;
-    let count = |sql: &'static str| {
-        let admin = &admin;
-        async move { admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while count("SELECT count(*) FROM profiles").await < 20 {
-        assert!(tokio::time::Instant::now() < deadline, "nothing applied");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testkit::eventually("the worker process to apply some joins", WAIT, || async {
+        db.count("SELECT count(*) FROM profiles").await >= 20
+    })
+    .await;
 
     // NATS crashes mid-stream and comes back on the same store.
     nats.stop();
@@ -182,18 +154,20 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_applies_nothing_twice() {
         publish(&js, &ns, &member_join(999, user, "s1", user)).await;
     }
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    while count("SELECT count(*) FROM profiles").await < MEMBERS as i64 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "events lost across the NATS restart: {} of {MEMBERS} applied",
-            count("SELECT count(*) FROM profiles").await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'").await,
+        db.wait_for_count(
+            "SELECT count(*) FROM profiles",
+            MEMBERS as i64,
+            RESTART_WAIT
+        )
+        .await,
+        MEMBERS as i64,
+        "events lost across the NATS restart"
+    );
+    testkit::drained(&js, &ns, RESTART_WAIT).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
+            .await,
         MEMBERS as i64,
         "an event took effect twice"
     );

@@ -5,12 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::nats::{self, NatsServer};
 use common::*;
 use discord_sim::{
     shard_for_guild, Fault, GuildsSpec, MemberPatch, NewInteraction, NewMember, ShardEvent,
     TrafficMix, TrafficSpec,
 };
+use testkit::http;
+use testkit::nats::{self, NatsServer};
+use testkit::sim::assert_exactly_once;
 use wire::{EventType, Payload, Snowflake};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,10 +26,7 @@ async fn every_event_reaches_jetstream_once_over_two_shards() {
         roles_per_guild: 2,
     });
     let gateway = start(settings(&sim, &nats.url(), "0-1", 2)).await;
-    assert!(
-        eventually(WAIT, || ready(&gateway)).await,
-        "/readyz never became ready"
-    );
+    until_ready(&gateway, "at start").await;
 
     // One of each kind of event, on guilds of both shards.
     let mut joined = Vec::new();
@@ -124,14 +123,14 @@ async fn every_event_reaches_jetstream_once_over_two_shards() {
     assert_eq!(interaction.command_name.as_deref(), Some("verify"));
     assert_eq!(commands[0].envelope.user_id, Some(Snowflake(u0)));
 
-    let (status, metrics) = http_get(gateway.http_addr(), "/metrics").await;
+    let (status, metrics) = http::get(gateway.http_addr(), "/metrics").await;
     assert_eq!(status, 200);
     assert!(
         metrics.contains("gateway_events_published_total")
             && metrics.contains("gateway_publish_latency_seconds_bucket"),
         "{metrics}"
     );
-    assert_eq!(http_get(gateway.http_addr(), "/healthz").await.0, 200);
+    assert_eq!(http::get(gateway.http_addr(), "/healthz").await.0, 200);
 
     let summary = gateway.shutdown().await.expect("clean shutdown");
     assert_eq!(summary.sessions_saved, 2);
@@ -156,7 +155,7 @@ async fn survives(fault: Fault, every_join: bool) -> discord_sim::ShardTranscrip
         roles_per_guild: 1,
     })[0];
     let gateway = start(settings(&sim, &nats.url(), "0", 1)).await;
-    assert!(eventually(WAIT, || ready(&gateway)).await, "not ready");
+    until_ready(&gateway, "at start").await;
 
     let mut users = Vec::new();
     for i in 0..40 {
@@ -178,7 +177,7 @@ async fn survives(fault: Fault, every_join: bool) -> discord_sim::ShardTranscrip
         // A zombie connection delivers nothing until Twilight notices it:
         // wait for the joins themselves, not only for what was sent so far.
         let url = nats.url();
-        eventually(WAIT, || async {
+        testkit::eventually("every member.join in EVENTS", WAIT, || async {
             nats::read_stream(&url, "EVENTS")
                 .await
                 .iter()
@@ -199,10 +198,7 @@ async fn survives(fault: Fault, every_join: bool) -> discord_sim::ShardTranscrip
             "member.join of {user} missing"
         );
     }
-    assert!(
-        eventually(WAIT, || ready(&gateway)).await,
-        "not ready after the fault"
-    );
+    until_ready(&gateway, "after the fault").await;
     let transcript = control.transcript(0);
     gateway.shutdown().await.expect("clean shutdown");
     sim.shutdown().await;
@@ -274,7 +270,7 @@ async fn nats_outage_blocks_then_delivers_everything_once() {
     s.publish_window = Some(2);
     s.publish_ack_timeout = Some("500ms".into());
     let gateway = start(s).await;
-    assert!(eventually(WAIT, || ready(&gateway)).await, "not ready");
+    until_ready(&gateway, "at start").await;
 
     let traffic = |events| TrafficSpec {
         events,
@@ -290,11 +286,11 @@ async fn nats_outage_blocks_then_delivers_everything_once() {
     };
     control.start_traffic(traffic(100)).wait().await;
     nats.stop();
-    assert!(
-        eventually(WAIT, || async { !ready(&gateway).await }).await,
-        "/readyz stayed ready with NATS down"
-    );
-    let (status, body) = http_get(gateway.http_addr(), "/readyz").await;
+    testkit::eventually("/readyz to turn unready with NATS down", WAIT, || async {
+        !ready(&gateway).await
+    })
+    .await;
+    let (status, body) = http::get(gateway.http_addr(), "/readyz").await;
     assert_eq!(status, 503);
     assert!(body.contains("\"nats_connected\":false"), "{body}");
 
@@ -304,10 +300,7 @@ async fn nats_outage_blocks_then_delivers_everything_once() {
     nats.resume();
 
     assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
-    assert!(
-        eventually(WAIT, || ready(&gateway)).await,
-        "not ready after NATS came back"
-    );
+    until_ready(&gateway, "after NATS came back").await;
     let summary = gateway.shutdown().await.expect("clean shutdown");
     assert_eq!(summary.publish.abandoned, 0);
     sim.shutdown().await;
@@ -324,7 +317,7 @@ async fn a_restarted_gateway_resumes_its_sessions() {
         roles_per_guild: 1,
     });
     let first = start(settings(&sim, &nats.url(), "0-1", 2)).await;
-    assert!(eventually(WAIT, || ready(&first)).await, "not ready");
+    until_ready(&first, "at start").await;
     for &g in &guilds {
         control
             .add_member(g, NewMember::default())
@@ -345,7 +338,7 @@ async fn a_restarted_gateway_resumes_its_sessions() {
             .expect("member added");
     }
     let second = start(settings(&sim, &nats.url(), "0-1", 2)).await;
-    assert!(eventually(WAIT, || ready(&second)).await, "not ready");
+    until_ready(&second, "at start").await;
     let stored = assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
     assert_eq!(
         stored
@@ -375,7 +368,7 @@ async fn a_namespace_keeps_tests_apart_on_a_shared_server() {
     let mut s = settings(&sim, &nats.url(), "0", 1);
     s.nats_namespace = Some("ns1".into());
     let gateway = start(s).await;
-    assert!(eventually(WAIT, || ready(&gateway)).await, "not ready");
+    until_ready(&gateway, "at start").await;
     let stored = assert_exactly_once(&sim, &nats.url(), "ns1_EVENTS", [0], "ns1.").await;
     assert_eq!(stored.len(), 2);
     assert_eq!(nats::stream_len(&nats.url(), "EVENTS").await, 0);

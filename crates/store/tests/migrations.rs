@@ -30,16 +30,9 @@ async fn applies_everything_from_empty_then_nothing_on_rerun() {
         .get(0);
     assert_eq!(recorded as usize, MIGRATIONS.len());
     // Tables belong to the owner role, not to whoever ran the test.
-    let owners: Vec<String> = admin
-        .query(
-            "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'public'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let owners: Vec<String> = db
+        .column("SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'public'")
+        .await;
     assert_eq!(owners, vec!["gatehouse_owner".to_owned()]);
 }
 

@@ -1,222 +1,44 @@
-//! Throwaway databases for tests, on the services `scripts/stack up` runs.
+//! One test harness for the workspace, on the services `scripts/stack up`
+//! runs (or starts itself, for a private NATS):
 //!
-//! Each [`TestDb`] is a fresh database, migrated, owned by `gatehouse_owner`
-//! and reachable as `gatehouse_app` both directly and through PgBouncer. It
-//! is dropped (with `FORCE`) when the value is dropped, so tests run in
-//! parallel and leave nothing behind.
+//! - [`db`]: throwaway, migrated databases ([`TestDb`]);
+//! - [`nats`]: a private nats-server per test, a namespace of the test's own
+//!   on the shared one (deleted with the value), and reading a stream back;
+//! - [`mod@eventually`]: awaiting a condition, failing with what was awaited;
+//! - [`drained`]: waiting until the durable consumers have nothing pending,
+//!   so a test that proves "no second effect" looks only after every copy
+//!   was handled, instead of sleeping and hoping;
+//! - [`fixtures`]: community data several crates arrange alike (rules,
+//!   wallets), written through the store;
+//! - [`sim`]: the simulator set up for fast tests, and checking that what it
+//!   sent reached a stream exactly once;
+//! - [`http`]: plain HTTP/1.1 requests, below any client's retries.
 //!
-//! Connection settings come from the environment `scripts/stack up` writes
-//! (`.stack/env`); variables already set in the process win.
+//! A dev-dependency only: nothing here belongs in a production build.
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
-};
+pub mod db;
+pub mod drained;
+pub mod eventually;
+pub mod fixtures;
+pub mod http;
+pub mod nats;
+pub mod sim;
 
-use tokio_postgres::{Client, NoTls};
+pub use db::{connect, workspace_root, StackEnv, TestDb};
+pub use drained::drained;
+pub use eventually::eventually;
 
-/// Where the stack is and how to log in.
-#[derive(Clone, Debug)]
-pub struct StackEnv {
-    pub admin_url: String,
-    pub owner_password: String,
-    pub app_password: String,
-    pub pg_port: u16,
-    pub pgbouncer_port: u16,
-    pub nats_url: String,
-}
-
-impl StackEnv {
-    /// Reads the stack's environment. Panics with instructions when the
-    /// stack has not been started: a test cannot do anything useful then.
-    pub fn load() -> StackEnv {
-        let file = read_env_file(&workspace_root().join(".stack/env"));
-        let get = |key: &str| -> Option<String> {
-            std::env::var(key).ok().or_else(|| file.get(key).cloned())
+/// Runs `work` to completion on a private runtime on its own thread: `Drop`
+/// cannot await, and may run inside or outside a tokio runtime.
+pub(crate) fn block_on_aside(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let handle = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
         };
-        let need = |key: &str| -> String {
-            get(key).unwrap_or_else(|| {
-                panic!("{key} is not set and .stack/env does not exist: run `scripts/stack up` first (scripts/test does)")
-            })
-        };
-        let port = |key: &str, default: u16| -> u16 {
-            get(key)
-                .map(|v| {
-                    v.parse()
-                        .unwrap_or_else(|_| panic!("{key}={v} is not a port"))
-                })
-                .unwrap_or(default)
-        };
-        StackEnv {
-            admin_url: get("GATEHOUSE_ADMIN_URL")
-                .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".into()),
-            owner_password: need("GATEHOUSE_OWNER_PASSWORD"),
-            app_password: need("GATEHOUSE_APP_PASSWORD"),
-            pg_port: port("GATEHOUSE_PG_PORT", 5432),
-            pgbouncer_port: port("GATEHOUSE_PGBOUNCER_PORT", 6432),
-            nats_url: get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
-        }
-    }
-}
-
-/// The workspace root (this crate lives in crates/testkit).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn read_env_file(path: &Path) -> HashMap<String, String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
-    };
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("export "))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
-        .collect()
-}
-
-/// A fresh, migrated database that is dropped with the value.
-pub struct TestDb {
-    pub env: StackEnv,
-    pub name: String,
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-impl TestDb {
-    /// Creates and migrates a database named after the test (`label`).
-    pub async fn create(label: &str) -> TestDb {
-        let db = Self::create_empty(label).await;
-        store::migrate::run(&db.owner_url(), Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("migrating {}: {e}", db.name));
-        db
-    }
-
-    /// Creates a database with no migrations applied.
-    pub async fn create_empty(label: &str) -> TestDb {
-        let env = StackEnv::load();
-        let clean: String = label
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .take(24)
-            .collect();
-        let name = format!(
-            "gh_test_{clean}_{}_{}_{:04x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            rand::random::<u16>()
-        );
-        let admin = connect(&env.admin_url).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\" OWNER gatehouse_owner"))
-            .await
-            .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
-        TestDb { env, name }
-    }
-
-    pub fn owner_url(&self) -> String {
-        format!(
-            "postgresql://gatehouse_owner:{}@127.0.0.1:{}/{}",
-            self.env.owner_password, self.env.pg_port, self.name
-        )
-    }
-
-    /// The runtime role, straight to PostgreSQL.
-    pub fn app_direct_url(&self) -> String {
-        format!(
-            "postgresql://gatehouse_app:{}@127.0.0.1:{}/{}",
-            self.env.app_password, self.env.pg_port, self.name
-        )
-    }
-
-    /// The runtime role through PgBouncer (transaction pooling).
-    pub fn app_pgbouncer_url(&self) -> String {
-        format!(
-            "postgresql://gatehouse_app:{}@127.0.0.1:{}/{}",
-            self.env.app_password, self.env.pgbouncer_port, self.name
-        )
-    }
-
-    /// A superuser connection to this database, for arranging fixtures that
-    /// no Gatehouse role could write (and checking what really is stored).
-    pub async fn admin(&self) -> Client {
-        let url = self
-            .env
-            .admin_url
-            .rsplit_once('/')
-            .map(|(base, _)| format!("{base}/{}", self.name))
-            .unwrap_or_else(|| panic!("GATEHOUSE_ADMIN_URL has no database part"));
-        connect(&url).await
-    }
-
-    /// A plain session as the runtime role, directly to PostgreSQL.
-    pub async fn app_direct(&self) -> Client {
-        connect(&self.app_direct_url()).await
-    }
-
-    /// A plain session as the runtime role through PgBouncer.
-    pub async fn app_pgbouncer(&self) -> Client {
-        connect(&self.app_pgbouncer_url()).await
-    }
-
-    /// A store (pool) for the runtime role through PgBouncer.
-    pub async fn store(&self, pool_size: usize) -> store::Store {
-        let config = store::StoreConfig::from_url(&self.app_pgbouncer_url())
-            .and_then(|c| c.with_pool_size(pool_size))
-            .unwrap_or_else(|e| panic!("store config: {e}"));
-        store::Store::connect(config)
-            .await
-            .unwrap_or_else(|e| panic!("connecting the store to {}: {e}", self.name))
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let admin_url = self.env.admin_url.clone();
-        let name = self.name.clone();
-        // Drop runs outside async context guarantees; use a private runtime
-        // on its own thread so this works from within a tokio test too.
-        let handle = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&admin_url, NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .await;
-                }
-            });
-        });
-        let _ = handle.join();
-    }
-}
-
-/// Connects and drives the connection in the background; panics with the
-/// reason on failure (tests only).
-pub async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {}: {e}", store::redact_url(url)));
-    tokio::spawn(async move {
-        let _ = conn.await;
+        rt.block_on(work);
     });
-    client
+    let _ = handle.join();
 }

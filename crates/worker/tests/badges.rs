@@ -190,8 +190,8 @@ async fn join_order_awards_the_first_n_only_and_a_redelivered_join_awards_once()
             i as i64 + 1
         );
     }
-    // Evaluation follows the join's commit; let the last one finish.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Evaluation follows the join's commit, before its acknowledgement.
+    h.drained().await;
     assert_eq!(holders(&h, "pioneer").await, vec![101, 102, 103]);
     assert_eq!(audit_rows(&h, "pioneer").await, 3);
 
@@ -200,7 +200,7 @@ async fn join_order_awards_the_first_n_only_and_a_redelivered_join_awards_once()
         h.publish_with_msg_id(&joins[0], &format!("again-{copy}"))
             .await;
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    h.drained().await;
     assert_eq!(holders(&h, "pioneer").await, vec![101, 102, 103]);
     assert_eq!(audit_rows(&h, "pioneer").await, 3);
     let reason: String =
@@ -239,7 +239,7 @@ async fn join_order_never_exceeds_n_when_joins_arrive_at_once() {
         h.wait_for_count("SELECT count(*) FROM profiles", 30).await,
         30
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    h.drained().await;
     // Whatever order the workers took the joins in: exactly five.
     assert_eq!(holders(&h, "first-five").await.len(), 5);
     assert_eq!(audit_rows(&h, "first-five").await, 5);
@@ -267,10 +267,7 @@ async fn tenure_counts_days_since_joining_on_join_and_in_the_periodic_scan() {
         2
     );
     // Awarded on join: 40 days ago is long enough, 2 days is not.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while holders(&h, "veteran").await.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    h.drained().await;
     assert_eq!(holders(&h, "veteran").await, vec![301]);
 
     // Time passes (the join is moved back): the scan awards it.
@@ -320,7 +317,7 @@ async fn tier_reached_awards_at_or_above_the_tier_along_the_ladder() {
         3
     );
     // Default tier "member": nothing yet.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.drained().await;
     assert_eq!(h.count("SELECT count(*) FROM badge_awards").await, 0);
     let tx = h.store.begin(tenant).await.unwrap();
     for (user, tier) in [(401, "gold"), (402, "silver"), (403, "bronze")] {

@@ -17,7 +17,7 @@ use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
 use store::{
     repo::{BadgeEvaluator, NewBadge},
-    Snowflake, TenantId, WalletAddress,
+    Snowflake, TenantId,
 };
 use wire::{
     payload::{CommandOption, InteractionCreate, InteractionKind},
@@ -167,15 +167,7 @@ impl World {
     }
 
     async fn link_in_store(&self, user: u64, wallet: &str) {
-        let tx = self.h.store.begin(self.tenant).await.unwrap();
-        tx.profiles()
-            .link_wallet(
-                Snowflake::new(user).unwrap(),
-                &WalletAddress::parse(wallet).unwrap(),
-            )
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        testkit::fixtures::link_wallet(&self.h.store, self.tenant, user, wallet).await;
     }
 
     async fn roles_of(&self, user: u64) -> Vec<u64> {
@@ -297,7 +289,7 @@ async fn a_redelivered_interaction_is_answered_once() {
         w.h.publish_with_msg_id(&envelope, &format!("copy-{copy}"))
             .await;
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    w.h.drained().await;
     let info = w.sim.control().interaction(id).unwrap();
     assert_eq!(info.responses.len(), 1, "{:?}", info.responses);
     assert!(w.h.dead_letters().await.is_empty());
@@ -528,14 +520,10 @@ async fn link_wallet_refuses_an_expired_nonce() {
     // Asking again (here: another member) clears expired requests.
     let fresh = w.reply(w.members[1], "link-wallet", &[]).await;
     assert!(fresh.contains("```"), "{fresh}");
-    let admin = w.h.db.admin().await;
-    let open: Vec<i64> = admin
-        .query("SELECT discord_user_id FROM wallet_link_nonces", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let open: Vec<i64> =
+        w.h.db
+            .column("SELECT discord_user_id FROM wallet_link_nonces")
+            .await;
     assert_eq!(open, vec![w.members[1] as i64]);
     w.finish().await;
 }
@@ -601,7 +589,7 @@ async fn without_discord_rest_interactions_are_dead_lettered_with_the_reason() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].0, h.ns.subject("dead.commands.interaction"));
+    assert_eq!(dead[0].0, h.nats.ns.subject("dead.commands.interaction"));
     assert!(
         dead[0].1.contains("no Discord REST client"),
         "{}",

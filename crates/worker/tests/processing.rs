@@ -73,23 +73,15 @@ async fn duplicates_and_redeliveries_have_one_effect() {
             .await,
         2
     );
-    // Let every copy be handled before counting effects.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Count effects only once every copy has been handled.
+    h.drained().await;
     let joined = h
         .count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
         .await;
     if joined != 1 {
-        let admin = h.db.admin().await;
-        let actions: Vec<String> = admin
-            .query(
-                "SELECT action || ' ' || metadata::text FROM audit_logs ORDER BY id",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let actions: Vec<String> =
+            h.db.column("SELECT action || ' ' || metadata::text FROM audit_logs ORDER BY id")
+                .await;
         panic!(
             "member.joined audited {joined} times; audit: {actions:?}; dead letters: {:?}",
             h.dead_letters().await
@@ -118,7 +110,7 @@ async fn a_poison_message_is_dead_lettered_with_its_reason_and_the_stream_moves_
     );
     let dead = h.dead_letters().await;
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].0, h.ns.subject("dead.events.member.join"));
+    assert_eq!(dead[0].0, h.nats.ns.subject("dead.events.member.join"));
     assert!(dead[0].1.contains("undecodable envelope"), "{}", dead[0].1);
     h.stop_worker().await;
 }
@@ -137,14 +129,11 @@ async fn a_member_event_waits_for_its_guild_then_gives_up_into_the_dead_letters(
     );
     // A guild that never comes: bounded retries, then a dead letter.
     h.publish(&member_join(555, 1, "s1", 3)).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-    let dead = loop {
-        let dead = h.dead_letters().await;
-        if !dead.is_empty() || tokio::time::Instant::now() > deadline {
-            break dead;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    testkit::eventually("a dead letter", common::WAIT, || async {
+        !h.dead_letters().await.is_empty()
+    })
+    .await;
+    let dead = h.dead_letters().await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
         dead[0].1.contains("gave up after 3 attempts"),
@@ -165,25 +154,12 @@ async fn a_worker_killed_mid_stream_and_restarted_loses_nothing() {
     }
     h.start_worker();
     // Kill it once it is part-way through.
-    let admin = h.db.admin().await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let n: i64 = admin
-            .query_one("SELECT count(*) FROM profiles", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if n > 20 || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    testkit::eventually("the worker to apply some joins", common::WAIT, || async {
+        h.count("SELECT count(*) FROM profiles").await > 20
+    })
+    .await;
     h.kill_worker();
-    let at_kill: i64 = admin
-        .query_one("SELECT count(*) FROM profiles", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let at_kill = h.count("SELECT count(*) FROM profiles").await;
     assert!(
         at_kill < MEMBERS as i64,
         "the worker finished before it could be killed"
@@ -208,7 +184,7 @@ async fn two_workers_share_the_stream_and_each_event_has_one_effect() {
     let stop_other = tokio_util::sync::CancellationToken::new();
     let other = tokio::spawn(worker::run(
         h.config.clone(),
-        h.js.clone(),
+        h.nats.js.clone(),
         other_store.clone(),
         None,
         stop_other.clone(),

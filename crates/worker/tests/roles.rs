@@ -68,14 +68,16 @@ async fn check_now(h: &Harness, guild: u64, user: u64, n: u32) {
         priority: wire::check::CheckPriority::Interactive,
         requested_at: 0,
     };
-    h.js.publish(
-        h.ns.subject(wire::subjects::ELIGIBILITY_CHECK),
-        check.to_json().unwrap().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    h.nats
+        .js
+        .publish(
+            h.nats.ns.subject(wire::subjects::ELIGIBILITY_CHECK),
+            check.to_json().unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,20 +99,8 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
     // role_ids[0] is @everyone (the guild's own id), which cannot be granted.
     let (gated_a, unmanaged_a) = (info_a.role_ids[1], info_a.role_ids[2]);
     let gated_b = info_b.role_ids[1];
-    let members_a: Vec<u64> = sim
-        .control()
-        .members(ga)
-        .unwrap()
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
-    let members_b: Vec<u64> = sim
-        .control()
-        .members(gb)
-        .unwrap()
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
+    let members_a = testkit::sim::member_ids(&sim, ga);
+    let members_b = testkit::sim::member_ids(&sim, gb);
 
     let chain = FakeChain::start().await.unwrap();
     let contract: Address = CONTRACT.parse().unwrap();
@@ -186,22 +176,8 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
         (ga, members_a[3], wallet(4)),
         (gb, members_b[0], wallet(50)),
     ] {
-        let tenant = h
-            .store
-            .directory()
-            .resolve_guild(Snowflake::new(guild).unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        let tx = h.store.begin(tenant).await.unwrap();
-        tx.profiles()
-            .link_wallet(
-                Snowflake::new(user).unwrap(),
-                &WalletAddress::parse(&w).unwrap(),
-            )
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let tenant = testkit::fixtures::tenant_of(&h.store, guild).await;
+        testkit::fixtures::link_wallet(&h.store, tenant, user, &w).await;
     }
     for (n, user) in members_a.iter().enumerate() {
         check_now(&h, ga, *user, n as u32).await;
@@ -223,7 +199,7 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
         }
     }
     // Meets A's threshold but not B's: independent results per community.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.drained().await;
     assert!(
         !roles_of(&sim, gb, members_b[0]).await.contains(&gated_b),
         "B granted below its threshold"
@@ -244,7 +220,7 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
     chain.set_fault(Fault::Unavailable);
     chain.set_erc20_balance(contract, wallet(1).parse().unwrap(), U256::ZERO);
     check_now(&h, ga, members_a[0], 100).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.drained().await;
     assert!(
         roles_of(&sim, ga, members_a[0]).await.contains(&gated_a),
         "an outage removed a role"
@@ -450,13 +426,7 @@ async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
         roles_per_guild: 1,
     })[0];
     let role = sim.control().guild(guild).unwrap().role_ids[1];
-    let users: Vec<u64> = sim
-        .control()
-        .members(guild)
-        .unwrap()
-        .iter()
-        .map(|m| m.user_id)
-        .collect();
+    let users = testkit::sim::member_ids(&sim, guild);
     let discord = worker::discord::Discord::new("test-token", Some(&sim.api_url()), 1).unwrap();
     let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let change = |user: u64| worker::discord::RoleChange {

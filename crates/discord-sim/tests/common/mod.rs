@@ -4,26 +4,18 @@
 
 use std::time::{Duration, Instant};
 
+pub use testkit::sim::start;
+
 use discord_sim::{SimConfig, Simulator};
+use testkit::http::Response;
 use tokio::sync::mpsc;
 use twilight_gateway::queue::InMemoryQueue;
 use twilight_gateway::{ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt};
 
 pub const TOKEN: &str = "test-token";
 
-/// A config for fast tests: no identify spacing, short heartbeats.
 pub fn fast_config() -> SimConfig {
-    SimConfig {
-        token: TOKEN.into(),
-        identify_interval_ms: 0,
-        max_concurrency: 16,
-        heartbeat_interval_ms: 1_000,
-        ..SimConfig::default()
-    }
-}
-
-pub async fn start(config: SimConfig) -> Simulator {
-    Simulator::start(config).await.expect("simulator starts")
+    testkit::sim::fast_config(TOKEN)
 }
 
 /// What a shard task saw.
@@ -126,44 +118,11 @@ impl ShardProbe {
     }
 }
 
-/// Polls `check` until it holds or `within` passes.
-pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
-}
-
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A response read by [`raw_request`].
-#[derive(Debug)]
-pub struct RawResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl RawResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).expect("JSON body")
-    }
-}
-
-/// One HTTP/1.1 request without a client library: twilight-http retries
-/// 429s by itself, so a test that wants to see a 429 has to look lower.
-pub async fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str) -> RawResponse {
+/// One request as a bot, below twilight-http: it retries 429s by itself,
+/// so a test that wants to see a 429 has to look lower.
+pub async fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str) -> Response {
     raw_request_with(addr, method, path, None).await
 }
 
@@ -173,36 +132,18 @@ pub async fn raw_request_with(
     method: &str,
     path: &str,
     body: Option<serde_json::Value>,
-) -> RawResponse {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connects");
+) -> Response {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bot {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tcp.write_all(request.as_bytes())
-        .await
-        .expect("request sent");
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).await.expect("response read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    RawResponse {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    let auth = format!("Bot {TOKEN}");
+    testkit::http::request(
+        addr,
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    )
+    .await
 }

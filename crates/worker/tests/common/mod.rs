@@ -6,17 +6,20 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use bus::{Namespace, Storage, Topology};
-use testkit::TestDb;
+use bus::{Storage, Topology};
+use testkit::{nats::NatsScope, TestDb};
 use tokio_util::sync::CancellationToken;
 use wire::{payload, Envelope, Payload, Snowflake};
 use worker::WorkerConfig;
 
+/// How long a test waits for an effect before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
 pub struct Harness {
     pub db: TestDb,
     pub store: store::Store,
-    pub js: jetstream::Context,
-    pub ns: Namespace,
+    /// The test's own namespace on the stack's NATS; its streams go with it.
+    pub nats: NatsScope,
     pub config: WorkerConfig,
     pub role_sync: Option<std::sync::Arc<worker::RoleSync>>,
     worker: Option<(
@@ -29,14 +32,9 @@ impl Harness {
     pub async fn new(label: &str) -> Harness {
         let db = TestDb::create(label).await;
         let store = db.store(8).await;
-        let client = async_nats::connect(&db.env.nats_url)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to NATS at {}: {e}", db.env.nats_url));
-        let js = jetstream::new(client);
-        // The database name is unique per test; reuse it for NATS.
-        let ns = Namespace::prefixed(&format!("t{:08x}", rand_suffix(&db.name))).unwrap();
+        let nats = NatsScope::new(&db.env.nats_url).await;
         let config = WorkerConfig {
-            topology: Topology::new(ns.clone()).with_storage(Storage::Memory),
+            topology: Topology::new(nats.ns.clone()).with_storage(Storage::Memory),
             concurrency: 8,
             max_attempts: 3,
             backoff: vec![Duration::from_millis(100)],
@@ -44,12 +42,13 @@ impl Harness {
             ack_wait: Duration::from_secs(2),
             ..WorkerConfig::default()
         };
-        bus::ensure_streams(&js, &config.topology).await.unwrap();
+        bus::ensure_streams(&nats.js, &config.topology)
+            .await
+            .unwrap();
         Harness {
             db,
             store,
-            js,
-            ns,
+            nats,
             config,
             role_sync: None,
             worker: None,
@@ -60,7 +59,7 @@ impl Harness {
         let token = CancellationToken::new();
         let handle = tokio::spawn(worker::run(
             self.config.clone(),
-            self.js.clone(),
+            self.nats.js.clone(),
             self.store.clone(),
             self.role_sync.clone(),
             token.clone(),
@@ -107,27 +106,19 @@ impl Harness {
         )));
     }
 
-    /// Publishes to JetStream with the envelope id as Nats-Msg-Id.
+    /// Publishes as the gateway does: the envelope id as Nats-Msg-Id.
     pub async fn publish(&self, envelope: &Envelope) {
-        self.publish_with_msg_id(envelope, envelope.id.as_str())
-            .await;
+        self.nats.publish(envelope).await;
     }
 
     pub async fn publish_with_msg_id(&self, envelope: &Envelope, msg_id: &str) {
-        let subject = self.ns.subject(envelope.subject().expect("known type"));
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", msg_id);
-        self.js
-            .publish_with_headers(subject, headers, envelope.to_json().unwrap().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        self.nats.publish_with_msg_id(envelope, msg_id).await;
     }
 
     pub async fn publish_raw(&self, contract_subject: &str, body: &'static [u8]) {
-        self.js
-            .publish(self.ns.subject(contract_subject), body.into())
+        self.nats
+            .js
+            .publish(self.nats.ns.subject(contract_subject), body.into())
             .await
             .unwrap()
             .await
@@ -135,17 +126,15 @@ impl Harness {
     }
 
     /// Polls `query` (run as superuser on the test database) until it
-    /// returns `want` or the deadline passes; returns the last value.
+    /// returns `want` or [`WAIT`] passes; returns the last value.
     pub async fn wait_for_count(&self, query: &str, want: i64) -> i64 {
-        let admin = self.db.admin().await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let n: i64 = admin.query_one(query, &[]).await.unwrap().get(0);
-            if n == want || tokio::time::Instant::now() > deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.db.wait_for_count(query, want, WAIT).await
+    }
+
+    /// Waits until the worker has handled everything published so far, so
+    /// that what the database holds is every effect there will be.
+    pub async fn drained(&self) {
+        self.nats.drained(WAIT).await;
     }
 
     /// Gates `role` in `guild`'s community on an ERC-20 balance of at least
@@ -157,37 +146,11 @@ impl Harness {
         role: u64,
         min_balance: &str,
     ) -> store::TenantId {
-        use store::{
-            repo::{NewRule, RuleType},
-            Snowflake as StoreSnowflake, WalletAddress,
-        };
-        let tenant = self
-            .store
-            .directory()
-            .resolve_guild(StoreSnowflake::new(guild).unwrap())
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("guild {guild} was not provisioned"));
-        let tx = self.store.begin(tenant).await.unwrap();
-        tx.rules()
-            .create(&NewRule {
-                chain: Some("testchain".into()),
-                contract_address: Some(WalletAddress::parse(contract).unwrap()),
-                rule_type: RuleType::TokenBalance,
-                parameters: serde_json::json!({ "min_balance": min_balance }),
-                role_discord_id: StoreSnowflake::new(role).unwrap(),
-                tier_mapping: None,
-                priority: 0,
-                enabled: true,
-            })
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        tenant
+        testkit::fixtures::gate_role(&self.store, guild, contract, role, min_balance).await
     }
 
     /// Waits until `members` profiles exist, then checks each `member.joined`
-    /// took effect exactly once (a late duplicate gets a moment to show).
+    /// took effect exactly once (counted once every redelivery was handled).
     pub async fn assert_each_join_applied_once(&self, members: u64) {
         let members = members as i64;
         assert_eq!(
@@ -196,7 +159,7 @@ impl Harness {
             members,
             "joins lost"
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.drained().await;
         assert_eq!(
             self.count("SELECT count(*) FROM audit_logs WHERE action = 'member.joined'")
                 .await,
@@ -206,15 +169,14 @@ impl Harness {
     }
 
     pub async fn count(&self, query: &str) -> i64 {
-        let admin = self.db.admin().await;
-        admin.query_one(query, &[]).await.unwrap().get(0)
+        self.db.count(query).await
     }
 
     /// Dead letters stored so far: (subject, reason header).
     pub async fn dead_letters(&self) -> Vec<(String, String)> {
         use futures::StreamExt;
-        let stream_name = self.ns.stream_name(&wire::subjects::DEAD_LETTER);
-        let stream = self.js.get_stream(&stream_name).await.unwrap();
+        let stream_name = self.nats.ns.stream_name(&wire::subjects::DEAD_LETTER);
+        let stream = self.nats.js.get_stream(&stream_name).await.unwrap();
         let consumer = stream
             .create_consumer(jetstream::consumer::pull::Config {
                 ack_policy: jetstream::consumer::AckPolicy::None,
@@ -245,33 +207,9 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
+        // Before the namespace's streams are deleted under it.
         self.kill_worker();
-        // Streams are in memory and namespaced; delete them so nothing is
-        // left behind on the shared server.
-        let js = self.js.clone();
-        let ns = self.ns.clone();
-        let handle = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                for spec in wire::subjects::ALL_STREAMS {
-                    let _ = js.delete_stream(ns.stream_name(&spec)).await;
-                }
-            });
-        });
-        let _ = handle.join();
     }
-}
-
-fn rand_suffix(name: &str) -> u32 {
-    // FNV-1a of the unique database name: stable, short, no extra deps.
-    name.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 pub fn guild_join(guild: u64, session: &str, seq: u64) -> Envelope {
@@ -361,13 +299,7 @@ impl GatedGuild {
         })[0];
         // role_ids[0] is @everyone, which cannot be granted.
         let gated = sim.control().guild(guild).unwrap().role_ids[1];
-        let users: Vec<u64> = sim
-            .control()
-            .members(guild)
-            .unwrap()
-            .iter()
-            .map(|m| m.user_id)
-            .collect();
+        let users = testkit::sim::member_ids(&sim, guild);
         let chain = FakeChain::start().await.unwrap();
         chain.deploy(contract.parse().unwrap(), FakeContract::Erc20);
         let mut h = Harness::new(label).await;

@@ -1,13 +1,15 @@
-//! A private nats-server per test (JetStream on, file storage in a temp
-//! directory, a free port), so tests can stop and restart NATS, run in
-//! parallel, and leave nothing behind. Also reads a stream back.
-
-#![allow(dead_code)]
+//! NATS for tests: a private nats-server (JetStream on, file storage in a
+//! temp directory, a free port) for tests that stop and restart NATS, and a
+//! namespace of the test's own on the stack's shared server for the rest.
+//! Both leave nothing behind.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use bus::Namespace;
 
 /// A nats-server child process; killed on drop.
 pub struct NatsServer {
@@ -92,6 +94,93 @@ impl Drop for NatsServer {
     }
 }
 
+/// JetStream on `url`; panics naming the server when it cannot connect.
+pub async fn jetstream(url: &str) -> jetstream::Context {
+    let client = async_nats::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to NATS at {url}: {e}"));
+    jetstream::new(client)
+}
+
+/// A namespace of its own on a shared NATS server, so parallel tests cannot
+/// see each other's streams. Every stream whose name carries the namespace
+/// (the contract streams and the key-value buckets a gateway makes) is
+/// deleted when the value is dropped.
+pub struct NatsScope {
+    pub js: jetstream::Context,
+    pub ns: Namespace,
+}
+
+impl NatsScope {
+    /// A fresh namespace on the server at `url`.
+    pub async fn new(url: &str) -> NatsScope {
+        let ns = Namespace::prefixed(&format!("t{:016x}", rand::random::<u64>()))
+            .expect("a valid namespace");
+        NatsScope {
+            js: jetstream(url).await,
+            ns,
+        }
+    }
+
+    /// Publishes as the gateway does: the envelope id as `Nats-Msg-Id`.
+    pub async fn publish(&self, envelope: &wire::Envelope) {
+        self.publish_with_msg_id(envelope, envelope.id.as_str())
+            .await;
+    }
+
+    /// Publishes `envelope` under another message id, which gets a copy
+    /// past JetStream's dedupe window (as a late redelivery would).
+    pub async fn publish_with_msg_id(&self, envelope: &wire::Envelope, msg_id: &str) {
+        publish_with_msg_id(&self.js, &self.ns, envelope, msg_id).await;
+    }
+
+    /// Waits until every durable consumer on this namespace's streams has
+    /// handled everything; see [`drained`](crate::drained()).
+    pub async fn drained(&self, within: Duration) {
+        crate::drained(&self.js, &self.ns, within).await;
+    }
+}
+
+/// Publishes `envelope` on its subject in `ns` with `msg_id` as
+/// `Nats-Msg-Id`, and awaits JetStream's acknowledgement.
+pub async fn publish_with_msg_id(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    envelope: &wire::Envelope,
+    msg_id: &str,
+) {
+    let subject = ns.subject(envelope.subject().expect("an envelope of a known type"));
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::subjects::headers::MSG_ID, msg_id);
+    let body = envelope.to_json().expect("an envelope serialises");
+    js.publish_with_headers(subject.clone(), headers, body.into())
+        .await
+        .unwrap_or_else(|e| panic!("publishing to {subject}: {e}"))
+        .await
+        .unwrap_or_else(|e| panic!("JetStream did not acknowledge {subject}: {e}"));
+}
+
+impl Drop for NatsScope {
+    fn drop(&mut self) {
+        let js = self.js.clone();
+        let Some(prefix) = self.ns.prefix().map(str::to_owned) else {
+            return;
+        };
+        crate::block_on_aside(async move {
+            use futures::StreamExt;
+            let names: Vec<String> = js
+                .stream_names()
+                .filter_map(|name| async move { name.ok() })
+                .filter(|name| std::future::ready(name.contains(&prefix)))
+                .collect()
+                .await;
+            for name in names {
+                let _ = js.delete_stream(&name).await;
+            }
+        });
+    }
+}
+
 /// One message read back from a stream.
 #[derive(Debug)]
 pub struct Stored {
@@ -102,8 +191,7 @@ pub struct Stored {
 
 /// Every message of `stream`, in stream order.
 pub async fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
-    let client = async_nats::connect(url).await.expect("NATS connects");
-    let js = async_nats::jetstream::new(client);
+    let js = jetstream(url).await;
     let mut handle = match js.get_stream(stream).await {
         Ok(handle) => handle,
         Err(_) => return Vec::new(),
@@ -130,12 +218,13 @@ pub async fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
     out
 }
 
-/// The number of messages in `stream` (0 if it does not exist).
+/// The number of messages in `stream` (0 if it does not exist or NATS is
+/// down: callers poll it until it is what they expect).
 pub async fn stream_len(url: &str, stream: &str) -> u64 {
     let Ok(client) = async_nats::connect(url).await else {
         return 0;
     };
-    let js = async_nats::jetstream::new(client);
+    let js = jetstream::new(client);
     match js.get_stream(stream).await {
         Ok(mut handle) => handle.info().await.map_or(0, |i| i.state.messages),
         Err(_) => 0,
