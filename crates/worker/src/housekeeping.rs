@@ -63,3 +63,20 @@ async fn prune_once(store: &Store, keep: Duration) -> Result<u64, store::StoreEr
     }
     Ok(pruned)
 }
+
+#[cfg(test)]
+mod tests {
+    use bus::{Namespace, Topology};
+
+    use super::*;
+
+    #[test]
+    fn ids_are_kept_as_long_as_the_longest_stream_keeps_events_and_forever_without_a_limit() {
+        let mut t = Topology::new(Namespace::root());
+        t.events.max_age = Duration::from_secs(60);
+        t.commands.max_age = Duration::from_secs(90);
+        assert_eq!(dedupe_horizon(&t), Some(Duration::from_secs(90)));
+        t.commands.max_age = Duration::ZERO;
+        assert_eq!(dedupe_horizon(&t), None);
+    }
+}

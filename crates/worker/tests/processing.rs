@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{guild_join, member_join, member_leave, Harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,5 +201,43 @@ async fn two_workers_share_the_stream_and_each_event_has_one_effect() {
     );
     stop_other.cancel();
     other.await.unwrap().unwrap();
+    h.stop_worker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processed_event_ids_are_forgotten_once_the_streams_no_longer_hold_their_events() {
+    let mut h = Harness::new("worker_prune").await;
+    // Streams that keep a message for 3 s, so its id may go after that.
+    for limits in [
+        &mut h.config.topology.events,
+        &mut h.config.topology.commands,
+    ] {
+        limits.max_age = Duration::from_secs(3);
+        limits.duplicate_window = Duration::from_secs(1);
+    }
+    bus::update_streams(&h.nats.js, &h.config.topology)
+        .await
+        .unwrap();
+    h.config.prune_interval = Duration::from_millis(200);
+    h.start_worker();
+    h.publish(&guild_join(333, "s1", 1)).await;
+    h.publish(&member_join(333, 7, "s1", 2)).await;
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM processed_events", 2)
+            .await,
+        2
+    );
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM processed_events", 0)
+            .await,
+        0,
+        "processed ids outlived the streams' max age"
+    );
+    // What the ids guarded is still there; only the bookkeeping went.
+    assert_eq!(
+        h.count("SELECT count(*) FROM profiles WHERE left_at IS NULL")
+            .await,
+        1
+    );
     h.stop_worker().await;
 }
