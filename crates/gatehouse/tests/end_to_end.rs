@@ -274,6 +274,9 @@ async fn balances_become_roles_per_community_through_gateway_and_worker() {
             .await,
         4
     );
+    // Each join asks for a check of its own; let those finish first, or one
+    // landing after the links below would grant the role ahead of /check.
+    stack.nats.drained(WAIT).await;
     let holder = wallet(1);
     stack
         .chain
