@@ -8,6 +8,7 @@
 pub mod check;
 mod envelope;
 mod event_id;
+mod id;
 mod namespace;
 pub mod payload;
 mod snowflake;
@@ -15,6 +16,11 @@ pub mod subjects;
 
 pub use envelope::{Envelope, EventType, Payload, VERSION};
 pub use event_id::{EventId, EVENT_ID_NAMESPACE};
+pub use id::{
+    ApplicationId, ApplicationMarker, ChannelId, ChannelMarker, CommandId, CommandMarker, GuildId,
+    GuildMarker, Id, InteractionId, InteractionMarker, Marker, MessageId, MessageMarker,
+    ParseIdError, ParseIdErrorKind, RoleId, RoleMarker, UserId, UserMarker,
+};
 pub use namespace::{Namespace, NamespaceError};
 pub use snowflake::Snowflake;
 
