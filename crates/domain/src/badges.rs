@@ -24,9 +24,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use store::{
     repo::{AuditEntry, Badge, BadgeEvaluator, BadgeWithHolders, NewBadge, Profile},
-    Snowflake, Store, StoreError, TenantId, TenantTx,
+    Store, StoreError, TenantId, TenantTx,
 };
 use uuid::Uuid;
+use wire::UserId;
 
 use crate::{Actor, AuditAction};
 
@@ -62,7 +63,7 @@ pub enum BadgeError {
     #[error("no badge {0:?} in this community")]
     UnknownBadge(String),
     #[error("no member {0} in this community")]
-    UnknownMember(Snowflake),
+    UnknownMember(UserId),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -217,7 +218,7 @@ pub async fn list(tx: &TenantTx) -> Result<Vec<BadgeWithHolders>, BadgeError> {
 pub async fn grant(
     tx: &TenantTx,
     slug: &str,
-    user: Snowflake,
+    user: UserId,
     granted_by: &str,
     reason: &str,
 ) -> Result<bool, BadgeError> {
@@ -261,7 +262,7 @@ pub async fn grant(
 pub struct Awarded {
     pub badge_slug: String,
     pub profile_id: Uuid,
-    pub discord_user_id: Snowflake,
+    pub discord_user_id: UserId,
     pub reason: String,
 }
 
@@ -351,7 +352,7 @@ pub async fn evaluate(
 pub async fn evaluate_member(
     store: &Store,
     tenant: TenantId,
-    user: Snowflake,
+    user: UserId,
 ) -> Result<Vec<Awarded>, BadgeError> {
     let tx = store.begin(tenant).await?;
     let awarded = match tx.profiles().find_by_discord_user(user).await? {

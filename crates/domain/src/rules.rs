@@ -14,9 +14,10 @@ use eligibility::{RuleDef, RuleSet, RuleSpec};
 use serde_json::json;
 use store::{
     repo::{EligibilityRule, NewRule as NewRuleRow, RuleType},
-    Snowflake, Store, StoreError, TenantTx, WalletAddress,
+    Store, StoreError, TenantTx, WalletAddress,
 };
 use uuid::Uuid;
+use wire::RoleId;
 
 use crate::{
     community::CommunityRef,
@@ -27,7 +28,7 @@ use crate::{
 /// A rule to create: the role it grants and a validated [`RuleSpec`].
 #[derive(Clone, Debug)]
 pub struct NewRule {
-    pub role: Snowflake,
+    pub role: RoleId,
     pub spec: RuleSpec,
     /// Higher first when rules are listed; no effect on evaluation.
     pub priority: i32,

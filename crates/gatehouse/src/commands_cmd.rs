@@ -19,7 +19,7 @@ pub struct RegisterArgs {
 
     /// The application's id (Discord developer portal → General Information).
     #[arg(long, env = "DISCORD_APPLICATION_ID")]
-    pub application_id: u64,
+    pub application_id: wire::ApplicationId,
 
     /// Override of Discord's REST API base URL (the simulator's); unset in production.
     #[arg(long, env = "DISCORD_API_URL")]

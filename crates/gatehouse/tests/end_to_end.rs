@@ -5,6 +5,7 @@
 //! every event starts as something happening in the simulator.
 
 use std::time::Duration;
+use wire::{GuildId, RoleId, UserId};
 
 use async_nats::jetstream;
 use discord_sim::{GuildsSpec, NewInteraction, NewMember, SimConfig, Simulator};
@@ -15,7 +16,7 @@ use eligibility::{
 use serde_json::json;
 use store::{
     repo::{NewRule, RuleType},
-    Snowflake, TenantId, WalletAddress,
+    TenantId, WalletAddress,
 };
 use testkit::TestDb;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +42,7 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(label: &str, guilds: usize) -> (Stack, Vec<u64>) {
+    async fn start(label: &str, guilds: usize) -> (Stack, Vec<GuildId>) {
         let db = TestDb::create(label).await;
         let store = db.store(8).await;
         let nats = async_nats::connect(&db.env.nats_url)
@@ -173,17 +174,17 @@ impl Stack {
         }
     }
 
-    async fn tenant(&self, guild: u64) -> TenantId {
+    async fn tenant(&self, guild: GuildId) -> TenantId {
         self.store
             .directory()
-            .resolve_guild(Snowflake::new(guild).unwrap())
+            .resolve_guild(guild)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("guild {guild} was not provisioned"))
     }
 
     /// A member joins the guild in the simulator (GUILD_MEMBER_ADD).
-    fn join(&self, guild: u64) -> u64 {
+    fn join(&self, guild: GuildId) -> UserId {
         self.sim
             .control()
             .add_member(
@@ -200,7 +201,7 @@ impl Stack {
             .unwrap()
     }
 
-    async fn gate(&self, guild: u64, role: u64, min_balance: &str) {
+    async fn gate(&self, guild: GuildId, role: RoleId, min_balance: &str) {
         let tx = self.store.begin(self.tenant(guild).await).await.unwrap();
         tx.rules()
             .create(&NewRule {
@@ -208,7 +209,7 @@ impl Stack {
                 contract_address: Some(WalletAddress::parse(CONTRACT).unwrap()),
                 rule_type: RuleType::TokenBalance,
                 parameters: json!({ "min_balance": min_balance }),
-                role_discord_id: Snowflake::new(role).unwrap(),
+                role_discord_id: role,
                 tier_mapping: None,
                 priority: 0,
                 enabled: true,
@@ -218,13 +219,10 @@ impl Stack {
         tx.commit().await.unwrap();
     }
 
-    async fn link(&self, guild: u64, user: u64, wallet: &str) {
+    async fn link(&self, guild: GuildId, user: UserId, wallet: &str) {
         let tx = self.store.begin(self.tenant(guild).await).await.unwrap();
         tx.profiles()
-            .link_wallet(
-                Snowflake::new(user).unwrap(),
-                &WalletAddress::parse(wallet).unwrap(),
-            )
+            .link_wallet(user, &WalletAddress::parse(wallet).unwrap())
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -232,7 +230,7 @@ impl Stack {
 
     /// The member runs `/check` in the simulator; returns the final reply
     /// (the edit of the deferred response).
-    async fn check(&self, guild: u64, user: u64) -> String {
+    async fn check(&self, guild: GuildId, user: UserId) -> String {
         let created = self
             .sim
             .control()
@@ -264,7 +262,7 @@ impl Stack {
         }
     }
 
-    fn roles_of(&self, guild: u64, user: u64) -> Vec<u64> {
+    fn roles_of(&self, guild: GuildId, user: UserId) -> Vec<RoleId> {
         self.sim.control().member(guild, user).unwrap().roles
     }
 
@@ -456,7 +454,7 @@ async fn joins_survive_a_gateway_resume_and_a_killed_worker_exactly_once() {
         "the shard never resumed: {:?}",
         transcript.events
     );
-    let mut expected: Vec<i64> = members.iter().map(|m| *m as i64).collect();
+    let mut expected: Vec<i64> = members.iter().map(|m| m.get() as i64).collect();
     expected.sort_unstable();
     assert_eq!(stored, expected);
     stack.stop().await;

@@ -144,6 +144,20 @@ impl<M> PartialEq for Id<M> {
 
 impl<M> Eq for Id<M> {}
 
+// Comparing with the bare number, as Twilight's ids allow: what the number
+// means is then the other side's business, but it cannot be another kind of id.
+impl<M> PartialEq<u64> for Id<M> {
+    fn eq(&self, other: &u64) -> bool {
+        self.get() == *other
+    }
+}
+
+impl<M> PartialEq<Id<M>> for u64 {
+    fn eq(&self, other: &Id<M>) -> bool {
+        *self == other.get()
+    }
+}
+
 impl<M> PartialOrd for Id<M> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
@@ -385,6 +399,7 @@ mod tests {
         let a = ApplicationId::new(1).unwrap();
         let b = ApplicationId::new(2).unwrap();
         assert!(a < b);
+        assert!(a == 1 && 2 == b && a != 2);
         let set: HashSet<_> = [a, b, a].into_iter().collect();
         assert_eq!(set.len(), 2);
         assert_eq!(u64::from(b), 2);

@@ -11,7 +11,6 @@ mod event_id;
 mod id;
 mod namespace;
 pub mod payload;
-mod snowflake;
 pub mod subjects;
 
 pub use envelope::{Envelope, EventType, Payload, VERSION};
@@ -22,7 +21,6 @@ pub use id::{
     ParseIdError, ParseIdErrorKind, RoleId, RoleMarker, UserId, UserMarker,
 };
 pub use namespace::{Namespace, NamespaceError};
-pub use snowflake::Snowflake;
 
 /// Why an envelope could not be written or read.
 #[derive(Debug, thiserror::Error)]

@@ -17,10 +17,11 @@ use eligibility::{Evaluator, Freshness, MemberFacts};
 use serde_json::json;
 use store::{
     repo::{EligibilityRule, Profile, RoleGrant},
-    Snowflake, Store, StoreError, TenantId,
+    Store, StoreError, TenantId,
 };
 use uuid::Uuid;
 use wire::check::CheckPriority;
+use wire::{GuildId, RoleId, UserId};
 
 pub use decision::{decide, Decision, Inputs, Previous};
 pub use schedule::next_check;
@@ -30,9 +31,9 @@ use crate::{badges::BadgeError, rules::rule_set, Actor, AuditAction};
 /// One role to add to or remove from one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleChange {
-    pub guild_id: u64,
-    pub user_id: u64,
-    pub role_id: u64,
+    pub guild_id: GuildId,
+    pub user_id: UserId,
+    pub role_id: RoleId,
     pub add: bool,
     /// Shown in the guild's audit log.
     pub reason: String,
@@ -44,7 +45,7 @@ pub enum RoleChangeError {
     /// The member left the guild meanwhile; their `member.leave` closes the
     /// profile, so nothing needs retrying.
     #[error("member {user} is no longer in guild {guild}")]
-    MemberGone { guild: u64, user: u64 },
+    MemberGone { guild: GuildId, user: UserId },
     /// Anything else; the next check sees the same difference and retries.
     #[error("{0}")]
     Failed(String),
@@ -145,8 +146,8 @@ impl<D: RoleWriter> RoleSync<D> {
     pub async fn check_member(
         &self,
         tenant: TenantId,
-        guild: Snowflake,
-        user: Snowflake,
+        guild: GuildId,
+        user: UserId,
         priority: CheckPriority,
         reason: &str,
     ) -> Result<CheckReport, SyncError> {
@@ -219,7 +220,7 @@ impl<D: RoleWriter> RoleSync<D> {
     async fn check_profiles(
         &self,
         tenant: TenantId,
-        guild: Snowflake,
+        guild: GuildId,
         profiles: Vec<Profile>,
         priority: CheckPriority,
         freshness: Freshness,
@@ -304,9 +305,9 @@ impl<D: RoleWriter> RoleSync<D> {
                         .discord
                         .change_role(
                             RoleChange {
-                                guild_id: guild.get(),
-                                user_id: profile.discord_user_id.get(),
-                                role_id: role.get(),
+                                guild_id: guild,
+                                user_id: profile.discord_user_id,
+                                role_id: role,
                                 add,
                                 reason: format!("Gatehouse rule {}: {}", rule.id, decided.detail),
                             },

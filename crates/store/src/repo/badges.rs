@@ -4,8 +4,10 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
-use super::{col, db_enum};
-use crate::{Snowflake, StoreError, TenantId, TenantTx};
+use super::{col, db_enum, id_col};
+use wire::UserId;
+
+use crate::{StoreError, TenantId, TenantTx};
 
 db_enum!(
     /// What earns a badge.
@@ -68,7 +70,7 @@ pub struct BadgeWithHolders {
 
 /// Where a member stands in join order: join time, then Discord id to break
 /// ties, as `join_order` badges rank members.
-pub type JoinPosition = (DateTime<Utc>, Snowflake);
+pub type JoinPosition = (DateTime<Utc>, UserId);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct BadgeAward {
@@ -250,13 +252,8 @@ impl<'t> Badges<'t> {
                 ],
             )
             .await?;
-        row.map(|r| {
-            Ok((
-                col(&r, "joined_at")?,
-                Snowflake::from_db(col(&r, "discord_user_id")?)?,
-            ))
-        })
-        .transpose()
+        row.map(|r| Ok((col(&r, "joined_at")?, id_col(&r, "discord_user_id")?)))
+            .transpose()
     }
 
     /// Locks a badge for the rest of the transaction and counts its awards:

@@ -2,8 +2,11 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
-use super::{col, db_enum};
-use crate::{Snowflake, StoreError, TenantId, TenantTx, WalletAddress};
+use super::{col, db_enum, id_col};
+use wire::RoleId;
+
+use crate::ids::db_id;
+use crate::{StoreError, TenantId, TenantTx, WalletAddress};
 
 db_enum!(
     /// How a rule decides eligibility. The parameters' shape per type is the
@@ -25,7 +28,7 @@ pub struct EligibilityRule {
     pub contract_address: Option<WalletAddress>,
     pub rule_type: RuleType,
     pub parameters: serde_json::Value,
-    pub role_discord_id: Snowflake,
+    pub role_discord_id: RoleId,
     pub tier_mapping: Option<String>,
     pub priority: i32,
     pub enabled: bool,
@@ -49,7 +52,7 @@ impl EligibilityRule {
                 })?,
             rule_type: col::<&str>(row, "rule_type")?.parse()?,
             parameters: col(row, "parameters")?,
-            role_discord_id: Snowflake::from_db(col(row, "role_discord_id")?)?,
+            role_discord_id: id_col(row, "role_discord_id")?,
             tier_mapping: col(row, "tier_mapping")?,
             priority: col(row, "priority")?,
             enabled: col(row, "enabled")?,
@@ -68,7 +71,7 @@ pub struct NewRule {
     pub contract_address: Option<WalletAddress>,
     pub rule_type: RuleType,
     pub parameters: serde_json::Value,
-    pub role_discord_id: Snowflake,
+    pub role_discord_id: RoleId,
     pub tier_mapping: Option<String>,
     pub priority: i32,
     pub enabled: bool,
@@ -135,7 +138,7 @@ impl<'t> Rules<'t> {
                     (&contract, Type::TEXT),
                     (&rule.rule_type.as_str(), Type::TEXT),
                     (&rule.parameters, Type::JSONB),
-                    (&rule.role_discord_id.as_i64(), Type::INT8),
+                    (&db_id(rule.role_discord_id, "role_discord_id")?, Type::INT8),
                     (&rule.tier_mapping, Type::TEXT),
                     (&rule.priority, Type::INT4),
                     (&rule.enabled, Type::BOOL),

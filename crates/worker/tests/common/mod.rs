@@ -8,7 +8,10 @@ use std::time::Duration;
 use async_nats::jetstream;
 use testkit::TestDb;
 use tokio_util::sync::CancellationToken;
-use wire::{payload, Envelope, Namespace, Payload, Snowflake};
+use wire::{
+    payload, Envelope, GuildId, GuildMarker, Id, Namespace, Payload, RoleId, RoleMarker, UserId,
+    UserMarker,
+};
 use worker::{StorageKind, StreamLimits, WorkerConfig};
 
 pub struct Harness {
@@ -157,19 +160,20 @@ impl Harness {
     /// `min_balance` on `contract` (chain `testchain`); returns the community.
     pub async fn gate_role(
         &self,
-        guild: u64,
+        guild: impl AsId<GuildMarker>,
         contract: &str,
-        role: u64,
+        role: impl AsId<RoleMarker>,
         min_balance: &str,
     ) -> store::TenantId {
         use store::{
             repo::{NewRule, RuleType},
-            Snowflake as StoreSnowflake, WalletAddress,
+            WalletAddress,
         };
+        let (guild, role) = (guild.id(), role.id());
         let tenant = self
             .store
             .directory()
-            .resolve_guild(StoreSnowflake::new(guild).unwrap())
+            .resolve_guild(guild)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("guild {guild} was not provisioned"));
@@ -180,7 +184,7 @@ impl Harness {
                 contract_address: Some(WalletAddress::parse(contract).unwrap()),
                 rule_type: RuleType::TokenBalance,
                 parameters: serde_json::json!({ "min_balance": min_balance }),
-                role_discord_id: StoreSnowflake::new(role).unwrap(),
+                role_discord_id: role,
                 tier_mapping: None,
                 priority: 0,
                 enabled: true,
@@ -279,7 +283,25 @@ fn rand_suffix(name: &str) -> u32 {
     })
 }
 
-pub fn guild_join(guild: u64, session: &str, seq: u64) -> Envelope {
+/// A Discord id in a test: a literal number, or an id the simulator made.
+pub trait AsId<M> {
+    fn id(self) -> Id<M>;
+}
+
+impl<M> AsId<M> for u64 {
+    fn id(self) -> Id<M> {
+        Id::new(self).expect("test ids are not 0")
+    }
+}
+
+impl<M> AsId<M> for Id<M> {
+    fn id(self) -> Id<M> {
+        self
+    }
+}
+
+pub fn guild_join(guild: impl AsId<GuildMarker>, session: &str, seq: u64) -> Envelope {
+    let guild = guild.id();
     Envelope::for_dispatch(
         0,
         session,
@@ -291,20 +313,26 @@ pub fn guild_join(guild: u64, session: &str, seq: u64) -> Envelope {
             owner_id: None,
         }),
     )
-    .with_guild(Snowflake(guild))
+    .with_guild(guild)
 }
 
-pub fn member_join(guild: u64, user: u64, session: &str, seq: u64) -> Envelope {
-    member_join_with_roles(guild, user, session, seq, vec![5])
+pub fn member_join(
+    guild: impl AsId<GuildMarker>,
+    user: impl AsId<UserMarker>,
+    session: &str,
+    seq: u64,
+) -> Envelope {
+    member_join_with_roles(guild, user, session, seq, vec![5u64.id()])
 }
 
 pub fn member_join_with_roles(
-    guild: u64,
-    user: u64,
+    guild: impl AsId<GuildMarker>,
+    user: impl AsId<UserMarker>,
     session: &str,
     seq: u64,
-    roles: Vec<u64>,
+    roles: Vec<RoleId>,
 ) -> Envelope {
+    let (guild, user) = (guild.id(), user.id());
     Envelope::for_dispatch(
         0,
         session,
@@ -312,16 +340,22 @@ pub fn member_join_with_roles(
         1_700_000_000_000 + seq as i64,
         Payload::MemberJoin(payload::MemberJoin {
             username: format!("user{user}"),
-            roles: roles.into_iter().map(Snowflake).collect(),
+            roles,
             joined_at: Some(1_700_000_000_000),
             ..Default::default()
         }),
     )
-    .with_guild(Snowflake(guild))
-    .with_user(Snowflake(user))
+    .with_guild(guild)
+    .with_user(user)
 }
 
-pub fn member_leave(guild: u64, user: u64, session: &str, seq: u64) -> Envelope {
+pub fn member_leave(
+    guild: impl AsId<GuildMarker>,
+    user: impl AsId<UserMarker>,
+    session: &str,
+    seq: u64,
+) -> Envelope {
+    let (guild, user) = (guild.id(), user.id());
     Envelope::for_dispatch(
         0,
         session,
@@ -331,8 +365,8 @@ pub fn member_leave(guild: u64, user: u64, session: &str, seq: u64) -> Envelope 
             username: format!("user{user}"),
         }),
     )
-    .with_guild(Snowflake(guild))
-    .with_user(Snowflake(user))
+    .with_guild(guild)
+    .with_user(user)
 }
 
 /// A guild in the simulator whose members have joined (as the gateway would
@@ -343,9 +377,9 @@ pub struct GatedGuild {
     pub sim: discord_sim::Simulator,
     pub chain: eligibility::fake_chain::FakeChain,
     pub h: Harness,
-    pub guild: u64,
-    pub gated: u64,
-    pub members: Vec<u64>,
+    pub guild: GuildId,
+    pub gated: RoleId,
+    pub members: Vec<UserId>,
     pub tenant: store::TenantId,
 }
 
@@ -366,7 +400,7 @@ impl GatedGuild {
         })[0];
         // role_ids[0] is @everyone, which cannot be granted.
         let gated = sim.control().guild(guild).unwrap().role_ids[1];
-        let users: Vec<u64> = sim
+        let users: Vec<UserId> = sim
             .control()
             .members(guild)
             .unwrap()
