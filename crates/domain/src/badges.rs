@@ -24,9 +24,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use store::{
     repo::{AuditEntry, Badge, BadgeEvaluator, BadgeWithHolders, NewBadge, Profile},
-    Store, StoreError, TenantId, TenantTx,
+    ProfileId, Store, StoreError, TenantId, TenantTx,
 };
-use uuid::Uuid;
 use wire::UserId;
 
 use crate::{Actor, AuditAction};
@@ -261,7 +260,7 @@ pub async fn grant(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Awarded {
     pub badge_slug: String,
-    pub profile_id: Uuid,
+    pub profile_id: ProfileId,
     pub discord_user_id: UserId,
     pub reason: String,
 }
@@ -299,7 +298,7 @@ pub async fn evaluate(
     if badges.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = present.iter().map(|p| p.id).collect();
+    let ids: Vec<ProfileId> = present.iter().map(|p| p.id).collect();
     let held = tx.badges().held_by(&ids).await?;
 
     let mut awarded = Vec::new();

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use domain::{rules, Actor};
-use uuid::Uuid;
 use wire::RoleId;
 
 use crate::{community_args::Community, nats_args::NatsArgs, rechecks::JetStreamRechecks};
@@ -157,7 +156,7 @@ enum Change {
 }
 
 async fn change(args: ChangeArgs, change: Change) -> anyhow::Result<ExitCode> {
-    let id: Uuid = args
+    let id: store::RuleId = args
         .id
         .parse()
         .with_context(|| format!("--id {:?} is not a rule id (a UUID)", args.id))?;

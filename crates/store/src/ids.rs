@@ -1,6 +1,9 @@
 use std::fmt;
+use std::str::FromStr;
 
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use uuid::Uuid;
 use wire::Id;
 
@@ -35,6 +38,86 @@ impl fmt::Display for TenantId {
     }
 }
 
+/// A UUID primary key with a type of its own, so that a rule's id cannot be
+/// passed where a profile's is expected. Reads and writes as a PostgreSQL
+/// `uuid` and serialises as the bare UUID.
+macro_rules! uuid_id {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            pub const fn from_uuid(id: Uuid) -> Self {
+                $name(id)
+            }
+
+            pub const fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                $name(id)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map($name)
+            }
+        }
+
+        impl ToSql for $name {
+            fn to_sql(
+                &self,
+                ty: &Type,
+                out: &mut BytesMut,
+            ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                self.0.to_sql(ty, out)
+            }
+
+            fn accepts(ty: &Type) -> bool {
+                <Uuid as ToSql>::accepts(ty)
+            }
+
+            to_sql_checked!();
+        }
+
+        impl<'a> FromSql<'a> for $name {
+            fn from_sql(
+                ty: &Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                Uuid::from_sql(ty, raw).map($name)
+            }
+
+            fn accepts(ty: &Type) -> bool {
+                <Uuid as FromSql>::accepts(ty)
+            }
+        }
+    )*};
+}
+
+uuid_id! {
+    /// A member's profile in one community.
+    ProfileId;
+    /// An eligibility rule.
+    RuleId;
+    /// A badge definition.
+    BadgeId;
+}
+
 /// Discord ids meet PostgreSQL here. Columns are `bigint`, which holds the
 /// 63 bits Discord actually uses; the wire type allows all 64, so an id above
 /// `i64::MAX` is refused on the way in rather than stored as a negative number.
@@ -67,6 +150,15 @@ mod tests {
     use wire::{GuildId, RoleMarker};
 
     use super::*;
+
+    #[test]
+    fn uuid_ids_print_and_parse_as_the_bare_uuid() {
+        let raw = "6f1c2a4e-0b7d-4c1e-9a3f-2d5e8b7c9a10";
+        let id: RuleId = raw.parse().unwrap();
+        assert_eq!(id.to_string(), raw);
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{raw}\""));
+        assert!("not-a-uuid".parse::<ProfileId>().is_err());
+    }
 
     #[test]
     fn ids_above_bigint_are_refused_naming_the_column() {

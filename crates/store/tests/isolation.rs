@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 struct Tenant {
     id: TenantId,
-    profile: Uuid,
-    unawarded_badge: Uuid,
+    profile: store::ProfileId,
+    unawarded_badge: store::BadgeId,
 }
 
 /// A test id of whatever kind the call site needs.

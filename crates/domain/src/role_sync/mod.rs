@@ -17,9 +17,8 @@ use eligibility::{Evaluator, Freshness, MemberFacts};
 use serde_json::json;
 use store::{
     repo::{EligibilityRule, Profile, RoleGrant},
-    Store, StoreError, TenantId,
+    ProfileId, RuleId, Store, StoreError, TenantId,
 };
-use uuid::Uuid;
 use wire::check::CheckPriority;
 use wire::{GuildId, RoleId, UserId};
 
@@ -181,7 +180,7 @@ impl<D: RoleWriter> RoleSync<D> {
                     tx.commit().await?;
                     break;
                 }
-                let schedule: Vec<(Uuid, DateTime<Utc>)> = due
+                let schedule: Vec<(ProfileId, DateTime<Utc>)> = due
                     .iter()
                     .map(|p| {
                         let next =
@@ -229,14 +228,14 @@ impl<D: RoleWriter> RoleSync<D> {
         // Read what we need, then let go of the connection while the chain
         // is read: no transaction waits on the network.
         let tx = self.store.begin(tenant).await?;
-        let wanted: Vec<Uuid> = profiles.iter().map(|p| p.id).collect();
+        let wanted: Vec<ProfileId> = profiles.iter().map(|p| p.id).collect();
         // One check per member at a time: a second concurrent check would
         // see the same difference and change the same role twice. The lease
         // re-reads the profiles, so a check queued behind another sees what
         // that one wrote (and any wallet linked meanwhile).
         let profiles = tx.profiles().lease_for_check(&wanted, CHECK_LEASE).await?;
         let rules = tx.rules().list_all().await?;
-        let ids: Vec<Uuid> = profiles.iter().map(|p| p.id).collect();
+        let ids: Vec<ProfileId> = profiles.iter().map(|p| p.id).collect();
         let grants = tx.role_grants().for_profiles(&ids).await?;
         tx.commit().await?;
 
@@ -267,7 +266,7 @@ impl<D: RoleWriter> RoleSync<D> {
             .evaluator
             .evaluate_many(&rule_set, &facts, freshness)
             .await;
-        let previous: HashMap<(Uuid, Uuid), &RoleGrant> = grants
+        let previous: HashMap<(ProfileId, RuleId), &RoleGrant> = grants
             .iter()
             .map(|g| ((g.profile_id, g.rule_id), g))
             .collect();
@@ -280,7 +279,7 @@ impl<D: RoleWriter> RoleSync<D> {
             let mut grant_rows = Vec::new();
             let mut audits = Vec::new();
             for rule in &managed {
-                let Some(decided) = evaluation.get(rule.id) else {
+                let Some(decided) = evaluation.get(*rule.id.as_uuid()) else {
                     continue;
                 };
                 let role = rule.role_discord_id;

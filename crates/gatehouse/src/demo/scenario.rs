@@ -53,7 +53,7 @@ pub struct Community {
     pub holder_role: RoleId,
     /// Gated on holding ≥ WHALE_MIN tokens.
     pub whale_role: RoleId,
-    pub holder_rule: uuid::Uuid,
+    pub holder_rule: store::RuleId,
 }
 
 /// What the scenario did, for the summary.
@@ -270,7 +270,8 @@ impl World {
                 // role_ids[0] is @everyone.
                 holder_role: info.role_ids[1],
                 whale_role: info.role_ids[2],
-                holder_rule: uuid::Uuid::nil(),
+                // Set once the rules exist (define_rules_and_badges).
+                holder_rule: store::RuleId::from_uuid(uuid::Uuid::nil()),
             });
         }
         Ok(out)

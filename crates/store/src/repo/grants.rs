@@ -1,18 +1,17 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
-use uuid::Uuid;
 
 use super::{col, id_col};
 use wire::RoleId;
 
 use crate::ids::db_id;
-use crate::{StoreError, TenantTx, WalletAddress};
+use crate::{ProfileId, RuleId, StoreError, TenantTx, WalletAddress};
 
 /// What one rule last decided for one member.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoleGrant {
-    pub profile_id: Uuid,
-    pub rule_id: Uuid,
+    pub profile_id: ProfileId,
+    pub rule_id: RuleId,
     pub role_discord_id: RoleId,
     /// `None` until a decision was ever reached.
     pub eligible: Option<bool>,
@@ -57,7 +56,7 @@ impl<'t> RoleGrants<'t> {
     }
 
     /// Every rule decision recorded for these profiles.
-    pub async fn for_profiles(&self, profiles: &[Uuid]) -> Result<Vec<RoleGrant>, StoreError> {
+    pub async fn for_profiles(&self, profiles: &[ProfileId]) -> Result<Vec<RoleGrant>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM role_grants WHERE community_id = $1 AND profile_id = ANY($2)"
         );

@@ -6,12 +6,12 @@ use super::{col, id_col, ids_col};
 use wire::{RoleId, UserId};
 
 use crate::ids::{db_id, db_ids};
-use crate::{StoreError, TenantId, TenantTx, WalletAddress};
+use crate::{ProfileId, StoreError, TenantId, TenantTx, WalletAddress};
 
 /// A member of a community as Gatehouse knows them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
-    pub id: Uuid,
+    pub id: ProfileId,
     pub community_id: TenantId,
     pub discord_user_id: UserId,
     pub wallet_address: Option<WalletAddress>,
@@ -376,9 +376,9 @@ impl<'t> Profiles<'t> {
     /// Sets when each profile's next re-check is due.
     pub async fn schedule_checks(
         &self,
-        schedule: &[(Uuid, DateTime<Utc>)],
+        schedule: &[(ProfileId, DateTime<Utc>)],
     ) -> Result<(), StoreError> {
-        let ids: Vec<Uuid> = schedule.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<ProfileId> = schedule.iter().map(|(id, _)| *id).collect();
         let at: Vec<DateTime<Utc>> = schedule.iter().map(|(_, at)| *at).collect();
         self.tx
             .query(
@@ -444,7 +444,7 @@ impl<'t> Profiles<'t> {
     /// of the lease); profiles already leased by a live check are left out.
     pub async fn lease_for_check(
         &self,
-        ids: &[Uuid],
+        ids: &[ProfileId],
         ttl: std::time::Duration,
     ) -> Result<Vec<Profile>, StoreError> {
         let secs = ttl.as_secs_f64();
@@ -471,7 +471,7 @@ impl<'t> Profiles<'t> {
     }
 
     /// Gives the leases back.
-    pub async fn release_check_lease(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+    pub async fn release_check_lease(&self, ids: &[ProfileId]) -> Result<(), StoreError> {
         self.tx
             .query(
                 "releasing eligibility-check leases",

@@ -6,7 +6,7 @@ use super::{col, db_enum, id_col};
 use wire::RoleId;
 
 use crate::ids::db_id;
-use crate::{StoreError, TenantId, TenantTx, WalletAddress};
+use crate::{RuleId, StoreError, TenantId, TenantTx, WalletAddress};
 
 db_enum!(
     /// How a rule decides eligibility. The parameters' shape per type is the
@@ -21,7 +21,7 @@ db_enum!(
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct EligibilityRule {
-    pub id: Uuid,
+    pub id: RuleId,
     pub community_id: TenantId,
     pub chain: Option<String>,
     /// Contract addresses share the 20-byte format of wallets.
@@ -151,7 +151,7 @@ impl<'t> Rules<'t> {
     /// Enables or disables a rule; `None` if no such rule in this community.
     pub async fn set_enabled(
         &self,
-        id: Uuid,
+        id: RuleId,
         enabled: bool,
     ) -> Result<Option<EligibilityRule>, StoreError> {
         let sql = format!(
@@ -176,7 +176,7 @@ impl<'t> Rules<'t> {
     }
 
     /// Deletes a rule; false if there was none.
-    pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
+    pub async fn delete(&self, id: RuleId) -> Result<bool, StoreError> {
         let rows = self
             .tx
             .query(
