@@ -1,12 +1,11 @@
 //! Simulator settings. Defaults are Discord's own values where Discord has
 //! one, so that a client tuned against the simulator behaves on Discord.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU64;
 
-use std::net::{IpAddr, Ipv4Addr};
-use wire::{ApplicationId, UserId};
-
 use serde::{Deserialize, Serialize};
+use wire::{ApplicationId, UserId};
 
 /// Gateway intents the simulator knows about.
 pub mod intents {

@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+
 use wire::{GuildId, RoleId, UserId};
 
 /// Why the simulator could not do what was asked.

@@ -239,9 +239,8 @@ impl World {
         now_ms: i64,
         announce: bool,
     ) -> Changed<GuildId> {
-        let id = self.ids.next();
+        let id: GuildId = self.ids.next();
         let channel_id = self.ids.next();
-        let id: GuildId = id;
         // Discord gives a guild's @everyone role the guild's own id.
         let mut roles = vec![RoleState {
             id: id.cast(),

@@ -5,7 +5,6 @@
 //! every event starts as something happening in the simulator.
 
 use std::time::Duration;
-use wire::{GuildId, RoleId, UserId};
 
 use async_nats::jetstream;
 use discord_sim::{GuildsSpec, NewInteraction, NewMember, SimConfig, Simulator};
@@ -20,7 +19,7 @@ use store::{
 };
 use testkit::TestDb;
 use tokio_util::sync::CancellationToken;
-use wire::Namespace;
+use wire::{GuildId, Namespace, RoleId, UserId};
 
 const TOKEN: &str = "e2e-test-token";
 const CONTRACT: &str = "0x00000000000000000000000000000000000e2e01";
