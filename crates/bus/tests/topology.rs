@@ -175,7 +175,7 @@ async fn checks_and_dead_letters_are_stored_where_the_definition_says() {
     let ns = scratch.topology.namespace.clone();
     let check = wire::check::EligibilityCheck {
         id: "check-1".into(),
-        guild_id: wire::Snowflake(1),
+        guild_id: wire::GuildId::new(1).expect("not 0"),
         user_id: None,
         reason: "rule.changed".into(),
         priority: wire::check::CheckPriority::Bulk,

@@ -2,8 +2,10 @@
 //! one, so that a client tuned against the simulator behaves on Discord.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU64;
 
 use serde::{Deserialize, Serialize};
+use wire::{ApplicationId, UserId};
 
 /// Gateway intents the simulator knows about.
 pub mod intents {
@@ -28,8 +30,8 @@ pub struct SimConfig {
     pub api_port: u16,
     /// The bot token clients must present (with or without the `Bot ` prefix).
     pub token: String,
-    pub application_id: u64,
-    pub bot_user_id: u64,
+    pub application_id: ApplicationId,
+    pub bot_user_id: UserId,
     pub bot_username: String,
     /// What `GET /gateway/bot` recommends.
     pub shard_count: u32,
@@ -53,6 +55,9 @@ pub struct SimConfig {
     pub rest: RestLimits,
 }
 
+const DEFAULT_APPLICATION_ID: NonZeroU64 =
+    NonZeroU64::MIN.saturating_add(1_100_000_000_000_000_000);
+
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
@@ -60,8 +65,9 @@ impl Default for SimConfig {
             gateway_port: 0,
             api_port: 0,
             token: "sim-token".into(),
-            application_id: 1_100_000_000_000_000_001,
-            bot_user_id: 1_100_000_000_000_000_001,
+            application_id: ApplicationId::from_nonzero(DEFAULT_APPLICATION_ID),
+            // A bot user shares its application's id.
+            bot_user_id: UserId::from_nonzero(DEFAULT_APPLICATION_ID),
             bot_username: "gatehouse-sim".into(),
             shard_count: 1,
             max_concurrency: 1,

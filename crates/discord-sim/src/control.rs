@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use wire::{GuildId, InteractionId, UserId};
 
 use crate::faults::Fault;
 use crate::gateway::transcript::ShardTranscript;
@@ -86,7 +87,7 @@ pub struct SimControl {
 }
 
 impl SimControl {
-    pub fn create_guilds(&self, spec: &GuildsSpec) -> Vec<u64> {
+    pub fn create_guilds(&self, spec: &GuildsSpec) -> Vec<GuildId> {
         let threshold = self.shared.config.large_threshold;
         (0..spec.count)
             .filter_map(|_| {
@@ -115,48 +116,48 @@ impl SimControl {
         world.guilds.values().map(|g| world.guild_info(g)).collect()
     }
 
-    pub fn guild(&self, guild_id: u64) -> Result<GuildInfo, SimError> {
+    pub fn guild(&self, guild_id: GuildId) -> Result<GuildInfo, SimError> {
         let world = lock(&self.shared.world);
         world.guild(guild_id).map(|g| world.guild_info(g))
     }
 
     /// The bot is removed from the guild: GUILD_DELETE without `unavailable`.
-    pub fn remove_guild(&self, guild_id: u64) -> Result<(), SimError> {
+    pub fn remove_guild(&self, guild_id: GuildId) -> Result<(), SimError> {
         self.shared.apply(|w| w.remove_guild(guild_id, false))
     }
 
     /// An outage: GUILD_DELETE with `unavailable: true`.
-    pub fn guild_outage(&self, guild_id: u64) -> Result<(), SimError> {
+    pub fn guild_outage(&self, guild_id: GuildId) -> Result<(), SimError> {
         self.shared.apply(|w| w.remove_guild(guild_id, true))
     }
 
     /// Ends an outage or re-adds the bot: GUILD_CREATE.
-    pub fn restore_guild(&self, guild_id: u64) -> Result<(), SimError> {
+    pub fn restore_guild(&self, guild_id: GuildId) -> Result<(), SimError> {
         let threshold = self.shared.config.large_threshold;
         self.shared
             .apply(|w| w.restore_guild(guild_id, threshold, Shared::now_ms()))
     }
 
-    pub fn add_member(&self, guild_id: u64, member: NewMember) -> Result<u64, SimError> {
+    pub fn add_member(&self, guild_id: GuildId, member: NewMember) -> Result<UserId, SimError> {
         self.shared
             .apply(|w| w.add_member(guild_id, member, Shared::now_ms()))
     }
 
-    pub fn remove_member(&self, guild_id: u64, user_id: u64) -> Result<(), SimError> {
+    pub fn remove_member(&self, guild_id: GuildId, user_id: UserId) -> Result<(), SimError> {
         self.shared.apply(|w| w.remove_member(guild_id, user_id))
     }
 
     pub fn update_member(
         &self,
-        guild_id: u64,
-        user_id: u64,
+        guild_id: GuildId,
+        user_id: UserId,
         patch: MemberPatch,
     ) -> Result<MemberInfo, SimError> {
         self.shared
             .apply(|w| w.update_member(guild_id, user_id, patch))
     }
 
-    pub fn member(&self, guild_id: u64, user_id: u64) -> Result<MemberInfo, SimError> {
+    pub fn member(&self, guild_id: GuildId, user_id: UserId) -> Result<MemberInfo, SimError> {
         let world = lock(&self.shared.world);
         let guild = world.guild(guild_id)?;
         guild
@@ -166,7 +167,7 @@ impl SimControl {
             .ok_or(SimError::UnknownMember { guild_id, user_id })
     }
 
-    pub fn members(&self, guild_id: u64) -> Result<Vec<MemberInfo>, SimError> {
+    pub fn members(&self, guild_id: GuildId) -> Result<Vec<MemberInfo>, SimError> {
         let world = lock(&self.shared.world);
         let guild = world.guild(guild_id)?;
         Ok(guild
@@ -190,13 +191,13 @@ impl SimControl {
         lock(&self.shared.world).application_commands.clone()
     }
 
-    pub fn interaction(&self, id: u64) -> Option<InteractionInfo> {
+    pub fn interaction(&self, id: InteractionId) -> Option<InteractionInfo> {
         lock(&self.shared.world).interaction_info(id)
     }
 
     pub fn interactions(&self) -> Vec<InteractionInfo> {
         let world = lock(&self.shared.world);
-        let mut ids: Vec<u64> = world.interactions.keys().copied().collect();
+        let mut ids: Vec<InteractionId> = world.interactions.keys().copied().collect();
         ids.sort_unstable();
         ids.into_iter()
             .filter_map(|id| world.interaction_info(id))

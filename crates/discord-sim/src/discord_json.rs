@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use wire::{ApplicationId, ChannelId, GuildId, MessageId, RoleId, UserId};
 
 use crate::world::{GuildState, InteractionRecord, MemberState, RoleState};
 
@@ -42,7 +43,7 @@ pub(crate) fn timestamp(unix_ms: i64) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
-pub(crate) fn user(id: u64, username: &str, global_name: Option<&str>, bot: bool) -> Value {
+pub(crate) fn user(id: UserId, username: &str, global_name: Option<&str>, bot: bool) -> Value {
     json!({
         "id": id.to_string(),
         "username": username,
@@ -84,7 +85,7 @@ pub(crate) fn role(role: &RoleState) -> Value {
 }
 
 fn role_ids(member: &MemberState) -> Vec<String> {
-    member.roles.iter().map(u64::to_string).collect()
+    member.roles.iter().map(RoleId::to_string).collect()
 }
 
 pub(crate) fn member(member: &MemberState) -> Value {
@@ -105,13 +106,13 @@ pub(crate) fn member(member: &MemberState) -> Value {
 }
 
 /// GUILD_MEMBER_ADD: a member with `guild_id` beside its fields.
-pub(crate) fn member_add(guild_id: u64, state: &MemberState) -> Value {
+pub(crate) fn member_add(guild_id: GuildId, state: &MemberState) -> Value {
     let mut value = member(state);
     value["guild_id"] = Value::String(guild_id.to_string());
     value
 }
 
-pub(crate) fn member_update(guild_id: u64, member: &MemberState) -> Value {
+pub(crate) fn member_update(guild_id: GuildId, member: &MemberState) -> Value {
     json!({
         "guild_id": guild_id.to_string(),
         "user": member_user(member),
@@ -128,11 +129,11 @@ pub(crate) fn member_update(guild_id: u64, member: &MemberState) -> Value {
     })
 }
 
-pub(crate) fn member_remove(guild_id: u64, member: &MemberState) -> Value {
+pub(crate) fn member_remove(guild_id: GuildId, member: &MemberState) -> Value {
     json!({"guild_id": guild_id.to_string(), "user": member_user(member)})
 }
 
-pub(crate) fn guild_delete(guild_id: u64, unavailable: bool) -> Value {
+pub(crate) fn guild_delete(guild_id: GuildId, unavailable: bool) -> Value {
     if unavailable {
         json!({"id": guild_id.to_string(), "unavailable": true})
     } else {
@@ -141,7 +142,7 @@ pub(crate) fn guild_delete(guild_id: u64, unavailable: bool) -> Value {
     }
 }
 
-pub(crate) fn text_channel(guild_id: u64, channel_id: u64) -> Value {
+pub(crate) fn text_channel(guild_id: GuildId, channel_id: ChannelId) -> Value {
     json!({
         "id": channel_id.to_string(),
         "type": 0,
@@ -215,7 +216,7 @@ pub(crate) fn interaction(
     record: &InteractionRecord,
     guild: &GuildState,
     member_state: &MemberState,
-    application_id: u64,
+    application_id: ApplicationId,
 ) -> Value {
     let mut invoker = member(member_state);
     if let Some(fields) = invoker.as_object_mut() {
@@ -257,10 +258,10 @@ pub(crate) struct ReadyInfo<'a> {
     pub session_id: &'a str,
     pub resume_gateway_url: &'a str,
     pub shard: [u32; 2],
-    pub guild_ids: &'a [u64],
-    pub bot_user_id: u64,
+    pub guild_ids: &'a [GuildId],
+    pub bot_user_id: UserId,
     pub bot_username: &'a str,
-    pub application_id: u64,
+    pub application_id: ApplicationId,
 }
 
 pub(crate) fn ready(info: &ReadyInfo<'_>) -> Value {
@@ -296,9 +297,9 @@ pub(crate) fn ready(info: &ReadyInfo<'_>) -> Value {
 
 /// The message object returned by the original-response endpoints.
 pub(crate) fn message(
-    id: u64,
-    channel_id: u64,
-    application_id: u64,
+    id: MessageId,
+    channel_id: ChannelId,
+    application_id: ApplicationId,
     bot_username: &str,
     content: &Value,
     at_ms: i64,
@@ -309,7 +310,8 @@ pub(crate) fn message(
         "id": id.to_string(),
         "type": 20,
         "channel_id": channel_id.to_string(),
-        "author": user(application_id, bot_username, None, true),
+        // The author of an interaction response is the application itself.
+        "author": user(application_id.cast(), bot_username, None, true),
         "content": field("content").unwrap_or_else(|| Value::String(String::new())),
         "timestamp": timestamp(at_ms),
         "edited_timestamp": null,

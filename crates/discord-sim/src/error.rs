@@ -1,5 +1,7 @@
 use std::net::SocketAddr;
 
+use wire::{GuildId, RoleId, UserId};
+
 /// Why the simulator could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -18,11 +20,11 @@ pub enum SimError {
     #[error("parsing scenario {path}: {message}")]
     ScenarioParse { path: String, message: String },
     #[error("unknown guild {0}")]
-    UnknownGuild(u64),
+    UnknownGuild(GuildId),
     #[error("unknown member {user_id} in guild {guild_id}")]
-    UnknownMember { guild_id: u64, user_id: u64 },
+    UnknownMember { guild_id: GuildId, user_id: UserId },
     #[error("unknown role {role_id} in guild {guild_id}")]
-    UnknownRole { guild_id: u64, role_id: u64 },
+    UnknownRole { guild_id: GuildId, role_id: RoleId },
     #[error("timed out waiting for {0}")]
     Timeout(String),
 }

@@ -6,21 +6,43 @@
 //! (`(id >> 22) % shard_count`), so consecutively created guilds spread
 //! round-robin over the shards.
 
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use wire::{
+    ChannelMarker, CommandMarker, GuildId, GuildMarker, Id, InteractionMarker, MessageMarker,
+    RoleMarker, UserMarker,
+};
 
 /// Milliseconds after the Discord epoch (2015) of the first simulated id:
 /// early 2024, so ids look like current ones.
 const BASE_TIMESTAMP: u64 = 283_000_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Guild = 1,
-    User = 2,
-    Role = 3,
-    Channel = 4,
-    Interaction = 5,
-    Message = 6,
-    Command = 7,
+/// The kinds of object the simulator makes ids for. The kind is in the id's
+/// low bits, which keeps kinds apart; it is never 0, so neither is an id.
+pub(crate) trait Generated {
+    const KIND: NonZeroU64;
+    /// Index of the kind's counter.
+    const COUNTER: usize;
+}
+
+macro_rules! generated {
+    ($($marker:ty => $kind:literal),* $(,)?) => {$(
+        impl Generated for $marker {
+            const KIND: NonZeroU64 = NonZeroU64::MIN.saturating_add($kind - 1);
+            const COUNTER: usize = $kind;
+        }
+    )*};
+}
+
+generated! {
+    GuildMarker => 1,
+    UserMarker => 2,
+    RoleMarker => 3,
+    ChannelMarker => 4,
+    InteractionMarker => 5,
+    MessageMarker => 6,
+    CommandMarker => 7,
 }
 
 #[derive(Debug, Default)]
@@ -29,19 +51,18 @@ pub(crate) struct IdGenerator {
 }
 
 impl IdGenerator {
-    pub(crate) fn next(&self, kind: Kind) -> u64 {
-        let n = self.counters[kind as usize].fetch_add(1, Ordering::Relaxed);
-        // Low bits keep kinds apart, so ids are unique across kinds too.
-        ((BASE_TIMESTAMP + n) << 22) | kind as u64
+    pub(crate) fn next<M: Generated>(&self) -> Id<M> {
+        let n = self.counters[M::COUNTER].fetch_add(1, Ordering::Relaxed);
+        Id::from_nonzero(M::KIND | ((BASE_TIMESTAMP + n) << 22))
     }
 }
 
 /// The shard Discord routes a guild to.
-pub fn shard_for_guild(guild_id: u64, shard_count: u32) -> u32 {
+pub fn shard_for_guild(guild_id: GuildId, shard_count: u32) -> u32 {
     if shard_count == 0 {
         return 0;
     }
-    ((guild_id >> 22) % u64::from(shard_count)) as u32
+    ((guild_id.get() >> 22) % u64::from(shard_count)) as u32
 }
 
 #[cfg(test)]
@@ -51,9 +72,7 @@ mod tests {
     #[test]
     fn consecutive_guilds_spread_round_robin_over_shards() {
         let ids = IdGenerator::default();
-        let shards: Vec<u32> = (0..6)
-            .map(|_| shard_for_guild(ids.next(Kind::Guild), 3))
-            .collect();
+        let shards: Vec<u32> = (0..6).map(|_| shard_for_guild(ids.next(), 3)).collect();
         let mut sorted = shards.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, vec![0, 0, 1, 1, 2, 2], "{shards:?}");
@@ -62,9 +81,9 @@ mod tests {
     #[test]
     fn kinds_never_collide() {
         let ids = IdGenerator::default();
-        let a = ids.next(Kind::Guild);
-        let b = ids.next(Kind::User);
-        assert_ne!(a, b);
-        assert_eq!(a >> 22, b >> 22);
+        let a: GuildId = ids.next();
+        let b: wire::UserId = ids.next();
+        assert_ne!(a.get(), b.get());
+        assert_eq!(a.get() >> 22, b.get() >> 22);
     }
 }

@@ -62,7 +62,6 @@ mod faults;
 mod gateway;
 mod http;
 mod ids;
-mod json_id;
 mod scenario;
 mod state;
 mod traffic;

@@ -27,6 +27,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use wire::GuildId;
 
 use crate::control::{GuildsSpec, SimControl};
 use crate::faults::Fault;
@@ -100,8 +101,7 @@ fn default_wait_ms() -> u64 {
 /// What a scenario run did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScenarioReport {
-    #[serde(with = "crate::json_id::list")]
-    pub guild_ids: Vec<u64>,
+    pub guild_ids: Vec<GuildId>,
     pub steps_run: usize,
     pub traffic: Vec<TrafficReport>,
 }
@@ -127,7 +127,7 @@ impl Scenario {
     }
 }
 
-fn guild_at(guild_ids: &[u64], index: usize) -> Result<u64, SimError> {
+fn guild_at(guild_ids: &[GuildId], index: usize) -> Result<GuildId, SimError> {
     guild_ids
         .get(index)
         .copied()

@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use wire::{GuildId, RoleId};
 
 use crate::lock;
 use crate::state::Shared;
@@ -49,8 +50,7 @@ pub struct TrafficSpec {
     /// simulator's memory.
     pub max_lag: u64,
     /// Restrict to these guilds; all guilds when empty.
-    #[serde(with = "crate::json_id::list")]
-    pub guilds: Vec<u64>,
+    pub guilds: Vec<GuildId>,
 }
 
 impl Default for TrafficSpec {
@@ -116,7 +116,7 @@ fn pick_kind(mix: &TrafficMix, rng: &mut StdRng) -> Kind {
 
 /// Emits one event; returns the kind actually emitted (a leave or update in
 /// an empty guild becomes a join).
-fn emit_one(shared: &Shared, guild_id: u64, kind: Kind, rng: &mut StdRng) -> Kind {
+fn emit_one(shared: &Shared, guild_id: GuildId, kind: Kind, rng: &mut StdRng) -> Kind {
     let now = Shared::now_ms();
     let (member, roles) = {
         let world = lock(&shared.world);
@@ -127,7 +127,7 @@ fn emit_one(shared: &Shared, guild_id: u64, kind: Kind, rng: &mut StdRng) -> Kin
             0 => None,
             n => guild.members.keys().nth(rng.random_range(0..n)).copied(),
         };
-        let roles: Vec<u64> = guild.roles.iter().skip(1).map(|r| r.id).collect();
+        let roles: Vec<RoleId> = guild.roles.iter().skip(1).map(|r| r.id).collect();
         (member, roles)
     };
     let kind = match (kind, member) {
@@ -180,7 +180,7 @@ pub(crate) async fn run(
     progress.requested.store(spec.events, Ordering::Relaxed);
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(spec.seed);
-    let guilds: Vec<u64> = if spec.guilds.is_empty() {
+    let guilds: Vec<GuildId> = if spec.guilds.is_empty() {
         lock(&shared.world)
             .guilds
             .values()

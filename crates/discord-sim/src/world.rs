@@ -9,17 +9,19 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use wire::{
+    ApplicationId, ChannelId, CommandId, GuildId, InteractionId, MessageId, RoleId, UserId,
+};
 
 use crate::config::intents;
 use crate::discord_json;
-use crate::ids::{IdGenerator, Kind};
-use crate::json_id;
+use crate::ids::IdGenerator;
 use crate::SimError;
 
 /// One gateway event to deliver to the sessions whose shard owns `guild_id`.
 #[derive(Clone, Debug)]
 pub(crate) struct Dispatch {
-    pub guild_id: u64,
+    pub guild_id: GuildId,
     pub event: &'static str,
     pub data: Arc<str>,
     /// The intent a session needs to receive it; 0 for always.
@@ -27,7 +29,7 @@ pub(crate) struct Dispatch {
 }
 
 impl Dispatch {
-    fn new(guild_id: u64, event: &'static str, data: &Value, intent: u64) -> Self {
+    fn new(guild_id: GuildId, event: &'static str, data: &Value, intent: u64) -> Self {
         Self {
             guild_id,
             event,
@@ -39,7 +41,7 @@ impl Dispatch {
 
 #[derive(Clone, Debug)]
 pub(crate) struct RoleState {
-    pub id: u64,
+    pub id: RoleId,
     pub name: String,
     pub position: i64,
     pub permissions: u64,
@@ -47,25 +49,25 @@ pub(crate) struct RoleState {
 
 #[derive(Clone, Debug)]
 pub(crate) struct MemberState {
-    pub user_id: u64,
+    pub user_id: UserId,
     pub username: String,
     pub global_name: Option<String>,
     pub bot: bool,
     pub nick: Option<String>,
-    pub roles: BTreeSet<u64>,
+    pub roles: BTreeSet<RoleId>,
     pub pending: bool,
     pub joined_at_ms: i64,
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct GuildState {
-    pub id: u64,
+    pub id: GuildId,
     pub name: String,
-    pub owner_id: u64,
-    pub channel_id: u64,
+    pub owner_id: UserId,
+    pub channel_id: ChannelId,
     pub locale: String,
     pub roles: Vec<RoleState>,
-    pub members: BTreeMap<u64, MemberState>,
+    pub members: BTreeMap<UserId, MemberState>,
     /// False during a simulated outage.
     pub available: bool,
     /// False once the bot was removed.
@@ -86,31 +88,27 @@ pub struct InteractionResponse {
 
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct InteractionRecord {
-    pub id: u64,
+    pub id: InteractionId,
     pub token: String,
-    pub guild_id: u64,
-    pub user_id: u64,
-    pub command_id: u64,
+    pub guild_id: GuildId,
+    pub user_id: UserId,
+    pub command_id: CommandId,
     pub command_name: String,
     pub options: Value,
     pub locale: String,
     pub created_at_ms: i64,
-    pub message_id: u64,
+    pub message_id: MessageId,
     pub responses: Vec<InteractionResponse>,
 }
 
 /// A guild as the control API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuildInfo {
-    #[serde(with = "json_id")]
-    pub id: u64,
+    pub id: GuildId,
     pub name: String,
-    #[serde(with = "json_id")]
-    pub owner_id: u64,
-    #[serde(with = "json_id")]
-    pub channel_id: u64,
-    #[serde(with = "json_id::list")]
-    pub role_ids: Vec<u64>,
+    pub owner_id: UserId,
+    pub channel_id: ChannelId,
+    pub role_ids: Vec<RoleId>,
     pub member_count: usize,
     pub available: bool,
     pub bot_present: bool,
@@ -119,27 +117,21 @@ pub struct GuildInfo {
 /// A member as the control API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemberInfo {
-    #[serde(with = "json_id")]
-    pub guild_id: u64,
-    #[serde(with = "json_id")]
-    pub user_id: u64,
+    pub guild_id: GuildId,
+    pub user_id: UserId,
     pub username: String,
     pub nick: Option<String>,
-    #[serde(with = "json_id::list")]
-    pub roles: Vec<u64>,
+    pub roles: Vec<RoleId>,
     pub pending: bool,
 }
 
 /// An interaction and what the application answered, for the control API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InteractionInfo {
-    #[serde(with = "json_id")]
-    pub id: u64,
+    pub id: InteractionId,
     pub token: String,
-    #[serde(with = "json_id")]
-    pub guild_id: u64,
-    #[serde(with = "json_id")]
-    pub user_id: u64,
+    pub guild_id: GuildId,
+    pub user_id: UserId,
     pub command_name: String,
     pub responses: Vec<InteractionResponse>,
 }
@@ -148,12 +140,10 @@ pub struct InteractionInfo {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NewMember {
-    #[serde(with = "json_id::option")]
-    pub user_id: Option<u64>,
+    pub user_id: Option<UserId>,
     pub username: Option<String>,
     pub nick: Option<String>,
-    #[serde(with = "json_id::list")]
-    pub roles: Vec<u64>,
+    pub roles: Vec<RoleId>,
     pub pending: bool,
     pub bot: bool,
 }
@@ -164,39 +154,38 @@ pub struct NewMember {
 pub struct MemberPatch {
     /// `Some(None)` clears the nickname.
     pub nick: Option<Option<String>>,
-    #[serde(with = "json_id::option_list")]
-    pub roles: Option<Vec<u64>>,
+    pub roles: Option<Vec<RoleId>>,
     pub pending: Option<bool>,
 }
 
 /// A slash command invocation to simulate.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewInteraction {
-    #[serde(with = "json_id")]
-    pub guild_id: u64,
-    #[serde(with = "json_id")]
-    pub user_id: u64,
+    pub guild_id: GuildId,
+    pub user_id: UserId,
+    #[serde(default)]
     pub command_name: String,
     /// Discord's option objects (`{"name","type","value"}` or nested `options`).
+    #[serde(default)]
     pub options: Vec<Value>,
+    #[serde(default)]
     pub locale: Option<String>,
 }
 
 /// What `create_interaction` hands back: what a test needs to follow it up.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CreatedInteraction {
-    #[serde(with = "json_id")]
-    pub id: u64,
+    pub id: InteractionId,
     pub token: String,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct World {
     pub ids: IdGenerator,
-    pub guilds: BTreeMap<u64, GuildState>,
-    pub interactions: HashMap<u64, InteractionRecord>,
-    pub interaction_by_token: HashMap<String, u64>,
+    pub guilds: BTreeMap<GuildId, GuildState>,
+    pub interactions: HashMap<InteractionId, InteractionRecord>,
+    pub interaction_by_token: HashMap<String, InteractionId>,
     /// The application's global commands, as last overwritten through REST.
     pub application_commands: Vec<serde_json::Value>,
     user_counter: u64,
@@ -208,13 +197,13 @@ pub(crate) type Changed<T> = Result<(T, Vec<Dispatch>), SimError>;
 const EVERYONE_PERMISSIONS: u64 = 0x0000_0000_0006_4c40;
 
 impl World {
-    fn guild_mut(&mut self, guild_id: u64) -> Result<&mut GuildState, SimError> {
+    fn guild_mut(&mut self, guild_id: GuildId) -> Result<&mut GuildState, SimError> {
         self.guilds
             .get_mut(&guild_id)
             .ok_or(SimError::UnknownGuild(guild_id))
     }
 
-    pub(crate) fn guild(&self, guild_id: u64) -> Result<&GuildState, SimError> {
+    pub(crate) fn guild(&self, guild_id: GuildId) -> Result<&GuildState, SimError> {
         self.guilds
             .get(&guild_id)
             .ok_or(SimError::UnknownGuild(guild_id))
@@ -222,7 +211,7 @@ impl World {
 
     fn new_member(&mut self, spec: NewMember, now_ms: i64) -> MemberState {
         self.user_counter += 1;
-        let user_id = spec.user_id.unwrap_or_else(|| self.ids.next(Kind::User));
+        let user_id = spec.user_id.unwrap_or_else(|| self.ids.next());
         MemberState {
             user_id,
             username: spec
@@ -249,18 +238,19 @@ impl World {
         large_threshold: u32,
         now_ms: i64,
         announce: bool,
-    ) -> Changed<u64> {
-        let id = self.ids.next(Kind::Guild);
-        let channel_id = self.ids.next(Kind::Channel);
+    ) -> Changed<GuildId> {
+        let id: GuildId = self.ids.next();
+        let channel_id = self.ids.next();
+        // Discord gives a guild's @everyone role the guild's own id.
         let mut roles = vec![RoleState {
-            id,
+            id: id.cast(),
             name: "@everyone".into(),
             position: 0,
             permissions: EVERYONE_PERMISSIONS,
         }];
         for i in 0..extra_roles {
             roles.push(RoleState {
-                id: self.ids.next(Kind::Role),
+                id: self.ids.next(),
                 name: format!("role-{}", i + 1),
                 position: i as i64 + 1,
                 permissions: 0,
@@ -275,7 +265,7 @@ impl World {
             .keys()
             .next()
             .copied()
-            .unwrap_or_else(|| self.ids.next(Kind::User));
+            .unwrap_or_else(|| self.ids.next());
         let guild = GuildState {
             id,
             name: name.unwrap_or_else(|| format!("guild-{}", self.guilds.len() + 1)),
@@ -299,7 +289,7 @@ impl World {
     }
 
     /// The bot leaves (`unavailable == false`) or the guild has an outage.
-    pub(crate) fn remove_guild(&mut self, guild_id: u64, unavailable: bool) -> Changed<()> {
+    pub(crate) fn remove_guild(&mut self, guild_id: GuildId, unavailable: bool) -> Changed<()> {
         let guild = self.guild_mut(guild_id)?;
         if unavailable {
             guild.available = false;
@@ -321,7 +311,7 @@ impl World {
     /// Ends an outage, or adds the bot back.
     pub(crate) fn restore_guild(
         &mut self,
-        guild_id: u64,
+        guild_id: GuildId,
         large_threshold: u32,
         now_ms: i64,
     ) -> Changed<()> {
@@ -345,10 +335,10 @@ impl World {
 
     pub(crate) fn add_member(
         &mut self,
-        guild_id: u64,
+        guild_id: GuildId,
         spec: NewMember,
         now_ms: i64,
-    ) -> Changed<u64> {
+    ) -> Changed<UserId> {
         self.guild(guild_id)?;
         let member = self.new_member(spec, now_ms);
         let user_id = member.user_id;
@@ -365,7 +355,7 @@ impl World {
         ))
     }
 
-    pub(crate) fn remove_member(&mut self, guild_id: u64, user_id: u64) -> Changed<()> {
+    pub(crate) fn remove_member(&mut self, guild_id: GuildId, user_id: UserId) -> Changed<()> {
         let member = self
             .guild_mut(guild_id)?
             .members
@@ -385,8 +375,8 @@ impl World {
 
     pub(crate) fn update_member(
         &mut self,
-        guild_id: u64,
-        user_id: u64,
+        guild_id: GuildId,
+        user_id: UserId,
         patch: MemberPatch,
     ) -> Changed<MemberInfo> {
         let guild = self.guild_mut(guild_id)?;
@@ -431,13 +421,13 @@ impl World {
     /// that changes nothing sends no event, like Discord.
     pub(crate) fn set_member_role(
         &mut self,
-        guild_id: u64,
-        user_id: u64,
-        role_id: u64,
+        guild_id: GuildId,
+        user_id: UserId,
+        role_id: RoleId,
         add: bool,
     ) -> Changed<()> {
         let guild = self.guild_mut(guild_id)?;
-        if !guild.roles.iter().any(|r| r.id == role_id) || role_id == guild_id {
+        if !guild.roles.iter().any(|r| r.id == role_id) || role_id == guild_id.cast() {
             return Err(SimError::UnknownRole { guild_id, role_id });
         }
         let member = guild
@@ -467,7 +457,7 @@ impl World {
     pub(crate) fn create_interaction(
         &mut self,
         spec: NewInteraction,
-        application_id: u64,
+        application_id: ApplicationId,
         now_ms: i64,
     ) -> Changed<CreatedInteraction> {
         let guild = self.guild(spec.guild_id)?;
@@ -479,18 +469,22 @@ impl World {
                 user_id: spec.user_id,
             })?
             .clone();
-        let id = self.ids.next(Kind::Interaction);
+        let id = self.ids.next();
         let record = InteractionRecord {
             id,
-            token: format!("sim-interaction-{id:x}-{:016x}", rand::random::<u64>()),
+            token: format!(
+                "sim-interaction-{:x}-{:016x}",
+                id.get(),
+                rand::random::<u64>()
+            ),
             guild_id: spec.guild_id,
             user_id: spec.user_id,
-            command_id: self.ids.next(Kind::Command),
+            command_id: self.ids.next(),
             command_name: spec.command_name,
             options: Value::Array(spec.options),
             locale: spec.locale.unwrap_or_else(|| "en-US".into()),
             created_at_ms: now_ms,
-            message_id: self.ids.next(Kind::Message),
+            message_id: self.ids.next(),
             responses: Vec::new(),
         };
         let guild = self.guild(spec.guild_id)?;
@@ -520,7 +514,7 @@ impl World {
         }
     }
 
-    pub(crate) fn interaction_info(&self, id: u64) -> Option<InteractionInfo> {
+    pub(crate) fn interaction_info(&self, id: InteractionId) -> Option<InteractionInfo> {
         self.interactions.get(&id).map(|r| InteractionInfo {
             id: r.id,
             token: r.token.clone(),
@@ -540,7 +534,7 @@ impl World {
     }
 }
 
-pub(crate) fn member_info(guild_id: u64, member: &MemberState) -> MemberInfo {
+pub(crate) fn member_info(guild_id: GuildId, member: &MemberState) -> MemberInfo {
     MemberInfo {
         guild_id,
         user_id: member.user_id,

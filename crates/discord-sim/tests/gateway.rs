@@ -12,6 +12,7 @@ use discord_sim::{
 };
 use twilight_gateway::{Event, Intents};
 use twilight_model::gateway::payload::incoming::GuildCreate;
+use wire::GuildId;
 
 fn guild_create_id(event: &Event) -> Option<u64> {
     match event {
@@ -54,7 +55,7 @@ async fn identify_ready_and_guild_creates_reach_the_right_shard() {
         roles_per_guild: 1,
     });
     for shard_id in 0..2u32 {
-        let expected: BTreeSet<u64> = guilds
+        let expected: BTreeSet<GuildId> = guilds
             .iter()
             .copied()
             .filter(|g| shard_for_guild(*g, 2) == shard_id)
@@ -72,11 +73,16 @@ async fn identify_ready_and_guild_creates_reach_the_right_shard() {
             Some([shard_id, 2])
         );
         assert_eq!(ready.resume_gateway_url, sim.gateway_url());
-        let in_ready: BTreeSet<u64> = ready.guilds.iter().map(|g| g.id.get()).collect();
+        let in_ready: BTreeSet<GuildId> = ready
+            .guilds
+            .iter()
+            .map(|g| GuildId::from_nonzero(g.id.into_nonzero()))
+            .collect();
         assert_eq!(in_ready, expected);
         let mut created = BTreeSet::new();
         while created.len() < expected.len() {
-            created.insert(probe.expect(WAIT, guild_create_id).await);
+            let id = probe.expect(WAIT, guild_create_id).await;
+            created.insert(GuildId::new(id).expect("Twilight ids are not 0"));
         }
         assert_eq!(created, expected, "shard {shard_id}");
         let transcript = sim.control().transcript(shard_id);
@@ -92,7 +98,7 @@ async fn identify_ready_and_guild_creates_reach_the_right_shard() {
             "twilight 0.18 asks for zstd-stream and decodes it"
         );
         assert_eq!(transcript.dispatch_counts.get("GUILD_CREATE"), Some(&3));
-        let sent_guilds: BTreeSet<u64> = transcript
+        let sent_guilds: BTreeSet<GuildId> = transcript
             .sent
             .iter()
             .filter(|f| f.event.as_deref() == Some("GUILD_CREATE"))
@@ -168,7 +174,7 @@ async fn member_events_and_interactions_arrive_in_order() {
                 Event::InteractionCreate(create) => {
                     assert_eq!(create.id.get(), interaction.id);
                     assert_eq!(create.token, interaction.token);
-                    assert_eq!(create.guild_id.map(|g| g.get()), Some(guild));
+                    assert_eq!(create.guild_id.map(|g| g.get()), Some(guild.get()));
                     assert_eq!(create.locale.as_deref(), Some("de"));
                     Some("interaction")
                 }
@@ -416,14 +422,14 @@ async fn guild_delete_distinguishes_removal_from_outage() {
             _ => None,
         })
         .await;
-    assert_eq!(removed, (guilds[0], None));
+    assert_eq!(removed, (guilds[0].get(), None));
     let outage = probe
         .expect(WAIT, |e| match e {
             Event::GuildDelete(d) => Some((d.id.get(), d.unavailable)),
             _ => None,
         })
         .await;
-    assert_eq!(outage, (guilds[1], Some(true)));
+    assert_eq!(outage, (guilds[1].get(), Some(true)));
     assert_eq!(probe.expect(WAIT, guild_create_id).await, guilds[1]);
     probe.task.abort();
     sim.shutdown().await;

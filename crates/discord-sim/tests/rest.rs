@@ -14,6 +14,7 @@ use twilight_model::http::interaction::{
     InteractionResponse, InteractionResponseData, InteractionResponseType,
 };
 use twilight_model::id::Id;
+use wire::{GuildId, RoleId, UserId};
 
 fn client(sim: &Simulator, rate_limiter: bool) -> Client {
     let builder = Client::builder()
@@ -28,7 +29,7 @@ fn client(sim: &Simulator, rate_limiter: bool) -> Client {
 }
 
 /// A guild with one member and one assignable role.
-fn guild_with_member(sim: &Simulator) -> (u64, u64, u64) {
+fn guild_with_member(sim: &Simulator) -> (GuildId, UserId, RoleId) {
     let control = sim.control();
     let guild = control.create_guilds(&GuildsSpec {
         count: 1,
@@ -74,7 +75,11 @@ async fn role_add_and_remove_change_the_member_and_dispatch_an_update() {
     let http = client(&sim, true);
 
     let added = http
-        .add_guild_member_role(Id::new(guild), Id::new(user), Id::new(role))
+        .add_guild_member_role(
+            Id::new(guild.get()),
+            Id::new(user.get()),
+            Id::new(role.get()),
+        )
         .await
         .expect("role added");
     assert_eq!(added.status().get(), 204);
@@ -92,9 +97,13 @@ async fn role_add_and_remove_change_the_member_and_dispatch_an_update() {
         .await;
     assert_eq!(roles, vec![role]);
 
-    http.remove_guild_member_role(Id::new(guild), Id::new(user), Id::new(role))
-        .await
-        .expect("role removed");
+    http.remove_guild_member_role(
+        Id::new(guild.get()),
+        Id::new(user.get()),
+        Id::new(role.get()),
+    )
+    .await
+    .expect("role removed");
     assert!(sim
         .control()
         .member(guild, user)
@@ -117,7 +126,7 @@ async fn unknown_role_is_discords_404() {
     let sim = start(fast_config()).await;
     let (guild, user, _) = guild_with_member(&sim);
     let error = client(&sim, false)
-        .add_guild_member_role(Id::new(guild), Id::new(user), Id::new(42))
+        .add_guild_member_role(Id::new(guild.get()), Id::new(user.get()), Id::new(42))
         .await
         .expect_err("no such role");
     match error.kind() {
@@ -247,9 +256,13 @@ async fn twilights_rate_limiter_waits_for_the_advertised_reset() {
     let http = client(&sim, true);
     let started = Instant::now();
     for _ in 0..3 {
-        http.add_guild_member_role(Id::new(guild), Id::new(user), Id::new(role))
-            .await
-            .expect("twilight waits instead of hitting a 429");
+        http.add_guild_member_role(
+            Id::new(guild.get()),
+            Id::new(user.get()),
+            Id::new(role.get()),
+        )
+        .await
+        .expect("twilight waits instead of hitting a 429");
     }
     assert!(
         started.elapsed() >= Duration::from_millis(700),
@@ -266,9 +279,13 @@ async fn without_its_rate_limiter_twilight_retries_a_429_until_it_passes() {
     let (guild, user, role) = guild_with_member(&sim);
     let http = client(&sim, false);
     for _ in 0..2 {
-        http.add_guild_member_role(Id::new(guild), Id::new(user), Id::new(role))
-            .await
-            .expect("twilight-http 0.18 retries 429s itself");
+        http.add_guild_member_role(
+            Id::new(guild.get()),
+            Id::new(user.get()),
+            Id::new(role.get()),
+        )
+        .await
+        .expect("twilight-http 0.18 retries 429s itself");
     }
     assert!(sim.control().stats().rest_rate_limited >= 1);
     sim.shutdown().await;
@@ -289,13 +306,13 @@ async fn interaction_callback_and_original_edit_are_recorded() {
         })
         .expect("interaction created");
     let http = client(&sim, true);
-    let interaction = http.interaction(Id::new(sim.config().application_id));
+    let interaction = http.interaction(Id::new(sim.config().application_id.get()));
     let response = InteractionResponse {
         kind: InteractionResponseType::DeferredChannelMessageWithSource,
         data: Some(InteractionResponseData::default()),
     };
     interaction
-        .create_response(Id::new(created.id), &created.token, &response)
+        .create_response(Id::new(created.id.get()), &created.token, &response)
         .await
         .expect("callback accepted");
     let message = interaction
@@ -309,7 +326,7 @@ async fn interaction_callback_and_original_edit_are_recorded() {
     assert_eq!(message.content, "You are verified.");
 
     let again = interaction
-        .create_response(Id::new(created.id), &created.token, &response)
+        .create_response(Id::new(created.id.get()), &created.token, &response)
         .await
         .expect_err("a second callback is refused");
     assert!(matches!(

@@ -17,7 +17,7 @@ pub enum Actor {
     /// admin's name, an API key's id); the operator's shell has none.
     Admin(Option<String>),
     /// A member acting for themselves, by Discord user id.
-    Member(store::Snowflake),
+    Member(wire::UserId),
 }
 
 impl Actor {
@@ -51,7 +51,7 @@ mod tests {
             (e.actor_type, e.actor_id.as_deref()),
             (ActorType::Admin, Some("alice"))
         );
-        let user = store::Snowflake::new(42).unwrap();
+        let user = wire::UserId::new(42).unwrap();
         let e = Actor::Member(user).entry(AuditAction::WalletLinked);
         assert_eq!(
             (e.actor_type, e.actor_id.as_deref(), e.action),

@@ -24,9 +24,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use store::{
     repo::{AuditEntry, Badge, BadgeEvaluator, BadgeWithHolders, NewBadge, Profile},
-    Snowflake, Store, StoreError, TenantId, TenantTx,
+    ProfileId, Store, StoreError, TenantId, TenantTx,
 };
-use uuid::Uuid;
+use wire::UserId;
 
 use crate::{Actor, AuditAction};
 
@@ -62,7 +62,7 @@ pub enum BadgeError {
     #[error("no badge {0:?} in this community")]
     UnknownBadge(String),
     #[error("no member {0} in this community")]
-    UnknownMember(Snowflake),
+    UnknownMember(UserId),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -217,7 +217,7 @@ pub async fn list(tx: &TenantTx) -> Result<Vec<BadgeWithHolders>, BadgeError> {
 pub async fn grant(
     tx: &TenantTx,
     slug: &str,
-    user: Snowflake,
+    user: UserId,
     granted_by: &str,
     reason: &str,
 ) -> Result<bool, BadgeError> {
@@ -260,8 +260,8 @@ pub async fn grant(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Awarded {
     pub badge_slug: String,
-    pub profile_id: Uuid,
-    pub discord_user_id: Snowflake,
+    pub profile_id: ProfileId,
+    pub discord_user_id: UserId,
     pub reason: String,
 }
 
@@ -298,7 +298,7 @@ pub async fn evaluate(
     if badges.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = present.iter().map(|p| p.id).collect();
+    let ids: Vec<ProfileId> = present.iter().map(|p| p.id).collect();
     let held = tx.badges().held_by(&ids).await?;
 
     let mut awarded = Vec::new();
@@ -351,7 +351,7 @@ pub async fn evaluate(
 pub async fn evaluate_member(
     store: &Store,
     tenant: TenantId,
-    user: Snowflake,
+    user: UserId,
 ) -> Result<Vec<Awarded>, BadgeError> {
     let tx = store.begin(tenant).await?;
     let awarded = match tx.profiles().find_by_discord_user(user).await? {

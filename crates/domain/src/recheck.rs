@@ -2,8 +2,8 @@
 
 use std::future::Future;
 
-use store::Snowflake;
 use wire::check::{CheckPriority, EligibilityCheck};
+use wire::GuildId;
 
 /// Where re-check requests go: `eligibility.check` on the bus in
 /// production. A trait so this crate holds no socket; the caller passes
@@ -25,10 +25,10 @@ pub struct RecheckError(pub String);
 /// A request to re-check every member of the community in bulk (its rules
 /// changed). `id` is the request's dedupe key: the same id within the bus's
 /// duplicate window is stored once.
-pub fn community_recheck(guild: Snowflake, id: String, reason: &str) -> EligibilityCheck {
+pub fn community_recheck(guild: GuildId, id: String, reason: &str) -> EligibilityCheck {
     EligibilityCheck {
         id,
-        guild_id: wire::Snowflake(guild.get()),
+        guild_id: guild,
         user_id: None,
         reason: reason.to_owned(),
         priority: CheckPriority::Bulk,

@@ -14,9 +14,10 @@ use eligibility::{RuleDef, RuleSet, RuleSpec};
 use serde_json::json;
 use store::{
     repo::{EligibilityRule, NewRule as NewRuleRow, RuleType},
-    Snowflake, Store, StoreError, TenantTx, WalletAddress,
+    RuleId, Store, StoreError, TenantTx, WalletAddress,
 };
 use uuid::Uuid;
+use wire::RoleId;
 
 use crate::{
     community::CommunityRef,
@@ -27,7 +28,7 @@ use crate::{
 /// A rule to create: the role it grants and a validated [`RuleSpec`].
 #[derive(Clone, Debug)]
 pub struct NewRule {
-    pub role: Snowflake,
+    pub role: RoleId,
     pub spec: RuleSpec,
     /// Higher first when rules are listed; no effect on evaluation.
     pub priority: i32,
@@ -39,9 +40,9 @@ pub enum RuleError {
     #[error("the rule is invalid: parameters.rules {reason}; nothing was stored")]
     BadReference { reason: String },
     #[error("no rule {0} in this community")]
-    NotFound(Uuid),
+    NotFound(RuleId),
     #[error("rule {rule} is used by custom rule {}: change or delete that first; nothing was deleted", join(.users))]
-    InUse { rule: Uuid, users: Vec<Uuid> },
+    InUse { rule: RuleId, users: Vec<RuleId> },
     /// The change is committed; only the re-check request failed. The
     /// periodic re-check still reaches every member within its period.
     #[error("the change was saved, but {0}; members are re-checked by the periodic scan instead")]
@@ -50,9 +51,9 @@ pub enum RuleError {
     Store(#[from] StoreError),
 }
 
-fn join(ids: &[Uuid]) -> String {
+fn join(ids: &[RuleId]) -> String {
     ids.iter()
-        .map(Uuid::to_string)
+        .map(RuleId::to_string)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -116,7 +117,7 @@ pub async fn create(
     if let Some(problem) = rule_set(&all)
         .problems()
         .into_iter()
-        .find(|p| p.rule == created.id)
+        .find(|p| p.rule == *created.id.as_uuid())
     {
         // Dropping the transaction rolls the insert back.
         return Err(RuleError::BadReference {
@@ -142,7 +143,7 @@ pub async fn set_enabled(
     rechecks: &impl Rechecks,
     community: CommunityRef,
     actor: &Actor,
-    id: Uuid,
+    id: RuleId,
     enabled: bool,
 ) -> Result<Toggled, RuleError> {
     let tx = store.begin(community.tenant).await?;
@@ -184,7 +185,7 @@ pub async fn delete(
     rechecks: &impl Rechecks,
     community: CommunityRef,
     actor: &Actor,
-    id: Uuid,
+    id: RuleId,
 ) -> Result<EligibilityRule, RuleError> {
     let tx = store.begin(community.tenant).await?;
     let all = tx.rules().list_all().await?;
@@ -213,7 +214,7 @@ pub async fn delete(
 pub fn rule_set(rules: &[EligibilityRule]) -> RuleSet {
     RuleSet::new(rules.iter().filter_map(|r| {
         RuleDef::parse(
-            r.id,
+            *r.id.as_uuid(),
             r.enabled,
             r.rule_type.as_str(),
             r.chain.as_deref(),
@@ -226,12 +227,12 @@ pub fn rule_set(rules: &[EligibilityRule]) -> RuleSet {
 }
 
 /// The custom rules that would lose a reference if `id` went away.
-fn users_of(all: &[EligibilityRule], id: Uuid) -> BTreeSet<Uuid> {
-    let broken = |rules: &[EligibilityRule]| -> BTreeSet<Uuid> {
+fn users_of(all: &[EligibilityRule], id: RuleId) -> BTreeSet<RuleId> {
+    let broken = |rules: &[EligibilityRule]| -> BTreeSet<RuleId> {
         rule_set(rules)
             .problems()
             .into_iter()
-            .map(|p| p.rule)
+            .map(|p| RuleId::from(p.rule))
             .collect()
     };
     let before = broken(all);
@@ -259,7 +260,7 @@ async fn audit(
 async fn request_after_change(
     rechecks: &impl Rechecks,
     community: CommunityRef,
-    id: Uuid,
+    id: RuleId,
     past: &str,
 ) -> Result<(), RuleError> {
     // Unique per change: enabling, disabling and enabling again within the

@@ -7,10 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use domain::{badges, Actor};
-use store::{
-    repo::{BadgeEvaluator, NewBadge},
-    Snowflake,
-};
+use store::repo::{BadgeEvaluator, NewBadge};
+use wire::UserId;
 
 use crate::community_args::Community;
 
@@ -62,7 +60,7 @@ pub struct GrantArgs {
 
     /// The member's Discord user id.
     #[arg(long)]
-    pub user: String,
+    pub user: UserId,
 
     /// Who grants it, for the audit log.
     #[arg(long)]
@@ -138,10 +136,7 @@ async fn list(community: Community) -> anyhow::Result<ExitCode> {
 }
 
 async fn grant(args: GrantArgs) -> anyhow::Result<ExitCode> {
-    let user: Snowflake = args
-        .user
-        .parse()
-        .with_context(|| format!("--user {:?}", args.user))?;
+    let user = args.user;
     if args.granted_by.trim().is_empty() {
         anyhow::bail!("--granted-by must name who grants the badge (it goes in the audit log)");
     }

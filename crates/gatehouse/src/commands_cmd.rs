@@ -38,7 +38,7 @@ pub async fn run(command: CommandsCommand) -> anyhow::Result<ExitCode> {
     let mut problems = Problems::new();
     let token = args.token.required(&mut problems);
     let application_id = match args.application_id.as_deref() {
-        Some(text) => problems.parse::<u64>(
+        Some(text) => problems.parse::<wire::ApplicationId>(
             &l.get("application_id"),
             text,
             "an application id (a number)",

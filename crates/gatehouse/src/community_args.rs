@@ -1,8 +1,8 @@
 //! The community an admin verb acts on.
 
-use anyhow::Context;
 use domain::{community, CommunityRef, LookupError};
-use store::{Snowflake, Store};
+use store::Store;
+use wire::GuildId;
 
 use crate::db_args::DbArgs;
 
@@ -14,19 +14,13 @@ pub struct Community {
 
     /// The community's Discord guild id.
     #[arg(long)]
-    pub guild: String,
+    pub guild: GuildId,
 }
 
 impl Community {
-    pub fn guild_id(&self) -> anyhow::Result<Snowflake> {
-        self.guild
-            .parse()
-            .with_context(|| format!("--guild {:?}", self.guild))
-    }
-
     /// Connects and finds the guild's community.
     pub async fn open(&self) -> anyhow::Result<(Store, CommunityRef)> {
-        let guild = self.guild_id()?;
+        let guild = self.guild;
         let store = self.db.connect(2).await?;
         let community = community::resolve(&store, guild)
             .await

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use domain::{rules, Actor};
-use store::Snowflake;
-use uuid::Uuid;
+use wire::RoleId;
 
 use crate::{community_args::Community, nats_args::NatsArgs, rechecks::JetStreamRechecks};
 
@@ -40,7 +39,7 @@ pub struct AddArgs {
 
     /// The Discord role the rule grants.
     #[arg(long)]
-    pub role: String,
+    pub role: RoleId,
 
     /// token_balance, nft_ownership, score_threshold or custom.
     #[arg(long = "type")]
@@ -85,7 +84,7 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
-    let role: Snowflake = args.role.parse().context("--role")?;
+    let role = args.role;
     let parameters: serde_json::Value =
         serde_json::from_str(&args.parameters).context("--parameters is not JSON")?;
     // Validate before connecting, naming every bad field.
@@ -157,7 +156,7 @@ enum Change {
 }
 
 async fn change(args: ChangeArgs, change: Change) -> anyhow::Result<ExitCode> {
-    let id: Uuid = args
+    let id: store::RuleId = args
         .id
         .parse()
         .with_context(|| format!("--id {:?} is not a rule id (a UUID)", args.id))?;

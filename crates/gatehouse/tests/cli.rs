@@ -142,7 +142,7 @@ impl AdminWorld {
     async fn new(label: &str) -> AdminWorld {
         let db = TestDb::create(label).await;
         let store = db.store(2).await;
-        let guild = store::Snowflake::new(4242).unwrap();
+        let guild = wire::GuildId::new(4242).expect("not 0");
         let tenant = store.directory().provision_guild(guild, "g").await.unwrap();
         let ns = bus::Namespace::prefixed(&format!(
             "cli{}{}",
@@ -367,7 +367,7 @@ async fn badges_are_defined_validated_listed_and_granted_by_hand() {
     let tx = w.store.begin(w.tenant).await.unwrap();
     tx.profiles()
         .upsert_member(&store::repo::MemberUpsert {
-            discord_user_id: store::Snowflake::new(5150).unwrap(),
+            discord_user_id: wire::UserId::new(5150).expect("not 0"),
             role_ids: Vec::new(),
             joined_at: chrono::Utc::now(),
         })

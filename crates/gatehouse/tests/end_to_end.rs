@@ -15,6 +15,7 @@ use eligibility::{
 use store::TenantId;
 use testkit::{nats::NatsScope, TestDb};
 use tokio_util::sync::CancellationToken;
+use wire::{GuildId, RoleId, UserId};
 
 const TOKEN: &str = "e2e-test-token";
 const CONTRACT: &str = "0x00000000000000000000000000000000000e2e01";
@@ -36,7 +37,7 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(label: &str, guilds: usize) -> (Stack, Vec<u64>) {
+    async fn start(label: &str, guilds: usize) -> (Stack, Vec<GuildId>) {
         let db = TestDb::create(label).await;
         let store = db.store(8).await;
         let nats = NatsScope::new(&db.env.nats_url).await;
@@ -146,12 +147,12 @@ impl Stack {
         self.db.wait_for_count(query, want, WAIT).await
     }
 
-    async fn tenant(&self, guild: u64) -> TenantId {
+    async fn tenant(&self, guild: GuildId) -> TenantId {
         testkit::fixtures::tenant_of(&self.store, guild).await
     }
 
     /// A member joins the guild in the simulator (GUILD_MEMBER_ADD).
-    fn join(&self, guild: u64) -> u64 {
+    fn join(&self, guild: GuildId) -> UserId {
         self.sim
             .control()
             .add_member(
@@ -168,17 +169,17 @@ impl Stack {
             .unwrap()
     }
 
-    async fn gate(&self, guild: u64, role: u64, min_balance: &str) {
+    async fn gate(&self, guild: GuildId, role: RoleId, min_balance: &str) {
         testkit::fixtures::gate_role(&self.store, guild, CONTRACT, role, min_balance).await;
     }
 
-    async fn link(&self, guild: u64, user: u64, wallet: &str) {
+    async fn link(&self, guild: GuildId, user: UserId, wallet: &str) {
         testkit::fixtures::link_wallet(&self.store, self.tenant(guild).await, user, wallet).await;
     }
 
     /// The member runs `/check` in the simulator; returns the final reply
     /// (the edit of the deferred response).
-    async fn check(&self, guild: u64, user: u64) -> String {
+    async fn check(&self, guild: GuildId, user: UserId) -> String {
         let created = self
             .sim
             .control()
@@ -210,7 +211,7 @@ impl Stack {
         }
     }
 
-    fn roles_of(&self, guild: u64, user: u64) -> Vec<u64> {
+    fn roles_of(&self, guild: GuildId, user: UserId) -> Vec<RoleId> {
         self.sim.control().member(guild, user).unwrap().roles
     }
 
@@ -396,7 +397,7 @@ async fn joins_survive_a_gateway_resume_and_a_killed_worker_exactly_once() {
         "the shard never resumed: {:?}",
         transcript.events
     );
-    let mut expected: Vec<i64> = members.iter().map(|m| *m as i64).collect();
+    let mut expected: Vec<i64> = members.iter().map(|m| m.get() as i64).collect();
     expected.sort_unstable();
     assert_eq!(stored, expected);
     stack.stop().await;

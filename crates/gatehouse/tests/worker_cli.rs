@@ -42,7 +42,7 @@ async fn sigterm_finishes_in_flight_work_and_the_next_process_loses_nothing() {
     // and this test is about work dropped at shutdown.
     h.store
         .directory()
-        .provision_guild(store::Snowflake::new(888).unwrap(), "g")
+        .provision_guild(wire::GuildId::new(888).expect("not 0"), "g")
         .await
         .unwrap();
     for user in 1..=MEMBERS {
@@ -112,7 +112,7 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_applies_nothing_twice() {
     let store = db.store(2).await;
     store
         .directory()
-        .provision_guild(store::Snowflake::new(999).unwrap(), "g")
+        .provision_guild(wire::GuildId::new(999).expect("not 0"), "g")
         .await
         .unwrap();
     let ns = bus::Namespace::root();

@@ -12,12 +12,13 @@ use twilight_model::application::interaction::application_command::{
 use twilight_model::application::interaction::{Interaction, InteractionData, InteractionType};
 use twilight_model::gateway::event::DispatchEvent;
 use twilight_model::gateway::payload::incoming::GuildCreate;
+use twilight_model::id::{marker, Id as TwilightId};
 use twilight_model::util::Timestamp;
 use wire::payload::{
     CommandOption, GuildJoin, GuildLeave, GuildUnavailable, InteractionCreate, InteractionKind,
     MemberJoin, MemberLeave, MemberUpdate,
 };
-use wire::{Envelope, Payload, Snowflake};
+use wire::{Envelope, Payload};
 
 /// The dispatches the gateway asks Twilight to deserialize: the ones that
 /// become envelopes, plus READY and RESUMED for session bookkeeping.
@@ -56,9 +57,9 @@ pub fn to_envelope(origin: Origin<'_>, event: DispatchEvent) -> Option<Envelope>
             GuildCreate::Available(guild) => envelope(Payload::GuildJoin(GuildJoin {
                 name: guild.name,
                 member_count: guild.member_count,
-                owner_id: Some(Snowflake(guild.owner_id.get())),
+                owner_id: Some(guild.owner_id.to_wire()),
             }))
-            .with_guild(Snowflake(guild.id.get())),
+            .with_guild(guild.id.to_wire()),
             // Discord only sends unavailable guilds in READY and GUILD_DELETE;
             // an unavailable GUILD_CREATE carries nothing to publish.
             GuildCreate::Unavailable(_) => return None,
@@ -71,7 +72,7 @@ pub fn to_envelope(origin: Origin<'_>, event: DispatchEvent) -> Option<Envelope>
             } else {
                 Payload::GuildLeave(GuildLeave {})
             };
-            envelope(payload).with_guild(Snowflake(delete.id.get()))
+            envelope(payload).with_guild(delete.id.to_wire())
         }
         DispatchEvent::MemberAdd(add) => {
             let member = add.member;
@@ -80,28 +81,28 @@ pub fn to_envelope(origin: Origin<'_>, event: DispatchEvent) -> Option<Envelope>
                 global_name: member.user.global_name,
                 bot: member.user.bot,
                 nick: member.nick,
-                roles: member.roles.iter().map(|r| Snowflake(r.get())).collect(),
+                roles: member.roles.iter().map(|r| r.to_wire()).collect(),
                 pending: member.pending,
                 joined_at: member.joined_at.map(unix_ms),
             }))
-            .with_guild(Snowflake(add.guild_id.get()))
-            .with_user(Snowflake(member.user.id.get()))
+            .with_guild(add.guild_id.to_wire())
+            .with_user(member.user.id.to_wire())
         }
         DispatchEvent::MemberRemove(remove) => envelope(Payload::MemberLeave(MemberLeave {
             username: remove.user.name,
         }))
-        .with_guild(Snowflake(remove.guild_id.get()))
-        .with_user(Snowflake(remove.user.id.get())),
+        .with_guild(remove.guild_id.to_wire())
+        .with_user(remove.user.id.to_wire()),
         DispatchEvent::MemberUpdate(update) => {
             let update = *update;
             envelope(Payload::MemberUpdate(MemberUpdate {
                 username: update.user.name,
                 nick: update.nick,
-                roles: update.roles.iter().map(|r| Snowflake(r.get())).collect(),
+                roles: update.roles.iter().map(|r| r.to_wire()).collect(),
                 pending: update.pending,
             }))
-            .with_guild(Snowflake(update.guild_id.get()))
-            .with_user(Snowflake(update.user.id.get()))
+            .with_guild(update.guild_id.to_wire())
+            .with_user(update.user.id.to_wire())
         }
         DispatchEvent::InteractionCreate(create) => interaction(origin, create.0),
         _ => return None,
@@ -109,7 +110,7 @@ pub fn to_envelope(origin: Origin<'_>, event: DispatchEvent) -> Option<Envelope>
 }
 
 fn interaction(origin: Origin<'_>, i: Interaction) -> Envelope {
-    let user_id = i.author_id().map(|id| Snowflake(id.get()));
+    let user_id = i.author_id().map(ToWire::to_wire);
     #[allow(deprecated)] // `channel_id` is still sent by older payloads.
     let channel_id = i.channel.as_ref().map(|c| c.id).or(i.channel_id);
     let kind = match i.kind {
@@ -124,7 +125,7 @@ fn interaction(origin: Origin<'_>, i: Interaction) -> Envelope {
     };
     let (command_id, command_name, options) = match i.data {
         Some(InteractionData::ApplicationCommand(data)) => (
-            Some(Snowflake(data.id.get())),
+            Some(data.id.to_wire()),
             Some(data.name),
             data.options.into_iter().map(option).collect(),
         ),
@@ -136,9 +137,9 @@ fn interaction(origin: Origin<'_>, i: Interaction) -> Envelope {
         origin.sequence,
         origin.received_at,
         Payload::InteractionCreate(InteractionCreate {
-            interaction_id: Snowflake(i.id.get()),
+            interaction_id: i.id.to_wire(),
             token: i.token,
-            application_id: Snowflake(i.application_id.get()),
+            application_id: i.application_id.to_wire(),
             kind,
             command_id,
             command_name,
@@ -147,10 +148,39 @@ fn interaction(origin: Origin<'_>, i: Interaction) -> Envelope {
             guild_locale: i.guild_locale,
         }),
     );
-    envelope.guild_id = i.guild_id.map(|g| Snowflake(g.get()));
+    envelope.guild_id = i.guild_id.map(ToWire::to_wire);
     envelope.user_id = user_id;
-    envelope.channel_id = channel_id.map(|c| Snowflake(c.get()));
+    envelope.channel_id = channel_id.map(ToWire::to_wire);
     envelope
+}
+
+/// Twilight's id of a kind → the wire's id of the same kind. A trait rather
+/// than one generic function so that a guild id cannot become a user id on
+/// the way.
+trait ToWire {
+    type Wire;
+    fn to_wire(self) -> Self::Wire;
+}
+
+macro_rules! to_wire {
+    ($($twilight:ident => $wire:ty),* $(,)?) => {$(
+        impl ToWire for TwilightId<marker::$twilight> {
+            type Wire = $wire;
+            fn to_wire(self) -> $wire {
+                <$wire>::from_nonzero(self.into_nonzero())
+            }
+        }
+    )*};
+}
+
+to_wire! {
+    GuildMarker => wire::GuildId,
+    UserMarker => wire::UserId,
+    RoleMarker => wire::RoleId,
+    ChannelMarker => wire::ChannelId,
+    ApplicationMarker => wire::ApplicationId,
+    InteractionMarker => wire::InteractionId,
+    CommandMarker => wire::CommandId,
 }
 
 fn option(o: CommandDataOption) -> CommandOption {
@@ -189,7 +219,7 @@ fn unix_ms(t: Timestamp) -> i64 {
 mod tests {
     use super::*;
     use twilight_model::gateway::event::GatewayEvent;
-    use wire::EventType;
+    use wire::{ChannelId, EventType, GuildId, RoleId, UserId};
 
     const ORIGIN: Origin<'static> = Origin {
         shard_id: 1,
@@ -220,7 +250,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(leave.event_type(), Some(EventType::GuildLeave));
-        assert_eq!(leave.guild_id, Some(Snowflake(41)));
+        assert_eq!(leave.guild_id, GuildId::new(41));
         let outage = to_envelope(
             ORIGIN,
             dispatch(
@@ -242,14 +272,14 @@ mod tests {
         });
         let env = to_envelope(ORIGIN, dispatch("GUILD_MEMBER_ADD", d)).unwrap();
         assert_eq!(env.id, wire::EventId::for_dispatch(1, "s1", 7));
-        assert_eq!(env.user_id, Some(Snowflake(77)));
+        assert_eq!(env.user_id, UserId::new(77));
         assert_eq!(env.occurred_at, ORIGIN.received_at);
         let Payload::MemberJoin(join) = env.payload else {
             panic!("not a member.join")
         };
         assert_eq!(join.username, "alice");
         assert_eq!(join.global_name.as_deref(), Some("Display"));
-        assert_eq!(join.roles, vec![Snowflake(5), Snowflake(6)]);
+        assert_eq!(join.roles, [5, 6].map(|r| RoleId::new(r).unwrap()));
         assert!(join.pending);
         assert_eq!(join.joined_at, Some(1_767_225_600_000));
     }
@@ -277,7 +307,7 @@ mod tests {
         let Payload::MemberUpdate(u) = update.payload else {
             panic!("not a member.update")
         };
-        assert_eq!(u.roles, vec![Snowflake(9)]);
+        assert_eq!(u.roles, [RoleId::new(9).unwrap()]);
         assert_eq!(u.nick, None);
     }
 
@@ -298,9 +328,9 @@ mod tests {
         });
         let env = to_envelope(ORIGIN, dispatch("INTERACTION_CREATE", d)).unwrap();
         assert_eq!(env.subject(), Some(wire::subjects::INTERACTION));
-        assert_eq!(env.guild_id, Some(Snowflake(41)));
-        assert_eq!(env.user_id, Some(Snowflake(77)));
-        assert_eq!(env.channel_id, Some(Snowflake(33)));
+        assert_eq!(env.guild_id, GuildId::new(41));
+        assert_eq!(env.user_id, UserId::new(77));
+        assert_eq!(env.channel_id, ChannelId::new(33));
         let Payload::InteractionCreate(i) = env.payload else {
             panic!("not an interaction")
         };

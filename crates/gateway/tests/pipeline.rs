@@ -13,7 +13,7 @@ use discord_sim::{
 use testkit::http;
 use testkit::nats::{self, NatsServer};
 use testkit::sim::assert_exactly_once;
-use wire::{EventType, Payload, Snowflake};
+use wire::{EventType, Payload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_reaches_jetstream_once_over_two_shards() {
@@ -76,7 +76,7 @@ async fn every_event_reaches_jetstream_once_over_two_shards() {
     // Every envelope came from the shard Discord routes its guild to.
     for stored in events.iter().chain(&commands) {
         let guild = stored.envelope.guild_id.expect("guild events have a guild");
-        assert_eq!(stored.envelope.shard_id, shard_for_guild(guild.get(), 2));
+        assert_eq!(stored.envelope.shard_id, shard_for_guild(guild, 2));
         assert_eq!(stored.envelope.version, wire::VERSION);
     }
     let count = |t: EventType| {
@@ -99,29 +99,29 @@ async fn every_event_reaches_jetstream_once_over_two_shards() {
         .iter()
         .find(|s| s.envelope.event_type() == Some(EventType::GuildLeave))
         .expect("guild.leave");
-    assert_eq!(leave.envelope.guild_id, Some(Snowflake(guilds[3])));
+    assert_eq!(leave.envelope.guild_id, Some(guilds[3]));
     let outage = events
         .iter()
         .find(|s| s.envelope.event_type() == Some(EventType::GuildUnavailable))
         .expect("guild.unavailable");
-    assert_eq!(outage.envelope.guild_id, Some(Snowflake(guilds[2])));
+    assert_eq!(outage.envelope.guild_id, Some(guilds[2]));
 
     let join = events
         .iter()
-        .find(|s| s.envelope.user_id == Some(Snowflake(u0)))
+        .find(|s| s.envelope.user_id == Some(u0))
         .expect("member.join of the first user");
     let Payload::MemberJoin(data) = &join.envelope.payload else {
         panic!("expected member.join, got {:?}", join.envelope.payload)
     };
     assert_eq!(data.username, format!("user-of-{g0}"));
-    assert_eq!(join.envelope.guild_id, Some(Snowflake(g0)));
+    assert_eq!(join.envelope.guild_id, Some(g0));
 
     assert_eq!(commands.len(), 1);
     let Payload::InteractionCreate(interaction) = &commands[0].envelope.payload else {
         panic!("expected interaction.create")
     };
     assert_eq!(interaction.command_name.as_deref(), Some("verify"));
-    assert_eq!(commands[0].envelope.user_id, Some(Snowflake(u0)));
+    assert_eq!(commands[0].envelope.user_id, Some(u0));
 
     let (status, metrics) = http::get(gateway.http_addr(), "/metrics").await;
     assert_eq!(status, 200);
@@ -191,10 +191,8 @@ async fn survives(fault: Fault, every_join: bool) -> discord_sim::ShardTranscrip
     // Beyond matching the simulator: each join we caused is there.
     for user in users.iter().filter(|_| every_join) {
         assert!(
-            stored
-                .iter()
-                .any(|s| s.envelope.user_id == Some(Snowflake(*user))
-                    && s.envelope.event_type() == Some(EventType::MemberJoin)),
+            stored.iter().any(|s| s.envelope.user_id == Some(*user)
+                && s.envelope.event_type() == Some(EventType::MemberJoin)),
             "member.join of {user} missing"
         );
     }

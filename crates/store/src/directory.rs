@@ -1,6 +1,9 @@
 use tokio_postgres::types::Type;
 
-use crate::{Snowflake, Store, StoreError, TenantId};
+use wire::GuildId;
+
+use crate::ids::{db_id, id_from_db};
+use crate::{Store, StoreError, TenantId};
 
 /// Cross-tenant entry points, each one a narrow `SECURITY DEFINER` function
 /// owned by the NOLOGIN `gatehouse_definer` role (see migration 0003).
@@ -19,13 +22,13 @@ impl<'a> Directory<'a> {
 
     /// The community of a Discord guild, if one was ever provisioned
     /// (active or not).
-    pub async fn resolve_guild(&self, guild: Snowflake) -> Result<Option<TenantId>, StoreError> {
+    pub async fn resolve_guild(&self, guild: GuildId) -> Result<Option<TenantId>, StoreError> {
         const CONTEXT: &str = "resolving a guild to its community";
         let client = self.store.checkout().await?;
         let rows = client
             .query_typed(
                 "SELECT resolve_community($1)",
-                &[(&guild.as_i64(), Type::INT8)],
+                &[(&db_id(guild, "discord_guild_id")?, Type::INT8)],
             )
             .await
             .map_err(|e| StoreError::query(CONTEXT, e))?;
@@ -40,7 +43,7 @@ impl<'a> Directory<'a> {
     /// existing one. Returns its id.
     pub async fn provision_guild(
         &self,
-        guild: Snowflake,
+        guild: GuildId,
         name: &str,
     ) -> Result<TenantId, StoreError> {
         const CONTEXT: &str = "provisioning a community";
@@ -48,7 +51,10 @@ impl<'a> Directory<'a> {
         let rows = client
             .query_typed(
                 "SELECT provision_community($1, $2)",
-                &[(&guild.as_i64(), Type::INT8), (&name, Type::TEXT)],
+                &[
+                    (&db_id(guild, "discord_guild_id")?, Type::INT8),
+                    (&name, Type::TEXT),
+                ],
             )
             .await
             .map_err(|e| StoreError::query(CONTEXT, e))?;
@@ -60,7 +66,7 @@ impl<'a> Directory<'a> {
     }
 
     /// Every active community and its guild, for background scans.
-    pub async fn active_communities(&self) -> Result<Vec<(TenantId, Snowflake)>, StoreError> {
+    pub async fn active_communities(&self) -> Result<Vec<(TenantId, GuildId)>, StoreError> {
         const CONTEXT: &str = "listing active communities";
         let client = self.store.checkout().await?;
         let rows = client
@@ -74,7 +80,7 @@ impl<'a> Directory<'a> {
             .map(|row| {
                 let id: uuid::Uuid = row.try_get(0).map_err(|e| StoreError::query(CONTEXT, e))?;
                 let guild: i64 = row.try_get(1).map_err(|e| StoreError::query(CONTEXT, e))?;
-                Ok((TenantId::from(id), Snowflake::from_db(guild)?))
+                Ok((TenantId::from(id), id_from_db(guild, "discord_guild_id")?))
             })
             .collect()
     }

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::{ids::SnowflakeError, wallet::WalletError};
+use crate::wallet::WalletError;
 
 /// Everything that can go wrong in the store, with enough context to say what
 /// was being done when it failed.
@@ -54,8 +54,8 @@ pub enum StoreError {
     #[error(transparent)]
     Wallet(#[from] WalletError),
 
-    #[error(transparent)]
-    Snowflake(#[from] SnowflakeError),
+    #[error("Discord id {id} does not fit {column} (a bigint holds at most 9223372036854775807)")]
+    IdOutOfRange { column: &'static str, id: u64 },
 
     #[error("stored {what} is malformed: {reason}")]
     Corrupt { what: &'static str, reason: String },

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde_json::json;
 use store::{
     repo::{AuditAction, AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule, RuleType},
-    Snowflake, Store, TenantId,
+    Store, TenantId,
 };
 use testkit::TestDb;
 use tokio_postgres::{error::SqlState, Client};
@@ -17,12 +17,13 @@ use uuid::Uuid;
 
 struct Tenant {
     id: TenantId,
-    profile: Uuid,
-    unawarded_badge: Uuid,
+    profile: store::ProfileId,
+    unawarded_badge: store::BadgeId,
 }
 
-fn sf(v: u64) -> Snowflake {
-    Snowflake::new(v).unwrap()
+/// A test id of whatever kind the call site needs.
+fn sf<M>(v: u64) -> wire::Id<M> {
+    wire::Id::new(v).expect("test ids are not 0")
 }
 
 /// A community with one of everything, written through the store.

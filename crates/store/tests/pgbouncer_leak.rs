@@ -13,8 +13,9 @@ use std::{
 
 use chrono::Utc;
 use rand::Rng;
-use store::{repo::MemberUpsert, Snowflake, Store, TenantId};
+use store::{repo::MemberUpsert, Store, TenantId};
 use testkit::TestDb;
+use wire::{GuildId, UserId};
 
 const TASKS: usize = 100;
 const TENANTS: u64 = 8;
@@ -35,7 +36,7 @@ async fn worker(store: Store, tenants: Arc<Vec<TenantId>>, tally: Arc<Tally>, ta
     while started.elapsed() < RUN_FOR {
         let tenant = tenants[rand::rng().random_range(0..tenants.len())];
         // Unique per task and iteration, so every write can be found again.
-        let user = Snowflake::new(1_000_000 + task * 1_000_000 + n).unwrap();
+        let user = UserId::new(1_000_000 + task * 1_000_000 + n).expect("not 0");
         n += 1;
         let result: Result<(), store::StoreError> = async {
             let tx = store.begin(tenant).await?;
@@ -98,7 +99,7 @@ async fn no_tenant_transaction_is_affected_by_pooling_or_a_rogue_client() {
         tenants.push(
             store
                 .directory()
-                .provision_guild(Snowflake::new(g).unwrap(), &format!("g{g}"))
+                .provision_guild(GuildId::new(g).expect("not 0"), &format!("g{g}"))
                 .await
                 .unwrap(),
         );

@@ -7,12 +7,13 @@ use store::{
         ActorType, AuditAction, AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule,
         RuleType,
     },
-    Snowflake, StoreError, WalletAddress, WalletError,
+    StoreError, WalletAddress, WalletError,
 };
 use testkit::TestDb;
 
-fn sf(v: u64) -> Snowflake {
-    Snowflake::new(v).unwrap()
+/// A test id of whatever kind the call site needs.
+fn sf<M>(v: u64) -> wire::Id<M> {
+    wire::Id::new(v).expect("test ids are not 0")
 }
 
 fn member(user: u64) -> MemberUpsert {
@@ -45,6 +46,23 @@ async fn provisioning_resolves_reactivates_and_keeps_one_community_per_guild() {
     // A guild re-adding the bot gets its old community back, active.
     let again = dir.provision_guild(sf(42), "Renamed").await.unwrap();
     assert_eq!(again, id);
+
+    // Discord ids fit 63 bits; a larger one is refused before it could be
+    // stored as a negative bigint.
+    let err = dir
+        .provision_guild(sf(1 << 63), "Too big")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::IdOutOfRange {
+                column: "discord_guild_id",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let tx = store.begin(id).await.unwrap();
     let c = tx.communities().get().await.unwrap();
     assert_eq!((c.name.as_str(), c.active), ("Renamed", true));

@@ -3,14 +3,15 @@
 
 use store::{
     repo::{NewRule, RuleType},
-    Snowflake, Store, TenantId, WalletAddress,
+    Store, TenantId, WalletAddress,
 };
+use wire::{GuildId, RoleId, UserId};
 
 /// The community `guild` was provisioned as; panics if it was not.
-pub async fn tenant_of(store: &Store, guild: u64) -> TenantId {
+pub async fn tenant_of(store: &Store, guild: GuildId) -> TenantId {
     store
         .directory()
-        .resolve_guild(Snowflake::new(guild).expect("a guild id"))
+        .resolve_guild(guild)
         .await
         .unwrap_or_else(|e| panic!("resolving guild {guild}: {e}"))
         .unwrap_or_else(|| panic!("guild {guild} was not provisioned"))
@@ -20,9 +21,9 @@ pub async fn tenant_of(store: &Store, guild: u64) -> TenantId {
 /// `min_balance` of `contract` on chain `testchain`; returns the community.
 pub async fn gate_role(
     store: &Store,
-    guild: u64,
+    guild: GuildId,
     contract: &str,
-    role: u64,
+    role: RoleId,
     min_balance: &str,
 ) -> TenantId {
     let tenant = tenant_of(store, guild).await;
@@ -33,7 +34,7 @@ pub async fn gate_role(
             contract_address: Some(WalletAddress::parse(contract).expect("a contract address")),
             rule_type: RuleType::TokenBalance,
             parameters: serde_json::json!({ "min_balance": min_balance }),
-            role_discord_id: Snowflake::new(role).expect("a role id"),
+            role_discord_id: role,
             tier_mapping: None,
             priority: 0,
             enabled: true,
@@ -46,11 +47,11 @@ pub async fn gate_role(
 
 /// Links `wallet` to `user` in `tenant` directly in the store, as if the
 /// member had proved it.
-pub async fn link_wallet(store: &Store, tenant: TenantId, user: u64, wallet: &str) {
+pub async fn link_wallet(store: &Store, tenant: TenantId, user: UserId, wallet: &str) {
     let tx = store.begin(tenant).await.expect("a tenant transaction");
     tx.profiles()
         .link_wallet(
-            Snowflake::new(user).expect("a user id"),
+            user,
             &WalletAddress::parse(wallet).expect("a wallet address"),
         )
         .await

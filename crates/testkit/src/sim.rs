@@ -32,7 +32,7 @@ pub async fn start(config: SimConfig) -> Simulator {
 }
 
 /// The user ids of `guild`'s members, in the simulator's order.
-pub fn member_ids(sim: &Simulator, guild: u64) -> Vec<u64> {
+pub fn member_ids(sim: &Simulator, guild: wire::GuildId) -> Vec<wire::UserId> {
     sim.control()
         .members(guild)
         .unwrap_or_else(|e| panic!("the members of guild {guild}: {e:?}"))

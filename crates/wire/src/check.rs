@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Snowflake;
+use crate::{GuildId, UserId};
 
 /// Who asked, which decides the queue it waits in: interactive work goes
 /// ahead of bulk re-checks.
@@ -22,10 +22,10 @@ pub enum CheckPriority {
 pub struct EligibilityCheck {
     /// Unique per request; used as the Nats-Msg-Id.
     pub id: String,
-    pub guild_id: Snowflake,
+    pub guild_id: GuildId,
     /// One member, or the whole community when absent.
     #[serde(default)]
-    pub user_id: Option<Snowflake>,
+    pub user_id: Option<UserId>,
     /// Why, for the audit trail: `member.join`, `wallet.linked`,
     /// `rule.changed`, `command.check`, …
     pub reason: String,
@@ -53,8 +53,8 @@ mod tests {
     fn round_trips_and_tolerates_missing_optional_fields() {
         let check = EligibilityCheck {
             id: "c1".into(),
-            guild_id: Snowflake(1),
-            user_id: Some(Snowflake(2)),
+            guild_id: GuildId::new(1).unwrap(),
+            user_id: UserId::new(2),
             reason: "member.join".into(),
             priority: CheckPriority::Interactive,
             requested_at: 5,

@@ -8,7 +8,7 @@ use crate::payload::{
     GuildJoin, GuildLeave, GuildUnavailable, InteractionCreate, MemberJoin, MemberLeave,
     MemberUpdate,
 };
-use crate::{subjects, EventId, Snowflake, WireError};
+use crate::{subjects, ChannelId, EventId, GuildId, UserId, WireError};
 
 /// The contract version writers put in `version`. Within v1 changes are
 /// additive only; a breaking change would be v2 on new subjects.
@@ -143,9 +143,9 @@ pub struct Envelope {
     /// Unix milliseconds when the gateway received the dispatch. A replayed
     /// dispatch has the same `id` but may have a later `occurred_at`.
     pub occurred_at: i64,
-    pub guild_id: Option<Snowflake>,
-    pub user_id: Option<Snowflake>,
-    pub channel_id: Option<Snowflake>,
+    pub guild_id: Option<GuildId>,
+    pub user_id: Option<UserId>,
+    pub channel_id: Option<ChannelId>,
     pub payload: Payload,
 }
 
@@ -170,17 +170,17 @@ impl Envelope {
         }
     }
 
-    pub fn with_guild(mut self, guild_id: Snowflake) -> Self {
+    pub fn with_guild(mut self, guild_id: GuildId) -> Self {
         self.guild_id = Some(guild_id);
         self
     }
 
-    pub fn with_user(mut self, user_id: Snowflake) -> Self {
+    pub fn with_user(mut self, user_id: UserId) -> Self {
         self.user_id = Some(user_id);
         self
     }
 
-    pub fn with_channel(mut self, channel_id: Snowflake) -> Self {
+    pub fn with_channel(mut self, channel_id: ChannelId) -> Self {
         self.channel_id = Some(channel_id);
         self
     }
@@ -245,11 +245,11 @@ struct RawEnvelope {
     shard_id: u32,
     occurred_at: i64,
     #[serde(default)]
-    guild_id: Option<Snowflake>,
+    guild_id: Option<GuildId>,
     #[serde(default)]
-    user_id: Option<Snowflake>,
+    user_id: Option<UserId>,
     #[serde(default)]
-    channel_id: Option<Snowflake>,
+    channel_id: Option<ChannelId>,
     #[serde(default)]
     data: serde_json::Value,
 }
@@ -325,6 +325,14 @@ mod tests {
             "occurred_at":5,"guild_id":"9"}"#;
         let env = Envelope::from_json(json).unwrap();
         assert_eq!(env.payload, Payload::GuildLeave(GuildLeave {}));
-        assert_eq!(env.guild_id, Some(Snowflake(9)));
+        assert_eq!(env.guild_id, GuildId::new(9));
+    }
+
+    #[test]
+    fn a_zero_id_is_an_error_not_a_missing_id() {
+        let json = br#"{"id":"x","type":"guild.leave","version":1,"shard_id":0,
+            "occurred_at":5,"guild_id":"0"}"#;
+        let err = Envelope::from_json(json).unwrap_err();
+        assert!(err.to_string().contains("invalid guild id \"0\""), "{err}");
     }
 }

@@ -8,13 +8,17 @@
 pub mod check;
 mod envelope;
 mod event_id;
+mod id;
 pub mod payload;
-mod snowflake;
 pub mod subjects;
 
 pub use envelope::{Envelope, EventType, Payload, VERSION};
 pub use event_id::{EventId, EVENT_ID_NAMESPACE};
-pub use snowflake::Snowflake;
+pub use id::{
+    ApplicationId, ApplicationMarker, ChannelId, ChannelMarker, CommandId, CommandMarker, GuildId,
+    GuildMarker, Id, InteractionId, InteractionMarker, Marker, MessageId, MessageMarker,
+    ParseIdError, ParseIdErrorKind, RoleId, RoleMarker, UserId, UserMarker,
+};
 
 /// Why an envelope could not be written or read.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Snowflake;
+use crate::{ApplicationId, CommandId, InteractionId, RoleId, UserId};
 
 /// `guild.join`: a GUILD_CREATE for an available guild.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,7 +15,7 @@ pub struct GuildJoin {
     pub name: String,
     /// Discord only sends it on GUILD_CREATE; absent means unknown.
     pub member_count: Option<u64>,
-    pub owner_id: Option<Snowflake>,
+    pub owner_id: Option<UserId>,
 }
 
 /// `guild.leave`: a GUILD_DELETE without `unavailable` — the bot was removed.
@@ -38,7 +38,7 @@ pub struct MemberJoin {
     pub global_name: Option<String>,
     pub bot: bool,
     pub nick: Option<String>,
-    pub roles: Vec<Snowflake>,
+    pub roles: Vec<RoleId>,
     /// True while the member has not passed membership screening.
     pub pending: bool,
     /// Unix milliseconds.
@@ -59,7 +59,7 @@ pub struct MemberLeave {
 pub struct MemberUpdate {
     pub username: String,
     pub nick: Option<String>,
-    pub roles: Vec<Snowflake>,
+    pub roles: Vec<RoleId>,
     pub pending: bool,
 }
 
@@ -92,18 +92,27 @@ pub struct CommandOption {
 
 /// `interaction.create`: INTERACTION_CREATE. The invoking user, guild and
 /// channel are the envelope's `user_id`, `guild_id` and `channel_id`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+///
+/// Unlike the other payloads the two ids are required: v1 writers have always
+/// sent them, and an interaction without them could not be answered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InteractionCreate {
-    pub interaction_id: Snowflake,
+    pub interaction_id: InteractionId,
     /// Secret for 15 minutes: lets anyone answer the interaction. Never log it.
+    #[serde(default)]
     pub token: String,
-    pub application_id: Snowflake,
+    pub application_id: ApplicationId,
+    #[serde(default)]
     pub kind: InteractionKind,
-    pub command_id: Option<Snowflake>,
+    #[serde(default)]
+    pub command_id: Option<CommandId>,
+    #[serde(default)]
     pub command_name: Option<String>,
+    #[serde(default)]
     pub options: Vec<CommandOption>,
     /// The invoking user's locale (e.g. `en-US`).
+    #[serde(default)]
     pub locale: Option<String>,
+    #[serde(default)]
     pub guild_locale: Option<String>,
 }

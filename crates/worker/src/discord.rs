@@ -12,8 +12,9 @@ pub use domain::role_sync::RoleChange;
 use domain::role_sync::{RoleChangeError, RoleWriter};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use twilight_http::Client;
-use twilight_model::id::Id;
+use twilight_model::id::{marker, Id};
 use wire::check::CheckPriority;
+use wire::{ApplicationId, GuildId, InteractionId, RoleId, UserId};
 
 use crate::role_budget::RoleBudgets;
 
@@ -29,7 +30,7 @@ pub enum DiscordError {
     /// The member left the guild before the change went out (Discord's
     /// "Unknown Member"): nothing to change, and nothing to retry.
     #[error("user {user} is no longer a member of guild {guild}")]
-    MemberGone { guild: u64, user: u64 },
+    MemberGone { guild: GuildId, user: UserId },
     #[error("the Discord request queue is closed (shutting down)")]
     Closed,
 }
@@ -99,14 +100,9 @@ impl Discord {
     /// names Discord now lists.
     pub async fn register_commands(
         &self,
-        application_id: u64,
+        application_id: ApplicationId,
     ) -> Result<Vec<String>, DiscordError> {
-        let Some(application_id) = Id::new_checked(application_id) else {
-            return Err(DiscordError::Config {
-                setting: "DISCORD_APPLICATION_ID",
-                reason: "must not be 0".into(),
-            });
-        };
+        let application_id = application_id.to_twilight();
         let commands = crate::slash_commands::definitions();
         let refused = |reason: String| DiscordError::Request {
             what: "registering the slash commands".into(),
@@ -195,19 +191,11 @@ async fn send(
     change: &RoleChange,
 ) -> Result<(), DiscordError> {
     use twilight_http::request::AuditLogReason;
-    let (guild, user, role) = match (
-        Id::new_checked(change.guild_id),
-        Id::new_checked(change.user_id),
-        Id::new_checked(change.role_id),
-    ) {
-        (Some(g), Some(u), Some(r)) => (g, u, r),
-        _ => {
-            return Err(DiscordError::Request {
-                what: "a role change".into(),
-                reason: "an id of 0".into(),
-            })
-        }
-    };
+    let (guild, user, role) = (
+        change.guild_id.to_twilight(),
+        change.user_id.to_twilight(),
+        change.role_id.to_twilight(),
+    );
     let what = format!(
         "{} role {} for user {} in guild {}",
         if change.add { "adding" } else { "removing" },
@@ -254,4 +242,30 @@ pub(crate) fn api_error_code(error: &twilight_http::Error) -> Option<u64> {
         } => Some(g.code),
         _ => None,
     }
+}
+
+/// A wire id → Twilight's id of the same kind. A trait rather than one
+/// generic function so that a guild id cannot become a user id on the way.
+pub(crate) trait ToTwilight {
+    type Twilight;
+    fn to_twilight(self) -> Self::Twilight;
+}
+
+macro_rules! to_twilight {
+    ($($wire:ty => $twilight:ident),* $(,)?) => {$(
+        impl ToTwilight for $wire {
+            type Twilight = Id<marker::$twilight>;
+            fn to_twilight(self) -> Id<marker::$twilight> {
+                Id::from(self.into_nonzero())
+            }
+        }
+    )*};
+}
+
+to_twilight! {
+    GuildId => GuildMarker,
+    UserId => UserMarker,
+    RoleId => RoleMarker,
+    ApplicationId => ApplicationMarker,
+    InteractionId => InteractionMarker,
 }

@@ -12,6 +12,7 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 // tokio's clock, so the waits follow it (and tests can pause it).
 use tokio::time::Instant;
+use wire::GuildId;
 
 /// Above this many tracked guilds, expired entries are dropped.
 const PRUNE_ABOVE: usize = 10_000;
@@ -27,13 +28,13 @@ struct Budget {
 
 #[derive(Debug, Default)]
 pub(crate) struct RoleBudgets {
-    guilds: Mutex<HashMap<u64, Budget>>,
+    guilds: Mutex<HashMap<GuildId, Budget>>,
 }
 
 impl RoleBudgets {
     /// Waits until `guild` may make another role change, and takes it.
     /// A guild Discord has said nothing about yet may go ahead.
-    pub(crate) async fn take(&self, guild: u64) {
+    pub(crate) async fn take(&self, guild: GuildId) {
         loop {
             let wait = {
                 let mut guilds = self.lock();
@@ -58,7 +59,7 @@ impl RoleBudgets {
     /// Records what a role change's response said about the guild's bucket.
     pub(crate) fn observe<'a>(
         &self,
-        guild: u64,
+        guild: GuildId,
         headers: impl Iterator<Item = (&'a str, &'a [u8])>,
     ) {
         let Some((remaining, reset_after)) = parse(headers) else {
@@ -93,7 +94,7 @@ impl RoleBudgets {
             .or_insert(observed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Budget>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GuildId, Budget>> {
         // The map holds plain numbers; a panic elsewhere cannot leave it
         // half-updated, so a poisoned lock is still usable.
         self.guilds.lock().unwrap_or_else(|p| p.into_inner())
@@ -121,6 +122,10 @@ fn parse<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Option<(u32,
 mod tests {
     use super::*;
 
+    fn guild(n: u64) -> GuildId {
+        GuildId::new(n).expect("test ids are not 0")
+    }
+
     fn headers(
         remaining: &'static str,
         reset_after: &'static str,
@@ -135,12 +140,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_spent_guild_waits_for_its_window_and_others_do_not() {
         let budgets = RoleBudgets::default();
-        budgets.observe(1, headers("1", "2.000").into_iter());
+        budgets.observe(guild(1), headers("1", "2.000").into_iter());
         let start = tokio::time::Instant::now();
-        budgets.take(1).await; // the one left
-        budgets.take(2).await; // unknown guild: no wait
+        budgets.take(guild(1)).await; // the one left
+        budgets.take(guild(2)).await; // unknown guild: no wait
         assert_eq!(start.elapsed(), Duration::ZERO);
-        budgets.take(1).await; // spent: waits for the reset
+        budgets.take(guild(1)).await; // spent: waits for the reset
         assert!(
             start.elapsed() >= Duration::from_secs(2),
             "{:?}",
@@ -151,14 +156,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stale_header_does_not_hand_back_changes_already_taken() {
         let budgets = RoleBudgets::default();
-        budgets.observe(1, headers("3", "5").into_iter());
+        budgets.observe(guild(1), headers("3", "5").into_iter());
         for _ in 0..3 {
-            budgets.take(1).await;
+            budgets.take(guild(1)).await;
         }
         // A response to a request sent before those three says 2 remain.
-        budgets.observe(1, headers("2", "5").into_iter());
+        budgets.observe(guild(1), headers("2", "5").into_iter());
         let start = tokio::time::Instant::now();
-        budgets.take(1).await;
+        budgets.take(guild(1)).await;
         assert!(
             start.elapsed() >= Duration::from_secs(4),
             "{:?}",
@@ -169,12 +174,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_new_window_from_discord_replaces_the_spent_one() {
         let budgets = RoleBudgets::default();
-        budgets.observe(1, headers("0", "1").into_iter());
+        budgets.observe(guild(1), headers("0", "1").into_iter());
         tokio::time::advance(Duration::from_millis(900)).await;
         // Discord reset a little early by our clock and says so.
-        budgets.observe(1, headers("9", "10").into_iter());
+        budgets.observe(guild(1), headers("9", "10").into_iter());
         let start = tokio::time::Instant::now();
-        budgets.take(1).await;
+        budgets.take(guild(1)).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 

@@ -6,20 +6,20 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{guild_join, Harness};
+use common::{guild_join, AsId, Harness};
 use domain::{badges, role_sync::RoleSyncConfig};
 use eligibility::fake_chain::FakeChain;
 use serde_json::json;
 use store::{
     repo::{BadgeEvaluator, NewBadge},
-    Snowflake, TenantId,
+    TenantId,
 };
 use wire::{payload, Envelope, Payload};
 
 const GUILD: u64 = 7_000;
 
-fn sf(v: u64) -> Snowflake {
-    Snowflake::new(v).unwrap()
+fn sf<M>(v: u64) -> wire::Id<M> {
+    v.id()
 }
 
 /// A member.join with an explicit join time.
@@ -35,8 +35,8 @@ fn join_at(user: u64, seq: u64, joined_at_ms: i64) -> Envelope {
             ..Default::default()
         }),
     )
-    .with_guild(wire::Snowflake(GUILD))
-    .with_user(wire::Snowflake(user))
+    .with_guild(GUILD.id())
+    .with_user(user.id())
 }
 
 fn days_ago_ms(days: i64) -> i64 {

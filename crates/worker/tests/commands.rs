@@ -10,18 +10,18 @@ use std::{
 };
 
 use alloy_primitives::{eip191_hash_message, Address, Signature};
-use common::{guild_join, Harness};
+use common::{guild_join, AsId, Harness};
 use discord_sim::{InteractionInfo, NewInteraction, Simulator};
 use eligibility::{fake_chain::FakeChain, U256};
 use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
 use store::{
     repo::{BadgeEvaluator, NewBadge},
-    Snowflake, TenantId,
+    TenantId,
 };
 use wire::{
     payload::{CommandOption, InteractionCreate, InteractionKind},
-    Envelope, Payload,
+    Envelope, GuildId, InteractionId, Payload, RoleId, UserId,
 };
 
 const CONTRACT: &str = "0x00000000000000000000000000000000000c0de2";
@@ -32,10 +32,10 @@ struct World {
     sim: Simulator,
     chain: FakeChain,
     h: Harness,
-    guild: u64,
-    members: Vec<u64>,
+    guild: GuildId,
+    members: Vec<UserId>,
     /// A role the gating rule manages (role_ids[0] is @everyone).
-    gated: u64,
+    gated: RoleId,
     tenant: TenantId,
 }
 
@@ -57,7 +57,12 @@ async fn world(label: &str) -> World {
 impl World {
     /// Creates the interaction in the simulator and publishes it as the
     /// gateway would. Returns the envelope (for redelivery) and the id.
-    async fn invoke(&self, user: u64, command: &str, options: &[(&str, &str)]) -> (Envelope, u64) {
+    async fn invoke(
+        &self,
+        user: UserId,
+        command: &str,
+        options: &[(&str, &str)],
+    ) -> (Envelope, InteractionId) {
         let sim_options: Vec<Value> = options
             .iter()
             .map(|(name, value)| json!({"name": name, "type": 3, "value": value}))
@@ -79,9 +84,9 @@ impl World {
             SEQ.fetch_add(1, Ordering::Relaxed),
             chrono::Utc::now().timestamp_millis(),
             Payload::InteractionCreate(InteractionCreate {
-                interaction_id: wire::Snowflake(created.id),
+                interaction_id: created.id,
                 token: created.token,
-                application_id: wire::Snowflake(self.sim.config().application_id),
+                application_id: self.sim.config().application_id,
                 kind: InteractionKind::ApplicationCommand,
                 command_id: None,
                 command_name: Some(command.into()),
@@ -97,14 +102,14 @@ impl World {
                 guild_locale: None,
             }),
         )
-        .with_guild(wire::Snowflake(self.guild))
-        .with_user(wire::Snowflake(user));
+        .with_guild(self.guild)
+        .with_user(user);
         self.h.publish(&envelope).await;
         (envelope, created.id)
     }
 
     /// Waits until the interaction has `n` responses.
-    async fn answered(&self, id: u64, n: usize) -> InteractionInfo {
+    async fn answered(&self, id: InteractionId, n: usize) -> InteractionInfo {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let info = self.sim.control().interaction(id).unwrap();
@@ -125,7 +130,7 @@ impl World {
 
     /// Invokes a command answered directly and returns the reply text,
     /// checking it is an ephemeral message callback.
-    async fn reply(&self, user: u64, command: &str, options: &[(&str, &str)]) -> String {
+    async fn reply(&self, user: UserId, command: &str, options: &[(&str, &str)]) -> String {
         let (_, id) = self.invoke(user, command, options).await;
         let info = self.answered(id, 1).await;
         let callback = &info.responses[0];
@@ -140,7 +145,7 @@ impl World {
 
     /// The link request is committed just after its reply reaches Discord;
     /// wait for it, so the next command cannot overtake it.
-    async fn link_request(&self, user: u64) -> String {
+    async fn link_request(&self, user: UserId) -> String {
         let reply = self.reply(user, "link-wallet", &[]).await;
         let query =
             format!("SELECT count(*) FROM wallet_link_nonces WHERE discord_user_id = {user}");
@@ -152,25 +157,25 @@ impl World {
         message_to_sign(&reply)
     }
 
-    async fn wallet_of(&self, user: u64) -> Option<String> {
+    async fn wallet_of(&self, user: UserId) -> Option<String> {
         self.h
             .db
             .admin()
             .await
             .query_one(
                 "SELECT wallet_address FROM profiles WHERE discord_user_id = $1",
-                &[&(user as i64)],
+                &[&(user.get() as i64)],
             )
             .await
             .unwrap()
             .get(0)
     }
 
-    async fn link_in_store(&self, user: u64, wallet: &str) {
+    async fn link_in_store(&self, user: UserId, wallet: &str) {
         testkit::fixtures::link_wallet(&self.h.store, self.tenant, user, wallet).await;
     }
 
-    async fn roles_of(&self, user: u64) -> Vec<u64> {
+    async fn roles_of(&self, user: UserId) -> Vec<RoleId> {
         self.sim.control().member(self.guild, user).unwrap().roles
     }
 
@@ -229,23 +234,11 @@ async fn profile_and_badges_answer_through_the_callback() {
         .await
         .unwrap();
     }
-    domain::badges::grant(
-        &tx,
-        "helper",
-        Snowflake::new(user).unwrap(),
-        "admin",
-        "answered questions",
-    )
-    .await
-    .unwrap();
-    // The member holds the gated role (as role sync would record it).
-    tx.profiles()
-        .set_roles(
-            Snowflake::new(user).unwrap(),
-            &[Snowflake::new(w.gated).unwrap()],
-        )
+    domain::badges::grant(&tx, "helper", user, "admin", "answered questions")
         .await
         .unwrap();
+    // The member holds the gated role (as role sync would record it).
+    tx.profiles().set_roles(user, &[w.gated]).await.unwrap();
     tx.commit().await.unwrap();
 
     let profile = w.reply(user, "profile", &[]).await;
@@ -524,7 +517,7 @@ async fn link_wallet_refuses_an_expired_nonce() {
         w.h.db
             .column("SELECT discord_user_id FROM wallet_link_nonces")
             .await;
-    assert_eq!(open, vec![w.members[1] as i64]);
+    assert_eq!(open, vec![w.members[1].get() as i64]);
     w.finish().await;
 }
 
@@ -570,15 +563,19 @@ async fn without_discord_rest_interactions_are_dead_lettered_with_the_reason() {
         2,
         0,
         Payload::InteractionCreate(InteractionCreate {
-            interaction_id: wire::Snowflake(99),
+            interaction_id: 99u64.id(),
             token: secret.into(),
-            application_id: wire::Snowflake(98),
+            application_id: 98u64.id(),
+            kind: InteractionKind::ApplicationCommand,
+            command_id: None,
             command_name: Some("profile".into()),
-            ..Default::default()
+            options: Vec::new(),
+            locale: None,
+            guild_locale: None,
         }),
     )
-    .with_guild(wire::Snowflake(4242))
-    .with_user(wire::Snowflake(7));
+    .with_guild(4242u64.id())
+    .with_user(7u64.id());
     h.publish(&envelope).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let dead = loop {

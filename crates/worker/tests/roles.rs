@@ -12,7 +12,8 @@ use eligibility::{
     fake_chain::{FakeChain, FakeContract, Fault},
     Address, U256,
 };
-use store::{Snowflake, WalletAddress};
+use store::WalletAddress;
+use wire::{GuildId, RoleId, UserId};
 
 const CONTRACT: &str = "0x00000000000000000000000000000000000c0de1";
 
@@ -20,12 +21,18 @@ fn wallet(n: u8) -> String {
     format!("0x{}", format!("{n:02x}").repeat(20))
 }
 
-async fn roles_of(sim: &Simulator, guild: u64, user: u64) -> Vec<u64> {
+async fn roles_of(sim: &Simulator, guild: GuildId, user: UserId) -> Vec<RoleId> {
     sim.control().member(guild, user).unwrap().roles
 }
 
 /// Polls the simulator until `user` holds (or lacks) `role`.
-async fn wait_for_role(sim: &Simulator, guild: u64, user: u64, role: u64, held: bool) -> bool {
+async fn wait_for_role(
+    sim: &Simulator,
+    guild: GuildId,
+    user: UserId,
+    role: RoleId,
+    held: bool,
+) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         if roles_of(sim, guild, user).await.contains(&role) == held {
@@ -41,7 +48,13 @@ async fn wait_for_role(sim: &Simulator, guild: u64, user: u64, role: u64, held: 
 /// Checks `user` until they hold `role`. A member's first check can find
 /// their join's own check still holding them; the worker then leaves them to
 /// the periodic scan, which these tests push an hour away, so ask again.
-async fn check_until_granted(h: &Harness, sim: &Simulator, guild: u64, user: u64, role: u64) {
+async fn check_until_granted(
+    h: &Harness,
+    sim: &Simulator,
+    guild: GuildId,
+    user: UserId,
+    role: RoleId,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     for attempt in 1000.. {
         check_now(h, guild, user, attempt).await;
@@ -59,11 +72,11 @@ async fn check_until_granted(h: &Harness, sim: &Simulator, guild: u64, user: u64
     }
 }
 
-async fn check_now(h: &Harness, guild: u64, user: u64, n: u32) {
+async fn check_now(h: &Harness, guild: GuildId, user: UserId, n: u32) {
     let check = wire::check::EligibilityCheck {
         id: format!("test-check-{guild}-{user}-{n}"),
-        guild_id: wire::Snowflake(guild),
-        user_id: Some(wire::Snowflake(user)),
+        guild_id: guild,
+        user_id: Some(user),
         reason: "test".into(),
         priority: wire::check::CheckPriority::Interactive,
         requested_at: 0,
@@ -254,10 +267,7 @@ async fn gated_world(label: &str, members: usize, grace: Duration) -> common::Ga
     let tx = g.h.store.begin(g.tenant).await.unwrap();
     for (i, user) in g.members.iter().enumerate() {
         tx.profiles()
-            .link_wallet(
-                Snowflake::new(*user).unwrap(),
-                &WalletAddress::parse(&wallet(i as u8 + 1)).unwrap(),
-            )
+            .link_wallet(*user, &WalletAddress::parse(&wallet(i as u8 + 1)).unwrap())
             .await
             .unwrap();
     }
@@ -274,7 +284,7 @@ fn set_balance(chain: &FakeChain, member: usize, balance: u64) {
 }
 
 /// Requests a check of `user` and waits until the worker has recorded it.
-async fn checked(h: &Harness, guild: u64, user: u64, n: u32) {
+async fn checked(h: &Harness, guild: GuildId, user: UserId, n: u32) {
     // checked_at is the database's clock: compare with a moment taken first.
     let before: chrono::DateTime<chrono::Utc> =
         h.db.admin()
@@ -292,7 +302,7 @@ async fn checked(h: &Harness, guild: u64, user: u64, n: u32) {
                 "SELECT coalesce(bool_or(g.checked_at > $2), false) FROM role_grants g
                  JOIN profiles p ON p.community_id = g.community_id AND p.id = g.profile_id
                  WHERE p.discord_user_id = $1",
-                &[&(user as i64), &before],
+                &[&(user.get() as i64), &before],
             )
             .await
             .unwrap()
@@ -381,10 +391,7 @@ async fn a_new_wallet_gets_no_grace_for_what_the_old_one_earned() {
     // One member moves to an empty wallet; the other's balance drops.
     let tx = h.store.begin(tenant).await.unwrap();
     tx.profiles()
-        .link_wallet(
-            Snowflake::new(switcher).unwrap(),
-            &WalletAddress::parse(&wallet(9)).unwrap(),
-        )
+        .link_wallet(switcher, &WalletAddress::parse(&wallet(9)).unwrap())
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -429,7 +436,7 @@ async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
     let users = testkit::sim::member_ids(&sim, guild);
     let discord = worker::discord::Discord::new("test-token", Some(&sim.api_url()), 1).unwrap();
     let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let change = |user: u64| worker::discord::RoleChange {
+    let change = |user: UserId| worker::discord::RoleChange {
         guild_id: guild,
         user_id: user,
         role_id: role,

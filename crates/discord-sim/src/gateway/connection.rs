@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout};
 use tokio_websockets::{CloseCode, Message, ServerBuilder, WebSocketStream};
+use wire::GuildId;
 
 use crate::config::intents;
 use crate::discord_json::{self, op};
@@ -291,7 +292,7 @@ impl Connection {
                         op: op::DISPATCH,
                         event: Some(entry.event.to_owned()),
                         seq: Some(entry.seq),
-                        guild_id: (entry.guild_id != 0).then_some(entry.guild_id),
+                        guild_id: entry.guild_id,
                         replay: drain,
                         at_ms: Shared::now_ms(),
                     },
@@ -547,7 +548,7 @@ impl Connection {
             return None;
         }
         let session = self.shared.sessions.create(shard, intents_requested);
-        let guild_ids: Vec<u64> = guilds.iter().map(|g| g.id).collect();
+        let guild_ids: Vec<GuildId> = guilds.iter().map(|g| g.id).collect();
         let config = &self.shared.config;
         let ready = discord_json::ready(&discord_json::ReadyInfo {
             session_id: &session.id,
@@ -558,11 +559,11 @@ impl Connection {
             bot_username: &config.bot_username,
             application_id: config.application_id,
         });
-        session.append("READY", 0, ready.to_string().into());
+        session.append("READY", None, ready.to_string().into());
         if intents_requested & intents::GUILDS != 0 {
             for guild in guilds.iter().filter(|g| g.available) {
                 let data = discord_json::guild_create(guild, large_threshold, guild.joined_at_ms);
-                session.append("GUILD_CREATE", guild.id, data.to_string().into());
+                session.append("GUILD_CREATE", Some(guild.id), data.to_string().into());
             }
         }
         Some(session)

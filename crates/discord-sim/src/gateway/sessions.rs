@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use wire::GuildId;
 
 use crate::ids::shard_for_guild;
 use crate::lock;
@@ -21,7 +22,8 @@ use crate::world::Dispatch;
 pub(crate) struct LogEntry {
     pub seq: u64,
     pub event: &'static str,
-    pub guild_id: u64,
+    /// `None` for READY, which belongs to no guild.
+    pub guild_id: Option<GuildId>,
     pub data: Arc<str>,
 }
 
@@ -77,7 +79,12 @@ impl Session {
         }
     }
 
-    pub(crate) fn append(&self, event: &'static str, guild_id: u64, data: Arc<str>) -> u64 {
+    pub(crate) fn append(
+        &self,
+        event: &'static str,
+        guild_id: Option<GuildId>,
+        data: Arc<str>,
+    ) -> u64 {
         let mut state = lock(&self.state);
         state.last_seq += 1;
         let seq = state.last_seq;
@@ -246,7 +253,7 @@ impl Sessions {
                 if session.wants(dispatch) {
                     session.append(
                         dispatch.event,
-                        dispatch.guild_id,
+                        Some(dispatch.guild_id),
                         Arc::clone(&dispatch.data),
                     );
                 }
@@ -274,7 +281,7 @@ mod tests {
 
     fn dispatch(guild_id: u64) -> Dispatch {
         Dispatch {
-            guild_id,
+            guild_id: GuildId::new(guild_id).expect("test guilds are not 0"),
             event: "GUILD_MEMBER_ADD",
             data: Arc::from("{}"),
             intent: crate::config::intents::GUILD_MEMBERS,
@@ -287,7 +294,7 @@ mod tests {
         let s0 = sessions.create([0, 2], crate::config::intents::GUILD_MEMBERS);
         let s1 = sessions.create([1, 2], crate::config::intents::GUILD_MEMBERS);
         let s1_no_intent = sessions.create([1, 2], crate::config::intents::GUILDS);
-        let guild_on_1 = 1u64 << 22;
+        let guild_on_1 = 1 << 22;
         sessions.fan_out(&[dispatch(guild_on_1)]);
         assert_eq!(s0.last_seq(), 0);
         assert_eq!(s1.last_seq(), 1);

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use wire::GuildId;
 
 /// One frame the simulator sent to a shard.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -16,8 +17,7 @@ pub struct SentFrame {
     /// Dispatch sequence (`s`).
     pub seq: Option<u64>,
     /// The guild a dispatch was about.
-    #[serde(with = "crate::json_id::option")]
-    pub guild_id: Option<u64>,
+    pub guild_id: Option<GuildId>,
     /// True when the frame was sent as part of a Resume replay.
     pub replay: bool,
     pub at_ms: i64,

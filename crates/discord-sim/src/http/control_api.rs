@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use wire::{GuildId, Id, Marker};
 
 use crate::control::{GuildsSpec, SimControl};
 use crate::faults::Fault;
@@ -85,7 +86,7 @@ impl IntoResponse for BadId {
     }
 }
 
-fn id(raw: &str) -> Result<u64, BadId> {
+fn id<M: Marker>(raw: &str) -> Result<Id<M>, BadId> {
     raw.parse().map_err(|_| BadId(raw.to_owned()))
 }
 
@@ -104,7 +105,7 @@ async fn create_guilds(
     let ids: Vec<String> = control(shared)
         .create_guilds(&spec)
         .iter()
-        .map(u64::to_string)
+        .map(GuildId::to_string)
         .collect();
     (StatusCode::CREATED, Json(json!({"guild_ids": ids}))).into_response()
 }

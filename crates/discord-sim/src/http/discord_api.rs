@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use wire::{ApplicationId, CommandMarker, GuildId, InteractionId, RoleId, UserId};
 
 use crate::discord_json;
 use crate::http::ratelimit::{ceil_millis, RateHeaders, Verdict};
@@ -146,14 +147,6 @@ async fn gateway_bot(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
     })
 }
 
-fn parse_ids<const N: usize>(raw: [&str; N]) -> Option<[u64; N]> {
-    let mut out = [0u64; N];
-    for (slot, text) in out.iter_mut().zip(raw) {
-        *slot = text.parse().ok()?;
-    }
-    Some(out)
-}
-
 async fn set_role(
     shared: Arc<Shared>,
     headers: HeaderMap,
@@ -163,7 +156,11 @@ async fn set_role(
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    let Some([guild_id, user_id, role_id]) = parse_ids([&ids.0, &ids.1, &ids.2]) else {
+    let (Ok(guild_id), Ok(user_id), Ok(role_id)) = (
+        ids.0.parse::<GuildId>(),
+        ids.1.parse::<UserId>(),
+        ids.2.parse::<RoleId>(),
+    ) else {
         return discord_error(StatusCode::NOT_FOUND, 0, "404: Not Found");
     };
     let template = if add {
@@ -207,7 +204,7 @@ async fn interaction_callback(
         &interaction_id,
         false,
         || {
-            let Ok(id) = interaction_id.parse::<u64>() else {
+            let Ok(id) = interaction_id.parse::<InteractionId>() else {
                 return discord_error(StatusCode::NOT_FOUND, 10062, "Unknown interaction");
             };
             let Some(callback_type) = body.get("type").and_then(Value::as_u64) else {
@@ -247,7 +244,7 @@ async fn edit_original(
         &token,
         false,
         || {
-            if application_id.parse::<u64>().ok() != Some(shared.config.application_id) {
+            if application_id.parse::<ApplicationId>().ok() != Some(shared.config.application_id) {
                 return discord_error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
             }
             let mut world = lock(&shared.world);
@@ -275,7 +272,9 @@ async fn edit_original(
             });
             let message_id = record.message_id;
             let guild_id = record.guild_id;
-            let channel_id = world.guilds.get(&guild_id).map_or(0, |g| g.channel_id);
+            let Some(channel_id) = world.guilds.get(&guild_id).map(|g| g.channel_id) else {
+                return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
+            };
             let config = &shared.config;
             let message = discord_json::message(
                 message_id,
@@ -309,7 +308,7 @@ async fn overwrite_global_commands(
         &application_id,
         true,
         || {
-            if application_id.parse::<u64>().ok() != Some(shared.config.application_id) {
+            if application_id.parse::<ApplicationId>().ok() != Some(shared.config.application_id) {
                 return discord_error(StatusCode::FORBIDDEN, 50001, "Missing Access");
             }
             let Some(commands) = body.as_array() else {
@@ -332,12 +331,11 @@ async fn overwrite_global_commands(
                         .iter()
                         .find(|c| c["name"] == name)
                         .and_then(|c| c["id"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| world.ids.next(crate::ids::Kind::Command).to_string());
+                        .unwrap_or_else(|| world.ids.next::<CommandMarker>().to_string());
                     let mut stored = command.clone();
                     stored["id"] = json!(id);
                     stored["application_id"] = json!(shared.config.application_id.to_string());
-                    stored["version"] =
-                        json!(world.ids.next(crate::ids::Kind::Command).to_string());
+                    stored["version"] = json!(world.ids.next::<CommandMarker>().to_string());
                     if stored.get("type").is_none_or(Value::is_null) {
                         stored["type"] = json!(1);
                     }

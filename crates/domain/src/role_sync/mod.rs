@@ -17,10 +17,10 @@ use eligibility::{Evaluator, Freshness, MemberFacts};
 use serde_json::json;
 use store::{
     repo::{EligibilityRule, Profile, RoleGrant},
-    Snowflake, Store, StoreError, TenantId,
+    ProfileId, RuleId, Store, StoreError, TenantId,
 };
-use uuid::Uuid;
 use wire::check::CheckPriority;
+use wire::{GuildId, RoleId, UserId};
 
 pub use decision::{decide, Decision, Inputs, Previous};
 pub use schedule::next_check;
@@ -30,9 +30,9 @@ use crate::{badges::BadgeError, rules::rule_set, Actor, AuditAction};
 /// One role to add to or remove from one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleChange {
-    pub guild_id: u64,
-    pub user_id: u64,
-    pub role_id: u64,
+    pub guild_id: GuildId,
+    pub user_id: UserId,
+    pub role_id: RoleId,
     pub add: bool,
     /// Shown in the guild's audit log.
     pub reason: String,
@@ -44,7 +44,7 @@ pub enum RoleChangeError {
     /// The member left the guild meanwhile; their `member.leave` closes the
     /// profile, so nothing needs retrying.
     #[error("member {user} is no longer in guild {guild}")]
-    MemberGone { guild: u64, user: u64 },
+    MemberGone { guild: GuildId, user: UserId },
     /// Anything else; the next check sees the same difference and retries.
     #[error("{0}")]
     Failed(String),
@@ -145,8 +145,8 @@ impl<D: RoleWriter> RoleSync<D> {
     pub async fn check_member(
         &self,
         tenant: TenantId,
-        guild: Snowflake,
-        user: Snowflake,
+        guild: GuildId,
+        user: UserId,
         priority: CheckPriority,
         reason: &str,
     ) -> Result<CheckReport, SyncError> {
@@ -180,7 +180,7 @@ impl<D: RoleWriter> RoleSync<D> {
                     tx.commit().await?;
                     break;
                 }
-                let schedule: Vec<(Uuid, DateTime<Utc>)> = due
+                let schedule: Vec<(ProfileId, DateTime<Utc>)> = due
                     .iter()
                     .map(|p| {
                         let next =
@@ -219,7 +219,7 @@ impl<D: RoleWriter> RoleSync<D> {
     async fn check_profiles(
         &self,
         tenant: TenantId,
-        guild: Snowflake,
+        guild: GuildId,
         profiles: Vec<Profile>,
         priority: CheckPriority,
         freshness: Freshness,
@@ -228,14 +228,14 @@ impl<D: RoleWriter> RoleSync<D> {
         // Read what we need, then let go of the connection while the chain
         // is read: no transaction waits on the network.
         let tx = self.store.begin(tenant).await?;
-        let wanted: Vec<Uuid> = profiles.iter().map(|p| p.id).collect();
+        let wanted: Vec<ProfileId> = profiles.iter().map(|p| p.id).collect();
         // One check per member at a time: a second concurrent check would
         // see the same difference and change the same role twice. The lease
         // re-reads the profiles, so a check queued behind another sees what
         // that one wrote (and any wallet linked meanwhile).
         let profiles = tx.profiles().lease_for_check(&wanted, CHECK_LEASE).await?;
         let rules = tx.rules().list_all().await?;
-        let ids: Vec<Uuid> = profiles.iter().map(|p| p.id).collect();
+        let ids: Vec<ProfileId> = profiles.iter().map(|p| p.id).collect();
         let grants = tx.role_grants().for_profiles(&ids).await?;
         tx.commit().await?;
 
@@ -266,7 +266,7 @@ impl<D: RoleWriter> RoleSync<D> {
             .evaluator
             .evaluate_many(&rule_set, &facts, freshness)
             .await;
-        let previous: HashMap<(Uuid, Uuid), &RoleGrant> = grants
+        let previous: HashMap<(ProfileId, RuleId), &RoleGrant> = grants
             .iter()
             .map(|g| ((g.profile_id, g.rule_id), g))
             .collect();
@@ -279,7 +279,7 @@ impl<D: RoleWriter> RoleSync<D> {
             let mut grant_rows = Vec::new();
             let mut audits = Vec::new();
             for rule in &managed {
-                let Some(decided) = evaluation.get(rule.id) else {
+                let Some(decided) = evaluation.get(*rule.id.as_uuid()) else {
                     continue;
                 };
                 let role = rule.role_discord_id;
@@ -304,9 +304,9 @@ impl<D: RoleWriter> RoleSync<D> {
                         .discord
                         .change_role(
                             RoleChange {
-                                guild_id: guild.get(),
-                                user_id: profile.discord_user_id.get(),
-                                role_id: role.get(),
+                                guild_id: guild,
+                                user_id: profile.discord_user_id,
+                                role_id: role,
                                 add,
                                 reason: format!("Gatehouse rule {}: {}", rule.id, decided.detail),
                             },

@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use store::{Snowflake, TenantId};
+use store::TenantId;
+use wire::UserId;
 
 /// When a member's next periodic re-check is due: spread over the period by
 /// a hash of community and user, so members do not all come due at once.
 pub fn next_check(
     tenant: TenantId,
-    user: Snowflake,
+    user: UserId,
     period: Duration,
     now: DateTime<Utc>,
 ) -> DateTime<Utc> {
@@ -28,8 +29,8 @@ mod tests {
         let tenant = TenantId::from(uuid::Uuid::from_u128(7));
         let period = Duration::from_secs(6 * 3600);
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let a = next_check(tenant, Snowflake::new(1).unwrap(), period, now);
-        let b = next_check(tenant, Snowflake::new(2).unwrap(), period, now);
+        let a = next_check(tenant, UserId::new(1).unwrap(), period, now);
+        let b = next_check(tenant, UserId::new(2).unwrap(), period, now);
         for next in [a, b] {
             assert!(next > now && next <= now + period, "{next}");
         }

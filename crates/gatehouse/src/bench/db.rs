@@ -27,9 +27,10 @@ use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde::Serialize;
 use store::{
     repo::{AuditAction, AuditEntry, MemberUpsert},
-    Snowflake, Store, StoreError, TenantId,
+    Store, StoreError, TenantId,
 };
 use tokio::task::JoinHandle;
+use wire::{GuildId, UserId};
 
 use super::{load_profile::LoadProfile, recorder::Recorder};
 use crate::db_args::{explain, DbArgs};
@@ -142,7 +143,13 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 async fn seed(store: &Store, communities: u32, members: u32) -> Result<Vec<TenantId>, StoreError> {
     let mut tenants = Vec::with_capacity(communities as usize);
     for i in 0..i64::from(communities) {
-        let guild = Snowflake::new((BENCH_GUILD_BASE + i) as u64)?;
+        let guild = u64::try_from(BENCH_GUILD_BASE + i)
+            .ok()
+            .and_then(GuildId::new)
+            .ok_or_else(|| StoreError::InvalidSetting {
+                setting: "communities",
+                reason: format!("no Discord id for bench community {i}"),
+            })?;
         let tenant = store
             .directory()
             .provision_guild(guild, &format!("bench community {i}"))
@@ -178,7 +185,7 @@ async fn warm_up(store: &Store, tenants: &[TenantId]) -> Result<(), StoreError> 
 
 /// One virtual user's transaction. Returns how many rows it saw that belong
 /// to another tenant (always 0 unless isolation is broken).
-async fn transaction(store: &Store, tenant: TenantId, user: Snowflake) -> Result<u64, StoreError> {
+async fn transaction(store: &Store, tenant: TenantId, user: UserId) -> Result<u64, StoreError> {
     let tx = store.begin(tenant).await?;
     let mut foreign = 0u64;
     let mut check = |owner: TenantId| {
@@ -245,7 +252,10 @@ async fn virtual_user(shared: Arc<Shared>, index: u32) {
     while index < shared.target_vus.load(Ordering::Relaxed) {
         let tenant = shared.tenants[rng.random_range(0..shared.tenants.len())];
         let user_offset = i64::from(rng.random_range(0..shared.members));
-        let Ok(user) = Snowflake::new((BENCH_USER_BASE + user_offset) as u64) else {
+        let Some(user) = u64::try_from(BENCH_USER_BASE + user_offset)
+            .ok()
+            .and_then(UserId::new)
+        else {
             return;
         };
         let started = Instant::now();

@@ -21,10 +21,13 @@ use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde_json::json;
 use store::{
     repo::{BadgeEvaluator, NewBadge},
-    Snowflake, Store, StoreError, TenantId, WalletAddress,
+    Store, StoreError, TenantId, WalletAddress,
 };
 use tokio_util::sync::CancellationToken;
-use wire::check::{CheckPriority, EligibilityCheck};
+use wire::{
+    check::{CheckPriority, EligibilityCheck},
+    GuildId, RoleId, UserId,
+};
 
 use crate::rechecks::JetStreamRechecks;
 
@@ -45,13 +48,13 @@ pub struct Plan {
 /// One community of the scenario.
 #[derive(Clone, Debug)]
 pub struct Community {
-    pub guild: u64,
+    pub guild: GuildId,
     pub tenant: TenantId,
     /// Gated on holding ≥ HOLDER_MIN tokens.
-    pub holder_role: u64,
+    pub holder_role: RoleId,
     /// Gated on holding ≥ WHALE_MIN tokens.
-    pub whale_role: u64,
-    pub holder_rule: uuid::Uuid,
+    pub whale_role: RoleId,
+    pub holder_rule: store::RuleId,
 }
 
 /// What the scenario did, for the summary.
@@ -72,7 +75,7 @@ pub struct World {
         CancellationToken,
         tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
     ),
-    pub guilds: Vec<u64>,
+    pub guilds: Vec<GuildId>,
     contract: Address,
     js: async_nats::jetstream::Context,
     namespace: Namespace,
@@ -111,7 +114,7 @@ impl World {
         for guild in &guilds {
             let known = store
                 .directory()
-                .resolve_guild(snowflake(*guild)?)
+                .resolve_guild(*guild)
                 .await
                 .map_err(|e| crate::db_args::explain(e, "DATABASE_URL"))?;
             if known.is_some() {
@@ -240,7 +243,7 @@ impl World {
         let mut out = Vec::new();
         for guild in &self.guilds {
             let tenant = loop {
-                if let Some(t) = store.directory().resolve_guild(snowflake(*guild)?).await? {
+                if let Some(t) = store.directory().resolve_guild(*guild).await? {
                     break t;
                 }
                 if tokio::time::Instant::now() > deadline {
@@ -257,7 +260,8 @@ impl World {
                 // role_ids[0] is @everyone.
                 holder_role: info.role_ids[1],
                 whale_role: info.role_ids[2],
-                holder_rule: uuid::Uuid::nil(),
+                // Set once the rules exist (define_rules_and_badges).
+                holder_rule: store::RuleId::from_uuid(uuid::Uuid::nil()),
             });
         }
         Ok(out)
@@ -275,31 +279,30 @@ impl World {
         let actor = Actor::Admin(Some("demo".into()));
         let mut out = Vec::new();
         for c in communities {
-            let rule =
-                |role: Snowflake, min: u64, priority: i32| -> anyhow::Result<rules::NewRule> {
-                    let spec = eligibility::RuleSpec::parse(
-                        "token_balance",
-                        Some("demo"),
-                        Some(CONTRACT),
-                        &json!({ "min_balance": min.to_string() }),
-                    )
-                    .map_err(|e| anyhow::anyhow!("the demo's rule is invalid: {e}"))?;
-                    Ok(rules::NewRule {
-                        role,
-                        spec,
-                        priority,
-                    })
-                };
+            let rule = |role: RoleId, min: u64, priority: i32| -> anyhow::Result<rules::NewRule> {
+                let spec = eligibility::RuleSpec::parse(
+                    "token_balance",
+                    Some("demo"),
+                    Some(CONTRACT),
+                    &json!({ "min_balance": min.to_string() }),
+                )
+                .map_err(|e| anyhow::anyhow!("the demo's rule is invalid: {e}"))?;
+                Ok(rules::NewRule {
+                    role,
+                    spec,
+                    priority,
+                })
+            };
             let community = CommunityRef {
                 tenant: c.tenant,
-                guild: snowflake(c.guild)?,
+                guild: c.guild,
             };
             let holder = rules::create(
                 store,
                 &rechecks,
                 community,
                 &actor,
-                &rule(snowflake(c.holder_role)?, HOLDER_MIN, 1)?,
+                &rule(c.holder_role, HOLDER_MIN, 1)?,
             )
             .await?;
             rules::create(
@@ -307,7 +310,7 @@ impl World {
                 &rechecks,
                 community,
                 &actor,
-                &rule(snowflake(c.whale_role)?, WHALE_MIN, 2)?,
+                &rule(c.whale_role, WHALE_MIN, 2)?,
             )
             .await?;
             let tx = store.begin(c.tenant).await?;
@@ -455,10 +458,6 @@ impl World {
     }
 }
 
-fn snowflake(id: u64) -> anyhow::Result<Snowflake> {
-    Snowflake::new(id).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
 fn wallet_of(i: u64) -> String {
     format!("0x{:040x}", 0xd3e0_0000_0000u64 + i)
 }
@@ -481,14 +480,18 @@ impl ChainHandle {
 /// Links a wallet as `/link-wallet` would once the signature checks out.
 /// The member's profile appears when the worker has processed the join, so
 /// wait for it.
-async fn link_wallet(store: &Store, guild: u64, user: u64, wallet: &str) -> anyhow::Result<()> {
+async fn link_wallet(
+    store: &Store,
+    guild: GuildId,
+    user: UserId,
+    wallet: &str,
+) -> anyhow::Result<()> {
     let wallet = WalletAddress::parse(wallet)?;
     let tenant = store
         .directory()
-        .resolve_guild(snowflake(guild)?)
+        .resolve_guild(guild)
         .await?
         .context("demo guild has no community")?;
-    let user = snowflake(user)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let tx = store.begin(tenant).await?;
@@ -525,8 +528,8 @@ fn demo_topology(namespace: &Namespace) -> Topology {
 async fn request_check(
     js: &async_nats::jetstream::Context,
     namespace: &Namespace,
-    guild: u64,
-    user: u64,
+    guild: GuildId,
+    user: UserId,
     reason: &str,
 ) {
     let check = EligibilityCheck {
@@ -534,8 +537,8 @@ async fn request_check(
             "demo:{reason}:{guild}:{user}:{}",
             chrono::Utc::now().timestamp_micros()
         ),
-        guild_id: wire::Snowflake(guild),
-        user_id: Some(wire::Snowflake(user)),
+        guild_id: guild,
+        user_id: Some(user),
         reason: reason.to_owned(),
         priority: CheckPriority::Interactive,
         requested_at: chrono::Utc::now().timestamp_millis(),

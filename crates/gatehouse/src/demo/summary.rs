@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use store::Store;
+use wire::{GuildId, UserId};
 
 use super::scenario::{Community, TrafficReport, World};
 
@@ -53,8 +54,8 @@ pub async fn snapshot(
     Ok(s)
 }
 
-/// Dead letters per guild id (0 for ones without a readable guild).
-async fn dead_letters(world: &World) -> BTreeMap<u64, u64> {
+/// Dead letters per guild id (`None` for ones without a readable guild).
+async fn dead_letters(world: &World) -> BTreeMap<Option<GuildId>, u64> {
     use futures::StreamExt;
     let mut out = BTreeMap::new();
     let Ok(stream) = world
@@ -90,8 +91,7 @@ async fn dead_letters(world: &World) -> BTreeMap<u64, u64> {
                 v.get("guild_id")
                     .and_then(|g| g.as_str())
                     .and_then(|g| g.parse().ok())
-            })
-            .unwrap_or(0);
+            });
         *out.entry(guild).or_insert(0) += 1;
     }
     out
@@ -169,17 +169,16 @@ pub async fn report(
         let tx = store.begin(c.tenant).await?;
         let counts = tx.stats().counts().await?;
         // Who should hold the holder role, by the database's last decision.
-        let holders: HashSet<u64> = tx
+        let holders: HashSet<UserId> = tx
             .stats()
             .eligible_members(c.holder_rule)
             .await?
             .into_iter()
-            .map(|u| u.get())
             .collect();
         let lat = tx.stats().join_latencies_ms().await?;
         tx.commit().await?;
         latencies.extend(lat);
-        let in_sim: HashSet<u64> = world
+        let in_sim: HashSet<UserId> = world
             .sim
             .control()
             .members(c.guild)?
@@ -195,7 +194,7 @@ pub async fn report(
             roles_synced: count(counts.roles_granted),
             roles_removed: count(counts.roles_removed),
             badges: count(counts.badge_awards),
-            dead_letters: dead.get(&c.guild).copied().unwrap_or(0),
+            dead_letters: dead.get(&Some(c.guild)).copied().unwrap_or(0),
             consistent: in_sim == holders,
             only_in_discord: in_sim.difference(&holders).map(|u| u.to_string()).collect(),
             only_in_database: holders.difference(&in_sim).map(|u| u.to_string()).collect(),

@@ -4,8 +4,10 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
-use super::{col, db_enum};
-use crate::{Snowflake, StoreError, TenantId, TenantTx};
+use super::{col, db_enum, id_col};
+use wire::UserId;
+
+use crate::{BadgeId, ProfileId, StoreError, TenantId, TenantTx};
 
 db_enum!(
     /// What earns a badge.
@@ -19,7 +21,7 @@ db_enum!(
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Badge {
-    pub id: Uuid,
+    pub id: BadgeId,
     pub community_id: TenantId,
     pub slug: String,
     pub name: String,
@@ -68,7 +70,7 @@ pub struct BadgeWithHolders {
 
 /// Where a member stands in join order: join time, then Discord id to break
 /// ties, as `join_order` badges rank members.
-pub type JoinPosition = (DateTime<Utc>, Snowflake);
+pub type JoinPosition = (DateTime<Utc>, UserId);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct BadgeAward {
@@ -132,8 +134,8 @@ impl<'t> Badges<'t> {
     /// profile already holds it.
     pub async fn award(
         &self,
-        badge_id: Uuid,
-        profile_id: Uuid,
+        badge_id: BadgeId,
+        profile_id: ProfileId,
         reason: &str,
     ) -> Result<bool, StoreError> {
         let rows = self
@@ -156,7 +158,7 @@ impl<'t> Badges<'t> {
     }
 
     /// The badges a profile holds, oldest first.
-    pub async fn awards_for(&self, profile_id: Uuid) -> Result<Vec<BadgeAward>, StoreError> {
+    pub async fn awards_for(&self, profile_id: ProfileId) -> Result<Vec<BadgeAward>, StoreError> {
         let sql = format!(
             "SELECT {cols}, a.reason, a.awarded_at
              FROM badge_awards a JOIN badges b
@@ -216,7 +218,10 @@ impl<'t> Badges<'t> {
     }
 
     /// Which of these profiles hold which badges, as (badge id, profile id).
-    pub async fn held_by(&self, profiles: &[Uuid]) -> Result<HashSet<(Uuid, Uuid)>, StoreError> {
+    pub async fn held_by(
+        &self,
+        profiles: &[ProfileId],
+    ) -> Result<HashSet<(BadgeId, ProfileId)>, StoreError> {
         self.tx
             .query(
                 "reading the badges of a batch of members",
@@ -250,13 +255,8 @@ impl<'t> Badges<'t> {
                 ],
             )
             .await?;
-        row.map(|r| {
-            Ok((
-                col(&r, "joined_at")?,
-                Snowflake::from_db(col(&r, "discord_user_id")?)?,
-            ))
-        })
-        .transpose()
+        row.map(|r| Ok((col(&r, "joined_at")?, id_col(&r, "discord_user_id")?)))
+            .transpose()
     }
 
     /// Locks a badge for the rest of the transaction and counts its awards:
@@ -264,7 +264,7 @@ impl<'t> Badges<'t> {
     /// others' awards. `NO KEY UPDATE` is enough to queue them and, unlike
     /// `FOR UPDATE`, does not block the foreign-key checks of other badges'
     /// awards.
-    pub async fn lock_and_count(&self, badge_id: Uuid) -> Result<i64, StoreError> {
+    pub async fn lock_and_count(&self, badge_id: BadgeId) -> Result<i64, StoreError> {
         self.tx
             .query(
                 "locking a badge",

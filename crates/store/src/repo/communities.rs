@@ -2,8 +2,10 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
-use super::{col, db_enum};
-use crate::{Snowflake, StoreError, TenantId, TenantTx};
+use super::{col, db_enum, id_col};
+use wire::GuildId;
+
+use crate::{StoreError, TenantId, TenantTx};
 
 db_enum!(
     /// What the community pays for.
@@ -17,7 +19,7 @@ db_enum!(
 #[derive(Clone, Debug, PartialEq)]
 pub struct Community {
     pub id: TenantId,
-    pub discord_guild_id: Snowflake,
+    pub discord_guild_id: GuildId,
     pub name: String,
     pub theme_id: String,
     pub subscription_tier: SubscriptionTier,
@@ -31,7 +33,7 @@ impl Community {
     fn from_row(row: &Row) -> Result<Self, StoreError> {
         Ok(Community {
             id: TenantId::from(col::<Uuid>(row, "id")?),
-            discord_guild_id: Snowflake::from_db(col(row, "discord_guild_id")?)?,
+            discord_guild_id: id_col(row, "discord_guild_id")?,
             name: col(row, "name")?,
             theme_id: col(row, "theme_id")?,
             subscription_tier: col::<&str>(row, "subscription_tier")?.parse()?,

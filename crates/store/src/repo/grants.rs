@@ -1,16 +1,18 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
-use uuid::Uuid;
 
-use super::col;
-use crate::{Snowflake, StoreError, TenantTx, WalletAddress};
+use super::{col, id_col};
+use wire::RoleId;
+
+use crate::ids::db_id;
+use crate::{ProfileId, RuleId, StoreError, TenantTx, WalletAddress};
 
 /// What one rule last decided for one member.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoleGrant {
-    pub profile_id: Uuid,
-    pub rule_id: Uuid,
-    pub role_discord_id: Snowflake,
+    pub profile_id: ProfileId,
+    pub rule_id: RuleId,
+    pub role_discord_id: RoleId,
     /// `None` until a decision was ever reached.
     pub eligible: Option<bool>,
     pub failing_since: Option<DateTime<Utc>>,
@@ -25,7 +27,7 @@ impl RoleGrant {
         Ok(RoleGrant {
             profile_id: col(row, "profile_id")?,
             rule_id: col(row, "rule_id")?,
-            role_discord_id: Snowflake::from_db(col(row, "role_discord_id")?)?,
+            role_discord_id: id_col(row, "role_discord_id")?,
             eligible: col(row, "eligible")?,
             failing_since: col(row, "failing_since")?,
             detail: col(row, "detail")?,
@@ -54,7 +56,7 @@ impl<'t> RoleGrants<'t> {
     }
 
     /// Every rule decision recorded for these profiles.
-    pub async fn for_profiles(&self, profiles: &[Uuid]) -> Result<Vec<RoleGrant>, StoreError> {
+    pub async fn for_profiles(&self, profiles: &[ProfileId]) -> Result<Vec<RoleGrant>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM role_grants WHERE community_id = $1 AND profile_id = ANY($2)"
         );
@@ -90,7 +92,7 @@ impl<'t> RoleGrants<'t> {
                     (self.tx.tenant().as_uuid(), Type::UUID),
                     (&grant.profile_id, Type::UUID),
                     (&grant.rule_id, Type::UUID),
-                    (&grant.role_discord_id.as_i64(), Type::INT8),
+                    (&db_id(grant.role_discord_id, "role_discord_id")?, Type::INT8),
                     (&grant.eligible, Type::BOOL),
                     (&grant.failing_since, Type::TIMESTAMPTZ),
                     (&grant.detail, Type::TEXT),

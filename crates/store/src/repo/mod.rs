@@ -37,6 +37,19 @@ pub(crate) fn col<'a, T: FromSql<'a>>(row: &'a Row, name: &'static str) -> Resul
     })
 }
 
+/// Reads a `bigint` column holding a Discord id.
+pub(crate) fn id_col<M>(row: &Row, name: &'static str) -> Result<wire::Id<M>, StoreError> {
+    crate::ids::id_from_db(col(row, name)?, name)
+}
+
+/// Reads an `int8[]` column of Discord ids.
+pub(crate) fn ids_col<M>(row: &Row, name: &'static str) -> Result<Vec<wire::Id<M>>, StoreError> {
+    col::<Vec<i64>>(row, name)?
+        .into_iter()
+        .map(|v| crate::ids::id_from_db(v, name))
+        .collect()
+}
+
 /// Declares a closed set of database strings (a CHECK constraint's values)
 /// as a Rust enum with conversions both ways.
 macro_rules! db_enum {

@@ -1,13 +1,16 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
 
-use super::col;
-use crate::{Snowflake, StoreError, TenantTx};
+use super::{col, id_col};
+use wire::UserId;
+
+use crate::ids::db_id;
+use crate::{StoreError, TenantTx};
 
 /// A nonce message a member was asked to sign to link a wallet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalletNonce {
-    pub discord_user_id: Snowflake,
+    pub discord_user_id: UserId,
     /// 32 lowercase hex digits.
     pub nonce: String,
     /// The exact text to sign (EIP-191 `personal_sign`).
@@ -19,7 +22,7 @@ pub struct WalletNonce {
 impl WalletNonce {
     fn from_row(row: &Row) -> Result<Self, StoreError> {
         Ok(WalletNonce {
-            discord_user_id: Snowflake::from_db(col(row, "discord_user_id")?)?,
+            discord_user_id: id_col(row, "discord_user_id")?,
             nonce: col(row, "nonce")?,
             message: col(row, "message")?,
             expires_at: col(row, "expires_at")?,
@@ -48,7 +51,7 @@ impl<'t> WalletNonces<'t> {
     /// the message shown last can be used).
     pub async fn issue(
         &self,
-        user: Snowflake,
+        user: UserId,
         nonce: &str,
         message: &str,
         expires_at: DateTime<Utc>,
@@ -68,7 +71,7 @@ impl<'t> WalletNonces<'t> {
                 &sql,
                 &[
                     (self.tx.tenant().as_uuid(), Type::UUID),
-                    (&user.as_i64(), Type::INT8),
+                    (&db_id(user, "discord_user_id")?, Type::INT8),
                     (&nonce, Type::TEXT),
                     (&message, Type::TEXT),
                     (&expires_at, Type::TIMESTAMPTZ),
@@ -80,7 +83,7 @@ impl<'t> WalletNonces<'t> {
 
     /// The member's pending nonce, expired or not (the caller decides, so it
     /// can say which).
-    pub async fn pending(&self, user: Snowflake) -> Result<Option<WalletNonce>, StoreError> {
+    pub async fn pending(&self, user: UserId) -> Result<Option<WalletNonce>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM wallet_link_nonces
              WHERE community_id = $1 AND discord_user_id = $2"
@@ -91,7 +94,7 @@ impl<'t> WalletNonces<'t> {
                 &sql,
                 &[
                     (self.tx.tenant().as_uuid(), Type::UUID),
-                    (&user.as_i64(), Type::INT8),
+                    (&db_id(user, "discord_user_id")?, Type::INT8),
                 ],
             )
             .await?
@@ -103,7 +106,7 @@ impl<'t> WalletNonces<'t> {
     /// Uses up the nonce: deletes it if it is still the member's pending
     /// one. Returns false if it was not (replaced or used meanwhile), so a
     /// nonce links at most one wallet.
-    pub async fn consume(&self, user: Snowflake, nonce: &str) -> Result<bool, StoreError> {
+    pub async fn consume(&self, user: UserId, nonce: &str) -> Result<bool, StoreError> {
         let rows = self
             .tx
             .query(
@@ -113,7 +116,7 @@ impl<'t> WalletNonces<'t> {
                  RETURNING 1",
                 &[
                     (self.tx.tenant().as_uuid(), Type::UUID),
-                    (&user.as_i64(), Type::INT8),
+                    (&db_id(user, "discord_user_id")?, Type::INT8),
                     (&nonce, Type::TEXT),
                 ],
             )

@@ -2,21 +2,24 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
-use super::col;
-use crate::{Snowflake, StoreError, TenantId, TenantTx, WalletAddress};
+use super::{col, id_col, ids_col};
+use wire::{RoleId, UserId};
+
+use crate::ids::{db_id, db_ids};
+use crate::{ProfileId, StoreError, TenantId, TenantTx, WalletAddress};
 
 /// A member of a community as Gatehouse knows them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
-    pub id: Uuid,
+    pub id: ProfileId,
     pub community_id: TenantId,
-    pub discord_user_id: Snowflake,
+    pub discord_user_id: UserId,
     pub wallet_address: Option<WalletAddress>,
     pub tier: String,
     pub current_rank: Option<i32>,
     pub score: i64,
     /// The Discord roles the member held at the last event seen.
-    pub role_ids: Vec<Snowflake>,
+    pub role_ids: Vec<RoleId>,
     pub joined_at: Option<DateTime<Utc>>,
     pub left_at: Option<DateTime<Utc>>,
     /// Stream sequence of the last membership event applied.
@@ -30,11 +33,10 @@ pub struct Profile {
 impl Profile {
     fn from_row(row: &Row) -> Result<Self, StoreError> {
         let wallet: Option<&str> = col(row, "wallet_address")?;
-        let roles: Vec<i64> = col(row, "role_ids")?;
         Ok(Profile {
             id: col(row, "id")?,
             community_id: TenantId::from(col::<Uuid>(row, "community_id")?),
-            discord_user_id: Snowflake::from_db(col(row, "discord_user_id")?)?,
+            discord_user_id: id_col(row, "discord_user_id")?,
             wallet_address: wallet.map(WalletAddress::parse).transpose().map_err(|e| {
                 StoreError::Corrupt {
                     what: "wallet address",
@@ -44,10 +46,7 @@ impl Profile {
             tier: col(row, "tier")?,
             current_rank: col(row, "current_rank")?,
             score: col(row, "score")?,
-            role_ids: roles
-                .into_iter()
-                .map(Snowflake::from_db)
-                .collect::<Result<_, _>>()?,
+            role_ids: ids_col(row, "role_ids")?,
             joined_at: col(row, "joined_at")?,
             left_at: col(row, "left_at")?,
             last_event_seq: col(row, "last_event_seq")?,
@@ -64,8 +63,8 @@ const COLUMNS: &str = "id, community_id, discord_user_id, wallet_address, tier, 
 /// A member seen joining or updating in Discord.
 #[derive(Clone, Debug)]
 pub struct MemberUpsert {
-    pub discord_user_id: Snowflake,
-    pub role_ids: Vec<Snowflake>,
+    pub discord_user_id: UserId,
+    pub role_ids: Vec<RoleId>,
     pub joined_at: DateTime<Utc>,
 }
 
@@ -73,7 +72,7 @@ pub struct MemberUpsert {
 /// the last one applied to the profile (see migration 0004).
 #[derive(Clone, Debug)]
 pub struct MemberEvent {
-    pub discord_user_id: Snowflake,
+    pub discord_user_id: UserId,
     /// The stream sequence of the event: its position in Discord's order.
     pub seq: i64,
     pub at: DateTime<Utc>,
@@ -83,7 +82,7 @@ pub struct MemberEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberChange {
     /// Joined or updated: present, with these roles.
-    Present { role_ids: Vec<Snowflake> },
+    Present { role_ids: Vec<RoleId> },
     /// Left (or was removed).
     Left,
 }
@@ -101,10 +100,7 @@ impl<'t> Profiles<'t> {
         *self.tx.tenant().as_uuid()
     }
 
-    pub async fn find_by_discord_user(
-        &self,
-        user: Snowflake,
-    ) -> Result<Option<Profile>, StoreError> {
+    pub async fn find_by_discord_user(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM profiles WHERE community_id = $1 AND discord_user_id = $2"
         );
@@ -112,7 +108,10 @@ impl<'t> Profiles<'t> {
             .query_opt(
                 "reading a profile by Discord user",
                 &sql,
-                &[(&self.tenant(), Type::UUID), (&user.as_i64(), Type::INT8)],
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&db_id(user, "discord_user_id")?, Type::INT8),
+                ],
             )
             .await?
             .as_ref()
@@ -143,7 +142,7 @@ impl<'t> Profiles<'t> {
     /// profile, or refreshes it (clearing `left_at` on a re-join). The first
     /// join time is kept.
     pub async fn upsert_member(&self, member: &MemberUpsert) -> Result<Profile, StoreError> {
-        let roles: Vec<i64> = member.role_ids.iter().map(|r| r.as_i64()).collect();
+        let roles = db_ids(&member.role_ids, "role_ids")?;
         let sql = format!(
             "INSERT INTO profiles AS p (community_id, discord_user_id, role_ids, joined_at)
              VALUES ($1, $2, $3, $4)
@@ -160,7 +159,10 @@ impl<'t> Profiles<'t> {
                 &sql,
                 &[
                     (&self.tenant(), Type::UUID),
-                    (&member.discord_user_id.as_i64(), Type::INT8),
+                    (
+                        &db_id(member.discord_user_id, "discord_user_id")?,
+                        Type::INT8,
+                    ),
                     (&roles, Type::INT8_ARRAY),
                     (&member.joined_at, Type::TIMESTAMPTZ),
                 ],
@@ -179,11 +181,9 @@ impl<'t> Profiles<'t> {
     ) -> Result<Option<Profile>, StoreError> {
         let (roles, left_at, joined_at): (Vec<i64>, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
             match &event.change {
-                MemberChange::Present { role_ids } => (
-                    role_ids.iter().map(|r| r.as_i64()).collect(),
-                    None,
-                    Some(event.at),
-                ),
+                MemberChange::Present { role_ids } => {
+                    (db_ids(role_ids, "role_ids")?, None, Some(event.at))
+                }
                 MemberChange::Left => (Vec::new(), Some(event.at), None),
             };
         let present = matches!(event.change, MemberChange::Present { .. });
@@ -205,7 +205,10 @@ impl<'t> Profiles<'t> {
                 &sql,
                 &[
                     (&self.tenant(), Type::UUID),
-                    (&event.discord_user_id.as_i64(), Type::INT8),
+                    (
+                        &db_id(event.discord_user_id, "discord_user_id")?,
+                        Type::INT8,
+                    ),
                     (&roles, Type::INT8_ARRAY),
                     (&joined_at, Type::TIMESTAMPTZ),
                     (&left_at, Type::TIMESTAMPTZ),
@@ -222,7 +225,7 @@ impl<'t> Profiles<'t> {
     /// Marks the member as gone. Returns `None` if we never knew them.
     pub async fn mark_left(
         &self,
-        user: Snowflake,
+        user: UserId,
         at: DateTime<Utc>,
     ) -> Result<Option<Profile>, StoreError> {
         let sql = format!(
@@ -236,7 +239,7 @@ impl<'t> Profiles<'t> {
                 &sql,
                 &[
                     (&self.tenant(), Type::UUID),
-                    (&user.as_i64(), Type::INT8),
+                    (&db_id(user, "discord_user_id")?, Type::INT8),
                     (&at, Type::TIMESTAMPTZ),
                 ],
             )
@@ -251,7 +254,7 @@ impl<'t> Profiles<'t> {
     /// [`StoreError::Conflict`].
     pub async fn link_wallet(
         &self,
-        user: Snowflake,
+        user: UserId,
         wallet: &WalletAddress,
     ) -> Result<Profile, StoreError> {
         let sql = format!(
@@ -266,7 +269,7 @@ impl<'t> Profiles<'t> {
                 &sql,
                 &[
                     (&self.tenant(), Type::UUID),
-                    (&user.as_i64(), Type::INT8),
+                    (&db_id(user, "discord_user_id")?, Type::INT8),
                     (&wallet.as_str(), Type::TEXT),
                 ],
             )
@@ -277,7 +280,7 @@ impl<'t> Profiles<'t> {
     /// Sets score, tier and rank together (they are derived together).
     pub async fn set_standing(
         &self,
-        user: Snowflake,
+        user: UserId,
         score: i64,
         tier: &str,
         rank: Option<i32>,
@@ -294,7 +297,7 @@ impl<'t> Profiles<'t> {
                 &sql,
                 &[
                     (&self.tenant(), Type::UUID),
-                    (&user.as_i64(), Type::INT8),
+                    (&db_id(user, "discord_user_id")?, Type::INT8),
                     (&score, Type::INT8),
                     (&tier, Type::TEXT),
                     (&rank, Type::INT4),
@@ -308,7 +311,7 @@ impl<'t> Profiles<'t> {
     /// pagination on discord_user_id).
     pub async fn list(
         &self,
-        after: Option<Snowflake>,
+        after: Option<UserId>,
         limit: i64,
     ) -> Result<Vec<Profile>, StoreError> {
         let sql = format!(
@@ -316,7 +319,8 @@ impl<'t> Profiles<'t> {
              WHERE community_id = $1 AND discord_user_id > $2
              ORDER BY discord_user_id LIMIT $3"
         );
-        let after = after.map_or(0, Snowflake::as_i64);
+        // 0 sorts before every stored id.
+        let after = after.map_or(Ok(0), |a| db_id(a, "discord_user_id"))?;
         self.tx
             .query(
                 "listing profiles",
@@ -372,9 +376,9 @@ impl<'t> Profiles<'t> {
     /// Sets when each profile's next re-check is due.
     pub async fn schedule_checks(
         &self,
-        schedule: &[(Uuid, DateTime<Utc>)],
+        schedule: &[(ProfileId, DateTime<Utc>)],
     ) -> Result<(), StoreError> {
-        let ids: Vec<Uuid> = schedule.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<ProfileId> = schedule.iter().map(|(id, _)| *id).collect();
         let at: Vec<DateTime<Utc>> = schedule.iter().map(|(_, at)| *at).collect();
         self.tx
             .query(
@@ -393,12 +397,12 @@ impl<'t> Profiles<'t> {
     }
 
     /// Makes one member due for a re-check now.
-    pub async fn mark_due(&self, user: Snowflake) -> Result<(), StoreError> {
+    pub async fn mark_due(&self, user: UserId) -> Result<(), StoreError> {
         self.tx
             .query(
                 "marking a member due for a re-check",
                 "UPDATE profiles SET next_check_at = NULL WHERE community_id = $1 AND discord_user_id = $2",
-                &[(&self.tenant(), Type::UUID), (&user.as_i64(), Type::INT8)],
+                &[(&self.tenant(), Type::UUID), (&db_id(user, "discord_user_id")?, Type::INT8)],
             )
             .await?;
         Ok(())
@@ -419,15 +423,15 @@ impl<'t> Profiles<'t> {
     }
 
     /// Replaces the role snapshot (after Gatehouse changed roles itself).
-    pub async fn set_roles(&self, user: Snowflake, roles: &[Snowflake]) -> Result<(), StoreError> {
-        let roles: Vec<i64> = roles.iter().map(|r| r.as_i64()).collect();
+    pub async fn set_roles(&self, user: UserId, roles: &[RoleId]) -> Result<(), StoreError> {
+        let roles = db_ids(roles, "role_ids")?;
         self.tx
             .query(
                 "updating a member's role snapshot",
                 "UPDATE profiles SET role_ids = $3 WHERE community_id = $1 AND discord_user_id = $2",
                 &[
                     (&self.tenant(), Type::UUID),
-                    (&user.as_i64(), Type::INT8),
+                    (&db_id(user, "discord_user_id")?, Type::INT8),
                     (&roles, Type::INT8_ARRAY),
                 ],
             )
@@ -440,7 +444,7 @@ impl<'t> Profiles<'t> {
     /// of the lease); profiles already leased by a live check are left out.
     pub async fn lease_for_check(
         &self,
-        ids: &[Uuid],
+        ids: &[ProfileId],
         ttl: std::time::Duration,
     ) -> Result<Vec<Profile>, StoreError> {
         let secs = ttl.as_secs_f64();
@@ -467,7 +471,7 @@ impl<'t> Profiles<'t> {
     }
 
     /// Gives the leases back.
-    pub async fn release_check_lease(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+    pub async fn release_check_lease(&self, ids: &[ProfileId]) -> Result<(), StoreError> {
         self.tx
             .query(
                 "releasing eligibility-check leases",

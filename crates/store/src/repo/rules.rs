@@ -2,8 +2,11 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
-use super::{col, db_enum};
-use crate::{Snowflake, StoreError, TenantId, TenantTx, WalletAddress};
+use super::{col, db_enum, id_col};
+use wire::RoleId;
+
+use crate::ids::db_id;
+use crate::{RuleId, StoreError, TenantId, TenantTx, WalletAddress};
 
 db_enum!(
     /// How a rule decides eligibility. The parameters' shape per type is the
@@ -18,14 +21,14 @@ db_enum!(
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct EligibilityRule {
-    pub id: Uuid,
+    pub id: RuleId,
     pub community_id: TenantId,
     pub chain: Option<String>,
     /// Contract addresses share the 20-byte format of wallets.
     pub contract_address: Option<WalletAddress>,
     pub rule_type: RuleType,
     pub parameters: serde_json::Value,
-    pub role_discord_id: Snowflake,
+    pub role_discord_id: RoleId,
     pub tier_mapping: Option<String>,
     pub priority: i32,
     pub enabled: bool,
@@ -49,7 +52,7 @@ impl EligibilityRule {
                 })?,
             rule_type: col::<&str>(row, "rule_type")?.parse()?,
             parameters: col(row, "parameters")?,
-            role_discord_id: Snowflake::from_db(col(row, "role_discord_id")?)?,
+            role_discord_id: id_col(row, "role_discord_id")?,
             tier_mapping: col(row, "tier_mapping")?,
             priority: col(row, "priority")?,
             enabled: col(row, "enabled")?,
@@ -68,7 +71,7 @@ pub struct NewRule {
     pub contract_address: Option<WalletAddress>,
     pub rule_type: RuleType,
     pub parameters: serde_json::Value,
-    pub role_discord_id: Snowflake,
+    pub role_discord_id: RoleId,
     pub tier_mapping: Option<String>,
     pub priority: i32,
     pub enabled: bool,
@@ -135,7 +138,7 @@ impl<'t> Rules<'t> {
                     (&contract, Type::TEXT),
                     (&rule.rule_type.as_str(), Type::TEXT),
                     (&rule.parameters, Type::JSONB),
-                    (&rule.role_discord_id.as_i64(), Type::INT8),
+                    (&db_id(rule.role_discord_id, "role_discord_id")?, Type::INT8),
                     (&rule.tier_mapping, Type::TEXT),
                     (&rule.priority, Type::INT4),
                     (&rule.enabled, Type::BOOL),
@@ -148,7 +151,7 @@ impl<'t> Rules<'t> {
     /// Enables or disables a rule; `None` if no such rule in this community.
     pub async fn set_enabled(
         &self,
-        id: Uuid,
+        id: RuleId,
         enabled: bool,
     ) -> Result<Option<EligibilityRule>, StoreError> {
         let sql = format!(
@@ -173,7 +176,7 @@ impl<'t> Rules<'t> {
     }
 
     /// Deletes a rule; false if there was none.
-    pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
+    pub async fn delete(&self, id: RuleId) -> Result<bool, StoreError> {
         let rows = self
             .tx
             .query(

@@ -2,10 +2,11 @@
 //! demo's table, a dashboard's counters). Nothing here decides anything.
 
 use tokio_postgres::types::Type;
-use uuid::Uuid;
 
-use super::col;
-use crate::{Snowflake, StoreError, TenantTx};
+use super::{col, id_col};
+use wire::UserId;
+
+use crate::{RuleId, StoreError, TenantTx};
 
 /// How many of each thing a community has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,7 +61,7 @@ impl<'t> Stats<'t> {
 
     /// The present members that `rule` last found eligible: who should hold
     /// its role, by the database's last decision.
-    pub async fn eligible_members(&self, rule: Uuid) -> Result<Vec<Snowflake>, StoreError> {
+    pub async fn eligible_members(&self, rule: RuleId) -> Result<Vec<UserId>, StoreError> {
         self.tx
             .query(
                 "reading a rule's eligible members",
@@ -74,7 +75,7 @@ impl<'t> Stats<'t> {
             )
             .await?
             .iter()
-            .map(|row| Snowflake::from_db(col(row, "discord_user_id")?))
+            .map(|row| id_col(row, "discord_user_id"))
             .collect()
     }
 

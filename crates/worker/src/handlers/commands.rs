@@ -22,7 +22,7 @@ use std::{future::IntoFuture, str::FromStr, time::Duration};
 use alloy_primitives::Signature;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
-use store::{repo::Profile, Snowflake, StoreError, TenantTx, WalletAddress};
+use store::{repo::Profile, StoreError, TenantTx, WalletAddress};
 use twilight_http::error::ErrorType;
 use twilight_model::{
     channel::message::{AllowedMentions, MessageFlags},
@@ -33,12 +33,13 @@ use uuid::Uuid;
 use wire::{
     check::CheckPriority,
     payload::{CommandOption, InteractionCreate, InteractionKind},
-    Envelope,
+    Envelope, GuildId, UserId,
 };
 
 use domain::{role_sync::CheckReport, Actor, AuditAction};
 
 use super::{eligibility, guild_of, membership::community_of, user_of, Handlers};
+use crate::discord::ToTwilight;
 use crate::{
     slash_commands::{BADGES, CHECK, LINK_WALLET, PROFILE},
     HandlerError,
@@ -135,8 +136,8 @@ pub(super) async fn interaction(
 async fn check_now(
     sync: &crate::RoleSync,
     tenant: store::TenantId,
-    guild: Snowflake,
-    user: Snowflake,
+    guild: GuildId,
+    user: UserId,
 ) -> Result<CheckReport, HandlerError> {
     let mut waited = Duration::ZERO;
     loop {
@@ -194,14 +195,8 @@ impl<'a> Reply<'a> {
         http: &'a twilight_http::Client,
         interaction: &'a InteractionCreate,
     ) -> Result<Self, HandlerError> {
-        let (Some(id), Some(application)) = (
-            Id::new_checked(interaction.interaction_id.get()),
-            Id::new_checked(interaction.application_id.get()),
-        ) else {
-            return Err(HandlerError::Permanent(
-                "interaction without an id or application id".into(),
-            ));
-        };
+        let id = interaction.interaction_id.to_twilight();
+        let application = interaction.application_id.to_twilight();
         if interaction.token.is_empty() {
             return Err(HandlerError::Permanent(format!(
                 "interaction {} without a token",
@@ -334,7 +329,7 @@ fn clip(text: &str) -> String {
 const NO_PROFILE: &str = "I have no profile for you in this server yet. It is created when \
                           I see you join; try again in a moment.";
 
-async fn profile_of(tx: &TenantTx, user: Snowflake) -> Result<Option<Profile>, StoreError> {
+async fn profile_of(tx: &TenantTx, user: UserId) -> Result<Option<Profile>, StoreError> {
     Ok(tx
         .profiles()
         .find_by_discord_user(user)
@@ -354,7 +349,7 @@ async fn managed_roles(tx: &TenantTx, profile: &Profile) -> Result<Vec<String>, 
     Ok(roles)
 }
 
-async fn profile_text(tx: &TenantTx, user: Snowflake) -> Result<String, HandlerError> {
+async fn profile_text(tx: &TenantTx, user: UserId) -> Result<String, HandlerError> {
     let Some(profile) = profile_of(tx, user).await? else {
         return Ok(NO_PROFILE.into());
     };
@@ -384,7 +379,7 @@ async fn profile_text(tx: &TenantTx, user: Snowflake) -> Result<String, HandlerE
     ))
 }
 
-async fn badges_text(tx: &TenantTx, user: Snowflake) -> Result<String, HandlerError> {
+async fn badges_text(tx: &TenantTx, user: UserId) -> Result<String, HandlerError> {
     let Some(profile) = profile_of(tx, user).await? else {
         return Ok(NO_PROFILE.into());
     };
@@ -425,7 +420,7 @@ async fn badges_text(tx: &TenantTx, user: Snowflake) -> Result<String, HandlerEr
 async fn check_text(
     handlers: &Handlers,
     tenant: store::TenantId,
-    user: Snowflake,
+    user: UserId,
     report: &CheckReport,
 ) -> String {
     if report.busy > 0 {
@@ -467,8 +462,8 @@ async fn check_text(
 /// The text a member signs to link a wallet: names the community, the
 /// member and a fresh nonce, so a signature cannot be replayed elsewhere.
 pub fn link_message(
-    guild: Snowflake,
-    user: Snowflake,
+    guild: GuildId,
+    user: UserId,
     nonce: &str,
     expires_at: DateTime<Utc>,
 ) -> String {
@@ -493,8 +488,8 @@ fn option<'o>(options: &'o [CommandOption], name: &str) -> Option<&'o str> {
 async fn link_wallet(
     tx: &TenantTx,
     envelope: &Envelope,
-    guild: Snowflake,
-    user: Snowflake,
+    guild: GuildId,
+    user: UserId,
     options: &[CommandOption],
 ) -> Result<(String, bool), HandlerError> {
     let address = option(options, "address");
@@ -617,8 +612,8 @@ mod tests {
     fn the_link_message_names_server_user_nonce_and_expiry() {
         let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let m = link_message(
-            Snowflake::new(41).unwrap(),
-            Snowflake::new(77).unwrap(),
+            GuildId::new(41).unwrap(),
+            UserId::new(77).unwrap(),
             "00ff",
             at,
         );

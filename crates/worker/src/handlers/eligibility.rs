@@ -1,6 +1,5 @@
 //! `eligibility.check`: re-evaluate one member or a whole community.
 
-use store::Snowflake;
 use wire::{
     check::{CheckPriority, EligibilityCheck},
     Envelope,
@@ -17,13 +16,10 @@ pub(super) async fn check(
         tracing::warn!(reason = %check.reason, "eligibility check received but role sync is not configured (DISCORD_TOKEN, CHAINS)");
         return Ok(());
     };
-    let guild =
-        Snowflake::new(check.guild_id.get()).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+    let guild = check.guild_id;
     let tenant = community_of(&handlers.store, guild).await?;
     match check.user_id {
         Some(user) => {
-            let user =
-                Snowflake::new(user.get()).map_err(|e| HandlerError::Permanent(e.to_string()))?;
             let report = sync
                 .check_member(tenant, guild, user, check.priority, &check.reason)
                 .await?;

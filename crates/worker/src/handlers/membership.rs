@@ -5,9 +5,9 @@ use domain::{Actor, AuditAction};
 use serde_json::json;
 use store::{
     repo::{MemberChange, MemberEvent},
-    Snowflake, Store, TenantId,
+    Store, TenantId,
 };
-use wire::{payload::GuildJoin, Envelope, Payload};
+use wire::{payload::GuildJoin, Envelope, GuildId, Payload};
 
 use super::{guild_of, user_of};
 use crate::{Delivery, HandlerError};
@@ -115,23 +115,17 @@ pub(super) async fn member_event(
     let guild = guild_of(envelope)?;
     let user = user_of(envelope)?;
     let tenant = community_of(store, guild).await?;
-    let to_ids = |roles: &[wire::Snowflake]| -> Result<Vec<Snowflake>, HandlerError> {
-        roles
-            .iter()
-            .map(|r| Snowflake::new(r.get()).map_err(|e| HandlerError::Permanent(e.to_string())))
-            .collect()
-    };
     let (change, at, action) = match &envelope.payload {
         Payload::MemberJoin(join) => (
             MemberChange::Present {
-                role_ids: to_ids(&join.roles)?,
+                role_ids: join.roles.clone(),
             },
             millis(join.joined_at.unwrap_or(envelope.occurred_at)),
             AuditAction::MemberJoined,
         ),
         Payload::MemberUpdate(update) => (
             MemberChange::Present {
-                role_ids: to_ids(&update.roles)?,
+                role_ids: update.roles.clone(),
             },
             millis(envelope.occurred_at),
             AuditAction::MemberUpdated,
@@ -188,10 +182,7 @@ pub(super) async fn member_event(
 /// The community of a guild. A member event can overtake its guild's
 /// `guild.join` (they travel on different subjects and several workers run
 /// at once), so an unknown guild is worth a retry, not a dead letter yet.
-pub(super) async fn community_of(
-    store: &Store,
-    guild: Snowflake,
-) -> Result<TenantId, HandlerError> {
+pub(super) async fn community_of(store: &Store, guild: GuildId) -> Result<TenantId, HandlerError> {
     store
         .directory()
         .resolve_guild(guild)

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use bus::Namespace;
-use store::{Snowflake, Store};
-use wire::{check::EligibilityCheck, Envelope, Payload};
+use store::Store;
+use wire::{check::EligibilityCheck, Envelope, GuildId, Payload, UserId};
 
 use crate::{Delivery, HandlerError, RoleSync};
 
@@ -118,17 +118,14 @@ impl Handlers {
     }
 }
 
-/// The envelope's guild, as the store's id type.
-fn guild_of(envelope: &Envelope) -> Result<Snowflake, HandlerError> {
-    let guild = envelope.guild_id.ok_or_else(|| {
+fn guild_of(envelope: &Envelope) -> Result<GuildId, HandlerError> {
+    envelope.guild_id.ok_or_else(|| {
         HandlerError::Permanent(format!("{} without guild_id", envelope.payload.kind()))
-    })?;
-    Snowflake::new(guild.get()).map_err(|e| HandlerError::Permanent(e.to_string()))
+    })
 }
 
-fn user_of(envelope: &Envelope) -> Result<Snowflake, HandlerError> {
-    let user = envelope.user_id.ok_or_else(|| {
+fn user_of(envelope: &Envelope) -> Result<UserId, HandlerError> {
+    envelope.user_id.ok_or_else(|| {
         HandlerError::Permanent(format!("{} without user_id", envelope.payload.kind()))
-    })?;
-    Snowflake::new(user.get()).map_err(|e| HandlerError::Permanent(e.to_string()))
+    })
 }

@@ -9,7 +9,9 @@ use async_nats::jetstream;
 use bus::{Storage, Topology};
 use testkit::{nats::NatsScope, TestDb};
 use tokio_util::sync::CancellationToken;
-use wire::{payload, Envelope, Payload, Snowflake};
+use wire::{
+    payload, Envelope, GuildId, GuildMarker, Id, Payload, RoleId, RoleMarker, UserId, UserMarker,
+};
 use worker::WorkerConfig;
 
 /// How long a test waits for an effect before it fails.
@@ -141,12 +143,13 @@ impl Harness {
     /// `min_balance` on `contract` (chain `testchain`); returns the community.
     pub async fn gate_role(
         &self,
-        guild: u64,
+        guild: impl AsId<GuildMarker>,
         contract: &str,
-        role: u64,
+        role: impl AsId<RoleMarker>,
         min_balance: &str,
     ) -> store::TenantId {
-        testkit::fixtures::gate_role(&self.store, guild, contract, role, min_balance).await
+        testkit::fixtures::gate_role(&self.store, guild.id(), contract, role.id(), min_balance)
+            .await
     }
 
     /// Waits until `members` profiles exist, then checks each `member.joined`
@@ -212,7 +215,25 @@ impl Drop for Harness {
     }
 }
 
-pub fn guild_join(guild: u64, session: &str, seq: u64) -> Envelope {
+/// A Discord id in a test: a literal number, or an id the simulator made.
+pub trait AsId<M> {
+    fn id(self) -> Id<M>;
+}
+
+impl<M> AsId<M> for u64 {
+    fn id(self) -> Id<M> {
+        Id::new(self).expect("test ids are not 0")
+    }
+}
+
+impl<M> AsId<M> for Id<M> {
+    fn id(self) -> Id<M> {
+        self
+    }
+}
+
+pub fn guild_join(guild: impl AsId<GuildMarker>, session: &str, seq: u64) -> Envelope {
+    let guild = guild.id();
     Envelope::for_dispatch(
         0,
         session,
@@ -224,20 +245,26 @@ pub fn guild_join(guild: u64, session: &str, seq: u64) -> Envelope {
             owner_id: None,
         }),
     )
-    .with_guild(Snowflake(guild))
+    .with_guild(guild)
 }
 
-pub fn member_join(guild: u64, user: u64, session: &str, seq: u64) -> Envelope {
-    member_join_with_roles(guild, user, session, seq, vec![5])
+pub fn member_join(
+    guild: impl AsId<GuildMarker>,
+    user: impl AsId<UserMarker>,
+    session: &str,
+    seq: u64,
+) -> Envelope {
+    member_join_with_roles(guild, user, session, seq, vec![5u64.id()])
 }
 
 pub fn member_join_with_roles(
-    guild: u64,
-    user: u64,
+    guild: impl AsId<GuildMarker>,
+    user: impl AsId<UserMarker>,
     session: &str,
     seq: u64,
-    roles: Vec<u64>,
+    roles: Vec<RoleId>,
 ) -> Envelope {
+    let (guild, user) = (guild.id(), user.id());
     Envelope::for_dispatch(
         0,
         session,
@@ -245,16 +272,22 @@ pub fn member_join_with_roles(
         1_700_000_000_000 + seq as i64,
         Payload::MemberJoin(payload::MemberJoin {
             username: format!("user{user}"),
-            roles: roles.into_iter().map(Snowflake).collect(),
+            roles,
             joined_at: Some(1_700_000_000_000),
             ..Default::default()
         }),
     )
-    .with_guild(Snowflake(guild))
-    .with_user(Snowflake(user))
+    .with_guild(guild)
+    .with_user(user)
 }
 
-pub fn member_leave(guild: u64, user: u64, session: &str, seq: u64) -> Envelope {
+pub fn member_leave(
+    guild: impl AsId<GuildMarker>,
+    user: impl AsId<UserMarker>,
+    session: &str,
+    seq: u64,
+) -> Envelope {
+    let (guild, user) = (guild.id(), user.id());
     Envelope::for_dispatch(
         0,
         session,
@@ -264,8 +297,8 @@ pub fn member_leave(guild: u64, user: u64, session: &str, seq: u64) -> Envelope 
             username: format!("user{user}"),
         }),
     )
-    .with_guild(Snowflake(guild))
-    .with_user(Snowflake(user))
+    .with_guild(guild)
+    .with_user(user)
 }
 
 /// A guild in the simulator whose members have joined (as the gateway would
@@ -276,9 +309,9 @@ pub struct GatedGuild {
     pub sim: discord_sim::Simulator,
     pub chain: eligibility::fake_chain::FakeChain,
     pub h: Harness,
-    pub guild: u64,
-    pub gated: u64,
-    pub members: Vec<u64>,
+    pub guild: GuildId,
+    pub gated: RoleId,
+    pub members: Vec<UserId>,
     pub tenant: store::TenantId,
 }
 
