@@ -174,7 +174,10 @@ async fn member_events_and_interactions_arrive_in_order() {
                 Event::InteractionCreate(create) => {
                     assert_eq!(create.id.get(), interaction.id);
                     assert_eq!(create.token, interaction.token);
-                    assert_eq!(create.guild_id.map(|g| g.get()), Some(guild.get()));
+                    assert_eq!(
+                        create.guild_id.map(twilight_model::id::Id::get),
+                        Some(guild.get())
+                    );
                     assert_eq!(create.locale.as_deref(), Some("de"));
                     Some("interaction")
                 }

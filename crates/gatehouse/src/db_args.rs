@@ -127,13 +127,13 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 
 fn hint(error: &StoreError, text: &str) -> Option<&'static str> {
     match error.sql_state() {
-        Some("28P01") | Some("28000") => {
+        Some("28P01" | "28000") => {
             return Some("check the user name and password in the URL")
         }
         Some("3D000") => {
             return Some("the database does not exist: create it (deploy/postgres/bootstrap.sql) and run `gatehouse migrate`")
         }
-        Some("42P01") | Some("42883") => {
+        Some("42P01" | "42883") => {
             return Some("the schema is missing or old: run `gatehouse migrate`")
         }
         _ => {}

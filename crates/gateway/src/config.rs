@@ -248,7 +248,7 @@ impl GatewayConfig {
         let total_shards = take(
             &mut p,
             match s.total_shards.as_deref().map(str::trim) {
-                None | Some("") | Some("auto") => Ok(None),
+                None | Some("" | "auto") => Ok(None),
                 Some(v) => v
                     .parse::<u32>()
                     .ok()
@@ -299,7 +299,7 @@ impl GatewayConfig {
         let identify_queue = take(
             &mut p,
             match s.identify_queue.as_deref().map(str::trim) {
-                None | Some("") | Some("discord") => Ok(IdentifyQueue::Discord),
+                None | Some("" | "discord") => Ok(IdentifyQueue::Discord),
                 Some("unlimited") => Ok(IdentifyQueue::Unlimited),
                 Some(v) => Err(ConfigError::new(
                     "IDENTIFY_QUEUE",

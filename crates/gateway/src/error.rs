@@ -38,8 +38,7 @@ impl GatewayError {
     /// The error for a fatal close code, naming the setting that causes it.
     pub fn fatal_close(shard: u32, total: u32, code: u16) -> Self {
         let name = twilight_model::gateway::CloseCode::try_from(code)
-            .map(|c| c.to_string())
-            .unwrap_or_else(|_| "unknown".into());
+            .map_or_else(|_| "unknown".into(), |c| c.to_string());
         let advice = match code {
             4004 => "DISCORD_TOKEN was rejected by the gateway: set DISCORD_TOKEN (or DISCORD_BOT_TOKEN) to the bot's token".to_owned(),
             4010 => format!("SHARDS/TOTAL_SHARDS: shard {shard} of {total} is not a valid shard; shard ids must be below TOTAL_SHARDS"),

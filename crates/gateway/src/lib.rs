@@ -410,13 +410,13 @@ async fn supervise(mut s: Supervised) -> Result<Summary, GatewayError> {
                 );
             }
             Ok(Err(error)) => {
-                tracing::warn!(shard = shard_id, %error, "session not stored; the next process identifies afresh")
+                tracing::warn!(shard = shard_id, %error, "session not stored; the next process identifies afresh");
             }
             Err(_) => {
                 tracing::warn!(
                     shard = shard_id,
                     "no time left to store the session; the next process identifies afresh"
-                )
+                );
             }
         }
     }

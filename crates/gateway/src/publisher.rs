@@ -153,7 +153,7 @@ impl Publisher {
                     Some(job) => ready.push_back(job),
                     None => closed = true,
                 },
-                _ = tokio::time::sleep_until(retry_at.into()), if retry_due => {}
+                () = tokio::time::sleep_until(retry_at.into()), if retry_due => {}
             }
         }
 

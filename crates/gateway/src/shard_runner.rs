@@ -268,7 +268,7 @@ impl ShardRunner {
         };
         let (Some(subject), Some(kind)) = (
             envelope.subject(),
-            envelope.event_type().map(|t| t.as_str()),
+            envelope.event_type().map(wire::EventType::as_str),
         ) else {
             self.progress.observe(&session_id, sequence, false);
             return Ok(());

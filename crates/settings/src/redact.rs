@@ -113,7 +113,7 @@ fn redact_authority_and_tail(scheme: &str, rest: &str) -> String {
                 out.push_str(MASK);
             }
             None if TOKEN_USER_SCHEMES.contains(&scheme) || looks_like_token(userinfo) => {
-                out.push_str(MASK)
+                out.push_str(MASK);
             }
             None => out.push_str(userinfo),
         }

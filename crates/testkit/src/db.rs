@@ -42,12 +42,10 @@ impl StackEnv {
             })
         };
         let port = |key: &str, default: u16| -> u16 {
-            get(key)
-                .map(|v| {
-                    v.parse()
-                        .unwrap_or_else(|_| panic!("{key}={v} is not a port"))
-                })
-                .unwrap_or(default)
+            get(key).map_or(default, |v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{key}={v} is not a port"))
+            })
         };
         StackEnv {
             admin_url: get("GATEHOUSE_ADMIN_URL")
@@ -66,8 +64,7 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 fn read_env_file(path: &Path) -> HashMap<String, String> {
@@ -153,12 +150,10 @@ impl TestDb {
     /// A superuser connection to this database, for arranging fixtures that
     /// no Gatehouse role could write (and checking what really is stored).
     pub async fn admin(&self) -> Client {
-        let url = self
-            .env
-            .admin_url
-            .rsplit_once('/')
-            .map(|(base, _)| format!("{base}/{}", self.name))
-            .unwrap_or_else(|| panic!("GATEHOUSE_ADMIN_URL has no database part"));
+        let url = self.env.admin_url.rsplit_once('/').map_or_else(
+            || panic!("GATEHOUSE_ADMIN_URL has no database part"),
+            |(base, _)| format!("{base}/{}", self.name),
+        );
         connect(&url).await
     }
 

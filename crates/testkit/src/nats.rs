@@ -192,9 +192,8 @@ pub struct Stored {
 /// Every message of `stream`, in stream order.
 pub async fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
     let js = jetstream(url).await;
-    let mut handle = match js.get_stream(stream).await {
-        Ok(handle) => handle,
-        Err(_) => return Vec::new(),
+    let Ok(mut handle) = js.get_stream(stream).await else {
+        return Vec::new();
     };
     let state = handle.info().await.expect("stream info").state.clone();
     let mut out = Vec::new();

@@ -41,7 +41,7 @@ pub(crate) async fn consume(
     let config = Arc::new(config);
     while !shutdown.is_cancelled() {
         let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break,
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
@@ -63,8 +63,8 @@ pub(crate) async fn consume(
                 drop(first);
                 tracing::warn!(error = %e, "cannot pull messages; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
         };

@@ -38,7 +38,7 @@ pub(crate) async fn prune_processed_events(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
         match prune_once(&store, keep).await {
@@ -48,7 +48,7 @@ pub(crate) async fn prune_processed_events(
                 "forgot processed event ids past the streams' max age"
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "pruning processed event ids failed; retrying next tick")
+                tracing::warn!(error = %e, "pruning processed event ids failed; retrying next tick");
             }
         }
     }

@@ -108,7 +108,7 @@ async fn periodic_rechecks(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            () = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
         match sync.scan_due().await {

@@ -97,7 +97,9 @@ impl RoleBudgets {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GuildId, Budget>> {
         // The map holds plain numbers; a panic elsewhere cannot leave it
         // half-updated, so a poisoned lock is still usable.
-        self.guilds.lock().unwrap_or_else(|p| p.into_inner())
+        self.guilds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -175,7 +175,7 @@ impl World {
         testkit::fixtures::link_wallet(&self.h.store, self.tenant, user, wallet).await;
     }
 
-    async fn roles_of(&self, user: UserId) -> Vec<RoleId> {
+    fn roles_of(&self, user: UserId) -> Vec<RoleId> {
         self.sim.control().member(self.guild, user).unwrap().roles
     }
 
@@ -333,7 +333,7 @@ async fn check_defers_then_grants_the_role_after_a_balance_change() {
     assert_eq!(info.responses[1].action, "edit_original");
     let text = info.responses[1].body["content"].as_str().unwrap();
     assert!(text.contains("up to date"), "{text}");
-    assert!(!w.roles_of(user).await.contains(&w.gated));
+    assert!(!w.roles_of(user).contains(&w.gated));
 
     w.chain
         .set_erc20_balance(contract, wallet.parse().unwrap(), U256::from(50u64));
@@ -342,7 +342,7 @@ async fn check_defers_then_grants_the_role_after_a_balance_change() {
     let text = info.responses[1].body["content"].as_str().unwrap();
     assert!(text.contains("1 role(s) granted"), "{text}");
     assert!(text.contains(&format!("<@&{}>", w.gated)), "{text}");
-    assert!(w.roles_of(user).await.contains(&w.gated));
+    assert!(w.roles_of(user).contains(&w.gated));
     w.finish().await;
 }
 
@@ -389,7 +389,7 @@ async fn link_wallet_with_a_valid_signature_links_audits_and_checks_roles() {
         1
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !w.roles_of(user).await.contains(&w.gated) {
+    while !w.roles_of(user).contains(&w.gated) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "linking did not trigger an eligibility check"

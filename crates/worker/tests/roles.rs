@@ -21,7 +21,7 @@ fn wallet(n: u8) -> String {
     format!("0x{}", format!("{n:02x}").repeat(20))
 }
 
-async fn roles_of(sim: &Simulator, guild: GuildId, user: UserId) -> Vec<RoleId> {
+fn roles_of(sim: &Simulator, guild: GuildId, user: UserId) -> Vec<RoleId> {
     sim.control().member(guild, user).unwrap().roles
 }
 
@@ -35,7 +35,7 @@ async fn wait_for_role(
 ) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        if roles_of(sim, guild, user).await.contains(&role) == held {
+        if roles_of(sim, guild, user).contains(&role) == held {
             return true;
         }
         if tokio::time::Instant::now() > deadline {
@@ -60,7 +60,7 @@ async fn check_until_granted(
         check_now(h, guild, user, attempt).await;
         let settle = tokio::time::Instant::now() + Duration::from_millis(500);
         while tokio::time::Instant::now() < settle {
-            if roles_of(sim, guild, user).await.contains(&role) {
+            if roles_of(sim, guild, user).contains(&role) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -214,14 +214,14 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
     // Meets A's threshold but not B's: independent results per community.
     h.drained().await;
     assert!(
-        !roles_of(&sim, gb, members_b[0]).await.contains(&gated_b),
+        !roles_of(&sim, gb, members_b[0]).contains(&gated_b),
         "B granted below its threshold"
     );
     assert!(
-        !roles_of(&sim, ga, members_a[1]).await.contains(&gated_a),
+        !roles_of(&sim, ga, members_a[1]).contains(&gated_a),
         "no wallet, yet a role"
     );
-    let m2 = roles_of(&sim, ga, members_a[2]).await;
+    let m2 = roles_of(&sim, ga, members_a[2]);
     assert!(!m2.contains(&gated_a), "balance 5 < 10, yet a role");
     assert_eq!(
         h.count("SELECT count(*) FROM audit_logs WHERE action = 'role.granted'")
@@ -235,7 +235,7 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
     check_now(&h, ga, members_a[0], 100).await;
     h.drained().await;
     assert!(
-        roles_of(&sim, ga, members_a[0]).await.contains(&gated_a),
+        roles_of(&sim, ga, members_a[0]).contains(&gated_a),
         "an outage removed a role"
     );
 
@@ -248,9 +248,7 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
     );
     // The role no rule manages was never touched.
     assert!(m2.contains(&unmanaged_a));
-    assert!(roles_of(&sim, ga, members_a[2])
-        .await
-        .contains(&unmanaged_a));
+    assert!(roles_of(&sim, ga, members_a[2]).contains(&unmanaged_a));
     assert_eq!(
         h.count("SELECT count(*) FROM audit_logs WHERE action = 'role.removed'")
             .await,
@@ -342,8 +340,8 @@ async fn a_role_is_removed_only_after_failing_for_the_whole_grace_period() {
     set_balance(&chain, 1, 0);
     checked(&h, guild, steady, 10).await;
     checked(&h, guild, flapping, 11).await;
-    assert!(roles_of(&sim, guild, steady).await.contains(&gated));
-    assert!(roles_of(&sim, guild, flapping).await.contains(&gated));
+    assert!(roles_of(&sim, guild, steady).contains(&gated));
+    assert!(roles_of(&sim, guild, flapping).contains(&gated));
 
     // One recovers before the grace period ends: the clock resets.
     set_balance(&chain, 1, 100);
@@ -356,7 +354,7 @@ async fn a_role_is_removed_only_after_failing_for_the_whole_grace_period() {
     // has only just started failing again: kept.
     assert!(wait_for_role(&sim, guild, steady, gated, false).await);
     assert!(
-        roles_of(&sim, guild, flapping).await.contains(&gated),
+        roles_of(&sim, guild, flapping).contains(&gated),
         "a dip that recovered within the grace period stripped the role"
     );
     assert_eq!(
@@ -404,7 +402,7 @@ async fn a_new_wallet_gets_no_grace_for_what_the_old_one_earned() {
         "the old wallet's standing outlived the wallet change"
     );
     assert!(
-        roles_of(&sim, guild, keeper).await.contains(&gated),
+        roles_of(&sim, guild, keeper).contains(&gated),
         "a balance dip with the same wallet must still get its grace period"
     );
     h.stop_worker().await;
@@ -477,7 +475,7 @@ async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
         "the bulk work did not queue up: {order:?}"
     );
     for user in &users {
-        assert!(roles_of(&sim, guild, *user).await.contains(&role));
+        assert!(roles_of(&sim, guild, *user).contains(&role));
     }
     // Waited out per Discord's headers, not by hammering into 429s.
     let limited = sim.control().stats().rest_rate_limited;

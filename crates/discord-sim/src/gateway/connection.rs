@@ -187,9 +187,9 @@ impl Connection {
                 _ = self.shutdown.changed() => Wake::Shutdown,
                 command = self.commands.recv() => Wake::Command(command),
                 message = self.ws.next() => Wake::Client(message),
-                _ = std::future::ready(()), if more => Wake::Deliver,
-                _ = changed(&mut self.seq_rx), if deliver => Wake::Deliver,
-                _ = sleep_until(self.heartbeat_deadline.into()), if !self.zombie => Wake::HeartbeatTimeout,
+                () = std::future::ready(()), if more => Wake::Deliver,
+                () = changed(&mut self.seq_rx), if deliver => Wake::Deliver,
+                () = sleep_until(self.heartbeat_deadline.into()), if !self.zombie => Wake::HeartbeatTimeout,
             };
             let flow = match wake {
                 Wake::Shutdown => {
@@ -387,15 +387,12 @@ impl Connection {
         &mut self,
         message: Option<Result<Message, tokio_websockets::Error>>,
     ) -> Flow {
-        let message = match message {
-            Some(Ok(message)) => message,
-            Some(Err(_)) | None => {
-                self.record(ShardEvent::ClosedByClient {
-                    connection_id: self.id,
-                    code: None,
-                });
-                return Flow::End;
-            }
+        let Some(Ok(message)) = message else {
+            self.record(ShardEvent::ClosedByClient {
+                connection_id: self.id,
+                code: None,
+            });
+            return Flow::End;
         };
         if let Some((code, _)) = message.as_close() {
             let code = u16::from(code);

@@ -147,7 +147,7 @@ async fn gateway_bot(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
     })
 }
 
-async fn set_role(
+fn set_role(
     shared: Arc<Shared>,
     headers: HeaderMap,
     ids: (String, String, String),
@@ -181,7 +181,7 @@ async fn add_role(
     Path(ids): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    set_role(shared, headers, ids, true).await
+    set_role(shared, headers, ids, true)
 }
 
 async fn remove_role(
@@ -189,7 +189,7 @@ async fn remove_role(
     Path(ids): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    set_role(shared, headers, ids, false).await
+    set_role(shared, headers, ids, false)
 }
 
 async fn interaction_callback(
@@ -197,7 +197,7 @@ async fn interaction_callback(
     Path((interaction_id, token)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    let body = body.map_or(Value::Null, |Json(v)| v);
     limited(
         &shared,
         "POST /interactions/{}/{}/callback",
@@ -237,7 +237,7 @@ async fn edit_original(
     Path((application_id, token)): Path<(String, String)>,
     body: Option<Json<Value>>,
 ) -> Response {
-    let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    let body = body.map_or(Value::Null, |Json(v)| v);
     limited(
         &shared,
         "PATCH /webhooks/{}/{}/messages/@original",
@@ -301,7 +301,7 @@ async fn overwrite_global_commands(
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    let body = body.map_or(Value::Null, |Json(v)| v);
     limited(
         &shared,
         "PUT /applications/{}/commands",

@@ -94,7 +94,7 @@ impl ShardProbe {
                     }
                 }
                 Ok(Some(Seen::Error(error))) => panic!("shard error: {error}"),
-                Ok(Some(Seen::Ended)) | Ok(None) => panic!("shard ended"),
+                Ok(Some(Seen::Ended) | None) => panic!("shard ended"),
                 Err(_) => panic!("timed out"),
             }
         }
@@ -107,7 +107,7 @@ impl ShardProbe {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.rx.recv()).await {
-                Ok(Some(Seen::Ended)) | Ok(None) => {
+                Ok(Some(Seen::Ended) | None) => {
                     out.push(Seen::Ended);
                     return out;
                 }

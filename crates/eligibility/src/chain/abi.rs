@@ -107,7 +107,7 @@ pub fn plan_calls(reads: &[Read]) -> Vec<PlannedCall> {
                 answers: Answers::One(read.clone()),
             }),
             Read::Erc1155Balance { contract, .. } => {
-                by_contract.entry(*contract).or_default().push(read.clone())
+                by_contract.entry(*contract).or_default().push(read.clone());
             }
         }
     }

@@ -294,10 +294,10 @@ fn parse_batch_reply(
         // Providers answer a batch they refuse (too large, rate-limited) with
         // a single error object.
         Value::Object(obj) => {
-            let detail = obj
-                .get("error")
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "a single object".to_string());
+            let detail = obj.get("error").map_or_else(
+                || "a single object".to_string(),
+                std::string::ToString::to_string,
+            );
             return Err(format!("expected a batch reply, got {detail}").into());
         }
         other => return Err(format!("expected a batch reply, got {other}").into()),

@@ -235,7 +235,7 @@ async fn a_url_serving_another_chain_is_not_believed() {
     let right = chain().await;
     right.set_erc20_balance(token, wallet(1), units(10));
     let eval = evaluator(vec![wrong.url(), right.url()], |c| {
-        c.chain_id = Some(right.chain_id())
+        c.chain_id = Some(right.chain_id());
     });
     let result = eval
         .evaluate(&set, &member(wallet(1)), Freshness::Cached)

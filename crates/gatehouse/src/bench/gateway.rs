@@ -309,7 +309,7 @@ async fn wait_for_messages(
             anyhow::bail!("the gateway exited early ({status})");
         }
         let stored = match jetstream.get_stream(stream).await {
-            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Ok(mut s) => s.info().await.map_or(0, |i| i.state.messages),
             Err(_) => 0,
         };
         if stored >= count {

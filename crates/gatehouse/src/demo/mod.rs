@@ -118,7 +118,7 @@ async fn play(
         .await?;
     let communities = world.define_rules_and_badges(store, &communities).await?;
     let traffic = world.play_members(plan, store, shutdown.clone());
-    let progress = summary::Progress::new(plan.members as u64);
+    let progress = summary::Progress::new(u64::from(plan.members));
     let traffic = tokio::spawn(traffic);
     // Live progress while members join and wallets are linked.
     let mut settled_for = 0u32;

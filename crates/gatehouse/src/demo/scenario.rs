@@ -363,7 +363,7 @@ impl World {
             let mut report = TrafficReport::default();
             for i in 0..u64::from(members) {
                 tokio::select! {
-                    _ = shutdown.cancelled() => break,
+                    () = shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
                 let guild = guilds[(i as usize) % guilds.len()];

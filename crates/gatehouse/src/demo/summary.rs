@@ -196,8 +196,14 @@ pub async fn report(
             badges: count(counts.badge_awards),
             dead_letters: dead.get(&Some(c.guild)).copied().unwrap_or(0),
             consistent: in_sim == holders,
-            only_in_discord: in_sim.difference(&holders).map(|u| u.to_string()).collect(),
-            only_in_database: holders.difference(&in_sim).map(|u| u.to_string()).collect(),
+            only_in_discord: in_sim
+                .difference(&holders)
+                .map(std::string::ToString::to_string)
+                .collect(),
+            only_in_database: holders
+                .difference(&in_sim)
+                .map(std::string::ToString::to_string)
+                .collect(),
         });
     }
     latencies.sort_by(f64::total_cmp);

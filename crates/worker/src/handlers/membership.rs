@@ -169,7 +169,7 @@ pub(super) async fn member_event(
                         .metadata(json!({
                             "event_id": envelope.id.as_str(),
                             "discord_user_id": user.to_string(),
-                            "roles": profile.role_ids.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                            "roles": profile.role_ids.iter().map(std::string::ToString::to_string).collect::<Vec<_>>(),
                         })),
                 )
                 .await?;

@@ -112,7 +112,7 @@ impl Handlers {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(%guild, %user, error = %e, "badge evaluation on join failed; the periodic scan will retry")
+                tracing::warn!(%guild, %user, error = %e, "badge evaluation on join failed; the periodic scan will retry");
             }
         }
     }

@@ -200,7 +200,7 @@ impl Harness {
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(wire::subjects::headers::DEAD_LETTER_REASON))
-                .map(|v| v.to_string())
+                .map(std::string::ToString::to_string)
                 .unwrap_or_default();
             out.push((m.subject.to_string(), reason));
         }
