@@ -1,34 +1,15 @@
 //! The binary's edge: bad configuration gives one clear line naming the
 //! setting and a non-zero exit, and never prints a secret.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use testkit::TestDb;
+use testkit::{
+    cli::{error_line, stderr},
+    TestDb,
+};
 
 fn gatehouse(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-    cmd.args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("DATABASE_OWNER_URL")
-        .env("LOG_FORMAT", "text");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("running gatehouse")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The error line (the last line: logs may precede it).
-fn error_line(out: &Output) -> String {
-    let text = stderr(out);
-    let line = text
-        .lines()
-        .rfind(|l| l.starts_with("error:"))
-        .unwrap_or_default();
-    line.to_owned()
+    testkit::cli::run(env!("CARGO_BIN_EXE_gatehouse"), args, env)
 }
 
 #[test]

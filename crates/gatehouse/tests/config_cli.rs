@@ -2,33 +2,14 @@
 //! at once, each named `VARIABLE (--flag)`; DISCORD_BOT_TOKEN accepted
 //! wherever DISCORD_TOKEN is; no secret ever echoed.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use discord_sim::{SimConfig, Simulator};
+use testkit::cli::{error_line, stderr};
 
 /// The binary with a clean environment: only what the test passes.
 fn gatehouse(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("LOG_FORMAT", "text");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("running gatehouse")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn error_line(out: &Output) -> String {
-    stderr(out)
-        .lines()
-        .rfind(|l| l.starts_with("error:"))
-        .unwrap_or_default()
-        .to_owned()
+    testkit::cli::run(env!("CARGO_BIN_EXE_gatehouse"), args, env)
 }
 
 /// Nothing listens here: a verb that gets this far has accepted its settings.
