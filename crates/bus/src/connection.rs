@@ -11,26 +11,7 @@ use crate::BusError;
 
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
-/// A password or token: `Debug` prints `[redacted]`, so settings holding one
-/// can be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(secret: impl Into<String>) -> Self {
-        Secret(secret.into())
-    }
-
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use settings::Secret;
 
 /// How the client proves who it is (besides a TLS client certificate).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +133,7 @@ impl NatsSettings {
 
     /// The servers without any password, for logs and errors.
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
+        settings::redact(&self.url)
     }
 
     /// Options with the credentials, TLS and timeout applied; the caller may
@@ -200,31 +181,6 @@ impl NatsSettings {
     }
 }
 
-/// `url` with user names and passwords replaced, server by server.
-// Private on purpose: a shared redaction helper is on its way; swap this for it.
-fn redact_url(url: &str) -> String {
-    url.split(',')
-        .map(|server| {
-            let server = server.trim();
-            let with_scheme = if server.contains("://") {
-                server.to_owned()
-            } else {
-                format!("nats://{server}")
-            };
-            match url::Url::parse(&with_scheme) {
-                Ok(mut u) if u.password().is_some() || !u.username().is_empty() => {
-                    let _ = u.set_password(None);
-                    let _ = u.set_username("redacted");
-                    u.to_string()
-                }
-                Ok(_) => server.to_owned(),
-                Err(_) => "[unparsable]".to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,7 +199,7 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("s3cret"),
             "{shown}"
         );
-        assert!(shown.contains("redacted@host:4222"), "{shown}");
+        assert!(shown.contains(":***@"), "{shown}");
         assert!(!settings.redacted_url().contains(":pw@"));
         let bad = NatsSettings::new("http://u:hunter2@host").validate();
         let message = bad.unwrap_err().to_string();
@@ -285,7 +241,7 @@ mod tests {
         };
         let message = settings.connect("test").await.unwrap_err().to_string();
         assert!(
-            message.starts_with("NATS_URL (nats://redacted@127.0.0.1:1)"),
+            message.starts_with("NATS_URL (nats://u:***@127.0.0.1:1)"),
             "{message}"
         );
         assert!(!message.contains("hunter2") && !message.contains('\n'));

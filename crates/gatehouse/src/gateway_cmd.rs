@@ -39,7 +39,7 @@ pub struct GatewayArgs {
 
     /// NATS server(s) [default: nats://127.0.0.1:4222].
     #[arg(long = "nats-url", env = "NATS_URL", hide_env_values = true)]
-    pub nats_url: Option<String>,
+    pub nats_url: Option<settings::Secret>,
 
     /// Prefix for stream names (NS_EVENTS), subjects (NS.events.…) and the
     /// session bucket, to share one NATS between deployments [default: none].

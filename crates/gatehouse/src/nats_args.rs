@@ -17,7 +17,7 @@ pub struct NatsArgs {
         default_value = bus::DEFAULT_URL,
         hide_env_values = true
     )]
-    pub nats_url: String,
+    pub nats_url: settings::Secret,
 
     /// Prefix for every subject, stream and consumer name, so several
     /// deployments can share one NATS server. Empty: the standard names.
@@ -37,11 +37,11 @@ pub struct NatsLoginArgs {
 
     /// Password for NATS_USER. Prefer the environment over the flag.
     #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
+    pub nats_password: Option<settings::Secret>,
 
     /// Token authentication, instead of a user and password.
     #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
+    pub nats_token: Option<settings::Secret>,
 
     /// CA certificate (PEM) that signed the server's certificate.
     #[arg(long, env = "NATS_TLS_CA")]
@@ -69,7 +69,7 @@ impl NatsLoginArgs {
             ),
             (Some(user), Some(password), None) => Some(bus::Auth::UserPassword {
                 user: user.clone(),
-                password: bus::Secret::new(password.clone()),
+                password: password.clone(),
             }),
             (Some(_), None, None) => {
                 anyhow::bail!("NATS_PASSWORD (--nats-password): not set, but NATS_USER is")
@@ -77,7 +77,7 @@ impl NatsLoginArgs {
             (None, Some(_), None) => {
                 anyhow::bail!("NATS_USER (--nats-user): not set, but NATS_PASSWORD is")
             }
-            (None, None, Some(token)) => Some(bus::Auth::Token(bus::Secret::new(token.clone()))),
+            (None, None, Some(token)) => Some(bus::Auth::Token(token.clone())),
             (None, None, None) => None,
         };
         let settings = NatsSettings {
@@ -101,7 +101,7 @@ impl NatsArgs {
     }
 
     pub fn settings(&self) -> anyhow::Result<NatsSettings> {
-        self.login.settings(&self.nats_url)
+        self.login.settings(self.nats_url.expose())
     }
 
     /// Connects, or explains in one line what to fix. After this, async-nats

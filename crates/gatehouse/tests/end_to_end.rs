@@ -127,7 +127,7 @@ impl Stack {
             discord_gateway_url: Some(self.sim.gateway_url()),
             discord_api_url: Some(self.sim.api_url()),
             identify_queue: Some("unlimited".into()),
-            nats_url: Some(self.db.env.nats_url.clone()),
+            nats_url: Some(self.db.env.nats_url.clone().into()),
             nats_namespace: self.nats.ns.prefix().map(str::to_owned),
             http_addr: Some("127.0.0.1:0".into()),
             ..Default::default()

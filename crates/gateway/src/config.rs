@@ -67,7 +67,8 @@ pub struct Settings {
     /// `discord` (default: Discord's identify rate limit, from `/gateway/bot`)
     /// or `unlimited` (simulators and tests only).
     pub identify_queue: Option<String>,
-    pub nats_url: Option<String>,
+    /// May carry a password (`nats://user:password@host`).
+    pub nats_url: Option<Token>,
     /// Prefix for stream names, subjects and the session bucket, so that
     /// several deployments (or tests) can share one NATS server.
     pub nats_namespace: Option<String>,
@@ -309,8 +310,8 @@ impl GatewayConfig {
         );
         let nats = bus::NatsSettings::new(
             s.nats_url
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_NATS_URL.to_owned()),
+                .filter(|v| !v.is_blank())
+                .map_or_else(|| DEFAULT_NATS_URL.to_owned(), |v| v.expose().to_owned()),
         );
         take(&mut p, nats.validate().map_err(bus_setting));
         let namespace = take(
@@ -689,7 +690,7 @@ mod tests {
     #[test]
     fn a_bad_nats_url_is_named_without_echoing_it() {
         let e = err(Settings {
-            nats_url: Some("http://user:hunter2@host".into()),
+            nats_url: Some(Token::new("http://user:hunter2@host")),
             ..base()
         });
         assert!(e.starts_with("NATS_URL:"), "{e}");

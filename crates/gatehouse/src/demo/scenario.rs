@@ -180,7 +180,7 @@ impl World {
             discord_gateway_url: Some(sim.gateway_url()),
             discord_api_url: Some(sim.api_url()),
             identify_queue: Some("unlimited".into()),
-            nats_url: Some(nats_url.to_owned()),
+            nats_url: Some(nats_url.into()),
             nats_namespace: namespace.prefix().map(str::to_owned),
             http_addr: Some("127.0.0.1:0".into()),
             ..Default::default()
