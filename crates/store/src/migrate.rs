@@ -178,7 +178,12 @@ async fn check_roles(client: &Client) -> Result<(), MigrateError> {
         )
         .await
         .map_err(q("checking the connected role"))?;
-    let (user, superuser): (String, bool) = (row.get(0), row.get(1));
+    let user: String = row
+        .try_get(0)
+        .map_err(q("reading the connected role's name"))?;
+    let superuser: bool = row
+        .try_get(1)
+        .map_err(q("reading whether the connected role is a superuser"))?;
     if superuser {
         return Err(MigrateError::Superuser {
             user,
@@ -222,9 +227,20 @@ async fn apply_locked(
         .await
         .map_err(q("reading applied migrations"))?;
 
+    let applied: Vec<(i32, String, String)> = applied
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("version")?,
+                row.try_get("name")?,
+                row.try_get("checksum")?,
+            ))
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(q("reading gatehouse_migrations (version, name, checksum)"))?;
+
     let mut report = MigrationReport::default();
-    for row in &applied {
-        let (version, name, checksum): (i32, String, String) = (row.get(0), row.get(1), row.get(2));
+    for (version, name, checksum) in applied.iter().cloned() {
         match migrations.iter().find(|m| m.version == version) {
             None => return Err(MigrateError::Unknown { version, name }),
             Some(m) if m.checksum() != checksum => {
@@ -240,7 +256,7 @@ async fn apply_locked(
     }
 
     for m in migrations {
-        if applied.iter().any(|r| r.get::<_, i32>(0) == m.version) {
+        if applied.iter().any(|(version, ..)| *version == m.version) {
             continue;
         }
         let started = Instant::now();

@@ -23,7 +23,7 @@ impl Store {
     }
 
     /// Builds the pool without connecting; connections are opened on demand.
-    pub fn connect_lazy(config: StoreConfig) -> Result<Self, StoreError> {
+    fn connect_lazy(config: StoreConfig) -> Result<Self, StoreError> {
         let manager = Manager::from_config(
             config.pg.clone(),
             NoTls,
