@@ -1,5 +1,5 @@
-//! Gatehouse's community operations: what a community's rules, badges and
-//! roles *do*, written once for every front end.
+//! Gatehouse's community operations: what a community's rules, badges,
+//! wallets and roles *do*, written once for every front end.
 //!
 //! The CLI, the workers, the demo and the admin API all call these
 //! functions; none of them holds business logic of its own. This crate
@@ -16,6 +16,7 @@ pub mod community;
 pub mod recheck;
 pub mod role_sync;
 pub mod rules;
+pub mod wallets;
 
 pub use audit::{Actor, AuditAction};
 pub use community::{CommunityRef, LookupError};

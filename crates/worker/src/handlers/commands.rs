@@ -17,10 +17,9 @@
 //! The interaction token lets anyone answer the interaction: it appears in
 //! no log line and no error message here.
 
-use std::{future::IntoFuture, str::FromStr, time::Duration};
+use std::{future::IntoFuture, time::Duration};
 
-use alloy_primitives::Signature;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use serde_json::json;
 use store::{repo::Profile, StoreError, TenantTx, WalletAddress};
 use twilight_http::error::ErrorType;
@@ -29,14 +28,16 @@ use twilight_model::{
     http::interaction::{InteractionResponse, InteractionResponseData, InteractionResponseType},
     id::Id,
 };
-use uuid::Uuid;
 use wire::{
     check::CheckPriority,
     payload::{CommandOption, InteractionCreate, InteractionKind},
     Envelope, GuildId, UserId,
 };
 
-use domain::{role_sync::CheckReport, Actor, AuditAction};
+use domain::{
+    role_sync::CheckReport,
+    wallets::{self, LinkError, Refusal},
+};
 
 use super::{eligibility, guild_of, membership::community_of, user_of, Handlers};
 use crate::discord::ToTwilight;
@@ -44,9 +45,6 @@ use crate::{
     slash_commands::{BADGES, CHECK, LINK_WALLET, PROFILE},
     HandlerError,
 };
-
-/// How long a `/link-wallet` message may be signed for.
-pub const LINK_NONCE_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// How long one callback may take. Discord's whole window is 3 s; past this
 /// the outcome is unknown, so the message is retried (and a retry that finds
@@ -459,20 +457,6 @@ async fn check_text(
     text
 }
 
-/// The text a member signs to link a wallet: names the community, the
-/// member and a fresh nonce, so a signature cannot be replayed elsewhere.
-pub fn link_message(
-    guild: GuildId,
-    user: UserId,
-    nonce: &str,
-    expires_at: DateTime<Utc>,
-) -> String {
-    format!(
-        "Gatehouse wallet link\nServer: {guild}\nDiscord user: {user}\nNonce: {nonce}\nExpires: {}",
-        expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
-    )
-}
-
 fn option<'o>(options: &'o [CommandOption], name: &str) -> Option<&'o str> {
     options
         .iter()
@@ -492,30 +476,19 @@ async fn link_wallet(
     user: UserId,
     options: &[CommandOption],
 ) -> Result<(String, bool), HandlerError> {
-    let address = option(options, "address");
-    let signature = option(options, "signature");
     let Some(profile) = profile_of(tx, user).await? else {
         return Ok((NO_PROFILE.into(), false));
     };
-    let (address, signature) = match (address, signature) {
+    let (address, signature) = match (option(options, "address"), option(options, "signature")) {
         (None, None) => {
-            let nonce = Uuid::new_v4().simple().to_string();
-            let expires_at = Utc::now()
-                + chrono::Duration::from_std(LINK_NONCE_TTL)
-                    .unwrap_or_else(|_| chrono::Duration::minutes(10));
-            let message = link_message(guild, user, &nonce, expires_at);
-            // Abandoned requests go here rather than in a sweeper: the
-            // table stays as small as the requests still open.
-            tx.wallet_nonces().prune_expired(Utc::now()).await?;
-            tx.wallet_nonces()
-                .issue(user, &nonce, &message, expires_at)
-                .await?;
+            let request = wallets::request_link(tx, guild, user, Utc::now()).await?;
             return Ok((
                 format!(
                     "To link a wallet, sign this exact message with it (personal_sign), then run \
                      `/link-wallet address:<your address> signature:<the signature>` within {} \
-                     minutes:\n```\n{message}\n```",
-                    LINK_NONCE_TTL.as_secs() / 60
+                     minutes:\n```\n{}\n```",
+                    wallets::LINK_NONCE_TTL.as_secs() / 60,
+                    request.message
                 ),
                 false,
             ));
@@ -528,109 +501,65 @@ async fn link_wallet(
             ))
         }
     };
-    let refuse = |why: String| Ok((format!("{why} Nothing was linked."), false));
-    let address = match WalletAddress::parse(address) {
-        Ok(a) => a,
-        Err(e) => return refuse(format!("That address is not valid: {e}.")),
-    };
-    let Some(pending) = tx.wallet_nonces().pending(user).await? else {
-        return refuse(
-            "You have no pending link request: run /link-wallet without options first.".into(),
-        );
-    };
-    if pending.is_expired(Utc::now()) {
-        return refuse(
-            "That message has expired: run /link-wallet without options for a new one.".into(),
-        );
-    }
-    let signer = match recover_signer(&pending.message, signature) {
-        Ok(signer) => signer,
-        Err(why) => return refuse(format!("That signature is not valid: {why}.")),
-    };
-    if signer != address {
-        return refuse(format!(
-            "That signature was not made by {address} over the message I gave you."
-        ));
-    }
-    if let Some(owner) = tx.profiles().find_by_wallet(&address).await? {
-        if owner.discord_user_id != user {
-            return refuse(format!(
-                "{address} is already linked to another member of this server."
-            ));
-        }
-    }
-    if !tx.wallet_nonces().consume(user, &pending.nonce).await? {
-        // Replaced by a newer request between our read and now.
-        return Err(HandlerError::Transient(
-            "the wallet-link nonce changed while linking".into(),
-        ));
-    }
-    let linked = match tx.profiles().link_wallet(user, &address).await {
-        Ok(p) => p,
-        // Another member linked it after our check: this transaction is
-        // aborted now; the retry sees the owner and refuses clearly.
-        Err(StoreError::Conflict { .. }) => {
-            return Err(HandlerError::Transient(
-                "the wallet was linked by another member concurrently".into(),
+    let linked = wallets::complete_link(
+        tx,
+        &profile,
+        address,
+        signature,
+        "eip191_personal_sign",
+        json!({ "event_id": envelope.id.as_str() }),
+        Utc::now(),
+    )
+    .await;
+    match linked {
+        Ok(profile) => {
+            let address = profile
+                .wallet_address
+                .as_ref()
+                .map_or(address, WalletAddress::as_str);
+            Ok((
+                format!("Linked `{address}` to your profile. I am checking your roles now."),
+                true,
             ))
         }
-        Err(e) => return Err(e.into()),
-    };
-    let entry = Actor::Member(user)
-        .entry(AuditAction::WalletLinked)
-        .target("profile", linked.id.to_string())
-        .metadata(json!({
-            "event_id": envelope.id.as_str(),
-            "discord_user_id": user.to_string(),
-            "wallet": address.as_str(),
-            "previous": profile.wallet_address.as_ref().map(|w| w.as_str().to_owned()),
-            "method": "eip191_personal_sign",
-        }));
-    tx.audit().append(&entry).await?;
-    Ok((
-        format!("Linked `{address}` to your profile. I am checking your roles now."),
-        true,
-    ))
+        Err(LinkError::Refused(why)) => Ok((
+            format!("{}. Nothing was linked.", refusal_text(&why)),
+            false,
+        )),
+        Err(LinkError::Raced(what)) => Err(HandlerError::Transient(what.into())),
+        Err(LinkError::Store(e)) => Err(e.into()),
+    }
 }
 
-/// ecrecover of an EIP-191 `personal_sign` signature (65 bytes hex, with or
-/// without `0x`; v as 0/1 or 27/28) over `message`.
-pub fn recover_signer(message: &str, signature: &str) -> Result<WalletAddress, String> {
-    let signature =
-        Signature::from_str(signature).map_err(|e| format!("expected 65 bytes of hex ({e})"))?;
-    let signer = signature
-        .recover_address_from_msg(message.as_bytes())
-        .map_err(|e| format!("no signer can be recovered ({e})"))?;
-    WalletAddress::parse(&signer.to_string()).map_err(|e| e.to_string())
+/// A refusal as the member reads it: what is wrong and what to do.
+fn refusal_text(why: &Refusal) -> String {
+    match why {
+        Refusal::NoPendingRequest => {
+            "You have no pending link request: run /link-wallet without options first".into()
+        }
+        Refusal::Expired => {
+            "That message has expired: run /link-wallet without options for a new one".into()
+        }
+        Refusal::WrongSigner(address) => {
+            format!("That signature was not made by {address} over the message I gave you")
+        }
+        Refusal::TakenByAnotherMember(address) => {
+            format!("{address} is already linked to another member of this server")
+        }
+        other => {
+            let text = other.to_string();
+            let mut chars = text.chars();
+            chars
+                .next()
+                .map(|c| c.to_uppercase().chain(chars).collect())
+                .unwrap_or_default()
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_link_message_names_server_user_nonce_and_expiry() {
-        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let m = link_message(
-            GuildId::new(41).unwrap(),
-            UserId::new(77).unwrap(),
-            "00ff",
-            at,
-        );
-        assert_eq!(
-            m,
-            "Gatehouse wallet link\nServer: 41\nDiscord user: 77\nNonce: 00ff\nExpires: 2023-11-14T22:13:20Z"
-        );
-    }
-
-    #[test]
-    fn malformed_signatures_are_refused_with_a_reason() {
-        assert!(recover_signer("hi", "0x1234").is_err());
-        assert!(recover_signer("hi", "not hex").is_err());
-        // Well-formed but r = s = 0: nothing to recover.
-        let zero = format!("0x{}1b", "00".repeat(64));
-        assert!(recover_signer("hi", &zero).is_err());
-    }
 
     #[test]
     fn long_replies_are_clipped_below_discords_limit() {

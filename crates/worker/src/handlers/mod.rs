@@ -6,8 +6,6 @@ mod commands;
 mod eligibility;
 mod membership;
 
-pub use commands::{link_message, recover_signer, LINK_NONCE_TTL};
-
 use std::sync::Arc;
 
 use async_nats::jetstream;
