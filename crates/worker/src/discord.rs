@@ -169,16 +169,16 @@ async fn dispatch(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let job = tokio::select! {
+        let (job, priority) = tokio::select! {
             biased;
-            Some(job) = interactive.recv() => job,
-            Some(job) = bulk.recv() => job,
+            Some(job) = interactive.recv() => (job, CheckPriority::Interactive),
+            Some(job) = bulk.recv() => (job, CheckPriority::Bulk),
             else => return,
         };
         let (http, budgets) = (http.clone(), budgets.clone());
         tokio::spawn(async move {
             let (change, reply) = job;
-            budgets.take(change.guild_id).await;
+            budgets.take(change.guild_id, priority).await;
             let _ = reply.send(send(&http, &budgets, &change).await);
             drop(permit);
         });

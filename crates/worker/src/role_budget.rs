@@ -7,18 +7,26 @@
 //! those against the bot (10,000 invalid requests in 10 minutes is a ban),
 //! so the budget each guild has left is tracked here and changes wait for
 //! the window to reset instead.
+//!
+//! When a window resets, a member's own change (interactive) goes before the
+//! bulk changes that were waiting for the same guild: the dispatcher's lanes
+//! choose what starts, but several started changes can be parked here, and
+//! without this a re-check of thousands would still make a member wait.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 // tokio's clock, so the waits follow it (and tests can pause it).
 use tokio::time::Instant;
-use wire::GuildId;
+use wire::{check::CheckPriority, GuildId};
 
 /// Above this many tracked guilds, expired entries are dropped.
 const PRUNE_ABOVE: usize = 10_000;
 
 /// How far apart two reports of one window's reset may be.
 const SAME_WINDOW_SLACK: Duration = Duration::from_millis(250);
+
+/// How long a bulk change stands aside, at a time, for a waiting member's.
+const YIELD_TO_INTERACTIVE: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone, Copy)]
 struct Budget {
@@ -29,31 +37,58 @@ struct Budget {
 #[derive(Debug, Default)]
 pub(crate) struct RoleBudgets {
     guilds: Mutex<HashMap<GuildId, Budget>>,
+    /// Interactive changes waiting in [`RoleBudgets::take`], per guild.
+    interactive_waiting: Mutex<HashMap<GuildId, usize>>,
 }
 
 impl RoleBudgets {
     /// Waits until `guild` may make another role change, and takes it.
     /// A guild Discord has said nothing about yet may go ahead.
-    pub(crate) async fn take(&self, guild: GuildId) {
+    pub(crate) async fn take(&self, guild: GuildId, priority: CheckPriority) {
+        let interactive = matches!(priority, CheckPriority::Interactive);
+        let _waiting = interactive.then(|| Waiting::enter(self, guild));
         loop {
             let wait = {
                 let mut guilds = self.lock();
                 let now = Instant::now();
-                match guilds.get_mut(&guild) {
-                    None => return,
+                match guilds.get(&guild) {
+                    Some(budget) if now < budget.reset_at && budget.remaining == 0 => {
+                        Some(budget.reset_at - now)
+                    }
+                    // A change could go now; a bulk one lets a waiting
+                    // member's change take the slot first.
+                    _ if !interactive && self.interactive_waits(guild) => {
+                        Some(YIELD_TO_INTERACTIVE)
+                    }
+                    None => None,
                     Some(budget) if now >= budget.reset_at => {
                         guilds.remove(&guild);
-                        return;
+                        None
                     }
-                    Some(budget) if budget.remaining > 0 => {
-                        budget.remaining -= 1;
-                        return;
+                    Some(_) => {
+                        if let Some(budget) = guilds.get_mut(&guild) {
+                            budget.remaining -= 1;
+                        }
+                        None
                     }
-                    Some(budget) => budget.reset_at - now,
                 }
             };
-            tokio::time::sleep(wait).await;
+            match wait {
+                None => return,
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
         }
+    }
+
+    fn interactive_waits(&self, guild: GuildId) -> bool {
+        self.waiting_lock().get(&guild).is_some_and(|n| *n > 0)
+    }
+
+    fn waiting_lock(&self) -> std::sync::MutexGuard<'_, HashMap<GuildId, usize>> {
+        // Plain counts: a panic elsewhere cannot leave one half-written.
+        self.interactive_waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records what a role change's response said about the guild's bucket.
@@ -103,6 +138,32 @@ impl RoleBudgets {
     }
 }
 
+/// An interactive change inside [`RoleBudgets::take`], counted while it
+/// waits (also when its future is dropped).
+struct Waiting<'a> {
+    budgets: &'a RoleBudgets,
+    guild: GuildId,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(budgets: &'a RoleBudgets, guild: GuildId) -> Self {
+        *budgets.waiting_lock().entry(guild).or_insert(0) += 1;
+        Waiting { budgets, guild }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.budgets.waiting_lock();
+        if let Some(n) = waiting.get_mut(&self.guild) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.guild);
+            }
+        }
+    }
+}
+
 /// `x-ratelimit-remaining` and `x-ratelimit-reset-after`, when both are there.
 fn parse<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Option<(u32, Duration)> {
     let (mut remaining, mut reset_after) = (None, None);
@@ -144,10 +205,10 @@ mod tests {
         let budgets = RoleBudgets::default();
         budgets.observe(guild(1), headers("1", "2.000").into_iter());
         let start = tokio::time::Instant::now();
-        budgets.take(guild(1)).await; // the one left
-        budgets.take(guild(2)).await; // unknown guild: no wait
+        budgets.take(guild(1), CheckPriority::Bulk).await; // the one left
+        budgets.take(guild(2), CheckPriority::Bulk).await; // unknown guild: no wait
         assert_eq!(start.elapsed(), Duration::ZERO);
-        budgets.take(guild(1)).await; // spent: waits for the reset
+        budgets.take(guild(1), CheckPriority::Bulk).await; // spent: waits for the reset
         assert!(
             start.elapsed() >= Duration::from_secs(2),
             "{:?}",
@@ -160,12 +221,12 @@ mod tests {
         let budgets = RoleBudgets::default();
         budgets.observe(guild(1), headers("3", "5").into_iter());
         for _ in 0..3 {
-            budgets.take(guild(1)).await;
+            budgets.take(guild(1), CheckPriority::Bulk).await;
         }
         // A response to a request sent before those three says 2 remain.
         budgets.observe(guild(1), headers("2", "5").into_iter());
         let start = tokio::time::Instant::now();
-        budgets.take(guild(1)).await;
+        budgets.take(guild(1), CheckPriority::Bulk).await;
         assert!(
             start.elapsed() >= Duration::from_secs(4),
             "{:?}",
@@ -181,8 +242,36 @@ mod tests {
         // Discord reset a little early by our clock and says so.
         budgets.observe(guild(1), headers("9", "10").into_iter());
         let start = tokio::time::Instant::now();
-        budgets.take(guild(1)).await;
+        budgets.take(guild(1), CheckPriority::Bulk).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_a_reset_a_members_change_goes_before_the_bulk_ones_that_waited_longer() {
+        let budgets = std::sync::Arc::new(RoleBudgets::default());
+        budgets.observe(guild(1), headers("0", "1").into_iter());
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, priority) in [
+            ("bulk-1", CheckPriority::Bulk),
+            ("bulk-2", CheckPriority::Bulk),
+            ("bulk-3", CheckPriority::Bulk),
+            ("interactive", CheckPriority::Interactive),
+        ] {
+            let (budgets, order) = (budgets.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                budgets.take(guild(1), priority).await;
+                order.lock().unwrap().push(name);
+            }));
+            // The bulk changes were parked first.
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order.first(), Some(&"interactive"), "{order:?}");
+        assert_eq!(order.len(), 4, "{order:?}");
     }
 
     #[test]
