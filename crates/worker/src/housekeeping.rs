@@ -34,7 +34,9 @@ pub(crate) async fn prune_processed_events(
     every: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let mut tick = tokio::time::interval(every);
+    // The first pass one interval after start, not at start: every worker
+    // restart would otherwise walk every community at once.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
