@@ -25,5 +25,5 @@ pub use error::BusError;
 pub use namespace::{Namespace, NamespaceError};
 pub use publish::{publish_check, publish_dead_letter};
 pub use sessions::open_sessions_bucket;
-pub use settings::{parse_duration, StreamLimitSettings, StreamSettings};
+pub use settings::{StreamLimitSettings, StreamSettings};
 pub use topology::{BucketLimits, Retention, Storage, StreamLimits, Topology, SESSIONS_BUCKET};

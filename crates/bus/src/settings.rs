@@ -31,6 +31,10 @@ pub struct StreamLimitSettings {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamSettings {
+    /// Limits for all streams at once (`STREAM_STORAGE`, `STREAM_MAX_AGE`,
+    /// `NATS_REPLICAS`); each stream's own settings win over them.
+    #[serde(skip)]
+    pub every: StreamLimitSettings,
     pub events: StreamLimitSettings,
     pub commands: StreamLimitSettings,
     pub eligibility: StreamLimitSettings,
@@ -57,9 +61,29 @@ impl StreamLimitSettings {
     }
 
     /// The limits of stream `which` (`events`, …): these settings over
-    /// `defaults`. Errors name the setting: `EVENTS_MAX_AGE`, or
-    /// `streams.events.retention` for those only a file can set.
+    /// `defaults`, checked as a whole. Errors name the setting:
+    /// `EVENTS_MAX_AGE`, or `streams.events.retention` for those only a file
+    /// can set.
     pub fn limits(&self, which: &str, defaults: &StreamLimits) -> Result<StreamLimits, BusError> {
+        let limits = self.parse(which, defaults)?;
+        // Name the setting an operator writes, not the stream.
+        limits.validate(which).map_err(|e| {
+            let problem = match e {
+                BusError::Stream { problem, .. } => problem,
+                other => other.to_string(),
+            };
+            let setting = match problem.split(' ').next() {
+                Some("replicas") => format!("streams.{which}.replicas"),
+                _ => format!("streams.{which}.duplicate_window"),
+            };
+            BusError::setting(setting, problem)
+        })?;
+        Ok(limits)
+    }
+
+    /// Each value parsed over `defaults`, errors named with `which`'s
+    /// prefix; the combination is not checked.
+    fn parse(&self, which: &str, defaults: &StreamLimits) -> Result<StreamLimits, BusError> {
         let upper = which.to_ascii_uppercase();
         let storage = match self.storage.as_deref().map(str::trim) {
             None => defaults.storage,
@@ -91,11 +115,10 @@ impl StreamLimitSettings {
             defaults.max_age,
             format!("{upper}_MAX_AGE"),
         )?;
-        let window_setting = format!("streams.{which}.duplicate_window");
         let duplicate_window = duration(
             self.duplicate_window.as_deref(),
             defaults.duplicate_window,
-            window_setting.clone(),
+            format!("streams.{which}.duplicate_window"),
         )?;
         let limit = |value: Option<i64>, default: i64, setting: String| match value {
             None => Ok(default),
@@ -105,7 +128,7 @@ impl StreamLimitSettings {
                 "use -1 (unlimited) or a positive number",
             )),
         };
-        let limits = StreamLimits {
+        Ok(StreamLimits {
             storage,
             retention,
             max_age,
@@ -121,20 +144,7 @@ impl StreamLimitSettings {
             )?,
             duplicate_window,
             replicas: self.replicas.unwrap_or(defaults.replicas),
-        };
-        // Name the setting an operator writes, not the stream.
-        limits.validate(which).map_err(|e| {
-            let problem = match e {
-                BusError::Stream { problem, .. } => problem,
-                other => other.to_string(),
-            };
-            let setting = match problem.split(' ').next() {
-                Some("replicas") => format!("streams.{which}.replicas"),
-                _ => window_setting,
-            };
-            BusError::setting(setting, problem)
-        })?;
-        Ok(limits)
+        })
     }
 }
 
@@ -142,6 +152,7 @@ impl StreamSettings {
     /// `top`'s values win where set.
     pub fn overlay(self, top: StreamSettings) -> Self {
         StreamSettings {
+            every: self.every.overlay(top.every),
             events: self.events.overlay(top.events),
             commands: self.commands.overlay(top.commands),
             eligibility: self.eligibility.overlay(top.eligibility),
@@ -152,47 +163,28 @@ impl StreamSettings {
     /// Sets `topology`'s stream limits from these settings over its current
     /// ones.
     pub fn apply(&self, topology: &mut Topology) -> Result<(), BusError> {
-        topology.events = self.events.limits("events", &topology.events)?;
-        topology.commands = self.commands.limits("commands", &topology.commands)?;
-        topology.eligibility = self
-            .eligibility
-            .limits("eligibility", &topology.eligibility)?;
-        topology.dead_letter = self
-            .dead_letter
-            .limits("dead_letter", &topology.dead_letter)?;
+        // Checked under their own names (`STREAM_STORAGE`, …) before they
+        // are folded into each stream's, where a bad one would be blamed on
+        // the stream's setting.
+        self.every.parse("stream", &topology.events)?;
+        let own = |stream: &StreamLimitSettings| self.every.clone().overlay(stream.clone());
+        topology.events = own(&self.events).limits("events", &topology.events)?;
+        topology.commands = own(&self.commands).limits("commands", &topology.commands)?;
+        topology.eligibility =
+            own(&self.eligibility).limits("eligibility", &topology.eligibility)?;
+        topology.dead_letter =
+            own(&self.dead_letter).limits("dead_letter", &topology.dead_letter)?;
         Ok(())
-    }
-}
-
-/// Durations like `500ms`, `5s`, `2m`, `1h`, `7d`, or `0`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        _ => None,
     }
 }
 
 fn duration(text: Option<&str>, default: Duration, setting: String) -> Result<Duration, BusError> {
     match text {
         None => Ok(default),
-        Some(t) => parse_duration(t).ok_or_else(|| {
-            BusError::setting(
-                setting,
-                format!("{t:?} is not a duration; write e.g. 500ms, 5s, 2m, 1h or 7d"),
-            )
-        }),
+        // The one duration syntax every setting uses (humantime).
+        Some(t) => {
+            ::settings::parse_duration(t).map_err(|e| BusError::setting(setting, e.to_string()))
+        }
     }
 }
 
@@ -264,7 +256,13 @@ mod tests {
         assert_eq!(topology.events.storage, Storage::Memory);
         assert_eq!(topology.events.max_age, Duration::from_secs(7200));
         assert_eq!(topology.commands, StreamLimits::default());
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(
+            ::settings::parse_duration("7d").ok(),
+            Some(Duration::from_secs(604_800))
+        );
+        assert_eq!(
+            ::settings::parse_duration("250ms").ok(),
+            Some(Duration::from_millis(250))
+        );
     }
 }

@@ -185,68 +185,59 @@ pub struct StreamArgs {
 impl StreamArgs {
     /// The settings as `bus` reads them.
     pub fn settings(&self) -> StreamSettings {
-        let every = StreamLimitSettings {
-            storage: self.stream_storage.clone(),
-            max_age: self.stream_max_age.clone(),
-            replicas: self.nats_replicas,
-            ..StreamLimitSettings::default()
-        };
         StreamSettings {
-            events: every.clone().overlay(StreamLimitSettings {
+            every: StreamLimitSettings {
+                storage: self.stream_storage.clone(),
+                max_age: self.stream_max_age.clone(),
+                replicas: self.nats_replicas,
+                ..StreamLimitSettings::default()
+            },
+            events: StreamLimitSettings {
                 storage: self.events_storage.clone(),
                 max_age: self.events_max_age.clone(),
                 max_bytes: self.events_max_bytes,
                 ..StreamLimitSettings::default()
-            }),
-            commands: every.clone().overlay(StreamLimitSettings {
+            },
+            commands: StreamLimitSettings {
                 storage: self.commands_storage.clone(),
                 max_age: self.commands_max_age.clone(),
                 max_bytes: self.commands_max_bytes,
                 ..StreamLimitSettings::default()
-            }),
-            eligibility: every.clone(),
-            dead_letter: every,
+            },
+            ..StreamSettings::default()
         }
-    }
-
-    /// Checks the settings that apply to every stream under their own names
-    /// (applied, a bad `STREAM_STORAGE` would be blamed on each stream's
-    /// setting). True when they are usable.
-    pub fn check_every_stream(&self, problems: &mut settings::Problems) -> bool {
-        let labels = crate::config::Labels::of::<Self>();
-        let mut ok = true;
-        if let Some(storage) = &self.stream_storage {
-            if !matches!(storage.trim(), "file" | "memory") {
-                problems.push(
-                    labels.get("stream_storage"),
-                    format!("{storage:?} is not a storage type; use `file` or `memory`"),
-                );
-                ok = false;
-            }
-        }
-        if let Some(age) = &self.stream_max_age {
-            if bus::parse_duration(age).is_none() {
-                problems.push(
-                    labels.get("stream_max_age"),
-                    format!("{age:?} is not a duration; write e.g. 1h or 7d, or 0 for no limit"),
-                );
-                ok = false;
-            }
-        }
-        ok
     }
 
     /// The topology of `namespace` with these limits.
-    pub fn topology(&self, namespace: Namespace) -> anyhow::Result<Topology> {
+    pub fn topology(&self, namespace: Namespace) -> Result<Topology, bus::BusError> {
         let mut topology = Topology::new(namespace);
         if let Some(replicas) = self.nats_replicas {
             topology = topology.with_replicas(replicas);
         }
-        self.settings()
-            .apply(&mut topology)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.settings().apply(&mut topology)?;
         topology.validate()?;
         Ok(topology)
+    }
+
+    /// [`StreamArgs::topology`], with a bad setting recorded in `problems`
+    /// under its variable and flag (`STREAM_STORAGE (--stream-storage)`).
+    pub fn checked_topology(
+        &self,
+        namespace: Namespace,
+        problems: &mut settings::Problems,
+    ) -> Option<Topology> {
+        match self.topology(namespace) {
+            Ok(topology) => Some(topology),
+            Err(bus::BusError::Setting { setting, problem }) => {
+                let label = crate::config::Labels::of::<Self>().get(&setting.to_ascii_lowercase());
+                problems.push(label, problem);
+                None
+            }
+            Err(other) => {
+                problems.push("streams", other);
+                None
+            }
+        }
     }
 }
 

@@ -105,16 +105,9 @@ impl WorkerArgs {
         let max_attempts = p.parse::<u32>(&l.get("max_attempts"), &self.max_attempts, "a number");
         let backoff = p.check(&l.get("backoff"), settings::parse_durations(&self.backoff));
         let ack_wait = p.duration(&l.get("ack_wait"), &self.ack_wait);
-        let streams_ok = self.streams.check_every_stream(&mut p);
         let topology = namespace
             .clone()
-            .filter(|_| streams_ok)
-            .and_then(|namespace| {
-                p.check(
-                    "streams",
-                    self.streams.topology(namespace).map_err(|e| e.to_string()),
-                )
-            });
+            .and_then(|namespace| self.streams.checked_topology(namespace, &mut p));
         let store = self.db.validate(concurrency.unwrap_or(1).max(4), &mut p);
         let discord = self.token.token(&mut p);
         if let Some(url) = &self.discord_api_url {
