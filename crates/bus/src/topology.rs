@@ -156,6 +156,13 @@ impl Topology {
         self
     }
 
+    /// The same message age limit on every stream (the sessions bucket
+    /// keeps its own).
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.for_each_stream(|limits| limits.max_age = max_age);
+        self
+    }
+
     /// The same replica count everywhere, for a clustered JetStream.
     pub fn with_replicas(mut self, replicas: usize) -> Self {
         self.for_each_stream(|limits| limits.replicas = replicas);

@@ -228,16 +228,9 @@ impl Stack {
 
     /// One definition for the gateway and the worker: memory, an hour.
     fn topology(&self) -> Topology {
-        let mut topology = Topology::new(self.nats.ns.clone()).with_storage(bus::Storage::Memory);
-        for limits in [
-            &mut topology.events,
-            &mut topology.commands,
-            &mut topology.eligibility,
-            &mut topology.dead_letter,
-        ] {
-            limits.max_age = Duration::from_secs(3600);
-        }
-        topology
+        Topology::new(self.nats.ns.clone())
+            .with_storage(bus::Storage::Memory)
+            .with_max_age(Duration::from_secs(3600))
     }
 }
 

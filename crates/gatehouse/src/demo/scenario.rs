@@ -513,16 +513,9 @@ async fn link_wallet(
 
 /// Streams in memory, kept an hour: the demo deletes them when it ends.
 fn demo_topology(namespace: &Namespace) -> Topology {
-    let mut topology = Topology::new(namespace.clone()).with_storage(bus::Storage::Memory);
-    for limits in [
-        &mut topology.events,
-        &mut topology.commands,
-        &mut topology.eligibility,
-        &mut topology.dead_letter,
-    ] {
-        limits.max_age = Duration::from_secs(3600);
-    }
-    topology
+    Topology::new(namespace.clone())
+        .with_storage(bus::Storage::Memory)
+        .with_max_age(Duration::from_secs(3600))
 }
 
 async fn request_check(
