@@ -68,7 +68,7 @@ pub struct Settings {
     /// or `unlimited` (simulators and tests only).
     pub identify_queue: Option<String>,
     /// May carry a password (`nats://user:password@host`).
-    pub nats_url: Option<Token>,
+    pub nats_url: Option<settings::Secret>,
     /// Prefix for stream names, subjects and the session bucket, so that
     /// several deployments (or tests) can share one NATS server.
     pub nats_namespace: Option<String>,
@@ -690,7 +690,7 @@ mod tests {
     #[test]
     fn a_bad_nats_url_is_named_without_echoing_it() {
         let e = err(Settings {
-            nats_url: Some(Token::new("http://user:hunter2@host")),
+            nats_url: Some(settings::Secret::new("http://user:hunter2@host")),
             ..base()
         });
         assert!(e.starts_with("NATS_URL:"), "{e}");
