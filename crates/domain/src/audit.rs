@@ -6,7 +6,10 @@
 //! decision reads it.
 
 pub use store::repo::AuditAction;
-use store::repo::{ActorType, AuditEntry};
+use store::repo::{ActorType, AuditEntry, AuditFilter, AuditRecord};
+use store::{Store, StoreError};
+
+use crate::CommunityRef;
 
 /// Who made a change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +37,18 @@ impl Actor {
             Actor::Member(user) => entry.by(ActorType::User, user.to_string()),
         }
     }
+}
+
+/// A page of the community's audit log, newest first.
+pub async fn page(
+    store: &Store,
+    community: CommunityRef,
+    filter: &AuditFilter,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let tx = store.begin(community.tenant).await?;
+    let records = tx.audit().page(filter).await?;
+    tx.commit().await?;
+    Ok(records)
 }
 
 #[cfg(test)]

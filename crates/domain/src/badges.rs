@@ -256,6 +256,42 @@ pub async fn grant(
     Ok(true)
 }
 
+/// Takes a badge back from a member, audited. Returns false if they did not
+/// hold it. An automatic badge may be earned again at the next evaluation;
+/// revoking suits `manual_grant` badges (and mistakes).
+pub async fn revoke(
+    tx: &TenantTx,
+    actor: &Actor,
+    slug: &str,
+    user: UserId,
+) -> Result<bool, BadgeError> {
+    let badge = tx
+        .badges()
+        .list()
+        .await?
+        .into_iter()
+        .find(|b| b.slug == slug)
+        .ok_or_else(|| BadgeError::UnknownBadge(slug.to_owned()))?;
+    let profile = tx
+        .profiles()
+        .find_by_discord_user(user)
+        .await?
+        .ok_or(BadgeError::UnknownMember(user))?;
+    if !tx.badges().revoke(badge.id, profile.id).await? {
+        return Ok(false);
+    }
+    let entry = actor
+        .entry(AuditAction::BadgeRevoked)
+        .target("profile", profile.id.to_string())
+        .metadata(json!({
+            "badge": badge.slug,
+            "badge_id": badge.id,
+            "discord_user_id": profile.discord_user_id.to_string(),
+        }));
+    tx.audit().append(&entry).await?;
+    Ok(true)
+}
+
 /// One badge newly awarded by [`evaluate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Awarded {

@@ -1,6 +1,9 @@
 //! Which community a front end is acting on.
 
+use store::repo::{Community, SyncStatus};
 use store::{Store, StoreError, TenantId};
+
+use crate::{Actor, AuditAction};
 use wire::GuildId;
 
 /// A community as front ends address it: the tenant its rows belong to and
@@ -27,4 +30,95 @@ pub async fn resolve(store: &Store, guild: GuildId) -> Result<CommunityRef, Look
         .await?
         .ok_or(LookupError::Unknown(guild))?;
     Ok(CommunityRef { tenant, guild })
+}
+
+/// What a community's admins may change about it. Its name follows the
+/// Discord server's; its tier and whether it is active are the operator's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminSettings {
+    pub theme_id: String,
+    /// Free-form, for the community's own front ends (the dashboard keeps
+    /// its preferences here). Must be a JSON object.
+    pub settings: serde_json::Value,
+}
+
+/// The largest settings object accepted, serialised.
+pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// Every bad field at once, as `(field, problem)`.
+    #[error("invalid settings: {}", .0.iter().map(|(f, p)| format!("{f}: {p}")).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<(&'static str, String)>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub async fn get(store: &Store, community: CommunityRef) -> Result<Community, StoreError> {
+    let tx = store.begin(community.tenant).await?;
+    let row = tx.communities().get().await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Validates and stores new admin settings, audited with what changed.
+pub async fn update_settings(
+    store: &Store,
+    community: CommunityRef,
+    actor: &Actor,
+    new: &AdminSettings,
+) -> Result<Community, SettingsError> {
+    let mut problems = Vec::new();
+    let theme_ok = {
+        let mut chars = new.theme_id.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && new.theme_id.len() <= 32
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    };
+    if !theme_ok {
+        problems.push((
+            "theme_id",
+            "expected 1 to 32 characters of a-z, 0-9, '_' or '-', starting with a letter or digit"
+                .to_owned(),
+        ));
+    }
+    if !new.settings.is_object() {
+        problems.push(("settings", "expected a JSON object".to_owned()));
+    } else if new.settings.to_string().len() > MAX_SETTINGS_BYTES {
+        problems.push((
+            "settings",
+            format!("at most {MAX_SETTINGS_BYTES} bytes when serialised"),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(SettingsError::Invalid(problems));
+    }
+    let tx = store.begin(community.tenant).await?;
+    let before = tx.communities().get().await?;
+    let after = tx
+        .communities()
+        .update_admin_settings(&new.theme_id, &new.settings)
+        .await?;
+    if before.theme_id != after.theme_id || before.settings != after.settings {
+        let entry = actor
+            .entry(AuditAction::CommunitySettingsChanged)
+            .target("community", community.tenant.to_string())
+            .metadata(serde_json::json!({
+                "theme_id": { "from": before.theme_id, "to": after.theme_id },
+                "settings_changed": before.settings != after.settings,
+            }));
+        tx.audit().append(&entry).await?;
+    }
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Where the community's role sync stands.
+pub async fn sync_status(store: &Store, community: CommunityRef) -> Result<SyncStatus, StoreError> {
+    let tx = store.begin(community.tenant).await?;
+    let status = tx.stats().sync_status().await?;
+    tx.commit().await?;
+    Ok(status)
 }

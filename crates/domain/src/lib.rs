@@ -13,9 +13,13 @@
 pub mod audit;
 pub mod badges;
 pub mod community;
+pub mod keys;
+pub mod members;
+pub mod preview;
 pub mod recheck;
 pub mod role_sync;
 pub mod rules;
+pub mod scores;
 pub mod wallets;
 
 pub use audit::{Actor, AuditAction};

@@ -41,6 +41,9 @@ pub enum RuleError {
     BadReference { reason: String },
     #[error("no rule {0} in this community")]
     NotFound(RuleId),
+    /// One role, one deciding rule.
+    #[error("another rule already grants role {0}: change or delete that rule first")]
+    RoleTaken(RoleId),
     #[error("rule {rule} is used by custom rule {}: change or delete that first; nothing was deleted", join(.users))]
     InUse { rule: RuleId, users: Vec<RuleId> },
     /// The change is committed; only the re-check request failed. The
@@ -86,31 +89,9 @@ pub async fn create(
     actor: &Actor,
     rule: &NewRule,
 ) -> Result<EligibilityRule, RuleError> {
-    let columns = rule.spec.to_columns();
-    let rule_type: RuleType = columns.rule_type.parse()?;
-    // RuleSpec has already checked the address; this only changes its type.
-    let contract = columns
-        .contract_address
-        .as_deref()
-        .map(WalletAddress::parse)
-        .transpose()
-        .map_err(|e| RuleError::BadReference {
-            reason: format!("contract: {e}"),
-        })?;
+    let row = row_of(rule)?;
     let tx = store.begin(community.tenant).await?;
-    let created = tx
-        .rules()
-        .create(&NewRuleRow {
-            chain: columns.chain.clone(),
-            contract_address: contract,
-            rule_type,
-            parameters: columns.parameters.clone(),
-            role_discord_id: rule.role,
-            tier_mapping: None,
-            priority: rule.priority,
-            enabled: true,
-        })
-        .await?;
+    let created = tx.rules().create(&row).await?;
     // A custom rule's references can only be checked against the
     // community's rules, inside the transaction that adds it.
     let all = tx.rules().list_all().await?;
@@ -133,6 +114,83 @@ pub async fn create(
     );
     rechecks.request(&check).await.map_err(RuleError::Recheck)?;
     Ok(created)
+}
+
+/// Replaces what a rule checks, the role it grants and its priority,
+/// keeping its id (custom rules that use it keep working) and whether it
+/// is enabled; audited with the before and after, then re-checked.
+pub async fn update(
+    store: &Store,
+    rechecks: &impl Rechecks,
+    community: CommunityRef,
+    actor: &Actor,
+    id: RuleId,
+    rule: &NewRule,
+) -> Result<EligibilityRule, RuleError> {
+    let row = row_of(rule)?;
+    let tx = store.begin(community.tenant).await?;
+    let before = tx
+        .rules()
+        .list_all()
+        .await?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or(RuleError::NotFound(id))?;
+    let updated = tx
+        .rules()
+        .update(id, &row)
+        .await?
+        .ok_or(RuleError::NotFound(id))?;
+    let all = tx.rules().list_all().await?;
+    if let Some(problem) = rule_set(&all)
+        .problems()
+        .into_iter()
+        .find(|p| p.rule == *id.as_uuid())
+    {
+        return Err(RuleError::BadReference {
+            reason: problem.reason.to_string(),
+        });
+    }
+    let entry = actor
+        .entry(AuditAction::RuleUpdated)
+        .target("eligibility_rule", id.to_string())
+        .metadata(json!({
+            "rule_type": updated.rule_type.as_str(),
+            "role_id": updated.role_discord_id.to_string(),
+            "before": { "rule_type": before.rule_type.as_str(), "chain": before.chain,
+                        "parameters": before.parameters, "role_id": before.role_discord_id.to_string() },
+            "after": { "rule_type": updated.rule_type.as_str(), "chain": updated.chain,
+                       "parameters": updated.parameters, "role_id": updated.role_discord_id.to_string() },
+        }));
+    tx.audit().append(&entry).await?;
+    tx.commit().await?;
+    request_after_change(rechecks, community, id, "updated").await?;
+    Ok(updated)
+}
+
+/// The stored form of a validated rule.
+pub(crate) fn row_of(rule: &NewRule) -> Result<NewRuleRow, RuleError> {
+    let columns = rule.spec.to_columns();
+    let rule_type: RuleType = columns.rule_type.parse()?;
+    // RuleSpec has already checked the address; this only changes its type.
+    let contract = columns
+        .contract_address
+        .as_deref()
+        .map(WalletAddress::parse)
+        .transpose()
+        .map_err(|e| RuleError::BadReference {
+            reason: format!("contract: {e}"),
+        })?;
+    Ok(NewRuleRow {
+        chain: columns.chain,
+        contract_address: contract,
+        rule_type,
+        parameters: columns.parameters,
+        role_discord_id: rule.role,
+        tier_mapping: None,
+        priority: rule.priority,
+        enabled: true,
+    })
 }
 
 /// Lets a rule grant and remove its role (`enabled`), or stops it: members
@@ -227,7 +285,7 @@ pub fn rule_set(rules: &[EligibilityRule]) -> RuleSet {
 }
 
 /// The custom rules that would lose a reference if `id` went away.
-fn users_of(all: &[EligibilityRule], id: RuleId) -> BTreeSet<RuleId> {
+pub(crate) fn users_of(all: &[EligibilityRule], id: RuleId) -> BTreeSet<RuleId> {
     let broken = |rules: &[EligibilityRule]| -> BTreeSet<RuleId> {
         rule_set(rules)
             .problems()

@@ -3,7 +3,7 @@ use tokio_postgres::types::Type;
 use wire::GuildId;
 
 use crate::ids::{db_id, id_from_db};
-use crate::{Store, StoreError, TenantId};
+use crate::{ApiKeyId, Store, StoreError, TenantId};
 
 /// Cross-tenant entry points, each one a narrow `SECURITY DEFINER` function
 /// owned by the NOLOGIN `gatehouse_definer` role (see migration 0003).
@@ -84,4 +84,48 @@ impl<'a> Directory<'a> {
             })
             .collect()
     }
+
+    /// The live key with this public prefix and secret hash: its id, its
+    /// community and its scopes. `None` for an unknown, revoked or expired
+    /// key (the caller cannot tell which, and neither can an attacker).
+    pub async fn authenticate_api_key(
+        &self,
+        prefix: &str,
+        secret_hash: &[u8; 32],
+    ) -> Result<Option<AuthenticatedKey>, StoreError> {
+        const CONTEXT: &str = "authenticating an API key";
+        let client = self.store.checkout().await?;
+        let hash: &[u8] = secret_hash;
+        let rows = client
+            .query_typed(
+                "SELECT key_id, community_id, discord_guild_id, scopes
+                 FROM authenticate_api_key($1, $2)",
+                &[(&prefix, Type::TEXT), (&hash, Type::BYTEA)],
+            )
+            .await
+            .map_err(|e| StoreError::query(CONTEXT, e))?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let key: uuid::Uuid = row.try_get(0).map_err(|e| StoreError::query(CONTEXT, e))?;
+        let tenant: uuid::Uuid = row.try_get(1).map_err(|e| StoreError::query(CONTEXT, e))?;
+        let guild: i64 = row.try_get(2).map_err(|e| StoreError::query(CONTEXT, e))?;
+        let scopes: Vec<String> = row.try_get(3).map_err(|e| StoreError::query(CONTEXT, e))?;
+        Ok(Some(AuthenticatedKey {
+            key: ApiKeyId::from(key),
+            tenant: TenantId::from(tenant),
+            guild: id_from_db(guild, "discord_guild_id")?,
+            scopes,
+        }))
+    }
+}
+
+/// A key that [`Directory::authenticate_api_key`] accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthenticatedKey {
+    pub key: ApiKeyId,
+    pub tenant: TenantId,
+    pub guild: GuildId,
+    /// As stored; the domain parses them.
+    pub scopes: Vec<String>,
 }

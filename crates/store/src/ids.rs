@@ -116,6 +116,8 @@ uuid_id! {
     RuleId;
     /// A badge definition.
     BadgeId;
+    /// An admin API key.
+    ApiKeyId;
 }
 
 /// Discord ids meet PostgreSQL here. Columns are `bigint`, which holds the

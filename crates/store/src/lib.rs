@@ -27,9 +27,9 @@ mod tenant;
 mod wallet;
 
 pub use config::{redact_url, StoreConfig};
-pub use directory::Directory;
+pub use directory::{AuthenticatedKey, Directory};
 pub use error::StoreError;
-pub use ids::{BadgeId, ProfileId, RuleId, TenantId};
+pub use ids::{ApiKeyId, BadgeId, ProfileId, RuleId, TenantId};
 pub use pool::Store;
 pub use tenant::TenantTx;
 pub use wallet::{WalletAddress, WalletError};

@@ -54,6 +54,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_wallet_link_nonces"),
     migration!(7, "0007_check_lease"),
     migration!(8, "0008_decision_inputs"),
+    migration!(9, "0009_api_keys"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

@@ -6,8 +6,8 @@ use tokio_postgres::{
 
 use crate::{
     repo::{
-        Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules, Seed, Stats,
-        WalletNonces,
+        ApiKeys, Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules, Seed,
+        Stats, WalletNonces,
     },
     StoreError, TenantId,
 };
@@ -167,6 +167,10 @@ impl TenantTx {
 
     pub fn stats(&self) -> Stats<'_> {
         Stats::new(self)
+    }
+
+    pub fn api_keys(&self) -> ApiKeys<'_> {
+        ApiKeys::new(self)
     }
 
     pub fn seed(&self) -> Seed<'_> {

@@ -177,6 +177,7 @@ impl<D: RoleWriter> RoleSync<D> {
                 let tx = self.store.begin(tenant).await?;
                 let due = tx.profiles().claim_due(now, self.config.scan_batch).await?;
                 if due.is_empty() {
+                    tx.communities().record_recheck_pass().await?;
                     tx.commit().await?;
                     break;
                 }

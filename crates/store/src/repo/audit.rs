@@ -41,6 +41,13 @@ pub enum AuditAction {
     RuleDeleted,
     BadgeDefined,
     BadgeAwarded,
+    RuleUpdated,
+    BadgeRevoked,
+    ScoreChanged,
+    RecheckRequested,
+    CommunitySettingsChanged,
+    ApiKeyCreated,
+    ApiKeyRevoked,
     /// A load-test visit (`gatehouse bench db`).
     BenchVisit,
 }
@@ -63,6 +70,13 @@ impl AuditAction {
         AuditAction::RuleDeleted,
         AuditAction::BadgeDefined,
         AuditAction::BadgeAwarded,
+        AuditAction::RuleUpdated,
+        AuditAction::BadgeRevoked,
+        AuditAction::ScoreChanged,
+        AuditAction::RecheckRequested,
+        AuditAction::CommunitySettingsChanged,
+        AuditAction::ApiKeyCreated,
+        AuditAction::ApiKeyRevoked,
         AuditAction::BenchVisit,
     ];
 
@@ -85,6 +99,13 @@ impl AuditAction {
             AuditAction::RuleDeleted => "rule.deleted",
             AuditAction::BadgeDefined => "badge.defined",
             AuditAction::BadgeAwarded => "badge.awarded",
+            AuditAction::RuleUpdated => "rule.updated",
+            AuditAction::BadgeRevoked => "badge.revoked",
+            AuditAction::ScoreChanged => "score.changed",
+            AuditAction::RecheckRequested => "member.recheck_requested",
+            AuditAction::CommunitySettingsChanged => "community.settings_changed",
+            AuditAction::ApiKeyCreated => "api_key.created",
+            AuditAction::ApiKeyRevoked => "api_key.revoked",
             AuditAction::BenchVisit => "bench.visit",
         }
     }
@@ -229,6 +250,41 @@ impl<'t> Audit<'t> {
         AuditRecord::from_row(&row)
     }
 
+    /// Appends many entries in one statement (an import, a batch).
+    pub async fn append_many(&self, entries: &[AuditEntry]) -> Result<u64, StoreError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let actor_types: Vec<&str> = entries.iter().map(|e| e.actor_type.as_str()).collect();
+        let actor_ids: Vec<Option<&str>> = entries.iter().map(|e| e.actor_id.as_deref()).collect();
+        let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+        let target_types: Vec<Option<&str>> =
+            entries.iter().map(|e| e.target_type.as_deref()).collect();
+        let target_ids: Vec<Option<&str>> =
+            entries.iter().map(|e| e.target_id.as_deref()).collect();
+        let metadata: Vec<&serde_json::Value> = entries.iter().map(|e| &e.metadata).collect();
+        let rows = self
+            .tx
+            .query(
+                "appending to the audit log",
+                "INSERT INTO audit_logs
+                    (community_id, actor_type, actor_id, action, target_type, target_id, metadata)
+                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+                 RETURNING id",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&actor_types, Type::TEXT_ARRAY),
+                    (&actor_ids, Type::TEXT_ARRAY),
+                    (&actions, Type::TEXT_ARRAY),
+                    (&target_types, Type::TEXT_ARRAY),
+                    (&target_ids, Type::TEXT_ARRAY),
+                    (&metadata, Type::JSONB_ARRAY),
+                ],
+            )
+            .await?;
+        Ok(rows.len() as u64)
+    }
+
     /// The newest entries first.
     pub async fn recent(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = format!(
@@ -250,4 +306,58 @@ impl<'t> Audit<'t> {
             .map(AuditRecord::from_row)
             .collect()
     }
+
+    /// A page of the log, newest first: entries older than `filter.before`
+    /// (an entry id; keyset paging, so a page never shifts while the log
+    /// grows) matching every filter given.
+    pub async fn page(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM audit_logs
+             WHERE community_id = $1
+               AND ($2::int8 IS NULL OR id < $2)
+               AND ($3::text IS NULL OR action = $3)
+               AND ($4::text IS NULL OR actor_type = $4)
+               AND ($5::text IS NULL OR actor_id = $5)
+               AND ($6::text IS NULL OR target_id = $6)
+               AND ($7::timestamptz IS NULL OR created_at >= $7)
+               AND ($8::timestamptz IS NULL OR created_at < $8)
+             ORDER BY id DESC LIMIT $9"
+        );
+        self.tx
+            .query(
+                "reading a page of the audit log",
+                &sql,
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&filter.before, Type::INT8),
+                    (&filter.action, Type::TEXT),
+                    (&filter.actor_type.map(ActorType::as_str), Type::TEXT),
+                    (&filter.actor_id, Type::TEXT),
+                    (&filter.target_id, Type::TEXT),
+                    (&filter.since, Type::TIMESTAMPTZ),
+                    (&filter.until, Type::TIMESTAMPTZ),
+                    (&filter.limit, Type::INT8),
+                ],
+            )
+            .await?
+            .iter()
+            .map(AuditRecord::from_row)
+            .collect()
+    }
+}
+
+/// Which audit entries [`Audit::page`] returns. `None` filters match all.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Only entries with a smaller id (the previous page's last id).
+    pub before: Option<i64>,
+    pub action: Option<String>,
+    pub actor_type: Option<ActorType>,
+    pub actor_id: Option<String>,
+    pub target_id: Option<String>,
+    /// Inclusive.
+    pub since: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub until: Option<DateTime<Utc>>,
+    pub limit: i64,
 }

@@ -157,6 +157,29 @@ impl<'t> Badges<'t> {
         Ok(!rows.is_empty())
     }
 
+    /// Takes a badge back; false if the profile did not hold it.
+    pub async fn revoke(
+        &self,
+        badge_id: BadgeId,
+        profile_id: ProfileId,
+    ) -> Result<bool, StoreError> {
+        let rows = self
+            .tx
+            .query(
+                "revoking a badge",
+                "DELETE FROM badge_awards
+                 WHERE community_id = $1 AND badge_id = $2 AND profile_id = $3
+                 RETURNING badge_id",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&badge_id, Type::UUID),
+                    (&profile_id, Type::UUID),
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     /// The badges a profile holds, oldest first.
     pub async fn awards_for(&self, profile_id: ProfileId) -> Result<Vec<BadgeAward>, StoreError> {
         let sql = format!(

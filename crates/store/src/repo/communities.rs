@@ -135,4 +135,41 @@ impl<'t> Communities<'t> {
             .await?;
         Community::from_row(&row)
     }
+
+    /// Records that the periodic re-check finished a pass over the community.
+    pub async fn record_recheck_pass(&self) -> Result<(), StoreError> {
+        self.tx
+            .query(
+                "recording a periodic re-check pass",
+                "UPDATE communities SET recheck_pass_at = now() WHERE id = $1",
+                &[(self.tx.tenant().as_uuid(), Type::UUID)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sets what a community's admins may change: its theme and its free-form
+    /// settings object.
+    pub async fn update_admin_settings(
+        &self,
+        theme_id: &str,
+        settings: &serde_json::Value,
+    ) -> Result<Community, StoreError> {
+        let sql = format!(
+            "UPDATE communities SET theme_id = $2, settings = $3 WHERE id = $1 RETURNING {COLUMNS}"
+        );
+        let row = self
+            .tx
+            .query_one(
+                "updating the community's settings",
+                &sql,
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&theme_id, Type::TEXT),
+                    (settings, Type::JSONB),
+                ],
+            )
+            .await?;
+        Community::from_row(&row)
+    }
 }

@@ -1,6 +1,7 @@
 //! Typed access to each tenant table. Every repository borrows a
 //! [`TenantTx`](crate::TenantTx), so it can only ever run inside one.
 
+mod api_keys;
 mod audit;
 mod badges;
 mod communities;
@@ -12,7 +13,8 @@ mod rules;
 mod seed;
 mod stats;
 
-pub use audit::{ActorType, Audit, AuditAction, AuditEntry, AuditRecord};
+pub use api_keys::{ApiKey, ApiKeys, NewApiKey};
+pub use audit::{ActorType, Audit, AuditAction, AuditEntry, AuditFilter, AuditRecord};
 pub use badges::{
     Badge, BadgeAward, BadgeEvaluator, BadgeWithHolders, Badges, JoinPosition, NewBadge,
 };
@@ -20,10 +22,12 @@ pub use communities::{Communities, Community, SubscriptionTier};
 pub use grants::{RoleGrant, RoleGrants};
 pub use nonces::{WalletNonce, WalletNonces};
 pub use processed::ProcessedEvents;
-pub use profiles::{MemberChange, MemberEvent, MemberUpsert, Profile, Profiles};
+pub use profiles::{
+    MemberChange, MemberEvent, MemberFilter, MemberUpsert, Profile, Profiles, ScoreChange,
+};
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
 pub use seed::Seed;
-pub use stats::{CommunityCounts, Stats};
+pub use stats::{CommunityCounts, Stats, SyncStatus};
 
 use tokio_postgres::{types::FromSql, Row};
 

@@ -60,6 +60,28 @@ impl Profile {
 const COLUMNS: &str = "id, community_id, discord_user_id, wallet_address, tier, current_rank, \
                        score, role_ids, joined_at, left_at, last_event_seq, next_check_at, created_at, updated_at";
 
+/// Which members [`Profiles::search`] returns. `None` filters match all.
+#[derive(Clone, Debug, Default)]
+pub struct MemberFilter {
+    /// Only members with a larger Discord user id (the previous page's last).
+    pub after: Option<UserId>,
+    pub has_wallet: Option<bool>,
+    pub holds_role: Option<RoleId>,
+    /// Members whose last decided outcome for this rule is "not eligible".
+    pub failing_rule: Option<crate::RuleId>,
+    /// `Some(true)`: still in the server; `Some(false)`: left.
+    pub present: Option<bool>,
+    pub limit: i64,
+}
+
+/// A score that [`Profiles::set_scores`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScoreChange {
+    pub user: UserId,
+    pub old: i64,
+    pub new: i64,
+}
+
 /// A member seen joining or updating in Discord.
 #[derive(Clone, Debug)]
 pub struct MemberUpsert {
@@ -335,6 +357,114 @@ impl<'t> Profiles<'t> {
             .iter()
             .map(Profile::from_row)
             .collect()
+    }
+
+    /// A page of members for the admin API, by Discord user id after
+    /// `filter.after`, matching every filter given.
+    pub async fn search(&self, filter: &MemberFilter) -> Result<Vec<Profile>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM profiles p
+             WHERE p.community_id = $1 AND p.discord_user_id > $2
+               AND ($3::bool IS NULL OR (p.wallet_address IS NOT NULL) = $3)
+               AND ($4::int8 IS NULL OR $4 = ANY (p.role_ids))
+               AND ($5::uuid IS NULL OR EXISTS (
+                     SELECT 1 FROM role_grants g
+                     WHERE g.community_id = p.community_id AND g.profile_id = p.id
+                       AND g.rule_id = $5 AND g.eligible = false))
+               AND ($6::bool IS NULL OR (p.left_at IS NULL) = $6)
+             ORDER BY p.discord_user_id LIMIT $7"
+        );
+        let after = filter
+            .after
+            .map_or(Ok(0), |a| db_id(a, "discord_user_id"))?;
+        let role = filter
+            .holds_role
+            .map(|r| db_id(r, "role_ids"))
+            .transpose()?;
+        self.tx
+            .query(
+                "searching members",
+                &sql,
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&after, Type::INT8),
+                    (&filter.has_wallet, Type::BOOL),
+                    (&role, Type::INT8),
+                    (&filter.failing_rule, Type::UUID),
+                    (&filter.present, Type::BOOL),
+                    (&filter.limit, Type::INT8),
+                ],
+            )
+            .await?
+            .iter()
+            .map(Profile::from_row)
+            .collect()
+    }
+
+    /// Sets many members' scores in one statement. Returns the members whose
+    /// score changed, with the old and new value; members already at the
+    /// given score are untouched (so an import re-run writes nothing), and
+    /// user ids with no profile are left out.
+    pub async fn set_scores(
+        &self,
+        scores: &[(UserId, i64)],
+    ) -> Result<Vec<ScoreChange>, StoreError> {
+        let users = scores
+            .iter()
+            .map(|(u, _)| db_id(*u, "discord_user_id"))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let values: Vec<i64> = scores.iter().map(|(_, s)| *s).collect();
+        let rows = self
+            .tx
+            .query(
+                "setting scores",
+                "WITH input AS (
+                     SELECT DISTINCT ON (u) u, s FROM unnest($2::int8[], $3::int8[]) AS v(u, s)
+                 ),
+                 old AS (
+                     SELECT p.id, p.score FROM profiles p JOIN input i ON i.u = p.discord_user_id
+                     WHERE p.community_id = $1
+                     FOR NO KEY UPDATE
+                 )
+                 UPDATE profiles p SET score = i.s
+                   FROM input i, old o
+                  WHERE p.community_id = $1 AND p.discord_user_id = i.u AND o.id = p.id
+                    AND p.score <> i.s
+                 RETURNING p.discord_user_id, o.score AS old_score, p.score AS new_score",
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&users, Type::INT8_ARRAY),
+                    (&values, Type::INT8_ARRAY),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ScoreChange {
+                    user: id_col(row, "discord_user_id")?,
+                    old: col(row, "old_score")?,
+                    new: col(row, "new_score")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Which of these users have a profile here.
+    pub async fn existing(&self, users: &[UserId]) -> Result<Vec<UserId>, StoreError> {
+        let users = users
+            .iter()
+            .map(|u| db_id(*u, "discord_user_id"))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let rows = self
+            .tx
+            .query(
+                "finding members",
+                "SELECT discord_user_id FROM profiles
+                 WHERE community_id = $1 AND discord_user_id = ANY ($2)",
+                &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
+            )
+            .await?;
+        rows.iter().map(|r| id_col(r, "discord_user_id")).collect()
     }
 
     /// Members present in the community whose re-check is due, locked for

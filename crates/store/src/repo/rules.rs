@@ -148,6 +148,43 @@ impl<'t> Rules<'t> {
         EligibilityRule::from_row(&row)
     }
 
+    /// Replaces what a rule checks and grants, keeping its id and whether
+    /// it is enabled; `None` if no such rule in this community.
+    pub async fn update(
+        &self,
+        id: RuleId,
+        rule: &NewRule,
+    ) -> Result<Option<EligibilityRule>, StoreError> {
+        let sql = format!(
+            "UPDATE eligibility_rules
+                SET chain = $3, contract_address = $4, rule_type = $5, parameters = $6,
+                    role_discord_id = $7, tier_mapping = $8, priority = $9
+             WHERE community_id = $1 AND id = $2
+             RETURNING {COLUMNS}"
+        );
+        let contract = rule.contract_address.as_ref().map(WalletAddress::as_str);
+        self.tx
+            .query_opt(
+                "updating an eligibility rule",
+                &sql,
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&id, Type::UUID),
+                    (&rule.chain, Type::TEXT),
+                    (&contract, Type::TEXT),
+                    (&rule.rule_type.as_str(), Type::TEXT),
+                    (&rule.parameters, Type::JSONB),
+                    (&db_id(rule.role_discord_id, "role_discord_id")?, Type::INT8),
+                    (&rule.tier_mapping, Type::TEXT),
+                    (&rule.priority, Type::INT4),
+                ],
+            )
+            .await?
+            .as_ref()
+            .map(EligibilityRule::from_row)
+            .transpose()
+    }
+
     /// Enables or disables a rule; `None` if no such rule in this community.
     pub async fn set_enabled(
         &self,

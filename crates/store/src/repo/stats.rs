@@ -23,6 +23,29 @@ pub struct CommunityCounts {
     pub badge_awards: i64,
 }
 
+/// Where a community's role sync stands: what an admin looks at when roles
+/// lag behind the rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncStatus {
+    /// Members present now.
+    pub members: i64,
+    /// Present members whose re-check is due (new members, changed rules,
+    /// the periodic period elapsed).
+    pub due: i64,
+    /// Members a worker is checking right now (an unexpired check lease).
+    pub in_flight: i64,
+    /// When the periodic re-check last finished a pass over the community.
+    pub last_pass_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Decisions whose role change has not reached the member's known
+    /// Discord roles yet: granted but not held, or removed but still held.
+    pub changes_pending: i64,
+    /// Roles granted and removed in the last hour.
+    pub changes_applied_last_hour: i64,
+    /// Rules whose last decision for some present member is still pending
+    /// (never decided: the chain could not be read), by chain.
+    pub undecided_by_chain: Vec<(String, i64)>,
+}
+
 pub struct Stats<'t> {
     tx: &'t TenantTx,
 }
@@ -93,5 +116,60 @@ impl<'t> Stats<'t> {
             .iter()
             .map(|row| col(row, "latency_ms"))
             .collect()
+    }
+
+    pub async fn sync_status(&self) -> Result<SyncStatus, StoreError> {
+        let row = self
+            .tx
+            .query_one(
+                "reading the community's sync status",
+                "SELECT
+                    (SELECT count(*) FROM profiles
+                      WHERE community_id = $1 AND left_at IS NULL) AS members,
+                    (SELECT count(*) FROM profiles
+                      WHERE community_id = $1 AND left_at IS NULL
+                        AND (next_check_at IS NULL OR next_check_at <= now())) AS due,
+                    (SELECT count(*) FROM profiles
+                      WHERE community_id = $1 AND check_lease_until > now()) AS in_flight,
+                    (SELECT recheck_pass_at FROM communities WHERE id = $1) AS last_pass_at,
+                    (SELECT count(*) FROM role_grants g
+                       JOIN profiles p ON p.community_id = g.community_id AND p.id = g.profile_id
+                       JOIN eligibility_rules r ON r.community_id = g.community_id AND r.id = g.rule_id
+                      WHERE g.community_id = $1 AND p.left_at IS NULL AND r.enabled
+                        AND ((g.eligible AND NOT g.role_discord_id = ANY (p.role_ids))
+                          OR (g.eligible = false AND g.failing_since IS NULL
+                              AND g.role_discord_id = ANY (p.role_ids)))) AS changes_pending,
+                    (SELECT count(*) FROM audit_logs
+                      WHERE community_id = $1 AND action IN ('role.granted', 'role.removed')
+                        AND created_at > now() - interval '1 hour') AS changes_applied_last_hour",
+                &[(self.tx.tenant().as_uuid(), Type::UUID)],
+            )
+            .await?;
+        let chains = self
+            .tx
+            .query(
+                "counting undecided rule outcomes by chain",
+                "SELECT r.chain, count(*) AS undecided
+                   FROM role_grants g
+                   JOIN eligibility_rules r ON r.community_id = g.community_id AND r.id = g.rule_id
+                   JOIN profiles p ON p.community_id = g.community_id AND p.id = g.profile_id
+                  WHERE g.community_id = $1 AND g.eligible IS NULL AND r.chain IS NOT NULL
+                    AND p.left_at IS NULL
+                  GROUP BY r.chain ORDER BY r.chain",
+                &[(self.tx.tenant().as_uuid(), Type::UUID)],
+            )
+            .await?;
+        Ok(SyncStatus {
+            members: col(&row, "members")?,
+            due: col(&row, "due")?,
+            in_flight: col(&row, "in_flight")?,
+            last_pass_at: col(&row, "last_pass_at")?,
+            changes_pending: col(&row, "changes_pending")?,
+            changes_applied_last_hour: col(&row, "changes_applied_last_hour")?,
+            undecided_by_chain: chains
+                .iter()
+                .map(|r| Ok((col(r, "chain")?, col(r, "undecided")?)))
+                .collect::<Result<_, StoreError>>()?,
+        })
     }
 }
