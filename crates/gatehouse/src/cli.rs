@@ -37,6 +37,11 @@ pub enum Command {
     /// Define, list and grant a community's badges.
     #[command(subcommand)]
     Badges(crate::badges_cmd::BadgesCommand),
+    /// Create, list and revoke a community's admin API keys.
+    #[command(subcommand)]
+    Keys(crate::keys_cmd::KeysCommand),
+    /// Serve the admin REST API (`/v1`, per-community keys, OpenAPI).
+    Api(crate::api_cmd::ApiArgs),
     /// Register the slash commands the workers answer with Discord.
     #[command(subcommand)]
     Commands(crate::commands_cmd::CommandsCommand),

@@ -2,6 +2,7 @@
 //! configuration, then hands off to the library crates; no business logic
 //! lives here.
 
+mod api_cmd;
 mod badges_cmd;
 mod bench;
 mod cli;
@@ -13,6 +14,7 @@ mod db_args;
 mod demo;
 mod discord_args;
 mod gateway_cmd;
+mod keys_cmd;
 mod logging;
 mod migrate;
 mod nats_args;
@@ -67,6 +69,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Rules(command) => rules_cmd::run(command).await,
         Command::Badges(command) => badges_cmd::run(command).await,
+        Command::Keys(command) => keys_cmd::run(command).await,
+        Command::Api(args) => api_cmd::run(args).await,
         Command::Commands(command) => commands_cmd::run(command).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
         #[cfg(feature = "sim")]

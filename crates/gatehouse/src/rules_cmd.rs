@@ -8,7 +8,7 @@ use anyhow::Context;
 use domain::{rules, Actor};
 use wire::RoleId;
 
-use crate::{community_args::Community, nats_args::NatsArgs, rechecks::JetStreamRechecks};
+use crate::{community_args::Community, nats_args::NatsArgs, rechecks};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RulesCommand {
@@ -96,7 +96,7 @@ async fn add(args: AddArgs) -> anyhow::Result<ExitCode> {
     )
     .map_err(|e| anyhow::anyhow!("the rule is invalid: {e}"))?;
     let (store, community) = args.community.open().await?;
-    let rechecks = JetStreamRechecks::connect(&args.nats).await?;
+    let rechecks = rechecks::connect(&args.nats).await?;
     let rule = rules::create(
         &store,
         &rechecks,
@@ -162,7 +162,7 @@ async fn change(args: ChangeArgs, change: Change) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--id {:?} is not a rule id (a UUID)", args.id))?;
     let (store, community) = args.community.open().await?;
     let guild = community.guild;
-    let rechecks = JetStreamRechecks::connect(&args.nats).await?;
+    let rechecks = rechecks::connect(&args.nats).await?;
     let actor = Actor::Admin(None);
     let result = match change {
         Change::Enable | Change::Disable => {

@@ -96,6 +96,11 @@ fn no_crate_depends_on_what_it_must_never_touch() {
         ),
         ("gateway", sql.to_vec(), "the gateway touches PostgreSQL"),
         ("worker", vec!["clap"], "the worker parses a command line"),
+        (
+            "api",
+            [&twilight[..], &["worker", "gateway", "clap"]].concat(),
+            "the API talks to Discord or runs another service's work",
+        ),
     ];
     let mut broken = Vec::new();
     for (krate, forbidden, why) in rules {

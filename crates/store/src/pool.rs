@@ -63,6 +63,17 @@ impl Store {
         &self.config
     }
 
+    /// Proves the database answers (a readiness probe): one `SELECT 1` on a
+    /// pooled connection.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.checkout()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| StoreError::query("checking the database answers", e))?;
+        Ok(())
+    }
+
     /// Connections currently open and currently idle.
     pub fn pool_status(&self) -> (usize, usize) {
         let status = self.pool.status();

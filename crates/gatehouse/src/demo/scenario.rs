@@ -29,7 +29,7 @@ use wire::{
     GuildId, RoleId, UserId,
 };
 
-use crate::rechecks::JetStreamRechecks;
+use crate::rechecks::BusRechecks;
 
 /// The demo's token: only the simulator ever sees it.
 const TOKEN: &str = "demo-bot-token";
@@ -272,10 +272,7 @@ impl World {
         store: &Store,
         communities: &[Community],
     ) -> anyhow::Result<Vec<Community>> {
-        let rechecks = JetStreamRechecks {
-            js: self.js.clone(),
-            namespace: self.namespace.clone(),
-        };
+        let rechecks = BusRechecks::new(self.js.clone(), self.namespace.clone());
         let actor = Actor::Admin(Some("demo".into()));
         let mut out = Vec::new();
         for c in communities {

@@ -1,0 +1,52 @@
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use domain::keys::Scope;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Where the community's role sync stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncStatusView {
+    /// Members present now.
+    pub members: i64,
+    /// Members whose re-check is due (new members, changed rules, the
+    /// re-check period elapsed).
+    pub due: i64,
+    /// Members a worker is checking right now.
+    pub in_flight: i64,
+    /// When the periodic re-check last finished a pass over the community.
+    pub last_pass_at: Option<DateTime<Utc>>,
+    /// Decisions not yet reflected in the member's Discord roles.
+    pub role_changes_queued: i64,
+    /// Roles granted and removed in the last hour.
+    pub role_changes_applied_last_hour: i64,
+    /// Rule outcomes that could not be decided because a chain could not be
+    /// read, by chain.
+    pub undecided_by_chain: BTreeMap<String, i64>,
+}
+
+/// What an admin looks at when roles lag behind the rules.
+#[utoipa::path(get, path = "/v1/sync-status", tag = "sync",
+    responses((status = 200, body = SyncStatusView)), security(("api_key" = ["read"])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<SyncStatusView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let s = domain::community::sync_status(state.store(), caller.community()).await?;
+    Ok(axum::Json(SyncStatusView {
+        members: s.members,
+        due: s.due,
+        in_flight: s.in_flight,
+        last_pass_at: s.last_pass_at,
+        role_changes_queued: s.changes_pending,
+        role_changes_applied_last_hour: s.changes_applied_last_hour,
+        undecided_by_chain: s.undecided_by_chain.into_iter().collect(),
+    }))
+}

@@ -1,0 +1,81 @@
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eligibility::Evaluator;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use store::Store;
+
+use crate::rechecks::BusRechecks;
+
+/// What an `api` process is configured with, beyond its connections.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// A request that takes longer is abandoned and answered 503.
+    pub request_timeout: Duration,
+    /// Sustained requests per second per key…
+    pub rate_per_second: NonZeroU32,
+    /// …and how many may come at once above that.
+    pub burst: NonZeroU32,
+    /// The periodic re-check period the workers use: outcomes older than
+    /// this are reported as stale.
+    pub recheck_period: Duration,
+    /// How many members a preview names per role and direction.
+    pub preview_sample: usize,
+    /// Lets webhooks point at plain-HTTP loopback addresses (tests, the
+    /// demo). Never in production.
+    pub webhooks_allow_insecure_loopback: bool,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            request_timeout: Duration::from_secs(10),
+            rate_per_second: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(40).unwrap_or(NonZeroU32::MIN),
+            recheck_period: Duration::from_secs(24 * 3600),
+            preview_sample: 10,
+            webhooks_allow_insecure_loopback: false,
+        }
+    }
+}
+
+/// Shared by every request; cheap to clone. Holds no per-community state:
+/// any number of `api` processes serve the same communities.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub store: Store,
+    pub rechecks: BusRechecks,
+    pub nats: async_nats::Client,
+    pub evaluator: Arc<Evaluator>,
+    pub settings: ApiSettings,
+    /// Keyed by the key's public prefix, so it applies before the database
+    /// is asked anything.
+    pub limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        nats: async_nats::Client,
+        namespace: bus::Namespace,
+        evaluator: Arc<Evaluator>,
+        settings: ApiSettings,
+    ) -> Self {
+        let quota = Quota::per_second(settings.rate_per_second).allow_burst(settings.burst);
+        AppState(Arc::new(Inner {
+            store,
+            rechecks: BusRechecks::new(async_nats::jetstream::new(nats.clone()), namespace),
+            nats,
+            evaluator,
+            settings,
+            limiter: RateLimiter::keyed(quota),
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+}
