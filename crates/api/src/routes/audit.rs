@@ -69,7 +69,7 @@ pub struct AuditQuery {
 }
 
 /// The audit log, newest first, a page at a time.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+#[utoipa::path(operation_id = "listAudit", get, path = "/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody)),
     security(("api_key" = ["read"])))]
 pub async fn list(

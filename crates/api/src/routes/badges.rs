@@ -77,7 +77,7 @@ fn badge_error(e: BadgeError) -> ApiError {
 }
 
 /// The community's badges with their number of holders.
-#[utoipa::path(get, path = "/v1/badges", tag = "badges",
+#[utoipa::path(operation_id = "listBadges", get, path = "/v1/badges", tag = "badges",
     responses((status = 200, body = Vec<BadgeView>)), security(("api_key" = ["read"])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -105,7 +105,7 @@ pub async fn list(
 }
 
 /// Define a badge (docs/badges.md lists each evaluator's criteria).
-#[utoipa::path(post, path = "/v1/badges", tag = "badges", request_body = BadgeInput,
+#[utoipa::path(operation_id = "defineBadge", post, path = "/v1/badges", tag = "badges", request_body = BadgeInput,
     responses((status = 201, body = BadgeView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = ["badges:write"])))]
 pub async fn define(
@@ -155,7 +155,7 @@ fn user_id(raw: &str) -> Result<UserId, ApiError> {
 }
 
 /// Grant a badge to a member by hand.
-#[utoipa::path(put, path = "/v1/badges/{slug}/holders/{user_id}", tag = "badges",
+#[utoipa::path(operation_id = "grantBadge", put, path = "/v1/badges/{slug}/holders/{user_id}", tag = "badges",
     params(("slug" = String, Path), ("user_id" = String, Path)), request_body = GrantInput,
     responses((status = 200, body = Changed), (status = 404, body = ErrorBody)),
     security(("api_key" = ["badges:write"])))]
@@ -177,7 +177,7 @@ pub async fn grant(
 }
 
 /// Take a badge back from a member.
-#[utoipa::path(delete, path = "/v1/badges/{slug}/holders/{user_id}", tag = "badges",
+#[utoipa::path(operation_id = "revokeBadge", delete, path = "/v1/badges/{slug}/holders/{user_id}", tag = "badges",
     params(("slug" = String, Path), ("user_id" = String, Path)),
     responses((status = 200, body = Changed), (status = 404, body = ErrorBody)),
     security(("api_key" = ["badges:write"])))]

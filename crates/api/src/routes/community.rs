@@ -56,7 +56,7 @@ pub struct CommunityPatch {
 }
 
 /// The key's community.
-#[utoipa::path(get, path = "/v1/community", tag = "community",
+#[utoipa::path(operation_id = "getCommunity", get, path = "/v1/community", tag = "community",
     responses((status = 200, body = CommunityView), (status = 401, body = ErrorBody)),
     security(("api_key" = ["read"])))]
 pub async fn get(
@@ -72,7 +72,7 @@ pub async fn get(
 }
 
 /// Change the community's theme or settings object.
-#[utoipa::path(patch, path = "/v1/community", tag = "community", request_body = CommunityPatch,
+#[utoipa::path(operation_id = "updateCommunity", patch, path = "/v1/community", tag = "community", request_body = CommunityPatch,
     responses((status = 200, body = CommunityView), (status = 422, body = ErrorBody)),
     security(("api_key" = ["rules:write"])))]
 pub async fn patch(

@@ -82,7 +82,7 @@ fn user_id(raw: &str) -> Result<UserId, ApiError> {
 }
 
 /// Members, by Discord user id, a page at a time.
-#[utoipa::path(get, path = "/v1/members", tag = "members", params(MemberQuery),
+#[utoipa::path(operation_id = "listMembers", get, path = "/v1/members", tag = "members", params(MemberQuery),
     responses((status = 200, body = MemberPage), (status = 400, body = ErrorBody)),
     security(("api_key" = ["read"])))]
 pub async fn list(
@@ -170,7 +170,7 @@ pub struct BadgeHeldView {
 
 /// One member: wallet, roles and the rule behind each, every rule's last
 /// outcome and badges.
-#[utoipa::path(get, path = "/v1/members/{user_id}", tag = "members", params(("user_id" = String, Path)),
+#[utoipa::path(operation_id = "getMember", get, path = "/v1/members/{user_id}", tag = "members", params(("user_id" = String, Path)),
     responses((status = 200, body = MemberDetailView), (status = 404, body = ErrorBody)),
     security(("api_key" = ["read"])))]
 pub async fn detail(
@@ -234,7 +234,7 @@ pub struct RecheckAccepted {
 }
 
 /// Ask the workers to re-check this member now, ahead of bulk work.
-#[utoipa::path(post, path = "/v1/members/{user_id}/recheck", tag = "members", params(("user_id" = String, Path)),
+#[utoipa::path(operation_id = "recheckMember", post, path = "/v1/members/{user_id}/recheck", tag = "members", params(("user_id" = String, Path)),
     responses((status = 202, body = RecheckAccepted), (status = 404, body = ErrorBody)),
     security(("api_key" = ["members:write"])))]
 pub async fn recheck(

@@ -134,7 +134,7 @@ fn rule_id(raw: &uuid::Uuid) -> RuleId {
 }
 
 /// The community's rules, highest priority first.
-#[utoipa::path(get, path = "/v1/rules", tag = "rules",
+#[utoipa::path(operation_id = "listRules", get, path = "/v1/rules", tag = "rules",
     responses((status = 200, body = Vec<RuleView>), (status = 401, body = ErrorBody)),
     security(("api_key" = ["read"])))]
 pub async fn list(
@@ -149,7 +149,7 @@ pub async fn list(
 }
 
 /// One rule.
-#[utoipa::path(get, path = "/v1/rules/{id}", tag = "rules", params(("id" = uuid::Uuid, Path)),
+#[utoipa::path(operation_id = "getRule", get, path = "/v1/rules/{id}", tag = "rules", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = RuleView), (status = 404, body = ErrorBody)),
     security(("api_key" = ["read"])))]
 pub async fn get(
@@ -170,7 +170,7 @@ pub async fn get(
 
 /// Create a rule. Validated as a whole: a bad rule answers 422 listing every
 /// bad field. The community is re-checked once it is saved.
-#[utoipa::path(post, path = "/v1/rules", tag = "rules", request_body = RuleInput,
+#[utoipa::path(operation_id = "createRule", post, path = "/v1/rules", tag = "rules", request_body = RuleInput,
     responses((status = 201, body = RuleView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = ["rules:write"])))]
 pub async fn create(
@@ -193,7 +193,7 @@ pub async fn create(
 }
 
 /// Replace a rule's definition (keeps its id and whether it is enabled).
-#[utoipa::path(put, path = "/v1/rules/{id}", tag = "rules", params(("id" = uuid::Uuid, Path)),
+#[utoipa::path(operation_id = "updateRule", put, path = "/v1/rules/{id}", tag = "rules", params(("id" = uuid::Uuid, Path)),
     request_body = RuleInput,
     responses((status = 200, body = RuleView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = ["rules:write"])))]
@@ -239,7 +239,7 @@ async fn set_enabled(
 }
 
 /// Let the rule grant and remove its role.
-#[utoipa::path(post, path = "/v1/rules/{id}/enable", tag = "rules", params(("id" = uuid::Uuid, Path)),
+#[utoipa::path(operation_id = "enableRule", post, path = "/v1/rules/{id}/enable", tag = "rules", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = RuleView), (status = 404, body = ErrorBody)),
     security(("api_key" = ["rules:write"])))]
 pub async fn enable(
@@ -251,7 +251,7 @@ pub async fn enable(
 }
 
 /// Stop the rule from granting or removing its role; members keep what they hold.
-#[utoipa::path(post, path = "/v1/rules/{id}/disable", tag = "rules", params(("id" = uuid::Uuid, Path)),
+#[utoipa::path(operation_id = "disableRule", post, path = "/v1/rules/{id}/disable", tag = "rules", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = RuleView), (status = 404, body = ErrorBody)),
     security(("api_key" = ["rules:write"])))]
 pub async fn disable(
@@ -264,7 +264,7 @@ pub async fn disable(
 
 /// Delete a rule (refused with 409 while a custom rule uses it). Members
 /// keep the role; it is no longer managed.
-#[utoipa::path(delete, path = "/v1/rules/{id}", tag = "rules", params(("id" = uuid::Uuid, Path)),
+#[utoipa::path(operation_id = "deleteRule", delete, path = "/v1/rules/{id}", tag = "rules", params(("id" = uuid::Uuid, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("api_key" = ["rules:write"])))]
 pub async fn delete(
@@ -334,7 +334,7 @@ pub struct RoleEffectView {
 
 /// Dry run: what a rule change would do to members' roles, before it is
 /// saved. Nothing is written and nothing is sent to Discord.
-#[utoipa::path(post, path = "/v1/rules/preview", tag = "rules", request_body = PreviewRequest,
+#[utoipa::path(operation_id = "previewRuleChange", post, path = "/v1/rules/preview", tag = "rules", request_body = PreviewRequest,
     responses((status = 200, body = PreviewView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = ["read"])))]
 pub async fn preview(

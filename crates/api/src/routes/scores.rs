@@ -60,7 +60,7 @@ fn result(import: scores::ScoreImport) -> ScoreResult {
 }
 
 /// Set one member's score.
-#[utoipa::path(put, path = "/v1/members/{user_id}/score", tag = "scores", params(("user_id" = String, Path)),
+#[utoipa::path(operation_id = "setScore", put, path = "/v1/members/{user_id}/score", tag = "scores", params(("user_id" = String, Path)),
     request_body = ScoreInput,
     responses((status = 200, body = ScoreResult), (status = 404, body = ErrorBody)),
     security(("api_key" = ["members:write"])))]
@@ -93,7 +93,7 @@ pub async fn set(
 /// `Content-Type: text/csv`, or JSON lines (`{"user_id": "…", "score": 42}`)
 /// with `application/x-ndjson`. Idempotent: re-running an import changes
 /// nothing. Every bad line is listed; a file with any bad line stores nothing.
-#[utoipa::path(post, path = "/v1/scores/import", tag = "scores",
+#[utoipa::path(operation_id = "importScores", post, path = "/v1/scores/import", tag = "scores",
     request_body(content = String, content_type = "text/csv", description = "CSV or JSON lines"),
     responses((status = 200, body = ScoreResult), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("api_key" = ["members:write"])))]
@@ -118,9 +118,11 @@ pub async fn import(
         "application/x-ndjson" | "application/jsonl" | "application/json-lines" => {
             ImportFormat::JsonLines
         }
-        other => return Err(ApiError::unsupported_media(format!(
+        other => {
+            return Err(ApiError::unsupported_media(format!(
             "content type {other:?} is not an import format: send text/csv or application/x-ndjson"
-        ))),
+        )))
+        }
     };
     let rows = scores::parse(&body, format).map_err(score_error)?;
     let import = scores::set(

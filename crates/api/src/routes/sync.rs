@@ -32,7 +32,7 @@ pub struct SyncStatusView {
 }
 
 /// What an admin looks at when roles lag behind the rules.
-#[utoipa::path(get, path = "/v1/sync-status", tag = "sync",
+#[utoipa::path(operation_id = "getSyncStatus", get, path = "/v1/sync-status", tag = "sync",
     responses((status = 200, body = SyncStatusView)), security(("api_key" = ["read"])))]
 pub async fn get(
     State(state): State<AppState>,
