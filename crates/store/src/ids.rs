@@ -116,6 +116,8 @@ uuid_id! {
     RuleId;
     /// A badge definition.
     BadgeId;
+    /// A community's webhook endpoint.
+    WebhookId;
 }
 
 /// Discord ids meet PostgreSQL here. Columns are `bigint`, which holds the

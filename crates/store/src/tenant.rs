@@ -7,7 +7,7 @@ use tokio_postgres::{
 use crate::{
     repo::{
         Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules, Seed, Stats,
-        WalletNonces,
+        WalletNonces, Webhooks,
     },
     StoreError, TenantId,
 };
@@ -171,6 +171,10 @@ impl TenantTx {
 
     pub fn seed(&self) -> Seed<'_> {
         Seed::new(self)
+    }
+
+    pub fn webhooks(&self) -> Webhooks<'_> {
+        Webhooks::new(self)
     }
 }
 

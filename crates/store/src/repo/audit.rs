@@ -43,6 +43,8 @@ pub enum AuditAction {
     BadgeAwarded,
     /// A load-test visit (`gatehouse bench db`).
     BenchVisit,
+    WebhookRegistered,
+    WebhookDeleted,
 }
 
 impl AuditAction {
@@ -64,6 +66,8 @@ impl AuditAction {
         AuditAction::BadgeDefined,
         AuditAction::BadgeAwarded,
         AuditAction::BenchVisit,
+        AuditAction::WebhookRegistered,
+        AuditAction::WebhookDeleted,
     ];
 
     /// The text stored in `audit_logs.action`.
@@ -86,6 +90,8 @@ impl AuditAction {
             AuditAction::BadgeDefined => "badge.defined",
             AuditAction::BadgeAwarded => "badge.awarded",
             AuditAction::BenchVisit => "bench.visit",
+            AuditAction::WebhookRegistered => "webhook.registered",
+            AuditAction::WebhookDeleted => "webhook.deleted",
         }
     }
 }
@@ -227,6 +233,21 @@ impl<'t> Audit<'t> {
             )
             .await?;
         AuditRecord::from_row(&row)
+    }
+
+    /// One entry by id.
+    pub async fn get(&self, id: i64) -> Result<Option<AuditRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM audit_logs WHERE community_id = $1 AND id = $2");
+        self.tx
+            .query_opt(
+                "reading an audit entry",
+                &sql,
+                &[(self.tx.tenant().as_uuid(), Type::UUID), (&id, Type::INT8)],
+            )
+            .await?
+            .as_ref()
+            .map(AuditRecord::from_row)
+            .transpose()
     }
 
     /// The newest entries first.

@@ -11,6 +11,7 @@ mod profiles;
 mod rules;
 mod seed;
 mod stats;
+mod webhooks;
 
 pub use audit::{ActorType, Audit, AuditAction, AuditEntry, AuditRecord};
 pub use badges::{
@@ -24,6 +25,10 @@ pub use profiles::{MemberChange, MemberEvent, MemberUpsert, Profile, Profiles};
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
 pub use seed::Seed;
 pub use stats::{CommunityCounts, Stats};
+pub use webhooks::{
+    AttemptRecord, DeliveryJob, DeliveryState, DispatchScan, Enqueued, NewWebhook, Webhook,
+    WebhookCursor, WebhookDelivery, Webhooks,
+};
 
 use tokio_postgres::{types::FromSql, Row};
 
