@@ -17,6 +17,7 @@ pub mod recheck;
 pub mod role_sync;
 pub mod rules;
 pub mod wallets;
+pub mod webhooks;
 
 pub use audit::{Actor, AuditAction};
 pub use community::{CommunityRef, LookupError};
