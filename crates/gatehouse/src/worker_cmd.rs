@@ -155,7 +155,6 @@ impl WorkerArgs {
             webhooks: webhook_config(
                 webhook_max_attempts,
                 webhook_backoff.clone(),
-                ack_wait,
                 self.webhook_allow_insecure_loopback,
             ),
             ..WorkerConfig::default()
@@ -218,24 +217,17 @@ impl WorkerArgs {
     }
 }
 
-/// The webhook settings; the request timeout follows `ack_wait` (half of
-/// it at most), so a short ack wait cannot make a slow endpoint's delivery
-/// go to a second worker while the first still waits.
+/// The webhook settings over their defaults (a value that failed to parse
+/// is reported elsewhere and replaced here).
 fn webhook_config(
     max_attempts: Option<u32>,
     backoff: Option<Vec<Duration>>,
-    ack_wait: Option<Duration>,
     allow_insecure_loopback: bool,
 ) -> worker::WebhookConfig {
     let defaults = worker::WebhookConfig::default();
-    let timeout = match ack_wait {
-        Some(wait) => defaults.timeout.min(wait / 2),
-        None => defaults.timeout,
-    };
     worker::WebhookConfig {
         max_attempts: max_attempts.unwrap_or(1),
         backoff: backoff.unwrap_or_else(|| defaults.backoff.clone()),
-        timeout,
         url_policy: domain::webhooks::UrlPolicy {
             allow_insecure_loopback,
         },

@@ -14,8 +14,8 @@ pub struct WebhookConfig {
     /// is often down for minutes, and every retry is a request to it.
     pub backoff: Vec<Duration>,
     /// One request's whole budget: connecting, sending, the response head.
-    /// Below `ack_wait`, so JetStream never hands a delivery to a second
-    /// worker while the first is still waiting for the endpoint.
+    /// Capped at half the worker's `ack_wait` (see
+    /// [`WorkerConfig::webhook_timeout`]).
     pub timeout: Duration,
     /// How often the dispatcher turns new audit rows into deliveries.
     pub dispatch_interval: Duration,
@@ -136,14 +136,8 @@ impl WorkerConfig {
         if hooks.backoff.is_empty() {
             problems.push("webhook_backoff", "needs at least one delay");
         }
-        if hooks.timeout.is_zero() || hooks.timeout >= self.ack_wait {
-            problems.push(
-                "webhook_timeout",
-                format!(
-                    "must be above 0 and below ack_wait ({:?}), or a slow endpoint would get the delivery twice",
-                    self.ack_wait
-                ),
-            );
+        if hooks.timeout.is_zero() {
+            problems.push("webhook_timeout", "must be more than 0");
         }
         if hooks.dispatch_interval.is_zero() {
             problems.push("webhook_dispatch_interval", "must be more than 0");
@@ -165,6 +159,13 @@ impl WorkerConfig {
             ack_wait: self.ack_wait,
             max_ack_pending: (self.concurrency * 4).max(256) as i64,
         }
+    }
+
+    /// The webhook request timeout in force: at most half of `ack_wait`, so
+    /// JetStream never hands a delivery to a second worker while the first
+    /// is still waiting for a slow endpoint.
+    pub fn webhook_timeout(&self) -> Duration {
+        self.webhooks.timeout.min(self.ack_wait / 2)
     }
 
     /// Delay before the next delivery after `attempt` (1-based) failed.
@@ -219,10 +220,19 @@ mod tests {
     fn webhook_settings_are_checked_with_the_rest() {
         let mut broken = WorkerConfig::default();
         broken.webhooks.max_attempts = 0;
-        broken.webhooks.timeout = broken.ack_wait;
+        broken.webhooks.timeout = Duration::ZERO;
         let e = broken.validate().unwrap_err();
         let named: Vec<&str> = e.problems().iter().map(|p| p.setting.as_str()).collect();
         assert_eq!(named, ["webhook_max_attempts", "webhook_timeout"]);
+        let short = WorkerConfig {
+            ack_wait: Duration::from_secs(4),
+            ..WorkerConfig::default()
+        };
+        assert_eq!(short.webhook_timeout(), Duration::from_secs(2));
+        assert_eq!(
+            WorkerConfig::default().webhook_timeout(),
+            Duration::from_secs(10)
+        );
         let hooks = WebhookConfig::default();
         assert_eq!(hooks.backoff_after(1), Duration::from_secs(10));
         assert_eq!(hooks.backoff_after(40), Duration::from_secs(7200));

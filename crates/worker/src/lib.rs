@@ -80,8 +80,7 @@ pub async fn run(
     let sender = Arc::new(webhooks::WebhookSender::new(
         store.clone(),
         config.namespace().clone(),
-        config.webhooks.clone(),
-        config.concurrency,
+        &config,
     )?);
     let consumer = bus::ensure_consumer(
         &jetstream,

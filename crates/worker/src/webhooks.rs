@@ -46,7 +46,10 @@ use store::{
 use tokio_util::sync::CancellationToken;
 use wire::webhook::WebhookDelivery;
 
-use crate::{config::WebhookConfig, consumer::HandleMessage, Delivery, HandlerError, WorkerError};
+use crate::{
+    config::WebhookConfig, consumer::HandleMessage, Delivery, HandlerError, WorkerConfig,
+    WorkerError,
+};
 
 /// Audit rows turned into deliveries per webhook and pass; a backlog is
 /// worked off over several passes instead of in one long transaction.
@@ -199,26 +202,26 @@ impl WebhookSender {
     pub(crate) fn new(
         store: Store,
         namespace: Namespace,
-        config: WebhookConfig,
-        concurrency: usize,
+        config: &WorkerConfig,
     ) -> Result<Self, WorkerError> {
+        let timeout = config.webhook_timeout();
         let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
             // A redirect would send the signed event somewhere the policy
             // never saw (an internal address, say); the status is recorded
             // instead and the admin fixes the URL.
             .redirect(redirect::Policy::none())
-            .dns_resolver(Arc::new(PolicyResolver(config.url_policy)))
+            .dns_resolver(Arc::new(PolicyResolver(config.webhooks.url_policy)))
             .build()
             .map_err(|e| WorkerError::Task(format!("cannot build the webhook HTTP client: {e}")))?;
         Ok(WebhookSender {
             store,
             namespace,
             http,
-            config,
+            config: config.webhooks.clone(),
             in_flight: Mutex::new(HashMap::new()),
-            fair_share: (concurrency / 4).max(1),
+            fair_share: (config.concurrency / 4).max(1),
         })
     }
 
