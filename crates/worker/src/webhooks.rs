@@ -212,6 +212,9 @@ impl WebhookSender {
             // never saw (an internal address, say); the status is recorded
             // instead and the admin fixes the URL.
             .redirect(redirect::Policy::none())
+            // A proxy from the environment would resolve the endpoint's name
+            // itself, past the resolver below.
+            .no_proxy()
             .dns_resolver(Arc::new(PolicyResolver(config.webhooks.url_policy)))
             .build()
             .map_err(|e| WorkerError::Task(format!("cannot build the webhook HTTP client: {e}")))?;
@@ -352,15 +355,27 @@ impl WebhookSender {
         };
         let outcome = settled.state.as_str();
         metrics::counter!("worker_webhook_attempts_total", "outcome" => outcome).increment(1);
-        tracing::info!(
-            webhook = %job.delivery.webhook_id,
-            delivery = %job.delivery.public_id,
-            event = %job.delivery.event_type,
-            attempt = settled.attempts,
-            status = ?attempt.record.status,
-            outcome,
-            "webhook delivery attempt"
-        );
+        // Failures at info (an admin's endpoint is down: worth seeing),
+        // successes at debug (one per event would drown the log).
+        if settled.state == DeliveryState::Delivered {
+            tracing::debug!(
+                webhook = %job.delivery.webhook_id,
+                delivery = %job.delivery.public_id,
+                attempt = settled.attempts,
+                "webhook delivered"
+            );
+        } else {
+            tracing::info!(
+                webhook = %job.delivery.webhook_id,
+                delivery = %job.delivery.public_id,
+                event = %job.delivery.event_type,
+                attempt = settled.attempts,
+                status = ?attempt.record.status,
+                error = attempt.record.error.as_deref().unwrap_or(""),
+                outcome,
+                "webhook delivery attempt failed"
+            );
+        }
         match settled.state {
             DeliveryState::Delivered => Ok(()),
             DeliveryState::Pending => Err(HandlerError::RetryAfter {

@@ -9,9 +9,9 @@
 //! request-forgery targets. Plain HTTP to this machine is for tests and the
 //! demo only, behind [`UrlPolicy::allow_insecure_loopback`].
 //!
-//! A host *name* that resolves to a private address is not caught here;
-//! that needs checking at connection time (the worker does not follow
-//! redirects, which closes the easier door).
+//! A host *name* cannot be judged here (it may resolve elsewhere tomorrow):
+//! the worker checks every address it resolves to with
+//! [`UrlPolicy::allows_ip`] when it connects, and follows no redirects.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
