@@ -602,6 +602,24 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn names_resolving_only_to_internal_addresses_are_refused_at_connection_time() {
+        // `localhost` comes from the hosts file: no network needed.
+        let name = || "localhost".parse::<Name>().unwrap();
+        let strict = PolicyResolver(UrlPolicy::default());
+        let Err(e) = strict.resolve(name()).await else {
+            panic!("localhost resolved under the strict policy");
+        };
+        assert!(e.to_string().contains("internal addresses"), "{e}");
+        let tests = PolicyResolver(UrlPolicy {
+            allow_insecure_loopback: true,
+        });
+        let Ok(addrs) = tests.resolve(name()).await else {
+            panic!("localhost refused although loopback is allowed");
+        };
+        assert!(addrs.into_iter().all(|a| a.ip().is_loopback()));
+    }
+
     #[test]
     fn retry_after_is_honoured_for_429_only() {
         let wait = Some(Duration::from_secs(7));
