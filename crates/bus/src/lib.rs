@@ -23,7 +23,7 @@ pub use consumer::{ensure_consumer, DurableConsumer};
 pub use ensure::{ensure_streams, update_streams, Drift};
 pub use error::BusError;
 pub use namespace::{Namespace, NamespaceError};
-pub use publish::{publish_check, publish_dead_letter};
+pub use publish::{publish_check, publish_dead_letter, publish_webhook_delivery};
 pub use sessions::open_sessions_bucket;
 pub use settings::{StreamLimitSettings, StreamSettings};
 pub use topology::{BucketLimits, Retention, Storage, StreamLimits, Topology, SESSIONS_BUCKET};

@@ -1,5 +1,5 @@
 //! Publishing what the bus itself is responsible for: eligibility check
-//! requests and dead letters. Both wait for JetStream's ack: a publish that
+//! requests, webhook delivery references and dead letters. Both wait for JetStream's ack: a publish that
 //! was not stored must be reported, never assumed.
 
 use async_nats::jetstream::Context;
@@ -7,6 +7,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use wire::check::EligibilityCheck;
 use wire::subjects::{dead_letter_subject, headers};
+use wire::webhook::WebhookDelivery;
 
 use crate::{BusError, Namespace};
 
@@ -24,6 +25,24 @@ pub async fn publish_check(
         .map_err(|e| BusError::publish(&subject, e))?;
     let mut hdrs = HeaderMap::new();
     hdrs.insert(headers::MSG_ID, check.id.as_str());
+    publish_stored(js, subject, hdrs, body.into()).await
+}
+
+/// Publishes a webhook delivery reference with [`WebhookDelivery::msg_id`]
+/// as `Nats-Msg-Id` (a dispatcher re-publishing after a crash, or a second
+/// dispatcher, adds no second message within the duplicate window) and
+/// waits until JetStream has stored it.
+pub async fn publish_webhook_delivery(
+    js: &Context,
+    ns: &Namespace,
+    delivery: &WebhookDelivery,
+) -> Result<(), BusError> {
+    let subject = ns.subject(wire::subjects::WEBHOOK_DELIVER);
+    let body = delivery
+        .to_json()
+        .map_err(|e| BusError::publish(&subject, e))?;
+    let mut hdrs = HeaderMap::new();
+    hdrs.insert(headers::MSG_ID, delivery.msg_id().as_str());
     publish_stored(js, subject, hdrs, body.into()).await
 }
 

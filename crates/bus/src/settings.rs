@@ -38,6 +38,7 @@ pub struct StreamSettings {
     pub events: StreamLimitSettings,
     pub commands: StreamLimitSettings,
     pub eligibility: StreamLimitSettings,
+    pub webhooks: StreamLimitSettings,
     pub dead_letter: StreamLimitSettings,
 }
 
@@ -156,6 +157,7 @@ impl StreamSettings {
             events: self.events.overlay(top.events),
             commands: self.commands.overlay(top.commands),
             eligibility: self.eligibility.overlay(top.eligibility),
+            webhooks: self.webhooks.overlay(top.webhooks),
             dead_letter: self.dead_letter.overlay(top.dead_letter),
         }
     }
@@ -172,6 +174,7 @@ impl StreamSettings {
         topology.commands = own(&self.commands).limits("commands", &topology.commands)?;
         topology.eligibility =
             own(&self.eligibility).limits("eligibility", &topology.eligibility)?;
+        topology.webhooks = own(&self.webhooks).limits("webhooks", &topology.webhooks)?;
         topology.dead_letter =
             own(&self.dead_letter).limits("dead_letter", &topology.dead_letter)?;
         Ok(())
@@ -233,6 +236,9 @@ mod tests {
         let mut s = StreamSettings::default();
         s.eligibility.max_bytes = Some(0);
         assert!(apply(s).unwrap_err().starts_with("ELIGIBILITY_MAX_BYTES:"));
+        let mut s = StreamSettings::default();
+        s.webhooks.max_age = Some("forever".into());
+        assert!(apply(s).unwrap_err().starts_with("WEBHOOKS_MAX_AGE:"));
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub struct Topology {
     pub events: StreamLimits,
     pub commands: StreamLimits,
     pub eligibility: StreamLimits,
+    /// Webhook deliveries: small references, retried with delays of their
+    /// own, so their backlog never sits in front of Discord events.
+    pub webhooks: StreamLimits,
     pub dead_letter: StreamLimits,
     /// Gateway sessions kept across restarts. Discord refuses to resume an
     /// old session anyway, so entries need not live long.
@@ -139,6 +142,7 @@ impl Topology {
             events: StreamLimits::default(),
             commands: StreamLimits::default(),
             eligibility: StreamLimits::default(),
+            webhooks: StreamLimits::default(),
             dead_letter: StreamLimits::default(),
             sessions: BucketLimits {
                 storage: Storage::File,
@@ -175,6 +179,7 @@ impl Topology {
             &mut self.events,
             &mut self.commands,
             &mut self.eligibility,
+            &mut self.webhooks,
             &mut self.dead_letter,
         ] {
             change(limits);
@@ -183,11 +188,12 @@ impl Topology {
 
     /// Each stream of the contract with its limits, in the order
     /// [`wire::subjects::ALL_STREAMS`] lists them.
-    pub fn streams(&self) -> [(StreamSpec, &StreamLimits); 4] {
+    pub fn streams(&self) -> [(StreamSpec, &StreamLimits); 5] {
         [
             (subjects::EVENTS, &self.events),
             (subjects::COMMANDS, &self.commands),
             (subjects::ELIGIBILITY, &self.eligibility),
+            (subjects::WEBHOOKS, &self.webhooks),
             (subjects::DEAD_LETTER, &self.dead_letter),
         ]
     }
@@ -276,6 +282,7 @@ fn description(spec: &StreamSpec) -> &'static str {
         "EVENTS" => "Gatehouse Discord events (wire envelopes)",
         "COMMANDS" => "Gatehouse Discord interactions (wire envelopes)",
         "ELIGIBILITY" => "Gatehouse eligibility check requests",
+        "WEBHOOKS" => "Gatehouse webhook deliveries to attempt (references; URLs and secrets stay in the database)",
         "DEAD_LETTER" => "Gatehouse messages a worker gave up on; headers say why",
         _ => "Gatehouse stream",
     }
@@ -305,12 +312,14 @@ mod tests {
                 "t7_EVENTS",
                 "t7_COMMANDS",
                 "t7_ELIGIBILITY",
+                "t7_WEBHOOKS",
                 "t7_DEAD_LETTER"
             ]
         );
         assert_eq!(configs[0].subjects, ["t7.events.>"]);
         assert_eq!(configs[1].max_age, Duration::from_secs(3600));
         assert_eq!(configs[0].max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(configs[3].subjects, ["t7.webhooks.>"]);
         assert!(configs.iter().all(|c| c.num_replicas == 3));
         assert!(configs.iter().all(|c| c.discard == DiscardPolicy::Old));
         let kv = topology.sessions_stream_config();

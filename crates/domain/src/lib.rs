@@ -21,6 +21,7 @@ pub mod role_sync;
 pub mod rules;
 pub mod scores;
 pub mod wallets;
+pub mod webhooks;
 
 pub use audit::{Actor, AuditAction};
 pub use community::{CommunityRef, LookupError};

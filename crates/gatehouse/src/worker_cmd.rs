@@ -77,6 +77,19 @@ pub struct WorkerArgs {
     /// How often this worker looks for members due a re-check.
     #[arg(long, env = "RECHECK_SCAN_INTERVAL", default_value = "10s")]
     pub recheck_scan_interval: String,
+
+    /// Attempts per webhook delivery before it fails into the dead letters.
+    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value = "6")]
+    pub webhook_max_attempts: String,
+
+    /// Delays between webhook delivery attempts, comma-separated.
+    #[arg(long, env = "WEBHOOK_BACKOFF", default_value = "10s,1m,5m,30m,2h")]
+    pub webhook_backoff: String,
+
+    /// Lets webhooks call http(s) on this machine (127.0.0.1, ::1,
+    /// localhost). For tests and the demo, never in production.
+    #[arg(long, env = "WEBHOOK_ALLOW_INSECURE_LOOPBACK", default_value_t = false)]
+    pub webhook_allow_insecure_loopback: bool,
 }
 
 /// Everything `gatehouse worker` needs, validated before anything connects.
@@ -118,6 +131,15 @@ impl WorkerArgs {
         let recheck_period = p.duration(&l.get("recheck_period"), &self.recheck_period);
         let scan_interval =
             p.duration(&l.get("recheck_scan_interval"), &self.recheck_scan_interval);
+        let webhook_max_attempts = p.parse::<u32>(
+            &l.get("webhook_max_attempts"),
+            &self.webhook_max_attempts,
+            "a number",
+        );
+        let webhook_backoff = p.check(
+            &l.get("webhook_backoff"),
+            settings::parse_durations(&self.webhook_backoff),
+        );
 
         let config = WorkerConfig {
             topology: topology
@@ -130,6 +152,11 @@ impl WorkerArgs {
                 .clone()
                 .unwrap_or_else(|| vec![Duration::from_secs(1)]),
             ack_wait: ack_wait.unwrap_or(Duration::from_secs(30)),
+            webhooks: webhook_config(
+                webhook_max_attempts,
+                webhook_backoff.clone(),
+                self.webhook_allow_insecure_loopback,
+            ),
             ..WorkerConfig::default()
         };
         // Values that failed to parse were replaced above; only judge the
@@ -140,6 +167,8 @@ impl WorkerArgs {
             ("backoff", backoff.is_some()),
             ("ack_wait", ack_wait.is_some()),
             ("consumer_name", true),
+            ("webhook_max_attempts", webhook_max_attempts.is_some()),
+            ("webhook_backoff", webhook_backoff.is_some()),
         ];
         if let Err(errors) = config.validate() {
             for problem in errors.problems() {
@@ -185,6 +214,24 @@ impl WorkerArgs {
                 "refused without a reason (a bug)",
             )),
         }
+    }
+}
+
+/// The webhook settings over their defaults (a value that failed to parse
+/// is reported elsewhere and replaced here).
+fn webhook_config(
+    max_attempts: Option<u32>,
+    backoff: Option<Vec<Duration>>,
+    allow_insecure_loopback: bool,
+) -> worker::WebhookConfig {
+    let defaults = worker::WebhookConfig::default();
+    worker::WebhookConfig {
+        max_attempts: max_attempts.unwrap_or(1),
+        backoff: backoff.unwrap_or_else(|| defaults.backoff.clone()),
+        url_policy: domain::webhooks::UrlPolicy {
+            allow_insecure_loopback,
+        },
+        ..defaults
     }
 }
 

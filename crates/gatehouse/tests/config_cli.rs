@@ -24,6 +24,8 @@ fn the_worker_reports_every_bad_setting_at_once_naming_each() {
             ("WORKER_ACK_WAIT", "soon"),
             ("STREAM_STORAGE", "disk"),
             ("ROLE_GRACE_PERIOD", "1 fortnight"),
+            ("WEBHOOK_MAX_ATTEMPTS", "0"),
+            ("WEBHOOK_BACKOFF", "later"),
             ("DISCORD_TOKEN", "token-one-5ecret"),
             ("DISCORD_BOT_TOKEN", "token-two-5ecret"),
             (
@@ -35,7 +37,7 @@ fn the_worker_reports_every_bad_setting_at_once_naming_each() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let line = error_line(&out);
     assert!(
-        line.starts_with("error: 7 configuration problems: "),
+        line.starts_with("error: 9 configuration problems: "),
         "{line}"
     );
     for name in [
@@ -43,6 +45,8 @@ fn the_worker_reports_every_bad_setting_at_once_naming_each() {
         "WORKER_ACK_WAIT (--ack-wait)",
         "STREAM_STORAGE (--stream-storage)",
         "ROLE_GRACE_PERIOD (--role-grace-period)",
+        "WEBHOOK_MAX_ATTEMPTS (--webhook-max-attempts): must be at least 1",
+        "WEBHOOK_BACKOFF (--webhook-backoff)",
         "DATABASE_URL (--database-url): not set",
         "DISCORD_TOKEN (--discord-token): DISCORD_TOKEN and DISCORD_BOT_TOKEN",
         "CHAINS (--chains)",

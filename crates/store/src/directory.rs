@@ -65,6 +65,24 @@ impl<'a> Directory<'a> {
         Ok(TenantId::from(id))
     }
 
+    /// The active communities with at least one active webhook, for the
+    /// webhook dispatcher (which would otherwise open a transaction in every
+    /// community each tick to find the few with webhooks).
+    pub async fn webhook_communities(&self) -> Result<Vec<TenantId>, StoreError> {
+        const CONTEXT: &str = "listing communities with webhooks";
+        let client = self.store.checkout().await?;
+        let rows = client
+            .query_typed("SELECT community_id FROM webhook_communities()", &[])
+            .await
+            .map_err(|e| StoreError::query(CONTEXT, e))?;
+        rows.iter()
+            .map(|row| {
+                let id: uuid::Uuid = row.try_get(0).map_err(|e| StoreError::query(CONTEXT, e))?;
+                Ok(TenantId::from(id))
+            })
+            .collect()
+    }
+
     /// Every active community and its guild, for background scans.
     pub async fn active_communities(&self) -> Result<Vec<(TenantId, GuildId)>, StoreError> {
         const CONTEXT: &str = "listing active communities";

@@ -118,6 +118,8 @@ uuid_id! {
     BadgeId;
     /// An admin API key.
     ApiKeyId;
+    /// A community's webhook endpoint.
+    WebhookId;
 }
 
 /// Discord ids meet PostgreSQL here. Columns are `bigint`, which holds the

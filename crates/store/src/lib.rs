@@ -29,7 +29,7 @@ mod wallet;
 pub use config::{redact_url, StoreConfig};
 pub use directory::{AuthenticatedKey, Directory};
 pub use error::StoreError;
-pub use ids::{ApiKeyId, BadgeId, ProfileId, RuleId, TenantId};
+pub use ids::{ApiKeyId, BadgeId, ProfileId, RuleId, TenantId, WebhookId};
 pub use pool::Store;
 pub use tenant::TenantTx;
 pub use wallet::{WalletAddress, WalletError};

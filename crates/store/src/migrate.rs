@@ -55,6 +55,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_check_lease"),
     migration!(8, "0008_decision_inputs"),
     migration!(9, "0009_api_keys"),
+    migration!(10, "0010_webhooks"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").
@@ -312,9 +313,11 @@ mod tests {
         files.sort();
         let listed: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
         assert_eq!(files, listed);
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version as usize, i + 1, "{} is out of sequence", m.name);
+        let mut previous = 0;
+        for m in MIGRATIONS {
+            assert_eq!(m.version, previous + 1, "{} is out of sequence", m.name);
             assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+            previous = m.version;
         }
     }
 }

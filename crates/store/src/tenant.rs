@@ -7,7 +7,7 @@ use tokio_postgres::{
 use crate::{
     repo::{
         ApiKeys, Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules, Seed,
-        Stats, WalletNonces,
+        Stats, WalletNonces, Webhooks,
     },
     StoreError, TenantId,
 };
@@ -175,6 +175,10 @@ impl TenantTx {
 
     pub fn seed(&self) -> Seed<'_> {
         Seed::new(self)
+    }
+
+    pub fn webhooks(&self) -> Webhooks<'_> {
+        Webhooks::new(self)
     }
 }
 

@@ -8,7 +8,10 @@
 use chrono::Utc;
 use serde_json::json;
 use store::{
-    repo::{AuditAction, AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule, RuleType},
+    repo::{
+        AuditAction, AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule, NewWebhook,
+        RuleType,
+    },
     Store, TenantId,
 };
 use testkit::TestDb;
@@ -19,6 +22,8 @@ struct Tenant {
     id: TenantId,
     profile: store::ProfileId,
     unawarded_badge: store::BadgeId,
+    webhook: store::WebhookId,
+    audit_id: i64,
 }
 
 /// A test id of whatever kind the call site needs.
@@ -76,10 +81,30 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         .award(badges[0].id, profile.id, "seed")
         .await
         .unwrap());
-    tx.audit()
+    let joined = tx
+        .audit()
         .append(&AuditEntry::system(AuditAction::MemberJoined))
         .await
         .unwrap();
+    let webhook = tx
+        .webhooks()
+        .create(&NewWebhook {
+            url: format!("https://hooks.example/{guild}"),
+            events: vec!["member.joined".into()],
+            secret: settings::Secret::new("s".repeat(40)),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    // Directly: the dispatcher only takes rows once their transaction has
+    // committed, and this one has not.
+    tx.raw_query(&format!(
+        "INSERT INTO webhook_deliveries (community_id, webhook_id, audit_id, event_type) \
+         VALUES ('{id}', '{}', {}, 'member.joined')",
+        webhook.id, joined.id
+    ))
+    .await
+    .unwrap();
     assert!(tx
         .processed_events()
         .claim("seed-event", "seed")
@@ -99,6 +124,8 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         id,
         profile: profile.id,
         unawarded_badge: badges[1].id,
+        webhook: webhook.id,
+        audit_id: joined.id,
     }
 }
 
@@ -210,6 +237,26 @@ fn table_cases(f: &Fixture) -> Vec<(&'static str, String, String, String)> {
                 "INSERT INTO wallet_link_nonces (community_id, discord_user_id, nonce, message, expires_at) \
                  VALUES ('{b}', 4242, '{}', 'x', now())",
                 "cd".repeat(16)
+            ),
+        ),
+        (
+            "webhooks",
+            format!("community_id = '{b}'"),
+            "description = description".into(),
+            format!(
+                "INSERT INTO webhooks (community_id, url, events, secret) \
+                 VALUES ('{b}', 'https://evil.example', '{{member.joined}}', '{}')",
+                "x".repeat(40)
+            ),
+        ),
+        (
+            "webhook_deliveries",
+            format!("community_id = '{b}'"),
+            "attempts = attempts".into(),
+            format!(
+                "INSERT INTO webhook_deliveries (community_id, webhook_id, audit_id, event_type) \
+                 VALUES ('{b}', '{}', {}, 'role.granted')",
+                f.b.webhook, f.b.audit_id
             ),
         ),
         (
@@ -412,6 +459,45 @@ async fn bypass_attempts_by_the_runtime_role_all_fail() {
 }
 
 #[tokio::test]
+async fn a_delivery_cannot_point_at_another_communitys_webhook_or_audit_row() {
+    let f = fixture("rls_webhook_fk").await;
+    let (a, b) = (&f.a, &f.b);
+    let insert = |webhook: store::WebhookId, audit_id: i64| {
+        format!(
+            "INSERT INTO webhook_deliveries (community_id, webhook_id, audit_id, event_type) \
+             VALUES ('{}', '{webhook}', {audit_id}, 'member.joined')",
+            a.id
+        )
+    };
+    // A's own webhook and audit row: accepted (the refusals below are about
+    // whose rows they name, not about the statement). The seed already
+    // delivered this audit row once, so take a fresh one.
+    let own = format!(
+        "WITH e AS (INSERT INTO audit_logs (community_id, actor_type, action) \
+         VALUES ('{}', 'system', 'member.joined') RETURNING id) \
+         INSERT INTO webhook_deliveries (community_id, webhook_id, audit_id, event_type) \
+         SELECT '{}', '{}', id, 'member.joined' FROM e",
+        a.id, a.id, a.webhook
+    );
+    assert_eq!(in_tenant(&f.app, Some(a.id), &own).await, Ok(1));
+    assert_eq!(
+        in_tenant(&f.app, Some(a.id), &insert(b.webhook, a.audit_id)).await,
+        Err(SqlState::FOREIGN_KEY_VIOLATION),
+        "a delivery of A named B's webhook"
+    );
+    assert_eq!(
+        in_tenant(&f.app, Some(a.id), &insert(a.webhook, b.audit_id)).await,
+        Err(SqlState::FOREIGN_KEY_VIOLATION),
+        "a delivery of A named B's audit row"
+    );
+    // The app cannot rewrite a delivery's history away either.
+    assert_eq!(
+        in_tenant(&f.app, Some(a.id), "DELETE FROM webhook_deliveries").await,
+        Err(DENIED)
+    );
+}
+
+#[tokio::test]
 async fn the_cross_tenant_functions_reveal_only_a_community_id() {
     let f = fixture("rls_definer").await;
     let row = f
@@ -481,6 +567,8 @@ async fn roles_policies_and_functions_are_as_designed() {
         "processed_events",
         "role_grants",
         "wallet_link_nonces",
+        "webhooks",
+        "webhook_deliveries",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -550,7 +638,8 @@ async fn roles_policies_and_functions_are_as_designed() {
         vec![
             "active_communities",
             "provision_community",
-            "resolve_community"
+            "resolve_community",
+            "webhook_communities"
         ]
     );
     for d in &definers {

@@ -11,6 +11,7 @@ mod event_id;
 mod id;
 pub mod payload;
 pub mod subjects;
+pub mod webhook;
 
 pub use envelope::{Envelope, EventType, Payload, VERSION};
 pub use event_id::{EventId, EVENT_ID_NAMESPACE};

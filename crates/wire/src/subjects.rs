@@ -18,6 +18,11 @@ pub const MEMBER_UPDATE: &str = "events.member.update";
 pub const INTERACTION: &str = "commands.interaction";
 /// `eligibility.check`: a request to re-evaluate a member's eligibility.
 pub const ELIGIBILITY_CHECK: &str = "eligibility.check";
+/// `webhooks.deliver`: one webhook delivery to attempt. The message names
+/// the delivery only (community and delivery id); the URL and the secret
+/// stay in the database, so nothing read from NATS chooses where a request
+/// goes or what signs it.
+pub const WEBHOOK_DELIVER: &str = "webhooks.deliver";
 
 /// Prefix of dead-letter subjects; see [`dead_letter_subject`].
 pub const DEAD_LETTER_PREFIX: &str = "dead";
@@ -72,13 +77,17 @@ pub const ELIGIBILITY: StreamSpec = StreamSpec {
     name: "ELIGIBILITY",
     subjects: &["eligibility.>"],
 };
+pub const WEBHOOKS: StreamSpec = StreamSpec {
+    name: "WEBHOOKS",
+    subjects: &["webhooks.>"],
+};
 pub const DEAD_LETTER: StreamSpec = StreamSpec {
     name: "DEAD_LETTER",
     subjects: &["dead.>"],
 };
 
 /// Every stream, in the order they should be ensured.
-pub const ALL_STREAMS: [StreamSpec; 4] = [EVENTS, COMMANDS, ELIGIBILITY, DEAD_LETTER];
+pub const ALL_STREAMS: [StreamSpec; 5] = [EVENTS, COMMANDS, ELIGIBILITY, WEBHOOKS, DEAD_LETTER];
 
 /// Does `pattern` (NATS wildcards `*` and a trailing `>`) match `subject`?
 pub fn subject_matches(pattern: &str, subject: &str) -> bool {
@@ -120,6 +129,7 @@ mod tests {
             (MEMBER_UPDATE, "EVENTS"),
             (INTERACTION, "COMMANDS"),
             (ELIGIBILITY_CHECK, "ELIGIBILITY"),
+            (WEBHOOK_DELIVER, "WEBHOOKS"),
         ];
         for (subject, stream) in cases {
             let owners: Vec<_> = ALL_STREAMS

@@ -1,7 +1,57 @@
 use std::time::Duration;
 
 use bus::{DurableConsumer, Namespace, Topology};
+use domain::webhooks::UrlPolicy;
 use settings::{ConfigErrors, Problems};
+
+/// How webhook deliveries are made and retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Attempts per delivery before it fails into the dead letters.
+    pub max_attempts: u32,
+    /// Delay before the next attempt after the n-th failed one (the last
+    /// entry repeats). Longer than the worker's: a receiver that is down
+    /// is often down for minutes, and every retry is a request to it.
+    pub backoff: Vec<Duration>,
+    /// One request's whole budget: connecting, sending, the response head.
+    /// Capped at half the worker's `ack_wait` (see
+    /// [`WorkerConfig::webhook_timeout`]).
+    pub timeout: Duration,
+    /// How often the dispatcher turns new audit rows into deliveries.
+    pub dispatch_interval: Duration,
+    /// Re-checked before every request, so a URL stored under a looser
+    /// policy is not called under a stricter one.
+    pub url_policy: UrlPolicy,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            max_attempts: 6,
+            backoff: vec![
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(5 * 60),
+                Duration::from_secs(30 * 60),
+                Duration::from_secs(2 * 3600),
+            ],
+            timeout: Duration::from_secs(10),
+            dispatch_interval: Duration::from_secs(1),
+            url_policy: UrlPolicy::default(),
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// Delay before the attempt after `attempt` (1-based) failed.
+    pub fn backoff_after(&self, attempt: u32) -> Duration {
+        let index = (attempt.max(1) as usize - 1).min(self.backoff.len().saturating_sub(1));
+        self.backoff
+            .get(index)
+            .copied()
+            .unwrap_or(Duration::from_secs(60))
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -23,6 +73,7 @@ pub struct WorkerConfig {
     /// How often processed-event ids older than the streams' max age are
     /// forgotten.
     pub prune_interval: Duration,
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for WorkerConfig {
@@ -40,14 +91,16 @@ impl Default for WorkerConfig {
             ],
             ack_wait: Duration::from_secs(30),
             prune_interval: Duration::from_secs(3600),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
 
 impl WorkerConfig {
     /// Every problem at once, each named by its field (`concurrency`,
-    /// `max_attempts`, `backoff`, `ack_wait`, `consumer_name`); the command
-    /// line renames them to the variables that set them.
+    /// `max_attempts`, `backoff`, `ack_wait`, `consumer_name`,
+    /// `webhook_max_attempts`, ...); the command line renames them to the
+    /// variables that set them.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut problems = Problems::new();
         if self.concurrency == 0 {
@@ -76,6 +129,19 @@ impl WorkerConfig {
                 "use letters, digits, '_' and '-' (it names a durable JetStream consumer)",
             );
         }
+        let hooks = &self.webhooks;
+        if hooks.max_attempts == 0 {
+            problems.push("webhook_max_attempts", "must be at least 1");
+        }
+        if hooks.backoff.is_empty() {
+            problems.push("webhook_backoff", "needs at least one delay");
+        }
+        if hooks.timeout.is_zero() {
+            problems.push("webhook_timeout", "must be more than 0");
+        }
+        if hooks.dispatch_interval.is_zero() {
+            problems.push("webhook_dispatch_interval", "must be more than 0");
+        }
         if let Err(e) = self.topology.validate() {
             problems.push("streams", e);
         }
@@ -93,6 +159,13 @@ impl WorkerConfig {
             ack_wait: self.ack_wait,
             max_ack_pending: (self.concurrency * 4).max(256) as i64,
         }
+    }
+
+    /// The webhook request timeout in force: at most half of `ack_wait`, so
+    /// JetStream never hands a delivery to a second worker while the first
+    /// is still waiting for a slow endpoint.
+    pub fn webhook_timeout(&self) -> Duration {
+        self.webhooks.timeout.min(self.ack_wait / 2)
     }
 
     /// Delay before the next delivery after `attempt` (1-based) failed.
@@ -141,6 +214,28 @@ mod tests {
         ] {
             assert!(broken.validate().is_err(), "{broken:?}");
         }
+    }
+
+    #[test]
+    fn webhook_settings_are_checked_with_the_rest() {
+        let mut broken = WorkerConfig::default();
+        broken.webhooks.max_attempts = 0;
+        broken.webhooks.timeout = Duration::ZERO;
+        let e = broken.validate().unwrap_err();
+        let named: Vec<&str> = e.problems().iter().map(|p| p.setting.as_str()).collect();
+        assert_eq!(named, ["webhook_max_attempts", "webhook_timeout"]);
+        let short = WorkerConfig {
+            ack_wait: Duration::from_secs(4),
+            ..WorkerConfig::default()
+        };
+        assert_eq!(short.webhook_timeout(), Duration::from_secs(2));
+        assert_eq!(
+            WorkerConfig::default().webhook_timeout(),
+            Duration::from_secs(10)
+        );
+        let hooks = WebhookConfig::default();
+        assert_eq!(hooks.backoff_after(1), Duration::from_secs(10));
+        assert_eq!(hooks.backoff_after(40), Duration::from_secs(7200));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use futures::StreamExt;
@@ -16,6 +16,29 @@ pub struct Delivery {
     pub attempt: u32,
 }
 
+/// What a consumer does with each message. The acknowledgement follows
+/// from the result: `Ok` acks, [`HandlerError`] says whether to retry (and
+/// when) or to dead-letter.
+pub(crate) trait HandleMessage: Send + Sync + 'static {
+    fn handle_message(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+impl HandleMessage for Handlers {
+    fn handle_message(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        Handlers::handle_message(self, subject, payload, delivery)
+    }
+}
+
 /// How long one pull waits for messages. It bounds how long shutdown waits
 /// for a pull that is still open on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
@@ -29,10 +52,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// buffer would hold messages back from idle workers and, at shutdown, leave
 /// them stranded until `ack_wait` expires. Anything delivered after the
 /// signal is handed straight back with a NAK.
-pub(crate) async fn consume(
+pub(crate) async fn consume<H: HandleMessage>(
     consumer: PullConsumer,
     js: jetstream::Context,
-    handlers: Arc<Handlers>,
+    handlers: Arc<H>,
     config: WorkerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
@@ -94,7 +117,7 @@ pub(crate) async fn consume(
             };
             let (js, handlers, config) = (js.clone(), handlers.clone(), config.clone());
             tokio::spawn(async move {
-                process(message, &js, &handlers, &config).await;
+                process(message, &js, &*handlers, &config).await;
                 drop(permit);
             });
         }
@@ -104,10 +127,10 @@ pub(crate) async fn consume(
     Ok(())
 }
 
-async fn process(
+async fn process<H: HandleMessage>(
     message: jetstream::Message,
     js: &jetstream::Context,
-    handlers: &Handlers,
+    handlers: &H,
     config: &WorkerConfig,
 ) {
     let subject = message.subject.to_string();
@@ -131,6 +154,8 @@ async fn process(
         "commands"
     } else if subject.contains("eligibility.") {
         "eligibility"
+    } else if subject.contains("webhooks.") {
+        "webhooks"
     } else if subject.contains("events.") {
         "events"
     } else {
@@ -155,12 +180,22 @@ async fn process(
                 tracing::warn!(%subject, error = %e, "nak failed; JetStream will redeliver after ack_wait");
             }
         }
+        Err(HandlerError::RetryAfter { reason, after }) => {
+            metrics::counter!("worker_messages_total", "stream" => stream, "outcome" => "retry")
+                .increment(1);
+            tracing::debug!(%subject, ?after, %reason, "will retry");
+            if let Err(e) = message.ack_with(AckKind::Nak(Some(after))).await {
+                tracing::warn!(%subject, error = %e, "nak failed; JetStream will redeliver after ack_wait");
+            }
+        }
         Err(err) => {
             let reason = match &err {
                 HandlerError::Transient(r) => {
                     format!("gave up after {} attempts: {r}", delivery.attempt)
                 }
-                HandlerError::Permanent(r) => r.clone(),
+                HandlerError::Permanent(r) | HandlerError::RetryAfter { reason: r, .. } => {
+                    r.clone()
+                }
             };
             metrics::counter!("worker_messages_total", "stream" => stream, "outcome" => "dead_letter").increment(1);
             match bus::publish_dead_letter(

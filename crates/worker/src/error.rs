@@ -19,6 +19,14 @@ pub enum HandlerError {
     /// Retrying cannot help: the message itself is wrong.
     #[error("{0}")]
     Permanent(String),
+    /// Try again after `after`, however often it was delivered: the handler
+    /// counts attempts itself (a webhook delivery keeps its count in its
+    /// log, with limits of its own) and says `Permanent` when it gives up.
+    #[error("{reason}")]
+    RetryAfter {
+        reason: String,
+        after: std::time::Duration,
+    },
 }
 
 impl From<domain::badges::BadgeError> for HandlerError {

@@ -17,11 +17,13 @@ pub mod handlers;
 mod housekeeping;
 mod role_budget;
 pub mod slash_commands;
+mod webhooks;
 
-pub use config::WorkerConfig;
+pub use config::{WebhookConfig, WorkerConfig};
 pub use consumer::Delivery;
 pub use error::{HandlerError, WorkerError};
 pub use handlers::Handlers;
+pub use webhooks::{dispatch_once as dispatch_webhooks, DispatchReport};
 
 /// Role sync as the workers run it: the domain's, writing through Discord.
 pub type RoleSync = domain::role_sync::RoleSync<discord::Discord>;
@@ -75,6 +77,32 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    let sender = Arc::new(webhooks::WebhookSender::new(
+        store.clone(),
+        config.namespace().clone(),
+        &config,
+    )?);
+    let consumer = bus::ensure_consumer(
+        &jetstream,
+        config.namespace(),
+        &wire::subjects::WEBHOOKS,
+        &config.consumer(),
+    )
+    .await?;
+    tasks.spawn(consumer::consume(
+        consumer,
+        jetstream.clone(),
+        sender,
+        config.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(webhooks::dispatch_loop(
+        store.clone(),
+        jetstream.clone(),
+        config.namespace().clone(),
+        config.webhooks.dispatch_interval,
+        shutdown.clone(),
+    ));
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         let outcome = joined

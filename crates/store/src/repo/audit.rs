@@ -50,6 +50,8 @@ pub enum AuditAction {
     ApiKeyRevoked,
     /// A load-test visit (`gatehouse bench db`).
     BenchVisit,
+    WebhookRegistered,
+    WebhookDeleted,
 }
 
 impl AuditAction {
@@ -78,6 +80,8 @@ impl AuditAction {
         AuditAction::ApiKeyCreated,
         AuditAction::ApiKeyRevoked,
         AuditAction::BenchVisit,
+        AuditAction::WebhookRegistered,
+        AuditAction::WebhookDeleted,
     ];
 
     /// The text stored in `audit_logs.action`.
@@ -107,6 +111,8 @@ impl AuditAction {
             AuditAction::ApiKeyCreated => "api_key.created",
             AuditAction::ApiKeyRevoked => "api_key.revoked",
             AuditAction::BenchVisit => "bench.visit",
+            AuditAction::WebhookRegistered => "webhook.registered",
+            AuditAction::WebhookDeleted => "webhook.deleted",
         }
     }
 }
@@ -283,6 +289,21 @@ impl<'t> Audit<'t> {
             )
             .await?;
         Ok(rows.len() as u64)
+    }
+
+    /// One entry by id.
+    pub async fn get(&self, id: i64) -> Result<Option<AuditRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM audit_logs WHERE community_id = $1 AND id = $2");
+        self.tx
+            .query_opt(
+                "reading an audit entry",
+                &sql,
+                &[(self.tx.tenant().as_uuid(), Type::UUID), (&id, Type::INT8)],
+            )
+            .await?
+            .as_ref()
+            .map(AuditRecord::from_row)
+            .transpose()
     }
 
     /// The newest entries first.

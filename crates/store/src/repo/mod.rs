@@ -12,6 +12,7 @@ mod profiles;
 mod rules;
 mod seed;
 mod stats;
+mod webhooks;
 
 pub use api_keys::{ApiKey, ApiKeys, NewApiKey};
 pub use audit::{ActorType, Audit, AuditAction, AuditEntry, AuditFilter, AuditRecord};
@@ -28,6 +29,10 @@ pub use profiles::{
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
 pub use seed::Seed;
 pub use stats::{CommunityCounts, Stats, SyncStatus};
+pub use webhooks::{
+    AttemptRecord, DeliveryJob, DeliveryState, DispatchScan, Enqueued, NewWebhook, Webhook,
+    WebhookCursor, WebhookDelivery, Webhooks,
+};
 
 use tokio_postgres::{types::FromSql, Row};
 
