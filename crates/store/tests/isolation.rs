@@ -119,6 +119,17 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         )
         .await
         .unwrap();
+    tx.api_keys()
+        .create(&store::repo::NewApiKey {
+            name: "fixture".into(),
+            prefix: format!("{:012x}", guild),
+            secret_hash: [7; 32],
+            scopes: vec!["read".into()],
+            created_by: None,
+            expires_at: None,
+        })
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     Tenant {
         id,
@@ -257,6 +268,15 @@ fn table_cases(f: &Fixture) -> Vec<(&'static str, String, String, String)> {
                 "INSERT INTO webhook_deliveries (community_id, webhook_id, audit_id, event_type) \
                  VALUES ('{b}', '{}', {}, 'role.granted')",
                 f.b.webhook, f.b.audit_id
+            ),
+        ),
+        (
+            "api_keys",
+            format!("community_id = '{b}'"),
+            "revoked_at = revoked_at".into(),
+            format!(
+                "INSERT INTO api_keys (community_id, name, prefix, secret_hash, scopes) \
+                 VALUES ('{b}', 'forged', 'aaaaaaaaaaaa', decode(repeat('00', 32), 'hex'), '{{read}}')"
             ),
         ),
         (
@@ -569,6 +589,7 @@ async fn roles_policies_and_functions_are_as_designed() {
         "wallet_link_nonces",
         "webhooks",
         "webhook_deliveries",
+        "api_keys",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -637,6 +658,7 @@ async fn roles_policies_and_functions_are_as_designed() {
         names,
         vec![
             "active_communities",
+            "authenticate_api_key",
             "provision_community",
             "resolve_community",
             "webhook_communities"
