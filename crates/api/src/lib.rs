@@ -83,6 +83,18 @@ pub fn app(state: AppState) -> Router {
             "/badges/{slug}/holders/{user_id}",
             put(routes::badges::grant).delete(routes::badges::revoke),
         )
+        .route(
+            "/webhooks",
+            get(routes::webhooks::list).post(routes::webhooks::register),
+        )
+        .route(
+            "/webhooks/{id}",
+            axum::routing::delete(routes::webhooks::delete),
+        )
+        .route(
+            "/webhooks/{id}/deliveries",
+            get(routes::webhooks::deliveries),
+        )
         .route("/audit", get(routes::audit::list))
         .route("/sync-status", get(routes::sync::get))
         .route("/openapi.json", get(openapi_json))

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
-use crate::routes::{audit, badges, community, members, rules, scores, sync};
+use crate::routes::{audit, badges, community, members, rules, scores, sync, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,7 @@ use crate::routes::{audit, badges, community, members, rules, scores, sync};
         badges::list, badges::define, badges::grant, badges::revoke,
         audit::list,
         sync::get,
+        webhooks::list, webhooks::register, webhooks::delete, webhooks::deliveries,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldProblem)),
     modifiers(&ApiKeyAuth),
@@ -38,6 +39,7 @@ use crate::routes::{audit, badges, community, members, rules, scores, sync};
         (name = "badges", description = "Badges"),
         (name = "audit", description = "The audit log"),
         (name = "sync", description = "Role sync status"),
+        (name = "webhooks", description = "Signed event deliveries to the community's endpoints"),
     )
 )]
 pub struct ApiDoc;

@@ -9,11 +9,12 @@ use reqwest::Method;
 use serde_json::json;
 
 /// Every endpoint that names a resource, as (method, path, body), for a rule
-/// id, a member id and a badge slug.
+/// id, a member id, a badge slug and a webhook id.
 fn targeted(
     rule: &str,
     user: &str,
     badge: &str,
+    hook: &str,
 ) -> Vec<(Method, String, Option<serde_json::Value>)> {
     let rule_body =
         json!({"role_id": "4242", "rule_type": "score_threshold", "parameters": {"min_score": 5}});
@@ -45,6 +46,8 @@ fn targeted(
             format!("/v1/badges/{badge}/holders/{user}"),
             None,
         ),
+        (Method::GET, format!("/v1/webhooks/{hook}/deliveries"), None),
+        (Method::DELETE, format!("/v1/webhooks/{hook}"), None),
     ]
 }
 
@@ -80,6 +83,16 @@ async fn another_communitys_resources_answer_exactly_as_missing_ones() {
     )
     .await;
     assert_eq!(status, 201);
+    let (status, hook_b) = json(
+        api.send(Method::POST, "/v1/webhooks", &key_b)
+            .json(&json!({"url": "https://hooks.example.com/b", "events": ["member.joined"]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{hook_b}");
+    let hook_b = hook_b["webhook"]["id"].as_str().unwrap().to_owned();
     let b_audit_before = api
         .db
         .count(&format!(
@@ -90,8 +103,8 @@ async fn another_communitys_resources_answer_exactly_as_missing_ones() {
 
     // A's key on B's resources, and on resources that exist nowhere.
     let missing_rule = uuid::Uuid::new_v4().to_string();
-    let theirs = targeted(&rule_b, &user_b, "b-badge");
-    let nowhere = targeted(&missing_rule, "5999", "no-such-badge");
+    let theirs = targeted(&rule_b, &user_b, "b-badge", &hook_b);
+    let nowhere = targeted(&missing_rule, "5999", "no-such-badge", &missing_rule);
     for ((method, path, body), (_, missing_path, missing_body)) in theirs.into_iter().zip(nowhere) {
         let send = |method: Method, path: String, body: Option<serde_json::Value>| {
             let mut request = api.send(method, &path, &key_a);
@@ -128,11 +141,20 @@ async fn another_communitys_resources_answer_exactly_as_missing_ones() {
         "/v1/badges",
         "/v1/audit",
         "/v1/sync-status",
+        "/v1/webhooks",
     ] {
         let (status, body) = json(api.get(path, &key_a).send().await.unwrap()).await;
         assert_eq!(status, 200, "{path}: {body}");
         let text = body.to_string();
-        for secret in [&rule_b, &user_b, "b-badge", "1002", &b.tenant.to_string()] {
+        for secret in [
+            &rule_b,
+            &user_b,
+            "b-badge",
+            "1002",
+            &b.tenant.to_string(),
+            &hook_b,
+            "hooks.example.com",
+        ] {
             assert!(
                 !text.contains(secret),
                 "{path} with A's key shows B's {secret}: {text}"
@@ -185,6 +207,8 @@ async fn another_communitys_resources_answer_exactly_as_missing_ones() {
     assert_eq!(member["badges"], json!([]));
     let (_, community) = json(api.get("/v1/community", &key_b).send().await.unwrap()).await;
     assert_eq!(community["theme_id"], "default");
+    let (_, hooks) = json(api.get("/v1/webhooks", &key_b).send().await.unwrap()).await;
+    assert_eq!(hooks[0]["id"].as_str(), Some(hook_b.as_str()));
     let b_audit_after = api
         .db
         .count(&format!(
@@ -280,6 +304,18 @@ async fn every_write_needs_its_scope() {
             None,
             "badges:write",
         ),
+        (
+            Method::POST,
+            "/v1/webhooks".into(),
+            Some(json!({"url": "https://hooks.example.com/a", "events": ["role.granted"]})),
+            "webhooks:write",
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/webhooks/{}", uuid::Uuid::new_v4()),
+            None,
+            "webhooks:write",
+        ),
     ];
     let audit_before = api.audit_rows().await;
     for (method, path, body, scope) in &writes {
@@ -318,6 +354,7 @@ async fn every_write_needs_its_scope() {
         "/v1/badges",
         "/v1/sync-status",
         "/v1/community",
+        "/v1/webhooks",
     ] {
         assert_eq!(
             api.get(path, &read_only).send().await.unwrap().status(),

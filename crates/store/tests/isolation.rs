@@ -122,7 +122,7 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
     tx.api_keys()
         .create(&store::repo::NewApiKey {
             name: "fixture".into(),
-            prefix: format!("{:012x}", guild),
+            prefix: format!("{guild:012x}"),
             secret_hash: [7; 32],
             scopes: vec!["read".into()],
             created_by: None,

@@ -9,6 +9,7 @@ pub mod members;
 pub mod rules;
 pub mod scores;
 pub mod sync;
+pub mod webhooks;
 
 use crate::error::ApiError;
 
