@@ -194,6 +194,9 @@ impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
         match e {
             store::StoreError::Conflict { .. } => ApiError::conflict(e.to_string()),
+            store::StoreError::Unstorable { .. } => ApiError::invalid(
+                "a text value in the request contains a NUL character (\\u0000), which cannot be stored",
+            ),
             store::StoreError::PoolTimeout(_) | store::StoreError::ConnectTimeout { .. } => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::unavailable("the database is busy or unreachable; retry shortly")

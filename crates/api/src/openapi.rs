@@ -3,7 +3,9 @@
 //! Served at `/v1/openapi.json` and committed as `docs/openapi.json` (a test
 //! fails when the committed copy is out of date).
 
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail, FieldProblem};
@@ -57,7 +59,62 @@ impl Modify for ApiKeyAuth {
                 .to_owned(),
         );
         components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
+        // Answers any `/v1` endpoint may give, whatever it does: documented
+        // once here rather than on every handler.
+        let common = [
+            ("400", "The request's query or body could not be read"),
+            ("401", "No API key, or not a live one"),
+            ("413", "The body is larger than this endpoint accepts"),
+            ("429", "The key's rate limit was reached; see Retry-After"),
+            ("503", "Timed out, or a dependency is unavailable; retry"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations(item) {
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+                if operation.request_body.is_some() {
+                    operation
+                        .responses
+                        .responses
+                        .entry("422".to_owned())
+                        .or_insert_with(|| {
+                            error_response("The body does not have the documented fields and types")
+                        });
+                }
+            }
+        }
     }
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.patch.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
 }
 
 /// The document as served and committed.

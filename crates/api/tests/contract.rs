@@ -320,3 +320,58 @@ async fn the_committed_openapi_document_is_the_one_the_code_serves() {
         }
     }
 }
+
+/// Found by the OpenAPI fuzzer (scripts/api-fuzz): a NUL character, which
+/// PostgreSQL cannot store, answered 500; a number no double can hold was
+/// stored and then could not be read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_and_numbers_the_database_cannot_keep_are_refused_up_front() {
+    let api = Api::start("api_unstorable").await;
+    let a = api.community(3601).await;
+    let key = api.all_scopes(a).await;
+    let patch = |body: serde_json::Value| {
+        api.send(Method::PATCH, "/v1/community", &key)
+            .json(&body)
+            .send()
+    };
+    let (status, body) = json(
+        patch(json!({"settings": {"motto": "a\u{0}b"}}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    let (status, body) = json(
+        patch(json!({"settings": {"big": -1.797_693_134_862_315_7e308}}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["fields"][0]["field"].as_str()),
+        (422, Some("settings")),
+        "{body}"
+    );
+    let (status, body) = json(api.get("/v1/community", &key).send().await.unwrap()).await;
+    assert_eq!(
+        (status, body["settings"].clone()),
+        (200, json!({})),
+        "the community is still readable"
+    );
+    let (status, body) = json(
+        api.get("/v1/audit?action=a%00b", &key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+}

@@ -86,6 +86,14 @@ pub async fn update_settings(
     }
     if !new.settings.is_object() {
         problems.push(("settings", "expected a JSON object".to_owned()));
+    } else if !numbers_are_safe(&new.settings) {
+        // PostgreSQL keeps a JSON number exactly, as written; one that no
+        // double can hold would be stored but could not be read back (nor
+        // by a browser). JavaScript's safe range is what a dashboard reads.
+        problems.push((
+            "settings",
+            format!("numbers must lie within ±{MAX_SAFE_NUMBER}"),
+        ));
     } else if new.settings.to_string().len() > MAX_SETTINGS_BYTES {
         problems.push((
             "settings",
@@ -113,6 +121,19 @@ pub async fn update_settings(
     }
     tx.commit().await?;
     Ok(after)
+}
+
+/// The largest magnitude a settings number may have: 2^53 - 1, the last
+/// integer a double (and JavaScript) holds exactly.
+pub const MAX_SAFE_NUMBER: f64 = 9_007_199_254_740_991.0;
+
+fn numbers_are_safe(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(n) => n.as_f64().is_some_and(|x| x.abs() <= MAX_SAFE_NUMBER),
+        serde_json::Value::Array(items) => items.iter().all(numbers_are_safe),
+        serde_json::Value::Object(fields) => fields.values().all(numbers_are_safe),
+        _ => true,
+    }
 }
 
 /// Where the community's role sync stands.

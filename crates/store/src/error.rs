@@ -48,6 +48,11 @@ pub enum StoreError {
         constraint: String,
     },
 
+    /// A text value PostgreSQL cannot store (a NUL character): the input
+    /// is at fault, not the database.
+    #[error("{context}: a text value contains a character PostgreSQL cannot store (NUL, \\u0000)")]
+    Unstorable { context: &'static str },
+
     #[error("{context}: expected a row, found none")]
     NotFound { context: &'static str },
 
@@ -66,11 +71,17 @@ impl StoreError {
     /// violations into [`StoreError::Conflict`] so callers can match on it.
     pub(crate) fn query(context: &'static str, source: tokio_postgres::Error) -> Self {
         if let Some(db) = source.as_db_error() {
-            if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+            use tokio_postgres::error::SqlState;
+            if db.code() == &SqlState::UNIQUE_VIOLATION {
                 return StoreError::Conflict {
                     context,
                     constraint: db.constraint().unwrap_or("unique").to_owned(),
                 };
+            }
+            if db.code() == &SqlState::UNTRANSLATABLE_CHARACTER
+                || db.code() == &SqlState::CHARACTER_NOT_IN_REPERTOIRE
+            {
+                return StoreError::Unstorable { context };
             }
         }
         let detail = match source.as_db_error() {
