@@ -57,6 +57,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub shards: u32,
 
+    /// Where the demo serves the admin API (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub api_addr: std::net::SocketAddr,
+
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -79,20 +83,42 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let world = scenario::World::start(&plan, &store, &js, &args.nats_url, &namespace).await?;
     let shutdown = CancellationToken::new();
+    let api_url = start_api(&args, &store, &namespace, &world, shutdown.clone()).await?;
     let result = play(&plan, &world, &store, &shutdown).await;
+    let api_check = match &result {
+        Ok(_) => Some(try_the_api(&store, &world, &api_url).await),
+        Err(_) => None,
+    };
 
     if result.is_ok() && args.keep_running {
         eprintln!(
-            "\nstill running (Ctrl-C to stop): simulator gateway {}  REST/control {}  gateway health http://{}/readyz",
+            "\nstill running (Ctrl-C to stop): simulator gateway {}  REST/control {}  gateway health http://{}/readyz  admin API {api_url}",
             world.sim.gateway_url(),
             world.sim.api_url(),
             world.gateway_http
         );
+        if let Some(Ok(curl)) = &api_check {
+            eprintln!("try the admin API: {curl}");
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
+    shutdown.cancel();
     world.stop(&js, &namespace).await;
     let report = result?;
     print!("{}", report.render());
+    let api_ok = match api_check {
+        Some(Ok(curl)) => {
+            println!(
+                "\n  admin API (answered 200; with --keep-running it stays up to try):\n    {curl}"
+            );
+            true
+        }
+        Some(Err(e)) => {
+            println!("\n  admin API: FAILED: {e:#}");
+            false
+        }
+        None => false,
+    };
     if let Some(path) = &args.json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -100,11 +126,82 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(if report.consistent {
+    Ok(if report.consistent && api_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Serves the admin API in this process, as `gatehouse api` would.
+async fn start_api(
+    args: &DemoArgs,
+    store: &store::Store,
+    namespace: &Namespace,
+    world: &scenario::World,
+    shutdown: CancellationToken,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind(args.api_addr)
+        .await
+        .with_context(|| format!("--api-addr: cannot listen on {}", args.api_addr))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let evaluator = eligibility::Evaluator::new(&scenario::chains(&world.chain))
+        .context("the API's eligibility configuration")?;
+    let state = api::AppState::new(
+        store.clone(),
+        nats_args::connect(&args.nats_url).await?,
+        namespace.clone(),
+        std::sync::Arc::new(evaluator),
+        api::ApiSettings {
+            webhooks_allow_insecure_loopback: true,
+            ..api::ApiSettings::default()
+        },
+    );
+    tokio::spawn(async move {
+        if let Err(e) = api::serve(listener, state, async move { shutdown.cancelled().await }).await
+        {
+            tracing::error!(error = %e, "the demo's admin API stopped");
+        }
+    });
+    Ok(url)
+}
+
+/// Registers an API key for the first community, as its admin would, and
+/// makes the request the printed `curl` line makes.
+async fn try_the_api(
+    store: &store::Store,
+    world: &scenario::World,
+    url: &str,
+) -> anyhow::Result<String> {
+    let guild = *world.guilds.first().context("the demo has no community")?;
+    let community = domain::community::resolve(store, guild).await?;
+    let created = domain::keys::create(
+        store,
+        community,
+        &domain::Actor::Admin(Some("demo".into())),
+        &domain::keys::NewKey {
+            name: "demo".into(),
+            scopes: [domain::keys::Scope::Read].into_iter().collect(),
+            expires_at: None,
+        },
+    )
+    .await?;
+    let key = created.secret.expose();
+    let endpoint = format!("{url}/v1/members?limit=3&has_wallet=true");
+    let response = reqwest::Client::new()
+        .get(&endpoint)
+        .bearer_auth(key)
+        .send()
+        .await
+        .with_context(|| format!("GET {endpoint}"))?;
+    anyhow::ensure!(
+        response.status() == reqwest::StatusCode::OK,
+        "GET {endpoint} answered {}",
+        response.status()
+    );
+    Ok(format!(
+        "curl -s -H 'Authorization: Bearer {key}' '{endpoint}'"
+    ))
 }
 
 async fn play(

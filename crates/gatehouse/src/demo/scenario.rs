@@ -82,6 +82,15 @@ pub struct World {
     pub linked: Arc<AtomicU64>,
 }
 
+/// The demo's one chain, `demo`: the fake chain, cached briefly.
+pub fn chains(chain: &FakeChain) -> eligibility::EligibilityConfig {
+    let mut config = eligibility::ChainConfig::new(vec![chain.url()]);
+    config.cache_ttl_secs = 5;
+    eligibility::EligibilityConfig {
+        chains: [("demo".to_owned(), config)].into_iter().collect(),
+    }
+}
+
 impl World {
     pub async fn start(
         plan: &Plan,
@@ -131,12 +140,8 @@ impl World {
         chain.deploy(contract, FakeContract::Erc20);
 
         // The worker: role sync against the simulator's REST and the fake chain.
-        let mut chain_config = eligibility::ChainConfig::new(vec![chain.url()]);
-        chain_config.cache_ttl_secs = 5;
-        let evaluator = eligibility::Evaluator::new(&eligibility::EligibilityConfig {
-            chains: [("demo".to_owned(), chain_config)].into_iter().collect(),
-        })
-        .context("eligibility configuration")?;
+        let evaluator =
+            eligibility::Evaluator::new(&chains(&chain)).context("eligibility configuration")?;
         let discord = worker::discord::Discord::new(TOKEN, Some(&sim.api_url()), 16)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         // What an operator does once per deployment (`gatehouse commands register`).
