@@ -133,3 +133,23 @@ async fn a_webhook_is_registered_once_listed_without_its_secret_and_deleted() {
     .await;
     assert_eq!(status, 404);
 }
+
+/// The worked example of docs/api.md, checked against the code that signs.
+#[test]
+fn the_documented_signature_example_is_what_gatehouse_sends() {
+    let secret = settings::Secret::new(format!("whsec_{}", "0123456789abcdef".repeat(4)));
+    let body = br#"{"id":"8672ebe7-c5e2-4f68-bbcd-065d5e21634c","type":"member.joined"}"#;
+    let header = domain::webhooks::sign(&secret, 1_764_662_400, body);
+    assert_eq!(
+        header,
+        "t=1764662400,v1=cab45660fd1af5f3f76e82339298a3e2d30471a43c6106b53a667958e1685f92"
+    );
+    domain::webhooks::verify(
+        &secret,
+        &header,
+        body,
+        1_764_662_400 + 60,
+        domain::webhooks::DEFAULT_TOLERANCE,
+    )
+    .expect("a fresh, untampered delivery verifies");
+}
