@@ -51,6 +51,12 @@ pub struct ApiArgs {
         hide_default_value = true
     )]
     pub chains: Secret,
+
+    /// Lets webhooks be registered to http(s) on this machine (127.0.0.1,
+    /// ::1, localhost), as the worker's flag of the same name lets it send
+    /// to them. For tests and the demo, never in production.
+    #[arg(long, env = "WEBHOOK_ALLOW_INSECURE_LOOPBACK", default_value_t = false)]
+    pub webhook_allow_insecure_loopback: bool,
 }
 
 struct Settings {

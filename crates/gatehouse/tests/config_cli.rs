@@ -225,3 +225,80 @@ async fn commands_register_accepts_discord_bot_token() {
     assert_eq!(sim.control().application_commands().len(), 4);
     sim.shutdown().await;
 }
+
+#[test]
+fn the_api_reports_every_bad_setting_at_once_naming_each() {
+    let out = gatehouse(
+        &["api"],
+        &[
+            ("API_ADDR", "localhost"),
+            ("API_REQUEST_TIMEOUT", "a while"),
+            ("API_RATE_LIMIT", "0"),
+            ("API_RATE_BURST", "many"),
+            ("RECHECK_PERIOD", "daily"),
+            (
+                "CHAINS",
+                "ethereum=https://rpc.example/v3/key-5ecret;broken",
+            ),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.starts_with("error: 7 configuration problems: "),
+        "{line}"
+    );
+    for name in [
+        "API_ADDR (--addr)",
+        "API_REQUEST_TIMEOUT (--request-timeout)",
+        "API_RATE_LIMIT (--rate-limit)",
+        "API_RATE_BURST (--rate-burst)",
+        "RECHECK_PERIOD (--recheck-period)",
+        "CHAINS (--chains)",
+        "DATABASE_URL (--database-url): not set",
+    ] {
+        assert!(line.contains(name), "{name} missing from {line}");
+    }
+    assert!(!stderr(&out).contains("5ecret"), "{}", stderr(&out));
+}
+
+#[test]
+fn keys_create_names_bad_scopes_before_connecting() {
+    let out = gatehouse(
+        &[
+            "keys",
+            "create",
+            "--guild",
+            "123",
+            "--name",
+            "ci",
+            "--scopes",
+            "read,rules:admin,root",
+        ],
+        &[("DATABASE_URL", NOWHERE_DB)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("\"rules:admin\", \"root\"") && line.contains("webhooks:write"),
+        "{line}"
+    );
+    let out = gatehouse(
+        &[
+            "keys",
+            "create",
+            "--guild",
+            "123",
+            "--name",
+            "ci",
+            "--expires",
+            "someday",
+        ],
+        &[("DATABASE_URL", NOWHERE_DB)],
+    );
+    assert!(
+        error_line(&out).contains("--expires \"someday\""),
+        "{}",
+        stderr(&out)
+    );
+}
