@@ -226,18 +226,7 @@ pub async fn grant(
             "granter (who grants it goes in the audit log)",
         ));
     }
-    let badge = tx
-        .badges()
-        .list()
-        .await?
-        .into_iter()
-        .find(|b| b.slug == slug)
-        .ok_or_else(|| BadgeError::UnknownBadge(slug.to_owned()))?;
-    let profile = tx
-        .profiles()
-        .find_by_discord_user(user)
-        .await?
-        .ok_or(BadgeError::UnknownMember(user))?;
+    let (badge, profile) = badge_and_member(tx, slug, user).await?;
     let reason = if reason.trim().is_empty() {
         format!("granted by {granted_by}")
     } else {
@@ -265,18 +254,7 @@ pub async fn revoke(
     slug: &str,
     user: UserId,
 ) -> Result<bool, BadgeError> {
-    let badge = tx
-        .badges()
-        .list()
-        .await?
-        .into_iter()
-        .find(|b| b.slug == slug)
-        .ok_or_else(|| BadgeError::UnknownBadge(slug.to_owned()))?;
-    let profile = tx
-        .profiles()
-        .find_by_discord_user(user)
-        .await?
-        .ok_or(BadgeError::UnknownMember(user))?;
+    let (badge, profile) = badge_and_member(tx, slug, user).await?;
     if !tx.badges().revoke(badge.id, profile.id).await? {
         return Ok(false);
     }
@@ -290,6 +268,27 @@ pub async fn revoke(
         }));
     tx.audit().append(&entry).await?;
     Ok(true)
+}
+
+/// The community's badge `slug` and member `user`, or which one is missing.
+async fn badge_and_member(
+    tx: &TenantTx,
+    slug: &str,
+    user: UserId,
+) -> Result<(Badge, Profile), BadgeError> {
+    let badge = tx
+        .badges()
+        .list()
+        .await?
+        .into_iter()
+        .find(|b| b.slug == slug)
+        .ok_or_else(|| BadgeError::UnknownBadge(slug.to_owned()))?;
+    let profile = tx
+        .profiles()
+        .find_by_discord_user(user)
+        .await?
+        .ok_or(BadgeError::UnknownMember(user))?;
+    Ok((badge, profile))
 }
 
 /// One badge newly awarded by [`evaluate`].

@@ -63,15 +63,7 @@ impl Api {
             evaluator.clone(),
             settings,
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        let server = tokio::spawn(async move {
-            api::serve(listener, state, std::future::pending())
-                .await
-                .expect("the api server");
-        });
+        let (url, server) = serve(state).await;
         Api {
             db,
             store,
@@ -95,16 +87,7 @@ impl Api {
             self.evaluator.clone(),
             ApiSettings::default(),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        let server = tokio::spawn(async move {
-            api::serve(listener, state, std::future::pending())
-                .await
-                .expect("the api server");
-        });
-        (url, server)
+        serve(state).await
     }
 
     pub async fn community(&self, guild: u64) -> CommunityRef {
@@ -182,6 +165,20 @@ impl Api {
     pub async fn audit_rows(&self) -> i64 {
         self.db.count("SELECT count(*) FROM audit_logs").await
     }
+}
+
+/// Serves `state` on a free loopback port until the handle is aborted.
+async fn serve(state: AppState) -> (String, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    let server = tokio::spawn(async move {
+        api::serve(listener, state, std::future::pending())
+            .await
+            .expect("the api server");
+    });
+    (url, server)
 }
 
 /// The JSON body of a response, with its status.
