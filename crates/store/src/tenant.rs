@@ -7,7 +7,7 @@ use tokio_postgres::{
 use crate::{
     repo::{
         ApiKeys, Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules, Seed,
-        Stats, WalletNonces, Webhooks,
+        Stats, Throttles, WalletNonces, Webhooks,
     },
     StoreError, TenantId,
 };
@@ -171,6 +171,10 @@ impl TenantTx {
 
     pub fn api_keys(&self) -> ApiKeys<'_> {
         ApiKeys::new(self)
+    }
+
+    pub fn throttles(&self) -> Throttles<'_> {
+        Throttles::new(self)
     }
 
     pub fn seed(&self) -> Seed<'_> {

@@ -119,6 +119,7 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         )
         .await
         .unwrap();
+    tx.throttles().record(1).await.unwrap();
     tx.api_keys()
         .create(&store::repo::NewApiKey {
             name: "fixture".into(),
@@ -268,6 +269,14 @@ fn table_cases(f: &Fixture) -> Vec<(&'static str, String, String, String)> {
                 "INSERT INTO webhook_deliveries (community_id, webhook_id, audit_id, event_type) \
                  VALUES ('{b}', '{}', {}, 'role.granted')",
                 f.b.webhook, f.b.audit_id
+            ),
+        ),
+        (
+            "discord_throttles",
+            format!("community_id = '{b}'"),
+            "count = count".into(),
+            format!(
+                "INSERT INTO discord_throttles (community_id, minute, count) VALUES ('{b}', now(), 1)"
             ),
         ),
         (
@@ -590,6 +599,7 @@ async fn roles_policies_and_functions_are_as_designed() {
         "webhooks",
         "webhook_deliveries",
         "api_keys",
+        "discord_throttles",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

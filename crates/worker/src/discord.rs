@@ -27,6 +27,10 @@ pub enum DiscordError {
     },
     #[error("Discord refused {what}: {reason}")]
     Request { what: String, reason: String },
+    /// Discord answered 429 despite the pacing (another process spent the
+    /// bucket, or a global limit).
+    #[error("Discord rate-limited {what}: {reason}")]
+    RateLimited { what: String, reason: String },
     /// The member left the guild before the change went out (Discord's
     /// "Unknown Member"): nothing to change, and nothing to retry.
     #[error("user {user} is no longer a member of guild {guild}")]
@@ -150,6 +154,7 @@ impl RoleWriter for Discord {
                 DiscordError::MemberGone { guild, user } => {
                     RoleChangeError::MemberGone { guild, user }
                 }
+                e @ DiscordError::RateLimited { .. } => RoleChangeError::RateLimited(e.to_string()),
                 other => RoleChangeError::Failed(other.to_string()),
             })
     }
@@ -220,6 +225,11 @@ async fn send(
                 guild: change.guild_id,
                 user: change.user_id,
             }
+        } else if is_rate_limited(&e) {
+            DiscordError::RateLimited {
+                what,
+                reason: e.to_string(),
+            }
         } else {
             DiscordError::Request {
                 what,
@@ -227,6 +237,14 @@ async fn send(
             }
         }
     })
+}
+
+/// Whether Discord answered 429 Too Many Requests.
+fn is_rate_limited(error: &twilight_http::Error) -> bool {
+    matches!(
+        error.kind(),
+        twilight_http::error::ErrorType::Response { status, .. } if status.get() == 429
+    )
 }
 
 /// Discord's JSON error code for "Unknown Member".

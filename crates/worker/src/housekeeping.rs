@@ -56,11 +56,16 @@ pub(crate) async fn prune_processed_events(
     }
 }
 
+/// How long Discord 429 counts are kept.
+const THROTTLES_KEPT: Duration = Duration::from_secs(24 * 3600);
+
 async fn prune_once(store: &Store, keep: Duration) -> Result<u64, store::StoreError> {
     let mut pruned = 0;
     for (tenant, _) in store.directory().active_communities().await? {
         let tx = store.begin(tenant).await?;
         pruned += tx.processed_events().prune(keep).await?;
+        // The sync status reads the last hour; a day leaves room to look back.
+        tx.throttles().prune(THROTTLES_KEPT).await?;
         tx.commit().await?;
     }
     Ok(pruned)

@@ -26,6 +26,9 @@ pub struct SyncStatusView {
     pub role_changes_queued: i64,
     /// Roles granted and removed in the last hour.
     pub role_changes_applied_last_hour: i64,
+    /// Role changes Discord refused with 429 in the last hour (retried by
+    /// the next check).
+    pub discord_429s_last_hour: i64,
     /// Rule outcomes that could not be decided because a chain could not be
     /// read, by chain.
     pub undecided_by_chain: BTreeMap<String, i64>,
@@ -47,6 +50,7 @@ pub async fn get(
         last_pass_at: s.last_pass_at,
         role_changes_queued: s.changes_pending,
         role_changes_applied_last_hour: s.changes_applied_last_hour,
+        discord_429s_last_hour: s.discord_429s_last_hour,
         undecided_by_chain: s.undecided_by_chain.into_iter().collect(),
     }))
 }

@@ -45,6 +45,10 @@ pub enum RoleChangeError {
     /// profile, so nothing needs retrying.
     #[error("member {user} is no longer in guild {guild}")]
     MemberGone { guild: GuildId, user: UserId },
+    /// Discord answered 429: counted per community (the sync status shows
+    /// it), and the next check retries.
+    #[error("rate-limited by Discord: {0}")]
+    RateLimited(String),
     /// Anything else; the next check sees the same difference and retries.
     #[error("{0}")]
     Failed(String),
@@ -104,6 +108,8 @@ pub struct CheckReport {
     pub first_error: Option<String>,
     /// Members skipped because another check of theirs was in progress.
     pub busy: usize,
+    /// Role changes Discord refused with 429 (also in `failed_changes`).
+    pub rate_limited: usize,
 }
 
 /// How long a check may hold a member before another may take over (a
@@ -192,6 +198,13 @@ impl<D: RoleWriter> RoleSync<D> {
                 tx.profiles().schedule_checks(&schedule).await?;
                 // Badges ride on the same claim: one transaction per batch.
                 let badges = crate::badges::evaluate(&tx, &due, now).await?;
+                let last_batch = (due.len() as i64) < self.config.scan_batch;
+                if last_batch {
+                    // Every due member is claimed: the pass is done (the
+                    // checks themselves follow; a member they fail to reach
+                    // is due again at its next time).
+                    tx.communities().record_recheck_pass().await?;
+                }
                 tx.commit().await?;
                 total.badges_awarded += badges.len();
                 let claimed = due.len();
@@ -209,6 +222,7 @@ impl<D: RoleWriter> RoleSync<D> {
                 total.granted += report.granted;
                 total.removed += report.removed;
                 total.failed_changes += report.failed_changes;
+                total.rate_limited += report.rate_limited;
                 if (claimed as i64) < self.config.scan_batch {
                     break;
                 }
@@ -345,6 +359,9 @@ impl<D: RoleWriter> RoleSync<D> {
                             continue;
                         }
                         Err(e) => {
+                            if matches!(e, RoleChangeError::RateLimited(_)) {
+                                report.rate_limited += 1;
+                            }
                             report.failed_changes += 1;
                             report.first_error.get_or_insert_with(|| e.to_string());
                             tracing::warn!(error = %e, "role change failed; the next check retries it");
@@ -376,6 +393,9 @@ impl<D: RoleWriter> RoleSync<D> {
 
         let tx = self.store.begin(tenant).await?;
         tx.profiles().release_check_lease(&ids).await?;
+        tx.throttles()
+            .record(u32::try_from(report.rate_limited).unwrap_or(u32::MAX))
+            .await?;
         for (user, roles, grant_rows, audits) in &writes {
             for grant in grant_rows {
                 tx.role_grants().record(grant).await?;

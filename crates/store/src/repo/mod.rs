@@ -12,6 +12,7 @@ mod profiles;
 mod rules;
 mod seed;
 mod stats;
+mod throttles;
 mod webhooks;
 
 pub use api_keys::{ApiKey, ApiKeys, NewApiKey};
@@ -29,6 +30,7 @@ pub use profiles::{
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
 pub use seed::Seed;
 pub use stats::{CommunityCounts, Stats, SyncStatus};
+pub use throttles::Throttles;
 pub use webhooks::{
     AttemptRecord, DeliveryJob, DeliveryState, DispatchScan, Enqueued, NewWebhook, Webhook,
     WebhookCursor, WebhookDelivery, Webhooks,

@@ -41,6 +41,8 @@ pub struct SyncStatus {
     pub changes_pending: i64,
     /// Roles granted and removed in the last hour.
     pub changes_applied_last_hour: i64,
+    /// Role changes Discord refused with 429 in the last hour.
+    pub discord_429s_last_hour: i64,
     /// Rules whose last decision for some present member is still pending
     /// (never decided: the chain could not be read), by chain.
     pub undecided_by_chain: Vec<(String, i64)>,
@@ -141,7 +143,9 @@ impl<'t> Stats<'t> {
                               AND g.role_discord_id = ANY (p.role_ids)))) AS changes_pending,
                     (SELECT count(*) FROM audit_logs
                       WHERE community_id = $1 AND action IN ('role.granted', 'role.removed')
-                        AND created_at > now() - interval '1 hour') AS changes_applied_last_hour",
+                        AND created_at > now() - interval '1 hour') AS changes_applied_last_hour,
+                    (SELECT coalesce(sum(count), 0)::int8 FROM discord_throttles
+                      WHERE community_id = $1 AND minute > now() - interval '1 hour') AS discord_429s",
                 &[(self.tx.tenant().as_uuid(), Type::UUID)],
             )
             .await?;
@@ -166,6 +170,7 @@ impl<'t> Stats<'t> {
             last_pass_at: col(&row, "last_pass_at")?,
             changes_pending: col(&row, "changes_pending")?,
             changes_applied_last_hour: col(&row, "changes_applied_last_hour")?,
+            discord_429s_last_hour: col(&row, "discord_429s")?,
             undecided_by_chain: chains
                 .iter()
                 .map(|r| Ok((col(r, "chain")?, col(r, "undecided")?)))

@@ -1,0 +1,127 @@
+//! The sync status shows what an admin needs when roles lag: who is due,
+//! the last periodic pass, what was applied and what Discord refused.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{json, Api};
+use domain::role_sync::{RoleChange, RoleChangeError, RoleSync, RoleSyncConfig, RoleWriter};
+use reqwest::Method;
+use serde_json::json;
+use wire::check::CheckPriority;
+
+/// Discord refusing every change with 429.
+struct Throttled;
+
+impl RoleWriter for Throttled {
+    async fn change_role(&self, _: RoleChange, _: CheckPriority) -> Result<(), RoleChangeError> {
+        Err(RoleChangeError::RateLimited("429 Too Many Requests".into()))
+    }
+}
+
+/// Discord accepting every change.
+struct Accepting;
+
+impl RoleWriter for Accepting {
+    async fn change_role(&self, _: RoleChange, _: CheckPriority) -> Result<(), RoleChangeError> {
+        Ok(())
+    }
+}
+
+fn config() -> RoleSyncConfig {
+    RoleSyncConfig {
+        grace: Duration::ZERO,
+        recheck_period: Duration::from_secs(3600),
+        scan_interval: Duration::from_secs(3600),
+        scan_batch: 100,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_status_counts_due_members_passes_changes_and_discords_429s() {
+    let api = Api::start("api_sync").await;
+    let a = api.community(7001).await;
+    let b = api.community(7002).await;
+    let key = api.all_scopes(a).await;
+    let key_b = api.all_scopes(b).await;
+    for n in 1..=3 {
+        api.member(a, 700 + n, None, &[]).await;
+    }
+    api.member(b, 800, None, &[]).await;
+    // A score rule every member of A meets once scored.
+    let (status, _) = json(
+        api.send(Method::POST, "/v1/rules", &key)
+            .json(&json!({"role_id": "950", "rule_type": "score_threshold", "parameters": {"min_score": 1}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = json(
+        api.send(Method::POST, "/v1/scores/import", &key)
+            .header("content-type", "text/csv")
+            .body("701,5\n702,5\n703,5\n")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let (_, before) = json(api.get("/v1/sync-status", &key).send().await.unwrap()).await;
+    assert_eq!(
+        (before["members"].clone(), before["due"].clone()),
+        (json!(3), json!(3)),
+        "{before}"
+    );
+    assert_eq!(before["last_pass_at"], json!(null));
+    assert_eq!(before["discord_429s_last_hour"], 0);
+
+    // Discord refuses all three grants.
+    let throttled = RoleSync::new(
+        api.store.clone(),
+        api.evaluator.clone(),
+        Throttled,
+        config(),
+    );
+    let report = throttled.scan_due().await.unwrap();
+    assert_eq!(report.rate_limited, 3);
+    let (_, after) = json(api.get("/v1/sync-status", &key).send().await.unwrap()).await;
+    assert_eq!(after["discord_429s_last_hour"], 3, "{after}");
+    assert!(after["last_pass_at"].is_string(), "{after}");
+    assert_eq!(after["role_changes_applied_last_hour"], 0);
+    // Another community's status is its own.
+    let (_, other) = json(api.get("/v1/sync-status", &key_b).send().await.unwrap()).await;
+    assert_eq!(
+        (
+            other["members"].clone(),
+            other["discord_429s_last_hour"].clone()
+        ),
+        (json!(1), json!(0)),
+        "{other}"
+    );
+
+    // Once Discord accepts, the changes are applied and counted.
+    let tx = api.store.begin(a.tenant).await.unwrap();
+    tx.profiles().mark_all_due().await.unwrap();
+    tx.commit().await.unwrap();
+    let accepting = RoleSync::new(
+        api.store.clone(),
+        api.evaluator.clone(),
+        Accepting,
+        config(),
+    );
+    assert_eq!(accepting.scan_due().await.unwrap().granted, 3);
+    let (_, settled) = json(api.get("/v1/sync-status", &key).send().await.unwrap()).await;
+    assert_eq!(
+        (
+            settled["due"].clone(),
+            settled["role_changes_applied_last_hour"].clone(),
+            settled["role_changes_queued"].clone()
+        ),
+        (json!(0), json!(3), json!(0)),
+        "{settled}"
+    );
+}
