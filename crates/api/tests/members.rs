@@ -154,6 +154,23 @@ async fn a_score_import_run_twice_changes_nothing_the_second_time() {
         .as_str()
         .unwrap()
         .starts_with("api_key:"));
+    // An import may be far larger than a JSON body (64 KiB): 6,000 rows.
+    let big: String = (0..6000).fold(String::from("user_id,score\n"), |mut csv, n| {
+        csv.push_str(&format!("{},{}\n", 900_000 + n, n));
+        csv
+    });
+    assert!(big.len() > 64 * 1024);
+    let (status, body) = json(
+        api.send(Method::POST, "/v1/scores/import", &key)
+            .header("content-type", "text/csv")
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", body["error"]);
+    assert_eq!(body["unknown"].as_array().map(Vec::len), Some(6000));
     // An unsupported content type is named.
     let (status, body) = json(
         api.send(Method::POST, "/v1/scores/import", &key)
