@@ -70,6 +70,29 @@ async fn sync_status_counts_due_members_passes_changes_and_discords_429s() {
     .await;
     assert_eq!(status, 200);
 
+    // And a token rule on a chain this deployment cannot read: a member with
+    // a wallet is left undecided on it.
+    let (status, _) = json(
+        api.send(Method::POST, "/v1/rules", &key)
+            .json(
+                &json!({"role_id": "951", "rule_type": "token_balance", "chain": "offline",
+                          "contract_address": common::TOKEN, "parameters": {"min_balance": "1"}}),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let tx = api.store.begin(a.tenant).await.unwrap();
+    tx.profiles()
+        .link_wallet(
+            wire::UserId::new(701).unwrap(),
+            &store::WalletAddress::parse(&common::wallet(1)).unwrap(),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     let (_, before) = json(api.get("/v1/sync-status", &key).send().await.unwrap()).await;
     assert_eq!(
         (before["members"].clone(), before["due"].clone()),
@@ -90,6 +113,11 @@ async fn sync_status_counts_due_members_passes_changes_and_discords_429s() {
     assert_eq!(report.rate_limited, 3);
     let (_, after) = json(api.get("/v1/sync-status", &key).send().await.unwrap()).await;
     assert_eq!(after["discord_429s_last_hour"], 3, "{after}");
+    assert_eq!(
+        after["chain_reads_failing_last_hour"],
+        json!({"offline": 1}),
+        "{after}"
+    );
     assert!(after["last_pass_at"].is_string(), "{after}");
     assert_eq!(after["role_changes_applied_last_hour"], 0);
     // Another community's status is its own.
@@ -102,6 +130,7 @@ async fn sync_status_counts_due_members_passes_changes_and_discords_429s() {
         (json!(1), json!(0)),
         "{other}"
     );
+    assert_eq!(other["chain_reads_failing_last_hour"], json!({}));
 
     // Once Discord accepts, the changes are applied and counted.
     let tx = api.store.begin(a.tenant).await.unwrap();

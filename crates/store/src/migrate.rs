@@ -56,7 +56,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_decision_inputs"),
     migration!(9, "0009_api_keys"),
     migration!(10, "0010_webhooks"),
-    migration!(11, "0011_discord_throttles"),
+    migration!(11, "0011_sync_counters"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

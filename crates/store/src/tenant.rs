@@ -7,7 +7,7 @@ use tokio_postgres::{
 use crate::{
     repo::{
         ApiKeys, Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules, Seed,
-        Stats, Throttles, WalletNonces, Webhooks,
+        Stats, SyncCounters, WalletNonces, Webhooks,
     },
     StoreError, TenantId,
 };
@@ -173,8 +173,8 @@ impl TenantTx {
         ApiKeys::new(self)
     }
 
-    pub fn throttles(&self) -> Throttles<'_> {
-        Throttles::new(self)
+    pub fn sync_counters(&self) -> SyncCounters<'_> {
+        SyncCounters::new(self)
     }
 
     pub fn seed(&self) -> Seed<'_> {

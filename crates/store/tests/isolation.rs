@@ -119,7 +119,10 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         )
         .await
         .unwrap();
-    tx.throttles().record(1).await.unwrap();
+    tx.sync_counters()
+        .add(store::repo::SyncCounter::Discord429, "", 1)
+        .await
+        .unwrap();
     tx.api_keys()
         .create(&store::repo::NewApiKey {
             name: "fixture".into(),
@@ -272,11 +275,11 @@ fn table_cases(f: &Fixture) -> Vec<(&'static str, String, String, String)> {
             ),
         ),
         (
-            "discord_throttles",
+            "sync_counters",
             format!("community_id = '{b}'"),
             "count = count".into(),
             format!(
-                "INSERT INTO discord_throttles (community_id, minute, count) VALUES ('{b}', now(), 1)"
+                "INSERT INTO sync_counters (community_id, minute, counter, count) VALUES ('{b}', now(), 'discord_429', 1)"
             ),
         ),
         (
@@ -599,7 +602,7 @@ async fn roles_policies_and_functions_are_as_designed() {
         "webhooks",
         "webhook_deliveries",
         "api_keys",
-        "discord_throttles",
+        "sync_counters",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

@@ -56,8 +56,8 @@ pub(crate) async fn prune_processed_events(
     }
 }
 
-/// How long Discord 429 counts are kept.
-const THROTTLES_KEPT: Duration = Duration::from_secs(24 * 3600);
+/// How long role sync's counters (Discord 429s, undecided outcomes) are kept.
+const COUNTERS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 async fn prune_once(store: &Store, keep: Duration) -> Result<u64, store::StoreError> {
     let mut pruned = 0;
@@ -65,7 +65,7 @@ async fn prune_once(store: &Store, keep: Duration) -> Result<u64, store::StoreEr
         let tx = store.begin(tenant).await?;
         pruned += tx.processed_events().prune(keep).await?;
         // The sync status reads the last hour; a day leaves room to look back.
-        tx.throttles().prune(THROTTLES_KEPT).await?;
+        tx.sync_counters().prune(COUNTERS_KEPT).await?;
         tx.commit().await?;
     }
     Ok(pruned)

@@ -29,9 +29,9 @@ pub struct SyncStatusView {
     /// Role changes Discord refused with 429 in the last hour (retried by
     /// the next check).
     pub discord_429s_last_hour: i64,
-    /// Rule outcomes that could not be decided because a chain could not be
-    /// read, by chain.
-    pub undecided_by_chain: BTreeMap<String, i64>,
+    /// Rule outcomes left undecided in the last hour because the chain could
+    /// not be read (members keep what they hold meanwhile), by chain.
+    pub chain_reads_failing_last_hour: BTreeMap<String, i64>,
 }
 
 /// What an admin looks at when roles lag behind the rules.
@@ -51,6 +51,6 @@ pub async fn get(
         role_changes_queued: s.changes_pending,
         role_changes_applied_last_hour: s.changes_applied_last_hour,
         discord_429s_last_hour: s.discord_429s_last_hour,
-        undecided_by_chain: s.undecided_by_chain.into_iter().collect(),
+        chain_reads_failing_last_hour: s.chain_undecided_last_hour.into_iter().collect(),
     }))
 }

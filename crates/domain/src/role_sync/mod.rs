@@ -10,13 +10,18 @@
 pub mod decision;
 mod schedule;
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use eligibility::{Evaluator, Freshness, MemberFacts};
 use serde_json::json;
 use store::{
-    repo::{EligibilityRule, Profile, RoleGrant},
+    repo::{EligibilityRule, Profile, RoleGrant, SyncCounter},
     ProfileId, RuleId, Store, StoreError, TenantId,
 };
 use wire::check::CheckPriority;
@@ -281,6 +286,25 @@ impl<D: RoleWriter> RoleSync<D> {
             .evaluator
             .evaluate_many(&rule_set, &facts, freshness)
             .await;
+        // Outcomes a chain outage left undecided, by chain, for the sync
+        // status (custom rules that depend on them are not counted twice).
+        let mut undecided: BTreeMap<&str, usize> = BTreeMap::new();
+        for evaluation in &evaluations {
+            for outcome in &evaluation.outcomes {
+                if let eligibility::Outcome::Unknown {
+                    reason: eligibility::UnknownReason::Chain(_),
+                } = outcome.outcome
+                {
+                    let chain = managed
+                        .iter()
+                        .find(|r| *r.id.as_uuid() == outcome.rule_id)
+                        .and_then(|r| r.chain.as_deref());
+                    if let Some(chain) = chain {
+                        *undecided.entry(chain).or_default() += 1;
+                    }
+                }
+            }
+        }
         let previous: HashMap<(ProfileId, RuleId), &RoleGrant> = grants
             .iter()
             .map(|g| ((g.profile_id, g.rule_id), g))
@@ -393,9 +417,15 @@ impl<D: RoleWriter> RoleSync<D> {
 
         let tx = self.store.begin(tenant).await?;
         tx.profiles().release_check_lease(&ids).await?;
-        tx.throttles()
-            .record(u32::try_from(report.rate_limited).unwrap_or(u32::MAX))
+        let counters = tx.sync_counters();
+        counters
+            .add(SyncCounter::Discord429, "", saturate(report.rate_limited))
             .await?;
+        for (chain, n) in &undecided {
+            counters
+                .add(SyncCounter::ChainUndecided, chain, saturate(*n))
+                .await?;
+        }
         for (user, roles, grant_rows, audits) in &writes {
             for grant in grant_rows {
                 tx.role_grants().record(grant).await?;
@@ -410,4 +440,8 @@ impl<D: RoleWriter> RoleSync<D> {
         tx.commit().await?;
         Ok(report)
     }
+}
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -5,6 +5,7 @@ mod api_keys;
 mod audit;
 mod badges;
 mod communities;
+mod counters;
 mod grants;
 mod nonces;
 mod processed;
@@ -12,7 +13,6 @@ mod profiles;
 mod rules;
 mod seed;
 mod stats;
-mod throttles;
 mod webhooks;
 
 pub use api_keys::{ApiKey, ApiKeys, NewApiKey};
@@ -21,6 +21,7 @@ pub use badges::{
     Badge, BadgeAward, BadgeEvaluator, BadgeWithHolders, Badges, JoinPosition, NewBadge,
 };
 pub use communities::{Communities, Community, SubscriptionTier};
+pub use counters::{SyncCounter, SyncCounters};
 pub use grants::{RoleGrant, RoleGrants};
 pub use nonces::{WalletNonce, WalletNonces};
 pub use processed::ProcessedEvents;
@@ -30,7 +31,6 @@ pub use profiles::{
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
 pub use seed::Seed;
 pub use stats::{CommunityCounts, Stats, SyncStatus};
-pub use throttles::Throttles;
 pub use webhooks::{
     AttemptRecord, DeliveryJob, DeliveryState, DispatchScan, Enqueued, NewWebhook, Webhook,
     WebhookCursor, WebhookDelivery, Webhooks,

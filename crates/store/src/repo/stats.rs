@@ -43,9 +43,9 @@ pub struct SyncStatus {
     pub changes_applied_last_hour: i64,
     /// Role changes Discord refused with 429 in the last hour.
     pub discord_429s_last_hour: i64,
-    /// Rules whose last decision for some present member is still pending
-    /// (never decided: the chain could not be read), by chain.
-    pub undecided_by_chain: Vec<(String, i64)>,
+    /// Rule outcomes left undecided in the last hour because their chain
+    /// could not be read, by chain.
+    pub chain_undecided_last_hour: Vec<(String, i64)>,
 }
 
 pub struct Stats<'t> {
@@ -144,8 +144,9 @@ impl<'t> Stats<'t> {
                     (SELECT count(*) FROM audit_logs
                       WHERE community_id = $1 AND action IN ('role.granted', 'role.removed')
                         AND created_at > now() - interval '1 hour') AS changes_applied_last_hour,
-                    (SELECT coalesce(sum(count), 0)::int8 FROM discord_throttles
-                      WHERE community_id = $1 AND minute > now() - interval '1 hour') AS discord_429s",
+                    (SELECT coalesce(sum(count), 0)::int8 FROM sync_counters
+                      WHERE community_id = $1 AND counter = 'discord_429'
+                        AND minute > now() - interval '1 hour') AS discord_429s",
                 &[(self.tx.tenant().as_uuid(), Type::UUID)],
             )
             .await?;
@@ -153,13 +154,10 @@ impl<'t> Stats<'t> {
             .tx
             .query(
                 "counting undecided rule outcomes by chain",
-                "SELECT r.chain, count(*) AS undecided
-                   FROM role_grants g
-                   JOIN eligibility_rules r ON r.community_id = g.community_id AND r.id = g.rule_id
-                   JOIN profiles p ON p.community_id = g.community_id AND p.id = g.profile_id
-                  WHERE g.community_id = $1 AND g.eligible IS NULL AND r.chain IS NOT NULL
-                    AND p.left_at IS NULL
-                  GROUP BY r.chain ORDER BY r.chain",
+                "SELECT label AS chain, sum(count)::int8 AS undecided FROM sync_counters
+                  WHERE community_id = $1 AND counter = 'chain_undecided'
+                    AND minute > now() - interval '1 hour'
+                  GROUP BY label ORDER BY label",
                 &[(self.tx.tenant().as_uuid(), Type::UUID)],
             )
             .await?;
@@ -171,7 +169,7 @@ impl<'t> Stats<'t> {
             changes_pending: col(&row, "changes_pending")?,
             changes_applied_last_hour: col(&row, "changes_applied_last_hour")?,
             discord_429s_last_hour: col(&row, "discord_429s")?,
-            undecided_by_chain: chains
+            chain_undecided_last_hour: chains
                 .iter()
                 .map(|r| Ok((col(r, "chain")?, col(r, "undecided")?)))
                 .collect::<Result<_, StoreError>>()?,
