@@ -23,8 +23,8 @@ use alloy_primitives::Address;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 pub use verify::{
-    verify, ContractSignature, Expected, Mismatch, Proof, SignatureError, UriMatch, Verified,
-    VerifyError, DEFAULT_CLOCK_SKEW,
+    verify, verify_text_signature, ContractSignature, Expected, Mismatch, Proof, SignatureError,
+    UriMatch, Verified, VerifyError, DEFAULT_CLOCK_SKEW,
 };
 
 /// The only message version EIP-4361 defines; written and required as the
@@ -386,7 +386,16 @@ impl SiweMessage {
             resources: Vec::new(),
         };
         parse_optional_lines(&mut lines, &mut message)?;
-        debug_assert_eq!(message.to_string(), text, "parse must invert to_string");
+        // Signatures are checked over `to_string()`, so a message that would
+        // not come back unchanged must not get through. The grammar checks
+        // above already ensure it; this keeps it true if they ever drift.
+        if message.to_string() != text {
+            return Err(invalid(
+                1,
+                Field::Layout,
+                "the message is not in the canonical form it would be written back in",
+            ));
+        }
         Ok(message)
     }
 
@@ -407,9 +416,19 @@ impl SiweMessage {
         rfc3986::check_uri(&self.uri).map_err(|e| invalid(line, Field::Uri, e))?;
         line += 3;
         check_nonce(&self.nonce).map_err(|e| invalid(line, Field::Nonce, e))?;
-        line += 1
-            + usize::from(self.expiration_time.is_some())
-            + usize::from(self.not_before.is_some());
+        // A Timestamp is valid when made, except one made from an instant
+        // RFC 3339 cannot write (years past 9999).
+        let times = [
+            (Field::IssuedAt, Some(&self.issued_at)),
+            (Field::ExpirationTime, self.expiration_time.as_ref()),
+            (Field::NotBefore, self.not_before.as_ref()),
+        ];
+        for (field, time) in times {
+            if let Some(time) = time {
+                line += 1;
+                Timestamp::parse(time.as_str()).map_err(|e| invalid(line, field, e.0))?;
+            }
+        }
         if let Some(id) = &self.request_id {
             line += 1;
             rfc3986::check_pchars(id, "request id")

@@ -171,6 +171,12 @@ fn validate_names_the_line_a_bad_field_would_land_on() {
     assert_eq!((err.line, err.field), (16, Field::Resource(1)));
 
     let mut message = SiweMessage::parse(FULL).expect("valid");
+    let year_10000 = DateTime::from_timestamp(253_402_300_800, 0).expect("in chrono's range");
+    message.expiration_time = Some(Timestamp::from(year_10000));
+    let err = message.validate().expect_err("not writable in RFC 3339");
+    assert_eq!((err.line, err.field), (11, Field::ExpirationTime));
+
+    let mut message = SiweMessage::parse(FULL).expect("valid");
     message.request_id = Some("a b".into());
     let err = message.validate().expect_err("space in request id");
     assert_eq!((err.line, err.field), (13, Field::RequestId));

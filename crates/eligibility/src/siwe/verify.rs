@@ -238,7 +238,7 @@ fn describe_refusal(recovered: &Option<Address>, contract: ContractSignature) ->
     let contract = match contract {
         ContractSignature::NoContract => "there is no contract wallet at the address",
         ContractSignature::Rejected => "the contract wallet at the address rejected it",
-        // Not constructed; kept total so a future caller cannot print nonsense.
+        // `Invalid` never carries it; the arm only keeps the match total.
         ContractSignature::Valid => "the contract wallet accepted it",
     };
     format!("{key}, and {contract}")
