@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
 use uuid::Uuid;
 
 use crate::chain::abi::{Read, ReadValue};
 use crate::chain::rpc::{ChainError, EndpointHealth};
-use crate::chain::{ChainReader, ChainStats, Freshness, ReadResults};
+use crate::chain::{ChainReader, ChainStats, ContractSignature, Freshness, ReadResults};
 use crate::config::{ConfigError, EligibilityConfig};
 use crate::outcome::{combine, Outcome, UnknownReason};
 use crate::rule::{NftStandard, RuleSpec};
@@ -575,6 +575,36 @@ impl Evaluator {
             .into_iter()
             .collect();
         members.iter().map(|m| rules.decide(m, &fetched)).collect()
+    }
+
+    /// The configured chain whose `chain_id` is `chain_id` (the first by
+    /// name if several are). Chains configured without a `chain_id` are
+    /// never matched: their RPC URLs are not checked to serve any
+    /// particular chain.
+    pub fn chain_with_id(&self, chain_id: u64) -> Option<&str> {
+        self.chains
+            .iter()
+            .find(|(_, reader)| reader.chain_id() == Some(chain_id))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Asks the contract wallet `contract` on `chain` whether `signature` is
+    /// valid for `hash` (EIP-1271). An unreachable chain is an error, never
+    /// a verdict.
+    pub async fn is_valid_signature(
+        &self,
+        chain: &str,
+        contract: Address,
+        hash: B256,
+        signature: &[u8],
+    ) -> Result<ContractSignature, ChainError> {
+        let reader = self
+            .chains
+            .get(chain)
+            .ok_or_else(|| ChainError::Unconfigured {
+                chain: chain.to_string(),
+            })?;
+        reader.is_valid_signature(contract, hash, signature).await
     }
 
     /// Counters per chain since start.

@@ -1,7 +1,8 @@
 //! A local EVM JSON-RPC chain for tests and the demo (feature `fake-chain`).
 //!
 //! It answers `eth_call` for the ERC-20 / ERC-721 / ERC-1155 balance
-//! functions and Multicall3 `aggregate3`, plus `eth_chainId` and
+//! functions, EIP-1271 `isValidSignature` of contract wallets and
+//! Multicall3 `aggregate3`, plus `eth_chainId` and
 //! `eth_blockNumber`, singly or in JSON-RPC batches. Tests set holdings
 //! through [`FakeChain`], count the requests it received, and inject faults.
 //!
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy_primitives::{Address, Bytes, U256};
+use alloy_primitives::{Address, Bytes, FixedBytes, Signature, U256};
 use alloy_sol_types::SolCall;
 use axum::body::Bytes as Body;
 use axum::extract::State;
@@ -29,7 +30,8 @@ use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
 use crate::chain::abi::{
-    aggregate3Call, BalanceOfBatchCall, BalanceOfCall, Erc1155BalanceOfCall, OwnerOfCall, Result3,
+    aggregate3Call, BalanceOfBatchCall, BalanceOfCall, Erc1155BalanceOfCall, IsValidSignatureCall,
+    OwnerOfCall, Result3, ERC1271_MAGIC_VALUE,
 };
 use crate::config::MULTICALL3_ADDRESS;
 
@@ -54,6 +56,13 @@ pub enum FakeContract {
     Erc20,
     Erc721,
     Erc1155,
+    /// A one-owner smart-contract wallet: `isValidSignature(hash, sig)`
+    /// returns the EIP-1271 magic value when `sig` is `owner`'s signature
+    /// of `hash`, zero otherwise, and reverts when `sig` is not 65 bytes
+    /// (as OpenZeppelin's ECDSA recovery does).
+    Erc1271 {
+        owner: Address,
+    },
 }
 
 /// How to start a fake chain.
@@ -448,6 +457,17 @@ fn execute(ledger: &Ledger, multicall: Option<Address>, to: Address, data: &[u8]
                 })
                 .collect();
             Some(BalanceOfBatchCall::abi_encode_returns(&balances).into())
+        }
+        (FakeContract::Erc1271 { owner }, IsValidSignatureCall::SELECTOR) => {
+            let call = IsValidSignatureCall::abi_decode(data).ok()?;
+            let signature = Signature::from_raw(&call.signature).ok()?;
+            let signer = signature.recover_address_from_prehash(&call.hash).ok();
+            let answer = if signer == Some(*owner) {
+                ERC1271_MAGIC_VALUE
+            } else {
+                [0; 4]
+            };
+            Some(IsValidSignatureCall::abi_encode_returns(&FixedBytes(answer)).into())
         }
         _ => None,
     }

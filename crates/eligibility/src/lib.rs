@@ -8,6 +8,9 @@
 //! - [`chain`]: EVM JSON-RPC reads, batched (JSON-RPC batches or Multicall3),
 //!   cached, with failover across URLs and a circuit breaker per URL.
 //! - [`schedule`]: spreading periodic re-checks over their period.
+//! - [`siwe`]: Sign-In with Ethereum (EIP-4361) messages and their
+//!   verification, EIP-191 for ordinary wallets and EIP-1271 (through the
+//!   chain readers) for contract wallets.
 //! - `fake_chain` (feature `fake-chain`): a local JSON-RPC chain for tests
 //!   and the demo.
 //!
@@ -20,14 +23,15 @@ pub mod evaluate;
 pub mod outcome;
 pub mod rule;
 pub mod schedule;
+pub mod siwe;
 
 #[cfg(feature = "fake-chain")]
 pub mod fake_chain;
 
-pub use alloy_primitives::{Address, U256};
+pub use alloy_primitives::{Address, B256, U256};
 pub use chain::breaker::BreakerState;
 pub use chain::rpc::{ChainError, EndpointError, EndpointHealth};
-pub use chain::{ChainStats, Freshness};
+pub use chain::{ChainStats, ContractSignature, Freshness};
 pub use config::{BreakerConfig, ChainConfig, ConfigError, EligibilityConfig, MULTICALL3_ADDRESS};
 pub use evaluate::{
     Evaluator, EvaluatorError, MemberEvaluation, MemberFacts, RuleDef, RuleOutcome, RuleProblem,
@@ -38,3 +42,4 @@ pub use rule::{
     parse_address, CustomOp, FieldError, NftStandard, RuleColumns, RuleError, RuleSpec,
 };
 pub use schedule::{next_recheck_ms, recheck_offset};
+pub use siwe::{SiweMessage, Timestamp};

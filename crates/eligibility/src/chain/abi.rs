@@ -24,13 +24,22 @@ sol! {
         bytes returnData;
     }
     function aggregate3(Call3[] calls) external payable returns (Result3[] returnData);
+
+    /// EIP-1271: whether `signature` is valid for `hash` on behalf of the
+    /// contract (a smart-contract wallet).
+    function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4 magicValue);
 }
+
+/// What `isValidSignature` returns for a valid signature (EIP-1271); any
+/// other answer, or a revert, means invalid.
+pub const ERC1271_MAGIC_VALUE: [u8; 4] = [0x16, 0x26, 0xba, 0x7e];
 
 // Overloaded functions get numbered type names from `sol!`; give them names
 // that say which standard they belong to.
 pub use balanceOfBatchCall as BalanceOfBatchCall;
 pub use balanceOf_0Call as BalanceOfCall;
 pub use balanceOf_1Call as Erc1155BalanceOfCall;
+pub use isValidSignatureCall as IsValidSignatureCall;
 pub use ownerOfCall as OwnerOfCall;
 
 /// One value read from a chain. Also the cache key: identical reads from
@@ -224,6 +233,8 @@ mod tests {
         assert_eq!(Erc1155BalanceOfCall::SELECTOR, [0x00, 0xfd, 0xd5, 0x8e]);
         assert_eq!(BalanceOfBatchCall::SELECTOR, [0x4e, 0x12, 0x73, 0xf4]);
         assert_eq!(aggregate3Call::SELECTOR, [0x82, 0xad, 0x56, 0xcb]);
+        // EIP-1271 chose the function's own selector as the magic value.
+        assert_eq!(IsValidSignatureCall::SELECTOR, ERC1271_MAGIC_VALUE);
     }
 
     #[test]

@@ -11,11 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use alloy_primitives::{Address, Bytes};
+use alloy_primitives::{Address, Bytes, B256};
+use alloy_sol_types::SolCall;
 use futures::stream::{self, StreamExt};
 
 use crate::config::ChainConfig;
-use abi::{decode_answers, plan_calls, CallResult, PlannedCall, Read, ReadValue};
+use abi::{
+    decode_answers, plan_calls, CallResult, IsValidSignatureCall, PlannedCall, Read, ReadValue,
+    ERC1271_MAGIC_VALUE,
+};
 use cache::TtlCache;
 use rpc::{ChainError, EndpointHealth, RpcClient};
 
@@ -46,9 +50,22 @@ struct Counters {
     requests: AtomicU64,
 }
 
+/// A contract's answer to an EIP-1271 `isValidSignature` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContractSignature {
+    /// It returned the magic value: the contract accepts the signature.
+    Valid,
+    /// It reverted or returned anything else: the contract refuses it.
+    Rejected,
+    /// The call returned no data at all, which is what a call to an address
+    /// without code returns: there is no contract wallet there.
+    NoContract,
+}
+
 /// One chain's reader.
 pub struct ChainReader {
     rpc: RpcClient,
+    chain_id: Option<u64>,
     cache: Mutex<TtlCache<Read, ReadValue>>,
     multicall: Option<Address>,
     max_calls_per_multicall: usize,
@@ -76,6 +93,7 @@ impl ChainReader {
     pub fn new(name: &str, config: &ChainConfig) -> Result<Self, reqwest::Error> {
         Ok(ChainReader {
             rpc: RpcClient::new(name, config)?,
+            chain_id: config.chain_id,
             cache: Mutex::new(TtlCache::new(config.cache_ttl(), config.cache_max_entries)),
             multicall: config.multicall(),
             max_calls_per_multicall: config.max_calls_per_multicall.max(1),
@@ -96,6 +114,56 @@ impl ChainReader {
 
     pub fn health(&self) -> Vec<EndpointHealth> {
         self.rpc.health()
+    }
+
+    /// The configured EIP-155 chain id, which every request also verifies.
+    pub fn chain_id(&self) -> Option<u64> {
+        self.chain_id
+    }
+
+    /// Asks `contract` whether `signature` is valid for `hash` (EIP-1271
+    /// `isValidSignature`) at the latest block.
+    ///
+    /// Never cached: the answer depends on the wallet's current state (its
+    /// owners can change), and each proof is checked once. A node or
+    /// transport failure is an error, never an answer.
+    pub async fn is_valid_signature(
+        &self,
+        contract: Address,
+        hash: B256,
+        signature: &[u8],
+    ) -> Result<ContractSignature, ChainError> {
+        let data: Bytes = IsValidSignatureCall {
+            hash,
+            signature: Bytes::copy_from_slice(signature),
+        }
+        .abi_encode()
+        .into();
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let results = self.rpc.eth_calls(&[(contract, data)]).await?;
+        let call_error = |detail: String| ChainError::Call {
+            chain: self.name.clone(),
+            contract,
+            detail,
+        };
+        match results.into_iter().next() {
+            Some(CallResult::Returned(data)) if data.is_empty() => {
+                Ok(ContractSignature::NoContract)
+            }
+            Some(CallResult::Returned(data)) => {
+                // EIP-1271: anything but the magic value, including data that
+                // is not a well-formed bytes4, means the signature is invalid.
+                match IsValidSignatureCall::abi_decode_returns_validate(&data) {
+                    Ok(magic) if magic.0 == ERC1271_MAGIC_VALUE => Ok(ContractSignature::Valid),
+                    _ => Ok(ContractSignature::Rejected),
+                }
+            }
+            Some(CallResult::Reverted) => Ok(ContractSignature::Rejected),
+            Some(CallResult::Failed(detail)) => Err(call_error(detail)),
+            None => Err(call_error(
+                "the node sent no result for the call".to_string(),
+            )),
+        }
     }
 
     /// Answers every read, from the cache where allowed and otherwise in as

@@ -5,6 +5,7 @@ mod batching;
 mod fake;
 mod resilience;
 mod rules;
+mod siwe;
 
 use eligibility::fake_chain::FakeChain;
 use eligibility::{
