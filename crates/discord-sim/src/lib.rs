@@ -62,6 +62,7 @@ mod faults;
 mod gateway;
 mod http;
 mod ids;
+mod oauth;
 mod scenario;
 mod state;
 mod traffic;
@@ -74,12 +75,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use config::{intents, RestLimits, SimConfig};
+pub use config::{intents, OAuth2Config, RestLimits, SimConfig};
 pub use control::{GuildsSpec, ShardStatus, SimControl, SimStats, TrafficRun};
 pub use error::SimError;
 pub use faults::Fault;
 pub use gateway::transcript::{SentFrame, ShardEvent, ShardTranscript};
 pub use ids::shard_for_guild;
+pub use oauth::{permissions, OAuthUser, SUPPORTED_SCOPES};
 pub use scenario::{Scenario, ScenarioReport, Step};
 pub use traffic::{TrafficMix, TrafficProgress, TrafficReport, TrafficSpec};
 pub use world::{
