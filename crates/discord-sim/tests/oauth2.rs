@@ -263,7 +263,7 @@ async fn guild_list_pages_and_follows_membership() {
 #[tokio::test]
 async fn generated_members_log_in_with_permissions_from_their_roles() {
     let World { sim, guilds, .. } = world().await;
-    let members = member_ids(&sim, guilds[2]);
+    let members = testkit::sim::member_ids(&sim, guilds[2]);
     let owner = sim.control().guild(guilds[2]).expect("guild 2").owner_id;
     let other = *members.iter().find(|m| **m != owner).expect("a non-owner");
 

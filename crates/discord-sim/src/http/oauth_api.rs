@@ -172,7 +172,8 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) -
         }
     } else {
         // Taken only now, so that a malformed request does not use it up.
-        match lock(&shared.oauth).logins.pop_front() {
+        let queued = lock(&shared.oauth).logins.pop_front();
+        match queued {
             Some(login) => login,
             None => return chooser_page(&shared, &raw),
         }
