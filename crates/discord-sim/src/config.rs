@@ -53,6 +53,8 @@ pub struct SimConfig {
     /// `large_threshold` lowers it further).
     pub large_threshold: u32,
     pub rest: RestLimits,
+    /// The application as an OAuth2 client (dashboard logins).
+    pub oauth2: OAuth2Config,
 }
 
 const DEFAULT_APPLICATION_ID: NonZeroU64 =
@@ -79,6 +81,7 @@ impl Default for SimConfig {
             transcript_limit: 10_000,
             large_threshold: 250,
             rest: RestLimits::default(),
+            oauth2: OAuth2Config::default(),
         }
     }
 }
@@ -101,6 +104,34 @@ impl Default for RestLimits {
             global_per_second: 50,
             route_limit: 10,
             route_window_ms: 10_000,
+        }
+    }
+}
+
+/// The simulated application's OAuth2 settings. Its client id is
+/// [`SimConfig::application_id`], as on Discord.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuth2Config {
+    pub client_secret: String,
+    /// Redirect URIs registered for the application, matched exactly as
+    /// Discord does. Empty accepts any `http://127.0.0.1:<port>/…` or
+    /// `http://localhost:<port>/…`, since a test's dashboard listens on a
+    /// port chosen at run time.
+    pub redirect_uris: Vec<String>,
+    /// How long an authorization code may be exchanged (Discord: 10 minutes).
+    pub code_ttl_ms: u64,
+    /// `expires_in` of access tokens (Discord: 7 days).
+    pub access_token_ttl_secs: u64,
+}
+
+impl Default for OAuth2Config {
+    fn default() -> Self {
+        Self {
+            client_secret: "sim-client-secret".into(),
+            redirect_uris: Vec::new(),
+            code_ttl_ms: 600_000,
+            access_token_ttl_secs: 604_800,
         }
     }
 }

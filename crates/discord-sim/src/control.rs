@@ -12,6 +12,7 @@ use wire::{GuildId, InteractionId, UserId};
 use crate::faults::Fault;
 use crate::gateway::transcript::ShardTranscript;
 use crate::lock;
+use crate::oauth::{Login, OAuthUser};
 use crate::state::Shared;
 use crate::traffic::{self, TrafficProgress, TrafficReport, TrafficSpec};
 use crate::world::{
@@ -175,6 +176,84 @@ impl SimControl {
             .values()
             .map(|m| member_info(guild_id, m))
             .collect())
+    }
+
+    /// Registers a person who can log in at `/oauth2/authorize` (or renames
+    /// one registered before). Guild members can log in without this; use
+    /// it for a person the world has not generated, then
+    /// [`SimControl::set_member_permissions`] to put them in guilds.
+    pub fn add_oauth_user(&self, user: OAuthUser) -> OAuthUser {
+        lock(&self.shared.oauth)
+            .users
+            .insert(user.user_id, user.clone());
+        user
+    }
+
+    /// Registered OAuth2 users, plus members who have logged in, by id.
+    pub fn oauth_users(&self) -> Vec<OAuthUser> {
+        lock(&self.shared.oauth).users.values().cloned().collect()
+    }
+
+    /// The next `/oauth2/authorize` request that names nobody itself (no
+    /// `login_as`, no `deny`) logs in as `user_id`. Calls queue up: each
+    /// request takes the oldest.
+    pub fn next_login(&self, user_id: UserId) -> Result<(), SimError> {
+        crate::http::oauth_api::known_user(&self.shared, user_id)
+            .ok_or(SimError::UnknownUser(user_id))?;
+        lock(&self.shared.oauth)
+            .logins
+            .push_back(Login::As(user_id));
+        Ok(())
+    }
+
+    /// Like [`SimControl::next_login`], but the person refuses: the
+    /// redirect carries `error=access_denied`.
+    pub fn deny_next_login(&self) {
+        lock(&self.shared.oauth).logins.push_back(Login::Deny);
+    }
+
+    /// Sets the permission bits `/users/@me/guilds` reports for `user_id` in
+    /// `guild_id` (see [`crate::permissions`]), in place of those its roles
+    /// grant. A user who is not yet a member joins the guild first (with
+    /// GUILD_MEMBER_ADD), under their OAuth2 username or the name they have
+    /// as a member elsewhere.
+    pub fn set_member_permissions(
+        &self,
+        guild_id: GuildId,
+        user_id: UserId,
+        permissions: u64,
+    ) -> Result<(), SimError> {
+        let registered = lock(&self.shared.oauth).users.get(&user_id).cloned();
+        self.shared.apply(|w| {
+            let mut dispatches = Vec::new();
+            if !w.guild(guild_id)?.members.contains_key(&user_id) {
+                let username = registered
+                    .map(|u| u.username)
+                    .or_else(|| w.any_member(user_id).map(|m| m.username.clone()))
+                    .ok_or(SimError::UnknownUser(user_id))?;
+                let member = NewMember {
+                    user_id: Some(user_id),
+                    username: Some(username),
+                    ..NewMember::default()
+                };
+                dispatches = w.add_member(guild_id, member, Shared::now_ms())?.1;
+            }
+            let ((), more) = w.set_member_permissions(guild_id, user_id, permissions)?;
+            dispatches.extend(more);
+            Ok(((), dispatches))
+        })
+    }
+
+    /// Makes every authorization code issued so far expired, as if its ten
+    /// minutes had passed; returns how many were still live.
+    pub fn expire_oauth_codes(&self) -> usize {
+        lock(&self.shared.oauth).expire_codes()
+    }
+
+    /// Makes every access token issued so far expired; refresh tokens keep
+    /// working. Returns how many were still live.
+    pub fn expire_oauth_tokens(&self) -> usize {
+        lock(&self.shared.oauth).expire_access_tokens()
     }
 
     pub fn create_interaction(

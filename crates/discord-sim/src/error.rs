@@ -25,6 +25,8 @@ pub enum SimError {
     UnknownMember { guild_id: GuildId, user_id: UserId },
     #[error("unknown role {role_id} in guild {guild_id}")]
     UnknownRole { guild_id: GuildId, role_id: RoleId },
+    #[error("unknown user {0}: neither an OAuth2 user nor a member of any guild")]
+    UnknownUser(UserId),
     #[error("timed out waiting for {0}")]
     Timeout(String),
 }

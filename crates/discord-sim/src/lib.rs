@@ -38,6 +38,13 @@
 //! `POST /api/v10/interactions/{id}/{token}/callback`,
 //! `PATCH /api/v10/webhooks/{app}/{token}/messages/@original`.
 //!
+//! OAuth2 for dashboard logins (`docs/simulator-oauth2.md`): `GET
+//! /oauth2/authorize` (code flow, PKCE S256; the simulator-only `login_as`
+//! and `deny` parameters pick what the person does), `POST
+//! /api[/v10]/oauth2/token` (`authorization_code`, `refresh_token`), and with
+//! `Authorization: Bearer …` `GET /api[/v10]/users/@me` and
+//! `GET /api[/v10]/users/@me/guilds`.
+//!
 //! Control (ids as strings; bodies are the serde forms of this crate's types):
 //! `GET /_sim/health`, `GET /_sim/stats`, `GET|POST /_sim/guilds`
 //! ([`GuildsSpec`]), `GET|DELETE /_sim/guilds/{g}` (`?unavailable=true` for
@@ -49,7 +56,10 @@
 //! `GET /_sim/shards/{n}` ([`ShardTranscript`]),
 //! `POST /_sim/shards/{n}/faults` ([`Fault`]), `POST /_sim/traffic`
 //! ([`TrafficSpec`]), `GET /_sim/traffic/{id}`, `POST /_sim/scenario`
-//! ([`Scenario`]).
+//! ([`Scenario`]), `GET|POST /_sim/oauth2/users` ([`OAuthUser`]),
+//! `POST /_sim/oauth2/next-login` (`{"user_id"}` or `{"deny": true}`),
+//! `PUT /_sim/guilds/{g}/members/{u}/permissions` (`{"permissions": "8"}`),
+//! `POST /_sim/oauth2/expire` (`{"codes", "tokens"}`, both by default).
 //!
 //! Not for production code paths: nothing here authenticates anyone beyond
 //! comparing a configured token.
@@ -62,6 +72,7 @@ mod faults;
 mod gateway;
 mod http;
 mod ids;
+mod oauth;
 mod scenario;
 mod state;
 mod traffic;
@@ -74,12 +85,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use config::{intents, RestLimits, SimConfig};
+pub use config::{intents, OAuth2Config, RestLimits, SimConfig};
 pub use control::{GuildsSpec, ShardStatus, SimControl, SimStats, TrafficRun};
 pub use error::SimError;
 pub use faults::Fault;
 pub use gateway::transcript::{SentFrame, ShardEvent, ShardTranscript};
 pub use ids::shard_for_guild;
+pub use oauth::{permissions, OAuthUser, SUPPORTED_SCOPES};
 pub use scenario::{Scenario, ScenarioReport, Step};
 pub use traffic::{TrafficMix, TrafficProgress, TrafficReport, TrafficSpec};
 pub use world::{

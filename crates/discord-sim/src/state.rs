@@ -14,6 +14,7 @@ use crate::gateway::sessions::Sessions;
 use crate::gateway::transcript::{SentFrame, ShardEvent, ShardTranscript};
 use crate::http::ratelimit::RestLimiter;
 use crate::lock;
+use crate::oauth::OAuth;
 use crate::traffic::TrafficProgress;
 use crate::world::{Changed, World};
 use crate::SimError;
@@ -42,6 +43,8 @@ pub(crate) struct Shared {
     pub identify: Mutex<IdentifyLimiter>,
     pub transcripts: Mutex<BTreeMap<u32, ShardTranscript>>,
     pub rest: Mutex<RestLimiter>,
+    /// Never locked while holding `world`.
+    pub oauth: Mutex<OAuth>,
     pub shutdown: watch::Sender<bool>,
     pub traffic: Mutex<HashMap<u64, Arc<TrafficProgress>>>,
 }
@@ -59,6 +62,7 @@ impl Shared {
             )),
             rest: Mutex::new(RestLimiter::new(config.rest.clone())),
             world: Mutex::new(World::default()),
+            oauth: Mutex::new(OAuth::default()),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             transcripts: Mutex::new(BTreeMap::new()),

@@ -57,6 +57,9 @@ pub(crate) struct MemberState {
     pub roles: BTreeSet<RoleId>,
     pub pending: bool,
     pub joined_at_ms: i64,
+    /// Set through the control API: the guild-level permissions OAuth2
+    /// reports for this member, instead of those its roles grant.
+    pub permissions: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -223,6 +226,7 @@ impl World {
             roles: spec.roles.into_iter().collect(),
             pending: spec.pending,
             joined_at_ms: now_ms,
+            permissions: None,
         }
     }
 
@@ -525,6 +529,37 @@ impl World {
         })
     }
 
+    /// Sets the permissions OAuth2 reports for a member. No gateway event:
+    /// on Discord the change would come from roles, which this bypasses.
+    pub(crate) fn set_member_permissions(
+        &mut self,
+        guild_id: GuildId,
+        user_id: UserId,
+        permissions: u64,
+    ) -> Changed<()> {
+        let member = self
+            .guild_mut(guild_id)?
+            .members
+            .get_mut(&user_id)
+            .ok_or(SimError::UnknownMember { guild_id, user_id })?;
+        member.permissions = Some(permissions);
+        Ok(((), Vec::new()))
+    }
+
+    /// The guilds `user_id` is a member of, in id order, whether or not the
+    /// bot is there.
+    pub(crate) fn guilds_of_user(&self, user_id: UserId) -> Vec<(&GuildState, &MemberState)> {
+        self.guilds
+            .values()
+            .filter_map(|g| g.members.get(&user_id).map(|m| (g, m)))
+            .collect()
+    }
+
+    /// The member of any guild with this id, for its name.
+    pub(crate) fn any_member(&self, user_id: UserId) -> Option<&MemberState> {
+        self.guilds.values().find_map(|g| g.members.get(&user_id))
+    }
+
     /// Guilds a shard serves, in id order.
     pub(crate) fn guilds_of_shard(&self, shard_id: u32, shard_count: u32) -> Vec<&GuildState> {
         self.guilds
@@ -532,6 +567,25 @@ impl World {
             .filter(|g| g.bot_present && crate::ids::shard_for_guild(g.id, shard_count) == shard_id)
             .collect()
     }
+}
+
+/// A member's guild-level permissions as OAuth2's guild list reports them:
+/// the control API's override if set, every permission for the owner,
+/// otherwise the union of @everyone's and the member's roles' permissions.
+/// Administrator is reported as its own bit, not expanded to every bit.
+pub(crate) fn member_permissions(guild: &GuildState, member: &MemberState) -> u64 {
+    if let Some(permissions) = member.permissions {
+        return permissions;
+    }
+    if guild.owner_id == member.user_id {
+        return crate::oauth::permissions::ALL;
+    }
+    let everyone: RoleId = guild.id.cast();
+    guild
+        .roles
+        .iter()
+        .filter(|r| r.id == everyone || member.roles.contains(&r.id))
+        .fold(0, |bits, r| bits | r.permissions)
 }
 
 pub(crate) fn member_info(guild_id: GuildId, member: &MemberState) -> MemberInfo {

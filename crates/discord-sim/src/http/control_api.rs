@@ -6,14 +6,15 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use wire::{GuildId, Id, Marker};
+use wire::{GuildId, Id, Marker, UserId};
 
 use crate::control::{GuildsSpec, SimControl};
 use crate::faults::Fault;
+use crate::oauth::OAuthUser;
 use crate::scenario::Scenario;
 use crate::state::Shared;
 use crate::traffic::TrafficSpec;
@@ -39,6 +40,16 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             get(get_member).patch(update_member).delete(remove_member),
         )
         .route(
+            "/_sim/guilds/{guild_id}/members/{user_id}/permissions",
+            put(set_member_permissions),
+        )
+        .route(
+            "/_sim/oauth2/users",
+            get(list_oauth_users).post(add_oauth_user),
+        )
+        .route("/_sim/oauth2/next-login", post(next_login))
+        .route("/_sim/oauth2/expire", post(expire_oauth))
+        .route(
             "/_sim/interactions",
             get(list_interactions).post(create_interaction),
         )
@@ -59,7 +70,8 @@ fn error(error: SimError) -> Response {
     let status = match error {
         SimError::UnknownGuild(_)
         | SimError::UnknownMember { .. }
-        | SimError::UnknownRole { .. } => StatusCode::NOT_FOUND,
+        | SimError::UnknownRole { .. }
+        | SimError::UnknownUser(_) => StatusCode::NOT_FOUND,
         SimError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -286,4 +298,124 @@ async fn run_scenario(
     Json(scenario): Json<Scenario>,
 ) -> Response {
     respond(control(shared).run_scenario(&scenario).await)
+}
+
+/// Permission bits as Discord writes them (a decimal string) or as a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Bits {
+    Text(String),
+    Number(u64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PermissionsBody {
+    permissions: Bits,
+}
+
+async fn set_member_permissions(
+    State(shared): State<Arc<Shared>>,
+    Path((guild, user)): Path<(String, String)>,
+    Json(body): Json<PermissionsBody>,
+) -> Response {
+    let (guild, user) = match (id(&guild), id(&user)) {
+        (Ok(g), Ok(u)) => (g, u),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    let bits = match body.permissions {
+        Bits::Number(bits) => bits,
+        Bits::Text(text) => match text.parse() {
+            Ok(bits) => bits,
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": format!("not a permission integer: {text}")})),
+                )
+                    .into_response()
+            }
+        },
+    };
+    match control(shared).set_member_permissions(guild, user, bits) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(e),
+    }
+}
+
+async fn list_oauth_users(State(shared): State<Arc<Shared>>) -> Response {
+    Json(control(shared).oauth_users()).into_response()
+}
+
+async fn add_oauth_user(
+    State(shared): State<Arc<Shared>>,
+    Json(user): Json<OAuthUser>,
+) -> Response {
+    (
+        StatusCode::CREATED,
+        Json(control(shared).add_oauth_user(user)),
+    )
+        .into_response()
+}
+
+/// `{"user_id": "…"}` to log in as someone, `{"deny": true}` to refuse.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextLogin {
+    #[serde(default)]
+    user_id: Option<UserId>,
+    #[serde(default)]
+    deny: bool,
+}
+
+async fn next_login(State(shared): State<Arc<Shared>>, Json(body): Json<NextLogin>) -> Response {
+    let control = control(shared);
+    match (body.user_id, body.deny) {
+        (None, true) => control.deny_next_login(),
+        (Some(user), false) => {
+            if let Err(e) = control.next_login(user) {
+                return error(e);
+            }
+        }
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "give either user_id or deny: true"})),
+            )
+                .into_response()
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Expire {
+    codes: bool,
+    tokens: bool,
+}
+
+impl Default for Expire {
+    fn default() -> Self {
+        Self {
+            codes: true,
+            tokens: true,
+        }
+    }
+}
+
+/// Ages codes and/or access tokens past their lifetime (both by default).
+async fn expire_oauth(State(shared): State<Arc<Shared>>, body: Option<Json<Expire>>) -> Response {
+    let Expire { codes, tokens } = body.map(|Json(b)| b).unwrap_or_default();
+    let control = control(shared);
+    let codes = if codes {
+        control.expire_oauth_codes()
+    } else {
+        0
+    };
+    let tokens = if tokens {
+        control.expire_oauth_tokens()
+    } else {
+        0
+    };
+    Json(json!({"codes": codes, "tokens": tokens})).into_response()
 }

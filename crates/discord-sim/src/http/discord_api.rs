@@ -40,7 +40,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 }
 
 /// A Discord JSON error (`{"message", "code"}`).
-fn discord_error(status: StatusCode, code: u32, message: &str) -> Response {
+pub(crate) fn discord_error(status: StatusCode, code: u32, message: &str) -> Response {
     (status, Json(json!({"message": message, "code": code}))).into_response()
 }
 
@@ -55,7 +55,7 @@ fn sim_error(error: &SimError) -> Response {
     }
 }
 
-fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+pub(crate) fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let expected = format!("Bot {}", shared.config.token);
     headers
         .get("authorization")
@@ -63,7 +63,7 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
         .is_some_and(|v| v == expected)
 }
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized")
 }
 
@@ -78,7 +78,7 @@ fn add_headers(response: &mut Response, headers: &Option<RateHeaders>) {
 
 /// Runs `handler` under the route's rate limits and adds the headers, or
 /// answers 429 without running it.
-fn limited(
+pub(crate) fn limited(
     shared: &Shared,
     template: &str,
     major: &str,

@@ -2,6 +2,7 @@
 
 pub(crate) mod control_api;
 pub(crate) mod discord_api;
+pub(crate) mod oauth_api;
 pub(crate) mod ratelimit;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::state::Shared;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     discord_api::routes()
+        .merge(oauth_api::routes())
         .merge(control_api::routes())
         .fallback(|| async {
             (
