@@ -2,10 +2,13 @@
 //! the database on every request (no cache, so a revoked key is refused from
 //! its next request on, in every `api` process), rate-limited per key.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{header, request::Parts};
 use domain::keys::{self, KeyIdentity, Scope};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, DefaultClock, QuantaInstant};
+use governor::NotUntil;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -45,12 +48,14 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
         let prefix = keys::public_prefix(presented).ok_or_else(ApiError::unauthorized)?;
-        // Limit before the lookup: a flood with one key (valid or not) costs
-        // the database nothing once over its budget.
-        if let Err(not_until) = state.0.limiter.check_key(&prefix.to_owned()) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            metrics::counter!("api_rate_limited_total").increment(1);
-            return Err(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64));
+        // Before the lookup, the peer's budget: a flood of made-up keys from
+        // one address stops costing the database anything once over it.
+        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            state
+                .0
+                .per_peer
+                .check_key(&peer.ip())
+                .map_err(|not_until| limited(&not_until, "peer"))?;
         }
         let identity = keys::authenticate(&state.0.store, presented)
             .await
@@ -60,6 +65,18 @@ impl FromRequestParts<AppState> for Caller {
             })?
             .ok_or_else(ApiError::unauthorized)?;
         tracing::Span::current().record("key", tracing::field::display(prefix));
+        // Only a request that proved the key spends the key's budget.
+        state
+            .0
+            .per_key
+            .check_key(&identity.key)
+            .map_err(|not_until| limited(&not_until, "key"))?;
         Ok(Caller(identity))
     }
+}
+
+fn limited(not_until: &NotUntil<QuantaInstant>, budget: &'static str) -> ApiError {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    metrics::counter!("api_rate_limited_total", "budget" => budget).increment(1);
+    ApiError::rate_limited(wait.as_secs_f64().ceil() as u64)
 }

@@ -142,7 +142,7 @@ impl ApiError {
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                "too many requests for this key; retry after the number of seconds in Retry-After",
+                "too many requests; retry after the number of seconds in Retry-After",
             )
         }
     }

@@ -178,17 +178,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     health::install_recorder();
     let limiter_state = state.clone();
-    // The rate limiter keeps a bucket per key prefix it has seen; forget the
-    // ones that are full again, so random prefixes cannot grow it forever.
+    // The rate limiters keep a bucket per key and peer they have seen;
+    // forget the ones that are full again, so the maps do not grow forever.
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            limiter_state.0.limiter.retain_recent();
-            limiter_state.0.limiter.shrink_to_fit();
+            limiter_state.0.per_key.retain_recent();
+            limiter_state.0.per_key.shrink_to_fit();
+            limiter_state.0.per_peer.retain_recent();
+            limiter_state.0.per_peer.shrink_to_fit();
         }
     });
-    let result = axum::serve(listener, app(state))
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     sweeper.abort();

@@ -1,10 +1,17 @@
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use eligibility::Evaluator;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use store::Store;
+use store::{ApiKeyId, Store};
+
+/// How many keys' worth of requests one peer address may send.
+pub(crate) const PEER_FACTOR: NonZeroU32 = match NonZeroU32::new(10) {
+    Some(n) => n,
+    None => NonZeroU32::MIN,
+};
 
 use crate::rechecks::BusRechecks;
 
@@ -51,9 +58,14 @@ pub(crate) struct Inner {
     pub nats: async_nats::Client,
     pub evaluator: Arc<Evaluator>,
     pub settings: ApiSettings,
-    /// Keyed by the key's public prefix, so it applies before the database
-    /// is asked anything.
-    pub limiter: DefaultKeyedRateLimiter<String>,
+    /// Per key, spent only by requests that proved the key: a key's prefix
+    /// is public, so a budget keyed on it could be spent by anyone.
+    pub per_key: DefaultKeyedRateLimiter<ApiKeyId>,
+    /// Per peer address, spent by every request before its key is looked
+    /// up, so a flood of made-up keys costs the database little. Generous
+    /// ([`PEER_FACTOR`] times a key's budget): behind a proxy every client
+    /// shares the proxy's address.
+    pub per_peer: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl AppState {
@@ -65,13 +77,17 @@ impl AppState {
         settings: ApiSettings,
     ) -> Self {
         let quota = Quota::per_second(settings.rate_per_second).allow_burst(settings.burst);
+        let scaled = |n: NonZeroU32| n.saturating_mul(PEER_FACTOR);
+        let peer_quota =
+            Quota::per_second(scaled(settings.rate_per_second)).allow_burst(scaled(settings.burst));
         AppState(Arc::new(Inner {
             store,
             rechecks: BusRechecks::new(async_nats::jetstream::new(nats.clone()), namespace),
             nats,
             evaluator,
             settings,
-            limiter: RateLimiter::keyed(quota),
+            per_key: RateLimiter::keyed(quota),
+            per_peer: RateLimiter::keyed(peer_quota),
         }))
     }
 

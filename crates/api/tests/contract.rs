@@ -375,3 +375,43 @@ async fn text_and_numbers_the_database_cannot_keep_are_refused_up_front() {
         "{body}"
     );
 }
+
+/// A key's prefix is public (listings, logs). Requests that carry it with a
+/// wrong secret must not spend the real key's rate budget: otherwise anyone
+/// who has seen a prefix could lock its holder out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_wrong_secrets_under_a_keys_prefix_does_not_lock_its_holder_out() {
+    let settings = ApiSettings {
+        rate_per_second: NonZeroU32::new(1).unwrap(),
+        burst: NonZeroU32::new(3).unwrap(),
+        ..ApiSettings::default()
+    };
+    let api = Api::start_with(
+        "api_prefix_flood",
+        settings,
+        eligibility::EligibilityConfig::default(),
+    )
+    .await;
+    let a = api.community(3701).await;
+    let key = api.all_scopes(a).await;
+    let prefix = keys::public_prefix(&key).unwrap().to_owned();
+    let forged = format!("ghk_{prefix}_{}", "0".repeat(64));
+    for _ in 0..10 {
+        let status = api.get("/v1/rules", &forged).send().await.unwrap().status();
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    let (status, body) = json(api.get("/v1/rules", &key).send().await.unwrap()).await;
+    assert_eq!(status, 200, "the holder was locked out: {body}");
+    // One address sending made-up keys is held back before the database is
+    // asked (its budget is ten keys' worth: here 30 at once).
+    let mut limited = 0;
+    for _ in 0..40 {
+        if api.get("/v1/rules", &forged).send().await.unwrap().status() == 429 {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited > 0,
+        "40 made-up keys from one address were all looked up"
+    );
+}
