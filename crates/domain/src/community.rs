@@ -32,14 +32,15 @@ pub async fn resolve(store: &Store, guild: GuildId) -> Result<CommunityRef, Look
     Ok(CommunityRef { tenant, guild })
 }
 
-/// What a community's admins may change about it. Its name follows the
-/// Discord server's; its tier and whether it is active are the operator's.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AdminSettings {
-    pub theme_id: String,
+/// A change to what a community's admins may change about it; `None`
+/// keeps the current value. Its name follows the Discord server's; its tier
+/// and whether it is active are the operator's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SettingsPatch {
+    pub theme_id: Option<String>,
     /// Free-form, for the community's own front ends (the dashboard keeps
     /// its preferences here). Must be a JSON object.
-    pub settings: serde_json::Value,
+    pub settings: Option<serde_json::Value>,
 }
 
 /// The largest settings object accepted, serialised.
@@ -61,22 +62,23 @@ pub async fn get(store: &Store, community: CommunityRef) -> Result<Community, St
     Ok(row)
 }
 
-/// Validates and stores new admin settings, audited with what changed.
+/// Validates the fields given, applies them in one transaction and audits
+/// what changed.
 pub async fn update_settings(
     store: &Store,
     community: CommunityRef,
     actor: &Actor,
-    new: &AdminSettings,
+    patch: &SettingsPatch,
 ) -> Result<Community, SettingsError> {
     let mut problems = Vec::new();
-    let theme_ok = {
-        let mut chars = new.theme_id.chars();
+    let theme_ok = patch.theme_id.as_deref().is_none_or(|theme| {
+        let mut chars = theme.chars();
         chars
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && new.theme_id.len() <= 32
+            && theme.len() <= 32
             && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-    };
+    });
     if !theme_ok {
         problems.push((
             "theme_id",
@@ -84,9 +86,10 @@ pub async fn update_settings(
                 .to_owned(),
         ));
     }
-    if !new.settings.is_object() {
+    let settings = patch.settings.as_ref();
+    if settings.is_some_and(|s| !s.is_object()) {
         problems.push(("settings", "expected a JSON object".to_owned()));
-    } else if !numbers_are_safe(&new.settings) {
+    } else if settings.is_some_and(|s| !numbers_are_safe(s)) {
         // PostgreSQL keeps a JSON number exactly, as written; one that no
         // double can hold would be stored but could not be read back (nor
         // by a browser). JavaScript's safe range is what a dashboard reads.
@@ -94,7 +97,7 @@ pub async fn update_settings(
             "settings",
             format!("numbers must lie within ±{MAX_SAFE_NUMBER}"),
         ));
-    } else if new.settings.to_string().len() > MAX_SETTINGS_BYTES {
+    } else if settings.is_some_and(|s| s.to_string().len() > MAX_SETTINGS_BYTES) {
         problems.push((
             "settings",
             format!("at most {MAX_SETTINGS_BYTES} bytes when serialised"),
@@ -107,7 +110,7 @@ pub async fn update_settings(
     let before = tx.communities().get().await?;
     let after = tx
         .communities()
-        .update_admin_settings(&new.theme_id, &new.settings)
+        .update_admin_settings(patch.theme_id.as_deref(), settings)
         .await?;
     if before.theme_id != after.theme_id || before.settings != after.settings {
         let entry = actor

@@ -32,11 +32,24 @@ impl RuleStanding {
     /// Whether the last decision is older than the re-check period, so may
     /// no longer describe the chain.
     pub fn is_stale(&self, recheck_period: std::time::Duration, now: DateTime<Utc>) -> bool {
-        let period = chrono::Duration::from_std(recheck_period).unwrap_or(chrono::Duration::MAX);
-        self.grant
-            .as_ref()
-            .is_none_or(|g| now.signed_duration_since(g.checked_at) > period)
+        is_stale(
+            self.grant.as_ref().map(|g| g.checked_at),
+            recheck_period,
+            now,
+        )
     }
+}
+
+/// Whether a member checked at `checked_at` (never: `None`) is due a look
+/// that has not happened: their last outcome is older than the re-check
+/// period.
+pub fn is_stale(
+    checked_at: Option<DateTime<Utc>>,
+    recheck_period: std::time::Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    let period = chrono::Duration::from_std(recheck_period).unwrap_or(chrono::Duration::MAX);
+    checked_at.is_none_or(|at| now.signed_duration_since(at) > period)
 }
 
 /// Everything an admin needs to answer "why does (not) this member hold

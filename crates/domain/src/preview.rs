@@ -23,6 +23,7 @@ use store::repo::{EligibilityRule, MemberFilter, Profile};
 use store::{RuleId, Store, WalletAddress};
 use wire::{RoleId, UserId};
 
+use crate::members::is_stale;
 use crate::rules::{row_of, rule_set, users_of, NewRule, RuleError};
 use crate::CommunityRef;
 
@@ -107,14 +108,9 @@ pub async fn preview(
     let proposed = apply(&current, change, community)?;
     let touched = touched_roles(&current, &proposed);
     let now = Utc::now();
-    let period = chrono::Duration::from_std(recheck_period).unwrap_or(chrono::Duration::MAX);
     let stale = members
         .iter()
-        .filter(|p| {
-            last_checked
-                .get(&p.id)
-                .is_none_or(|at| now.signed_duration_since(*at) > period)
-        })
+        .filter(|p| is_stale(last_checked.get(&p.id).copied(), recheck_period, now))
         .count() as u64;
 
     let (old_set, new_set) = (rule_set(&current), rule_set(&proposed));

@@ -6,11 +6,11 @@ use domain::keys::Scope;
 use serde::{Deserialize, Serialize};
 use store::repo::{BadgeEvaluator, NewBadge};
 use utoipa::ToSchema;
-use wire::UserId;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path};
+use crate::routes::user_id;
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -35,13 +35,9 @@ pub struct BadgeInput {
     #[serde(default)]
     pub description: String,
     pub evaluator: String,
-    #[serde(default = "empty_object")]
+    #[serde(default = "crate::routes::empty_object")]
     #[schema(value_type = Object)]
     pub criteria: serde_json::Value,
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(serde_json::Map::new())
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -147,11 +143,6 @@ pub async fn define(
             created_at: defined.created_at,
         }),
     ))
-}
-
-fn user_id(raw: &str) -> Result<UserId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::not_found("no such member"))
 }
 
 /// Grant a badge to a member by hand.

@@ -1,6 +1,6 @@
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use domain::community::{self, AdminSettings, SettingsError};
+use domain::community::{self, SettingsError, SettingsPatch};
 use domain::keys::Scope;
 use serde::{Deserialize, Serialize};
 use store::repo::Community;
@@ -82,13 +82,12 @@ pub async fn patch(
 ) -> Result<axum::Json<CommunityView>, ApiError> {
     // Settings shape how rules and the dashboard behave: the same scope.
     caller.require(Scope::RulesWrite)?;
-    let current = community::get(state.store(), caller.community()).await?;
-    let new = AdminSettings {
-        theme_id: patch.theme_id.unwrap_or(current.theme_id),
-        settings: patch.settings.unwrap_or(current.settings),
+    let patch = SettingsPatch {
+        theme_id: patch.theme_id,
+        settings: patch.settings,
     };
     let updated =
-        community::update_settings(state.store(), caller.community(), &caller.actor(), &new)
+        community::update_settings(state.store(), caller.community(), &caller.actor(), &patch)
             .await
             .map_err(|e| match e {
                 SettingsError::Invalid(problems) => ApiError::validation(

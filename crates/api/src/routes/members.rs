@@ -11,7 +11,7 @@ use wire::{RoleId, UserId};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, Query};
-use crate::routes::page_limit;
+use crate::routes::{page_limit, user_id};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,11 +74,6 @@ fn member_error(e: MemberError) -> ApiError {
         MemberError::Recheck(e) => e.into(),
         MemberError::Store(e) => e.into(),
     }
-}
-
-fn user_id(raw: &str) -> Result<UserId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::not_found("no such member"))
 }
 
 /// Members, by Discord user id, a page at a time.

@@ -11,6 +11,8 @@ pub mod scores;
 pub mod sync;
 pub mod webhooks;
 
+use wire::UserId;
+
 use crate::error::ApiError;
 
 /// The largest page any list returns.
@@ -25,4 +27,16 @@ pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
             "limit: {n} is out of range; pages hold 1 to {MAX_PAGE} items"
         ))),
     }
+}
+
+/// A member's id from a path. One that cannot be a Discord id names no
+/// member: 404, like any unknown member.
+pub(crate) fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("no such member"))
+}
+
+/// The default of JSON object fields a body may leave out.
+pub(crate) fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
 }

@@ -61,15 +61,11 @@ pub struct RuleInput {
     pub chain: Option<String>,
     #[serde(default)]
     pub contract_address: Option<String>,
-    #[serde(default = "empty_object")]
+    #[serde(default = "crate::routes::empty_object")]
     #[schema(value_type = Object)]
     pub parameters: serde_json::Value,
     #[serde(default)]
     pub priority: i32,
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(serde_json::Map::new())
 }
 
 impl RuleInput {

@@ -4,11 +4,11 @@ use domain::keys::Scope;
 use domain::scores::{self, ImportFormat, ScoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use wire::UserId;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, FieldProblem};
 use crate::extract::{Json, Path};
+use crate::routes::user_id;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -71,9 +71,7 @@ pub async fn set(
     Json(input): Json<ScoreInput>,
 ) -> Result<axum::Json<ScoreResult>, ApiError> {
     caller.require(Scope::MembersWrite)?;
-    let user: UserId = user
-        .parse()
-        .map_err(|_| ApiError::not_found("no such member"))?;
+    let user = user_id(&user)?;
     let import = scores::set(
         state.store(),
         &state.0.rechecks,

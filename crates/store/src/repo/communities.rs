@@ -149,14 +149,16 @@ impl<'t> Communities<'t> {
     }
 
     /// Sets what a community's admins may change: its theme and its free-form
-    /// settings object.
+    /// settings object. `None` keeps the current value.
     pub async fn update_admin_settings(
         &self,
-        theme_id: &str,
-        settings: &serde_json::Value,
+        theme_id: Option<&str>,
+        settings: Option<&serde_json::Value>,
     ) -> Result<Community, StoreError> {
         let sql = format!(
-            "UPDATE communities SET theme_id = $2, settings = $3 WHERE id = $1 RETURNING {COLUMNS}"
+            "UPDATE communities
+                SET theme_id = coalesce($2, theme_id), settings = coalesce($3, settings)
+              WHERE id = $1 RETURNING {COLUMNS}"
         );
         let row = self
             .tx
@@ -166,7 +168,7 @@ impl<'t> Communities<'t> {
                 &[
                     (self.tx.tenant().as_uuid(), Type::UUID),
                     (&theme_id, Type::TEXT),
-                    (settings, Type::JSONB),
+                    (&settings, Type::JSONB),
                 ],
             )
             .await?;
