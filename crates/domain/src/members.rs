@@ -133,3 +133,16 @@ pub async fn request_recheck(
     rechecks.request(&check).await?;
     Ok(check)
 }
+
+/// What eligibility knows about a member: their wallets and score. The one
+/// mapping from a profile, for role sync and the preview alike.
+pub fn facts(profile: &Profile) -> eligibility::MemberFacts {
+    eligibility::MemberFacts {
+        // The store only holds normalised addresses, which always parse.
+        wallet: profile
+            .wallets
+            .first()
+            .and_then(|w| eligibility::parse_address(w.as_str()).ok()),
+        score: profile.score,
+    }
+}

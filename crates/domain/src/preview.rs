@@ -349,11 +349,5 @@ fn worker_action(
 }
 
 fn facts_of(profile: &Profile) -> MemberFacts {
-    MemberFacts {
-        wallet: profile
-            .wallet_address
-            .as_ref()
-            .and_then(|w| eligibility::parse_address(w.as_str()).ok()),
-        score: profile.score,
-    }
+    crate::members::facts(profile)
 }

@@ -136,6 +136,53 @@ impl<'a> Directory<'a> {
             scopes,
         }))
     }
+    /// The wallet-link page token with this SHA-256, expired or used ones
+    /// included (the page says which). `None` for an unknown token or an
+    /// inactive community.
+    pub async fn resolve_wallet_link_token(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> Result<Option<ResolvedLinkToken>, StoreError> {
+        const CONTEXT: &str = "resolving a wallet-link token";
+        let client = self.store.checkout().await?;
+        let hash: &[u8] = token_hash;
+        let rows = client
+            .query_typed(
+                "SELECT community_id, discord_guild_id, discord_user_id, expires_at, used_at
+                 FROM resolve_wallet_link_token($1)",
+                &[(&hash, Type::BYTEA)],
+            )
+            .await
+            .map_err(|e| StoreError::query(CONTEXT, e))?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let get = |i: usize| StoreError::Corrupt {
+            what: "wallet-link token",
+            reason: format!("column {i} has an unexpected type"),
+        };
+        let tenant: uuid::Uuid = row.try_get(0).map_err(|_| get(0))?;
+        let guild: i64 = row.try_get(1).map_err(|_| get(1))?;
+        let user: i64 = row.try_get(2).map_err(|_| get(2))?;
+        Ok(Some(ResolvedLinkToken {
+            tenant: TenantId::from(tenant),
+            guild: id_from_db(guild, "discord_guild_id")?,
+            user: id_from_db(user, "discord_user_id")?,
+            expires_at: row.try_get(3).map_err(|_| get(3))?,
+            used_at: row.try_get(4).map_err(|_| get(4))?,
+        }))
+    }
+}
+
+/// A wallet-link page token that [`Directory::resolve_wallet_link_token`]
+/// found: which community and member it was issued for, and its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedLinkToken {
+    pub tenant: TenantId,
+    pub guild: GuildId,
+    pub user: wire::UserId,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub used_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A key that [`Directory::authenticate_api_key`] accepted.

@@ -27,7 +27,7 @@ mod tenant;
 mod wallet;
 
 pub use config::{redact_url, StoreConfig};
-pub use directory::{AuthenticatedKey, Directory};
+pub use directory::{AuthenticatedKey, Directory, ResolvedLinkToken};
 pub use error::StoreError;
 pub use ids::{ApiKeyId, BadgeId, ProfileId, RuleId, TenantId, WebhookId};
 pub use pool::Store;

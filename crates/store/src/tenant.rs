@@ -6,8 +6,8 @@ use tokio_postgres::{
 
 use crate::{
     repo::{
-        ApiKeys, Audit, Badges, Communities, ProcessedEvents, Profiles, RoleGrants, Rules, Seed,
-        Stats, SyncCounters, WalletNonces, Webhooks,
+        ApiKeys, Audit, Badges, Communities, LinkTokens, MemberWallets, ProcessedEvents, Profiles,
+        RoleGrants, Rules, Seed, Stats, SyncCounters, WalletNonces, Webhooks,
     },
     StoreError, TenantId,
 };
@@ -163,6 +163,14 @@ impl TenantTx {
 
     pub fn wallet_nonces(&self) -> WalletNonces<'_> {
         WalletNonces::new(self)
+    }
+
+    pub fn member_wallets(&self) -> MemberWallets<'_> {
+        MemberWallets::new(self)
+    }
+
+    pub fn link_tokens(&self) -> LinkTokens<'_> {
+        LinkTokens::new(self)
     }
 
     pub fn stats(&self) -> Stats<'_> {

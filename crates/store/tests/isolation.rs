@@ -110,9 +110,24 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         .claim("seed-event", "seed")
         .await
         .unwrap());
+    let wallet = store::WalletAddress::parse(&format!("0x{guild:040x}")).unwrap();
+    tx.profiles()
+        .link_wallet(sf(guild * 10), &wallet)
+        .await
+        .unwrap();
+    tx.link_tokens()
+        .issue(
+            sf(guild * 10),
+            &[guild as u8; 32],
+            Utc::now() + chrono::Duration::hours(1),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
     tx.wallet_nonces()
         .issue(
             sf(guild * 10),
+            &wallet,
             &"ab".repeat(16),
             "sign me",
             Utc::now() + chrono::Duration::hours(1),
@@ -249,9 +264,31 @@ fn table_cases(f: &Fixture) -> Vec<(&'static str, String, String, String)> {
             format!("community_id = '{b}'"),
             "message = message".into(),
             format!(
-                "INSERT INTO wallet_link_nonces (community_id, discord_user_id, nonce, message, expires_at) \
-                 VALUES ('{b}', 4242, '{}', 'x', now())",
-                "cd".repeat(16)
+                "INSERT INTO wallet_link_nonces (community_id, discord_user_id, nonce, message, expires_at, address) \
+                 VALUES ('{b}', 4242, '{}', 'x', now(), '0x{}')",
+                "cd".repeat(16),
+                "cd".repeat(20)
+            ),
+        ),
+        (
+            "member_wallets",
+            format!("community_id = '{b}'"),
+            "linked_at = linked_at".into(),
+            format!(
+                "INSERT INTO member_wallets (community_id, profile_id, address, proof) \
+                 VALUES ('{b}', '{}', '0x{}', 'eoa')",
+                f.b.profile,
+                "ef".repeat(20)
+            ),
+        ),
+        (
+            "wallet_link_tokens",
+            format!("community_id = '{b}'"),
+            "used_at = used_at".into(),
+            format!(
+                "INSERT INTO wallet_link_tokens (token_hash, community_id, discord_user_id, expires_at) \
+                 VALUES ('\\x{}', '{b}', 4242, now())",
+                "ab".repeat(32)
             ),
         ),
         (
@@ -603,6 +640,8 @@ async fn roles_policies_and_functions_are_as_designed() {
         "webhook_deliveries",
         "api_keys",
         "sync_counters",
+        "member_wallets",
+        "wallet_link_tokens",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -674,6 +713,7 @@ async fn roles_policies_and_functions_are_as_designed() {
             "authenticate_api_key",
             "provision_community",
             "resolve_community",
+            "resolve_wallet_link_token",
             "webhook_communities"
         ]
     );

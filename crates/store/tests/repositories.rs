@@ -4,8 +4,8 @@ use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::json;
 use store::{
     repo::{
-        ActorType, AuditAction, AuditEntry, BadgeEvaluator, MemberUpsert, NewBadge, NewRule,
-        RuleType,
+        ActorType, AuditAction, AuditEntry, BadgeEvaluator, Linked, MemberFilter, MemberUpsert,
+        NewBadge, NewRule, RuleType, WalletProof,
     },
     StoreError, WalletAddress, WalletError,
 };
@@ -142,6 +142,107 @@ async fn profiles_follow_members_through_join_update_leave_and_rejoin() {
 }
 
 #[tokio::test]
+async fn a_member_holds_several_wallets_and_a_proof_moves_one_from_another_member() {
+    let db = TestDb::create("repo_member_wallets").await;
+    let store = db.store(2).await;
+    let a = store.directory().provision_guild(sf(1), "a").await.unwrap();
+    let w = |n: u8| WalletAddress::parse(&format!("0x{}", hex_byte(n).repeat(20))).unwrap();
+
+    let tx = store.begin(a).await.unwrap();
+    let one = tx.profiles().upsert_member(&member(1)).await.unwrap();
+    let two = tx.profiles().upsert_member(&member(2)).await.unwrap();
+    let wallets = tx.member_wallets();
+    assert_eq!(
+        wallets.link(one.id, &w(1), WalletProof::Eoa).await.unwrap(),
+        Linked::New
+    );
+    assert_eq!(
+        wallets
+            .link(one.id, &w(2), WalletProof::Erc1271)
+            .await
+            .unwrap(),
+        Linked::New
+    );
+    assert_eq!(
+        wallets.link(one.id, &w(1), WalletProof::Eoa).await.unwrap(),
+        Linked::Again
+    );
+    let profile = tx
+        .profiles()
+        .find_by_discord_user(sf(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(profile.wallets, [w(1), w(2)], "in the order linked");
+    let listed = wallets.of(one.id).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].proof, WalletProof::Erc1271);
+    assert_eq!(listed[1].discord_user_id, sf(1));
+
+    // Member two proves wallet 2: it moves, and the link says from whom.
+    assert_eq!(
+        wallets.link(two.id, &w(2), WalletProof::Eoa).await.unwrap(),
+        Linked::MovedFrom {
+            profile_id: one.id,
+            user: sf(1)
+        }
+    );
+    let one_now = tx
+        .profiles()
+        .find_by_discord_user(sf(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let two_now = tx
+        .profiles()
+        .find_by_discord_user(sf(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(one_now.wallets, [w(1)]);
+    assert_eq!(two_now.wallets, [w(2)]);
+    assert_eq!(
+        tx.profiles()
+            .find_by_wallet(&w(2))
+            .await
+            .unwrap()
+            .map(|p| p.discord_user_id),
+        Some(sf(2))
+    );
+
+    // Unlinking only works on one's own wallet.
+    assert!(!wallets.unlink(one.id, &w(2)).await.unwrap());
+    assert!(wallets.unlink(one.id, &w(1)).await.unwrap());
+    let one_now = tx
+        .profiles()
+        .find_by_discord_user(sf(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(one_now.wallets.is_empty());
+
+    // Members filter on having any wallet.
+    let with = tx
+        .profiles()
+        .search(&MemberFilter {
+            has_wallet: Some(true),
+            limit: 10,
+            ..MemberFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        with.iter().map(|p| p.discord_user_id).collect::<Vec<_>>(),
+        [sf(2)]
+    );
+    tx.commit().await.unwrap();
+}
+
+fn hex_byte(n: u8) -> String {
+    format!("{n:02x}")
+}
+
+#[tokio::test]
 async fn wallets_are_normalised_unique_per_community_and_bad_ones_are_not_stored() {
     let db = TestDb::create("repo_wallets").await;
     let store = db.store(2).await;
@@ -153,10 +254,8 @@ async fn wallets_are_normalised_unique_per_community_and_bad_ones_are_not_stored
     tx.profiles().upsert_member(&member(1)).await.unwrap();
     tx.profiles().upsert_member(&member(2)).await.unwrap();
     let linked = tx.profiles().link_wallet(sf(1), &wallet).await.unwrap();
-    assert_eq!(
-        linked.wallet_address.as_ref().map(WalletAddress::as_str),
-        Some("0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
-    );
+    let linked: Vec<&str> = linked.wallets.iter().map(WalletAddress::as_str).collect();
+    assert_eq!(linked, ["0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]);
     let found = tx
         .profiles()
         .find_by_wallet(&wallet)
@@ -198,7 +297,10 @@ async fn wallets_are_normalised_unique_per_community_and_bad_ones_are_not_stored
     // And the database refuses one that bypasses the type.
     let tx = store.begin(a).await.unwrap();
     let err = tx
-        .raw_query("UPDATE profiles SET wallet_address = 'ABC' WHERE discord_user_id = 2")
+        .raw_query(
+            "INSERT INTO member_wallets (community_id, profile_id, address, proof)
+             SELECT community_id, id, 'ABC', 'eoa' FROM profiles WHERE discord_user_id = 2",
+        )
         .await
         .unwrap_err();
     assert_eq!(err.sql_state(), Some("23514"), "{err}");

@@ -74,6 +74,10 @@ pub struct WorkerConfig {
     /// forgotten.
     pub prune_interval: Duration,
     pub webhooks: WebhookConfig,
+    /// Where the wallet-link page is served (`PUBLIC_URL`): `/link-wallet`
+    /// answers with a link there, and every message to sign names it.
+    /// `None`: `/link-wallet` says linking is not set up.
+    pub public_site: Option<domain::wallets::Site>,
 }
 
 impl Default for WorkerConfig {
@@ -92,6 +96,7 @@ impl Default for WorkerConfig {
             ack_wait: Duration::from_secs(30),
             prune_interval: Duration::from_secs(3600),
             webhooks: WebhookConfig::default(),
+            public_site: None,
         }
     }
 }

@@ -48,6 +48,7 @@ pub async fn run(
         jetstream.clone(),
         config.namespace().clone(),
         role_sync.clone(),
+        config.public_site.clone(),
     ));
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(keep) = housekeeping::dedupe_horizon(&config.topology) {

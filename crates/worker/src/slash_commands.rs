@@ -15,6 +15,7 @@ pub const PROFILE: &str = "profile";
 pub const BADGES: &str = "badges";
 pub const CHECK: &str = "check";
 pub const LINK_WALLET: &str = "link-wallet";
+pub const WALLETS: &str = "wallets";
 
 /// The global chat-input commands. Guild-only: every answer is about the
 /// member's standing in one community.
@@ -44,14 +45,14 @@ pub fn definitions() -> Vec<Command> {
         .build(),
         CommandBuilder::new(
             LINK_WALLET,
-            "Link a wallet: run without options for a message to sign, then with both",
+            "Link a wallet: run without options for a link to sign in your browser wallet",
             CommandType::ChatInput,
         )
         .contexts(guild_only())
         .option(
             StringBuilder::new(
                 "address",
-                "The wallet address (0x followed by 40 hex digits)",
+                "No browser wallet? The wallet address, for a message to sign elsewhere",
             )
             .min_length(42)
             .max_length(42),
@@ -60,6 +61,18 @@ pub fn definitions() -> Vec<Command> {
             "signature",
             "The personal_sign signature of the message you were given",
         ))
+        .build(),
+        CommandBuilder::new(
+            WALLETS,
+            "Your linked wallets; unlink one with the unlink option",
+            CommandType::ChatInput,
+        )
+        .contexts(guild_only())
+        .option(
+            StringBuilder::new("unlink", "The address of a wallet to unlink")
+                .min_length(42)
+                .max_length(42),
+        )
         .build(),
     ]
 }
@@ -85,6 +98,6 @@ mod tests {
         // The handler matches on these constants; a definition under any
         // other name would be offered to members and never answered.
         let names: Vec<String> = definitions().into_iter().map(|c| c.name).collect();
-        assert_eq!(names, [PROFILE, BADGES, CHECK, LINK_WALLET]);
+        assert_eq!(names, [PROFILE, BADGES, CHECK, LINK_WALLET, WALLETS]);
     }
 }

@@ -18,6 +18,9 @@ use crate::state::AppState;
 pub struct MemberView {
     pub user_id: String,
     pub wallet_address: Option<String>,
+    /// Every linked wallet, in the order linked; rules count holdings
+    /// across all of them.
+    pub wallets: Vec<String>,
     pub score: i64,
     pub tier: String,
     /// The Discord roles the member held at the last event seen.
@@ -33,7 +36,8 @@ impl From<&Profile> for MemberView {
     fn from(p: &Profile) -> Self {
         MemberView {
             user_id: p.discord_user_id.to_string(),
-            wallet_address: p.wallet_address.as_ref().map(|w| w.as_str().to_owned()),
+            wallet_address: p.wallets.first().map(|w| w.as_str().to_owned()),
+            wallets: p.wallets.iter().map(|w| w.as_str().to_owned()).collect(),
             score: p.score,
             tier: p.tier.clone(),
             role_ids: p.role_ids.iter().map(ToString::to_string).collect(),

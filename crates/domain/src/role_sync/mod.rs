@@ -130,6 +130,12 @@ pub struct RoleSync<D> {
 }
 
 impl<D: RoleWriter> RoleSync<D> {
+    /// The evaluator role sync reads chains with, shared so that a wallet
+    /// proof's EIP-1271 call goes through the same breakers and limits.
+    pub fn evaluator(&self) -> &Evaluator {
+        &self.evaluator
+    }
+
     pub fn new(
         store: Store,
         evaluator: Arc<Evaluator>,
@@ -272,16 +278,7 @@ impl<D: RoleWriter> RoleSync<D> {
             return Ok(report);
         }
         let rule_set = rule_set(&rules);
-        let facts: Vec<MemberFacts> = profiles
-            .iter()
-            .map(|p| MemberFacts {
-                wallet: p
-                    .wallet_address
-                    .as_ref()
-                    .and_then(|w| eligibility::parse_address(w.as_str()).ok()),
-                score: p.score,
-            })
-            .collect();
+        let facts: Vec<MemberFacts> = profiles.iter().map(crate::members::facts).collect();
         let evaluations = self
             .evaluator
             .evaluate_many(&rule_set, &facts, freshness)
@@ -330,8 +327,10 @@ impl<D: RoleWriter> RoleSync<D> {
                         eligible: g.eligible,
                         failing_since: g.failing_since,
                     }),
+                    // Grace survives a wallet added, not one removed or
+                    // moved to another member.
                     wallet_changed: before
-                        .is_some_and(|g| g.wallet_address != profile.wallet_address),
+                        .is_some_and(|g| g.wallets.iter().any(|w| !profile.wallets.contains(w))),
                     grace,
                     now,
                 });
@@ -403,7 +402,7 @@ impl<D: RoleWriter> RoleSync<D> {
                     failing_since,
                     detail: decided.detail.clone(),
                     checked_at: now,
-                    wallet_address: profile.wallet_address.clone(),
+                    wallets: profile.wallets.clone(),
                 });
             }
             let roles_changed = roles != profile.role_ids;

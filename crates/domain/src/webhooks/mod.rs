@@ -92,6 +92,7 @@ impl WebhookEvent {
             AuditAction::RoleGranted => Some(WebhookEvent::RoleGranted),
             AuditAction::RoleRemoved => Some(WebhookEvent::RoleRemoved),
             AuditAction::WalletLinked => Some(WebhookEvent::WalletLinked),
+            AuditAction::WalletUnlinked => Some(WebhookEvent::WalletUnlinked),
             AuditAction::MemberJoined => Some(WebhookEvent::MemberJoined),
             AuditAction::MemberLeft => Some(WebhookEvent::MemberLeft),
             AuditAction::RuleCreated

@@ -18,8 +18,8 @@ pub struct RoleGrant {
     pub failing_since: Option<DateTime<Utc>>,
     pub detail: String,
     pub checked_at: DateTime<Utc>,
-    /// The wallet the decision was made with.
-    pub wallet_address: Option<WalletAddress>,
+    /// The wallets the decision was made with.
+    pub wallets: Vec<WalletAddress>,
 }
 
 impl RoleGrant {
@@ -32,9 +32,10 @@ impl RoleGrant {
             failing_since: col(row, "failing_since")?,
             detail: col(row, "detail")?,
             checked_at: col(row, "checked_at")?,
-            wallet_address: col::<Option<&str>>(row, "wallet_address")?
+            wallets: col::<Vec<&str>>(row, "wallets")?
+                .into_iter()
                 .map(WalletAddress::parse)
-                .transpose()
+                .collect::<Result<_, _>>()
                 .map_err(|e| StoreError::Corrupt {
                     what: "role grant wallet",
                     reason: e.to_string(),
@@ -44,7 +45,7 @@ impl RoleGrant {
 }
 
 const COLUMNS: &str =
-    "profile_id, rule_id, role_discord_id, eligible, failing_since, detail, checked_at, wallet_address";
+    "profile_id, rule_id, role_discord_id, eligible, failing_since, detail, checked_at, wallets";
 
 pub struct RoleGrants<'t> {
     tx: &'t TenantTx,
@@ -77,17 +78,18 @@ impl<'t> RoleGrants<'t> {
 
     /// Records a decision (insert or replace).
     pub async fn record(&self, grant: &RoleGrant) -> Result<(), StoreError> {
+        let wallets: Vec<&str> = grant.wallets.iter().map(WalletAddress::as_str).collect();
         self.tx
             .query(
                 "recording a role grant",
                 "INSERT INTO role_grants
                     (community_id, profile_id, rule_id, role_discord_id, eligible, failing_since, detail,
-                     checked_at, wallet_address)
+                     checked_at, wallets)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (community_id, profile_id, rule_id) DO UPDATE
                     SET role_discord_id = excluded.role_discord_id, eligible = excluded.eligible,
                         failing_since = excluded.failing_since, detail = excluded.detail,
-                        checked_at = excluded.checked_at, wallet_address = excluded.wallet_address",
+                        checked_at = excluded.checked_at, wallets = excluded.wallets",
                 &[
                     (self.tx.tenant().as_uuid(), Type::UUID),
                     (&grant.profile_id, Type::UUID),
@@ -97,7 +99,7 @@ impl<'t> RoleGrants<'t> {
                     (&grant.failing_since, Type::TIMESTAMPTZ),
                     (&grant.detail, Type::TEXT),
                     (&grant.checked_at, Type::TIMESTAMPTZ),
-                    (&grant.wallet_address.as_ref().map(WalletAddress::as_str), Type::TEXT),
+                    (&wallets, Type::TEXT_ARRAY),
                 ],
             )
             .await?;

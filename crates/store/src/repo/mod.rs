@@ -13,6 +13,7 @@ mod profiles;
 mod rules;
 mod seed;
 mod stats;
+mod wallets;
 mod webhooks;
 
 pub use api_keys::{ApiKey, ApiKeys, NewApiKey};
@@ -31,6 +32,7 @@ pub use profiles::{
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
 pub use seed::Seed;
 pub use stats::{CommunityCounts, Stats, SyncStatus};
+pub use wallets::{LinkToken, LinkTokens, Linked, MemberWallet, MemberWallets, WalletProof};
 pub use webhooks::{
     AttemptRecord, DeliveryJob, DeliveryState, DispatchScan, Enqueued, NewWebhook, Webhook,
     WebhookCursor, WebhookDelivery, Webhooks,

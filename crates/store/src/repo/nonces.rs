@@ -5,12 +5,14 @@ use super::{col, id_col};
 use wire::UserId;
 
 use crate::ids::db_id;
-use crate::{StoreError, TenantTx};
+use crate::{StoreError, TenantTx, WalletAddress};
 
 /// A nonce message a member was asked to sign to link a wallet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalletNonce {
     pub discord_user_id: UserId,
+    /// The wallet the message asks to prove.
+    pub address: WalletAddress,
     /// 32 lowercase hex digits.
     pub nonce: String,
     /// The exact text to sign (EIP-191 `personal_sign`).
@@ -23,6 +25,12 @@ impl WalletNonce {
     fn from_row(row: &Row) -> Result<Self, StoreError> {
         Ok(WalletNonce {
             discord_user_id: id_col(row, "discord_user_id")?,
+            address: WalletAddress::parse(col(row, "address")?).map_err(|e| {
+                StoreError::Corrupt {
+                    what: "wallet address",
+                    reason: e.to_string(),
+                }
+            })?,
             nonce: col(row, "nonce")?,
             message: col(row, "message")?,
             expires_at: col(row, "expires_at")?,
@@ -35,7 +43,7 @@ impl WalletNonce {
     }
 }
 
-const COLUMNS: &str = "discord_user_id, nonce, message, expires_at, created_at";
+const COLUMNS: &str = "discord_user_id, address, nonce, message, expires_at, created_at";
 
 /// Pending wallet-link nonces, one per member.
 pub struct WalletNonces<'t> {
@@ -52,15 +60,17 @@ impl<'t> WalletNonces<'t> {
     pub async fn issue(
         &self,
         user: UserId,
+        address: &WalletAddress,
         nonce: &str,
         message: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<WalletNonce, StoreError> {
         let sql = format!(
-            "INSERT INTO wallet_link_nonces (community_id, discord_user_id, nonce, message, expires_at)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO wallet_link_nonces
+                (community_id, discord_user_id, nonce, message, expires_at, address)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (community_id, discord_user_id) DO UPDATE
-                SET nonce = excluded.nonce, message = excluded.message,
+                SET nonce = excluded.nonce, address = excluded.address, message = excluded.message,
                     expires_at = excluded.expires_at, created_at = now()
              RETURNING {COLUMNS}"
         );
@@ -75,6 +85,7 @@ impl<'t> WalletNonces<'t> {
                     (&nonce, Type::TEXT),
                     (&message, Type::TEXT),
                     (&expires_at, Type::TIMESTAMPTZ),
+                    (&address.as_str(), Type::TEXT),
                 ],
             )
             .await?;

@@ -14,7 +14,8 @@ pub struct Profile {
     pub id: ProfileId,
     pub community_id: TenantId,
     pub discord_user_id: UserId,
-    pub wallet_address: Option<WalletAddress>,
+    /// The member's linked wallets, in the order they were linked.
+    pub wallets: Vec<WalletAddress>,
     pub tier: String,
     pub current_rank: Option<i32>,
     pub score: i64,
@@ -32,17 +33,19 @@ pub struct Profile {
 
 impl Profile {
     fn from_row(row: &Row) -> Result<Self, StoreError> {
-        let wallet: Option<&str> = col(row, "wallet_address")?;
+        let wallets: Vec<&str> = col(row, "wallets")?;
         Ok(Profile {
             id: col(row, "id")?,
             community_id: TenantId::from(col::<Uuid>(row, "community_id")?),
             discord_user_id: id_col(row, "discord_user_id")?,
-            wallet_address: wallet.map(WalletAddress::parse).transpose().map_err(|e| {
-                StoreError::Corrupt {
+            wallets: wallets
+                .into_iter()
+                .map(WalletAddress::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| StoreError::Corrupt {
                     what: "wallet address",
                     reason: e.to_string(),
-                }
-            })?,
+                })?,
             tier: col(row, "tier")?,
             current_rank: col(row, "current_rank")?,
             score: col(row, "score")?,
@@ -57,8 +60,13 @@ impl Profile {
     }
 }
 
-const COLUMNS: &str = "id, community_id, discord_user_id, wallet_address, tier, current_rank, \
-                       score, role_ids, joined_at, left_at, last_event_seq, next_check_at, created_at, updated_at";
+/// Every query names the profile `p`: the wallets come from a subquery on
+/// it (a member has few, and they are read with the profile everywhere
+/// eligibility is decided).
+const COLUMNS: &str = "id, community_id, discord_user_id, tier, current_rank, \
+     score, role_ids, joined_at, left_at, last_event_seq, next_check_at, created_at, updated_at, \
+     (SELECT coalesce(array_agg(w.address ORDER BY w.linked_at, w.address), '{}') \
+        FROM member_wallets w WHERE w.community_id = p.community_id AND w.profile_id = p.id) AS wallets";
 
 /// Which members [`Profiles::search`] returns. `None` filters match all.
 #[derive(Clone, Debug, Default)]
@@ -124,7 +132,7 @@ impl<'t> Profiles<'t> {
 
     pub async fn find_by_discord_user(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM profiles WHERE community_id = $1 AND discord_user_id = $2"
+            "SELECT {COLUMNS} FROM profiles p WHERE community_id = $1 AND discord_user_id = $2"
         );
         self.tx
             .query_opt(
@@ -146,7 +154,10 @@ impl<'t> Profiles<'t> {
         wallet: &WalletAddress,
     ) -> Result<Option<Profile>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM profiles WHERE community_id = $1 AND wallet_address = $2"
+            "SELECT {COLUMNS} FROM profiles p
+             WHERE p.community_id = $1
+               AND p.id = (SELECT profile_id FROM member_wallets
+                            WHERE community_id = $1 AND address = $2)"
         );
         self.tx
             .query_opt(
@@ -251,7 +262,7 @@ impl<'t> Profiles<'t> {
         at: DateTime<Utc>,
     ) -> Result<Option<Profile>, StoreError> {
         let sql = format!(
-            "UPDATE profiles SET left_at = $3
+            "UPDATE profiles p SET left_at = $3
              WHERE community_id = $1 AND discord_user_id = $2
              RETURNING {COLUMNS}"
         );
@@ -271,32 +282,46 @@ impl<'t> Profiles<'t> {
             .transpose()
     }
 
-    /// Links (or replaces) the member's wallet. A wallet already linked to
-    /// another member of this community is refused with
-    /// [`StoreError::Conflict`].
+    /// Adds a wallet the caller has proved (an EOA signature) to the
+    /// member, for seeding and tests; the wallet-link flow goes through
+    /// [`MemberWallets::link`](crate::repo::MemberWallets::link), which
+    /// can also move a wallet. One that another member of the community
+    /// holds is refused with [`StoreError::Conflict`].
     pub async fn link_wallet(
         &self,
         user: UserId,
         wallet: &WalletAddress,
     ) -> Result<Profile, StoreError> {
-        let sql = format!(
-            "UPDATE profiles SET wallet_address = $3
-             WHERE community_id = $1 AND discord_user_id = $2
-             RETURNING {COLUMNS}"
-        );
-        let row = self
-            .tx
+        self.tx
             .query_one(
                 "linking a wallet",
-                &sql,
+                "INSERT INTO member_wallets (community_id, profile_id, address, proof)
+                 SELECT community_id, id, $3, 'eoa' FROM profiles
+                  WHERE community_id = $1 AND discord_user_id = $2
+                 ON CONFLICT (community_id, address) DO UPDATE SET linked_at = member_wallets.linked_at
+                  WHERE member_wallets.profile_id = excluded.profile_id
+                 RETURNING 1",
                 &[
                     (&self.tenant(), Type::UUID),
                     (&db_id(user, "discord_user_id")?, Type::INT8),
                     (&wallet.as_str(), Type::TEXT),
                 ],
             )
-            .await?;
-        Profile::from_row(&row)
+            .await
+            .map_err(|e| match e {
+                // No row: the wallet is another member's (the conflict
+                // update's WHERE failed) or the member is unknown.
+                StoreError::NotFound { .. } => StoreError::Conflict {
+                    context: "linking a wallet",
+                    constraint: "member_wallets_pkey".to_owned(),
+                },
+                e => e,
+            })?;
+        self.find_by_discord_user(user)
+            .await?
+            .ok_or(StoreError::NotFound {
+                context: "re-reading a member after linking a wallet",
+            })
     }
 
     /// Sets score, tier and rank together (they are derived together).
@@ -308,7 +333,7 @@ impl<'t> Profiles<'t> {
         rank: Option<i32>,
     ) -> Result<Profile, StoreError> {
         let sql = format!(
-            "UPDATE profiles SET score = $3, tier = $4, current_rank = $5
+            "UPDATE profiles p SET score = $3, tier = $4, current_rank = $5
              WHERE community_id = $1 AND discord_user_id = $2
              RETURNING {COLUMNS}"
         );
@@ -337,7 +362,7 @@ impl<'t> Profiles<'t> {
         limit: i64,
     ) -> Result<Vec<Profile>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM profiles
+            "SELECT {COLUMNS} FROM profiles p
              WHERE community_id = $1 AND discord_user_id > $2
              ORDER BY discord_user_id LIMIT $3"
         );
@@ -365,7 +390,8 @@ impl<'t> Profiles<'t> {
         let sql = format!(
             "SELECT {COLUMNS} FROM profiles p
              WHERE p.community_id = $1 AND p.discord_user_id > $2
-               AND ($3::bool IS NULL OR (p.wallet_address IS NOT NULL) = $3)
+               AND ($3::bool IS NULL OR EXISTS (SELECT 1 FROM member_wallets w
+                     WHERE w.community_id = p.community_id AND w.profile_id = p.id) = $3)
                AND ($4::int8 IS NULL OR $4 = ANY (p.role_ids))
                AND ($5::uuid IS NULL OR EXISTS (
                      SELECT 1 FROM role_grants g
@@ -480,7 +506,7 @@ impl<'t> Profiles<'t> {
         limit: i64,
     ) -> Result<Vec<Profile>, StoreError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM profiles
+            "SELECT {COLUMNS} FROM profiles p
              WHERE community_id = $1 AND left_at IS NULL
                AND (next_check_at IS NULL OR next_check_at <= $2)
              ORDER BY next_check_at NULLS FIRST
@@ -579,7 +605,7 @@ impl<'t> Profiles<'t> {
     ) -> Result<Vec<Profile>, StoreError> {
         let secs = ttl.as_secs_f64();
         let sql = format!(
-            "UPDATE profiles SET check_lease_until = now() + make_interval(secs => $3)
+            "UPDATE profiles p SET check_lease_until = now() + make_interval(secs => $3)
              WHERE community_id = $1 AND id = ANY($2)
                AND (check_lease_until IS NULL OR check_lease_until < now())
              RETURNING {COLUMNS}"

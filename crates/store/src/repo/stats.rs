@@ -65,7 +65,7 @@ impl<'t> Stats<'t> {
                 "SELECT
                     (SELECT count(*) FROM profiles WHERE community_id = $1) AS profiles,
                     (SELECT count(*) FROM profiles WHERE community_id = $1 AND left_at IS NULL) AS present,
-                    (SELECT count(*) FROM profiles WHERE community_id = $1 AND wallet_address IS NOT NULL) AS wallets,
+                    (SELECT count(*) FROM member_wallets WHERE community_id = $1) AS wallets,
                     (SELECT count(DISTINCT profile_id) FROM role_grants WHERE community_id = $1 AND eligible) AS eligible,
                     (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.granted') AS roles_granted,
                     (SELECT count(*) FROM audit_logs WHERE community_id = $1 AND action = 'role.removed') AS roles_removed,

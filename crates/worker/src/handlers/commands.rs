@@ -1,4 +1,5 @@
-//! Slash commands: `/profile`, `/badges`, `/check` and `/link-wallet`.
+//! Slash commands: `/profile`, `/badges`, `/check`, `/link-wallet` and
+//! `/wallets`.
 //!
 //! Every reply is ephemeral and goes through the interaction callback, which
 //! Discord accepts only within 3 seconds of the interaction. Commands that
@@ -36,13 +37,13 @@ use wire::{
 
 use domain::{
     role_sync::CheckReport,
-    wallets::{self, LinkError, Refusal},
+    wallets::{self, LinkError},
 };
 
 use super::{eligibility, guild_of, membership::community_of, user_of, Handlers};
 use crate::discord::ToTwilight;
 use crate::{
-    slash_commands::{BADGES, CHECK, LINK_WALLET, PROFILE},
+    slash_commands::{BADGES, CHECK, LINK_WALLET, PROFILE, WALLETS},
     HandlerError,
 };
 
@@ -114,17 +115,28 @@ pub(super) async fn interaction(
         return Ok(());
     }
 
-    let (text, linked) = match command {
-        PROFILE => (profile_text(&tx, user).await?, false),
-        BADGES => (badges_text(&tx, user).await?, false),
-        LINK_WALLET => link_wallet(&tx, envelope, guild, user, &interaction.options).await?,
-        other => (format!("I do not know the command /{other}."), false),
+    let (text, effects) = match command {
+        PROFILE => (profile_text(&tx, user).await?, Effects::default()),
+        BADGES => (badges_text(&tx, user).await?, Effects::default()),
+        LINK_WALLET => {
+            link_wallet(handlers, &tx, envelope, guild, user, &interaction.options).await?
+        }
+        WALLETS => wallets_command(&tx, user, &interaction.options).await?,
+        other => (
+            format!("I do not know the command /{other}."),
+            Effects::default(),
+        ),
     };
     reply.send(&tx, Answer::Message(&text)).await?;
     tx.commit().await?;
-    if linked {
-        // A new wallet may qualify for roles right away.
-        eligibility::request(handlers, envelope, "wallet.linked").await;
+    if effects.recheck_self {
+        // A new wallet may qualify for roles right away; a removed one
+        // takes what it earned with it.
+        eligibility::request(handlers, envelope, "wallet.changed").await;
+    }
+    if let Some(other) = effects.recheck_other {
+        let id = format!("check:{}:{other}", envelope.id.as_str());
+        eligibility::request_for(handlers, envelope, other, id, "wallet.reclaimed").await;
     }
     Ok(())
 }
@@ -353,10 +365,16 @@ async fn profile_text(tx: &TenantTx, user: UserId) -> Result<String, HandlerErro
     };
     let roles = managed_roles(tx, &profile).await?;
     let badges = tx.badges().awards_for(profile.id).await?;
-    let wallet = profile.wallet_address.as_ref().map_or_else(
-        || "none linked (use /link-wallet)".to_owned(),
-        |w| format!("`{w}`"),
-    );
+    let wallet = if profile.wallets.is_empty() {
+        "none linked (use /link-wallet)".to_owned()
+    } else {
+        profile
+            .wallets
+            .iter()
+            .map(|w| format!("`{w}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let roles = if roles.is_empty() {
         "none".to_owned()
     } else {
@@ -372,7 +390,7 @@ async fn profile_text(tx: &TenantTx, user: UserId) -> Result<String, HandlerErro
             .join(", ")
     };
     Ok(format!(
-        "**Your profile**\nWallet: {wallet}\nTier: {tier}\nRoles from rules: {roles}\nBadges: {badges}",
+        "**Your profile**\nWallets: {wallet}\nTier: {tier}\nRoles from rules: {roles}\nBadges: {badges}",
         tier = profile.tier,
     ))
 }
@@ -466,95 +484,201 @@ fn option<'o>(options: &'o [CommandOption], name: &str) -> Option<&'o str> {
         .filter(|v| !v.is_empty())
 }
 
-/// `/link-wallet` without options issues a nonce message to sign; with
-/// `address` and `signature` it verifies and links. Returns the reply and
-/// whether a wallet was linked. Refusals store nothing.
+/// What a command did besides its reply: members whose roles must be
+/// re-checked once the transaction committed.
+#[derive(Default)]
+struct Effects {
+    recheck_self: bool,
+    /// A member a wallet was taken from.
+    recheck_other: Option<UserId>,
+}
+
+const LINKING_OFF: &str = "Wallet linking is not set up on this server yet (the operator has not \
+     set the public address, PUBLIC_URL). Nothing was changed.";
+
+/// `/link-wallet`:
+/// - without options: a one-time link to the wallet-link page, where the
+///   member's browser wallet signs a Sign-In with Ethereum message;
+/// - with `address`: the same message as text, for a wallet without a
+///   browser (the fallback: sign it elsewhere, paste the signature);
+/// - with `signature` (and optionally `address`): verifies the pasted
+///   signature over the pending message and links the wallet.
+///
+/// Refusals store nothing.
 async fn link_wallet(
+    handlers: &Handlers,
     tx: &TenantTx,
     envelope: &Envelope,
     guild: GuildId,
     user: UserId,
     options: &[CommandOption],
-) -> Result<(String, bool), HandlerError> {
+) -> Result<(String, Effects), HandlerError> {
+    let none = Effects::default();
     let Some(profile) = profile_of(tx, user).await? else {
-        return Ok((NO_PROFILE.into(), false));
+        return Ok((NO_PROFILE.into(), none));
     };
-    let (address, signature) = match (option(options, "address"), option(options, "signature")) {
-        (None, None) => {
-            let request = wallets::request_link(tx, guild, user, Utc::now()).await?;
+    let Some(site) = &handlers.link_site else {
+        return Ok((LINKING_OFF.into(), none));
+    };
+    let now = Utc::now();
+    let (address, signature) = (option(options, "address"), option(options, "signature"));
+    let Some(signature) = signature else {
+        let Some(address) = address else {
+            let page = wallets::issue_link_page(tx, site, user, now).await?;
             return Ok((
                 format!(
-                    "To link a wallet, sign this exact message with it (personal_sign), then run \
-                     `/link-wallet address:<your address> signature:<the signature>` within {} \
-                     minutes:\n```\n{}\n```",
-                    wallets::LINK_NONCE_TTL.as_secs() / 60,
+                    "Open this link to link a wallet with your browser wallet. It is yours alone \
+                     and works once, for {} minutes; do not share it:\n{}\n\nNo browser wallet? \
+                     Run `/link-wallet address:<your address>` for a message to sign and paste back.",
+                    wallets::LINK_PAGE_TTL.as_secs() / 60,
+                    page.url
+                ),
+                none,
+            ));
+        };
+        return match wallets::request_link(tx, site, guild, user, address, None, now).await {
+            Ok(request) => Ok((
+                format!(
+                    "Sign this exact message with {address} (personal_sign), then run \
+                     `/link-wallet signature:<the signature>` within {} minutes:\n```\n{}\n```",
+                    wallets::MESSAGE_TTL.as_secs() / 60,
                     request.message
                 ),
-                false,
-            ));
+                none,
+            )),
+            Err(e) => Ok((link_error_text(e)?, none)),
+        };
+    };
+    if let Some(address) = address {
+        // The message names the wallet; a different address here means the
+        // member signed, or meant, something else.
+        let pending = tx.wallet_nonces().pending(user).await?;
+        if let Some(pending) = pending {
+            if WalletAddress::parse(address).ok().as_ref() != Some(&pending.address) {
+                return Ok((
+                    format!(
+                        "Your pending message is for {}, not {address}: run \
+                         `/link-wallet address:{address}` for a message for that wallet. Nothing was linked.",
+                        pending.address
+                    ),
+                    none,
+                ));
+            }
         }
-        (Some(a), Some(s)) => (a, s),
-        _ => {
-            return Ok((
-                "Give both `address` and `signature`, or neither to get a message to sign.".into(),
-                false,
-            ))
-        }
+    }
+    let Some(sync) = &handlers.role_sync else {
+        return Ok((LINKING_OFF.into(), none));
     };
     let linked = wallets::complete_link(
         tx,
+        sync.evaluator(),
+        site,
         &profile,
-        address,
+        None,
         signature,
-        "eip191_personal_sign",
-        json!({ "event_id": envelope.id.as_str() }),
-        Utc::now(),
+        wallets::Via::Discord {
+            context: json!({ "event_id": envelope.id.as_str() }),
+        },
+        now,
     )
     .await;
     match linked {
-        Ok(profile) => {
-            let address = profile
-                .wallet_address
-                .as_ref()
-                .map_or(address, WalletAddress::as_str);
+        Ok(outcome) => {
+            let moved = outcome
+                .reclaimed_from
+                .map(|_| " It was linked to another member, who no longer has it.")
+                .unwrap_or_default();
             Ok((
-                format!("Linked `{address}` to your profile. I am checking your roles now."),
-                true,
+                format!(
+                    "Linked `{}` to your profile ({} wallet{} now).{moved} I am checking your roles now.",
+                    outcome.wallet,
+                    outcome.profile.wallets.len(),
+                    if outcome.profile.wallets.len() == 1 { "" } else { "s" },
+                ),
+                Effects {
+                    recheck_self: true,
+                    recheck_other: outcome.reclaimed_from,
+                },
             ))
         }
-        Err(LinkError::Refused(why)) => Ok((
-            format!("{}. Nothing was linked.", refusal_text(&why)),
-            false,
-        )),
-        Err(LinkError::Raced(what)) => Err(HandlerError::Transient(what.into())),
-        Err(LinkError::Store(e)) => Err(e.into()),
+        Err(e) => Ok((link_error_text(e)?, none)),
     }
 }
 
-/// A refusal as the member reads it: what is wrong and what to do.
-fn refusal_text(why: &Refusal) -> String {
-    match why {
-        Refusal::NoPendingRequest => {
-            "You have no pending link request: run /link-wallet without options first".into()
-        }
-        Refusal::Expired => {
-            "That message has expired: run /link-wallet without options for a new one".into()
-        }
-        Refusal::WrongSigner(address) => {
-            format!("That signature was not made by {address} over the message I gave you")
-        }
-        Refusal::TakenByAnotherMember(address) => {
-            format!("{address} is already linked to another member of this server")
-        }
-        other => {
-            let text = other.to_string();
-            let mut chars = text.chars();
-            chars
-                .next()
-                .map(|c| c.to_uppercase().chain(chars).collect())
-                .unwrap_or_default()
-        }
+/// A refusal as the member reads it; other errors go up.
+fn link_error_text(e: LinkError) -> Result<String, HandlerError> {
+    match e {
+        LinkError::Refused(why) => Ok(format!(
+            "{}. Nothing was linked.",
+            sentence(&why.to_string())
+        )),
+        LinkError::Unverifiable(why) => Ok(format!(
+            "{}. Nothing was linked; try again in a few minutes.",
+            sentence(&why)
+        )),
+        LinkError::Store(e) => Err(e.into()),
     }
+}
+
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// `/wallets`: the member's linked wallets; with `unlink`, removes one
+/// (and what it earned goes at the next check, with no grace period).
+async fn wallets_command(
+    tx: &TenantTx,
+    user: UserId,
+    options: &[CommandOption],
+) -> Result<(String, Effects), HandlerError> {
+    let Some(profile) = profile_of(tx, user).await? else {
+        return Ok((NO_PROFILE.into(), Effects::default()));
+    };
+    if let Some(address) = option(options, "unlink") {
+        return match wallets::unlink(tx, &domain::Actor::Member(user), &profile, address).await {
+            Ok(true) => Ok((
+                format!("Unlinked `{address}`. I am checking your roles now."),
+                Effects {
+                    recheck_self: true,
+                    recheck_other: None,
+                },
+            )),
+            Ok(false) => Ok((
+                format!("`{address}` is not one of your wallets; /wallets lists them. Nothing was changed."),
+                Effects::default(),
+            )),
+            Err(e) => Ok((link_error_text(e)?.replace("linked", "changed"), Effects::default())),
+        };
+    }
+    let linked = wallets::list(tx, &profile).await?;
+    if linked.is_empty() {
+        return Ok((
+            "You have no wallet linked. Run /link-wallet to link one.".into(),
+            Effects::default(),
+        ));
+    }
+    let lines: Vec<String> = linked
+        .iter()
+        .map(|w| {
+            format!(
+                "- `{}` (linked <t:{}:R>)",
+                w.address,
+                w.linked_at.timestamp()
+            )
+        })
+        .collect();
+    Ok((
+        format!(
+            "**Your wallets** (holdings count across all of them)\n{}\n\nUnlink one with \
+             `/wallets unlink:<address>`; link another with /link-wallet.",
+            lines.join("\n")
+        ),
+        Effects::default(),
+    ))
 }
 
 #[cfg(test)]

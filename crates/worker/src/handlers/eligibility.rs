@@ -58,18 +58,34 @@ pub(super) async fn check(
 /// it cannot be published, the periodic scan still reaches the member (a
 /// new profile is due immediately).
 pub(super) async fn request(handlers: &Handlers, envelope: &Envelope, reason: &str) {
+    if let Some(user) = envelope.user_id {
+        // Derived from the event, so a redelivered event asks only once
+        // within JetStream's duplicate window.
+        let id = format!("check:{}", envelope.id.as_str());
+        request_for(handlers, envelope, user, id, reason).await;
+    }
+}
+
+/// Asks for an interactive check of `user` (another member than the
+/// event's, e.g. the one a wallet was reclaimed from). `id` is the dedupe
+/// key and must be derived from the event.
+pub(super) async fn request_for(
+    handlers: &Handlers,
+    envelope: &Envelope,
+    user: wire::UserId,
+    id: String,
+    reason: &str,
+) {
     if handlers.role_sync.is_none() {
         return;
     }
-    let (Some(guild_id), Some(user_id)) = (envelope.guild_id, envelope.user_id) else {
+    let Some(guild_id) = envelope.guild_id else {
         return;
     };
     let check = EligibilityCheck {
-        // Derived from the event, so a redelivered event asks only once
-        // within JetStream's duplicate window.
-        id: format!("check:{}", envelope.id.as_str()),
+        id,
         guild_id,
-        user_id: Some(user_id),
+        user_id: Some(user),
         reason: reason.to_owned(),
         priority: CheckPriority::Interactive,
         requested_at: envelope.occurred_at,

@@ -21,6 +21,8 @@ pub struct Handlers {
     js: jetstream::Context,
     namespace: Namespace,
     role_sync: Option<Arc<RoleSync>>,
+    /// The public address of the wallet-link page; `None`: linking is off.
+    link_site: Option<domain::wallets::Site>,
 }
 
 impl Handlers {
@@ -29,12 +31,14 @@ impl Handlers {
         js: jetstream::Context,
         namespace: Namespace,
         role_sync: Option<Arc<RoleSync>>,
+        link_site: Option<domain::wallets::Site>,
     ) -> Self {
         Handlers {
             store,
             js,
             namespace,
             role_sync,
+            link_site,
         }
     }
 
