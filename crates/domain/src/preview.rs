@@ -350,10 +350,12 @@ fn worker_action(
 
 fn facts_of(profile: &Profile) -> MemberFacts {
     MemberFacts {
-        wallet: profile
+        wallets: profile
             .wallet_address
             .as_ref()
-            .and_then(|w| eligibility::parse_address(w.as_str()).ok()),
+            .and_then(|w| eligibility::parse_address(w.as_str()).ok())
+            .into_iter()
+            .collect(),
         score: profile.score,
     }
 }

@@ -275,10 +275,12 @@ impl<D: RoleWriter> RoleSync<D> {
         let facts: Vec<MemberFacts> = profiles
             .iter()
             .map(|p| MemberFacts {
-                wallet: p
+                wallets: p
                     .wallet_address
                     .as_ref()
-                    .and_then(|w| eligibility::parse_address(w.as_str()).ok()),
+                    .and_then(|w| eligibility::parse_address(w.as_str()).ok())
+                    .into_iter()
+                    .collect(),
                 score: p.score,
             })
             .collect();

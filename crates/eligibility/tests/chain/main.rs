@@ -68,7 +68,7 @@ pub fn wallet(n: u64) -> Address {
 
 pub fn member(wallet: Address) -> MemberFacts {
     MemberFacts {
-        wallet: Some(wallet),
+        wallets: vec![wallet],
         score: 0,
     }
 }
