@@ -6,6 +6,7 @@ mod fake;
 mod resilience;
 mod rules;
 mod siwe;
+mod wallets;
 
 use eligibility::fake_chain::FakeChain;
 use eligibility::{
