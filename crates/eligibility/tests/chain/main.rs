@@ -2,6 +2,7 @@
 //! caching, failover, circuit breakers and outages.
 
 mod batching;
+mod delegations;
 mod fake;
 mod resilience;
 mod rules;
