@@ -1236,6 +1236,137 @@ mod tests {
         assert_eq!(results[0].outcomes[0].outcome, Outcome::Eligible);
     }
 
+    fn nft_ids(n: u128, ids: &[u64], min: u64, delegations: bool) -> RuleDef {
+        rule(
+            n,
+            RuleSpec::NftOwnership {
+                chain: "eth".into(),
+                contract: NFT,
+                standard: NftStandard::Erc721,
+                min_count: U256::from(min),
+                token_ids: ids.iter().map(|&i| U256::from(i)).collect(),
+                delegations,
+            },
+        )
+    }
+
+    fn owner(t: u64, who: Option<Address>) -> (Read, Result<ReadValue, ChainError>) {
+        (
+            Read::OwnerOf {
+                contract: NFT,
+                token_id: U256::from(t),
+            },
+            Ok(ReadValue::Owner(who)),
+        )
+    }
+
+    fn incoming(to: Address, ds: Vec<Delegation>) -> (Read, Result<ReadValue, ChainError>) {
+        (
+            Read::IncomingDelegations {
+                registry: DELEGATE_REGISTRY_V2,
+                to,
+            },
+            Ok(ReadValue::Delegations(ds)),
+        )
+    }
+
+    fn both() -> MemberFacts {
+        MemberFacts {
+            wallets: vec![ALICE, BOB],
+            score: 0,
+        }
+    }
+
+    #[test]
+    fn a_failed_wallet_read_is_unknown_only_if_it_could_change_the_answer() {
+        let set = RuleSet::new([token(1, 10)]);
+        // Bob's balance is unreadable (absent from the fixed reads).
+        let reads = Fixed([balance(ALICE, 10)].into());
+        assert_eq!(outcome(&set, &both(), &reads, 1), Outcome::Eligible);
+        let reads = Fixed([balance(ALICE, 9)].into());
+        assert!(outcome(&set, &both(), &reads, 1).is_unknown());
+
+        // Listed ERC-721 ids: 1 is Alice's, 2 Bob's, 3 unreadable.
+        let set = RuleSet::new([nft_ids(1, &[1, 2, 3], 3, false)]);
+        let reads = Fixed([owner(1, Some(ALICE)), owner(2, Some(BOB))].into());
+        assert!(
+            outcome(&set, &both(), &reads, 1).is_unknown(),
+            "3 could be ours"
+        );
+        let stranger = Address::repeat_byte(0x55);
+        let reads = Fixed([owner(1, Some(ALICE)), owner(2, Some(stranger))].into());
+        assert_eq!(
+            outcome(&set, &both(), &reads, 1),
+            Outcome::NotEligible,
+            "1 held, at most 1 more: cannot reach 3"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_erc20_delegator_adds_at_most_its_delegated_amount() {
+        const COLD: Address = address!("cccccccccccccccccccccccccccccccccccccccc");
+        let mut rules = [token(1, 10), token(2, 8)];
+        for r in &mut rules {
+            if let RuleSpec::TokenBalance { delegations, .. } = &mut r.spec {
+                *delegations = true;
+            }
+        }
+        let set = RuleSet::new(rules);
+        let alice = MemberFacts {
+            wallets: vec![ALICE],
+            score: 0,
+        };
+        // Cold's balance is unreadable; it delegated at most 3.
+        let reads = Fixed(
+            [
+                balance(ALICE, 5),
+                incoming(
+                    ALICE,
+                    vec![Delegation::erc20(COLD, ALICE, TOKEN, U256::from(3))],
+                ),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            outcome(&set, &alice, &reads, 1),
+            Outcome::NotEligible,
+            "5 + at most 3 < 10"
+        );
+        assert!(
+            outcome(&set, &alice, &reads, 2).is_unknown(),
+            "5 + 3 could reach 8"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_registry_bounds_listed_erc721_ids_by_those_held_by_others() {
+        let set = RuleSet::new([nft_ids(1, &[1, 2], 2, true)]);
+        let alice = MemberFacts {
+            wallets: vec![ALICE],
+            score: 0,
+        };
+        // The registry read is absent: it failed. Token 2 does not exist, so
+        // no delegation could make it count.
+        let reads = Fixed([owner(1, Some(ALICE)), owner(2, None)].into());
+        assert_eq!(outcome(&set, &alice, &reads, 1), Outcome::NotEligible);
+        // Bob holds token 2 and might have delegated it to Alice.
+        let reads = Fixed([owner(1, Some(ALICE)), owner(2, Some(BOB))].into());
+        assert!(outcome(&set, &alice, &reads, 1).is_unknown());
+        // With the registry readable and Bob's delegation in it, it counts.
+        let reads = Fixed(
+            [
+                owner(1, Some(ALICE)),
+                owner(2, Some(BOB)),
+                incoming(
+                    ALICE,
+                    vec![Delegation::erc721(BOB, ALICE, NFT, U256::from(2))],
+                ),
+            ]
+            .into(),
+        );
+        assert_eq!(outcome(&set, &alice, &reads, 1), Outcome::Eligible);
+    }
+
     #[test]
     fn balance_threshold_is_inclusive() {
         let set = RuleSet::new([token(1, 10)]);
