@@ -4,6 +4,10 @@
 //! re-checked with a handful of requests: collect every chain read all the
 //! members need, fetch them per chain in batches (concurrently across
 //! chains), then decide each member's rules from the fetched values.
+//!
+//! Rules that count delegate.xyz delegations add a second fetch: which
+//! wallets delegated to a member is known only once the registry has
+//! answered (in the first fetch), and only then can their holdings be read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
