@@ -139,10 +139,11 @@ pub async fn request_recheck(
 pub fn facts(profile: &Profile) -> eligibility::MemberFacts {
     eligibility::MemberFacts {
         // The store only holds normalised addresses, which always parse.
-        wallet: profile
+        wallets: profile
             .wallets
-            .first()
-            .and_then(|w| eligibility::parse_address(w.as_str()).ok()),
+            .iter()
+            .filter_map(|w| eligibility::parse_address(w.as_str()).ok())
+            .collect(),
         score: profile.score,
     }
 }

@@ -8,6 +8,7 @@ use alloy_primitives::{address, Address};
 use serde::Deserialize;
 use url::Url;
 
+use crate::delegation::DELEGATE_REGISTRY_V2;
 use crate::rule::{is_valid_chain_name, parse_address};
 
 /// Multicall3's address on nearly every EVM chain (deployed with a keyless
@@ -60,6 +61,13 @@ pub struct ChainConfig {
     /// chain would strip roles from members who meet the rules.
     #[serde(default)]
     pub chain_id: Option<u64>,
+    /// Where delegate.xyz's DelegateRegistry v2 lives, for rules with
+    /// `delegations`; unset means its canonical address
+    /// ([`DELEGATE_REGISTRY_V2`]), which is the same on every chain it is
+    /// deployed to. Set it for a chain (or a local test chain) that has it
+    /// elsewhere.
+    #[serde(default)]
+    pub delegate_registry: Option<String>,
 }
 
 /// When an RPC URL is taken out of rotation, and for how long.
@@ -127,6 +135,7 @@ impl ChainConfig {
             max_concurrent_requests: defaults::max_concurrent_requests(),
             breaker: BreakerConfig::default(),
             chain_id: None,
+            delegate_registry: None,
         }
     }
 
@@ -143,6 +152,17 @@ impl ChainConfig {
         self.multicall_address
             .as_deref()
             .and_then(|a| a.to_ascii_lowercase().parse().ok())
+    }
+}
+
+impl ChainConfig {
+    /// The DelegateRegistry v2 address; call after
+    /// [`EligibilityConfig::validate`].
+    pub fn delegate_registry(&self) -> Address {
+        self.delegate_registry
+            .as_deref()
+            .and_then(|a| a.to_ascii_lowercase().parse().ok())
+            .unwrap_or(DELEGATE_REGISTRY_V2)
     }
 }
 
@@ -219,6 +239,10 @@ impl ChainConfig {
             // case is accepted here (unlike rule contracts, which are keys).
             parse_address(&raw.to_ascii_lowercase()).map_err(|p| err("multicall_address", p))?;
         }
+        if let Some(raw) = &self.delegate_registry {
+            // Checksummed like the multicall address, for the same reason.
+            parse_address(&raw.to_ascii_lowercase()).map_err(|p| err("delegate_registry", p))?;
+        }
         for (field, value) in [
             ("max_calls_per_multicall", self.max_calls_per_multicall),
             ("max_batch_size", self.max_batch_size),
@@ -258,6 +282,7 @@ impl std::fmt::Debug for ChainConfig {
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("breaker", &self.breaker)
             .field("chain_id", &self.chain_id)
+            .field("delegate_registry", &self.delegate_registry)
             .finish()
     }
 }
@@ -330,6 +355,31 @@ mod tests {
         }))
         .expect("valid");
         assert_eq!(cfg.chains["eth"].multicall(), Some(MULTICALL3_ADDRESS));
+    }
+
+    #[test]
+    fn delegate_registry_defaults_to_the_canonical_address_and_can_be_moved() {
+        let cfg = config(serde_json::json!({
+            "chains": {
+                "eth": {"rpc_urls": ["http://127.0.0.1:8545"]},
+                "local": {
+                    "rpc_urls": ["http://127.0.0.1:8546"],
+                    "delegate_registry": "0x00000000000000000000000000000000000000D1"
+                }
+            }
+        }))
+        .expect("valid");
+        assert_eq!(cfg.chains["eth"].delegate_registry(), DELEGATE_REGISTRY_V2);
+        assert_eq!(
+            cfg.chains["local"].delegate_registry(),
+            Address::left_padding_from(&[0xd1])
+        );
+
+        let e = config(serde_json::json!({
+            "chains": {"eth": {"rpc_urls": ["http://127.0.0.1:8545"], "delegate_registry": "0xd1"}}
+        }))
+        .expect_err("short address");
+        assert!(e.contains("chains.eth.delegate_registry"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! re-checked with a handful of requests: collect every chain read all the
 //! members need, fetch them per chain in batches (concurrently across
 //! chains), then decide each member's rules from the fetched values.
+//!
+//! Rules that count delegate.xyz delegations add a second fetch: which
+//! wallets delegated to a member is known only once the registry has
+//! answered (in the first fetch), and only then can their holdings be read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -14,6 +18,7 @@ use crate::chain::abi::{Read, ReadValue};
 use crate::chain::rpc::{ChainError, EndpointHealth};
 use crate::chain::{ChainReader, ChainStats, ContractSignature, Freshness, ReadResults};
 use crate::config::{ConfigError, EligibilityConfig};
+use crate::delegation::{Asset, Delegation, Granted, DELEGATE_REGISTRY_V2};
 use crate::outcome::{combine, Outcome, UnknownReason};
 use crate::rule::{NftStandard, RuleSpec};
 
@@ -183,14 +188,63 @@ impl RuleSet {
         needed.into_iter().collect()
     }
 
-    /// The chain reads this member needs, by chain.
-    fn reads_for(&self, member: &MemberFacts, out: &mut BTreeMap<String, Vec<Read>>) {
-        let Some(holder) = member.wallet else {
+    /// The chain reads this member needs, by chain: the member's own
+    /// holdings, and for rules with `delegations` the incoming delegations
+    /// of each of its wallets (`registry` says where each chain's registry
+    /// is).
+    fn reads_for(
+        &self,
+        member: &MemberFacts,
+        registry: &dyn Fn(&str) -> Address,
+        out: &mut BTreeMap<String, Vec<Read>>,
+    ) {
+        let wallets = member.distinct_wallets();
+        if wallets.is_empty() {
             return;
-        };
-        for &i in &self.needed {
-            if let Some((chain, reads)) = chain_reads(&self.rules[i].spec, holder) {
-                out.entry(chain.to_string()).or_default().extend(reads);
+        }
+        for gate in self
+            .needed
+            .iter()
+            .filter_map(|&i| gate(&self.rules[i].spec))
+        {
+            let reads = out.entry(gate.chain.to_string()).or_default();
+            reads.extend(gate.shared_reads());
+            reads.extend(wallets.iter().flat_map(|&w| gate.holder_reads(w)));
+            if gate.delegations {
+                let registry = registry(gate.chain);
+                reads.extend(
+                    wallets
+                        .iter()
+                        .map(|&to| Read::IncomingDelegations { registry, to }),
+                );
+            }
+        }
+    }
+
+    /// The reads of delegators' holdings, once the member's incoming
+    /// delegations (from [`RuleSet::reads_for`]) have been fetched.
+    fn delegated_reads_for(
+        &self,
+        member: &MemberFacts,
+        reads: &dyn ReadLookup,
+        out: &mut BTreeMap<String, Vec<Read>>,
+    ) {
+        let wallets = member.distinct_wallets();
+        if wallets.is_empty() {
+            return;
+        }
+        for gate in self
+            .needed
+            .iter()
+            .filter_map(|&i| gate(&self.rules[i].spec))
+        {
+            if let Some(delegated) = gate.delegated(&wallets, reads) {
+                let wanted = gate.delegated_reads(&delegated.granted);
+                if !wanted.is_empty() {
+                    out.entry(gate.chain.to_string())
+                        .or_default()
+                        .extend(wanted);
+                }
             }
         }
     }
@@ -230,8 +284,9 @@ impl RuleSet {
                 },
             }
         } else {
-            match (&self.rules[i].spec, member.wallet) {
-                (RuleSpec::ScoreThreshold { min_score }, _) => {
+            let wallets = member.distinct_wallets();
+            match &self.rules[i].spec {
+                RuleSpec::ScoreThreshold { min_score } => {
                     let ok = member.score >= *min_score;
                     Decision {
                         outcome: if ok {
@@ -242,7 +297,7 @@ impl RuleSet {
                         detail: format!("score {} (needs {min_score})", member.score),
                     }
                 }
-                (RuleSpec::Custom { op, rules }, _) => {
+                RuleSpec::Custom { op, rules } => {
                     // Problems were checked above, so every id resolves and
                     // no path leads back here: the recursion terminates.
                     let parts: Vec<(Uuid, Decision)> = rules
@@ -260,42 +315,28 @@ impl RuleSet {
                 }
                 // Without a wallet there is nothing to read: the member
                 // definitely does not hold the tokens.
-                (RuleSpec::TokenBalance { .. } | RuleSpec::NftOwnership { .. }, None) => Decision {
-                    outcome: Outcome::NotEligible,
-                    detail: "no wallet linked".to_string(),
-                },
-                (
-                    RuleSpec::TokenBalance {
-                        chain,
-                        contract,
-                        min_balance,
-                    },
-                    Some(holder),
-                ) => decide_balance(chain, *contract, holder, *min_balance, "balance", reads),
-                (
-                    RuleSpec::NftOwnership {
-                        chain,
-                        contract,
-                        min_count,
-                        token_ids,
-                        ..
-                    },
-                    Some(holder),
-                ) if token_ids.is_empty() => {
-                    decide_balance(chain, *contract, holder, *min_count, "tokens held", reads)
+                RuleSpec::TokenBalance { .. } | RuleSpec::NftOwnership { .. }
+                    if wallets.is_empty() =>
+                {
+                    Decision {
+                        outcome: Outcome::NotEligible,
+                        detail: "no wallet linked".to_string(),
+                    }
                 }
-                (
-                    RuleSpec::NftOwnership {
-                        chain,
-                        contract,
-                        standard,
-                        min_count,
-                        token_ids,
+                spec => match gate(spec) {
+                    Some(gate) => {
+                        let delegated = gate.delegated(&wallets, reads);
+                        gate.decide(&wallets, delegated.as_ref(), reads)
+                    }
+                    // Every other rule type was matched above; stay total
+                    // rather than panic on a logic slip.
+                    None => Decision {
+                        outcome: Outcome::Unknown {
+                            reason: UnknownReason::Undecided { unknown: vec![] },
+                        },
+                        detail: format!("rule type {} cannot be decided", spec.rule_type()),
                     },
-                    Some(holder),
-                ) => decide_token_ids(
-                    chain, *contract, *standard, token_ids, *min_count, holder, reads,
-                ),
+                },
             }
         };
         memo[i] = Some(decision.clone());
@@ -303,53 +344,279 @@ impl RuleSet {
     }
 }
 
-/// The chain reads a rule needs for one holder; `None` for rules that read
-/// no chain.
-fn chain_reads(spec: &RuleSpec, holder: Address) -> Option<(&str, Vec<Read>)> {
+/// What a token_balance or nft_ownership rule counts, in one shape for
+/// reading and deciding.
+struct Gate<'a> {
+    chain: &'a str,
+    contract: Address,
+    min: U256,
+    counted: Counted<'a>,
+    asset: Asset,
+    /// The audit detail's noun: "balance" or "tokens held".
+    what: &'static str,
+    delegations: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Counted<'a> {
+    /// `balanceOf(holder)`: ERC-20 units, or ERC-721 tokens of any id.
+    Balance,
+    /// The listed ERC-721 ids whose owner counts.
+    Erc721Ids(&'a [U256]),
+    /// The balances of the listed ERC-1155 ids.
+    Erc1155Ids(&'a [U256]),
+}
+
+/// The gate of a rule that counts holdings; `None` for rules that read no
+/// chain.
+fn gate(spec: &RuleSpec) -> Option<Gate<'_>> {
     match spec {
         RuleSpec::TokenBalance {
-            chain, contract, ..
-        } => Some((
             chain,
-            vec![Read::BalanceOf {
-                contract: *contract,
-                holder,
-            }],
-        )),
+            contract,
+            min_balance,
+            delegations,
+        } => Some(Gate {
+            chain,
+            contract: *contract,
+            min: *min_balance,
+            counted: Counted::Balance,
+            asset: Asset::Erc20,
+            what: "balance",
+            delegations: *delegations,
+        }),
         RuleSpec::NftOwnership {
             chain,
             contract,
             standard,
+            min_count,
             token_ids,
-            ..
-        } => {
-            let reads = if token_ids.is_empty() {
-                vec![Read::BalanceOf {
-                    contract: *contract,
-                    holder,
-                }]
-            } else {
-                token_ids
-                    .iter()
-                    .map(|&id| token_read(*standard, *contract, holder, id))
-                    .collect()
-            };
-            Some((chain, reads))
-        }
+            delegations,
+        } => Some(Gate {
+            chain,
+            contract: *contract,
+            min: *min_count,
+            counted: match standard {
+                _ if token_ids.is_empty() => Counted::Balance,
+                NftStandard::Erc721 => Counted::Erc721Ids(token_ids),
+                NftStandard::Erc1155 => Counted::Erc1155Ids(token_ids),
+            },
+            asset: match standard {
+                NftStandard::Erc721 => Asset::Erc721,
+                NftStandard::Erc1155 => Asset::Erc1155,
+            },
+            what: "tokens held",
+            delegations: *delegations,
+        }),
         RuleSpec::ScoreThreshold { .. } | RuleSpec::Custom { .. } => None,
     }
 }
 
-/// The read that tells how much of one token id the holder has. ERC-721's
-/// `ownerOf` does not depend on the holder, so all members share it.
-fn token_read(standard: NftStandard, contract: Address, holder: Address, token_id: U256) -> Read {
-    match standard {
-        NftStandard::Erc721 => Read::OwnerOf { contract, token_id },
-        NftStandard::Erc1155 => Read::Erc1155Balance {
-            contract,
-            holder,
-            token_id,
-        },
+/// A member's incoming delegations as they bear on one rule.
+struct Delegated {
+    granted: Granted,
+    /// A registry read that failed: delegations we do not know of may exist.
+    error: Option<ChainError>,
+}
+
+impl Gate<'_> {
+    /// Reads that do not depend on the holder: `ownerOf` of listed ERC-721
+    /// ids, shared by every wallet and every member.
+    fn shared_reads(&self) -> Vec<Read> {
+        match self.counted {
+            Counted::Erc721Ids(ids) => ids
+                .iter()
+                .map(|&token_id| Read::OwnerOf {
+                    contract: self.contract,
+                    token_id,
+                })
+                .collect(),
+            Counted::Balance | Counted::Erc1155Ids(_) => Vec::new(),
+        }
+    }
+
+    /// Reads of one wallet's whole holdings.
+    fn holder_reads(&self, holder: Address) -> Vec<Read> {
+        let contract = self.contract;
+        match self.counted {
+            Counted::Balance => vec![Read::BalanceOf { contract, holder }],
+            Counted::Erc721Ids(_) => Vec::new(),
+            Counted::Erc1155Ids(ids) => ids
+                .iter()
+                .map(|&token_id| Read::Erc1155Balance {
+                    contract,
+                    holder,
+                    token_id,
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads of what delegators granted.
+    fn delegated_reads(&self, granted: &Granted) -> Vec<Read> {
+        let contract = self.contract;
+        let mut reads: Vec<Read> = granted
+            .full
+            .iter()
+            .flat_map(|&d| self.holder_reads(d))
+            .collect();
+        reads.extend(
+            granted
+                .erc20
+                .keys()
+                .map(|&holder| Read::BalanceOf { contract, holder }),
+        );
+        match self.counted {
+            Counted::Balance => reads.extend(
+                granted
+                    .erc721
+                    .iter()
+                    .map(|&(_, token_id)| Read::OwnerOf { contract, token_id }),
+            ),
+            // Listed ids' owners are shared reads already; a delegated id
+            // that is not listed does not count.
+            Counted::Erc721Ids(_) => {}
+            Counted::Erc1155Ids(ids) => reads.extend(
+                granted
+                    .erc1155
+                    .keys()
+                    .filter(|(_, id)| ids.contains(id))
+                    .map(|&(holder, token_id)| Read::Erc1155Balance {
+                        contract,
+                        holder,
+                        token_id,
+                    }),
+            ),
+        }
+        reads
+    }
+
+    /// The member's incoming delegations for this rule; `None` when the rule
+    /// does not count delegations.
+    fn delegated(&self, wallets: &[Address], reads: &dyn ReadLookup) -> Option<Delegated> {
+        if !self.delegations {
+            return None;
+        }
+        let registry = reads.delegate_registry(self.chain);
+        let mut all: Vec<Delegation> = Vec::new();
+        let mut error = None;
+        for &to in wallets {
+            let read = Read::IncomingDelegations { registry, to };
+            match reads.lookup(self.chain, &read) {
+                Ok(ReadValue::Delegations(ds)) => all.extend(ds),
+                Ok(other) => {
+                    error.get_or_insert(unexpected(self.chain, registry, &other));
+                }
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        Some(Delegated {
+            granted: Granted::collect(&all, wallets, self.contract, self.asset),
+            error,
+        })
+    }
+
+    /// Counts the member's wallets and, with delegations, what its
+    /// delegators granted, then compares with the minimum.
+    fn decide(
+        &self,
+        wallets: &[Address],
+        delegated: Option<&Delegated>,
+        reads: &dyn ReadLookup,
+    ) -> Decision {
+        let none = Granted::default();
+        let granted = delegated.map_or(&none, |d| &d.granted);
+        let (chain, contract) = (self.chain, self.contract);
+        // Wallets whose whole holdings count.
+        let whole: Vec<Address> = wallets.iter().chain(&granted.full).copied().collect();
+        let one = U256::from(1);
+        let mut tally = Tally::new();
+        // Listed ERC-721 ids that exist and belong to someone else: the
+        // only ones an unread delegation could still add.
+        let mut others = 0u64;
+        match self.counted {
+            Counted::Balance => {
+                for &holder in &whole {
+                    match amount(reads, chain, &Read::BalanceOf { contract, holder }) {
+                        Ok(n) => tally.add(n),
+                        Err(e) => tally.failed(e, None),
+                    }
+                }
+                for (&holder, &cap) in &granted.erc20 {
+                    match amount(reads, chain, &Read::BalanceOf { contract, holder }) {
+                        Ok(n) => tally.add(n.min(cap)),
+                        Err(e) => tally.failed(e, Some(cap)),
+                    }
+                }
+                for &(from, token_id) in &granted.erc721 {
+                    match owner(reads, chain, &Read::OwnerOf { contract, token_id }) {
+                        Ok(Some(o)) if o == from => tally.add(one),
+                        Ok(_) => {}
+                        Err(e) => tally.failed(e, Some(one)),
+                    }
+                }
+            }
+            Counted::Erc721Ids(ids) => {
+                for &token_id in ids {
+                    match owner(reads, chain, &Read::OwnerOf { contract, token_id }) {
+                        Ok(Some(o))
+                            if whole.contains(&o) || granted.erc721.contains(&(o, token_id)) =>
+                        {
+                            tally.add(one);
+                        }
+                        Ok(Some(_)) => others += 1,
+                        Ok(None) => {}
+                        // An unknown ERC-721 id can add at most one.
+                        Err(e) => tally.failed(e, Some(one)),
+                    }
+                }
+            }
+            Counted::Erc1155Ids(ids) => {
+                for &token_id in ids {
+                    for &holder in &whole {
+                        let read = Read::Erc1155Balance {
+                            contract,
+                            holder,
+                            token_id,
+                        };
+                        match amount(reads, chain, &read) {
+                            Ok(n) => tally.add(n),
+                            Err(e) => tally.failed(e, None),
+                        }
+                    }
+                }
+                for (&(holder, token_id), &cap) in &granted.erc1155 {
+                    if !ids.contains(&token_id) {
+                        continue;
+                    }
+                    let read = Read::Erc1155Balance {
+                        contract,
+                        holder,
+                        token_id,
+                    };
+                    match amount(reads, chain, &read) {
+                        Ok(n) => tally.add(n.min(cap)),
+                        Err(e) => tally.failed(e, Some(cap)),
+                    }
+                }
+            }
+        }
+        if let Some(e) = delegated.and_then(|d| d.error.clone()) {
+            // An unreadable registry could hide a delegator of any size;
+            // for listed ERC-721 ids, of at most the ids held by others.
+            let at_most = match self.counted {
+                Counted::Erc721Ids(_) => Some(U256::from(others)),
+                Counted::Balance | Counted::Erc1155Ids(_) => None,
+            };
+            tally.failed(e, at_most);
+        }
+        tally.decide(
+            self.min,
+            self.what,
+            &scope(wallets.len(), granted.delegators()),
+        )
     }
 }
 
@@ -362,11 +629,26 @@ struct Decision {
 /// Where decided rules find their chain values.
 trait ReadLookup {
     fn lookup(&self, chain: &str, read: &Read) -> Result<ReadValue, ChainError>;
+
+    /// Where `chain`'s delegate.xyz registry is.
+    fn delegate_registry(&self, _chain: &str) -> Address {
+        DELEGATE_REGISTRY_V2
+    }
 }
 
-impl ReadLookup for HashMap<String, ReadResults> {
+/// The values fetched for one evaluation.
+struct Fetched<'a> {
+    results: HashMap<String, ReadResults>,
+    chains: &'a BTreeMap<String, ChainReader>,
+}
+
+impl ReadLookup for Fetched<'_> {
+    fn delegate_registry(&self, chain: &str) -> Address {
+        registry_of(self.chains, chain)
+    }
+
     fn lookup(&self, chain: &str, read: &Read) -> Result<ReadValue, ChainError> {
-        match self.get(chain) {
+        match self.results.get(chain) {
             None => Err(ChainError::Unconfigured {
                 chain: chain.to_string(),
             }),
@@ -392,72 +674,106 @@ fn unknown(e: ChainError) -> Decision {
     }
 }
 
-fn threshold(have: U256, need: U256, what: &str) -> Decision {
+/// `scope` says where the count came from (" across 2 wallets"); empty for
+/// the common one-wallet case, so its detail reads as it always has.
+fn threshold(have: U256, need: U256, what: &str, scope: &str) -> Decision {
     Decision {
         outcome: if have >= need {
             Outcome::Eligible
         } else {
             Outcome::NotEligible
         },
-        detail: format!("{what} {have} (needs {need})"),
+        detail: format!("{what} {have}{scope} (needs {need})"),
     }
 }
 
-/// `balanceOf(holder) >= min`, for ERC-20 balances and ERC-721 counts.
-fn decide_balance(
-    chain: &str,
-    contract: Address,
-    holder: Address,
-    min: U256,
-    what: &str,
-    reads: &dyn ReadLookup,
-) -> Decision {
-    match reads.lookup(chain, &Read::BalanceOf { contract, holder }) {
-        Ok(ReadValue::Amount(b)) => threshold(b, min, what),
-        Ok(other) => unknown(unexpected(chain, contract, &other)),
-        Err(e) => unknown(e),
+/// Where a count came from, for the audit detail.
+fn scope(wallets: usize, delegators: usize) -> String {
+    let plural = |n: usize, noun: &str| {
+        if n == 1 {
+            format!("1 {noun}")
+        } else {
+            format!("{n} {noun}s")
+        }
+    };
+    match (wallets, delegators) {
+        (0 | 1, 0) => String::new(),
+        (n, 0) => format!(" across {}", plural(n, "wallet")),
+        (n, m) => format!(
+            " across {} and {}",
+            plural(n, "wallet"),
+            plural(m, "delegator")
+        ),
     }
 }
 
-/// Counts the named token ids the holder owns (ERC-721) or the units it
-/// holds of them (ERC-1155). An unreadable id makes the outcome unknown
-/// only if it could still change the answer.
-fn decide_token_ids(
-    chain: &str,
-    contract: Address,
-    standard: NftStandard,
-    token_ids: &[U256],
-    min_count: U256,
-    holder: Address,
-    reads: &dyn ReadLookup,
-) -> Decision {
-    let mut held = U256::ZERO;
-    let mut first_error = None;
-    let mut unknown_ids = 0usize;
-    for &token_id in token_ids {
-        match reads.lookup(chain, &token_read(standard, contract, holder, token_id)) {
-            Ok(ReadValue::Owner(owner)) => {
-                if owner == Some(holder) {
-                    held = held.saturating_add(U256::from(1));
-                }
-            }
-            Ok(ReadValue::Amount(n)) => held = held.saturating_add(n),
-            Err(e) => {
-                unknown_ids += 1;
-                first_error.get_or_insert(e);
-            }
+/// A count summed over several reads, some of which may have failed.
+///
+/// A failed read makes the outcome Unknown only when it could change the
+/// answer: the known part alone may already reach the minimum, or even the
+/// most the failed reads could add may fall short of it.
+struct Tally {
+    known: U256,
+    /// The most the failed reads could add together; `None` once one of
+    /// them could add any amount (a balance).
+    headroom: Option<U256>,
+    first_error: Option<ChainError>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            known: U256::ZERO,
+            headroom: Some(U256::ZERO),
+            first_error: None,
         }
     }
-    let cannot_reach_min = match standard {
-        // Each unknown ERC-721 id can add at most one.
-        NftStandard::Erc721 => held.saturating_add(U256::from(unknown_ids)) < min_count,
-        // An unknown ERC-1155 balance could be anything.
-        NftStandard::Erc1155 => unknown_ids == 0 && held < min_count,
-    };
-    match first_error {
-        Some(e) if held < min_count && !cannot_reach_min => unknown(e),
-        _ => threshold(held, min_count, "tokens held"),
+
+    fn add(&mut self, n: U256) {
+        self.known = self.known.saturating_add(n);
     }
+
+    /// Records a failed read that could have added at most `at_most`
+    /// (`None`: any amount).
+    fn failed(&mut self, e: ChainError, at_most: Option<U256>) {
+        self.headroom = self.headroom.zip(at_most).map(|(h, m)| h.saturating_add(m));
+        self.first_error.get_or_insert(e);
+    }
+
+    fn decide(self, min: U256, what: &str, scope: &str) -> Decision {
+        let reachable = self
+            .headroom
+            .is_none_or(|h| self.known.saturating_add(h) >= min);
+        match self.first_error {
+            Some(e) if self.known < min && reachable => unknown(e),
+            _ => threshold(self.known, min, what, scope),
+        }
+    }
+}
+
+/// An amount read (a balance), or why there is none.
+fn amount(reads: &dyn ReadLookup, chain: &str, read: &Read) -> Result<U256, ChainError> {
+    match reads.lookup(chain, read)? {
+        ReadValue::Amount(n) => Ok(n),
+        other => Err(unexpected(chain, read.contract(), &other)),
+    }
+}
+
+/// An ERC-721 token's owner (`None`: the token does not exist), or why
+/// there is none.
+fn owner(reads: &dyn ReadLookup, chain: &str, read: &Read) -> Result<Option<Address>, ChainError> {
+    match reads.lookup(chain, read)? {
+        ReadValue::Owner(owner) => Ok(owner),
+        other => Err(unexpected(chain, read.contract(), &other)),
+    }
+}
+
+/// A chain's delegate registry; unconfigured chains get the canonical
+/// address, and their reads fail as unconfigured anyway.
+fn registry_of(chains: &BTreeMap<String, ChainReader>, chain: &str) -> Address {
+    chains
+        .get(chain)
+        .map_or(DELEGATE_REGISTRY_V2, ChainReader::delegate_registry)
 }
 
 fn unexpected(chain: &str, contract: Address, value: &ReadValue) -> ChainError {
@@ -470,11 +786,25 @@ fn unexpected(chain: &str, contract: Address, value: &ReadValue) -> ChainError {
 
 /// What eligibility knows about a member. Nothing Discord-specific: the
 /// worker maps its profile to this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MemberFacts {
-    /// The member's verified wallet, if linked.
-    pub wallet: Option<Address>,
+    /// The member's verified wallets; holdings are summed across them.
+    /// Empty when none is linked.
+    pub wallets: Vec<Address>,
     pub score: i64,
+}
+
+impl MemberFacts {
+    /// The wallets without repeats, in first-seen order: a wallet listed
+    /// twice still holds its tokens once.
+    fn distinct_wallets(&self) -> Vec<Address> {
+        let mut seen = BTreeSet::new();
+        self.wallets
+            .iter()
+            .copied()
+            .filter(|w| seen.insert(*w))
+            .collect()
+    }
 }
 
 /// One rule's outcome for one member.
@@ -562,19 +892,51 @@ impl Evaluator {
         members: &[MemberFacts],
         freshness: Freshness,
     ) -> Vec<MemberEvaluation> {
+        let registry = |chain: &str| registry_of(&self.chains, chain);
         let mut wanted: BTreeMap<String, Vec<Read>> = BTreeMap::new();
         for member in members {
-            rules.reads_for(member, &mut wanted);
+            rules.reads_for(member, &registry, &mut wanted);
         }
+        let mut fetched = Fetched {
+            results: self.fetch(wanted, freshness).await,
+            chains: &self.chains,
+        };
+        // Delegators are known only once the registry has answered, so
+        // their holdings take a second round, which rules without
+        // delegations never need.
+        let mut delegated: BTreeMap<String, Vec<Read>> = BTreeMap::new();
+        for member in members {
+            rules.delegated_reads_for(member, &fetched, &mut delegated);
+        }
+        for (chain, reads) in &mut delegated {
+            if let Some(done) = fetched.results.get(chain) {
+                reads.retain(|r| !done.contains_key(r));
+            }
+        }
+        delegated.retain(|_, reads| !reads.is_empty());
+        if !delegated.is_empty() {
+            for (chain, results) in self.fetch(delegated, freshness).await {
+                fetched.results.entry(chain).or_default().extend(results);
+            }
+        }
+        members.iter().map(|m| rules.decide(m, &fetched)).collect()
+    }
+
+    /// Fetches reads per chain, concurrently across chains. Reads of
+    /// unconfigured chains are left out; looking them up says so.
+    async fn fetch(
+        &self,
+        wanted: BTreeMap<String, Vec<Read>>,
+        freshness: Freshness,
+    ) -> HashMap<String, ReadResults> {
         let fetches = wanted.into_iter().filter_map(|(chain, reads)| {
             let reader = self.chains.get(&chain)?;
             Some(async move { (chain, reader.read(&reads, freshness).await) })
         });
-        let fetched: HashMap<String, ReadResults> = futures::future::join_all(fetches)
+        futures::future::join_all(fetches)
             .await
             .into_iter()
-            .collect();
-        members.iter().map(|m| rules.decide(m, &fetched)).collect()
+            .collect()
     }
 
     /// The configured chain whose `chain_id` is `chain_id` (the first by
@@ -665,6 +1027,7 @@ mod tests {
                 chain: "eth".into(),
                 contract: TOKEN,
                 min_balance: U256::from(min),
+                delegations: false,
             },
         )
     }
@@ -748,7 +1111,7 @@ mod tests {
     fn no_wallet_is_not_eligible_for_chain_rules_but_score_still_counts() {
         let set = RuleSet::new([token(1, 10), score(2, 5)]);
         let member = MemberFacts {
-            wallet: None,
+            wallets: vec![],
             score: 5,
         };
         let reads = Fixed(HashMap::new());
@@ -765,7 +1128,7 @@ mod tests {
             custom(4, CustomOp::All, &[1, 2]),
         ]);
         let member = MemberFacts {
-            wallet: Some(ALICE),
+            wallets: vec![ALICE],
             score: 50,
         };
         // No reads at all: the chain is down.
@@ -803,6 +1166,7 @@ mod tests {
             standard: NftStandard::Erc721,
             min_count: U256::from(2),
             token_ids: vec![U256::from(1), U256::from(2), U256::from(3)],
+            delegations: false,
         };
         let set = RuleSet::new([rule(1, spec)]);
         let owner = |t: u64, who: Option<Address>| {
@@ -815,7 +1179,7 @@ mod tests {
             )
         };
         let alice = MemberFacts {
-            wallet: Some(ALICE),
+            wallets: vec![ALICE],
             score: 0,
         };
         // Owns 1 and 2; 3 unreadable: already enough.
@@ -837,15 +1201,17 @@ mod tests {
             standard: NftStandard::Erc721,
             min_count: U256::from(1),
             token_ids: vec![U256::from(7)],
+            delegations: false,
         };
         let set = RuleSet::new([token(1, 1), rule(2, nft)]);
         let mut wanted = BTreeMap::new();
         for wallet in [ALICE, BOB] {
             set.reads_for(
                 &MemberFacts {
-                    wallet: Some(wallet),
+                    wallets: vec![wallet],
                     score: 0,
                 },
+                &|_| DELEGATE_REGISTRY_V2,
                 &mut wanted,
             );
         }
@@ -874,12 +1240,143 @@ mod tests {
         assert_eq!(results[0].outcomes[0].outcome, Outcome::Eligible);
     }
 
+    fn nft_ids(n: u128, ids: &[u64], min: u64, delegations: bool) -> RuleDef {
+        rule(
+            n,
+            RuleSpec::NftOwnership {
+                chain: "eth".into(),
+                contract: NFT,
+                standard: NftStandard::Erc721,
+                min_count: U256::from(min),
+                token_ids: ids.iter().map(|&i| U256::from(i)).collect(),
+                delegations,
+            },
+        )
+    }
+
+    fn owner(t: u64, who: Option<Address>) -> (Read, Result<ReadValue, ChainError>) {
+        (
+            Read::OwnerOf {
+                contract: NFT,
+                token_id: U256::from(t),
+            },
+            Ok(ReadValue::Owner(who)),
+        )
+    }
+
+    fn incoming(to: Address, ds: Vec<Delegation>) -> (Read, Result<ReadValue, ChainError>) {
+        (
+            Read::IncomingDelegations {
+                registry: DELEGATE_REGISTRY_V2,
+                to,
+            },
+            Ok(ReadValue::Delegations(ds)),
+        )
+    }
+
+    fn both() -> MemberFacts {
+        MemberFacts {
+            wallets: vec![ALICE, BOB],
+            score: 0,
+        }
+    }
+
+    #[test]
+    fn a_failed_wallet_read_is_unknown_only_if_it_could_change_the_answer() {
+        let set = RuleSet::new([token(1, 10)]);
+        // Bob's balance is unreadable (absent from the fixed reads).
+        let reads = Fixed([balance(ALICE, 10)].into());
+        assert_eq!(outcome(&set, &both(), &reads, 1), Outcome::Eligible);
+        let reads = Fixed([balance(ALICE, 9)].into());
+        assert!(outcome(&set, &both(), &reads, 1).is_unknown());
+
+        // Listed ERC-721 ids: 1 is Alice's, 2 Bob's, 3 unreadable.
+        let set = RuleSet::new([nft_ids(1, &[1, 2, 3], 3, false)]);
+        let reads = Fixed([owner(1, Some(ALICE)), owner(2, Some(BOB))].into());
+        assert!(
+            outcome(&set, &both(), &reads, 1).is_unknown(),
+            "3 could be ours"
+        );
+        let stranger = Address::repeat_byte(0x55);
+        let reads = Fixed([owner(1, Some(ALICE)), owner(2, Some(stranger))].into());
+        assert_eq!(
+            outcome(&set, &both(), &reads, 1),
+            Outcome::NotEligible,
+            "1 held, at most 1 more: cannot reach 3"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_erc20_delegator_adds_at_most_its_delegated_amount() {
+        const COLD: Address = address!("cccccccccccccccccccccccccccccccccccccccc");
+        let mut rules = [token(1, 10), token(2, 8)];
+        for r in &mut rules {
+            if let RuleSpec::TokenBalance { delegations, .. } = &mut r.spec {
+                *delegations = true;
+            }
+        }
+        let set = RuleSet::new(rules);
+        let alice = MemberFacts {
+            wallets: vec![ALICE],
+            score: 0,
+        };
+        // Cold's balance is unreadable; it delegated at most 3.
+        let reads = Fixed(
+            [
+                balance(ALICE, 5),
+                incoming(
+                    ALICE,
+                    vec![Delegation::erc20(COLD, ALICE, TOKEN, U256::from(3))],
+                ),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            outcome(&set, &alice, &reads, 1),
+            Outcome::NotEligible,
+            "5 + at most 3 < 10"
+        );
+        assert!(
+            outcome(&set, &alice, &reads, 2).is_unknown(),
+            "5 + 3 could reach 8"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_registry_bounds_listed_erc721_ids_by_those_held_by_others() {
+        let set = RuleSet::new([nft_ids(1, &[1, 2], 2, true)]);
+        let alice = MemberFacts {
+            wallets: vec![ALICE],
+            score: 0,
+        };
+        // The registry read is absent: it failed. Token 2 does not exist, so
+        // no delegation could make it count.
+        let reads = Fixed([owner(1, Some(ALICE)), owner(2, None)].into());
+        assert_eq!(outcome(&set, &alice, &reads, 1), Outcome::NotEligible);
+        // Bob holds token 2 and might have delegated it to Alice.
+        let reads = Fixed([owner(1, Some(ALICE)), owner(2, Some(BOB))].into());
+        assert!(outcome(&set, &alice, &reads, 1).is_unknown());
+        // With the registry readable and Bob's delegation in it, it counts.
+        let reads = Fixed(
+            [
+                owner(1, Some(ALICE)),
+                owner(2, Some(BOB)),
+                incoming(
+                    ALICE,
+                    vec![Delegation::erc721(BOB, ALICE, NFT, U256::from(2))],
+                ),
+            ]
+            .into(),
+        );
+        assert_eq!(outcome(&set, &alice, &reads, 1), Outcome::Eligible);
+    }
+
     #[test]
     fn balance_threshold_is_inclusive() {
         let set = RuleSet::new([token(1, 10)]);
         let reads = Fixed([balance(ALICE, 10), balance(BOB, 9)].into());
         let member = |w| MemberFacts {
-            wallet: Some(w),
+            wallets: vec![w],
             score: 0,
         };
         assert_eq!(outcome(&set, &member(ALICE), &reads, 1), Outcome::Eligible);

@@ -1,8 +1,9 @@
 //! A local EVM JSON-RPC chain for tests and the demo (feature `fake-chain`).
 //!
 //! It answers `eth_call` for the ERC-20 / ERC-721 / ERC-1155 balance
-//! functions, EIP-1271 `isValidSignature` of contract wallets and
-//! Multicall3 `aggregate3`, plus `eth_chainId` and
+//! functions, EIP-1271 `isValidSignature` of contract wallets,
+//! delegate.xyz v2 `getIncomingDelegations` and Multicall3 `aggregate3`,
+//! plus `eth_chainId` and
 //! `eth_blockNumber`, singly or in JSON-RPC batches. Tests set holdings
 //! through [`FakeChain`], count the requests it received, and inject faults.
 //!
@@ -30,10 +31,12 @@ use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
 use crate::chain::abi::{
-    aggregate3Call, BalanceOfBatchCall, BalanceOfCall, Erc1155BalanceOfCall, IsValidSignatureCall,
-    OwnerOfCall, Result3, ERC1271_MAGIC_VALUE,
+    aggregate3Call, registry_delegation, BalanceOfBatchCall, BalanceOfCall, Erc1155BalanceOfCall,
+    GetIncomingDelegationsCall, IsValidSignatureCall, OwnerOfCall, RegistryDelegation, Result3,
+    ERC1271_MAGIC_VALUE,
 };
 use crate::config::MULTICALL3_ADDRESS;
+use crate::delegation::{Delegation, DELEGATE_REGISTRY_V2};
 
 /// A fault the chain injects into every request until cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +66,10 @@ pub enum FakeContract {
     Erc1271 {
         owner: Address,
     },
+    /// delegate.xyz's DelegateRegistry v2: `getIncomingDelegations(to)`
+    /// returns the delegations set with [`FakeChain::delegate`] whose `to`
+    /// is `to`, in the order they were set.
+    DelegateRegistry,
 }
 
 /// How to start a fake chain.
@@ -71,6 +78,9 @@ pub struct FakeChainOptions {
     pub chain_id: u64,
     /// Where Multicall3 lives; `None` for a chain without it.
     pub multicall: Option<Address>,
+    /// Where the delegate registry is deployed; `None` for a chain without
+    /// it (calls there return no data, as calls to an empty address do).
+    pub delegate_registry: Option<Address>,
 }
 
 impl Default for FakeChainOptions {
@@ -78,6 +88,7 @@ impl Default for FakeChainOptions {
         FakeChainOptions {
             chain_id: 31337,
             multicall: Some(MULTICALL3_ADDRESS),
+            delegate_registry: Some(DELEGATE_REGISTRY_V2),
         }
     }
 }
@@ -89,6 +100,12 @@ struct Ledger {
     erc721_owner: HashMap<(Address, U256), Address>,
     erc721_count: HashMap<(Address, Address), U256>,
     erc1155: HashMap<(Address, Address, U256), U256>,
+    /// Calls to these addresses, or passing them as an argument, revert.
+    failing: std::collections::HashSet<Address>,
+    /// Delegations by registry address, in the order they were set.
+    delegations: HashMap<Address, Vec<Delegation>>,
+    /// Calls executed per target address, multicall inner calls included.
+    calls_to: HashMap<Address, u64>,
     block_number: u64,
     fault: Fault,
 }
@@ -100,6 +117,7 @@ struct Shared {
     refused: AtomicU64,
     chain_id: u64,
     multicall: Option<Address>,
+    delegate_registry: Option<Address>,
 }
 
 impl Shared {
@@ -142,16 +160,23 @@ impl FakeChain {
         let addr = listener.local_addr()?;
         let url = Url::parse(&format!("http://{addr}/"))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut ledger = Ledger {
+            block_number: 1,
+            ..Ledger::default()
+        };
+        if let Some(registry) = options.delegate_registry {
+            ledger
+                .contracts
+                .insert(registry, FakeContract::DelegateRegistry);
+        }
         let shared = Arc::new(Shared {
-            ledger: Mutex::new(Ledger {
-                block_number: 1,
-                ..Ledger::default()
-            }),
+            ledger: Mutex::new(ledger),
             requests: AtomicU64::new(0),
             eth_calls: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             chain_id: options.chain_id,
             multicall: options.multicall,
+            delegate_registry: options.delegate_registry,
         });
         // A community-wide re-check is a few large requests; axum's default
         // 2 MB body limit would refuse them where a real node would not.
@@ -233,6 +258,52 @@ impl FakeChain {
         ledger.erc1155.insert((contract, holder, token_id), amount);
     }
 
+    /// Records `delegation` in the chain's delegate registry (deploying one
+    /// at the canonical address if the chain was started without).
+    pub fn delegate(&self, delegation: Delegation) {
+        let registry = self
+            .shared
+            .delegate_registry
+            .unwrap_or(DELEGATE_REGISTRY_V2);
+        self.delegate_at(registry, delegation);
+    }
+
+    /// Records `delegation` in a registry at `registry` (deploying it).
+    pub fn delegate_at(&self, registry: Address, delegation: Delegation) {
+        let mut ledger = self.shared.ledger();
+        ledger
+            .contracts
+            .insert(registry, FakeContract::DelegateRegistry);
+        ledger
+            .delegations
+            .entry(registry)
+            .or_default()
+            .push(delegation);
+    }
+
+    /// Calls executed against `contract` since start or the last
+    /// [`FakeChain::reset_counters`], counting each call inside a multicall.
+    pub fn calls_to(&self, contract: Address) -> u64 {
+        self.shared
+            .ledger()
+            .calls_to
+            .get(&contract)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Makes every call to `address`, or passing it as an argument (a
+    /// holder, an account in a batch), revert until
+    /// [`FakeChain::heal_calls_involving`]: a node failing the reads of one
+    /// wallet or one contract while the rest of a batch succeeds.
+    pub fn fail_calls_involving(&self, address: Address) {
+        self.shared.ledger().failing.insert(address);
+    }
+
+    pub fn heal_calls_involving(&self, address: Address) {
+        self.shared.ledger().failing.remove(&address);
+    }
+
     pub fn set_block_number(&self, block: u64) {
         self.shared.ledger().block_number = block;
     }
@@ -262,6 +333,7 @@ impl FakeChain {
     }
 
     pub fn reset_counters(&self) {
+        self.shared.ledger().calls_to.clear();
         self.shared.requests.store(0, Ordering::SeqCst);
         self.shared.eth_calls.store(0, Ordering::SeqCst);
         self.shared.refused.store(0, Ordering::SeqCst);
@@ -351,8 +423,8 @@ fn handle_one(shared: &Shared, request: &Value) -> Value {
             let Some((to, data)) = call_params(request) else {
                 return rpc_error(id, -32602, "invalid params: expected [{to, data}, block]");
             };
-            let ledger = shared.ledger();
-            match execute(&ledger, shared.multicall, to, &data) {
+            let mut ledger = shared.ledger();
+            match execute(&mut ledger, shared.multicall, to, &data) {
                 Some(out) => ok(json!(out.to_string())),
                 None => rpc_error(id, 3, "execution reverted"),
             }
@@ -375,8 +447,28 @@ fn call_params(request: &Value) -> Option<(Address, Bytes)> {
     Some((to, data))
 }
 
+/// Whether a call goes to, or passes as an ABI word, an address set to fail.
+fn involves_failing(ledger: &Ledger, to: Address, data: &[u8]) -> bool {
+    if ledger.failing.is_empty() {
+        return false;
+    }
+    ledger.failing.contains(&to)
+        || data.get(4..).is_some_and(|args| {
+            args.chunks_exact(32).any(|word| {
+                word[..12].iter().all(|&b| b == 0)
+                    && ledger.failing.contains(&Address::from_slice(&word[12..]))
+            })
+        })
+}
+
 /// Runs a call against the ledger. `None` means the call reverted.
-fn execute(ledger: &Ledger, multicall: Option<Address>, to: Address, data: &[u8]) -> Option<Bytes> {
+fn execute(
+    ledger: &mut Ledger,
+    multicall: Option<Address>,
+    to: Address,
+    data: &[u8],
+) -> Option<Bytes> {
+    *ledger.calls_to.entry(to).or_default() += 1;
     if Some(to) == multicall {
         let call = aggregate3Call::abi_decode(data).ok()?;
         let results: Vec<Result3> = call
@@ -395,6 +487,9 @@ fn execute(ledger: &Ledger, multicall: Option<Address>, to: Address, data: &[u8]
             })
             .collect::<Option<_>>()?;
         return Some(aggregate3Call::abi_encode_returns(&results).into());
+    }
+    if involves_failing(ledger, to, data) {
+        return None;
     }
     let Some(kind) = ledger.contracts.get(&to) else {
         // No code at this address: the EVM returns success with no data.
@@ -457,6 +552,18 @@ fn execute(ledger: &Ledger, multicall: Option<Address>, to: Address, data: &[u8]
                 })
                 .collect();
             Some(BalanceOfBatchCall::abi_encode_returns(&balances).into())
+        }
+        (FakeContract::DelegateRegistry, GetIncomingDelegationsCall::SELECTOR) => {
+            let call = GetIncomingDelegationsCall::abi_decode(data).ok()?;
+            let incoming: Vec<RegistryDelegation> = ledger
+                .delegations
+                .get(&to)
+                .into_iter()
+                .flatten()
+                .filter(|d| d.to == call.to)
+                .map(registry_delegation)
+                .collect();
+            Some(GetIncomingDelegationsCall::abi_encode_returns(&incoming).into())
         }
         (FakeContract::Erc1271 { owner }, IsValidSignatureCall::SELECTOR) => {
             let call = IsValidSignatureCall::abi_decode(data).ok()?;

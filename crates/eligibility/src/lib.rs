@@ -7,6 +7,8 @@
 //!   role.
 //! - [`chain`]: EVM JSON-RPC reads, batched (JSON-RPC batches or Multicall3),
 //!   cached, with failover across URLs and a circuit breaker per URL.
+//! - [`delegation`]: delegate.xyz v2 delegations, so a member's cold
+//!   wallets can count without being linked.
 //! - [`schedule`]: spreading periodic re-checks over their period.
 //! - [`siwe`]: Sign-In with Ethereum (EIP-4361) messages and their
 //!   verification, EIP-191 for ordinary wallets and EIP-1271 (through the
@@ -19,6 +21,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod delegation;
 pub mod evaluate;
 pub mod outcome;
 pub mod rule;
@@ -33,6 +36,7 @@ pub use chain::breaker::BreakerState;
 pub use chain::rpc::{ChainError, EndpointError, EndpointHealth};
 pub use chain::{ChainStats, ContractSignature, Freshness};
 pub use config::{BreakerConfig, ChainConfig, ConfigError, EligibilityConfig, MULTICALL3_ADDRESS};
+pub use delegation::{Delegation, DelegationKind, DELEGATE_REGISTRY_V2};
 pub use evaluate::{
     Evaluator, EvaluatorError, MemberEvaluation, MemberFacts, RuleDef, RuleOutcome, RuleProblem,
     RuleSet,

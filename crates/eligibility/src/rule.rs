@@ -23,11 +23,15 @@ pub const MAX_CUSTOM_RULES: usize = 50;
 /// A validated rule: the rule type with its typed parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleSpec {
-    /// ERC-20 `balanceOf(holder) >= min_balance` (base units).
+    /// ERC-20 `balanceOf(holder) >= min_balance` (base units), summed over
+    /// the member's wallets.
     TokenBalance {
         chain: String,
         contract: Address,
         min_balance: U256,
+        /// Whether wallets that delegated to the member's wallets in the
+        /// delegate.xyz v2 registry count too.
+        delegations: bool,
     },
     /// The member holds at least `min_count` NFTs of `contract`.
     NftOwnership {
@@ -37,6 +41,9 @@ pub enum RuleSpec {
         min_count: U256,
         /// Empty means "any token of the contract" (ERC-721 only).
         token_ids: Vec<U256>,
+        /// Whether wallets that delegated to the member's wallets in the
+        /// delegate.xyz v2 registry count too.
+        delegations: bool,
     },
     /// The member's profile score is at least `min_score`.
     ScoreThreshold { min_score: i64 },
@@ -94,16 +101,18 @@ impl RuleSpec {
             "token_balance" => {
                 let chain = required_chain(&mut errs, chain, rule_type);
                 let contract = required_contract(&mut errs, contract, rule_type);
-                let params = params_object(&mut errs, parameters, &["min_balance"]);
+                let params = params_object(&mut errs, parameters, &["min_balance", "delegations"]);
                 let min_balance = params.and_then(|p| {
                     positive_u256(&mut errs, p, "min_balance", "base units, e.g. \"1000000\"")
                 });
-                match (chain, contract, min_balance) {
-                    (Some(chain), Some(contract), Some(min_balance)) => {
+                let delegations = params.and_then(|p| delegations(&mut errs, p));
+                match (chain, contract, min_balance, delegations) {
+                    (Some(chain), Some(contract), Some(min_balance), Some(delegations)) => {
                         Some(RuleSpec::TokenBalance {
                             chain,
                             contract,
                             min_balance,
+                            delegations,
                         })
                     }
                     _ => None,
@@ -115,19 +124,24 @@ impl RuleSpec {
                 let params = params_object(
                     &mut errs,
                     parameters,
-                    &["standard", "min_count", "token_ids"],
+                    &["standard", "min_count", "token_ids", "delegations"],
                 );
                 let parsed = params.and_then(|p| nft_params(&mut errs, p));
-                match (chain, contract, parsed) {
-                    (Some(chain), Some(contract), Some((standard, min_count, token_ids))) => {
-                        Some(RuleSpec::NftOwnership {
-                            chain,
-                            contract,
-                            standard,
-                            min_count,
-                            token_ids,
-                        })
-                    }
+                let delegations = params.and_then(|p| delegations(&mut errs, p));
+                match (chain, contract, parsed, delegations) {
+                    (
+                        Some(chain),
+                        Some(contract),
+                        Some((standard, min_count, token_ids)),
+                        Some(delegations),
+                    ) => Some(RuleSpec::NftOwnership {
+                        chain,
+                        contract,
+                        standard,
+                        min_count,
+                        token_ids,
+                        delegations,
+                    }),
                     _ => None,
                 }
             }
@@ -202,17 +216,21 @@ impl RuleSpec {
                 chain,
                 contract,
                 min_balance,
-            } => (
-                Some(chain.clone()),
-                Some(*contract),
-                serde_json::json!({ "min_balance": decimal(min_balance) }),
-            ),
+                delegations,
+            } => {
+                let mut params = serde_json::json!({ "min_balance": decimal(min_balance) });
+                if *delegations {
+                    params["delegations"] = Value::Bool(true);
+                }
+                (Some(chain.clone()), Some(*contract), params)
+            }
             RuleSpec::NftOwnership {
                 chain,
                 contract,
                 standard,
                 min_count,
                 token_ids,
+                delegations,
             } => {
                 let mut params = serde_json::json!({
                     "standard": match standard {
@@ -224,6 +242,11 @@ impl RuleSpec {
                 });
                 if !token_ids.is_empty() {
                     params["token_ids"] = token_ids.iter().map(decimal).collect();
+                }
+                // Left out when false, so rules written before the
+                // parameter existed keep their canonical form.
+                if *delegations {
+                    params["delegations"] = Value::Bool(true);
                 }
                 (Some(chain.clone()), Some(*contract), params)
             }
@@ -247,6 +270,15 @@ impl RuleSpec {
             chain,
             contract_address: contract.map(|c| format!("{c:#x}")),
             parameters,
+        }
+    }
+
+    /// Whether delegators' holdings count for this rule (`delegations`).
+    pub fn delegations(&self) -> bool {
+        match self {
+            RuleSpec::TokenBalance { delegations, .. }
+            | RuleSpec::NftOwnership { delegations, .. } => *delegations,
+            _ => false,
         }
     }
 
@@ -616,6 +648,22 @@ fn nft_params(errs: &mut Errors, p: &Map<String, Value>) -> Option<(NftStandard,
     Some((standard?, min_count?, token_ids?))
 }
 
+/// The optional `delegations` flag; absent means false.
+fn delegations(errs: &mut Errors, p: &Map<String, Value>) -> Option<bool> {
+    match p.get("delegations") {
+        None => Some(false),
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            errs.push(
+                "parameters.delegations",
+                format!("is {}, not a boolean", json_kind(other)),
+                "true (delegate.xyz v2 delegators' holdings count too) or false (the default)",
+            );
+            None
+        }
+    }
+}
+
 fn min_score(errs: &mut Errors, p: &Map<String, Value>) -> Option<i64> {
     let expected = "a whole number (e.g. 100)";
     match p.get("min_score") {
@@ -875,8 +923,67 @@ mod tests {
                 standard: NftStandard::Erc721,
                 min_count: U256::from(2),
                 token_ids: vec![],
+                delegations: false,
             }
         );
+    }
+
+    #[test]
+    fn delegations_parse_as_a_boolean_and_round_trip() {
+        for (rule_type, mut params) in [
+            ("token_balance", json!({"min_balance": "5"})),
+            (
+                "nft_ownership",
+                json!({"standard": "erc721", "min_count": 1}),
+            ),
+        ] {
+            params["delegations"] = json!(true);
+            let spec =
+                RuleSpec::parse(rule_type, Some("base"), Some(CONTRACT), &params).expect("valid");
+            assert!(spec.delegations(), "{spec:?}");
+            assert_eq!(spec.to_columns().parameters, params);
+
+            params["delegations"] = json!(false);
+            let spec =
+                RuleSpec::parse(rule_type, Some("base"), Some(CONTRACT), &params).expect("valid");
+            assert!(!spec.delegations());
+            let stored = spec.to_columns().parameters;
+            assert!(stored.get("delegations").is_none(), "{stored}");
+        }
+    }
+
+    #[test]
+    fn a_non_boolean_delegations_is_refused_naming_the_field() {
+        let err = RuleSpec::parse(
+            "nft_ownership",
+            Some("base"),
+            Some(CONTRACT),
+            &json!({"standard": "erc721", "min_count": 0, "delegations": "yes"}),
+        )
+        .expect_err("a string is not a boolean");
+        let fields: Vec<_> = err.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["parameters.min_count", "parameters.delegations"]);
+        let e = err.field("parameters.delegations").expect("named");
+        assert!(e.problem.contains("not a boolean"), "{e}");
+        assert!(e.expected.contains("true"), "{e}");
+
+        let err = RuleSpec::parse(
+            "token_balance",
+            Some("base"),
+            Some(CONTRACT),
+            &json!({"min_balance": "1", "delegations": 1}),
+        )
+        .expect_err("a number is not a boolean");
+        assert_eq!(only_error(err).field, "parameters.delegations");
+
+        let err = RuleSpec::parse(
+            "score_threshold",
+            None,
+            None,
+            &json!({"min_score": 1, "delegations": true}),
+        )
+        .expect_err("only chain rules read delegations");
+        assert_eq!(only_error(err).field, "parameters.delegations");
     }
 
     #[test]

@@ -308,7 +308,7 @@ async fn wallets_are_normalised_unique_per_community_and_bad_ones_are_not_stored
     let admin = db.admin().await;
     let stored: i64 = admin
         .query_one(
-            "SELECT count(*) FROM profiles WHERE wallet_address IS NOT NULL",
+            "SELECT count(*) FROM member_wallets",
             &[],
         )
         .await

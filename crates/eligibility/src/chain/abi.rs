@@ -3,6 +3,8 @@
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::{sol, SolCall};
 
+use crate::delegation::{Delegation, DelegationKind};
+
 sol! {
     /// ERC-20 and ERC-721 share this signature (and selector).
     function balanceOf(address owner) external view returns (uint256);
@@ -28,6 +30,21 @@ sol! {
     /// EIP-1271: whether `signature` is valid for `hash` on behalf of the
     /// contract (a smart-contract wallet).
     function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4 magicValue);
+
+    /// delegate.xyz v2's `IDelegateRegistry.Delegation` (renamed here so it
+    /// does not clash with [`Delegation`]; names do not enter the ABI).
+    /// `type_` is the `DelegationType` enum, which the ABI encodes as uint8.
+    struct RegistryDelegation {
+        uint8 type_;
+        address to;
+        address from;
+        bytes32 rights;
+        address contract_;
+        uint256 tokenId;
+        uint256 amount;
+    }
+    /// delegate.xyz v2: every live delegation whose delegate is `to`.
+    function getIncomingDelegations(address to) external view returns (RegistryDelegation[] delegations);
 }
 
 /// What `isValidSignature` returns for a valid signature (EIP-1271); any
@@ -39,6 +56,7 @@ pub const ERC1271_MAGIC_VALUE: [u8; 4] = [0x16, 0x26, 0xba, 0x7e];
 pub use balanceOfBatchCall as BalanceOfBatchCall;
 pub use balanceOf_0Call as BalanceOfCall;
 pub use balanceOf_1Call as Erc1155BalanceOfCall;
+pub use getIncomingDelegationsCall as GetIncomingDelegationsCall;
 pub use isValidSignatureCall as IsValidSignatureCall;
 pub use ownerOfCall as OwnerOfCall;
 
@@ -56,6 +74,9 @@ pub enum Read {
         holder: Address,
         token_id: U256,
     },
+    /// delegate.xyz v2 `getIncomingDelegations(to)` on the registry at
+    /// `registry`.
+    IncomingDelegations { registry: Address, to: Address },
 }
 
 impl Read {
@@ -64,6 +85,7 @@ impl Read {
             Read::BalanceOf { contract, .. }
             | Read::OwnerOf { contract, .. }
             | Read::Erc1155Balance { contract, .. } => *contract,
+            Read::IncomingDelegations { registry, .. } => *registry,
         }
     }
 }
@@ -75,6 +97,9 @@ pub enum ReadValue {
     /// `None` when `ownerOf` reverted: per ERC-721 the token does not exist,
     /// which for eligibility means "not owned by this member".
     Owner(Option<Address>),
+    /// The delegations a registry holds for one delegate, without those of a
+    /// kind this version does not know.
+    Delegations(Vec<Delegation>),
 }
 
 /// One `eth_call`: the contract, its calldata, and which reads its result
@@ -118,6 +143,11 @@ pub fn plan_calls(reads: &[Read]) -> Vec<PlannedCall> {
             Read::Erc1155Balance { contract, .. } => {
                 by_contract.entry(*contract).or_default().push(read.clone());
             }
+            Read::IncomingDelegations { registry, to } => calls.push(PlannedCall {
+                to: *registry,
+                data: GetIncomingDelegationsCall { to: *to }.abi_encode().into(),
+                answers: Answers::One(read.clone()),
+            }),
         }
     }
     for (contract, reads) in by_contract {
@@ -205,6 +235,38 @@ fn decode_one(read: &Read, result: &CallResult) -> Result<ReadValue, String> {
                 .map(ReadValue::Amount)
                 .map_err(|e| undecodable(data, &e.to_string()))
         }
+        (Read::IncomingDelegations { .. }, CallResult::Returned(data)) => {
+            GetIncomingDelegationsCall::abi_decode_returns(data)
+                .map(|entries| {
+                    ReadValue::Delegations(entries.iter().filter_map(delegation).collect())
+                })
+                .map_err(|e| undecodable(data, &e.to_string()))
+        }
+    }
+}
+
+fn delegation(entry: &RegistryDelegation) -> Option<Delegation> {
+    Some(Delegation {
+        kind: DelegationKind::from_registry(entry.type_)?,
+        to: entry.to,
+        from: entry.from,
+        rights: entry.rights,
+        contract: entry.contract_,
+        token_id: entry.tokenId,
+        amount: entry.amount,
+    })
+}
+
+/// The registry's encoding of a delegation (for the fake chain).
+pub fn registry_delegation(d: &Delegation) -> RegistryDelegation {
+    RegistryDelegation {
+        type_: d.kind.to_registry(),
+        to: d.to,
+        from: d.from,
+        rights: d.rights,
+        contract_: d.contract,
+        tokenId: d.token_id,
+        amount: d.amount,
     }
 }
 
@@ -285,6 +347,47 @@ mod tests {
             Ok(ReadValue::Owner(None))
         );
         assert!(decode_one(&balance, &CallResult::Reverted).is_err());
+    }
+
+    #[test]
+    fn incoming_delegations_decode_from_the_registry_layout() {
+        // Laid out by hand as the registry returns it: offset of the array,
+        // its length, then each struct's seven words inline (it is static).
+        let word = |v: U256| v.to_be_bytes::<32>().to_vec();
+        let addr = |a: Address| word(U256::from_be_slice(a.as_slice()));
+        let cold = Address::repeat_byte(0xc0);
+        let mut data = Vec::new();
+        data.extend(word(U256::from(0x20)));
+        data.extend(word(U256::from(2)));
+        for (kind, amount) in [(4u8, 7u64), (0, 0)] {
+            data.extend(word(U256::from(kind)));
+            data.extend(addr(HOLDER));
+            data.extend(addr(cold));
+            data.extend(word(U256::ZERO));
+            data.extend(addr(TOKEN));
+            data.extend(word(U256::ZERO));
+            data.extend(word(U256::from(amount)));
+        }
+        let read = Read::IncomingDelegations {
+            registry: crate::delegation::DELEGATE_REGISTRY_V2,
+            to: HOLDER,
+        };
+        let value = decode_one(&read, &CallResult::Returned(data.into()));
+        assert_eq!(
+            value,
+            Ok(ReadValue::Delegations(vec![Delegation::erc20(
+                cold,
+                HOLDER,
+                TOKEN,
+                U256::from(7)
+            )])),
+            "the NONE entry is dropped"
+        );
+        // The selector of getIncomingDelegations(address).
+        assert_eq!(
+            GetIncomingDelegationsCall::SELECTOR,
+            alloy_primitives::keccak256("getIncomingDelegations(address)")[..4]
+        );
     }
 
     #[test]

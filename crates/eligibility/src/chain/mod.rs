@@ -68,6 +68,7 @@ pub struct ChainReader {
     chain_id: Option<u64>,
     cache: Mutex<TtlCache<Read, ReadValue>>,
     multicall: Option<Address>,
+    delegate_registry: Address,
     max_calls_per_multicall: usize,
     max_batch_size: usize,
     max_concurrent_requests: usize,
@@ -96,6 +97,7 @@ impl ChainReader {
             chain_id: config.chain_id,
             cache: Mutex::new(TtlCache::new(config.cache_ttl(), config.cache_max_entries)),
             multicall: config.multicall(),
+            delegate_registry: config.delegate_registry(),
             max_calls_per_multicall: config.max_calls_per_multicall.max(1),
             max_batch_size: config.max_batch_size.max(1),
             max_concurrent_requests: config.max_concurrent_requests.max(1),
@@ -114,6 +116,11 @@ impl ChainReader {
 
     pub fn health(&self) -> Vec<EndpointHealth> {
         self.rpc.health()
+    }
+
+    /// Where this chain's delegate.xyz v2 registry is.
+    pub fn delegate_registry(&self) -> Address {
+        self.delegate_registry
     }
 
     /// The configured EIP-155 chain id, which every request also verifies.

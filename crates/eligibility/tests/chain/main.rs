@@ -2,10 +2,12 @@
 //! caching, failover, circuit breakers and outages.
 
 mod batching;
+mod delegations;
 mod fake;
 mod resilience;
 mod rules;
 mod siwe;
+mod wallets;
 
 use eligibility::fake_chain::FakeChain;
 use eligibility::{
@@ -68,7 +70,7 @@ pub fn wallet(n: u64) -> Address {
 
 pub fn member(wallet: Address) -> MemberFacts {
     MemberFacts {
-        wallet: Some(wallet),
+        wallets: vec![wallet],
         score: 0,
     }
 }

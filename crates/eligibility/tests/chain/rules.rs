@@ -161,11 +161,11 @@ async fn score_threshold_needs_no_chain() {
     let set = rules([rule(1, "score_threshold", None, json!({"min_score": 50}))]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let high = MemberFacts {
-        wallet: None,
+        wallets: vec![],
         score: 50,
     };
     let low = MemberFacts {
-        wallet: Some(wallet(1)),
+        wallets: vec![wallet(1)],
         score: 49,
     };
     let results = eval
@@ -218,7 +218,7 @@ async fn custom_rules_combine_with_unknowns_only_where_they_matter() {
     ]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let someone = MemberFacts {
-        wallet: Some(alice),
+        wallets: vec![alice],
         score: 20,
     };
 
