@@ -23,7 +23,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable: `unauthorized`, `forbidden`, `not_found`, `invalid_request`,
     /// `validation_failed`, `conflict`, `payload_too_large`, `unsupported_media_type`, `rate_limited`,
-    /// `timeout`, `unavailable`, `internal`.
+    /// `timeout`, `unavailable`, `internal`, `gone` (wallet-link pages).
     pub code: &'static str,
     pub message: String,
     /// Every bad field, for `validation_failed`; empty otherwise.
@@ -96,6 +96,16 @@ impl ApiError {
 
     /// Also the answer for another community's resources: the caller cannot
     /// tell "not yours" from "does not exist".
+    /// The resource existed and is no more (an expired or used link).
+    pub fn gone(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::GONE, "gone", message)
+    }
+
+    /// Refused for who the caller is, with the reason in words.
+    pub fn refused(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", what)
     }

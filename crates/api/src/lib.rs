@@ -16,6 +16,7 @@ mod auth;
 mod error;
 mod extract;
 mod health;
+mod link;
 pub mod openapi;
 mod rechecks;
 mod routes;
@@ -102,8 +103,14 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
 
     let timeout = state.0.settings.request_timeout;
+    let link = if state.0.settings.public_site.is_some() {
+        link::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .nest("/v1", v1)
+        .merge(link)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

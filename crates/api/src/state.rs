@@ -32,6 +32,9 @@ pub struct ApiSettings {
     /// Lets webhooks point at plain-HTTP loopback addresses (tests, the
     /// demo). Never in production.
     pub webhooks_allow_insecure_loopback: bool,
+    /// The public address (`PUBLIC_URL`) the wallet-link page is served
+    /// at; `None`: no link page.
+    pub public_site: Option<domain::wallets::Site>,
 }
 
 impl Default for ApiSettings {
@@ -43,6 +46,7 @@ impl Default for ApiSettings {
             recheck_period: Duration::from_secs(24 * 3600),
             preview_sample: 10,
             webhooks_allow_insecure_loopback: false,
+            public_site: None,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod badges;
 pub mod community;
 pub mod keys;
+pub mod link_page;
 pub mod members;
 pub mod preview;
 pub mod recheck;
