@@ -307,10 +307,7 @@ async fn wallets_are_normalised_unique_per_community_and_bad_ones_are_not_stored
     drop(tx);
     let admin = db.admin().await;
     let stored: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM member_wallets",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM member_wallets", &[])
         .await
         .unwrap()
         .get(0);

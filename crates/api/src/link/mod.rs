@@ -103,7 +103,9 @@ async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Respo
             tracing::error!(error = %e, "could not show a wallet-link page");
             page::html(
                 StatusCode::SERVICE_UNAVAILABLE,
-                page::refused("Gatehouse could not load this page just now; try again in a minute."),
+                page::refused(
+                    "Gatehouse could not load this page just now; try again in a minute.",
+                ),
             )
         }
     }
@@ -189,7 +191,12 @@ async fn proof(
         proof: outcome.proof.as_str(),
         reclaimed: outcome.reclaimed_from.is_some(),
         already_linked: outcome.already_linked,
-        wallets: outcome.profile.wallets.iter().map(ToString::to_string).collect(),
+        wallets: outcome
+            .profile
+            .wallets
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     }))
 }
 
@@ -213,13 +220,15 @@ async fn status(
             PageError::Refused(why) => refusal(Refusal::Page(why)),
             PageError::Store(e) => ApiError::internal(&e),
         })?;
-    let checked = view
-        .holder
-        .used_at
-        .is_some_and(|at| view.checked_since(at));
+    let checked = view.holder.used_at.is_some_and(|at| view.checked_since(at));
     Ok(axum::Json(StatusResponse {
         checked,
-        wallets: view.profile.wallets.iter().map(ToString::to_string).collect(),
+        wallets: view
+            .profile
+            .wallets
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         roles: page::role_lines(&view),
     }))
 }

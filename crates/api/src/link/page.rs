@@ -87,14 +87,15 @@ pub(crate) fn role_lines(view: &PageView) -> Vec<RoleLine> {
 fn describe(rule: &store::repo::EligibilityRule) -> String {
     let p = &rule.parameters;
     let text = |key: &str| {
-        p.get(key)
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-            .unwrap_or_else(|| "?".to_owned())
+        p.get(key).map_or_else(
+            || "?".to_owned(),
+            |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+        )
     };
     let contract = rule
         .contract_address
         .as_ref()
-        .map(|c| c.to_string())
+        .map(ToString::to_string)
         .unwrap_or_default();
     let chain = rule.chain.clone().unwrap_or_default();
     match rule.rule_type {
@@ -104,7 +105,8 @@ fn describe(rule: &store::repo::EligibilityRule) -> String {
         ),
         RuleType::NftOwnership => format!(
             "own at least {} NFT of {contract} on {chain}",
-            p.get("min_count").map_or_else(|| "1".to_owned(), |v| v.to_string())
+            p.get("min_count")
+                .map_or_else(|| "1".to_owned(), ToString::to_string)
         ),
         RuleType::ScoreThreshold => format!("a score of at least {}", text("min_score")),
         RuleType::Custom => "a combination of other rules".to_owned(),
