@@ -13,7 +13,7 @@ use crate::{
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CommandsCommand {
-    /// Register /profile, /badges, /check and /link-wallet as the
+    /// Register /profile, /badges, /check, /link-wallet and /wallets as the
     /// application's global commands.
     Register(RegisterArgs),
 }
