@@ -20,6 +20,7 @@ pub mod openapi;
 mod rechecks;
 mod routes;
 mod state;
+mod web;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -37,6 +38,7 @@ use tower_http::trace::TraceLayer;
 pub use error::{ApiError, ErrorBody, FieldProblem};
 pub use rechecks::BusRechecks;
 pub use state::{ApiSettings, AppState};
+pub use web::{DashboardError, DashboardSettings, ADMINISTRATOR, DISCORD_URL, MANAGE_GUILD};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -102,8 +104,14 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
 
     let timeout = state.0.settings.request_timeout;
+    let dashboard = if state.dashboard().is_some() {
+        web::router(&state)
+    } else {
+        Router::new()
+    };
     Router::new()
         .nest("/v1", v1)
+        .merge(dashboard)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -188,6 +196,7 @@ pub async fn serve(
             limiter_state.0.per_key.shrink_to_fit();
             limiter_state.0.per_peer.retain_recent();
             limiter_state.0.per_peer.shrink_to_fit();
+            web::prune_sessions(&limiter_state).await;
         }
     });
     let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

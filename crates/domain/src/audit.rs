@@ -24,6 +24,12 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// A community admin signed in to the dashboard with Discord: named by
+    /// their Discord user id, as `discord:<id>`.
+    pub fn discord_admin(user: wire::UserId) -> Actor {
+        Actor::Admin(Some(format!("discord:{user}")))
+    }
+
     /// An audit entry for `action` done by this actor.
     pub fn entry(&self, action: AuditAction) -> AuditEntry {
         let entry = AuditEntry::system(action);

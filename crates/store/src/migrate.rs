@@ -57,6 +57,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_api_keys"),
     migration!(10, "0010_webhooks"),
     migration!(11, "0011_sync_counters"),
+    migration!(12, "0012_web_sessions"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").
