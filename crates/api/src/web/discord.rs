@@ -141,10 +141,9 @@ impl OAuthClient {
 
     /// Where the browser goes to approve the login.
     pub(crate) fn authorize_url(&self, state: &str, challenge: &str) -> String {
-        let mut url = match url::Url::parse(&format!("{}/oauth2/authorize", self.base)) {
-            Ok(url) => url,
-            // The base was validated as a URL at start.
-            Err(_) => return format!("{}/oauth2/authorize", self.base),
+        // The base was validated as a URL at start.
+        let Ok(mut url) = url::Url::parse(&format!("{}/oauth2/authorize", self.base)) else {
+            return format!("{}/oauth2/authorize", self.base);
         };
         url.query_pairs_mut()
             .append_pair("response_type", "code")

@@ -188,7 +188,7 @@ pub(crate) async fn detail(State(state): State<AppState>, m: Managed) -> Result<
                                 td { code { (s.rule.role_discord_id) } }
                                 td { (s.rule.rule_type.as_str()) @if !s.rule.enabled { span.muted { " (disabled)" } } }
                                 td { span.pill.(class) { (outcome) } @if s.is_stale(period, now) { " " span.pill.warn { "stale" } } }
-                                td.why { (grant.map(|g| g.detail.as_str()).unwrap_or("")) }
+                                td.why { (grant.map_or("", |g| g.detail.as_str())) }
                                 td { (when_opt(grant.map(|g| g.checked_at))) }
                                 td { @if p.role_ids.contains(&s.rule.role_discord_id) { "yes" } @else { "no" } }
                             }
