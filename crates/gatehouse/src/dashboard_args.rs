@@ -166,7 +166,7 @@ mod tests {
         let settings = cli.dashboard.validate(&mut p);
         let problems = match p.finish() {
             Ok(()) => Vec::new(),
-            Err(e) => e.problems().iter().map(|p| p.to_string()).collect(),
+            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
         };
         (settings, problems)
     }

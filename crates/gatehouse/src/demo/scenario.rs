@@ -34,7 +34,7 @@ use crate::rechecks::BusRechecks;
 /// The demo's token: only the simulator ever sees it.
 const TOKEN: &str = "demo-bot-token";
 /// The gated ERC-20 on the fake chain.
-const CONTRACT: &str = "0x00000000000000000000000000000000000d3e00";
+pub const CONTRACT: &str = "0x00000000000000000000000000000000000d3e00";
 pub const HOLDER_MIN: u64 = 100;
 pub const WHALE_MIN: u64 = 1000;
 
