@@ -512,3 +512,58 @@ async fn logout_deletes_the_session() {
         Some("/login")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_reachable_only_through_their_functions_and_expire() {
+    let dash = Dash::start("web_expiry").await;
+    let admin = dash.admin(4_242_012);
+    let mut browser = dash.login(admin).await;
+    assert_eq!(browser.get("/dashboard").await.status, 200);
+
+    // The runtime role cannot list or read sessions, only call the functions.
+    let app = dash.api.db.app_direct().await;
+    for sql in [
+        "SELECT count(*) FROM web_sessions",
+        "UPDATE web_sessions SET expires_at = now() + interval '1 year'",
+        "DELETE FROM web_sessions",
+    ] {
+        let refused = app.query(sql, &[]).await.expect_err(sql);
+        let message = refused
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(message.contains("permission denied"), "{sql}: {refused:?}");
+    }
+    assert_eq!(dash.session_rows().await, 1);
+
+    // Past its absolute expiry, a session is refused and deleted.
+    dash.api
+        .db
+        .admin()
+        .await
+        .execute(
+            "UPDATE web_sessions SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .expect("expire");
+    let page = browser.get("/dashboard").await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location(), Some("/login"));
+    assert_eq!(dash.session_rows().await, 0);
+
+    // Idle too long: the same.
+    let mut browser = dash.login(admin).await;
+    dash.api
+        .db
+        .admin()
+        .await
+        .execute(
+            "UPDATE web_sessions SET last_seen_at = now() - interval '1 day'",
+            &[],
+        )
+        .await
+        .expect("idle");
+    assert_eq!(browser.get("/dashboard").await.location(), Some("/login"));
+    assert_eq!(dash.session_rows().await, 0);
+}
