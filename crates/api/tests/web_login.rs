@@ -567,3 +567,46 @@ async fn sessions_are_reachable_only_through_their_functions_and_expire() {
     assert_eq!(browser.get("/dashboard").await.location(), Some("/login"));
     assert_eq!(dash.session_rows().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_access_token_is_refreshed_at_the_reread() {
+    let dash = Dash::start_with(
+        "web_refresh",
+        Options {
+            permission_refresh: Duration::from_millis(300),
+            ..Options::default()
+        },
+    )
+    .await;
+    let admin = dash.admin(4_242_013);
+    let browser = dash.login(admin).await;
+    let page = format!("/dashboard/{}/rules", dash.guild);
+    assert!(dash.sim.control().expire_oauth_tokens() >= 1);
+    let expired_at = chrono::Utc::now();
+    let browser = tokio::sync::Mutex::new(browser);
+    eventually(
+        "a re-read after the access token expired",
+        WITHIN,
+        || async {
+            let answer = browser.lock().await.get(&page).await;
+            assert_eq!(answer.status, 200, "still signed in: {}", answer.body);
+            assert!(!answer.body.contains("changes are paused"));
+            let rows: Vec<chrono::DateTime<chrono::Utc>> = dash
+                .api
+                .db
+                .column("SELECT permissions_checked_at FROM web_sessions")
+                .await;
+            rows.first().is_some_and(|at| *at > expired_at)
+        },
+    )
+    .await;
+    // The refreshed token reads Discord: a lost permission still ends access.
+    dash.sim
+        .control()
+        .set_member_permissions(dash.guild, admin, 0)
+        .expect("permissions");
+    eventually("the lost permission to take effect", WITHIN, || async {
+        browser.lock().await.get(&page).await.status == 404
+    })
+    .await;
+}

@@ -233,9 +233,19 @@ impl FromRequestParts<AppState> for Admin {
                 Reread::Current(guilds) => (guilds, true),
                 Reread::Unreachable => (session.admin_guilds.clone(), false),
                 Reread::Ended => {
-                    sessions.delete(&id_hash).await?;
-                    tracing::info!(user = %session.user, "dashboard session ended: Discord no longer accepts its grant");
-                    return Err(WebError::LoginRequired);
+                    // Refresh tokens rotate: a concurrent request of the same
+                    // session may have refreshed first, spending ours.
+                    let current = sessions.get(&id_hash, settings.session_idle).await?;
+                    match current {
+                        Some(c) if c.sealed_tokens != session.sealed_tokens => {
+                            (c.admin_guilds, true)
+                        }
+                        _ => {
+                            sessions.delete(&id_hash).await?;
+                            tracing::info!(user = %session.user, "dashboard session ended: Discord no longer accepts its grant");
+                            return Err(WebError::LoginRequired);
+                        }
+                    }
                 }
             }
         } else {
