@@ -221,3 +221,173 @@ async fn members_search_and_detail_show_each_rules_outcome() {
         404
     );
 }
+
+async fn audited(dash: &Dash, action: &str, admin: wire::UserId) -> i64 {
+    dash.api
+        .db
+        .count(&format!(
+            "SELECT count(*) FROM audit_logs WHERE action = '{action}'
+               AND actor_type = 'admin' AND actor_id = 'discord:{admin}'"
+        ))
+        .await
+}
+
+fn between<'b>(body: &'b str, start: &str, end: &str) -> &'b str {
+    let from = body.find(start).map_or(0, |i| i + start.len());
+    let to = body[from..].find(end).map_or(body.len(), |i| from + i);
+    &body[from..to]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_badges_and_webhooks_are_written_through_the_domain_as_the_discord_user() {
+    let dash = Dash::start("web_pages").await;
+    dash.api.member(dash.community, 901, None, &[]).await;
+    let admin = dash.admin(4_343_003);
+    let mut browser = dash.login(admin).await;
+    let base = format!("/dashboard/{}", dash.guild);
+    let csrf = browser.get(&format!("{base}/keys")).await.csrf();
+
+    // An API key: its secret is shown once and works on /v1.
+    let refused = browser
+        .post(
+            &format!("{base}/keys"),
+            &[("csrf", &csrf), ("name", "no scopes")],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(refused.body.contains("at least one scope"));
+    let created = browser
+        .post(
+            &format!("{base}/keys"),
+            &[
+                ("csrf", &csrf),
+                ("name", "export"),
+                ("scope", "read"),
+                ("scope", "rules:write"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let secret = between(&created.body, r#"id="key-secret">"#, "<").to_owned();
+    assert!(secret.starts_with("ghk_"), "{secret}");
+    assert!(
+        !browser
+            .get(&format!("{base}/keys"))
+            .await
+            .body
+            .contains(&secret),
+        "shown once"
+    );
+    let v1 = dash
+        .api
+        .get("/v1/rules", &secret)
+        .send()
+        .await
+        .expect("/v1");
+    assert_eq!(v1.status().as_u16(), 200);
+    assert_eq!(audited(&dash, "api_key.created", admin).await, 1);
+    let key: Vec<uuid::Uuid> = dash.api.db.column("SELECT id FROM api_keys").await;
+    let revoked = browser
+        .post(
+            &format!("{base}/keys/{}/revoke", key[0]),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(revoked.status, 303);
+    let v1 = dash
+        .api
+        .get("/v1/rules", &secret)
+        .send()
+        .await
+        .expect("/v1");
+    assert_eq!(v1.status().as_u16(), 401);
+    assert_eq!(audited(&dash, "api_key.revoked", admin).await, 1);
+
+    // A badge, defined and granted by hand.
+    let defined = browser
+        .post(
+            &format!("{base}/badges"),
+            &[
+                ("csrf", &csrf),
+                ("slug", "helper"),
+                ("name", "Helper <b>"),
+                ("evaluator", "manual_grant"),
+                ("criteria", "{}"),
+            ],
+        )
+        .await;
+    assert_eq!(defined.status, 303, "{}", defined.body);
+    assert_eq!(audited(&dash, "badge.defined", admin).await, 1);
+    let granted = browser
+        .post(
+            &format!("{base}/badges/helper/grant"),
+            &[
+                ("csrf", &csrf),
+                ("user_id", "901"),
+                ("reason", "answers questions"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        granted.location(),
+        Some(format!("{base}/badges?done=granted").as_str())
+    );
+    let badges = browser.get(&format!("{base}/badges")).await;
+    assert!(
+        badges.body.contains("Helper &lt;b&gt;"),
+        "names are escaped"
+    );
+    assert!(!badges.body.contains("Helper <b>"));
+    assert_eq!(
+        dash.api.db.count("SELECT count(*) FROM badge_awards").await,
+        1
+    );
+
+    // A webhook: secret shown once, listed, deleted.
+    let registered = browser
+        .post(
+            &format!("{base}/webhooks"),
+            &[
+                ("csrf", &csrf),
+                ("url", "https://hooks.example.com/gatehouse"),
+                ("event", "role.granted"),
+                ("event", "rule.changed"),
+            ],
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{}", registered.body);
+    assert!(registered.body.contains(r#"id="new-webhook""#));
+    assert_eq!(audited(&dash, "webhook.registered", admin).await, 1);
+    let refused = browser
+        .post(
+            &format!("{base}/webhooks"),
+            &[
+                ("csrf", &csrf),
+                ("url", "http://10.0.0.1/x"),
+                ("event", "role.granted"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let hook: Vec<uuid::Uuid> = dash.api.db.column("SELECT id FROM webhooks").await;
+    assert_eq!(hook.len(), 1);
+    let deliveries = browser
+        .get(&format!("{base}/webhooks/{}/deliveries", hook[0]))
+        .await;
+    assert_eq!(deliveries.status, 200);
+    let deleted = browser
+        .post(
+            &format!("{base}/webhooks/{}/delete", hook[0]),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(deleted.status, 303);
+    assert_eq!(audited(&dash, "webhook.deleted", admin).await, 1);
+
+    // The overview's poll.
+    let sync = browser.get(&format!("{base}/sync.json")).await;
+    assert_eq!(sync.status, 200);
+    let status: serde_json::Value = serde_json::from_str(&sync.body).expect("JSON");
+    assert_eq!(status["members"], 1);
+    assert!(status["percent_done"].is_i64());
+}
