@@ -73,6 +73,11 @@ mod tests {
             (ActorType::Admin, Some("alice"))
         );
         let user = wire::UserId::new(42).unwrap();
+        let e = Actor::discord_admin(user).entry(AuditAction::RuleCreated);
+        assert_eq!(
+            (e.actor_type, e.actor_id.as_deref()),
+            (ActorType::Admin, Some("discord:42"))
+        );
         let e = Actor::Member(user).entry(AuditAction::WalletLinked);
         assert_eq!(
             (e.actor_type, e.actor_id.as_deref(), e.action),
