@@ -116,9 +116,11 @@ async fn every_page_has_a_strict_csp_and_no_sniffing_or_referrer() {
         let page = browser.get(&path).await;
         let csp = page.header("content-security-policy").unwrap_or_default();
         if path.contains("nope-not-a-page") {
-            // Unknown paths fall through to the API's JSON 404.
             assert_eq!(page.status, 404);
-            continue;
+            assert!(
+                page.body.contains("Not found"),
+                "the dashboard's own 404 page"
+            );
         }
         for directive in [
             "default-src 'none'",

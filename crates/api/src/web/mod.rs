@@ -178,7 +178,10 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/keys/{key}/revoke", post(keys::revoke))
         .route("/webhooks", get(webhooks::list).post(webhooks::register))
         .route("/webhooks/{hook}/delete", post(webhooks::delete))
-        .route("/webhooks/{hook}/deliveries", get(webhooks::deliveries));
+        .route("/webhooks/{hook}/deliveries", get(webhooks::deliveries))
+        // Unknown pages of a community: the dashboard's 404 page, with its
+        // headers, not the API's JSON.
+        .fallback(|| async { error::WebError::NotFound });
     Router::new()
         .route("/", get(login::root))
         .route("/login", get(login::page))

@@ -159,9 +159,9 @@ fn form(m: &Managed, f: &RuleForm, action: &str, problems: &[FieldProblem]) -> M
                 }
             }
             (field_errors(problems, "rule_type"))
-            label { "Chain " span.muted { "(token and NFT rules)" } input name="chain" #chain value=(f.chain) placeholder="e.g. ethereum"; }
+            label { span { "Chain " span.muted { "(token and NFT rules)" } } input name="chain" #chain value=(f.chain) placeholder="e.g. ethereum"; }
             (field_errors(problems, "chain"))
-            label { "Contract address " span.muted { "(token and NFT rules)" } input name="contract_address" #contract_address value=(f.contract_address) placeholder="0x…"; }
+            label { span { "Contract address " span.muted { "(token and NFT rules)" } } input name="contract_address" #contract_address value=(f.contract_address) placeholder="0x…"; }
             (field_errors(problems, "contract_address"))
             label { "Parameters (JSON)" textarea name="parameters" #parameters rows="4" { (f.parameters) } }
             p.muted.small { "Examples — " (examples.join("; ")) }
