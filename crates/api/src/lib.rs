@@ -33,6 +33,9 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
 use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, ErrorBody, FieldProblem};
@@ -134,6 +137,14 @@ pub fn app(state: AppState) -> Router {
             )
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Keys, session cookies: hidden from anything that prints headers.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::COOKIE,
+        ]))
+        .layer(SetSensitiveResponseHeadersLayer::new([
+            axum::http::header::SET_COOKIE,
+        ]))
         .with_state(state)
 }
 
