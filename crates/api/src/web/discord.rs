@@ -123,7 +123,7 @@ impl OAuthClient {
             // Nothing here should redirect; following one could send the
             // client secret somewhere else.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent("Gatehouse dashboard (https://github.com/gatehouse, 0.1)")
+            .user_agent(concat!("gatehouse-dashboard/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DashboardError::Client(e.to_string()))?;
         Ok(OAuthClient {

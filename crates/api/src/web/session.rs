@@ -11,7 +11,7 @@ use domain::{Actor, CommunityRef};
 use store::WebSession;
 use wire::{GuildId, UserId};
 
-use super::discord::{OAuthError, Tokens};
+use super::discord::{OAuthClient, OAuthError, Tokens};
 use super::error::WebError;
 use super::{crypto, Dashboard, DashboardSettings};
 use crate::state::AppState;
@@ -149,6 +149,25 @@ enum Reread {
     Ended,
 }
 
+/// How a re-read ends when Discord does not answer with the guilds.
+fn ending(e: &OAuthError) -> Reread {
+    match e {
+        OAuthError::Refused(_) => Reread::Ended,
+        other => {
+            tracing::warn!(error = %other, "dashboard permission re-read failed; writes paused for this session");
+            Reread::Unreachable
+        }
+    }
+}
+
+/// New tokens from the refresh token, or how the re-read ends.
+async fn refresh(discord: &OAuthClient, tokens: &Tokens) -> Result<Tokens, Reread> {
+    let Some(refresh_token) = &tokens.refresh_token else {
+        return Err(Reread::Ended);
+    };
+    discord.refresh(refresh_token).await.map_err(|e| ending(&e))
+}
+
 async fn reread(
     dashboard: &Dashboard,
     state: &AppState,
@@ -167,42 +186,29 @@ async fn reread(
     };
     let discord = &dashboard.discord;
     let mut refreshed = false;
-    let refresh = |tokens: &Tokens| tokens.refresh_token.clone();
-    if tokens.expires_at <= Utc::now() + chrono::Duration::seconds(60) {
-        if let Some(r) = refresh(&tokens) {
-            match discord.refresh(&r).await {
-                Ok(t) => {
-                    tokens = t;
-                    refreshed = true;
-                }
-                Err(OAuthError::Refused(_)) => return Ok(Reread::Ended),
-                Err(e) => {
-                    tracing::warn!(error = %e, "dashboard permission re-read: token refresh failed");
-                    return Ok(Reread::Unreachable);
-                }
-            }
-        }
+    if tokens.expires_at <= Utc::now() + chrono::Duration::seconds(60)
+        && tokens.refresh_token.is_some()
+    {
+        tokens = match refresh(discord, &tokens).await {
+            Ok(t) => t,
+            Err(end) => return Ok(end),
+        };
+        refreshed = true;
     }
     let guilds = match discord.admin_guilds(&tokens.access_token).await {
         Ok(g) => g,
-        Err(OAuthError::Refused(_)) if !refreshed && tokens.refresh_token.is_some() => {
-            let r = refresh(&tokens).unwrap_or_default();
-            match discord.refresh(&r).await {
-                Ok(t) => tokens = t,
-                Err(OAuthError::Refused(_)) => return Ok(Reread::Ended),
-                Err(_) => return Ok(Reread::Unreachable),
-            }
+        // Revoked or expired early: one refresh, one more try.
+        Err(OAuthError::Refused(_)) if !refreshed => {
+            tokens = match refresh(discord, &tokens).await {
+                Ok(t) => t,
+                Err(end) => return Ok(end),
+            };
             match discord.admin_guilds(&tokens.access_token).await {
                 Ok(g) => g,
-                Err(OAuthError::Refused(_)) => return Ok(Reread::Ended),
-                Err(_) => return Ok(Reread::Unreachable),
+                Err(e) => return Ok(ending(&e)),
             }
         }
-        Err(OAuthError::Refused(_)) => return Ok(Reread::Ended),
-        Err(e) => {
-            tracing::warn!(error = %e, "dashboard permission re-read failed; writes paused for this session");
-            return Ok(Reread::Unreachable);
-        }
+        Err(e) => return Ok(ending(&e)),
     };
     let sealed = seal_tokens(dashboard, id_hash, &tokens)?;
     state
