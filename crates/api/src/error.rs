@@ -78,6 +78,12 @@ impl ApiError {
         self.status
     }
 
+    /// The message people read, and every bad field (the dashboard shows
+    /// them on its own pages).
+    pub(crate) fn explain(&self) -> (&str, &[FieldProblem]) {
+        (&self.message, &self.fields)
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

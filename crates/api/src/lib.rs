@@ -21,6 +21,7 @@ pub mod openapi;
 mod rechecks;
 mod routes;
 mod state;
+mod web;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -33,11 +34,15 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
 use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, ErrorBody, FieldProblem};
 pub use rechecks::BusRechecks;
 pub use state::{ApiSettings, AppState};
+pub use web::{DashboardError, DashboardSettings, ADMINISTRATOR, DISCORD_URL, MANAGE_GUILD};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -108,9 +113,15 @@ pub fn app(state: AppState) -> Router {
     } else {
         Router::new()
     };
+    let dashboard = if state.dashboard().is_some() {
+        web::router(&state)
+    } else {
+        Router::new()
+    };
     Router::new()
         .nest("/v1", v1)
         .merge(link)
+        .merge(dashboard)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -133,6 +144,14 @@ pub fn app(state: AppState) -> Router {
             )
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Keys, session cookies: hidden from anything that prints headers.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::COOKIE,
+        ]))
+        .layer(SetSensitiveResponseHeadersLayer::new([
+            axum::http::header::SET_COOKIE,
+        ]))
         .with_state(state)
 }
 
@@ -195,6 +214,7 @@ pub async fn serve(
             limiter_state.0.per_key.shrink_to_fit();
             limiter_state.0.per_peer.retain_recent();
             limiter_state.0.per_peer.shrink_to_fit();
+            web::prune_sessions(&limiter_state).await;
         }
     });
     let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -1,6 +1,6 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use eligibility::Evaluator;
@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     /// ([`PEER_FACTOR`] times a key's budget): behind a proxy every client
     /// shares the proxy's address.
     pub per_peer: DefaultKeyedRateLimiter<IpAddr>,
+    /// Set once, before serving, when the dashboard is configured.
+    pub dashboard: OnceLock<Arc<crate::web::Dashboard>>,
 }
 
 impl AppState {
@@ -92,7 +94,24 @@ impl AppState {
             settings,
             per_key: RateLimiter::keyed(quota),
             per_peer: RateLimiter::keyed(peer_quota),
+            dashboard: OnceLock::new(),
         }))
+    }
+
+    /// Also serves the dashboard (Discord login and the admin pages) on the
+    /// same listener. Without it only `/v1` and the probes are served.
+    pub fn with_dashboard(
+        self,
+        settings: crate::web::DashboardSettings,
+    ) -> Result<Self, crate::web::DashboardError> {
+        let dashboard = crate::web::Dashboard::new(settings)?;
+        // Set once: a second call keeps the first configuration.
+        let _ = self.0.dashboard.set(dashboard);
+        Ok(self)
+    }
+
+    pub(crate) fn dashboard(&self) -> Option<Arc<crate::web::Dashboard>> {
+        self.0.dashboard.get().cloned()
     }
 
     pub fn store(&self) -> &Store {

@@ -24,6 +24,12 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// A community admin signed in to the dashboard with Discord: named by
+    /// their Discord user id, as `discord:<id>`.
+    pub fn discord_admin(user: wire::UserId) -> Actor {
+        Actor::Admin(Some(format!("discord:{user}")))
+    }
+
     /// An audit entry for `action` done by this actor.
     pub fn entry(&self, action: AuditAction) -> AuditEntry {
         let entry = AuditEntry::system(action);
@@ -67,6 +73,11 @@ mod tests {
             (ActorType::Admin, Some("alice"))
         );
         let user = wire::UserId::new(42).unwrap();
+        let e = Actor::discord_admin(user).entry(AuditAction::RuleCreated);
+        assert_eq!(
+            (e.actor_type, e.actor_id.as_deref()),
+            (ActorType::Admin, Some("discord:42"))
+        );
         let e = Actor::Member(user).entry(AuditAction::WalletLinked);
         assert_eq!(
             (e.actor_type, e.actor_id.as_deref(), e.action),

@@ -9,7 +9,9 @@ use anyhow::Context;
 use settings::{Problems, Secret};
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Labels, db_args::DbArgs, nats_args::NatsArgs, worker_cmd};
+use crate::{
+    config::Labels, dashboard_args::DashboardArgs, db_args::DbArgs, nats_args::NatsArgs, worker_cmd,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct ApiArgs {
@@ -57,6 +59,11 @@ pub struct ApiArgs {
     /// to them. For tests and the demo, never in production.
     #[arg(long, env = "WEBHOOK_ALLOW_INSECURE_LOOPBACK", default_value_t = false)]
     pub webhook_allow_insecure_loopback: bool,
+
+    /// The dashboard (Discord login for community admins), on the same
+    /// address as /v1; off unless its OAuth2 settings are given.
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
 }
 
 struct Settings {
@@ -64,6 +71,7 @@ struct Settings {
     store: store::StoreConfig,
     chains: eligibility::EligibilityConfig,
     api: api::ApiSettings,
+    dashboard: Option<api::DashboardSettings>,
 }
 
 impl ApiArgs {
@@ -95,6 +103,20 @@ impl ApiArgs {
             worker_cmd::parse_chains(self.chains.expose()),
         );
         let store = self.db.validate(16, &mut p);
+        let dashboard = self.dashboard.validate(&mut p);
+        // The wallet-link page needs only the public address.
+        let public_site = self
+            .dashboard
+            .public_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .and_then(|u| {
+                p.check(
+                    &Labels::of::<crate::dashboard_args::DashboardArgs>().get("public_url"),
+                    domain::wallets::Site::parse(u).map_err(|e| e.to_string()),
+                )
+            });
         p.finish()?;
         match (addr, timeout, rate, burst, recheck_period, chains, store) {
             (
@@ -114,8 +136,10 @@ impl ApiArgs {
                     rate_per_second: rate,
                     burst,
                     recheck_period,
+                    public_site,
                     ..api::ApiSettings::default()
                 },
+                dashboard,
             }),
             _ => Err(settings::ConfigErrors::single(
                 "api settings",
@@ -131,6 +155,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         store,
         chains,
         api: settings,
+        dashboard,
     } = args.validate()?;
     let store = crate::db_args::connect(store).await?;
     let nats = args.nats.connect().await?;
@@ -139,13 +164,20 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("API_ADDR (--addr): cannot listen on {addr}"))?;
-    let state = api::AppState::new(
+    let mut state = api::AppState::new(
         store,
         nats,
         args.nats.namespace()?,
         Arc::new(evaluator),
         settings,
     );
+    if let Some(dashboard) = dashboard {
+        let public = dashboard.public("/");
+        state = state
+            .with_dashboard(dashboard)
+            .context("the dashboard's settings")?;
+        tracing::info!(%public, "dashboard enabled");
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(worker_cmd::cancel_on_signal(shutdown.clone()));
     tracing::info!(%addr, "api listening");

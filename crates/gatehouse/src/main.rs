@@ -9,6 +9,7 @@ mod cli;
 mod commands_cmd;
 mod community_args;
 mod config;
+mod dashboard_args;
 mod db_args;
 #[cfg(feature = "sim")]
 mod demo;

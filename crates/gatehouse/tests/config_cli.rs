@@ -263,6 +263,32 @@ fn the_api_reports_every_bad_setting_at_once_naming_each() {
 }
 
 #[test]
+fn the_dashboard_settings_come_all_together_and_are_reported_with_the_rest() {
+    let out = gatehouse(
+        &["api"],
+        &[
+            ("PUBLIC_URL", "not a url"),
+            ("DISCORD_CLIENT_SECRET", "client-5ecret"),
+            ("WEB_SESSION_SECRET", "short-5ecret"),
+            ("WEB_PERMISSION_REFRESH", "often"),
+            ("API_RATE_LIMIT", "0"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    for name in [
+        "DISCORD_CLIENT_ID (--discord-client-id): missing",
+        "PUBLIC_URL (--public-url)",
+        "WEB_PERMISSION_REFRESH (--web-permission-refresh)",
+        "API_RATE_LIMIT (--rate-limit)",
+        "DATABASE_URL (--database-url): not set",
+    ] {
+        assert!(line.contains(name), "{name} missing from {line}");
+    }
+    assert!(!stderr(&out).contains("5ecret"), "{}", stderr(&out));
+}
+
+#[test]
 fn keys_create_names_bad_scopes_before_connecting() {
     let out = gatehouse(
         &[

@@ -349,7 +349,10 @@ async fn commands_register_offers_the_four_commands_and_a_rerun_keeps_their_ids(
     assert!(stdout.contains("registered 5 global commands"), "{stdout}");
     let first = ids();
     let names: Vec<&str> = first.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["profile", "badges", "check", "link-wallet", "wallets"]);
+    assert_eq!(
+        names,
+        ["profile", "badges", "check", "link-wallet", "wallets"]
+    );
     let link = sim
         .control()
         .application_commands()

@@ -25,6 +25,7 @@ mod pool;
 pub mod repo;
 mod tenant;
 mod wallet;
+mod web_sessions;
 
 pub use config::{redact_url, StoreConfig};
 pub use directory::{AuthenticatedKey, Directory, ResolvedLinkToken};
@@ -33,6 +34,7 @@ pub use ids::{ApiKeyId, BadgeId, ProfileId, RuleId, TenantId, WebhookId};
 pub use pool::Store;
 pub use tenant::TenantTx;
 pub use wallet::{WalletAddress, WalletError};
+pub use web_sessions::{ActiveCommunity, NewWebSession, WebSession, WebSessions};
 
 /// Names the rest of the system relies on.
 pub mod names {

@@ -58,6 +58,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_webhooks"),
     migration!(11, "0011_sync_counters"),
     migration!(12, "0012_member_wallets"),
+    migration!(13, "0013_web_sessions"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

@@ -59,6 +59,11 @@ impl Store {
         Directory::new(self)
     }
 
+    /// Dashboard sessions, through their SECURITY DEFINER functions.
+    pub fn web_sessions(&self) -> crate::WebSessions<'_> {
+        crate::WebSessions::new(self)
+    }
+
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }

@@ -694,7 +694,7 @@ async fn roles_policies_and_functions_are_as_designed() {
         }
     }
 
-    // The only SECURITY DEFINER functions are the two narrow ones, owned by
+    // The only SECURITY DEFINER functions are these narrow ones, owned by
     // the NOLOGIN definer role, with a pinned search_path.
     let definers = app
         .query(
@@ -714,6 +714,14 @@ async fn roles_policies_and_functions_are_as_designed() {
             "provision_community",
             "resolve_community",
             "resolve_wallet_link_token",
+            // Dashboard sessions (0013): a person's, not a tenant's; the
+            // runtime role has no grant on the table.
+            "web_active_communities",
+            "web_session_create",
+            "web_session_delete",
+            "web_session_get",
+            "web_session_set_permissions",
+            "web_sessions_prune",
             "webhook_communities"
         ]
     );

@@ -54,7 +54,7 @@ pub struct Changed {
     pub changed: bool,
 }
 
-fn badge_error(e: BadgeError) -> ApiError {
+pub(crate) fn badge_error(e: BadgeError) -> ApiError {
     match e {
         BadgeError::Criteria {
             field,

@@ -72,7 +72,7 @@ pub struct MemberQuery {
     pub present: Option<bool>,
 }
 
-fn member_error(e: MemberError) -> ApiError {
+pub(crate) fn member_error(e: MemberError) -> ApiError {
     match e {
         MemberError::NotFound(_) => ApiError::not_found("no such member"),
         MemberError::Recheck(e) => e.into(),

@@ -70,7 +70,7 @@ pub struct RuleInput {
 
 impl RuleInput {
     /// The validated rule, or every bad field at once.
-    fn validate(&self) -> Result<NewRule, ApiError> {
+    pub(crate) fn validate(&self) -> Result<NewRule, ApiError> {
         let mut fields = Vec::new();
         let role = self.role_id.parse::<RoleId>().map_err(|_| {
             fields.push(FieldProblem::new(

@@ -90,7 +90,7 @@ pub struct DeliveryQuery {
     pub limit: Option<u32>,
 }
 
-fn webhook_error(e: WebhookError) -> ApiError {
+pub(crate) fn webhook_error(e: WebhookError) -> ApiError {
     match e {
         WebhookError::Invalid { field, problem } => {
             ApiError::field(field, problem.clone(), expected(field))

@@ -47,6 +47,18 @@ impl Api {
         settings: ApiSettings,
         chains: eligibility::EligibilityConfig,
     ) -> Api {
+        Self::start_dressed(label, settings, chains, |state, _| state).await
+    }
+
+    /// Like [`Api::start_with`], letting `dress` add to the state once the
+    /// server's address (its second argument) is known: the dashboard's
+    /// public URL names it.
+    pub async fn start_dressed(
+        label: &str,
+        settings: ApiSettings,
+        chains: eligibility::EligibilityConfig,
+        dress: impl FnOnce(AppState, &str) -> AppState,
+    ) -> Api {
         let db = TestDb::create(label).await;
         let store = db.store(8).await;
         let nats = NatsScope::new(&db.env.nats_url).await;
@@ -63,7 +75,11 @@ impl Api {
             evaluator.clone(),
             settings,
         );
-        let (url, server) = serve(state).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let server = serve_on(listener, dress(state, &url));
         Api {
             db,
             store,
@@ -173,12 +189,15 @@ async fn serve(state: AppState) -> (String, JoinHandle<()>) {
         .await
         .expect("a port");
     let url = format!("http://{}", listener.local_addr().expect("an address"));
-    let server = tokio::spawn(async move {
+    (url, serve_on(listener, state))
+}
+
+fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> JoinHandle<()> {
+    tokio::spawn(async move {
         api::serve(listener, state, std::future::pending())
             .await
             .expect("the api server");
-    });
-    (url, server)
+    })
 }
 
 /// The JSON body of a response, with its status.

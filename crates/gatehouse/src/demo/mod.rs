@@ -8,6 +8,7 @@
 //! link wallets, and roles are synced back through the simulator's REST API.
 //! Ends with a summary per community, checked against the simulator.
 
+mod dashboard;
 mod scenario;
 mod summary;
 
@@ -37,9 +38,15 @@ pub struct DemoArgs {
     #[arg(long)]
     pub quick: bool,
 
-    /// Leave everything running after the summary, until Ctrl-C.
+    /// Leave everything running after the summary, until Ctrl-C (or
+    /// SIGTERM), with the admin dashboard served beside the API.
     #[arg(long)]
     pub keep_running: bool,
+
+    /// With --keep-running: once everything is up, write the addresses a
+    /// browser test needs (dashboard, simulator, servers, people) as JSON.
+    #[arg(long, value_name = "FILE", requires = "keep_running")]
+    pub ready_file: Option<PathBuf>,
 
     /// Communities (Discord guilds) in the scenario.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -81,9 +88,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         join_rate: args.join_rate,
         shards: args.shards,
     };
-    let world = scenario::World::start(&plan, &store, &js, &args.nats_url, &namespace).await?;
+    // The API's address first: the workers' wallet-link replies point at it.
+    let listener = tokio::net::TcpListener::bind(args.api_addr)
+        .await
+        .with_context(|| format!("--api-addr: cannot listen on {}", args.api_addr))?;
+    let api_url = format!("http://{}", listener.local_addr()?);
+    let site = domain::wallets::Site::parse(&api_url).context("the demo API's address")?;
+    let world =
+        scenario::World::start(&plan, &store, &js, &args.nats_url, &namespace, site.clone())
+            .await?;
     let shutdown = CancellationToken::new();
-    let api_url = start_api(&args, &store, &namespace, &world, shutdown.clone()).await?;
+    start_api(
+        listener,
+        &api_url,
+        site,
+        &args,
+        &store,
+        &namespace,
+        &world,
+        shutdown.clone(),
+    )
+    .await?;
     let result = play(&plan, &world, &store, &shutdown).await;
     let api_check = match &result {
         Ok(_) => Some(try_the_api(&store, &world, &api_url).await),
@@ -100,7 +125,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         if let Some(Ok(curl)) = &api_check {
             eprintln!("try the admin API: {curl}");
         }
-        let _ = tokio::signal::ctrl_c().await;
+        // Whatever goes wrong here, the world below is still stopped.
+        let ready = dashboard::register_people(&world, &api_url).and_then(|ready| {
+            eprintln!("{}", ready.instructions());
+            match &args.ready_file {
+                Some(path) => ready.write(path),
+                None => Ok(()),
+            }
+        });
+        match ready {
+            Ok(()) => wait_for_stop().await,
+            Err(e) => eprintln!("the demo dashboard could not be set up: {e:#}"),
+        }
+        if let Some(path) = &args.ready_file {
+            let _ = std::fs::remove_file(path);
+        }
     }
     shutdown.cancel();
     world.stop(&js, &namespace).await;
@@ -133,37 +172,44 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Serves the admin API in this process, as `gatehouse api` would.
+/// Serves the admin API (and the wallet-link page) in this process, as
+/// `gatehouse api` would.
+#[allow(clippy::too_many_arguments)]
 async fn start_api(
+    listener: tokio::net::TcpListener,
+    url: &str,
+    site: domain::wallets::Site,
     args: &DemoArgs,
     store: &store::Store,
     namespace: &Namespace,
     world: &scenario::World,
     shutdown: CancellationToken,
-) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind(args.api_addr)
-        .await
-        .with_context(|| format!("--api-addr: cannot listen on {}", args.api_addr))?;
-    let url = format!("http://{}", listener.local_addr()?);
+) -> anyhow::Result<()> {
     let evaluator = eligibility::Evaluator::new(&scenario::chains(&world.chain))
         .context("the API's eligibility configuration")?;
-    let state = api::AppState::new(
+    let mut state = api::AppState::new(
         store.clone(),
         nats_args::connect(&args.nats_url).await?,
         namespace.clone(),
         std::sync::Arc::new(evaluator),
         api::ApiSettings {
             webhooks_allow_insecure_loopback: true,
+            public_site: Some(site),
             ..api::ApiSettings::default()
         },
     );
+    if args.keep_running {
+        state = state
+            .with_dashboard(dashboard::settings(world, url)?)
+            .context("the demo dashboard's settings")?;
+    }
     tokio::spawn(async move {
         if let Err(e) = api::serve(listener, state, async move { shutdown.cancelled().await }).await
         {
             tracing::error!(error = %e, "the demo's admin API stopped");
         }
     });
-    Ok(url)
+    Ok(())
 }
 
 /// Registers an API key for the first community, as its admin would, and
@@ -249,6 +295,22 @@ async fn play(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Until Ctrl-C or SIGTERM (how scripts stop a demo they started).
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// How long Discord and the database may disagree once the scenario is over.

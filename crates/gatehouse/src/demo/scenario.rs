@@ -34,7 +34,7 @@ use crate::rechecks::BusRechecks;
 /// The demo's token: only the simulator ever sees it.
 const TOKEN: &str = "demo-bot-token";
 /// The gated ERC-20 on the fake chain.
-const CONTRACT: &str = "0x00000000000000000000000000000000000d3e00";
+pub const CONTRACT: &str = "0x00000000000000000000000000000000000d3e00";
 pub const HOLDER_MIN: u64 = 100;
 pub const WHALE_MIN: u64 = 1000;
 
@@ -92,12 +92,20 @@ pub fn chains(chain: &FakeChain) -> eligibility::EligibilityConfig {
 }
 
 impl World {
+    /// Gives `holder` a balance of the demo token (for a wallet a test or
+    /// a person links through the page).
+    pub fn fund(&self, holder: Address, balance: u64) {
+        self.chain
+            .set_erc20_balance(self.contract, holder, U256::from(balance));
+    }
+
     pub async fn start(
         plan: &Plan,
         store: &Store,
         js: &async_nats::jetstream::Context,
         nats_url: &str,
         namespace: &Namespace,
+        public_site: domain::wallets::Site,
     ) -> anyhow::Result<World> {
         let sim = Simulator::start(SimConfig {
             token: TOKEN.into(),
@@ -166,6 +174,7 @@ impl World {
             topology: topology.clone(),
             backoff: vec![Duration::from_millis(200), Duration::from_secs(1)],
             ack_wait: Duration::from_secs(10),
+            public_site: Some(public_site),
             ..worker::WorkerConfig::default()
         };
         let stop_worker = CancellationToken::new();
