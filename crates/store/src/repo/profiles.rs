@@ -292,31 +292,34 @@ impl<'t> Profiles<'t> {
         user: UserId,
         wallet: &WalletAddress,
     ) -> Result<Profile, StoreError> {
-        self.tx
-            .query_one(
+        let Some(profile) = self.find_by_discord_user(user).await? else {
+            return Err(StoreError::NotFound {
+                context: "linking a wallet to a member not seen yet",
+            });
+        };
+        let rows = self
+            .tx
+            .query(
                 "linking a wallet",
                 "INSERT INTO member_wallets (community_id, profile_id, address, proof)
-                 SELECT community_id, id, $3, 'eoa' FROM profiles
-                  WHERE community_id = $1 AND discord_user_id = $2
+                 VALUES ($1, $2, $3, 'eoa')
                  ON CONFLICT (community_id, address) DO UPDATE SET linked_at = member_wallets.linked_at
                   WHERE member_wallets.profile_id = excluded.profile_id
                  RETURNING 1",
                 &[
                     (&self.tenant(), Type::UUID),
-                    (&db_id(user, "discord_user_id")?, Type::INT8),
+                    (&profile.id, Type::UUID),
                     (&wallet.as_str(), Type::TEXT),
                 ],
             )
-            .await
-            .map_err(|e| match e {
-                // No row: the wallet is another member's (the conflict
-                // update's WHERE failed) or the member is unknown.
-                StoreError::NotFound { .. } => StoreError::Conflict {
-                    context: "linking a wallet",
-                    constraint: "member_wallets_pkey".to_owned(),
-                },
-                e => e,
-            })?;
+            .await?;
+        if rows.is_empty() {
+            // The conflict update's WHERE failed: another member holds it.
+            return Err(StoreError::Conflict {
+                context: "linking a wallet",
+                constraint: "member_wallets_pkey".to_owned(),
+            });
+        }
         self.find_by_discord_user(user)
             .await?
             .ok_or(StoreError::NotFound {
