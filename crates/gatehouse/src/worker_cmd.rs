@@ -86,6 +86,14 @@ pub struct WorkerArgs {
     #[arg(long, env = "WEBHOOK_BACKOFF", default_value = "10s,1m,5m,30m,2h")]
     pub webhook_backoff: String,
 
+    /// The public base address of the wallet-link page, e.g.
+    /// `https://gatehouse.example`. `/link-wallet` answers with links under
+    /// it, and every message to sign names it (SIWE domain and URI), so it
+    /// must be the address members' browsers see. Unset: `/link-wallet`
+    /// says linking is not set up.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Lets webhooks call http(s) on this machine (127.0.0.1, ::1,
     /// localhost). For tests and the demo, never in production.
     #[arg(long, env = "WEBHOOK_ALLOW_INSECURE_LOOPBACK", default_value_t = false)]
@@ -140,6 +148,13 @@ impl WorkerArgs {
             &l.get("webhook_backoff"),
             settings::parse_durations(&self.webhook_backoff),
         );
+        // Blank counts as unset, as an empty `PUBLIC_URL=` in an env file means.
+        let public_site = self
+            .public_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .and_then(|url| p.check(&l.get("public_url"), domain::wallets::Site::parse(url)));
 
         let config = WorkerConfig {
             topology: topology
@@ -157,6 +172,7 @@ impl WorkerArgs {
                 webhook_backoff.clone(),
                 self.webhook_allow_insecure_loopback,
             ),
+            public_site,
             ..WorkerConfig::default()
         };
         // Values that failed to parse were replaced above; only judge the
@@ -271,6 +287,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     // Said before connecting, so a forgotten token shows at once.
     if discord.is_none() {
         tracing::warn!("DISCORD_TOKEN is not set: events are applied but no roles are synced");
+    }
+    if config.public_site.is_none() {
+        tracing::warn!(
+            "PUBLIC_URL is not set: /link-wallet answers that wallet linking is not set up"
+        );
     }
     let store = crate::db_args::connect(store).await?;
     let nats = args.nats.connect().await?;

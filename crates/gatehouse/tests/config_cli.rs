@@ -26,6 +26,7 @@ fn the_worker_reports_every_bad_setting_at_once_naming_each() {
             ("ROLE_GRACE_PERIOD", "1 fortnight"),
             ("WEBHOOK_MAX_ATTEMPTS", "0"),
             ("WEBHOOK_BACKOFF", "later"),
+            ("PUBLIC_URL", "gatehouse.example"),
             ("DISCORD_TOKEN", "token-one-5ecret"),
             ("DISCORD_BOT_TOKEN", "token-two-5ecret"),
             (
@@ -37,11 +38,12 @@ fn the_worker_reports_every_bad_setting_at_once_naming_each() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let line = error_line(&out);
     assert!(
-        line.starts_with("error: 9 configuration problems: "),
+        line.starts_with("error: 10 configuration problems: "),
         "{line}"
     );
     for name in [
         "WORKER_CONCURRENCY (--concurrency)",
+        "PUBLIC_URL (--public-url): \"gatehouse.example\" is not a URL",
         "WORKER_ACK_WAIT (--ack-wait)",
         "STREAM_STORAGE (--stream-storage)",
         "ROLE_GRACE_PERIOD (--role-grace-period)",
@@ -133,6 +135,48 @@ fn the_worker_accepts_discord_bot_token() {
     assert!(
         !text.contains("5ecret") && !text.contains("db-pass"),
         "{text}"
+    );
+}
+
+#[test]
+fn the_worker_takes_its_public_url_for_wallet_links() {
+    // Unset: linking is off, and the worker says so before connecting.
+    let unset = gatehouse(&["worker"], &[("DATABASE_URL", NOWHERE_DB)]);
+    assert_eq!(unset.status.code(), Some(1));
+    assert!(
+        stderr(&unset).contains("PUBLIC_URL is not set"),
+        "{}",
+        stderr(&unset)
+    );
+
+    // Accepted: the worker gets as far as the database, without a word
+    // about it.
+    let set = gatehouse(
+        &["worker"],
+        &[
+            ("DATABASE_URL", NOWHERE_DB),
+            ("PUBLIC_URL", "https://gatehouse.example/base/"),
+        ],
+    );
+    assert_eq!(set.status.code(), Some(1));
+    assert!(!stderr(&set).contains("PUBLIC_URL"), "{}", stderr(&set));
+    assert!(
+        error_line(&set).contains("could not connect"),
+        "{}",
+        stderr(&set)
+    );
+
+    // A query cannot be the base links are made from; the flag names it
+    // as the variable does.
+    let bad = gatehouse(
+        &["worker", "--public-url", "https://gatehouse.example/?ref=1"],
+        &[("DATABASE_URL", NOWHERE_DB)],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let line = error_line(&bad);
+    assert!(
+        line.contains("PUBLIC_URL (--public-url)") && line.contains("must not have a query"),
+        "{line}"
     );
 }
 

@@ -12,6 +12,7 @@ use std::{
 use alloy_primitives::{eip191_hash_message, Address, Signature};
 use common::{guild_join, AsId, Harness};
 use discord_sim::{InteractionInfo, NewInteraction, Simulator};
+use domain::wallets::{self, Site};
 use eligibility::{fake_chain::FakeChain, U256};
 use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
@@ -19,7 +20,9 @@ use store::{
     repo::{BadgeEvaluator, NewBadge},
     TenantId,
 };
+use testkit::eventually;
 use wire::{
+    check::{CheckPriority, EligibilityCheck},
     payload::{CommandOption, InteractionCreate, InteractionKind},
     Envelope, GuildId, InteractionId, Payload, RoleId, UserId,
 };
@@ -39,10 +42,37 @@ struct World {
     tenant: TenantId,
 }
 
+/// Where the test world's wallet-link pages are served. Nothing listens
+/// there: the worker only names it, in links and in messages to sign.
+const PUBLIC: &str = "http://127.0.0.1:9";
+const PUBLIC_AUTHORITY: &str = "127.0.0.1:9";
+
 /// A guild with three members who have joined, a token rule gating a role
-/// (balance ≥ 10) and a worker answering through the simulator.
+/// (balance ≥ 10) and a worker answering through the simulator, with
+/// wallet linking set up at [`PUBLIC`].
 async fn world(label: &str) -> World {
-    let g = common::GatedGuild::start(label, CONTRACT, 3, Duration::ZERO).await;
+    world_with(label, Duration::ZERO, Some(PUBLIC)).await
+}
+
+async fn world_with(label: &str, grace: Duration, public: Option<&str>) -> World {
+    let g = common::GatedGuild::start_with(
+        label,
+        CONTRACT,
+        3,
+        common::GuildOptions {
+            grace,
+            public_site: public.map(|url| Site::parse(url).unwrap()),
+            // The chain link messages name: a signature that is not the
+            // wallet's key is then asked of a contract wallet there
+            // (EIP-1271), and "no contract" is a definite refusal rather
+            // than "could not check".
+            chain_id: Some(wallets::DEFAULT_CHAIN_ID),
+        },
+    )
+    .await;
+    // The joins' own checks hold their members for a moment; a test's
+    // first check must not find them busy.
+    g.h.drained().await;
     World {
         sim: g.sim,
         chain: g.chain,
@@ -143,36 +173,162 @@ impl World {
             .to_owned()
     }
 
-    /// The link request is committed just after its reply reaches Discord;
-    /// wait for it, so the next command cannot overtake it.
-    async fn link_request(&self, user: UserId) -> String {
-        let reply = self.reply(user, "link-wallet", &[]).await;
-        let query =
-            format!("SELECT count(*) FROM wallet_link_nonces WHERE discord_user_id = {user}");
+    async fn link_in_store(&self, user: UserId, wallet: &str) {
+        testkit::fixtures::link_wallet(&self.h.store, self.tenant, user, wallet).await;
+    }
+
+    /// `/link-wallet address:` for `key`'s wallet: returns the reply and the
+    /// message in it, once the request is stored (it is committed just after
+    /// the reply reaches Discord; the next command must not overtake it).
+    async fn request_message(&self, user: UserId, key: &SigningKey) -> (String, String) {
+        let reply = self
+            .reply(user, "link-wallet", &[("address", &address_of(key))])
+            .await;
+        let message = message_to_sign(&reply);
+        let nonce = field(&message, "Nonce");
+        let query = format!(
+            "SELECT count(*) FROM wallet_link_nonces WHERE discord_user_id = {user} AND nonce = '{nonce}'"
+        );
         assert_eq!(
             self.h.wait_for_count(&query, 1).await,
             1,
-            "no link request stored"
+            "no link request stored for {reply}"
         );
-        message_to_sign(&reply)
+        (reply, message)
     }
 
-    async fn wallet_of(&self, user: UserId) -> Option<String> {
+    /// Proves `key`'s wallet for `user` the paste way and waits until it is
+    /// linked. Returns the reply.
+    async fn prove(&self, user: UserId, key: &SigningKey) -> String {
+        let (_, message) = self.request_message(user, key).await;
+        let done = self
+            .reply(
+                user,
+                "link-wallet",
+                &[("signature", &personal_sign(key, &message))],
+            )
+            .await;
+        assert!(done.contains("Linked"), "{done}");
+        let query = format!(
+            "SELECT count(*) FROM member_wallets w JOIN profiles p ON p.id = w.profile_id
+             WHERE p.discord_user_id = {user} AND w.address = '{}'",
+            address_of(key).to_lowercase()
+        );
+        assert_eq!(self.h.wait_for_count(&query, 1).await, 1, "{done}");
+        done
+    }
+
+    /// `user`'s wallets as (address, proof), in the order they were linked.
+    async fn wallets_of(&self, user: UserId) -> Vec<(String, String)> {
         self.h
             .db
             .admin()
             .await
-            .query_one(
-                "SELECT wallet_address FROM profiles WHERE discord_user_id = $1",
+            .query(
+                "SELECT w.address, w.proof FROM member_wallets w
+                   JOIN profiles p ON p.community_id = w.community_id AND p.id = w.profile_id
+                  WHERE p.discord_user_id = $1 ORDER BY w.linked_at, w.address",
                 &[&(user.get() as i64)],
             )
             .await
             .unwrap()
-            .get(0)
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
     }
 
-    async fn link_in_store(&self, user: UserId, wallet: &str) {
-        testkit::fixtures::link_wallet(&self.h.store, self.tenant, user, wallet).await;
+    /// Audit rows of `action`: (actor id, target id, metadata), oldest first.
+    async fn audit(&self, action: &str) -> Vec<(Option<String>, Option<String>, Value)> {
+        self.h
+            .db
+            .admin()
+            .await
+            .query(
+                "SELECT actor_id, target_id, metadata::text FROM audit_logs
+                  WHERE action = $1 ORDER BY id",
+                &[&action],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let metadata: String = r.get(2);
+                (r.get(0), r.get(1), serde_json::from_str(&metadata).unwrap())
+            })
+            .collect()
+    }
+
+    /// Everything a wallet link could have stored, as text, once every
+    /// published message has been handled: compared before and after a
+    /// refusal, it shows the refusal stored nothing.
+    async fn link_state(&self) -> Vec<String> {
+        self.h.drained().await;
+        self.h
+            .db
+            .column(
+                "SELECT 'wallet ' || w::text FROM member_wallets w
+                 UNION ALL SELECT 'nonce ' || n::text FROM wallet_link_nonces n
+                 UNION ALL SELECT 'token ' || t::text FROM wallet_link_tokens t
+                 UNION ALL SELECT 'audit ' || a.action || ' ' || a.metadata::text
+                   FROM audit_logs a WHERE a.action LIKE 'wallet.%'
+                 ORDER BY 1",
+            )
+            .await
+    }
+
+    /// Eligibility checks requested so far (the stream keeps them).
+    async fn checks_requested(&self) -> Vec<EligibilityCheck> {
+        let name = self.h.nats.ns.stream_name(&wire::subjects::ELIGIBILITY);
+        let mut stream = self.h.nats.js.get_stream(&name).await.unwrap();
+        let state = stream.info().await.unwrap().state.clone();
+        let mut checks = Vec::new();
+        if state.messages == 0 {
+            return checks;
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(message) = stream.get_raw_message(seq).await {
+                checks.push(EligibilityCheck::from_json(&message.payload).unwrap());
+            }
+        }
+        checks
+    }
+
+    /// Waits until at least `n` interactive checks of `user` for `reason`
+    /// were requested.
+    async fn check_requested(&self, user: UserId, reason: &str, n: usize) {
+        eventually(
+            &format!("{n} interactive {reason} check(s) of {user}"),
+            common::WAIT,
+            || async {
+                let asked = self.checks_requested().await;
+                asked
+                    .iter()
+                    .filter(|c| {
+                        c.user_id == Some(user)
+                            && c.reason == reason
+                            && c.priority == CheckPriority::Interactive
+                    })
+                    .count()
+                    >= n
+            },
+        )
+        .await;
+    }
+
+    /// Waits until `user` holds the gated role (`held`) or does not.
+    async fn gated_role(&self, user: UserId, held: bool, what: &str) {
+        eventually(what, common::WAIT, || async {
+            self.roles_of(user).contains(&self.gated) == held
+        })
+        .await;
+    }
+
+    fn set_balance(&self, key: &SigningKey, balance: u64) {
+        self.chain.set_erc20_balance(
+            CONTRACT.parse().unwrap(),
+            address_of(key).parse().unwrap(),
+            U256::from(balance),
+        );
     }
 
     fn roles_of(&self, user: UserId) -> Vec<RoleId> {
@@ -212,6 +368,29 @@ fn message_to_sign(reply: &str) -> String {
     reply[start..end].to_owned()
 }
 
+/// A SIWE message's `Name: value` line.
+fn field<'m>(message: &'m str, name: &str) -> &'m str {
+    let prefix = format!("\n{name}: ");
+    let start = message
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no {name} in {message}"))
+        + prefix.len();
+    message[start..].lines().next().unwrap_or_default()
+}
+
+/// The token of the link-page URL in a `/link-wallet` reply.
+fn page_token(reply: &str) -> &str {
+    let prefix = format!("{PUBLIC}/link/");
+    let start = reply
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no link under {PUBLIC} in {reply}"))
+        + prefix.len();
+    reply[start..]
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_and_badges_answer_through_the_callback() {
     let w = world("cmd_profile").await;
@@ -243,7 +422,7 @@ async fn profile_and_badges_answer_through_the_callback() {
 
     let profile = w.reply(user, "profile", &[]).await;
     assert!(
-        profile.contains(&format!("Wallet: `{wallet}`")),
+        profile.contains(&format!("Wallets: `{wallet}`")),
         "{profile}"
     );
     assert!(profile.contains("Tier: member"), "{profile}");
@@ -347,207 +526,391 @@ async fn check_defers_then_grants_the_role_after_a_balance_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn link_wallet_with_a_valid_signature_links_audits_and_checks_roles() {
-    let w = world("cmd_link").await;
+async fn link_wallet_without_options_answers_with_a_one_time_page_link() {
+    let w = world("cmd_link_page").await;
     let user = w.members[0];
-    let key = key(0x42);
-    let address = address_of(&key);
-    // The wallet holds enough: linking should bring the role without /check.
-    w.chain.set_erc20_balance(
-        CONTRACT.parse().unwrap(),
-        address.parse().unwrap(),
-        U256::from(100u64),
+    let reply = w.reply(user, "link-wallet", &[]).await;
+    let token = page_token(&reply).to_owned();
+    // 256 random bits, as hex.
+    assert_eq!(token.len(), 64, "{reply}");
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{reply}");
+    assert!(reply.contains("/link-wallet address:"), "{reply}");
+    assert_eq!(
+        w.h.wait_for_count("SELECT count(*) FROM wallet_link_tokens", 1)
+            .await,
+        1
     );
+    let stored: Vec<String> =
+        w.h.db
+            .column(&format!(
+                "SELECT encode(token_hash, 'hex') FROM wallet_link_tokens
+                 WHERE discord_user_id = {user} AND expires_at > now() AND used_at IS NULL"
+            ))
+            .await;
+    assert_eq!(stored, [hex_encode(&wallets::token_hash(&token))]);
+    // Only its hash: the token is nowhere in the row, as text or as bytes.
+    assert_eq!(
+        w.h.count(&format!(
+            "SELECT count(*) FROM wallet_link_tokens t WHERE t::text ILIKE '%{token}%'"
+        ))
+        .await,
+        0
+    );
+    // And nothing else: no message to sign, no wallet, no audit.
+    let state = w.link_state().await;
+    assert!(
+        state.len() == 1 && state[0].starts_with("token "),
+        "{state:?}"
+    );
+    w.finish().await;
+}
 
-    let message = w.link_request(user).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_signatures_link_several_wallets_whose_holdings_add_up() {
+    let w = world("cmd_link_paste").await;
+    let user = w.members[0];
+    let (first, second) = (key(0x42), key(0x43));
+    // 6 + 6 meets the rule's 10; neither wallet does alone.
+    w.set_balance(&first, 6);
+    w.set_balance(&second, 6);
+
+    let (reply, message) = w.request_message(user, &first).await;
+    assert!(reply.contains(&address_of(&first)), "{reply}");
     assert!(
-        message.contains(&format!("Discord user: {user}")),
+        message.starts_with(&format!(
+            "{PUBLIC} wants you to sign in with your Ethereum account:\n{}\n",
+            address_of(&first)
+        )),
         "{message}"
     );
+    assert_eq!(field(&message, "URI"), format!("{PUBLIC}/link"));
     assert!(
-        message.contains(&format!("Server: {}", w.guild)),
+        message.contains(&format!("Discord user {user} in server {}", w.guild)),
         "{message}"
     );
-    let signature = personal_sign(&key, &message);
+    let query = format!(
+        "SELECT nonce || ' ' || message FROM wallet_link_nonces
+         WHERE discord_user_id = {user}"
+    );
+    let stored: Vec<String> = w.h.db.column(&query).await;
+    assert_eq!(
+        stored,
+        [format!("{} {message}", field(&message, "Nonce"))],
+        "the message shown is not the one stored"
+    );
+    let expires: chrono::DateTime<chrono::Utc> =
+        field(&message, "Expiration Time").parse().unwrap();
+    assert!(expires > chrono::Utc::now(), "{message}");
+
     let done = w
         .reply(
             user,
             "link-wallet",
-            &[("address", &address), ("signature", &signature)],
+            &[("signature", &personal_sign(&first, &message))],
         )
         .await;
-    assert!(done.contains("Linked"), "{done}");
-    assert_eq!(w.wallet_of(user).await, Some(address.to_lowercase()));
+    let lower = address_of(&first).to_lowercase();
+    assert!(done.contains(&format!("Linked `{lower}`")), "{done}");
+    assert!(done.contains("(1 wallet now)"), "{done}");
+    w.check_requested(user, "wallet.changed", 1).await;
+    assert_eq!(
+        w.wallets_of(user).await,
+        [(lower.clone(), "eoa".to_owned())]
+    );
     assert_eq!(
         w.h.count("SELECT count(*) FROM wallet_link_nonces").await,
         0,
         "the nonce was not consumed"
     );
-    assert_eq!(
-        w.h.count("SELECT count(*) FROM audit_logs WHERE action = 'wallet.linked' AND actor_type = 'user'")
-            .await,
-        1
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !w.roles_of(user).contains(&w.gated) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "linking did not trigger an eligibility check"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let linked = w.audit("wallet.linked").await;
+    assert_eq!(linked.len(), 1, "{linked:?}");
+    let (actor, _, metadata) = &linked[0];
+    assert_eq!(actor.as_deref(), Some(user.to_string().as_str()));
+    assert_eq!(metadata["wallet"], json!(lower));
+    assert_eq!(metadata["proof"], json!("eoa"));
+    assert_eq!(metadata["method"], json!("siwe:discord"));
+    assert_eq!(metadata["reclaimed_from"], Value::Null);
+    // The check the link asked for ran, and 6 is not enough.
+    w.h.drained().await;
+    assert!(!w.roles_of(user).contains(&w.gated), "6 < 10, yet a role");
 
     // The nonce is spent: the same signature again is refused.
     let again = w
         .reply(
             user,
             "link-wallet",
-            &[("address", &address), ("signature", &signature)],
+            &[("signature", &personal_sign(&first, &message))],
         )
         .await;
     assert!(again.contains("no pending link request"), "{again}");
-    w.finish().await;
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn link_wallet_refuses_a_bad_signature_and_stores_nothing() {
-    let w = world("cmd_link_bad").await;
-    let user = w.members[0];
-    let (owner, impostor) = (key(0x01), key(0x02));
-    let address = address_of(&owner);
-    let message = w.link_request(user).await;
-
-    // Signed by another key.
-    let wrong = personal_sign(&impostor, &message);
-    let refused = w
-        .reply(
-            user,
-            "link-wallet",
-            &[("address", &address), ("signature", &wrong)],
-        )
-        .await;
-    assert!(refused.contains("was not made by"), "{refused}");
-    assert!(refused.contains("Nothing was linked"), "{refused}");
-    // Signed by the right key over a different message.
-    let other_message = personal_sign(&owner, &format!("{message}!"));
-    let refused = w
-        .reply(
-            user,
-            "link-wallet",
-            &[("address", &address), ("signature", &other_message)],
-        )
-        .await;
-    assert!(refused.contains("was not made by"), "{refused}");
-    // Not a signature at all.
-    let refused = w
-        .reply(
-            user,
-            "link-wallet",
-            &[("address", &address), ("signature", "0x1234")],
-        )
-        .await;
-    assert!(refused.contains("signature is not valid"), "{refused}");
-    // A malformed address.
-    let refused = w
-        .reply(
-            user,
-            "link-wallet",
-            &[("address", "0xnope"), ("signature", &wrong)],
-        )
-        .await;
-    assert!(refused.contains("address is not valid"), "{refused}");
-
-    assert_eq!(w.wallet_of(user).await, None);
-    assert_eq!(
-        w.h.count("SELECT count(*) FROM audit_logs WHERE action = 'wallet.linked'")
-            .await,
-        0
-    );
-    // The request stays open: the right signature still works after.
-    assert_eq!(
-        w.h.count("SELECT count(*) FROM wallet_link_nonces").await,
-        1
-    );
-    let good = personal_sign(&owner, &message);
+    // A second wallet, with `address:` naming it alongside the signature.
+    let (_, message) = w.request_message(user, &second).await;
     let done = w
         .reply(
             user,
             "link-wallet",
-            &[("address", &address), ("signature", &good)],
+            &[
+                ("address", &address_of(&second)),
+                ("signature", &personal_sign(&second, &message)),
+            ],
         )
         .await;
-    assert!(done.contains("Linked"), "{done}");
-    assert_eq!(w.wallet_of(user).await, Some(address.to_lowercase()));
+    assert!(done.contains("(2 wallets now)"), "{done}");
+    w.gated_role(user, true, "the role from two wallets' holdings")
+        .await;
+    let second_lower = address_of(&second).to_lowercase();
+    assert_eq!(
+        w.wallets_of(user).await,
+        [
+            (lower.clone(), "eoa".to_owned()),
+            (second_lower.clone(), "eoa".to_owned())
+        ]
+    );
+    assert_eq!(w.audit("wallet.linked").await.len(), 2);
+    let profile = w.reply(user, "profile", &[]).await;
+    assert!(
+        profile.contains(&format!("Wallets: `{lower}`, `{second_lower}`")),
+        "{profile}"
+    );
     w.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn link_wallet_refuses_an_expired_nonce() {
-    let w = world("cmd_link_expired").await;
+async fn refused_proofs_store_nothing() {
+    let w = world("cmd_link_refused").await;
     let user = w.members[0];
-    let key = key(0x07);
-    let message = w.link_request(user).await;
+    let (owner, impostor) = (key(0x01), key(0x02));
+    let address = address_of(&owner);
+    let (_, message) = w.request_message(user, &owner).await;
+    let before = w.link_state().await;
+    assert_eq!(before.len(), 1, "only the pending message: {before:?}");
+
+    // Signed by another key.
+    let refused = w
+        .reply(
+            user,
+            "link-wallet",
+            &[("signature", &personal_sign(&impostor, &message))],
+        )
+        .await;
+    assert!(
+        refused.contains(&format!(
+            "is not {}'s: it was made by {}",
+            address,
+            address_of(&impostor)
+        )),
+        "{refused}"
+    );
+    assert!(refused.contains("Nothing was linked"), "{refused}");
+    assert_eq!(w.link_state().await, before);
+
+    // The right key, over the same message made for another site (what a
+    // phishing page would collect): the pending message is what is
+    // verified, so the signature is not over it.
+    let foreign = message.replace(PUBLIC_AUTHORITY, "gatehouse.evil.example");
+    assert!(
+        foreign.starts_with("http://gatehouse.evil.example wants you"),
+        "{foreign}"
+    );
+    let refused = w
+        .reply(
+            user,
+            "link-wallet",
+            &[("signature", &personal_sign(&owner, &foreign))],
+        )
+        .await;
+    assert!(refused.contains("Nothing was linked"), "{refused}");
+    assert!(!refused.contains("Linked `"), "{refused}");
+    assert_eq!(w.link_state().await, before);
+
+    // Not a signature at all.
+    let refused = w
+        .reply(user, "link-wallet", &[("signature", "0x1234")])
+        .await;
+    assert!(refused.contains("not a 65-byte signature"), "{refused}");
+    assert_eq!(w.link_state().await, before);
+
+    // `address:` that is not the pending message's wallet, even with a
+    // signature that would verify.
+    let other = address_of(&impostor);
+    let refused = w
+        .reply(
+            user,
+            "link-wallet",
+            &[
+                ("address", &other),
+                ("signature", &personal_sign(&owner, &message)),
+            ],
+        )
+        .await;
+    assert!(
+        refused.contains(&format!(
+            "pending message is for {}, not {other}",
+            address.to_lowercase()
+        )),
+        "{refused}"
+    );
+    assert!(refused.contains("Nothing was linked"), "{refused}");
+    assert_eq!(w.link_state().await, before);
+
+    // Expired: the right signature, too late.
     w.h.db
         .admin()
         .await
         .batch_execute("UPDATE wallet_link_nonces SET expires_at = now() - interval '1 second'")
         .await
         .unwrap();
+    let expired = w.link_state().await;
     let refused = w
         .reply(
             user,
             "link-wallet",
-            &[
-                ("address", &address_of(&key)),
-                ("signature", &personal_sign(&key, &message)),
-            ],
+            &[("signature", &personal_sign(&owner, &message))],
         )
         .await;
-    assert!(refused.contains("expired"), "{refused}");
-    assert_eq!(w.wallet_of(user).await, None);
-    assert_eq!(
-        w.h.count("SELECT count(*) FROM audit_logs WHERE action = 'wallet.linked'")
-            .await,
-        0
-    );
-    // Asking again (here: another member) clears expired requests.
-    let fresh = w.reply(w.members[1], "link-wallet", &[]).await;
-    assert!(fresh.contains("```"), "{fresh}");
+    assert!(refused.contains("has expired"), "{refused}");
+    assert!(refused.contains("Nothing was linked"), "{refused}");
+    assert_eq!(w.link_state().await, expired);
+    assert!(w.audit("wallet.linked").await.is_empty());
+
+    // A request (here: another member's) clears expired ones.
+    w.request_message(w.members[1], &impostor).await;
     let open: Vec<i64> =
         w.h.db
             .column("SELECT discord_user_id FROM wallet_link_nonces")
             .await;
     assert_eq!(open, vec![w.members[1].get() as i64]);
+    // None of that spoiled the member's standing: a fresh proof works.
+    w.prove(user, &owner).await;
+    assert_eq!(
+        w.wallets_of(user).await,
+        [(address.to_lowercase(), "eoa".to_owned())]
+    );
     w.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn link_wallet_refuses_a_wallet_another_member_holds() {
-    let w = world("cmd_link_taken").await;
-    let key = key(0x09);
-    let address = address_of(&key);
-    w.link_in_store(w.members[1], &address).await;
-    let user = w.members[0];
-    let message = w.link_request(user).await;
-    let refused = w
-        .reply(
-            user,
-            "link-wallet",
-            &[
-                ("address", &address),
-                ("signature", &personal_sign(&key, &message)),
-            ],
-        )
-        .await;
+async fn a_fresh_proof_reclaims_a_wallet_and_its_old_holder_loses_the_role_at_once() {
+    // A grace period far longer than the test: only the wallet moving can
+    // explain the old holder losing the role.
+    let w = world_with("cmd_link_reclaim", Duration::from_secs(3600), Some(PUBLIC)).await;
+    let (old, new) = (w.members[0], w.members[1]);
+    let wallet = key(0x09);
+    let address = address_of(&wallet).to_lowercase();
+    w.set_balance(&wallet, 100);
+    w.prove(old, &wallet).await;
+    w.gated_role(old, true, "the first holder's role").await;
+
+    let done = w.prove(new, &wallet).await;
     assert!(
-        refused.contains("already linked to another member"),
-        "{refused}"
+        done.contains("linked to another member, who no longer has it"),
+        "{done}"
     );
-    assert_eq!(w.wallet_of(user).await, None);
     assert_eq!(
-        w.wallet_of(w.members[1]).await,
-        Some(address.to_lowercase())
+        w.wallets_of(new).await,
+        [(address.clone(), "eoa".to_owned())]
     );
+    assert!(w.wallets_of(old).await.is_empty());
+    let unlinked = w.audit("wallet.unlinked").await;
+    assert_eq!(unlinked.len(), 1, "{unlinked:?}");
+    let (actor, target, metadata) = &unlinked[0];
+    assert_eq!(actor.as_deref(), Some(new.to_string().as_str()));
+    assert_eq!(target.as_deref(), Some(old.to_string().as_str()));
+    assert_eq!(metadata["reason"], json!("reclaimed"));
+    assert_eq!(metadata["wallet"], json!(address));
+    assert_eq!(metadata["discord_user_id"], json!(old.to_string()));
+    let linked = w.audit("wallet.linked").await;
+    assert_eq!(linked.len(), 2, "{linked:?}");
+    assert_eq!(linked[1].2["reclaimed_from"], json!(old.to_string()));
+    assert_eq!(linked[1].2["discord_user_id"], json!(new.to_string()));
+
+    w.check_requested(old, "wallet.reclaimed", 1).await;
+    w.check_requested(new, "wallet.changed", 1).await;
+    w.gated_role(new, true, "the new holder's role").await;
+    w.gated_role(old, false, "the old holder losing the role with no grace")
+        .await;
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallets_lists_and_unlinks_and_the_role_goes_at_the_next_check() {
+    let w = world_with("cmd_wallets", Duration::from_secs(3600), Some(PUBLIC)).await;
+    let (user, other) = (w.members[0], w.members[1]);
+    let (rich, empty) = (key(0x21), key(0x22));
+    w.set_balance(&rich, 100);
+
+    let none = w.reply(user, "wallets", &[]).await;
+    assert!(none.contains("no wallet linked"), "{none}");
+    w.prove(user, &rich).await;
+    w.prove(user, &empty).await;
+    w.gated_role(user, true, "the role from the linked wallet")
+        .await;
+    let listed = w.reply(user, "wallets", &[]).await;
+    let (rich_lower, empty_lower) = (
+        address_of(&rich).to_lowercase(),
+        address_of(&empty).to_lowercase(),
+    );
+    let first = listed.find(&format!("`{rich_lower}`"));
+    let second = listed.find(&format!("`{empty_lower}`"));
+    assert!(
+        first.is_some() && second.is_some() && first < second,
+        "not both, in linking order: {listed}"
+    );
+
+    // Another member cannot unlink it.
+    let before = w.link_state().await;
+    let refused = w
+        .reply(other, "wallets", &[("unlink", &address_of(&rich))])
+        .await;
+    assert!(refused.contains("is not one of your wallets"), "{refused}");
+    assert!(refused.contains("Nothing was changed"), "{refused}");
+    assert_eq!(w.link_state().await, before);
+    assert!(w.roles_of(user).contains(&w.gated));
+
+    let done = w
+        .reply(user, "wallets", &[("unlink", &address_of(&rich))])
+        .await;
+    assert!(done.contains("Unlinked"), "{done}");
+    w.gated_role(user, false, "the role going with the unlinked wallet")
+        .await;
+    assert_eq!(
+        w.wallets_of(user).await,
+        [(empty_lower.clone(), "eoa".to_owned())]
+    );
+    let unlinked = w.audit("wallet.unlinked").await;
+    assert_eq!(unlinked.len(), 1, "{unlinked:?}");
+    assert_eq!(unlinked[0].0.as_deref(), Some(user.to_string().as_str()));
+    assert_eq!(unlinked[0].2["reason"], json!("unlinked"));
+    assert_eq!(unlinked[0].2["wallet"], json!(rich_lower));
+    // Two for the links, one for the unlink.
+    w.check_requested(user, "wallet.changed", 3).await;
+    let listed = w.reply(user, "wallets", &[]).await;
+    assert!(!listed.contains(&rich_lower), "{listed}");
+    assert!(listed.contains(&empty_lower), "{listed}");
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_public_address_link_wallet_says_linking_is_not_set_up() {
+    let w = world_with("cmd_link_off", Duration::ZERO, None).await;
+    let user = w.members[0];
+    let before = w.link_state().await;
+    assert!(before.is_empty(), "{before:?}");
+    let asked = [
+        vec![],
+        vec![("address", address_of(&key(0x05)))],
+        vec![("signature", personal_sign(&key(0x05), "anything"))],
+    ];
+    for options in asked {
+        let options: Vec<(&str, &str)> = options.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let reply = w.reply(user, "link-wallet", &options).await;
+        assert!(
+            reply.contains("Wallet linking is not set up") && reply.contains("PUBLIC_URL"),
+            "{options:?}: {reply}"
+        );
+    }
+    assert_eq!(w.link_state().await, before);
     w.finish().await;
 }
 

@@ -386,8 +386,21 @@ async fn a_new_wallet_gets_no_grace_for_what_the_old_one_earned() {
         check_until_granted(&h, &sim, guild, *user, gated).await;
     }
 
-    // One member moves to an empty wallet; the other's balance drops.
+    // One member moves to an empty wallet (members hold several wallets,
+    // so a move is the old one unlinked and the new one linked); the
+    // other's balance drops.
     let tx = h.store.begin(tenant).await.unwrap();
+    let profile = tx
+        .profiles()
+        .find_by_discord_user(switcher)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(tx
+        .member_wallets()
+        .unlink(profile.id, &WalletAddress::parse(&wallet(1)).unwrap())
+        .await
+        .unwrap());
     tx.profiles()
         .link_wallet(switcher, &WalletAddress::parse(&wallet(9)).unwrap())
         .await

@@ -92,7 +92,22 @@ impl Harness {
         chain_url: url::Url,
         config: domain::role_sync::RoleSyncConfig,
     ) {
+        self.enable_role_sync_on(api_url, chain_url, None, config);
+    }
+
+    /// As [`Harness::enable_role_sync`], with the chain's id configured: a
+    /// signature that is not the wallet's key is then put to the contract
+    /// wallet at the address (EIP-1271) on that chain, which turns "no
+    /// contract there" into a definite refusal.
+    pub fn enable_role_sync_on(
+        &mut self,
+        api_url: &str,
+        chain_url: url::Url,
+        chain_id: Option<u64>,
+        config: domain::role_sync::RoleSyncConfig,
+    ) {
         let mut chain = eligibility::ChainConfig::new(vec![chain_url]);
+        chain.chain_id = chain_id;
         chain.timeout_ms = 500;
         chain.breaker.failure_threshold = 1000;
         let evaluator = eligibility::Evaluator::new(&eligibility::EligibilityConfig {
@@ -315,10 +330,39 @@ pub struct GatedGuild {
     pub tenant: store::TenantId,
 }
 
+/// What a [`GatedGuild`] is started with besides its members.
+#[derive(Clone, Debug, Default)]
+pub struct GuildOptions {
+    pub grace: Duration,
+    /// The worker's `public_site` (where wallet-link pages are served).
+    pub public_site: Option<domain::wallets::Site>,
+    /// The fake chain's id, configured for the worker too; `None`: the fake
+    /// chain's default, not configured (as `CHAINS` does not).
+    pub chain_id: Option<u64>,
+}
+
 impl GatedGuild {
     pub async fn start(label: &str, contract: &str, members: usize, grace: Duration) -> GatedGuild {
+        Self::start_with(
+            label,
+            contract,
+            members,
+            GuildOptions {
+                grace,
+                ..GuildOptions::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        label: &str,
+        contract: &str,
+        members: usize,
+        options: GuildOptions,
+    ) -> GatedGuild {
         use discord_sim::{GuildsSpec, SimConfig, Simulator};
-        use eligibility::fake_chain::{FakeChain, FakeContract};
+        use eligibility::fake_chain::{FakeChain, FakeChainOptions, FakeContract};
         let sim = Simulator::start(SimConfig {
             token: "test-token".into(),
             ..SimConfig::default()
@@ -333,14 +377,24 @@ impl GatedGuild {
         // role_ids[0] is @everyone, which cannot be granted.
         let gated = sim.control().guild(guild).unwrap().role_ids[1];
         let users = testkit::sim::member_ids(&sim, guild);
-        let chain = FakeChain::start().await.unwrap();
+        let chain = match options.chain_id {
+            Some(chain_id) => FakeChain::start_with(FakeChainOptions {
+                chain_id,
+                ..FakeChainOptions::default()
+            })
+            .await
+            .unwrap(),
+            None => FakeChain::start().await.unwrap(),
+        };
         chain.deploy(contract.parse().unwrap(), FakeContract::Erc20);
         let mut h = Harness::new(label).await;
-        h.enable_role_sync(
+        h.config.public_site = options.public_site;
+        h.enable_role_sync_on(
             &sim.api_url(),
             chain.url(),
+            options.chain_id,
             domain::role_sync::RoleSyncConfig {
-                grace,
+                grace: options.grace,
                 recheck_period: Duration::from_secs(3600),
                 scan_interval: Duration::from_secs(3600),
                 scan_batch: 100,
