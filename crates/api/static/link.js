@@ -73,13 +73,33 @@
         const item = document.createElement("li");
         const code = document.createElement("code");
         code.textContent = w;
-        item.appendChild(code);
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "unlink";
+        button.dataset.address = w;
+        button.textContent = "Unlink";
+        item.append(code, " ", button);
         return item;
       })
     );
     const none = document.getElementById("no-wallets");
     if (none) none.replaceWith(list);
   }
+
+  // One listener for every Unlink button, present or rendered later.
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest && event.target.closest("button.unlink");
+    if (!button) return;
+    button.disabled = true;
+    try {
+      const left = await call("/unlink", { address: button.dataset.address });
+      renderWallets(left.wallets);
+      say("Unlinked " + button.dataset.address + ". Your roles are being checked again.", "ok");
+    } catch (e) {
+      say(e.message.endsWith(".") ? e.message : e.message + ".", "error");
+      button.disabled = false;
+    }
+  });
 
   // Polls until the re-check the link asked for has run (or a minute has
   // passed: the roles then follow without the page).

@@ -251,6 +251,36 @@ async fn a_member_links_several_wallets_and_a_fresh_proof_reclaims_one() {
         )
         .await;
     assert_eq!(links, 1);
+    // Alice unlinks her cold wallet from her (still open) page; another's
+    // wallet is not hers to unlink.
+    let alice_page = w.link_for(alice).await;
+    let unlink = |address: String| {
+        let url = format!("{}/link/{alice_page}/unlink", w.api.url);
+        let http = w.api.http.clone();
+        async move {
+            json(
+                http.post(url)
+                    .json(&json!({ "address": address }))
+                    .send()
+                    .await
+                    .expect("a response"),
+            )
+            .await
+        }
+    };
+    let (status, body) = unlink(address_of(&hot).to_string()).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = unlink(address_of(&cold).to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["wallets"], json!([]));
+    assert!(w.wallets_of(101).await.is_empty());
+    let unlinked = w
+        .api
+        .db
+        .count("SELECT count(*) FROM audit_logs WHERE action = 'wallet.unlinked' AND metadata->>'reason' = 'unlinked'")
+        .await;
+    assert_eq!(unlinked, 1);
+
     // Only the token's hash is stored.
     let tokens = w
         .api

@@ -147,6 +147,37 @@ pub async fn prove(
     Ok((community, outcome))
 }
 
+/// Unlinks one of the member's wallets from the page at `token` (while it
+/// is open, used or not: it is the member's own page), then asks for their
+/// re-check: what the wallet earned goes with it. Returns the wallets left,
+/// or `None` if that address was not theirs.
+pub async fn unlink(
+    store: &Store,
+    rechecks: &impl Rechecks,
+    token: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<store::WalletAddress>>, LinkError> {
+    let holder = wallets::open_link_page(store, token, now)
+        .await
+        .map_err(page_to_link)?;
+    let tx = store.begin(holder.community.tenant).await?;
+    let profile = member(&tx, &holder).await.map_err(page_to_link)?;
+    let actor = crate::Actor::Member(holder.user);
+    if !wallets::unlink(&tx, &actor, &profile, address).await? {
+        return Ok(None);
+    }
+    let left = tx.member_wallets().of(profile.id).await?;
+    tx.commit().await?;
+    let mut check = member_check(holder.community, holder.user, token, now);
+    // Its own key: a link and an unlink from one page are two requests.
+    check.id = format!("{}:unlink:{}", check.id, now.timestamp_millis());
+    if let Err(e) = rechecks.request(&check).await {
+        tracing::warn!(user = %holder.user, error = %e, "could not request a re-check after an unlink; the periodic scan will do it");
+    }
+    Ok(Some(left.into_iter().map(|w| w.address).collect()))
+}
+
 fn member_check(
     community: CommunityRef,
     user: UserId,

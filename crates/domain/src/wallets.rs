@@ -422,6 +422,18 @@ pub async fn complete_link(
         Err(VerifyError::Signature(e)) if e.is_invalid() => {
             return Err(Refusal::InvalidSignature(e.to_string()).into())
         }
+        // Not a key's signature, and no chain here could say whether a
+        // contract wallet accepts it: the member can do nothing but use
+        // another wallet or chain, so it is a refusal, not "try again".
+        Err(VerifyError::Signature(siwe::SignatureError::ChainNotConfigured {
+            chain_id,
+            address,
+        })) => {
+            return Err(Refusal::InvalidSignature(format!(
+                "the signature was not made by {address}'s key, and contract wallets on chain {chain_id} cannot be checked here"
+            ))
+            .into())
+        }
         Err(VerifyError::Signature(e)) => return Err(LinkError::Unverifiable(e.to_string())),
     };
     // The fields matched; anything else that differs (statement, times,

@@ -262,6 +262,17 @@ pub fn parse_chains(spec: &str) -> Result<eligibility::EligibilityConfig, String
                 settings::redact(entry)
             ));
         };
+        // `name@chain_id`: the EIP-155 id, checked against every RPC
+        // answer and needed to ask contract wallets (EIP-1271) on it.
+        let (name, chain_id) = match name.split_once('@') {
+            Some((name, id)) => {
+                let id = id.trim().parse::<u64>().map_err(|_| {
+                    format!("chain {name}: {id:?} after @ is not a chain id (a number, e.g. ethereum@1)")
+                })?;
+                (name, Some(id))
+            }
+            None => (name, None),
+        };
         let urls = urls
             .split(',')
             .map(|u| {
@@ -269,7 +280,9 @@ pub fn parse_chains(spec: &str) -> Result<eligibility::EligibilityConfig, String
                     .map_err(|e| format!("chain {name}: an RPC URL is not a URL: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        chains.insert(name.trim().to_owned(), eligibility::ChainConfig::new(urls));
+        let mut config = eligibility::ChainConfig::new(urls);
+        config.chain_id = chain_id;
+        chains.insert(name.trim().to_owned(), config);
     }
     let config = eligibility::EligibilityConfig { chains };
     config.validate().map_err(|e| e.to_string())?;
@@ -349,4 +362,19 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("shutting down: finishing in-flight messages");
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_chains;
+
+    #[test]
+    fn a_chain_may_name_its_chain_id() {
+        let config = parse_chains("eth@1=https://rpc.example;test=http://127.0.0.1:8545")
+            .expect("valid chains");
+        assert_eq!(config.chains["eth"].chain_id, Some(1));
+        assert_eq!(config.chains["test"].chain_id, None);
+        let err = parse_chains("eth@one=https://rpc.example").expect_err("a bad chain id");
+        assert!(err.contains("not a chain id"), "{err}");
+    }
 }

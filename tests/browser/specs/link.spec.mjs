@@ -134,6 +134,17 @@ test("a member links a wallet in the browser and the role appears in Discord", a
     body: JSON.stringify({ address: browser.address, chain_id: link.chain_id }),
   });
   assert.equal(again.status, 410);
+
+  // Unlinking from the page takes the role away with it (no grace for what
+  // a wallet that is gone earned).
+  await page.click(`button.unlink[data-address="${browser.address.toLowerCase()}"]`);
+  await page.waitForFunction(() => document.querySelector("#status")?.textContent.startsWith("Unlinked"));
+  await screenshot(page, "link-unlinked");
+  await eventually("the role to go in the simulator", 60_000, async () => {
+    const members = await sim.members(link.guild_id);
+    const member = members.find((m) => String(m.user_id) === String(link.user_id));
+    return member && !member.roles.map(String).includes(String(link.role_id));
+  });
   assert.deepEqual(
     browser.consoleErrors.filter((e) => /Content Security Policy|Refused to/.test(e)),
     [],

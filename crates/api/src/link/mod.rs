@@ -38,6 +38,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/link/{token}/message", post(message))
         .route("/link/{token}/proof", post(proof))
         .route("/link/{token}/status", get(status))
+        .route("/link/{token}/unlink", post(unlink))
         .route("/link-assets/link.js", get(script))
         .route("/link-assets/link.css", get(style))
         .layer(axum::middleware::map_response(protect))
@@ -230,6 +231,39 @@ async fn status(
             .map(ToString::to_string)
             .collect(),
         roles: page::role_lines(&view),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnlinkRequest {
+    address: String,
+}
+
+#[derive(Debug, Serialize)]
+struct UnlinkResponse {
+    wallets: Vec<String>,
+}
+
+/// Unlinks one of the member's wallets; the roles it earned go at the
+/// re-check this asks for.
+async fn unlink(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Json(body): Json<UnlinkRequest>,
+) -> Result<axum::Json<UnlinkResponse>, ApiError> {
+    let left = link_page::unlink(
+        state.store(),
+        &state.0.rechecks,
+        &token,
+        &body.address,
+        Utc::now(),
+    )
+    .await
+    .map_err(link_error)?
+    .ok_or_else(|| ApiError::not_found(format!("{} is not one of your wallets", body.address)))?;
+    Ok(axum::Json(UnlinkResponse {
+        wallets: left.iter().map(ToString::to_string).collect(),
     }))
 }
 

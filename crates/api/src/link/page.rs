@@ -131,7 +131,13 @@ pub(super) fn link(view: &PageView, domain: &str) -> String {
         let items: String = view
             .wallets
             .iter()
-            .map(|w| format!("<li><code>{}</code></li>", escape(w.address.as_str())))
+            .map(|w| {
+                let address = escape(w.address.as_str());
+                format!(
+                    "<li><code>{address}</code> <button type=\"button\" class=\"unlink\" \
+                     data-address=\"{address}\">Unlink</button></li>"
+                )
+            })
             .collect();
         format!("<ul id=\"wallets\">{items}</ul>")
     };
@@ -169,8 +175,8 @@ pub(super) fn link(view: &PageView, domain: &str) -> String {
            <p id=\"status\" role=\"status\" aria-live=\"polite\">{status}</p>\
          </section>\
          <h2>Your wallets</h2>{wallets}\
-         <p class=\"hint\">Holdings count across all your wallets. Use <code>/wallets</code> in Discord \
-            to list or unlink them.</p>\
+         <p class=\"hint\">Holdings count across all your wallets. Unlinking one takes away \
+            what it earned at once. <code>/wallets</code> in Discord lists them too.</p>\
          <h2>Roles from this server's rules</h2>{roles}\
          <p class=\"hint\">This link works once and expires at {expires} (UTC). \
             Run <code>/link-wallet</code> again for a new one.</p>\

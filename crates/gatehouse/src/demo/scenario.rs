@@ -86,6 +86,8 @@ pub struct World {
 pub fn chains(chain: &FakeChain) -> eligibility::EligibilityConfig {
     let mut config = eligibility::ChainConfig::new(vec![chain.url()]);
     config.cache_ttl_secs = 5;
+    // Contract wallets (EIP-1271) are asked on the chain a message names.
+    config.chain_id = Some(chain.chain_id());
     eligibility::EligibilityConfig {
         chains: [("demo".to_owned(), config)].into_iter().collect(),
     }
