@@ -92,10 +92,14 @@ fn describe(rule: &store::repo::EligibilityRule) -> String {
             |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned),
         )
     };
+    // Short, as wallets show addresses: enough to recognise, not to read.
     let contract = rule
         .contract_address
         .as_ref()
-        .map(ToString::to_string)
+        .map(|c| {
+            let c = c.as_str();
+            format!("{}…{}", &c[..6], &c[c.len() - 4..])
+        })
         .unwrap_or_default();
     let chain = rule.chain.clone().unwrap_or_default();
     match rule.rule_type {
