@@ -505,7 +505,8 @@ async fn link_wallet(
         .resolve_guild(guild)
         .await?
         .context("demo guild has no community")?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Generous: with thousands of members the join can wait behind a backlog.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
         let tx = store.begin(tenant).await?;
         match tx.profiles().link_wallet(user, &wallet).await {
