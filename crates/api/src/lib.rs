@@ -139,7 +139,7 @@ pub fn app(state: AppState) -> Router {
                 "request",
                 request_id = %id,
                 method = %req.method(),
-                path = %req.uri().path(),
+                path = %loggable_path(req.uri().path()),
                 key = tracing::field::Empty,
             )
         }))
@@ -153,6 +153,18 @@ pub fn app(state: AppState) -> Router {
             axum::http::header::SET_COOKIE,
         ]))
         .with_state(state)
+}
+
+/// The request path as logs may show it: a wallet-link page's address holds
+/// its only credential, so the token is replaced.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/link/") {
+        Some(rest) => {
+            let tail = rest.find('/').map_or("", |i| &rest[i..]);
+            std::borrow::Cow::Owned(format!("/link/{{token}}{tail}"))
+        }
+        None => std::borrow::Cow::Borrowed(path),
+    }
 }
 
 async fn openapi_json() -> impl IntoResponse {
@@ -223,4 +235,24 @@ pub async fn serve(
         .await;
     sweeper.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn a_link_token_never_reaches_the_logs() {
+        let token = "ab".repeat(32);
+        assert_eq!(loggable_path(&format!("/link/{token}")), "/link/{token}");
+        assert_eq!(
+            loggable_path(&format!("/link/{token}/proof")),
+            "/link/{token}/proof"
+        );
+        assert_eq!(
+            loggable_path("/link-assets/link.js"),
+            "/link-assets/link.js"
+        );
+        assert_eq!(loggable_path("/v1/members"), "/v1/members");
+    }
 }
