@@ -261,12 +261,12 @@ async fn commands_register_accepts_discord_bot_token() {
     .expect("register ran");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("registered 4 global commands"),
+        String::from_utf8_lossy(&out.stdout).contains("registered 5 global commands"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(!stderr(&out).contains("5ecret"));
-    assert_eq!(sim.control().application_commands().len(), 4);
+    assert_eq!(sim.control().application_commands().len(), 5);
     sim.shutdown().await;
 }
 
