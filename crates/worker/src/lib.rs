@@ -59,14 +59,18 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    let syncs_roles = role_sync.is_some();
     if let Some(sync) = role_sync {
         tasks.spawn(periodic_rechecks(sync, shutdown.clone()));
     }
-    for stream in [
-        wire::subjects::EVENTS,
-        wire::subjects::COMMANDS,
-        wire::subjects::ELIGIBILITY,
-    ] {
+    // Without Discord a worker could only acknowledge and drop eligibility
+    // checks that its peers could have handled: it leaves that stream alone.
+    let streams = [
+        Some(wire::subjects::EVENTS),
+        Some(wire::subjects::COMMANDS),
+        syncs_roles.then_some(wire::subjects::ELIGIBILITY),
+    ];
+    for stream in streams.into_iter().flatten() {
         let consumer =
             bus::ensure_consumer(&jetstream, config.namespace(), &stream, &config.consumer())
                 .await?;

@@ -241,3 +241,52 @@ async fn processed_event_ids_are_forgotten_once_the_streams_no_longer_hold_their
     );
     h.stop_worker().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_discord_leaves_eligibility_checks_to_its_peers() {
+    // A worker without a Discord token cannot sync roles; if it consumed
+    // `eligibility.check` it would acknowledge and drop checks its peers
+    // could have handled.
+    let mut h = Harness::new("worker_no_discord_checks").await;
+    h.start_worker();
+    h.publish(&guild_join(444, "s1", 1)).await;
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM communities", 1)
+            .await,
+        1
+    );
+    let check = wire::check::EligibilityCheck {
+        id: "check:no-discord".into(),
+        guild_id: wire::GuildId::new(444).unwrap(),
+        user_id: None,
+        reason: "test".into(),
+        priority: wire::check::CheckPriority::Bulk,
+        requested_at: 0,
+    };
+    bus::publish_check(&h.nats.js, &h.nats.ns, &check)
+        .await
+        .unwrap();
+    // The worker is consuming events (the join above went through); give it
+    // a later event and wait for that too, so it had every chance to take
+    // the check meanwhile.
+    h.publish(&member_join(444, 9, "s1", 2)).await;
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM profiles", 1).await,
+        1
+    );
+    let stream = h.nats.ns.stream_name(&wire::subjects::ELIGIBILITY);
+    let mut stream = h.nats.js.get_stream(&stream).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 1, "the check is stored");
+    // Whatever consumers the stream has, none delivered the check.
+    let mut taken = 0;
+    let mut consumers = stream.consumers();
+    while let Some(info) = futures::StreamExt::next(&mut consumers).await {
+        taken += info.unwrap().delivered.stream_sequence;
+    }
+    assert_eq!(
+        taken, 0,
+        "a worker without Discord took an eligibility check"
+    );
+    h.stop_worker().await;
+}
