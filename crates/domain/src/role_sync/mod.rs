@@ -77,6 +77,12 @@ pub enum SyncError {
     Badges(#[from] BadgeError),
 }
 
+/// How long the periodic scan holds the members it claimed before their
+/// checks commit. Long enough for a batch's role changes under Discord's
+/// limits; short enough that a worker dying mid-batch delays those members
+/// by minutes, not a whole re-check period.
+pub const SCAN_CLAIM: Duration = Duration::from_secs(15 * 60);
+
 #[derive(Clone, Debug)]
 pub struct RoleSyncConfig {
     /// How long a member must keep failing a rule before its role goes.
@@ -184,8 +190,8 @@ impl<D: RoleWriter> RoleSync<D> {
     }
 
     /// One pass over every active community: claims members whose re-check
-    /// is due (pushing their next one a period ahead, so no other worker
-    /// takes them), then checks them in bulk.
+    /// is due (for [`SCAN_CLAIM`], so no other worker takes them), checks
+    /// them in bulk, and only then schedules their next check a period on.
     pub async fn scan_due(&self) -> Result<CheckReport, SyncError> {
         let mut total = CheckReport::default();
         for (tenant, guild) in self.store.directory().active_communities().await? {
@@ -198,6 +204,16 @@ impl<D: RoleWriter> RoleSync<D> {
                     tx.commit().await?;
                     break;
                 }
+                // Claimed for a short while only: if this worker dies before
+                // their check commits, the members are due again soon rather
+                // than skipped for a whole period. Another worker's scan
+                // skips them meanwhile; a check outliving the claim is
+                // still guarded by the per-member check lease.
+                let claimed_until =
+                    now + chrono::Duration::from_std(SCAN_CLAIM).unwrap_or_default();
+                let claim: Vec<(ProfileId, DateTime<Utc>)> =
+                    due.iter().map(|p| (p.id, claimed_until)).collect();
+                tx.profiles().schedule_checks(&claim).await?;
                 let schedule: Vec<(ProfileId, DateTime<Utc>)> = due
                     .iter()
                     .map(|p| {
@@ -206,7 +222,6 @@ impl<D: RoleWriter> RoleSync<D> {
                         (p.id, next)
                     })
                     .collect();
-                tx.profiles().schedule_checks(&schedule).await?;
                 // Badges ride on the same claim: one transaction per batch.
                 let badges = crate::badges::evaluate(&tx, &due, now).await?;
                 let last_batch = (due.len() as i64) < self.config.scan_batch;
@@ -229,6 +244,11 @@ impl<D: RoleWriter> RoleSync<D> {
                         "periodic",
                     )
                     .await?;
+                // Checked (or being checked by another worker right now):
+                // the next look is a period on.
+                let tx = self.store.begin(tenant).await?;
+                tx.profiles().schedule_checks(&schedule).await?;
+                tx.commit().await?;
                 total.members += report.members;
                 total.granted += report.granted;
                 total.removed += report.removed;
