@@ -130,3 +130,129 @@ async fn a_scan_that_dies_mid_check_leaves_its_members_due_again_soon() {
         "a completed check schedules the next one a period on"
     );
 }
+
+/// Records the order of role changes, by guild.
+#[derive(Clone, Default)]
+struct Recorder(Arc<std::sync::Mutex<Vec<GuildId>>>);
+
+impl RoleWriter for Recorder {
+    async fn change_role(
+        &self,
+        change: RoleChange,
+        _priority: CheckPriority,
+    ) -> Result<(), RoleChangeError> {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push(change.guild_id);
+        }
+        Ok(())
+    }
+}
+
+/// A community with `members` present members and a rule every one of them
+/// meets (score ≥ 0), so each check grants one role.
+async fn community(store: &store::Store, guild: u64, members: u64) -> store::TenantId {
+    let guild = GuildId::new(guild).unwrap();
+    let tenant = store
+        .directory()
+        .provision_guild(guild, "scan")
+        .await
+        .unwrap();
+    add_members(store, tenant, 1..=members).await;
+    let tx = store.begin(tenant).await.unwrap();
+    tx.rules()
+        .create(&NewRule {
+            chain: None,
+            contract_address: None,
+            rule_type: RuleType::ScoreThreshold,
+            parameters: serde_json::json!({ "min_score": 0 }),
+            role_discord_id: RoleId::new(77).unwrap(),
+            tier_mapping: None,
+            priority: 0,
+            enabled: true,
+        })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tenant
+}
+
+fn small_batches() -> RoleSyncConfig {
+    RoleSyncConfig {
+        scan_batch: 2,
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn communities_take_turns_so_a_backlog_delays_others_by_one_batch() {
+    let db = TestDb::create("domain_scan_turns").await;
+    let store = db.store(4).await;
+    let a = community(&store, 911, 0).await;
+    let b = community(&store, 912, 0).await;
+    // The backlog goes to the community visited first (id order), where it
+    // would hold up the other longest.
+    let ((big, _), (small, small_guild)) = if a.to_string() < b.to_string() {
+        ((a, 911), (b, 912))
+    } else {
+        ((b, 912), (a, 911))
+    };
+    add_members(&store, big, 1..=10).await;
+    add_members(&store, small, 1..=2).await;
+    let recorder = Recorder::default();
+    let evaluator = Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap());
+    let sync = RoleSync::new(store.clone(), evaluator, recorder.clone(), small_batches());
+    assert_eq!(sync.scan_due().await.unwrap().granted, 12);
+    let order = recorder.0.lock().unwrap().clone();
+    let small_guild = GuildId::new(small_guild).unwrap();
+    let last_small = order
+        .iter()
+        .rposition(|g| *g == small_guild)
+        .expect("the small community was checked");
+    // One batch of the backlog (2 changes), then the small community's 2.
+    assert_eq!(
+        last_small, 3,
+        "the small community waited behind the backlog: {order:?}"
+    );
+}
+
+async fn add_members(
+    store: &store::Store,
+    tenant: store::TenantId,
+    users: std::ops::RangeInclusive<u64>,
+) {
+    let tx = store.begin(tenant).await.unwrap();
+    for user in users {
+        tx.profiles()
+            .upsert_member(&MemberUpsert {
+                discord_user_id: UserId::new(user).unwrap(),
+                role_ids: vec![],
+                joined_at: Utc::now(),
+            })
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_community_that_fails_does_not_stop_the_pass_for_the_others() {
+    let db = TestDb::create("domain_scan_failure").await;
+    let store = db.store(4).await;
+    let a = community(&store, 921, 2).await;
+    let b = community(&store, 922, 2).await;
+    // Corrupt the community the scan visits first, so that reading its
+    // members fails (a role id the store refuses to read back).
+    let first = if a.to_string() < b.to_string() { a } else { b };
+    db.admin()
+        .await
+        .batch_execute(&format!(
+            "UPDATE profiles SET role_ids = '{{-5}}' WHERE community_id = '{first}'"
+        ))
+        .await
+        .unwrap();
+    let evaluator = Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap());
+    let sync = RoleSync::new(store.clone(), evaluator, Accepting, config());
+    let report = sync.scan_due().await.expect("the pass completes");
+    assert_eq!(report.failed_communities, 1);
+    assert_eq!(report.granted, 2, "the healthy community was checked");
+}

@@ -121,6 +121,8 @@ pub struct CheckReport {
     pub busy: usize,
     /// Role changes Discord refused with 429 (also in `failed_changes`).
     pub rate_limited: usize,
+    /// Communities a periodic scan could not check this pass.
+    pub failed_communities: usize,
 }
 
 /// How long a check may hold a member before another may take over (a
@@ -192,74 +194,92 @@ impl<D: RoleWriter> RoleSync<D> {
     /// One pass over every active community: claims members whose re-check
     /// is due (for [`SCAN_CLAIM`], so no other worker takes them), checks
     /// them in bulk, and only then schedules their next check a period on.
+    ///
+    /// Communities take turns, one batch each, so a community with a huge
+    /// backlog delays the others by one batch, not by its whole backlog.
+    /// A community whose batch fails is logged, counted in
+    /// `failed_communities` and left for the next pass; the others go on.
     pub async fn scan_due(&self) -> Result<CheckReport, SyncError> {
         let mut total = CheckReport::default();
-        for (tenant, guild) in self.store.directory().active_communities().await? {
-            loop {
-                let now = Utc::now();
-                let tx = self.store.begin(tenant).await?;
-                let due = tx.profiles().claim_due(now, self.config.scan_batch).await?;
-                if due.is_empty() {
-                    tx.communities().record_recheck_pass().await?;
-                    tx.commit().await?;
-                    break;
-                }
-                // Claimed for a short while only: if this worker dies before
-                // their check commits, the members are due again soon rather
-                // than skipped for a whole period. Another worker's scan
-                // skips them meanwhile; a check outliving the claim is
-                // still guarded by the per-member check lease.
-                let claimed_until =
-                    now + chrono::Duration::from_std(SCAN_CLAIM).unwrap_or_default();
-                let claim: Vec<(ProfileId, DateTime<Utc>)> =
-                    due.iter().map(|p| (p.id, claimed_until)).collect();
-                tx.profiles().schedule_checks(&claim).await?;
-                let schedule: Vec<(ProfileId, DateTime<Utc>)> = due
-                    .iter()
-                    .map(|p| {
-                        let next =
-                            next_check(tenant, p.discord_user_id, self.config.recheck_period, now);
-                        (p.id, next)
-                    })
-                    .collect();
-                // Badges ride on the same claim: one transaction per batch.
-                let badges = crate::badges::evaluate(&tx, &due, now).await?;
-                let last_batch = (due.len() as i64) < self.config.scan_batch;
-                if last_batch {
-                    // Every due member is claimed: the pass is done (the
-                    // checks themselves follow; a member they fail to reach
-                    // is due again at its next time).
-                    tx.communities().record_recheck_pass().await?;
-                }
-                tx.commit().await?;
-                total.badges_awarded += badges.len();
-                let claimed = due.len();
-                let report = self
-                    .check_profiles(
-                        tenant,
-                        guild,
-                        due,
-                        CheckPriority::Bulk,
-                        Freshness::Cached,
-                        "periodic",
-                    )
-                    .await?;
-                // Checked (or being checked by another worker right now):
-                // the next look is a period on.
-                let tx = self.store.begin(tenant).await?;
-                tx.profiles().schedule_checks(&schedule).await?;
-                tx.commit().await?;
-                total.members += report.members;
-                total.granted += report.granted;
-                total.removed += report.removed;
-                total.failed_changes += report.failed_changes;
-                total.rate_limited += report.rate_limited;
-                if (claimed as i64) < self.config.scan_batch {
-                    break;
+        let mut turns: std::collections::VecDeque<(TenantId, GuildId)> =
+            self.store.directory().active_communities().await?.into();
+        while let Some((tenant, guild)) = turns.pop_front() {
+            match self.scan_batch(tenant, guild, &mut total).await {
+                Ok(true) => turns.push_back((tenant, guild)),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%guild, error = %e, "periodic re-check of a community failed; the others go on, it is retried next pass");
+                    total.failed_communities += 1;
+                    total.first_error.get_or_insert_with(|| e.to_string());
                 }
             }
         }
         Ok(total)
+    }
+
+    /// Claims and checks one batch of `tenant`'s due members. True when
+    /// the batch was full, so more may be due.
+    async fn scan_batch(
+        &self,
+        tenant: TenantId,
+        guild: GuildId,
+        total: &mut CheckReport,
+    ) -> Result<bool, SyncError> {
+        let now = Utc::now();
+        let tx = self.store.begin(tenant).await?;
+        let due = tx.profiles().claim_due(now, self.config.scan_batch).await?;
+        if due.is_empty() {
+            tx.communities().record_recheck_pass().await?;
+            tx.commit().await?;
+            return Ok(false);
+        }
+        // Claimed for a short while only: if this worker dies before their
+        // check commits, the members are due again soon rather than skipped
+        // for a whole period. Another worker's scan skips them meanwhile; a
+        // check outliving the claim is still guarded by the check lease.
+        let claimed_until = now + chrono::Duration::from_std(SCAN_CLAIM).unwrap_or_default();
+        let claim: Vec<(ProfileId, DateTime<Utc>)> =
+            due.iter().map(|p| (p.id, claimed_until)).collect();
+        tx.profiles().schedule_checks(&claim).await?;
+        let schedule: Vec<(ProfileId, DateTime<Utc>)> = due
+            .iter()
+            .map(|p| {
+                let next = next_check(tenant, p.discord_user_id, self.config.recheck_period, now);
+                (p.id, next)
+            })
+            .collect();
+        // Badges ride on the same claim: one transaction per batch.
+        let badges = crate::badges::evaluate(&tx, &due, now).await?;
+        let full = due.len() as i64 >= self.config.scan_batch;
+        if !full {
+            // Every due member is claimed: the pass is done (the checks
+            // themselves follow; a member they fail to reach is due again
+            // when the claim runs out).
+            tx.communities().record_recheck_pass().await?;
+        }
+        tx.commit().await?;
+        total.badges_awarded += badges.len();
+        let report = self
+            .check_profiles(
+                tenant,
+                guild,
+                due,
+                CheckPriority::Bulk,
+                Freshness::Cached,
+                "periodic",
+            )
+            .await?;
+        // Checked (or being checked by another worker right now): the next
+        // look is a period on.
+        let tx = self.store.begin(tenant).await?;
+        tx.profiles().schedule_checks(&schedule).await?;
+        tx.commit().await?;
+        total.members += report.members;
+        total.granted += report.granted;
+        total.removed += report.removed;
+        total.failed_changes += report.failed_changes;
+        total.rate_limited += report.rate_limited;
+        Ok(full)
     }
 
     async fn check_profiles(
