@@ -45,16 +45,51 @@ pub struct ShardSetup {
 pub fn build(setup: ShardSetup) -> Shard {
     let mut config =
         ConfigBuilder::new(setup.token.expose().to_owned(), setup.intents).queue(setup.queue);
+    let resume = setup.resume.filter(|stored| match &stored.resume_url {
+        Some(url) if !trusted_resume_url(url, setup.gateway_url.as_deref()) => {
+            // The Resume carries the bot token: read back from NATS, the
+            // URL is only as trustworthy as everyone who can write there.
+            tracing::warn!(
+                shard = setup.shard_id,
+                resume_url = %url,
+                "ignoring a stored session whose resume URL is neither Discord's gateway nor the configured one; identifying afresh"
+            );
+            false
+        }
+        _ => true,
+    });
     if let Some(url) = setup.gateway_url {
         config = config.proxy_url(url);
     }
-    if let Some(stored) = setup.resume {
+    if let Some(stored) = resume {
         config = config.session(Session::new(stored.sequence, stored.session_id));
         if let Some(url) = stored.resume_url {
             config = config.resume_url(url);
         }
     }
     Shard::with_config(ShardId::new(setup.shard_id, setup.total), config.build())
+}
+
+/// Whether a resume URL may receive the bot token: Discord's own gateway
+/// (`wss://` on `discord.gg`), or the same scheme, host and port as the
+/// configured gateway (the simulator, a proxy).
+pub(crate) fn trusted_resume_url(url: &str, configured: Option<&str>) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+    let discord = parsed.scheme() == "wss"
+        && (host == "discord.gg" || host.ends_with(".discord.gg"))
+        && parsed.username().is_empty()
+        && parsed.password().is_none();
+    let same_as_configured = configured
+        .and_then(|c| url::Url::parse(c).ok())
+        .is_some_and(|c| {
+            c.scheme() == parsed.scheme()
+                && c.host_str().map(str::to_ascii_lowercase).as_deref() == Some(host.as_str())
+                && c.port_or_known_default() == parsed.port_or_known_default()
+        });
+    discord || same_as_configured
 }
 
 /// How a shard stopped.
@@ -319,4 +354,31 @@ fn describe(error: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trusted_resume_url;
+
+    #[test]
+    fn only_discord_or_the_configured_gateway_may_receive_a_resume() {
+        let sim = Some("ws://127.0.0.1:4000");
+        assert!(trusted_resume_url(
+            "wss://gateway-us-east1-b.discord.gg",
+            None
+        ));
+        assert!(trusted_resume_url("wss://gateway.discord.gg/", sim));
+        assert!(trusted_resume_url("ws://127.0.0.1:4000", sim));
+        for forged in [
+            "ws://127.0.0.1:4001",
+            "ws://gateway.discord.gg",
+            "wss://gateway.discord.gg.evil.example",
+            "wss://discord.gg@evil.example",
+            "wss://evil.example/discord.gg",
+            "not a url",
+        ] {
+            assert!(!trusted_resume_url(forged, sim), "{forged} was trusted");
+        }
+        assert!(!trusted_resume_url("ws://127.0.0.1:4000", None));
+    }
 }

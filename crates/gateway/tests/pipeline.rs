@@ -373,3 +373,62 @@ async fn a_namespace_keeps_tests_apart_on_a_shared_server() {
     gateway.shutdown().await.expect("clean shutdown");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_resume_url_in_the_session_bucket_never_receives_the_token() {
+    // Whoever can write the session bucket could point a shard's resume at
+    // a server of theirs, which would receive the bot token in the Resume.
+    let nats = NatsServer::start();
+    let sim = simulator().await;
+    let control = sim.control();
+    control.create_guilds(&GuildsSpec {
+        count: 2,
+        members_per_guild: 1,
+        roles_per_guild: 1,
+    });
+    let first = start(settings(&sim, &nats.url(), "0-1", 2)).await;
+    until_ready(&first, "at start").await;
+    let summary = first.shutdown().await.expect("clean shutdown");
+    assert_eq!(summary.sessions_saved, 2);
+
+    // The attacker's listener, and the stored sessions pointed at it.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_url = format!("ws://{}", trap.local_addr().unwrap());
+    let caught = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = caught.clone();
+    let listener = tokio::spawn(async move {
+        while let Ok((_socket, _)) = trap.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value(bus::Topology::new(bus::Namespace::root()).sessions_bucket())
+        .await
+        .unwrap();
+    for shard in 0..2 {
+        let key = gateway::sessions::key(shard, 2);
+        let stored = kv.get(&key).await.unwrap().expect("a stored session");
+        let mut session: gateway::sessions::StoredSession =
+            serde_json::from_slice(&stored).unwrap();
+        session.resume_url = Some(trap_url.clone());
+        kv.put(&key, serde_json::to_vec(&session).unwrap().into())
+            .await
+            .unwrap();
+    }
+
+    let second = start(settings(&sim, &nats.url(), "0-1", 2)).await;
+    until_ready(&second, "after the forged sessions").await;
+    assert_eq!(
+        caught.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a shard connected to the forged resume URL"
+    );
+    for shard in 0..2 {
+        // It identified afresh at the configured gateway instead.
+        assert_eq!(control.transcript(shard).identifies, 2, "shard {shard}");
+    }
+    listener.abort();
+    second.shutdown().await.expect("clean shutdown");
+    sim.shutdown().await;
+}
