@@ -258,3 +258,60 @@ async fn a_url_serving_another_chain_is_not_believed() {
         other => panic!("expected unknown, got {other:?}"),
     }
 }
+
+/// Multicall3 reports an inner call that failed with `success = false`,
+/// whether the contract reverted on purpose or the call ran out of the gas
+/// the batch had left. Only a revert that carries a reason is the
+/// contract's answer; an inner failure without one says nothing.
+#[tokio::test]
+async fn a_failed_inner_multicall_call_is_unknown_not_a_missing_token() {
+    use eligibility::fake_chain::FakeContract;
+    let chain = chain().await;
+    let nft = contract(2);
+    let token = contract(1);
+    chain.deploy(nft, FakeContract::Erc721);
+    chain.deploy(token, FakeContract::Erc20);
+    chain.set_erc721_owner(nft, units(1), Some(wallet(1)));
+    chain.set_erc20_balance(token, wallet(1), units(10));
+    let set = rules([
+        rule(
+            1,
+            "nft_ownership",
+            Some(nft),
+            // Token 2 was never minted: ownerOf reverts with a reason, which
+            // is the contract saying "no owner".
+            json!({"standard": "erc721", "min_count": 1, "token_ids": ["1", "2"]}),
+        ),
+        rule(
+            2,
+            "token_balance",
+            Some(token),
+            json!({"min_balance": "10"}),
+        ),
+    ]);
+    let eval = evaluator(vec![chain.url()], |_| {});
+    let holder = member(wallet(1));
+
+    let healthy = eval.evaluate(&set, &holder, Freshness::Fresh).await;
+    assert_eq!(outcome(&healthy), Outcome::Eligible);
+    let stranger = eval
+        .evaluate(&set, &member(wallet(2)), Freshness::Fresh)
+        .await;
+    assert_eq!(
+        outcome(&stranger),
+        Outcome::NotEligible,
+        "a missing token is a deliberate answer"
+    );
+    assert_eq!(chain.eth_calls(), 2, "each check was one aggregate3");
+
+    chain.fail_calls_involving(nft);
+    chain.fail_calls_involving(token);
+    let failed = eval.evaluate(&set, &holder, Freshness::Fresh).await;
+    for rule_id in [id(1), id(2)] {
+        let o = &failed.get(rule_id).expect("rule").outcome;
+        assert!(
+            o.is_unknown(),
+            "rule {rule_id}: a failed inner call must not be read as an answer: {o:?}"
+        );
+    }
+}
