@@ -315,3 +315,85 @@ async fn a_failed_inner_multicall_call_is_unknown_not_a_missing_token() {
         );
     }
 }
+
+/// A provider's 429 is back-pressure: the URL works and is busy. Counting it
+/// as a failure would let one noisy community open the breaker every
+/// community shares.
+#[tokio::test]
+async fn rate_limits_do_not_open_the_breaker_but_server_errors_do() {
+    let (set, token) = token_rule();
+    let only = chain().await;
+    only.set_erc20_balance(token, wallet(1), units(10));
+    let eval = evaluator(vec![only.url()], |c| {
+        c.breaker.failure_threshold = 3;
+        c.breaker.cooldown_ms = 60_000;
+    });
+    let alice = member(wallet(1));
+
+    only.set_fault(Fault::RateLimited {
+        retry_after_secs: None,
+    });
+    for attempt in 0..10 {
+        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        match outcome(&r) {
+            Outcome::Unknown {
+                reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
+            } => assert!(
+                matches!(last, EndpointError::RateLimited { .. }),
+                "attempt {attempt}: {last:?}"
+            ),
+            other => panic!("attempt {attempt}: expected unknown, got {other:?}"),
+        }
+    }
+    assert_eq!(only.requests(), 10, "every read was sent");
+    assert_eq!(eval.health()[0].state, BreakerState::Closed);
+
+    // The throttling ends: the URL answers at once.
+    only.set_fault(Fault::None);
+    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    assert_eq!(outcome(&r), Outcome::Eligible);
+
+    only.set_fault(Fault::Unavailable);
+    for _ in 0..3 {
+        eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    }
+    assert_eq!(only.requests(), 14);
+    assert_eq!(eval.health()[0].state, BreakerState::Open, "5xx still count");
+}
+
+#[tokio::test]
+async fn a_response_timeout_does_not_open_the_breaker() {
+    let (set, token) = token_rule();
+    let slow = chain().await;
+    slow.set_erc20_balance(token, wallet(1), units(10));
+    slow.set_fault(Fault::Slow(Duration::from_secs(30)));
+    let eval = evaluator(vec![slow.url()], |c| {
+        c.timeout_ms = 200;
+        c.breaker.failure_threshold = 1;
+    });
+    let alice = member(wallet(1));
+    for _ in 0..3 {
+        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        assert!(outcome(&r).is_unknown());
+    }
+    assert_eq!(slow.requests(), 3);
+    assert_eq!(eval.health()[0].state, BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn retry_after_keeps_reads_off_a_throttled_url_for_that_long() {
+    let (set, token) = token_rule();
+    let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
+    primary.set_fault(Fault::RateLimited {
+        retry_after_secs: Some(60),
+    });
+    let eval = evaluator(vec![primary.url(), backup.url()], |_| {});
+    let alice = member(wallet(1));
+    for _ in 0..3 {
+        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        assert_eq!(outcome(&r), Outcome::Eligible);
+    }
+    assert_eq!(primary.requests(), 1, "asked to wait, the primary was left alone");
+    assert_eq!(backup.requests(), 3);
+    assert_eq!(eval.health()[0].state, BreakerState::Closed);
+}
