@@ -54,8 +54,9 @@ pub enum Fault {
     /// Answer HTTP 429, as a provider throttling this client does, with
     /// `Retry-After: <secs>` when given.
     RateLimited { retry_after_secs: Option<u64> },
-    /// Answer 200 with a JSON body of this many bytes (a batch reply padded
-    /// with whitespace), as a node answering a huge `eth_call` result does.
+    /// Answer 200 with a JSON body of this many bytes (an empty batch reply
+    /// padded with whitespace), streamed without a Content-Length, as a
+    /// misbehaving node might send a huge reply.
     Oversized(usize),
 }
 
@@ -397,14 +398,22 @@ async fn handle(State(shared): State<Arc<Shared>>, body: Body) -> Response {
             return response;
         }
         Fault::Oversized(size) => {
-            let mut body = String::with_capacity(size);
-            body.push('[');
-            body.extend(std::iter::repeat_n(' ', size.saturating_sub(2)));
-            body.push(']');
+            // Streamed without a Content-Length, so a client can only find
+            // out how large it is by reading it.
+            const CHUNK: usize = 64 * 1024;
+            let middle = size.saturating_sub(2);
+            let chunks = std::iter::once(Body::from_static(b"["))
+                .chain(
+                    (0..middle)
+                        .step_by(CHUNK)
+                        .map(move |start| Body::from(vec![b' '; CHUNK.min(middle - start)])),
+                )
+                .chain(std::iter::once(Body::from_static(b"]")))
+                .map(Ok::<_, std::convert::Infallible>);
             return close((
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
-                body,
+                axum::body::Body::from_stream(futures::stream::iter(chunks)),
             ));
         }
         Fault::Slow(delay) => tokio::time::sleep(delay).await,

@@ -32,6 +32,10 @@ pub enum EndpointError {
         url: String,
         retry_after_secs: Option<u64>,
     },
+    /// The reply body was longer than `max_response_bytes`; reading
+    /// stopped there.
+    #[error("{url}: reply larger than the {limit}-byte limit")]
+    TooLarge { url: String, limit: usize },
     #[error("{url}: malformed reply: {detail}")]
     Malformed { url: String, detail: String },
     /// The URL serves a different chain than configured: its balances would
@@ -103,6 +107,7 @@ pub struct RpcClient {
     http: reqwest::Client,
     endpoints: Vec<Endpoint>,
     timeout: Duration,
+    max_response_bytes: usize,
     /// The longest `Retry-After` honoured: no longer than an open breaker
     /// would keep the URL out, so a provider cannot park it for hours.
     max_retry_after: Duration,
@@ -132,6 +137,7 @@ impl RpcClient {
             http,
             endpoints,
             timeout: config.timeout(),
+            max_response_bytes: config.max_response_bytes,
             max_retry_after: config.breaker.cooldown(),
             chain_id: config.chain_id,
         })
@@ -267,10 +273,7 @@ impl RpcClient {
                 status: status.as_u16(),
             });
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.request_error(url, &e))?;
+        let bytes = self.read_body(url, response).await?;
         parse_batch_reply(&bytes, expected, self.chain_id).map_err(|problem| match problem {
             ReplyProblem::Malformed(detail) => EndpointError::Malformed {
                 url: url.clone(),
@@ -282,6 +285,40 @@ impl RpcClient {
                 got,
             },
         })
+    }
+
+    /// Reads the body chunk by chunk, giving up as soon as it exceeds the
+    /// limit: `Response::bytes` would buffer whatever the endpoint sends.
+    async fn read_body(
+        &self,
+        url: &str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, EndpointError> {
+        let limit = self.max_response_bytes;
+        let too_large = || EndpointError::TooLarge {
+            url: url.to_string(),
+            limit,
+        };
+        // A declared length is only a hint (it can lie either way), but
+        // when it is already too big there is no need to read anything.
+        let declared = response
+            .content_length()
+            .and_then(|n| usize::try_from(n).ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(declared.unwrap_or(0));
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.request_error(url, &e))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn request_error(&self, url: &str, e: &reqwest::Error) -> EndpointError {

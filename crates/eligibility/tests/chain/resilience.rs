@@ -358,7 +358,11 @@ async fn rate_limits_do_not_open_the_breaker_but_server_errors_do() {
         eval.evaluate(&set, &alice, Freshness::Fresh).await;
     }
     assert_eq!(only.requests(), 14);
-    assert_eq!(eval.health()[0].state, BreakerState::Open, "5xx still count");
+    assert_eq!(
+        eval.health()[0].state,
+        BreakerState::Open,
+        "5xx still count"
+    );
 }
 
 #[tokio::test]
@@ -393,7 +397,54 @@ async fn retry_after_keeps_reads_off_a_throttled_url_for_that_long() {
         let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
         assert_eq!(outcome(&r), Outcome::Eligible);
     }
-    assert_eq!(primary.requests(), 1, "asked to wait, the primary was left alone");
+    assert_eq!(
+        primary.requests(),
+        1,
+        "asked to wait, the primary was left alone"
+    );
     assert_eq!(backup.requests(), 3);
     assert_eq!(eval.health()[0].state, BreakerState::Closed);
+}
+
+/// A reply body beyond `max_response_bytes` is refused while it is read, so
+/// a broken or hostile endpoint cannot make the worker buffer gigabytes.
+#[tokio::test]
+async fn an_oversized_reply_is_an_endpoint_error() {
+    let (set, token) = token_rule();
+    let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
+    primary.set_fault(Fault::Oversized(4 * 1024 * 1024));
+    let eval = evaluator(vec![primary.url(), backup.url()], |c| {
+        c.max_response_bytes = 64 * 1024;
+        c.breaker.failure_threshold = 1;
+    });
+    let alice = member(wallet(1));
+    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    assert_eq!(outcome(&r), Outcome::Eligible, "the backup answered");
+    assert_eq!(primary.requests(), 1);
+    assert_eq!(eval.health()[0].state, BreakerState::Open);
+
+    let only = evaluator(vec![primary.url()], |c| c.max_response_bytes = 64 * 1024);
+    let r = only.evaluate(&set, &alice, Freshness::Fresh).await;
+    match outcome(&r) {
+        Outcome::Unknown {
+            reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
+        } => assert!(
+            matches!(last, EndpointError::TooLarge { limit: 65_536, .. }),
+            "{last:?}"
+        ),
+        other => panic!("expected unknown, got {other:?}"),
+    }
+
+    // A reply under the cap is read as usual.
+    primary.set_fault(Fault::Oversized(60 * 1024));
+    let r = only.evaluate(&set, &alice, Freshness::Fresh).await;
+    match outcome(&r) {
+        Outcome::Unknown {
+            reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
+        } => assert!(
+            matches!(last, EndpointError::Malformed { .. }),
+            "an empty batch under the cap is parsed, not refused: {last:?}"
+        ),
+        other => panic!("expected unknown, got {other:?}"),
+    }
 }
