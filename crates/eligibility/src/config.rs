@@ -54,6 +54,11 @@ pub struct ChainConfig {
     /// HTTP requests one evaluation keeps in flight per chain.
     #[serde(default = "defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// Largest JSON-RPC reply body accepted, in bytes. A bigger one is an
+    /// endpoint error, noticed while reading: a broken or hostile endpoint
+    /// must not make the worker buffer an unbounded body.
+    #[serde(default = "defaults::max_response_bytes")]
+    pub max_response_bytes: usize,
     #[serde(default)]
     pub breaker: BreakerConfig,
     /// When set, every request also asks `eth_chainId`, and a URL serving
@@ -110,6 +115,12 @@ mod defaults {
         // 2 MB of hex) per request: large, but within common provider limits.
         10
     }
+    pub fn max_response_bytes() -> usize {
+        // A full default request (10 aggregate3 results of 500 balance
+        // reads) answers in about 1.6 MB of hex; this leaves room for
+        // delegation lists. Raising the batch limits may need it raised too.
+        8 * 1024 * 1024
+    }
     pub fn max_concurrent_requests() -> usize {
         4
     }
@@ -133,6 +144,7 @@ impl ChainConfig {
             max_calls_per_multicall: defaults::max_calls_per_multicall(),
             max_batch_size: defaults::max_batch_size(),
             max_concurrent_requests: defaults::max_concurrent_requests(),
+            max_response_bytes: defaults::max_response_bytes(),
             breaker: BreakerConfig::default(),
             chain_id: None,
             delegate_registry: None,
@@ -247,6 +259,7 @@ impl ChainConfig {
             ("max_calls_per_multicall", self.max_calls_per_multicall),
             ("max_batch_size", self.max_batch_size),
             ("max_concurrent_requests", self.max_concurrent_requests),
+            ("max_response_bytes", self.max_response_bytes),
         ] {
             if value == 0 {
                 return Err(err(field, "is 0; it must be at least 1".into()));
@@ -280,6 +293,7 @@ impl std::fmt::Debug for ChainConfig {
             .field("max_calls_per_multicall", &self.max_calls_per_multicall)
             .field("max_batch_size", &self.max_batch_size)
             .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("max_response_bytes", &self.max_response_bytes)
             .field("breaker", &self.breaker)
             .field("chain_id", &self.chain_id)
             .field("delegate_registry", &self.delegate_registry)
@@ -307,6 +321,7 @@ mod tests {
         let eth = &cfg.chains["ethereum"];
         assert_eq!(eth.timeout(), Duration::from_secs(5));
         assert_eq!(eth.breaker.failure_threshold, 3);
+        assert_eq!(eth.max_response_bytes, 8 * 1024 * 1024);
         assert_eq!(eth.multicall(), None);
     }
 
@@ -333,6 +348,12 @@ mod tests {
         }))
         .expect_err("batch");
         assert!(e.contains("chains.eth.max_batch_size"), "{e}");
+
+        let e = config(serde_json::json!({
+            "chains": {"eth": {"rpc_urls": ["https://a.example"], "max_response_bytes": 0}}
+        }))
+        .expect_err("reply cap");
+        assert!(e.contains("chains.eth.max_response_bytes"), "{e}");
     }
 
     #[test]

@@ -51,6 +51,13 @@ pub enum Fault {
     Slow(Duration),
     /// Answer 200 with a body that is not JSON.
     Malformed,
+    /// Answer HTTP 429, as a provider throttling this client does, with
+    /// `Retry-After: <secs>` when given.
+    RateLimited { retry_after_secs: Option<u64> },
+    /// Answer 200 with a JSON body of this many bytes (an empty batch reply
+    /// padded with whitespace), streamed without a Content-Length, as a
+    /// misbehaving node might send a huge reply.
+    Oversized(usize),
 }
 
 /// The standard a fake contract implements.
@@ -381,6 +388,34 @@ async fn handle(State(shared): State<Arc<Shared>>, body: Body) -> Response {
             return close((StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable"))
         }
         Fault::Malformed => return close((StatusCode::OK, "{\"jsonrpc\": \"2.0\", \"res")),
+        Fault::RateLimited { retry_after_secs } => {
+            let mut response = close((StatusCode::TOO_MANY_REQUESTS, "rate limited"));
+            if let Some(secs) = retry_after_secs {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            }
+            return response;
+        }
+        Fault::Oversized(size) => {
+            // Streamed without a Content-Length, so a client can only find
+            // out how large it is by reading it.
+            const CHUNK: usize = 64 * 1024;
+            let middle = size.saturating_sub(2);
+            let chunks = std::iter::once(Body::from_static(b"["))
+                .chain(
+                    (0..middle)
+                        .step_by(CHUNK)
+                        .map(move |start| Body::from(vec![b' '; CHUNK.min(middle - start)])),
+                )
+                .chain(std::iter::once(Body::from_static(b"]")))
+                .map(Ok::<_, std::convert::Infallible>);
+            return close((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(futures::stream::iter(chunks)),
+            ));
+        }
         Fault::Slow(delay) => tokio::time::sleep(delay).await,
         Fault::None | Fault::RefuseConnections => {}
     }
@@ -425,8 +460,11 @@ fn handle_one(shared: &Shared, request: &Value) -> Value {
             };
             let mut ledger = shared.ledger();
             match execute(&mut ledger, shared.multicall, to, &data) {
-                Some(out) => ok(json!(out.to_string())),
-                None => rpc_error(id, 3, "execution reverted"),
+                Ok(out) => ok(json!(out.to_string())),
+                // geth's shape: code 3 with the revert data, if any.
+                Err(Revert(data)) => json!({"jsonrpc": "2.0", "id": id, "error": {
+                    "code": 3, "message": "execution reverted", "data": data.to_string(),
+                }}),
             }
         }
         Some(other) => rpc_error(id, -32601, &format!("method {other} not found")),
@@ -461,36 +499,66 @@ fn involves_failing(ledger: &Ledger, to: Address, data: &[u8]) -> bool {
         })
 }
 
-/// Runs a call against the ledger. `None` means the call reverted.
+/// A call that did not return, with its revert data (empty for a bare
+/// failure, as out-of-gas leaves it).
+struct Revert(Bytes);
+
+/// Runs a call against the ledger.
 fn execute(
     ledger: &mut Ledger,
     multicall: Option<Address>,
     to: Address,
     data: &[u8],
-) -> Option<Bytes> {
+) -> Result<Bytes, Revert> {
     *ledger.calls_to.entry(to).or_default() += 1;
     if Some(to) == multicall {
-        let call = aggregate3Call::abi_decode(data).ok()?;
+        let call = aggregate3Call::abi_decode(data).map_err(|_| Revert(Bytes::new()))?;
         let results: Vec<Result3> = call
             .calls
             .iter()
             .map(|c| match execute(ledger, None, c.target, &c.callData) {
-                Some(data) => Some(Result3 {
+                Ok(data) => Ok(Result3 {
                     success: true,
                     returnData: data,
                 }),
-                None if c.allowFailure => Some(Result3 {
+                Err(Revert(data)) if c.allowFailure => Ok(Result3 {
                     success: false,
-                    returnData: Bytes::new(),
+                    returnData: data,
                 }),
-                None => None,
+                Err(revert) => Err(revert),
             })
-            .collect::<Option<_>>()?;
-        return Some(aggregate3Call::abi_encode_returns(&results).into());
+            .collect::<Result<_, _>>()?;
+        return Ok(aggregate3Call::abi_encode_returns(&results).into());
     }
+    // Failing calls carry no revert data: they stand for a node or gas
+    // failure, not for a contract's answer.
     if involves_failing(ledger, to, data) {
+        return Err(Revert(Bytes::new()));
+    }
+    if let Some(revert) = nonexistent_token(ledger, to, data) {
+        return Err(revert);
+    }
+    execute_contract(ledger, to, data).ok_or(Revert(Bytes::new()))
+}
+
+/// ERC-721: `ownerOf` reverts for a token that does not exist, with a
+/// reason as OpenZeppelin's contracts give one (`Error(string)`).
+fn nonexistent_token(ledger: &Ledger, to: Address, data: &[u8]) -> Option<Revert> {
+    if ledger.contracts.get(&to) != Some(&FakeContract::Erc721) {
         return None;
     }
+    let call = OwnerOfCall::abi_decode(data).ok()?;
+    if ledger.erc721_owner.contains_key(&(to, call.tokenId)) {
+        return None;
+    }
+    let reason = alloy_sol_types::Revert::from("ERC721: invalid token ID");
+    Some(Revert(
+        alloy_sol_types::SolError::abi_encode(&reason).into(),
+    ))
+}
+
+/// Runs a call to a contract. `None` means it reverted without data.
+fn execute_contract(ledger: &Ledger, to: Address, data: &[u8]) -> Option<Bytes> {
     let Some(kind) = ledger.contracts.get(&to) else {
         // No code at this address: the EVM returns success with no data.
         return Some(Bytes::new());

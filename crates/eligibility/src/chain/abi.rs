@@ -175,6 +175,8 @@ pub fn plan_calls(reads: &[Read]) -> Vec<PlannedCall> {
 #[derive(Debug, Clone)]
 pub enum CallResult {
     Returned(Bytes),
+    /// The contract reverted: the node said so for a plain call, or
+    /// Multicall3 reported the inner call failed with revert data.
     Reverted,
     /// The node answered this call with an error other than a revert.
     Failed(String),
@@ -219,7 +221,14 @@ pub fn decode_answers(
 
 fn decode_one(read: &Read, result: &CallResult) -> Result<ReadValue, String> {
     match (read, result) {
+        // ERC-721 requires ownerOf to revert for a token that does not exist
+        // (never minted, or burned), so a revert is the contract's answer
+        // "no owner". `Reverted` only ever means the contract reverted: a
+        // node error, or a multicall inner call that failed without revert
+        // data (out of gas), is `Failed` and stays an error.
         (Read::OwnerOf { .. }, CallResult::Reverted) => Ok(ReadValue::Owner(None)),
+        // Any other read has a value for every input; its revert answers
+        // nothing.
         (_, CallResult::Reverted) => Err("the call reverted".to_string()),
         (_, CallResult::Failed(e)) => Err(e.clone()),
         (Read::BalanceOf { .. }, CallResult::Returned(data)) => {

@@ -42,12 +42,20 @@ pub fn decode(outer: &CallResult, inner_count: usize, multicall: Address) -> Vec
     match aggregate3Call::abi_decode_returns(data) {
         Ok(results) if results.len() == inner_count => results
             .into_iter()
-            .map(|r| {
-                if r.success {
-                    CallResult::Returned(r.returnData)
-                } else {
-                    CallResult::Reverted
-                }
+            .map(|r| match (r.success, r.returnData.is_empty()) {
+                (true, _) => CallResult::Returned(r.returnData),
+                // A revert with a reason (`Error(string)`, a custom error) is
+                // the contract itself answering: for `ownerOf` that is how
+                // ERC-721 says "no such token".
+                (false, false) => CallResult::Reverted,
+                // `success = false` with no data is also what an inner call
+                // that ran out of the batch's gas, or hit an invalid opcode,
+                // looks like. Nothing was answered, so it must stay an error
+                // (Unknown), never "no owner".
+                (false, true) => CallResult::Failed(
+                    "inner call failed without revert data (out of gas or a bare revert)"
+                        .to_string(),
+                ),
             })
             .collect(),
         Ok(results) => vec![
@@ -78,7 +86,7 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_order_and_failures() {
-        let reads: Vec<Read> = (0..3u8)
+        let reads: Vec<Read> = (0..4u8)
             .map(|i| Read::BalanceOf {
                 contract: Address::repeat_byte(1),
                 holder: Address::repeat_byte(10 + i),
@@ -87,7 +95,7 @@ mod tests {
         let calls = plan_calls(&reads);
         let encoded = encode(&calls);
         let decoded = aggregate3Call::abi_decode(&encoded).expect("decodes");
-        assert_eq!(decoded.calls.len(), 3);
+        assert_eq!(decoded.calls.len(), 4);
         assert!(decoded.calls.iter().all(|c| c.allowFailure));
 
         let reply = aggregate3Call::abi_encode_returns(&vec![
@@ -97,17 +105,26 @@ mod tests {
             },
             Result3 {
                 success: false,
-                returnData: Bytes::new(),
+                returnData: Bytes::from_static(&[0x08, 0xc3, 0x79, 0xa0]),
             },
             Result3 {
                 success: true,
                 returnData: U256::from(1).to_be_bytes_vec().into(),
             },
+            Result3 {
+                success: false,
+                returnData: Bytes::new(),
+            },
         ]);
-        let results = decode(&CallResult::Returned(reply.into()), 3, MC);
+        let results = decode(&CallResult::Returned(reply.into()), 4, MC);
         assert!(matches!(&results[0], CallResult::Returned(d) if d.len() == 32 && d[31] == 9));
         assert!(matches!(results[1], CallResult::Reverted));
         assert!(matches!(&results[2], CallResult::Returned(d) if d[31] == 1));
+        assert!(
+            matches!(&results[3], CallResult::Failed(e) if e.contains("without revert data")),
+            "{:?}",
+            results[3]
+        );
     }
 
     #[test]

@@ -13,16 +13,29 @@ use super::abi::CallResult;
 use super::breaker::{Breaker, BreakerState};
 use crate::config::{redact_url, ChainConfig};
 
-/// Why one HTTP request to one URL failed. Any of these counts against that
-/// URL's breaker and moves on to the next URL.
+/// Why one HTTP request to one URL failed. Every one moves on to the next
+/// URL; all but back-pressure ([`EndpointError::is_back_pressure`]) count
+/// against that URL's breaker.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
+    /// The URL accepted the request but did not answer in time. (A connect
+    /// that times out is [`EndpointError::Transport`]: nothing is listening.)
     #[error("{url}: timed out after {timeout_ms} ms")]
     Timeout { url: String, timeout_ms: u64 },
     #[error("{url}: {detail}")]
     Transport { url: String, detail: String },
     #[error("{url}: HTTP status {status}")]
     Status { url: String, status: u16 },
+    /// HTTP 429: the provider is throttling this client.
+    #[error("{url}: rate limited (HTTP 429){}", retry_after_note(*.retry_after_secs))]
+    RateLimited {
+        url: String,
+        retry_after_secs: Option<u64>,
+    },
+    /// The reply body was longer than `max_response_bytes`; reading
+    /// stopped there.
+    #[error("{url}: reply larger than the {limit}-byte limit")]
+    TooLarge { url: String, limit: usize },
     #[error("{url}: malformed reply: {detail}")]
     Malformed { url: String, detail: String },
     /// The URL serves a different chain than configured: its balances would
@@ -33,6 +46,24 @@ pub enum EndpointError {
         expected: u64,
         got: u64,
     },
+}
+
+impl EndpointError {
+    /// A throttled (429) or slow-to-answer URL is up and busy. Opening its
+    /// breaker would not spare it load any better than failing over does,
+    /// and since one breaker serves every community, one community's burst
+    /// would cut all of them off the URL. The read is still Unknown (or
+    /// answered by the next URL); only real failures count.
+    pub fn is_back_pressure(&self) -> bool {
+        matches!(
+            self,
+            EndpointError::RateLimited { .. } | EndpointError::Timeout { .. }
+        )
+    }
+}
+
+fn retry_after_note(secs: Option<u64>) -> String {
+    secs.map_or_else(String::new, |s| format!(", retry after {s} s"))
 }
 
 /// Why a chain could not be read at all.
@@ -66,6 +97,9 @@ struct Endpoint {
     url: Url,
     redacted: String,
     breaker: Mutex<Breaker>,
+    /// Set from a 429's `Retry-After`: until then the URL is skipped, as
+    /// the provider asked, without counting against its breaker.
+    throttled_until: Mutex<Option<Instant>>,
 }
 
 pub struct RpcClient {
@@ -73,6 +107,10 @@ pub struct RpcClient {
     http: reqwest::Client,
     endpoints: Vec<Endpoint>,
     timeout: Duration,
+    max_response_bytes: usize,
+    /// The longest `Retry-After` honoured: no longer than an open breaker
+    /// would keep the URL out, so a provider cannot park it for hours.
+    max_retry_after: Duration,
     chain_id: Option<u64>,
 }
 
@@ -87,6 +125,7 @@ impl RpcClient {
             .map(|url| Endpoint {
                 url: url.clone(),
                 redacted: redact_url(url),
+                throttled_until: Mutex::new(None),
                 breaker: Mutex::new(Breaker::new(
                     config.breaker.failure_threshold,
                     config.breaker.cooldown(),
@@ -98,6 +137,8 @@ impl RpcClient {
             http,
             endpoints,
             timeout: config.timeout(),
+            max_response_bytes: config.max_response_bytes,
+            max_retry_after: config.breaker.cooldown(),
             chain_id: config.chain_id,
         })
     }
@@ -149,13 +190,35 @@ impl RpcClient {
         let body = Value::Array(batch);
         let mut last = None;
         for endpoint in &self.endpoints {
-            if !lock(&endpoint.breaker).try_acquire(Instant::now()) {
+            let now = Instant::now();
+            if let Some(until) = *lock(&endpoint.throttled_until) {
+                if now < until {
+                    last = Some(EndpointError::RateLimited {
+                        url: endpoint.redacted.clone(),
+                        retry_after_secs: Some(until.saturating_duration_since(now).as_secs()),
+                    });
+                    continue;
+                }
+            }
+            if !lock(&endpoint.breaker).try_acquire(now) {
                 continue;
             }
             match self.send(endpoint, &body, calls.len()).await {
                 Ok(results) => {
                     lock(&endpoint.breaker).on_success();
                     return Ok(results);
+                }
+                Err(e) if e.is_back_pressure() => {
+                    tracing::info!(chain = %self.chain, error = %e, "RPC URL is pushing back");
+                    if let EndpointError::RateLimited {
+                        retry_after_secs: Some(secs),
+                        ..
+                    } = &e
+                    {
+                        let wait = Duration::from_secs(*secs).min(self.max_retry_after);
+                        *lock(&endpoint.throttled_until) = Some(Instant::now() + wait);
+                    }
+                    last = Some(e);
                 }
                 Err(e) => {
                     tracing::warn!(chain = %self.chain, error = %e, "RPC request failed");
@@ -191,16 +254,26 @@ impl RpcClient {
             .await
             .map_err(|e| self.request_error(url, &e))?;
         let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            // Only the delay-seconds form: the HTTP-date form needs a clock
+            // agreeing with the provider's, and failing over works without.
+            let retry_after_secs = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            return Err(EndpointError::RateLimited {
+                url: url.clone(),
+                retry_after_secs,
+            });
+        }
         if !status.is_success() {
             return Err(EndpointError::Status {
                 url: url.clone(),
                 status: status.as_u16(),
             });
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.request_error(url, &e))?;
+        let bytes = self.read_body(url, response).await?;
         parse_batch_reply(&bytes, expected, self.chain_id).map_err(|problem| match problem {
             ReplyProblem::Malformed(detail) => EndpointError::Malformed {
                 url: url.clone(),
@@ -214,8 +287,49 @@ impl RpcClient {
         })
     }
 
+    /// Reads the body chunk by chunk, giving up as soon as it exceeds the
+    /// limit: `Response::bytes` would buffer whatever the endpoint sends.
+    async fn read_body(
+        &self,
+        url: &str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, EndpointError> {
+        let limit = self.max_response_bytes;
+        let too_large = || EndpointError::TooLarge {
+            url: url.to_string(),
+            limit,
+        };
+        // A declared length is only a hint (it can lie either way), but
+        // when it is already too big there is no need to read anything.
+        let declared = response
+            .content_length()
+            .and_then(|n| usize::try_from(n).ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(declared.unwrap_or(0));
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.request_error(url, &e))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     fn request_error(&self, url: &str, e: &reqwest::Error) -> EndpointError {
-        if e.is_timeout() {
+        if e.is_timeout() && e.is_connect() {
+            // Nothing answered at all: the host is down or unreachable, a
+            // real failure rather than a busy server.
+            EndpointError::Transport {
+                url: url.to_string(),
+                detail: "connecting timed out".to_string(),
+            }
+        } else if e.is_timeout() {
             EndpointError::Timeout {
                 url: url.to_string(),
                 timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -249,9 +363,10 @@ fn error_chain_without_url(e: &reqwest::Error) -> String {
     }
 }
 
-fn lock(m: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
-    // A panic while holding this lock cannot leave a breaker half-updated
-    // (every update is one assignment), so a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave a breaker or a throttle
+    // half-updated (every update is one assignment), so a poisoned lock is
+    // still usable.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

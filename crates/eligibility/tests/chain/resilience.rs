@@ -258,3 +258,193 @@ async fn a_url_serving_another_chain_is_not_believed() {
         other => panic!("expected unknown, got {other:?}"),
     }
 }
+
+/// Multicall3 reports an inner call that failed with `success = false`,
+/// whether the contract reverted on purpose or the call ran out of the gas
+/// the batch had left. Only a revert that carries a reason is the
+/// contract's answer; an inner failure without one says nothing.
+#[tokio::test]
+async fn a_failed_inner_multicall_call_is_unknown_not_a_missing_token() {
+    use eligibility::fake_chain::FakeContract;
+    let chain = chain().await;
+    let nft = contract(2);
+    let token = contract(1);
+    chain.deploy(nft, FakeContract::Erc721);
+    chain.deploy(token, FakeContract::Erc20);
+    chain.set_erc721_owner(nft, units(1), Some(wallet(1)));
+    chain.set_erc20_balance(token, wallet(1), units(10));
+    let set = rules([
+        rule(
+            1,
+            "nft_ownership",
+            Some(nft),
+            // Token 2 was never minted: ownerOf reverts with a reason, which
+            // is the contract saying "no owner".
+            json!({"standard": "erc721", "min_count": 1, "token_ids": ["1", "2"]}),
+        ),
+        rule(
+            2,
+            "token_balance",
+            Some(token),
+            json!({"min_balance": "10"}),
+        ),
+    ]);
+    let eval = evaluator(vec![chain.url()], |_| {});
+    let holder = member(wallet(1));
+
+    let healthy = eval.evaluate(&set, &holder, Freshness::Fresh).await;
+    assert_eq!(outcome(&healthy), Outcome::Eligible);
+    let stranger = eval
+        .evaluate(&set, &member(wallet(2)), Freshness::Fresh)
+        .await;
+    assert_eq!(
+        outcome(&stranger),
+        Outcome::NotEligible,
+        "a missing token is a deliberate answer"
+    );
+    assert_eq!(chain.eth_calls(), 2, "each check was one aggregate3");
+
+    chain.fail_calls_involving(nft);
+    chain.fail_calls_involving(token);
+    let failed = eval.evaluate(&set, &holder, Freshness::Fresh).await;
+    for rule_id in [id(1), id(2)] {
+        let o = &failed.get(rule_id).expect("rule").outcome;
+        assert!(
+            o.is_unknown(),
+            "rule {rule_id}: a failed inner call must not be read as an answer: {o:?}"
+        );
+    }
+}
+
+/// A provider's 429 is back-pressure: the URL works and is busy. Counting it
+/// as a failure would let one noisy community open the breaker every
+/// community shares.
+#[tokio::test]
+async fn rate_limits_do_not_open_the_breaker_but_server_errors_do() {
+    let (set, token) = token_rule();
+    let only = chain().await;
+    only.set_erc20_balance(token, wallet(1), units(10));
+    let eval = evaluator(vec![only.url()], |c| {
+        c.breaker.failure_threshold = 3;
+        c.breaker.cooldown_ms = 60_000;
+    });
+    let alice = member(wallet(1));
+
+    only.set_fault(Fault::RateLimited {
+        retry_after_secs: None,
+    });
+    for attempt in 0..10 {
+        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        match outcome(&r) {
+            Outcome::Unknown {
+                reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
+            } => assert!(
+                matches!(last, EndpointError::RateLimited { .. }),
+                "attempt {attempt}: {last:?}"
+            ),
+            other => panic!("attempt {attempt}: expected unknown, got {other:?}"),
+        }
+    }
+    assert_eq!(only.requests(), 10, "every read was sent");
+    assert_eq!(eval.health()[0].state, BreakerState::Closed);
+
+    // The throttling ends: the URL answers at once.
+    only.set_fault(Fault::None);
+    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    assert_eq!(outcome(&r), Outcome::Eligible);
+
+    only.set_fault(Fault::Unavailable);
+    for _ in 0..3 {
+        eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    }
+    assert_eq!(only.requests(), 14);
+    assert_eq!(
+        eval.health()[0].state,
+        BreakerState::Open,
+        "5xx still count"
+    );
+}
+
+#[tokio::test]
+async fn a_response_timeout_does_not_open_the_breaker() {
+    let (set, token) = token_rule();
+    let slow = chain().await;
+    slow.set_erc20_balance(token, wallet(1), units(10));
+    slow.set_fault(Fault::Slow(Duration::from_secs(30)));
+    let eval = evaluator(vec![slow.url()], |c| {
+        c.timeout_ms = 200;
+        c.breaker.failure_threshold = 1;
+    });
+    let alice = member(wallet(1));
+    for _ in 0..3 {
+        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        assert!(outcome(&r).is_unknown());
+    }
+    assert_eq!(slow.requests(), 3);
+    assert_eq!(eval.health()[0].state, BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn retry_after_keeps_reads_off_a_throttled_url_for_that_long() {
+    let (set, token) = token_rule();
+    let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
+    primary.set_fault(Fault::RateLimited {
+        retry_after_secs: Some(60),
+    });
+    let eval = evaluator(vec![primary.url(), backup.url()], |_| {});
+    let alice = member(wallet(1));
+    for _ in 0..3 {
+        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        assert_eq!(outcome(&r), Outcome::Eligible);
+    }
+    assert_eq!(
+        primary.requests(),
+        1,
+        "asked to wait, the primary was left alone"
+    );
+    assert_eq!(backup.requests(), 3);
+    assert_eq!(eval.health()[0].state, BreakerState::Closed);
+}
+
+/// A reply body beyond `max_response_bytes` is refused while it is read, so
+/// a broken or hostile endpoint cannot make the worker buffer gigabytes.
+#[tokio::test]
+async fn an_oversized_reply_is_an_endpoint_error() {
+    let (set, token) = token_rule();
+    let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
+    primary.set_fault(Fault::Oversized(4 * 1024 * 1024));
+    let eval = evaluator(vec![primary.url(), backup.url()], |c| {
+        c.max_response_bytes = 64 * 1024;
+        c.breaker.failure_threshold = 1;
+    });
+    let alice = member(wallet(1));
+    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    assert_eq!(outcome(&r), Outcome::Eligible, "the backup answered");
+    assert_eq!(primary.requests(), 1);
+    assert_eq!(eval.health()[0].state, BreakerState::Open);
+
+    let only = evaluator(vec![primary.url()], |c| c.max_response_bytes = 64 * 1024);
+    let r = only.evaluate(&set, &alice, Freshness::Fresh).await;
+    match outcome(&r) {
+        Outcome::Unknown {
+            reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
+        } => assert!(
+            matches!(last, EndpointError::TooLarge { limit: 65_536, .. }),
+            "{last:?}"
+        ),
+        other => panic!("expected unknown, got {other:?}"),
+    }
+
+    // A reply under the cap is read as usual.
+    primary.set_fault(Fault::Oversized(60 * 1024));
+    let r = only.evaluate(&set, &alice, Freshness::Fresh).await;
+    match outcome(&r) {
+        Outcome::Unknown {
+            reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
+        } => assert!(
+            matches!(last, EndpointError::Malformed { .. }),
+            "an empty batch under the cap is parsed, not refused: {last:?}"
+        ),
+        other => panic!("expected unknown, got {other:?}"),
+    }
+}
