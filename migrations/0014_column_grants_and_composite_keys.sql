@@ -81,3 +81,39 @@ GRANT UPDATE (count) ON sync_counters TO gatehouse_app;
 
 -- api_keys (revoked_at), member_wallets (profile_id, proof, linked_at) and
 -- wallet_link_tokens (used_at) were granted by column from the start.
+
+-- 2. Composite foreign keys.
+--
+-- Foreign-key checks run without row-level security, so a key on a parent's
+-- id alone accepts the id of another community's row: a role grant of
+-- community A could name community B's rule. Every reference between tenant
+-- tables is (community_id, x) -> parent (community_id, id), which makes such
+-- a row impossible whatever the policies say. All of them were composite
+-- already except role_grants.rule_id (0005).
+
+-- The parent side of the composite key.
+ALTER TABLE eligibility_rules
+    ADD CONSTRAINT eligibility_rules_community_id_id_key UNIQUE (community_id, id);
+
+-- A grant that already names another community's rule is not a decision
+-- about any rule of its own community: drop it, and the next check decides
+-- again. (Only a bug could have written one; without this the new key could
+-- not be validated.) The owner is subject to FORCE ROW LEVEL SECURITY like
+-- everyone else, so the policies are lifted for this statement only, inside
+-- this migration's transaction.
+ALTER TABLE role_grants NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE eligibility_rules NO FORCE ROW LEVEL SECURITY;
+DELETE FROM role_grants g
+ WHERE NOT EXISTS (SELECT 1 FROM eligibility_rules r
+                    WHERE r.community_id = g.community_id AND r.id = g.rule_id);
+ALTER TABLE role_grants FORCE ROW LEVEL SECURITY;
+ALTER TABLE eligibility_rules FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE role_grants DROP CONSTRAINT IF EXISTS role_grants_rule_id_fkey;
+-- Same ON DELETE CASCADE as before: deleting a rule forgets its decisions.
+ALTER TABLE role_grants ADD CONSTRAINT role_grants_community_id_rule_id_fkey
+    FOREIGN KEY (community_id, rule_id) REFERENCES eligibility_rules (community_id, id)
+    ON DELETE CASCADE;
+-- The cascade (and the key check of a rule's deletion) looks grants up by
+-- rule; the primary key leads with the profile, so it cannot serve that.
+CREATE INDEX IF NOT EXISTS role_grants_rule_idx ON role_grants (community_id, rule_id);

@@ -23,6 +23,7 @@ use uuid::Uuid;
 struct Tenant {
     id: TenantId,
     profile: store::ProfileId,
+    rule: store::RuleId,
     unawarded_badge: store::BadgeId,
     webhook: store::WebhookId,
     audit_id: i64,
@@ -50,7 +51,8 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         })
         .await
         .unwrap();
-    tx.rules()
+    let rule = tx
+        .rules()
         .create(&NewRule {
             chain: None,
             contract_address: None,
@@ -155,6 +157,7 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
     Tenant {
         id,
         profile: profile.id,
+        rule: rule.id,
         unawarded_badge: badges[1].id,
         webhook: webhook.id,
         audit_id: joined.id,
@@ -736,6 +739,124 @@ async fn the_runtime_role_cannot_rewrite_identity_columns_of_its_own_rows() {
     ] {
         let sql = format!("UPDATE communities SET {set} WHERE id = '{}'", a.id);
         assert_eq!(in_own_tenant(&f.app, a.id, &sql).await, Ok(1), "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn every_reference_between_tenant_tables_includes_the_community() {
+    let f = fixture("rls_composite_fks").await;
+    // Foreign keys are checked without row-level security, so a key on the
+    // parent's id alone lets a row point into another community. Every key
+    // to a table that has a community_id must pair community_id with
+    // community_id.
+    let offenders: Vec<String> = f
+        .app
+        .query(
+            "SELECT format('%s.%s -> %s', c.conrelid::regclass, c.conname, c.confrelid::regclass)
+               FROM pg_constraint c
+              WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace
+                AND EXISTS (SELECT 1 FROM pg_attribute a
+                             WHERE a.attrelid = c.confrelid AND a.attname = 'community_id'
+                               AND NOT a.attisdropped)
+                AND NOT EXISTS (
+                    SELECT 1 FROM unnest(c.conkey, c.confkey) AS k(child, parent)
+                      JOIN pg_attribute ca ON ca.attrelid = c.conrelid AND ca.attnum = k.child
+                      JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attnum = k.parent
+                     WHERE ca.attname = 'community_id' AND pa.attname = 'community_id')
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "single-column keys into tenant tables: {offenders:?}"
+    );
+    // The query above looks at something: the keys it accepts are there.
+    let composite: i64 = f
+        .app
+        .query_one(
+            "SELECT count(*) FROM pg_constraint c
+              WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace
+                AND c.confrelid <> 'communities'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        composite >= 7,
+        "only {composite} keys between tenant tables"
+    );
+    // And a key to communities itself is always the row's own community_id.
+    let odd: Vec<String> = f
+        .app
+        .query(
+            "SELECT format('%s.%s', c.conrelid::regclass, c.conname)
+               FROM pg_constraint c
+              WHERE c.contype = 'f' AND c.confrelid = 'communities'::regclass
+                AND (c.conkey <> ARRAY[(SELECT attnum FROM pg_attribute
+                                         WHERE attrelid = c.conrelid AND attname = 'community_id')])",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        odd.is_empty(),
+        "keys to communities not on community_id: {odd:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_row_cannot_reference_another_communitys_row_by_its_id() {
+    let f = fixture("rls_cross_fk").await;
+    let (a, b) = (&f.a, &f.b);
+    let grant = |profile: store::ProfileId, rule: store::RuleId| {
+        format!(
+            "INSERT INTO role_grants (community_id, profile_id, rule_id, role_discord_id) \
+             VALUES ('{}', '{profile}', '{rule}', 1)",
+            a.id
+        )
+    };
+    // A's own profile and rule: accepted, so the refusals below are about
+    // whose rows are named.
+    assert_eq!(
+        in_tenant(&f.app, Some(a.id), &grant(a.profile, a.rule)).await,
+        Ok(1)
+    );
+    // The ids exist, in B: the keys refuse them even so.
+    for (what, sql) in [
+        ("a role grant of A named B's rule", grant(a.profile, b.rule)),
+        ("a role grant of A named B's member", grant(b.profile, a.rule)),
+        (
+            "a badge award of A named B's badge",
+            format!(
+                "INSERT INTO badge_awards (community_id, badge_id, profile_id) VALUES ('{}', '{}', '{}')",
+                a.id, b.unawarded_badge, a.profile
+            ),
+        ),
+        (
+            "a wallet of A named B's member",
+            format!(
+                "INSERT INTO member_wallets (community_id, profile_id, address, proof) \
+                 VALUES ('{}', '{}', '0x{}', 'eoa')",
+                a.id,
+                b.profile,
+                "12".repeat(20)
+            ),
+        ),
+    ] {
+        assert_eq!(
+            in_tenant(&f.app, Some(a.id), &sql).await,
+            Err(SqlState::FOREIGN_KEY_VIOLATION),
+            "{what}"
+        );
     }
 }
 
