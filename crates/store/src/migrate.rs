@@ -59,6 +59,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_sync_counters"),
     migration!(12, "0012_member_wallets"),
     migration!(13, "0013_web_sessions"),
+    migration!(14, "0014_column_grants_and_composite_keys"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

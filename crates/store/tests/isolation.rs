@@ -5,6 +5,8 @@
 //! These use plain sessions as gatehouse_app, straight to PostgreSQL, so they
 //! test the database's guarantees, not the store's good behaviour.
 
+use std::collections::BTreeMap;
+
 use chrono::Utc;
 use serde_json::json;
 use store::{
@@ -21,6 +23,7 @@ use uuid::Uuid;
 struct Tenant {
     id: TenantId,
     profile: store::ProfileId,
+    rule: store::RuleId,
     unawarded_badge: store::BadgeId,
     webhook: store::WebhookId,
     audit_id: i64,
@@ -48,7 +51,8 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         })
         .await
         .unwrap();
-    tx.rules()
+    let rule = tx
+        .rules()
         .create(&NewRule {
             chain: None,
             contract_address: None,
@@ -153,6 +157,7 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
     Tenant {
         id,
         profile: profile.id,
+        rule: rule.id,
         unawarded_badge: badges[1].id,
         webhook: webhook.id,
         audit_id: joined.id,
@@ -564,6 +569,295 @@ async fn a_delivery_cannot_point_at_another_communitys_webhook_or_audit_row() {
         in_tenant(&f.app, Some(a.id), "DELETE FROM webhook_deliveries").await,
         Err(DENIED)
     );
+}
+
+/// Runs `sql` in A's own tenant transaction (rolled back) and returns the
+/// SQLSTATE and message of its failure, or the rows it affected.
+async fn in_own_tenant(
+    app: &Client,
+    tenant: TenantId,
+    sql: &str,
+) -> Result<u64, (SqlState, String)> {
+    app.batch_execute("BEGIN").await.unwrap();
+    app.batch_execute(&format!(
+        "SELECT set_config('app.current_tenant', '{tenant}', true)"
+    ))
+    .await
+    .unwrap();
+    let result = app.execute(sql, &[]).await;
+    app.batch_execute("ROLLBACK").await.unwrap();
+    result.map_err(|e| {
+        let code = e.code().cloned().unwrap_or(SqlState::CONNECTION_FAILURE);
+        let message = e
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_default();
+        (code, message)
+    })
+}
+
+#[tokio::test]
+async fn the_runtime_role_cannot_rewrite_identity_columns_of_its_own_rows() {
+    let f = fixture("rls_column_grants").await;
+    let a = &f.a;
+    // Each statement names only A's own rows, so row-level security lets it
+    // through (several even keep the value as it is): only the column grants
+    // can refuse it, and the message says it was the grant, not a policy.
+    let refused = [
+        (
+            "communities",
+            format!("discord_guild_id = 424242 WHERE id = '{}'", a.id),
+        ),
+        (
+            "communities",
+            format!("subscription_tier = 'enterprise' WHERE id = '{}'", a.id),
+        ),
+        ("communities", format!("id = id WHERE id = '{}'", a.id)),
+        (
+            "communities",
+            format!("created_at = now() WHERE id = '{}'", a.id),
+        ),
+        (
+            "communities",
+            format!("name = 'renamed' WHERE id = '{}'", a.id),
+        ),
+        ("profiles", "community_id = community_id".into()),
+        ("profiles", "discord_user_id = discord_user_id + 1".into()),
+        ("profiles", "id = id".into()),
+        ("profiles", "created_at = now()".into()),
+        ("eligibility_rules", "community_id = community_id".into()),
+        ("eligibility_rules", "id = id".into()),
+        ("badges", "community_id = community_id".into()),
+        ("badges", "id = id".into()),
+        ("badges", "slug = 'renamed'".into()),
+        ("badge_awards", "community_id = community_id".into()),
+        ("badge_awards", "reason = 'rewritten'".into()),
+        ("role_grants", "community_id = community_id".into()),
+        ("role_grants", "profile_id = profile_id".into()),
+        ("role_grants", "rule_id = rule_id".into()),
+        ("wallet_link_nonces", "community_id = community_id".into()),
+        (
+            "wallet_link_nonces",
+            "discord_user_id = discord_user_id + 1".into(),
+        ),
+        ("member_wallets", "community_id = community_id".into()),
+        ("member_wallets", "address = address".into()),
+        ("webhooks", "community_id = community_id".into()),
+        ("webhooks", "secret = repeat('z', 40)".into()),
+        ("webhooks", "url = 'https://elsewhere.example'".into()),
+        ("webhook_deliveries", "community_id = community_id".into()),
+        ("webhook_deliveries", "webhook_id = webhook_id".into()),
+        ("webhook_deliveries", "audit_id = audit_id".into()),
+        ("sync_counters", "community_id = community_id".into()),
+        ("sync_counters", "counter = counter".into()),
+        ("api_keys", "community_id = community_id".into()),
+        ("api_keys", "scopes = '{read}'".into()),
+        ("wallet_link_tokens", "community_id = community_id".into()),
+    ];
+    for (table, set) in refused {
+        let sql = format!("UPDATE {table} SET {set}");
+        match in_own_tenant(&f.app, a.id, &sql).await {
+            Err((code, message)) => {
+                assert_eq!(code, DENIED, "{sql}: {message}");
+                assert!(
+                    message.starts_with("permission denied"),
+                    "{sql} was refused by something other than a grant: {message}"
+                );
+            }
+            Ok(n) => panic!("{sql}: the runtime role updated {n} row(s)"),
+        }
+    }
+
+    // What the store does update is still allowed, column by column (every
+    // column the runtime role may update, and nothing more).
+    let grantable = f
+        .app
+        .query(
+            "SELECT table_name::text, string_agg(column_name::text, ',' ORDER BY column_name COLLATE \"C\")
+               FROM information_schema.column_privileges
+              WHERE grantee = 'gatehouse_app' AND privilege_type = 'UPDATE'
+              GROUP BY table_name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect::<BTreeMap<_, _>>();
+    let expected: BTreeMap<String, String> = [
+        ("api_keys", "revoked_at"),
+        ("communities", "active,announced_at,recheck_pass_at,settings,theme_id"),
+        (
+            "eligibility_rules",
+            "chain,contract_address,enabled,parameters,priority,role_discord_id,rule_type,tier_mapping",
+        ),
+        ("badges", "criteria,description,evaluator,name"),
+        ("member_wallets", "linked_at,profile_id,proof"),
+        (
+            "profiles",
+            "check_lease_until,current_rank,joined_at,last_event_seq,left_at,next_check_at,role_ids,score,tier",
+        ),
+        (
+            "role_grants",
+            "checked_at,detail,eligible,failing_since,role_discord_id,wallets",
+        ),
+        ("sync_counters", "count"),
+        ("wallet_link_nonces", "address,created_at,expires_at,message,nonce"),
+        ("wallet_link_tokens", "used_at"),
+        (
+            "webhook_deliveries",
+            "attempts,finished_at,last_attempt_at,last_error,last_status,published_at,state",
+        ),
+        ("webhooks", "scanned_audit_id,scanned_tx_id"),
+    ]
+    .into_iter()
+    .map(|(t, c)| (t.to_owned(), c.to_owned()))
+    .collect();
+    assert_eq!(grantable, expected);
+    // And no table-wide UPDATE is left anywhere.
+    let table_wide: Vec<String> = f
+        .app
+        .query(
+            "SELECT table_name::text FROM information_schema.role_table_grants
+              WHERE grantee = 'gatehouse_app' AND privilege_type = 'UPDATE'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(table_wide.is_empty(), "table-wide UPDATE on {table_wide:?}");
+
+    // The columns the store updates really are writable by the runtime role.
+    for set in [
+        "announced_at = now()",
+        "active = true",
+        "settings = '{}'",
+        "theme_id = 'dark'",
+        "recheck_pass_at = now()",
+    ] {
+        let sql = format!("UPDATE communities SET {set} WHERE id = '{}'", a.id);
+        assert_eq!(in_own_tenant(&f.app, a.id, &sql).await, Ok(1), "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn every_reference_between_tenant_tables_includes_the_community() {
+    let f = fixture("rls_composite_fks").await;
+    // Foreign keys are checked without row-level security, so a key on the
+    // parent's id alone lets a row point into another community. Every key
+    // to a table that has a community_id must pair community_id with
+    // community_id.
+    let offenders: Vec<String> = f
+        .app
+        .query(
+            "SELECT format('%s.%s -> %s', c.conrelid::regclass, c.conname, c.confrelid::regclass)
+               FROM pg_constraint c
+              WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace
+                AND EXISTS (SELECT 1 FROM pg_attribute a
+                             WHERE a.attrelid = c.confrelid AND a.attname = 'community_id'
+                               AND NOT a.attisdropped)
+                AND NOT EXISTS (
+                    SELECT 1 FROM unnest(c.conkey, c.confkey) AS k(child, parent)
+                      JOIN pg_attribute ca ON ca.attrelid = c.conrelid AND ca.attnum = k.child
+                      JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attnum = k.parent
+                     WHERE ca.attname = 'community_id' AND pa.attname = 'community_id')
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "single-column keys into tenant tables: {offenders:?}"
+    );
+    // The query above looks at something: the keys it accepts are there.
+    let composite: i64 = f
+        .app
+        .query_one(
+            "SELECT count(*) FROM pg_constraint c
+              WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace
+                AND c.confrelid <> 'communities'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        composite >= 7,
+        "only {composite} keys between tenant tables"
+    );
+    // And a key to communities itself is always the row's own community_id.
+    let odd: Vec<String> = f
+        .app
+        .query(
+            "SELECT format('%s.%s', c.conrelid::regclass, c.conname)
+               FROM pg_constraint c
+              WHERE c.contype = 'f' AND c.confrelid = 'communities'::regclass
+                AND (c.conkey <> ARRAY[(SELECT attnum FROM pg_attribute
+                                         WHERE attrelid = c.conrelid AND attname = 'community_id')])",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        odd.is_empty(),
+        "keys to communities not on community_id: {odd:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_row_cannot_reference_another_communitys_row_by_its_id() {
+    let f = fixture("rls_cross_fk").await;
+    let (a, b) = (&f.a, &f.b);
+    let grant = |profile: store::ProfileId, rule: store::RuleId| {
+        format!(
+            "INSERT INTO role_grants (community_id, profile_id, rule_id, role_discord_id) \
+             VALUES ('{}', '{profile}', '{rule}', 1)",
+            a.id
+        )
+    };
+    // A's own profile and rule: accepted, so the refusals below are about
+    // whose rows are named.
+    assert_eq!(
+        in_tenant(&f.app, Some(a.id), &grant(a.profile, a.rule)).await,
+        Ok(1)
+    );
+    // The ids exist, in B: the keys refuse them even so.
+    for (what, sql) in [
+        ("a role grant of A named B's rule", grant(a.profile, b.rule)),
+        ("a role grant of A named B's member", grant(b.profile, a.rule)),
+        (
+            "a badge award of A named B's badge",
+            format!(
+                "INSERT INTO badge_awards (community_id, badge_id, profile_id) VALUES ('{}', '{}', '{}')",
+                a.id, b.unawarded_badge, a.profile
+            ),
+        ),
+        (
+            "a wallet of A named B's member",
+            format!(
+                "INSERT INTO member_wallets (community_id, profile_id, address, proof) \
+                 VALUES ('{}', '{}', '0x{}', 'eoa')",
+                a.id,
+                b.profile,
+                "12".repeat(20)
+            ),
+        ),
+    ] {
+        assert_eq!(
+            in_tenant(&f.app, Some(a.id), &sql).await,
+            Err(SqlState::FOREIGN_KEY_VIOLATION),
+            "{what}"
+        );
+    }
 }
 
 #[tokio::test]

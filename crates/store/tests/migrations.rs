@@ -84,3 +84,58 @@ async fn a_superuser_cannot_run_migrations() {
     let err = migrate::apply(&mut admin, MIGRATIONS).await.unwrap_err();
     assert!(matches!(err, MigrateError::Superuser { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn composite_keys_apply_to_a_database_with_data() {
+    let db = TestDb::create_empty("migrate_0014_with_data").await;
+    let before = MIGRATIONS
+        .iter()
+        .position(|m| m.version == 14)
+        .expect("migration 14 is listed");
+    let mut owner = testkit::connect(&db.owner_url()).await;
+    migrate::apply(&mut owner, &MIGRATIONS[..before])
+        .await
+        .unwrap();
+    // As the superuser (no policies): two communities, one rule and member
+    // each, a grant of A's on A's rule, and one of A's naming B's rule, which
+    // only the old single-column key allowed.
+    let admin = db.admin().await;
+    admin
+        .batch_execute(
+            "INSERT INTO communities (id, discord_guild_id, name) VALUES
+                ('00000000-0000-0000-0000-00000000000a', 1, 'a'),
+                ('00000000-0000-0000-0000-00000000000b', 2, 'b');
+             INSERT INTO profiles (id, community_id, discord_user_id) VALUES
+                ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a', 10),
+                ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-00000000000b', 20);
+             INSERT INTO eligibility_rules (id, community_id, rule_type, role_discord_id) VALUES
+                ('00000000-0000-0000-0000-0000000000a2', '00000000-0000-0000-0000-00000000000a', 'custom', 11),
+                ('00000000-0000-0000-0000-0000000000b2', '00000000-0000-0000-0000-00000000000b', 'custom', 21);
+             INSERT INTO role_grants (community_id, profile_id, rule_id, role_discord_id, eligible) VALUES
+                ('00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1',
+                 '00000000-0000-0000-0000-0000000000a2', 11, true),
+                ('00000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-0000000000a1',
+                 '00000000-0000-0000-0000-0000000000b2', 21, true);",
+        )
+        .await
+        .unwrap();
+
+    let run = migrate::apply(&mut owner, MIGRATIONS).await.unwrap();
+    assert_eq!(run.applied.len(), MIGRATIONS.len() - before);
+    let kept: Vec<String> = db
+        .column("SELECT rule_id::text FROM role_grants ORDER BY rule_id")
+        .await;
+    assert_eq!(
+        kept,
+        vec!["00000000-0000-0000-0000-0000000000a2".to_owned()],
+        "the grant naming another community's rule is gone, A's own is kept"
+    );
+    // The owner's policies are forced again afterwards.
+    let unforced: Vec<String> = db
+        .column(
+            "SELECT relname::text FROM pg_class
+              WHERE relname IN ('role_grants', 'eligibility_rules') AND NOT relforcerowsecurity",
+        )
+        .await;
+    assert!(unforced.is_empty(), "{unforced:?}");
+}
