@@ -93,6 +93,24 @@ impl World {
         command: &str,
         options: &[(&str, &str)],
     ) -> (Envelope, InteractionId) {
+        self.invoke_at(
+            user,
+            command,
+            options,
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await
+    }
+
+    /// As [`World::invoke`], as if the gateway had received it at
+    /// `received_ms` (Unix ms).
+    async fn invoke_at(
+        &self,
+        user: UserId,
+        command: &str,
+        options: &[(&str, &str)],
+        received_ms: i64,
+    ) -> (Envelope, InteractionId) {
         let sim_options: Vec<Value> = options
             .iter()
             .map(|(name, value)| json!({"name": name, "type": 3, "value": value}))
@@ -112,7 +130,7 @@ impl World {
             0,
             "s",
             SEQ.fetch_add(1, Ordering::Relaxed),
-            chrono::Utc::now().timestamp_millis(),
+            received_ms,
             Payload::InteractionCreate(InteractionCreate {
                 interaction_id: created.id,
                 token: created.token,
@@ -960,4 +978,39 @@ async fn without_discord_rest_interactions_are_dead_lettered_with_the_reason() {
         "the token leaked into the reason"
     );
     h.stop_worker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interaction_past_discords_window_is_dropped_without_work() {
+    // Discord takes an answer only within 3 s; one that waited longer in a
+    // backlog would cost a transaction and a refused call for nothing.
+    let w = world("cmd_stale").await;
+    let user = w.members[0];
+    let stale_at = chrono::Utc::now().timestamp_millis() - 10_000;
+    let (envelope, id) = w.invoke_at(user, "profile", &[], stale_at).await;
+    // A fresh one after it, so that once it is answered the stale one has
+    // been handled too (one consumer, in order).
+    let (_, fresh) = w.invoke(user, "badges", &[]).await;
+    w.answered(fresh, 1).await;
+    w.h.drained().await;
+    assert!(
+        w.sim
+            .control()
+            .interaction(id)
+            .unwrap()
+            .responses
+            .is_empty(),
+        "a stale interaction was answered"
+    );
+    assert_eq!(
+        w.h.count(&format!(
+            "SELECT count(*) FROM processed_events WHERE event_id = '{}'",
+            envelope.id.as_str()
+        ))
+        .await,
+        0,
+        "a stale interaction took a transaction"
+    );
+    assert!(w.h.dead_letters().await.is_empty());
+    w.finish().await;
 }

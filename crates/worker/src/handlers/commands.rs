@@ -55,6 +55,10 @@ const CALLBACK_TIMEOUT: Duration = Duration::from_millis(2500);
 /// Discord's limit is 2000 characters; stay clear of it.
 const MAX_CONTENT: usize = 1900;
 
+/// Discord takes an interaction's first answer within 3 s of it; one that
+/// waited longer (a backlog, a redelivery) cannot be answered.
+const RESPONSE_WINDOW_MS: i64 = 3_000;
+
 /// Discord's JSON error codes this module reacts to.
 const ALREADY_ACKNOWLEDGED: u64 = 40060;
 
@@ -76,6 +80,15 @@ pub(super) async fn interaction(
             "interaction {} is a {:?}; only slash commands are handled",
             interaction.interaction_id, interaction.kind
         )));
+    }
+    let age_ms = chrono::Utc::now().timestamp_millis() - envelope.occurred_at;
+    if age_ms > RESPONSE_WINDOW_MS {
+        // Dropped before any database or Discord work: an answer would be
+        // refused, and a flood of stale ones must not cost every community
+        // connections and rate budget.
+        metrics::counter!("worker_interactions_expired_total").increment(1);
+        tracing::info!(age_ms, interaction = %interaction.interaction_id, "interaction past Discord's response window; dropped unanswered");
+        return Ok(());
     }
     let guild = guild_of(envelope)?;
     let user = user_of(envelope)?;
