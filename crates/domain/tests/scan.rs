@@ -116,19 +116,31 @@ async fn a_scan_that_dies_mid_check_leaves_its_members_due_again_soon() {
         .await
         .unwrap();
     let accepting = RoleSync::new(store.clone(), evaluator, Accepting, config());
+    let before = Utc::now();
     let report = accepting.scan_due().await.unwrap();
     assert_eq!(report.granted, 3);
-    let later = db
-        .count("SELECT count(*) FROM profiles WHERE next_check_at > now() + interval '15 minutes'")
-        .await;
-    let due = db
-        .count("SELECT count(*) FROM profiles WHERE next_check_at IS NULL")
-        .await;
-    assert_eq!(
-        (later, due),
-        (3, 0),
-        "a completed check schedules the next one a period on"
-    );
+    // Each member's slot in the next period (spread over it by a hash, so
+    // it may fall anywhere in it — not the claim's 15 minutes).
+    let rows = db
+        .admin()
+        .await
+        .query(
+            "SELECT discord_user_id, next_check_at FROM profiles ORDER BY discord_user_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let user = UserId::new(row.get::<_, i64>(0) as u64).unwrap();
+        let at: Option<chrono::DateTime<Utc>> = row.get(1);
+        let expected = domain::role_sync::next_check(tenant, user, PERIOD, before);
+        let at = at.expect("a completed check schedules the next one");
+        assert!(
+            (at - expected).num_seconds().abs() < 5,
+            "user {user}: next check at {at}, its slot is {expected}"
+        );
+    }
 }
 
 /// Records the order of role changes, by guild.
