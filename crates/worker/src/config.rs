@@ -78,6 +78,9 @@ pub struct WorkerConfig {
     /// answers with a link there, and every message to sign names it.
     /// `None`: `/link-wallet` says linking is not set up.
     pub public_site: Option<domain::wallets::Site>,
+    /// Slash commands per member and per community, and `/check`'s
+    /// cooldown (per process; see `command_limits`).
+    pub commands: crate::CommandLimits,
 }
 
 impl Default for WorkerConfig {
@@ -97,6 +100,7 @@ impl Default for WorkerConfig {
             prune_interval: Duration::from_secs(3600),
             webhooks: WebhookConfig::default(),
             public_site: None,
+            commands: crate::CommandLimits::default(),
         }
     }
 }

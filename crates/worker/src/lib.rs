@@ -9,6 +9,7 @@
 //! bounded number of attempts, are dead-lettered with the reason instead of
 //! blocking the stream.
 
+mod command_limits;
 mod config;
 mod consumer;
 pub mod discord;
@@ -19,6 +20,7 @@ mod role_budget;
 pub mod slash_commands;
 mod webhooks;
 
+pub use command_limits::CommandLimits;
 pub use config::{WebhookConfig, WorkerConfig};
 pub use consumer::Delivery;
 pub use error::{HandlerError, WorkerError};
@@ -43,13 +45,16 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     config.validate()?;
     bus::ensure_streams(&jetstream, &config.topology).await?;
-    let handlers = Arc::new(Handlers::new(
-        store.clone(),
-        jetstream.clone(),
-        config.namespace().clone(),
-        role_sync.clone(),
-        config.public_site.clone(),
-    ));
+    let handlers = Arc::new(
+        Handlers::new(
+            store.clone(),
+            jetstream.clone(),
+            config.namespace().clone(),
+            role_sync.clone(),
+            config.public_site.clone(),
+        )
+        .with_command_limits(&config.commands),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(keep) = housekeeping::dedupe_horizon(&config.topology) {
         tasks.spawn(housekeeping::prune_processed_events(

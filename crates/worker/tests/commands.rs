@@ -55,6 +55,15 @@ async fn world(label: &str) -> World {
 }
 
 async fn world_with(label: &str, grace: Duration, public: Option<&str>) -> World {
+    world_limited(label, grace, public, None).await
+}
+
+async fn world_limited(
+    label: &str,
+    grace: Duration,
+    public: Option<&str>,
+    commands: Option<worker::CommandLimits>,
+) -> World {
     let g = common::GatedGuild::start_with(
         label,
         CONTRACT,
@@ -67,6 +76,7 @@ async fn world_with(label: &str, grace: Duration, public: Option<&str>) -> World
             // (EIP-1271), and "no contract" is a definite refusal rather
             // than "could not check".
             chain_id: Some(wallets::DEFAULT_CHAIN_ID),
+            commands,
         },
     )
     .await;
@@ -1011,6 +1021,45 @@ async fn an_interaction_past_discords_window_is_dropped_without_work() {
         0,
         "a stale interaction took a transaction"
     );
+    assert!(w.h.dead_letters().await.is_empty());
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_over_a_members_limit_and_a_second_check_are_answered_politely() {
+    let w = world_limited(
+        "cmd_limits",
+        Duration::ZERO,
+        Some(PUBLIC),
+        Some(worker::CommandLimits {
+            member_burst: std::num::NonZeroU32::new(2).unwrap(),
+            member_period: Duration::from_secs(60),
+            check_cooldown: Duration::from_secs(60),
+            ..worker::CommandLimits::default()
+        }),
+    )
+    .await;
+    let (flooder, other) = (w.members[0], w.members[1]);
+    assert!(w
+        .reply(flooder, "profile", &[])
+        .await
+        .contains("Your profile"));
+    assert!(!w.reply(flooder, "badges", &[]).await.is_empty());
+    let refused = w.reply(flooder, "profile", &[]).await;
+    assert!(refused.contains("faster than I can answer"), "{refused}");
+    // Another member of the same server is not held up.
+    assert!(w
+        .reply(other, "profile", &[])
+        .await
+        .contains("Your profile"));
+
+    // /check: the first reads the chain (deferred, then edited); a second
+    // within the cooldown is answered at once, reading nothing.
+    let checker = w.members[2];
+    let (_, id) = w.invoke(checker, "check", &[]).await;
+    assert_eq!(w.answered(id, 2).await.responses[0].callback_type, Some(5));
+    let again = w.reply(checker, "check", &[]).await;
+    assert!(again.contains("checked moments ago"), "{again}");
     assert!(w.h.dead_letters().await.is_empty());
     w.finish().await;
 }

@@ -107,6 +107,13 @@ pub(super) async fn interaction(
         return Ok(());
     }
     metrics::counter!("worker_commands_total", "command" => command_label(command)).increment(1);
+    if let Err(limited) = handlers.commands.admit(guild, user, command == CHECK) {
+        metrics::counter!("worker_commands_limited_total", "command" => command_label(command))
+            .increment(1);
+        reply.send(&tx, Answer::Message(&limited.text())).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
 
     if command == CHECK {
         // The chain may be slow: acknowledge now, answer by editing.

@@ -23,6 +23,7 @@ pub struct Handlers {
     role_sync: Option<Arc<RoleSync>>,
     /// The public address of the wallet-link page; `None`: linking is off.
     link_site: Option<domain::wallets::Site>,
+    commands: crate::command_limits::CommandLimiter,
 }
 
 impl Handlers {
@@ -39,7 +40,14 @@ impl Handlers {
             namespace,
             role_sync,
             link_site,
+            commands: crate::command_limits::CommandLimiter::new(&crate::CommandLimits::default()),
         }
+    }
+
+    /// Limits slash commands as `limits` says (the default otherwise).
+    pub fn with_command_limits(mut self, limits: &crate::CommandLimits) -> Self {
+        self.commands = crate::command_limits::CommandLimiter::new(limits);
+        self
     }
 
     /// Decodes and handles one message by its subject.

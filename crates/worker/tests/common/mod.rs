@@ -42,6 +42,14 @@ impl Harness {
             backoff: vec![Duration::from_millis(100)],
             // A killed worker's unacknowledged messages come back after this.
             ack_wait: Duration::from_secs(2),
+            // Tests send commands in quick succession; the limits have
+            // tests of their own.
+            commands: worker::CommandLimits {
+                member_burst: std::num::NonZeroU32::new(1000).unwrap(),
+                community_burst: std::num::NonZeroU32::new(10_000).unwrap(),
+                check_cooldown: Duration::ZERO,
+                ..worker::CommandLimits::default()
+            },
             ..WorkerConfig::default()
         };
         bus::ensure_streams(&nats.js, &config.topology)
@@ -339,6 +347,8 @@ pub struct GuildOptions {
     /// The fake chain's id, configured for the worker too; `None`: the fake
     /// chain's default, not configured (as `CHAINS` does not).
     pub chain_id: Option<u64>,
+    /// Slash command limits; `None`: the harness's generous ones.
+    pub commands: Option<worker::CommandLimits>,
 }
 
 impl GatedGuild {
@@ -389,6 +399,9 @@ impl GatedGuild {
         chain.deploy(contract.parse().unwrap(), FakeContract::Erc20);
         let mut h = Harness::new(label).await;
         h.config.public_site = options.public_site;
+        if let Some(commands) = options.commands {
+            h.config.commands = commands;
+        }
         h.enable_role_sync_on(
             &sim.api_url(),
             chain.url(),
