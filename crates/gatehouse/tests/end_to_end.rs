@@ -99,6 +99,11 @@ impl Stack {
             backoff: vec![Duration::from_millis(100)],
             // A killed worker's unacknowledged messages come back after this.
             ack_wait: Duration::from_secs(2),
+            // The test re-checks a member right after changing a balance.
+            commands: worker::CommandLimits {
+                check_cooldown: Duration::ZERO,
+                ..worker::CommandLimits::default()
+            },
             ..worker::WorkerConfig::default()
         };
         let token = CancellationToken::new();
