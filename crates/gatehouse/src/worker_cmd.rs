@@ -94,6 +94,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Which Discord servers are served: `open` (every server that adds
+    /// the bot) or `allowlist:<guild id>,…` (only those; other servers'
+    /// events are dropped before they reach the database).
+    #[arg(long, env = "PROVISIONING", default_value = "open")]
+    pub provisioning: String,
+
     /// Lets webhooks call http(s) on this machine (127.0.0.1, ::1,
     /// localhost). For tests and the demo, never in production.
     #[arg(long, env = "WEBHOOK_ALLOW_INSECURE_LOOPBACK", default_value_t = false)]
@@ -155,6 +161,12 @@ impl WorkerArgs {
             .map(str::trim)
             .filter(|url| !url.is_empty())
             .and_then(|url| p.check(&l.get("public_url"), domain::wallets::Site::parse(url)));
+        let provisioning = p
+            .check(
+                &l.get("provisioning"),
+                worker::Provisioning::parse(&self.provisioning),
+            )
+            .unwrap_or_default();
 
         let config = WorkerConfig {
             topology: topology
@@ -173,6 +185,7 @@ impl WorkerArgs {
                 self.webhook_allow_insecure_loopback,
             ),
             public_site,
+            provisioning,
             ..WorkerConfig::default()
         };
         // Values that failed to parse were replaced above; only judge the

@@ -81,6 +81,54 @@ pub struct WorkerConfig {
     /// Slash commands per member and per community, and `/check`'s
     /// cooldown (per process; see `command_limits`).
     pub commands: crate::CommandLimits,
+    /// Which servers Gatehouse serves: every one that adds the bot, or
+    /// only those an operator approved.
+    pub provisioning: Provisioning,
+}
+
+/// Which Discord servers are served. With an allowlist, events of any
+/// other server are acknowledged and dropped before they touch the
+/// database: a server that adds the bot gets no community until approved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Provisioning {
+    /// Every server that adds the bot.
+    #[default]
+    Open,
+    /// Only these servers (list every server already served, too).
+    Allowlist(std::collections::BTreeSet<wire::GuildId>),
+}
+
+impl Provisioning {
+    pub fn allows(&self, guild: wire::GuildId) -> bool {
+        match self {
+            Provisioning::Open => true,
+            Provisioning::Allowlist(guilds) => guilds.contains(&guild),
+        }
+    }
+
+    /// `open`, or `allowlist:<guild id>,<guild id>,…`.
+    pub fn parse(text: &str) -> Result<Provisioning, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("open") {
+            return Ok(Provisioning::Open);
+        }
+        let Some(list) = text.strip_prefix("allowlist:") else {
+            return Err(format!(
+                "{text:?} is neither `open` nor `allowlist:<guild id>,…`"
+            ));
+        };
+        list.split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(|id| {
+                id.parse::<u64>()
+                    .ok()
+                    .and_then(wire::GuildId::new)
+                    .ok_or_else(|| format!("{id:?} in the allowlist is not a Discord server id"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Provisioning::Allowlist)
+    }
 }
 
 impl Default for WorkerConfig {
@@ -101,6 +149,7 @@ impl Default for WorkerConfig {
             webhooks: WebhookConfig::default(),
             public_site: None,
             commands: crate::CommandLimits::default(),
+            provisioning: Provisioning::Open,
         }
     }
 }

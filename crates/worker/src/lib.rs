@@ -21,7 +21,7 @@ pub mod slash_commands;
 mod webhooks;
 
 pub use command_limits::CommandLimits;
-pub use config::{WebhookConfig, WorkerConfig};
+pub use config::{Provisioning, WebhookConfig, WorkerConfig};
 pub use consumer::Delivery;
 pub use error::{HandlerError, WorkerError};
 pub use handlers::Handlers;
@@ -53,7 +53,8 @@ pub async fn run(
             role_sync.clone(),
             config.public_site.clone(),
         )
-        .with_command_limits(&config.commands),
+        .with_command_limits(&config.commands)
+        .with_provisioning(config.provisioning.clone()),
     );
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(keep) = housekeeping::dedupe_horizon(&config.topology) {

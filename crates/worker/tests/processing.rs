@@ -290,3 +290,41 @@ async fn a_worker_without_discord_leaves_eligibility_checks_to_its_peers() {
     );
     h.stop_worker().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_allowlist_only_approved_servers_get_a_community() {
+    let mut h = Harness::new("worker_allowlist").await;
+    h.config.provisioning = worker::Provisioning::parse("allowlist:111").expect("a valid policy");
+    h.start_worker();
+    for guild in [111, 222] {
+        h.publish(&guild_join(guild, "s1", guild)).await;
+        h.publish(&member_join(guild, 5, "s1", guild + 1)).await;
+    }
+    h.drained().await;
+    let guilds: Vec<i64> =
+        h.db.column("SELECT discord_guild_id FROM communities ORDER BY 1")
+            .await;
+    assert_eq!(guilds, [111], "only the approved server was provisioned");
+    assert_eq!(h.count("SELECT count(*) FROM profiles").await, 1);
+    assert!(
+        h.dead_letters().await.is_empty(),
+        "dropped, not dead-lettered"
+    );
+    h.stop_worker().await;
+}
+
+#[test]
+fn provisioning_policies_parse_and_bad_ones_say_why() {
+    use worker::Provisioning;
+    assert_eq!(Provisioning::parse("open"), Ok(Provisioning::Open));
+    let Ok(Provisioning::Allowlist(ids)) = Provisioning::parse("allowlist:1, 2,") else {
+        panic!("an allowlist");
+    };
+    assert_eq!(ids.len(), 2);
+    assert!(Provisioning::parse("closed")
+        .unwrap_err()
+        .contains("neither"));
+    assert!(Provisioning::parse("allowlist:x")
+        .unwrap_err()
+        .contains("\"x\""));
+}

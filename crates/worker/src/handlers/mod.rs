@@ -24,6 +24,7 @@ pub struct Handlers {
     /// The public address of the wallet-link page; `None`: linking is off.
     link_site: Option<domain::wallets::Site>,
     commands: crate::command_limits::CommandLimiter,
+    provisioning: crate::Provisioning,
 }
 
 impl Handlers {
@@ -41,12 +42,19 @@ impl Handlers {
             role_sync,
             link_site,
             commands: crate::command_limits::CommandLimiter::new(&crate::CommandLimits::default()),
+            provisioning: crate::Provisioning::Open,
         }
     }
 
     /// Limits slash commands as `limits` says (the default otherwise).
     pub fn with_command_limits(mut self, limits: &crate::CommandLimits) -> Self {
         self.commands = crate::command_limits::CommandLimiter::new(limits);
+        self
+    }
+
+    /// Serves only the servers `provisioning` allows.
+    pub fn with_provisioning(mut self, provisioning: crate::Provisioning) -> Self {
+        self.provisioning = provisioning;
         self
     }
 
@@ -74,6 +82,12 @@ impl Handlers {
         envelope: &Envelope,
         delivery: &Delivery,
     ) -> Result<(), HandlerError> {
+        if let Some(guild) = envelope.guild_id.filter(|g| !self.provisioning.allows(*g)) {
+            // Not approved: no community, and nothing of it in the database.
+            metrics::counter!("worker_events_unapproved_total").increment(1);
+            tracing::debug!(%guild, kind = envelope.payload.kind(), "event of a server that is not on the allowlist; dropped");
+            return Ok(());
+        }
         match &envelope.payload {
             Payload::GuildJoin(join) => membership::guild_join(&self.store, envelope, join).await,
             Payload::GuildLeave(_) => membership::guild_leave(&self.store, envelope).await,
