@@ -100,6 +100,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "PROVISIONING", default_value = "open")]
     pub provisioning: String,
 
+    /// Delete audit rows older than this (e.g. `400d`); at least a day.
+    /// Unset or empty: the audit log is kept.
+    #[arg(long, env = "AUDIT_RETENTION", default_value = "")]
+    pub audit_retention: String,
+
     /// Lets webhooks call http(s) on this machine (127.0.0.1, ::1,
     /// localhost). For tests and the demo, never in production.
     #[arg(long, env = "WEBHOOK_ALLOW_INSECURE_LOOPBACK", default_value_t = false)]
@@ -167,6 +172,20 @@ impl WorkerArgs {
                 worker::Provisioning::parse(&self.provisioning),
             )
             .unwrap_or_default();
+        let audit_retention = match self.audit_retention.trim() {
+            "" => None,
+            text => p.duration(&l.get("audit_retention"), text).and_then(|d| {
+                if d < Duration::from_secs(24 * 3600) {
+                    p.push(
+                        l.get("audit_retention"),
+                        "must be at least 1d (or unset, to keep the audit log)",
+                    );
+                    None
+                } else {
+                    Some(d)
+                }
+            }),
+        };
 
         let config = WorkerConfig {
             topology: topology
@@ -186,6 +205,7 @@ impl WorkerArgs {
             ),
             public_site,
             provisioning,
+            audit_retention,
             ..WorkerConfig::default()
         };
         // Values that failed to parse were replaced above; only judge the

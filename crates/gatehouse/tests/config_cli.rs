@@ -28,6 +28,7 @@ fn the_worker_reports_every_bad_setting_at_once_naming_each() {
             ("WEBHOOK_BACKOFF", "later"),
             ("PUBLIC_URL", "gatehouse.example"),
             ("PROVISIONING", "allowlist:12,twelve"),
+            ("AUDIT_RETENTION", "1h"),
             ("DISCORD_TOKEN", "token-one-5ecret"),
             ("DISCORD_BOT_TOKEN", "token-two-5ecret"),
             (
@@ -39,13 +40,14 @@ fn the_worker_reports_every_bad_setting_at_once_naming_each() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let line = error_line(&out);
     assert!(
-        line.starts_with("error: 11 configuration problems: "),
+        line.starts_with("error: 12 configuration problems: "),
         "{line}"
     );
     for name in [
         "WORKER_CONCURRENCY (--concurrency)",
         "PUBLIC_URL (--public-url): \"gatehouse.example\" is not a URL",
         "PROVISIONING (--provisioning): \"twelve\" in the allowlist is not a Discord server id",
+        "AUDIT_RETENTION (--audit-retention): must be at least 1d",
         "WORKER_ACK_WAIT (--ack-wait)",
         "STREAM_STORAGE (--stream-storage)",
         "ROLE_GRACE_PERIOD (--role-grace-period)",

@@ -172,6 +172,31 @@ impl<'a> Directory<'a> {
             used_at: row.try_get(4).map_err(|_| get(4))?,
         }))
     }
+    /// Deletes up to `limit` audit rows older than `before`, in every
+    /// community (the operator's retention setting). The database refuses a
+    /// cut-off less than a day ago. Returns how many rows went.
+    pub async fn prune_audit(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: i32,
+    ) -> Result<u64, StoreError> {
+        const CONTEXT: &str = "pruning the audit log";
+        let client = self.store.checkout().await?;
+        let row = client
+            .query_typed(
+                "SELECT prune_audit_logs($1, $2)",
+                &[(&before, Type::TIMESTAMPTZ), (&limit, Type::INT4)],
+            )
+            .await
+            .map_err(|e| StoreError::query(CONTEXT, e))?;
+        let deleted: i64 = row
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|e| StoreError::query(CONTEXT, e))?
+            .unwrap_or(0);
+        Ok(u64::try_from(deleted).unwrap_or(0))
+    }
 }
 
 /// A wallet-link page token that [`Directory::resolve_wallet_link_token`]

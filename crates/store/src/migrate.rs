@@ -60,6 +60,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_member_wallets"),
     migration!(13, "0013_web_sessions"),
     migration!(14, "0014_column_grants_and_composite_keys"),
+    migration!(15, "0015_audit_retention"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

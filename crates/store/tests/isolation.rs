@@ -1006,6 +1006,7 @@ async fn roles_policies_and_functions_are_as_designed() {
             "active_communities",
             "authenticate_api_key",
             "provision_community",
+            "prune_audit_logs",
             "resolve_community",
             "resolve_wallet_link_token",
             // Dashboard sessions (0013): a person's, not a tenant's; the

@@ -702,3 +702,60 @@ async fn members_claimed_for_a_recheck_can_still_receive_awards_meanwhile() {
     assert!(awarded);
     scan.commit().await.unwrap();
 }
+
+#[tokio::test]
+async fn audit_retention_prunes_old_rows_in_every_community_and_never_the_last_day() {
+    let db = TestDb::create("repo_audit_retention").await;
+    let store = db.store(2).await;
+    let a = store.directory().provision_guild(sf(1), "a").await.unwrap();
+    let b = store.directory().provision_guild(sf(2), "b").await.unwrap();
+    for tenant in [a, b] {
+        let tx = store.begin(tenant).await.unwrap();
+        for _ in 0..3 {
+            tx.audit()
+                .append(&AuditEntry::system(AuditAction::MemberJoined))
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    // Two rows of each community are a year old (only a superuser can
+    // backdate them).
+    db.admin()
+        .await
+        .batch_execute(
+            "UPDATE audit_logs SET created_at = now() - interval '365 days'
+             WHERE id IN (SELECT id FROM audit_logs WHERE action = 'member.joined'
+                          ORDER BY id LIMIT 2)
+                OR id IN (SELECT id FROM audit_logs WHERE action = 'member.joined'
+                          ORDER BY id DESC LIMIT 2)",
+        )
+        .await
+        .unwrap();
+    let before = db.count("SELECT count(*) FROM audit_logs").await;
+    let cutoff = Utc::now() - ChronoDuration::days(90);
+    // A batch at a time.
+    assert_eq!(store.directory().prune_audit(cutoff, 3).await.unwrap(), 3);
+    assert_eq!(store.directory().prune_audit(cutoff, 3).await.unwrap(), 1);
+    assert_eq!(store.directory().prune_audit(cutoff, 3).await.unwrap(), 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_logs").await,
+        before - 4
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_logs WHERE created_at < now() - interval '1 day'")
+            .await,
+        0
+    );
+    // The last day is never pruned, whatever the setting says.
+    let err = store
+        .directory()
+        .prune_audit(Utc::now() - ChronoDuration::hours(1), 10)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("at least a day"), "{err}");
+    // And the runtime role cannot delete audit rows itself.
+    let tx = store.begin(a).await.unwrap();
+    let err = tx.raw_query("DELETE FROM audit_logs").await.unwrap_err();
+    assert_eq!(err.sql_state(), Some("42501"), "{err}");
+}

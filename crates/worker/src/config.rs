@@ -84,6 +84,9 @@ pub struct WorkerConfig {
     /// Which servers Gatehouse serves: every one that adds the bot, or
     /// only those an operator approved.
     pub provisioning: Provisioning,
+    /// Audit rows older than this are deleted (hourly, with the other
+    /// housekeeping); `None`: kept forever. At least a day.
+    pub audit_retention: Option<Duration>,
 }
 
 /// Which Discord servers are served. With an allowlist, events of any
@@ -150,6 +153,7 @@ impl Default for WorkerConfig {
             public_site: None,
             commands: crate::CommandLimits::default(),
             provisioning: Provisioning::Open,
+            audit_retention: None,
         }
     }
 }
@@ -175,6 +179,15 @@ impl WorkerConfig {
         }
         if self.ack_wait < Duration::from_secs(1) {
             problems.push("ack_wait", "must be at least 1s");
+        }
+        if self
+            .audit_retention
+            .is_some_and(|r| r < Duration::from_secs(24 * 3600))
+        {
+            problems.push(
+                "audit_retention",
+                "must be at least 1d (or unset, to keep the audit log)",
+            );
         }
         let name_ok = !self.consumer_name.is_empty()
             && self

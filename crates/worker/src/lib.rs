@@ -65,6 +65,14 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    if let Some(retention) = config.audit_retention {
+        tasks.spawn(housekeeping::prune_audit(
+            store.clone(),
+            retention,
+            config.prune_interval,
+            shutdown.clone(),
+        ));
+    }
     let syncs_roles = role_sync.is_some();
     if let Some(sync) = role_sync {
         tasks.spawn(periodic_rechecks(sync, shutdown.clone()));

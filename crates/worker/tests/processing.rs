@@ -328,3 +328,35 @@ fn provisioning_policies_parse_and_bad_ones_say_why() {
         .unwrap_err()
         .contains("\"x\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rows_past_the_retention_are_pruned_by_the_worker() {
+    let mut h = Harness::new("worker_audit_retention").await;
+    h.config.audit_retention = Some(Duration::from_secs(2 * 24 * 3600));
+    h.config.prune_interval = Duration::from_millis(200);
+    h.start_worker();
+    h.publish(&guild_join(555, "s1", 1)).await;
+    h.publish(&member_join(555, 7, "s1", 2)).await;
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM profiles", 1).await,
+        1
+    );
+    let all = h.count("SELECT count(*) FROM audit_logs").await;
+    assert!(all >= 2, "the join and the member left audit rows");
+    // One row is three days old, past the two-day retention.
+    h.db.admin()
+        .await
+        .batch_execute(
+            "UPDATE audit_logs SET created_at = now() - interval '3 days'
+             WHERE id = (SELECT min(id) FROM audit_logs)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.wait_for_count("SELECT count(*) FROM audit_logs", all - 1)
+            .await,
+        all - 1,
+        "the old row outlived the retention"
+    );
+    h.stop_worker().await;
+}
