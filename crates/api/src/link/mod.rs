@@ -13,7 +13,7 @@
 mod page;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -44,19 +44,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .layer(axum::middleware::map_response(protect))
 }
 
-/// Headers on every response of the page: the token is in the address, so
-/// it must not leak through a referrer or a cache.
-async fn protect(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    let set = |h: &mut HeaderMap, name: HeaderName, value: &'static str| {
-        h.insert(name, HeaderValue::from_static(value));
-    };
-    set(headers, header::CONTENT_SECURITY_POLICY, CSP);
-    set(headers, header::REFERRER_POLICY, "no-referrer");
-    set(headers, header::CACHE_CONTROL, "no-store");
-    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(headers, header::X_FRAME_OPTIONS, "DENY");
-    response
+/// The dashboard's headers on every response of the page: the token is in
+/// the address, so it must not leak through a referrer or a cache.
+async fn protect(response: Response) -> Response {
+    crate::web::headers::with_policy(response, CSP)
 }
 
 async fn script() -> impl IntoResponse {

@@ -1,7 +1,8 @@
 //! Headers on every dashboard response: a strict Content-Security-Policy
 //! (scripts and styles only from this origin, no inline script, no
 //! framing), no MIME sniffing, no referrer (dashboard URLs name
-//! communities and members), and no caching of per-person pages.
+//! communities and members), and no caching of per-person pages. The
+//! wallet-link page uses the same headers with a policy of its own.
 
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
@@ -9,11 +10,16 @@ use axum::response::Response;
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-pub(crate) async fn secure(mut response: Response) -> Response {
+pub(crate) async fn secure(response: Response) -> Response {
+    with_policy(response, CSP)
+}
+
+/// The same headers with Content-Security-Policy `csp`.
+pub(crate) fn with_policy(mut response: Response, csp: &'static str) -> Response {
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

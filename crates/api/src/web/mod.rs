@@ -14,7 +14,7 @@ mod crypto;
 mod csrf;
 mod discord;
 mod error;
-mod headers;
+pub(crate) mod headers;
 mod login;
 mod pages;
 mod session;
