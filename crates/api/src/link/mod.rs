@@ -84,12 +84,7 @@ async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Respo
     match link_page::view(state.store(), &token, Utc::now()).await {
         Ok(view) => page::html(StatusCode::OK, page::link(&view, site.authority())),
         Err(PageError::Refused(why)) => {
-            let status = match why {
-                PageRefusal::Unknown => StatusCode::NOT_FOUND,
-                PageRefusal::Expired | PageRefusal::Used => StatusCode::GONE,
-                PageRefusal::NotAMember => StatusCode::FORBIDDEN,
-            };
-            page::html(status, page::refused(&why.to_string()))
+            page::html(page_status(&why), page::refused(&why.to_string()))
         }
         Err(PageError::Store(e)) => {
             tracing::error!(error = %e, "could not show a wallet-link page");
@@ -268,11 +263,22 @@ fn link_error(e: LinkError) -> ApiError {
     }
 }
 
+/// How a link that cannot be used answers, as a page or as JSON.
+fn page_status(why: &PageRefusal) -> StatusCode {
+    match why {
+        PageRefusal::Unknown => StatusCode::NOT_FOUND,
+        PageRefusal::Expired | PageRefusal::Used => StatusCode::GONE,
+        PageRefusal::NotAMember => StatusCode::FORBIDDEN,
+    }
+}
+
 fn refusal(why: Refusal) -> ApiError {
     match why {
-        Refusal::Page(PageRefusal::Unknown) => ApiError::not_found(why.to_string()),
-        Refusal::Page(PageRefusal::Expired | PageRefusal::Used) => ApiError::gone(why.to_string()),
-        Refusal::Page(PageRefusal::NotAMember) => ApiError::refused(why.to_string()),
+        Refusal::Page(page) => match page_status(&page) {
+            StatusCode::NOT_FOUND => ApiError::not_found(page.to_string()),
+            StatusCode::GONE => ApiError::gone(page.to_string()),
+            _ => ApiError::refused(page.to_string()),
+        },
         other => ApiError::invalid(format!("{other}. Nothing was linked.")),
     }
 }
