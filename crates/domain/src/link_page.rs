@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use eligibility::Evaluator;
 use store::repo::{MemberWallet, Profile};
 use store::{Store, TenantTx};
-use wire::check::{CheckPriority, EligibilityCheck};
+use wire::check::EligibilityCheck;
 use wire::UserId;
 
 use crate::members::RuleStanding;
@@ -60,13 +60,7 @@ pub async fn view(store: &Store, token: &str, now: DateTime<Utc>) -> Result<Page
     let rules = tx.rules().list_enabled().await?;
     let grants = tx.role_grants().for_profiles(&[profile.id]).await?;
     tx.commit().await?;
-    let rules = rules
-        .into_iter()
-        .map(|rule| {
-            let grant = grants.iter().find(|g| g.rule_id == rule.id).cloned();
-            RuleStanding { rule, grant }
-        })
-        .collect();
+    let rules = crate::members::standings(rules, &grants);
     Ok(PageView {
         holder,
         community_name,
@@ -184,19 +178,19 @@ fn member_check(
     token: &str,
     now: DateTime<Utc>,
 ) -> EligibilityCheck {
-    EligibilityCheck {
-        // One per link and member: a retried request within the bus's
-        // duplicate window is stored once. The token's hash, not the token.
-        id: format!(
-            "link:{}:{user}",
-            hex::encode(&wallets::token_hash(token)[..12])
-        ),
-        guild_id: community.guild,
-        user_id: Some(user),
-        reason: "wallet.linked".to_owned(),
-        priority: CheckPriority::Interactive,
-        requested_at: now.timestamp_millis(),
-    }
+    // One per link and member: a retried request within the bus's duplicate
+    // window is stored once. The token's hash, not the token.
+    let id = format!(
+        "link:{}:{user}",
+        hex::encode(&wallets::token_hash(token)[..12])
+    );
+    crate::recheck::member_recheck(
+        community.guild,
+        user,
+        id,
+        "wallet.linked",
+        now.timestamp_millis(),
+    )
 }
 
 async fn open_unused(

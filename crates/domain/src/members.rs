@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use store::repo::{BadgeAward, EligibilityRule, MemberFilter, Profile, RoleGrant};
 use store::{Store, StoreError};
-use wire::check::{CheckPriority, EligibilityCheck};
+use wire::check::EligibilityCheck;
 use wire::UserId;
 
 use crate::recheck::{RecheckError, Rechecks};
@@ -38,6 +38,18 @@ impl RuleStanding {
             now,
         )
     }
+}
+
+/// Each rule with the member's last decision under it, from the member's
+/// grants.
+pub fn standings(rules: Vec<EligibilityRule>, grants: &[RoleGrant]) -> Vec<RuleStanding> {
+    rules
+        .into_iter()
+        .map(|rule| {
+            let grant = grants.iter().find(|g| g.rule_id == rule.id).cloned();
+            RuleStanding { rule, grant }
+        })
+        .collect()
 }
 
 /// Whether a member checked at `checked_at` (never: `None`) is due a look
@@ -89,13 +101,7 @@ pub async fn detail(
     let grants = tx.role_grants().for_profiles(&[profile.id]).await?;
     let badges = tx.badges().awards_for(profile.id).await?;
     tx.commit().await?;
-    let rules = rules
-        .into_iter()
-        .map(|rule| {
-            let grant = grants.iter().find(|g| g.rule_id == rule.id).cloned();
-            RuleStanding { rule, grant }
-        })
-        .collect();
+    let rules = standings(rules, &grants);
     Ok(MemberDetail {
         profile,
         rules,
@@ -122,14 +128,13 @@ pub async fn request_recheck(
         .metadata(json!({}));
     tx.audit().append(&entry).await?;
     tx.commit().await?;
-    let check = EligibilityCheck {
-        id: format!("recheck:{user}:{}", uuid::Uuid::new_v4()),
-        guild_id: community.guild,
-        user_id: Some(user),
-        reason: "admin.recheck".to_owned(),
-        priority: CheckPriority::Interactive,
-        requested_at: now.timestamp_millis(),
-    };
+    let check = crate::recheck::member_recheck(
+        community.guild,
+        user,
+        format!("recheck:{user}:{}", uuid::Uuid::new_v4()),
+        "admin.recheck",
+        now.timestamp_millis(),
+    );
     rechecks.request(&check).await?;
     Ok(check)
 }

@@ -35,3 +35,22 @@ pub fn community_recheck(guild: GuildId, id: String, reason: &str) -> Eligibilit
         requested_at: chrono::Utc::now().timestamp_millis(),
     }
 }
+
+/// A request to re-check one member now, ahead of bulk work (they or an
+/// admin asked, or their wallets changed). `id` is the dedupe key.
+pub fn member_recheck(
+    guild: GuildId,
+    user: wire::UserId,
+    id: String,
+    reason: &str,
+    requested_at_ms: i64,
+) -> EligibilityCheck {
+    EligibilityCheck {
+        id,
+        guild_id: guild,
+        user_id: Some(user),
+        reason: reason.to_owned(),
+        priority: CheckPriority::Interactive,
+        requested_at: requested_at_ms,
+    }
+}

@@ -1,9 +1,6 @@
 //! `eligibility.check`: re-evaluate one member or a whole community.
 
-use wire::{
-    check::{CheckPriority, EligibilityCheck},
-    Envelope,
-};
+use wire::{check::EligibilityCheck, Envelope};
 
 use super::{membership::community_of, Handlers};
 use crate::HandlerError;
@@ -82,14 +79,7 @@ pub(super) async fn request_for(
     let Some(guild_id) = envelope.guild_id else {
         return;
     };
-    let check = EligibilityCheck {
-        id,
-        guild_id,
-        user_id: Some(user),
-        reason: reason.to_owned(),
-        priority: CheckPriority::Interactive,
-        requested_at: envelope.occurred_at,
-    };
+    let check = domain::recheck::member_recheck(guild_id, user, id, reason, envelope.occurred_at);
     let published = bus::publish_check(&handlers.js, &handlers.namespace, &check).await;
     if let Err(e) = published {
         tracing::warn!(error = %e, "could not request an eligibility check; the periodic scan will do it");
