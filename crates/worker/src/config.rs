@@ -158,6 +158,9 @@ impl Default for WorkerConfig {
     }
 }
 
+/// JetStream's pending-acknowledgement bound for the workers' consumers.
+const MAX_ACK_PENDING: i64 = 65_536;
+
 impl WorkerConfig {
     /// Every problem at once, each named by its field (`concurrency`,
     /// `max_attempts`, `backoff`, `ack_wait`, `consumer_name`,
@@ -228,7 +231,12 @@ impl WorkerConfig {
         DurableConsumer {
             name: self.consumer_name.clone(),
             ack_wait: self.ack_wait,
-            max_ack_pending: (self.concurrency * 4).max(256) as i64,
+            // Each worker pulls only what it has room for, so this is not
+            // what bounds its work; it bounds the messages deferred for
+            // fairness (see `consumer`), which JetStream counts as pending
+            // until they come back. Too low, and a flood's deferred backlog
+            // stops the stream again.
+            max_ack_pending: MAX_ACK_PENDING,
         }
     }
 

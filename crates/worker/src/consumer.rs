@@ -1,10 +1,12 @@
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::fair_queue::FairQueue;
 use crate::{HandlerError, Handlers, WorkerConfig, WorkerError};
 
 /// Where a message sits in its stream and how often it was delivered.
@@ -43,15 +45,27 @@ impl HandleMessage for Handlers {
 /// for a pull that is still open on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
+/// Bounds on how long a deferred message stays away.
+const DEFER_MIN: Duration = Duration::from_millis(100);
+const DEFER_MAX: Duration = Duration::from_secs(300);
+
+/// Deferrals are remembered this long (a deferred message may be taken by
+/// another worker and never come back here).
+const DEFER_MEMORY: Duration = Duration::from_secs(900);
+
 /// Pulls from `consumer` and handles up to `config.concurrency` messages at
-/// once until `shutdown`; then stops pulling and waits for in-flight
-/// messages to finish.
+/// once, fairly between communities (see [`crate::fair_queue`]), until
+/// `shutdown`; then stops pulling, hands back what had not started and
+/// waits for in-flight messages to finish.
 ///
-/// Each pull asks for no more messages than can start right away. A message
-/// delivered to this process is owned by it until acknowledged, so a client
-/// buffer would hold messages back from idle workers and, at shutdown, leave
-/// them stranded until `ack_wait` expires. Anything delivered after the
-/// signal is handed straight back with a NAK.
+/// The process reads ahead of what it can start, up to `read_ahead`
+/// messages, so that it can choose between communities. Past that it keeps
+/// reading only to find other communities' messages: one from a community
+/// that already has its share here is handed back to the stream with a
+/// delay (a deferral, which does not count as a failed attempt) instead of
+/// blocking the stream behind it. Held messages are kept alive towards
+/// JetStream while they wait, and anything delivered after the signal is
+/// handed straight back with a NAK.
 pub(crate) async fn consume<H: HandleMessage>(
     consumer: PullConsumer,
     js: jetstream::Context,
@@ -59,20 +73,304 @@ pub(crate) async fn consume<H: HandleMessage>(
     config: WorkerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let limit = config.concurrency;
-    let permits = Arc::new(Semaphore::new(limit));
+    let limit = config.concurrency.max(1);
+    let plan = Plan::for_concurrency(limit);
+    // Hard bound on what this process holds: the read-ahead, plus the same
+    // again for quiet communities' messages found past a full read-ahead.
+    let slots = Arc::new(Semaphore::new(plan.read_ahead * 2));
+    let (found, mut arrivals) = mpsc::channel::<Held>(plan.read_ahead);
+    let puller = tokio::spawn(pull(consumer, slots.clone(), found, shutdown.clone()));
     let config = Arc::new(config);
+    let mut queue: FairQueue<Key, Held> = FairQueue::new(plan.per_community_in_flight);
+    let mut held_by: HashMap<Key, usize> = HashMap::new();
+    let mut deferrals = Deferrals::default();
+    let mut running: JoinSet<Key> = JoinSet::new();
+    let mut keep_alive =
+        tokio::time::interval((config.ack_wait / 4).max(Duration::from_millis(250)));
+    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pace = tokio::time::interval_at(
+        tokio::time::Instant::now() + Deferrals::MEASURE_EVERY,
+        Deferrals::MEASURE_EVERY,
+    );
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        while running.len() < limit {
+            let Some((key, held)) = queue.pop() else {
+                break;
+            };
+            let (js, handlers, config) = (js.clone(), handlers.clone(), config.clone());
+            let deferred = deferrals.count(held.sequence);
+            running.spawn(async move {
+                process(held.message, deferred, &js, &*handlers, &config).await;
+                drop(held.slot);
+                key
+            });
+        }
+        metrics::gauge!("worker_messages_queued").set(queue.queued() as f64);
+        metrics::gauge!("worker_communities_waiting").set(queue.waiting_keys() as f64);
+        tokio::select! {
+            Some(finished) = running.join_next(), if !running.is_empty() => {
+                match finished {
+                    Ok(key) => {
+                        queue.done(&key);
+                        deferrals.completed(&key);
+                        release(&mut held_by, &key);
+                    }
+                    // A panicking handler loses its key; the message comes
+                    // back after ack_wait. Say so loudly.
+                    Err(e) => tracing::error!(error = %e, "a message handler failed unexpectedly"),
+                }
+            }
+            arrival = arrivals.recv() => {
+                let Some(held) = arrival else { break };
+                let key = Key::of(&held.message.payload);
+                deferrals.returned(&key, held.sequence);
+                let here = held_by.get(&key).copied().unwrap_or(0);
+                let total = slots_in_use(&slots, plan.read_ahead * 2);
+                if total <= plan.read_ahead || here < plan.per_community_waiting {
+                    *held_by.entry(key.clone()).or_default() += 1;
+                    queue.push(key, held);
+                } else {
+                    defer(held, key, &mut deferrals).await;
+                }
+            }
+            _ = keep_alive.tick() => {
+                keep_waiting_alive(&mut queue, config.ack_wait).await;
+            }
+            _ = pace.tick() => deferrals.measure(),
+        }
+    }
+    // The puller has stopped (shutdown): what has not started goes back at
+    // once for another worker, then in-flight messages finish.
+    for held in queue.drain_waiting() {
+        if let Err(e) = held.message.ack_with(AckKind::Nak(None)).await {
+            tracing::warn!(error = %e, "could not hand back a message at shutdown; it returns after ack_wait");
+        }
+    }
+    while running.join_next().await.is_some() {}
+    match puller.await {
+        Ok(result) => result,
+        Err(e) => Err(WorkerError::Task(e.to_string())),
+    }
+}
+
+/// How far this process reads ahead, and each community's share of it.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    read_ahead: usize,
+    /// Messages of one community in flight at once: all but a quarter of
+    /// the handler slots, which stay free for other communities.
+    per_community_in_flight: usize,
+    /// Messages of one community held here (waiting or in flight) past
+    /// which, with the read-ahead full, more of its messages are deferred.
+    per_community_waiting: usize,
+}
+
+impl Plan {
+    fn for_concurrency(limit: usize) -> Plan {
+        Plan {
+            read_ahead: limit * 4,
+            per_community_in_flight: (limit - limit / 4).max(1),
+            per_community_waiting: limit,
+        }
+    }
+}
+
+fn slots_in_use(slots: &Semaphore, total: usize) -> usize {
+    total.saturating_sub(slots.available_permits())
+}
+
+fn release(held_by: &mut HashMap<Key, usize>, key: &Key) {
+    if let Some(n) = held_by.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            held_by.remove(key);
+        }
+    }
+}
+
+/// The community a message belongs to, as far as its payload tells without
+/// a full decode: the guild of an event, interaction or eligibility check,
+/// the community of a webhook delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Guild(wire::GuildId),
+    Community(String),
+    /// Undecodable: these share one turn (and will be dead-lettered).
+    Unkeyed,
+}
+
+impl Key {
+    fn of(payload: &[u8]) -> Key {
+        #[derive(serde::Deserialize)]
+        struct Keyed<'a> {
+            #[serde(default)]
+            guild_id: Option<wire::GuildId>,
+            #[serde(default, borrow)]
+            community: Option<&'a str>,
+        }
+        match serde_json::from_slice::<Keyed<'_>>(payload) {
+            Ok(Keyed {
+                guild_id: Some(guild),
+                ..
+            }) => Key::Guild(guild),
+            Ok(Keyed {
+                community: Some(community),
+                ..
+            }) => Key::Community(community.to_owned()),
+            _ => Key::Unkeyed,
+        }
+    }
+}
+
+/// A delivered message this process holds, with its place in the buffer.
+struct Held {
+    message: jetstream::Message,
+    sequence: u64,
+    slot: OwnedSemaphorePermit,
+    since: tokio::time::Instant,
+}
+
+/// Which messages this process deferred, and how fast each deferring
+/// community is being served here.
+///
+/// A deferred message should come back about when its community can be
+/// served again: earlier, and JetStream (which hands out redeliveries before
+/// new messages) fills every pull with the flood again instead of reading on
+/// to other communities; later, and the flood's work waits while slots sit
+/// idle. So the n-th outstanding deferral of a community is delayed by n
+/// divided by the rate at which that community's messages finish here.
+///
+/// Deferrals are also not failed attempts: [`count`](Self::count) says how
+/// many to subtract from JetStream's delivery count. Per process: a message
+/// deferred here and failing in another worker counts its deferrals there
+/// as attempts (at worst it is dead-lettered after fewer real failures).
+#[derive(Default)]
+struct Deferrals {
+    by_sequence: HashMap<u64, (u32, std::time::Instant)>,
+    paces: HashMap<Key, Pace>,
+    /// Messages per second this consumer finishes, all communities.
+    total_rate: f64,
+    total_finished: u64,
+}
+
+#[derive(Debug, Default)]
+struct Pace {
+    /// Deferred and not yet back.
+    outstanding: u64,
+    /// Finished since the last measurement.
+    finished: u64,
+    /// Messages per second, smoothed; 0 until measured.
+    rate: f64,
+}
+
+impl Deferrals {
+    const MEASURE_EVERY: Duration = Duration::from_secs(1);
+
+    /// Counts one more deferral of `sequence` for `key` and returns how
+    /// long it should stay away.
+    fn add(&mut self, key: Key, sequence: u64) -> Duration {
+        let now = std::time::Instant::now();
+        let entry = self.by_sequence.entry(sequence).or_insert((0, now));
+        entry.0 += 1;
+        entry.1 = now;
+        let pace = self.paces.entry(key).or_default();
+        pace.outstanding += 1;
+        // A community with a backlog gets at least a good part of the
+        // consumer's pace (all of it when it is alone). Unmeasured, assume a
+        // brisk pace: an early return costs one more deferral, a late one
+        // idle slots.
+        let rate = pace
+            .rate
+            .max(self.total_rate * 0.75)
+            .max(if self.total_rate > 0.0 { 1.0 } else { 200.0 });
+        Duration::from_secs_f64(pace.outstanding as f64 / rate).clamp(DEFER_MIN, DEFER_MAX)
+    }
+
+    /// A message of `key` arrived; if it is one deferred here, it is back.
+    fn returned(&mut self, key: &Key, sequence: u64) {
+        if self.by_sequence.contains_key(&sequence) {
+            if let Some(pace) = self.paces.get_mut(key) {
+                pace.outstanding = pace.outstanding.saturating_sub(1);
+            }
+        }
+    }
+
+    /// How often `sequence` was deferred here; it is starting now.
+    fn count(&mut self, sequence: u64) -> u32 {
+        self.by_sequence.remove(&sequence).map_or(0, |(n, _)| n)
+    }
+
+    fn completed(&mut self, key: &Key) {
+        self.total_finished += 1;
+        if let Some(pace) = self.paces.get_mut(key) {
+            pace.finished += 1;
+        }
+    }
+
+    /// Updates each community's rate, and forgets what is stale.
+    fn measure(&mut self) {
+        let seconds = Self::MEASURE_EVERY.as_secs_f64();
+        let smooth = |old: f64, now: f64| {
+            if old > 0.0 {
+                0.5 * old + 0.5 * now
+            } else {
+                now
+            }
+        };
+        self.total_rate = smooth(self.total_rate, self.total_finished as f64 / seconds);
+        self.total_finished = 0;
+        for pace in self.paces.values_mut() {
+            pace.rate = smooth(pace.rate, pace.finished as f64 / seconds);
+            pace.finished = 0;
+        }
+        self.paces.retain(|_, pace| pace.outstanding > 0);
+        self.by_sequence
+            .retain(|_, (_, at)| at.elapsed() < DEFER_MEMORY);
+    }
+}
+
+async fn defer(held: Held, key: Key, deferrals: &mut Deferrals) {
+    let delay = deferrals.add(key, held.sequence);
+    metrics::counter!("worker_messages_deferred_total").increment(1);
+    if let Err(e) = held.message.ack_with(AckKind::Nak(Some(delay))).await {
+        tracing::warn!(error = %e, "could not defer a message; it returns after ack_wait");
+    }
+    drop(held.slot);
+}
+
+/// Tells JetStream that messages waiting here for their turn are still
+/// being worked on, so it does not hand them to another worker.
+async fn keep_waiting_alive(queue: &mut FairQueue<Key, Held>, ack_wait: Duration) {
+    let now = tokio::time::Instant::now();
+    for held in queue.waiting_mut() {
+        if now.duration_since(held.since) >= ack_wait / 3 {
+            if let Err(e) = held.message.ack_with(AckKind::Progress).await {
+                tracing::debug!(error = %e, "could not extend a waiting message's ack deadline");
+            }
+            held.since = now;
+        }
+    }
+}
+
+/// Pulls messages while there is room to hold them and sends them to the
+/// dispatcher. Each pull asks for no more than there is room for: a message
+/// delivered to this process is owned by it until acknowledged.
+async fn pull(
+    consumer: PullConsumer,
+    slots: Arc<Semaphore>,
+    found: mpsc::Sender<Held>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
     while !shutdown.is_cancelled() {
         let first = tokio::select! {
             () = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p {
+            p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break,
             },
         };
-        // Only this loop takes permits, so all of these are still free when
-        // the messages arrive.
-        let wanted = permits.available_permits() + 1;
+        let wanted = slots.available_permits() + 1;
         let mut batch = match consumer
             .batch()
             .max_messages(wanted)
@@ -108,27 +406,37 @@ pub(crate) async fn consume<H: HandleMessage>(
                 }
                 continue;
             }
-            let permit = match reserved.take() {
+            let Ok(sequence) = message.info().map(|info| info.stream_sequence) else {
+                // Not a JetStream delivery; nothing sensible to do but say so.
+                tracing::error!(subject = %message.subject, "message without JetStream metadata");
+                continue;
+            };
+            let slot = match reserved.take() {
                 Some(p) => p,
-                None => match permits.clone().acquire_owned().await {
+                None => match slots.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => break,
                 },
             };
-            let (js, handlers, config) = (js.clone(), handlers.clone(), config.clone());
-            tokio::spawn(async move {
-                process(message, &js, &*handlers, &config).await;
-                drop(permit);
-            });
+            let held = Held {
+                message,
+                sequence,
+                slot,
+                since: tokio::time::Instant::now(),
+            };
+            if let Err(mpsc::error::SendError(held)) = found.send(held).await {
+                // The dispatcher is gone: hand the message back.
+                let _ = held.message.ack_with(AckKind::Nak(None)).await;
+                return Ok(());
+            }
         }
     }
-    // Wait for every in-flight message: each holds one permit.
-    let _all = permits.acquire_many(limit as u32).await;
     Ok(())
 }
 
 async fn process<H: HandleMessage>(
     message: jetstream::Message,
+    deferred: u32,
     js: &jetstream::Context,
     handlers: &H,
     config: &WorkerConfig,
@@ -142,9 +450,13 @@ async fn process<H: HandleMessage>(
             return;
         }
     };
+    // Deferrals for fairness were deliveries too, but not attempts.
     let delivery = Delivery {
         stream_sequence,
-        attempt: u32::try_from(delivered).unwrap_or(u32::MAX),
+        attempt: u32::try_from(delivered)
+            .unwrap_or(u32::MAX)
+            .saturating_sub(deferred)
+            .max(1),
     };
     let outcome = handlers
         .handle_message(&subject, &message.payload, &delivery)

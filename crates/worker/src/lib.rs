@@ -14,6 +14,7 @@ mod config;
 mod consumer;
 pub mod discord;
 mod error;
+mod fair_queue;
 pub mod handlers;
 mod housekeeping;
 mod role_budget;

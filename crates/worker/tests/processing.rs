@@ -360,3 +360,36 @@ async fn audit_rows_past_the_retention_are_pruned_by_the_worker() {
     );
     h.stop_worker().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_community_flooding_the_stream_delays_only_itself() {
+    let mut h = Harness::new("worker_fairness").await;
+    h.publish(&guild_join(801, "s1", 1)).await;
+    h.publish(&guild_join(802, "s1", 2)).await;
+    // Three thousand joins in one server reach the stream before one join
+    // in another, and only then does the worker start.
+    const FLOOD: u64 = 3_000;
+    for user in 1..=FLOOD {
+        h.publish(&member_join(801, user, "s1", 2 + user)).await;
+    }
+    h.publish(&member_join(802, 1, "s1", FLOOD + 3)).await;
+    h.start_worker();
+    let profiles_in = |guild: i64| {
+        format!(
+            "SELECT count(*) FROM profiles p JOIN communities c ON c.id = p.community_id \
+             WHERE c.discord_guild_id = {guild}"
+        )
+    };
+    assert_eq!(h.wait_for_count(&profiles_in(802), 1).await, 1);
+    let flood_done = h.count(&profiles_in(801)).await;
+    // In stream order the quiet server's join would wait for all 3,000; it
+    // is taken once the worker has read past the flood, which it does
+    // without waiting for the flood to be applied.
+    assert!(
+        flood_done < (FLOOD / 2) as i64,
+        "the quiet server's join waited for {flood_done} of the flood's {FLOOD}"
+    );
+    // Deferring the flood's messages loses and duplicates nothing.
+    h.assert_each_join_applied_once(FLOOD + 1).await;
+    h.stop_worker().await;
+}
