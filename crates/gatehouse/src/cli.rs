@@ -69,6 +69,10 @@ pub enum BenchCommand {
     /// simulator adding a member to the worker committing the profile, at
     /// `--join-rate` (needs a fresh database, like the demo).
     Pipeline(crate::demo::DemoArgs),
+    #[cfg(feature = "sim")]
+    /// Quiet communities' latency alone and next to one community flooding
+    /// slash commands and member updates: `quiet_p99_ratio`, `http_429`.
+    Fairness(crate::bench::fairness::BenchFairnessArgs),
 }
 
 #[cfg(test)]

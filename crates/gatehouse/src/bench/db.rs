@@ -20,7 +20,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -118,13 +117,7 @@ pub async fn run(args: BenchDbArgs) -> anyhow::Result<ExitCode> {
     let report = drive(&store, &profile, Arc::new(tenants), &args).await;
     print!("{}", report.render());
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {} for the JSON report", dir.display()))?;
-        }
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+        super::write_json(path, &report)?;
     }
     Ok(if report.passed {
         ExitCode::SUCCESS

@@ -9,7 +9,7 @@
 //! Ends with a summary per community, checked against the simulator.
 
 mod dashboard;
-mod scenario;
+pub(crate) mod scenario;
 mod summary;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};

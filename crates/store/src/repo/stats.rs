@@ -120,6 +120,28 @@ impl<'t> Stats<'t> {
             .collect()
     }
 
+    /// [`join_latencies_ms`](Self::join_latencies_ms) of the members who
+    /// joined at or after `since` (one phase of a benchmark).
+    pub async fn join_latencies_ms_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<f64>, StoreError> {
+        self.tx
+            .query(
+                "reading join latencies",
+                "SELECT extract(epoch FROM created_at - joined_at)::float8 * 1000 AS latency_ms
+                 FROM profiles WHERE community_id = $1 AND joined_at >= $2",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&since, Type::TIMESTAMPTZ),
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| col(row, "latency_ms"))
+            .collect()
+    }
+
     pub async fn sync_status(&self) -> Result<SyncStatus, StoreError> {
         let row = self
             .tx
