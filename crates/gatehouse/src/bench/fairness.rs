@@ -417,7 +417,7 @@ async fn send_flood(
     let mut n = 0usize;
     while !stop.is_cancelled() {
         let user = members[n % members.len()];
-        let command = if n % 2 == 0 { "check" } else { "profile" };
+        let command = if n.is_multiple_of(2) { "check" } else { "profile" };
         let created = control.create_interaction(NewInteraction {
             guild_id: guild,
             user_id: user,
@@ -438,7 +438,7 @@ async fn send_flood(
         n += 1;
         // Let the rest of this process (the gateway, the worker) run: the
         // generator shares the machine with what it floods.
-        if n % 16 == 0 {
+        if n.is_multiple_of(16) {
             tokio::task::yield_now().await;
         }
     }
