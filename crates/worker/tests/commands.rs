@@ -359,6 +359,17 @@ impl World {
         );
     }
 
+    /// Sessions of the test database inside a transaction but idle: what a
+    /// transaction held across a Discord call looks like.
+    async fn open_transactions(&self) -> i64 {
+        self.h
+            .count(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+            )
+            .await
+    }
+
     /// Replies committed but not yet known to have reached Discord.
     async fn pending_replies(&self) -> i64 {
         self.h
@@ -553,12 +564,7 @@ async fn no_transaction_is_open_while_discord_is_slow_to_take_a_reply() {
         .await
         .unwrap();
     // Read while Discord holds the reply (the worker waits up to 2.5 s).
-    let open =
-        w.h.count(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
-        )
-        .await;
+    let open = w.open_transactions().await;
     let claimed =
         w.h.count(&format!(
             "SELECT count(*) FROM processed_events WHERE event_id = '{}'",
@@ -594,6 +600,75 @@ async fn no_transaction_is_open_while_discord_is_slow_to_take_a_reply() {
     assert_eq!(stored, [shown]);
     assert_eq!(w.sim.control().interaction(id).unwrap().responses.len(), 1);
     assert_eq!(w.pending_replies().await, 0);
+
+    // /check's deferred acknowledgement likewise.
+    w.sim.control().fault_callbacks(CallbackFault::Hold, 1);
+    let (_, id) = w.invoke(user, "check", &[]).await;
+    w.sim
+        .control()
+        .wait_for_held_callbacks(1, common::WAIT)
+        .await
+        .unwrap();
+    let open = w.open_transactions().await;
+    w.sim.control().release_callbacks();
+    assert_eq!(
+        open, 0,
+        "a transaction was open while Discord held /check's acknowledgement"
+    );
+    let info = w.answered(id, 2).await;
+    assert_eq!(info.responses[0].callback_type, Some(5));
+    assert_eq!(info.responses[1].action, "edit_original");
+    assert!(w.h.dead_letters().await.is_empty());
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_cannot_be_sent_within_discords_window_is_forgotten() {
+    // A stored reply may hold a one-time link: it must not outlive the
+    // only moment it could be sent.
+    let mut w = world("cmd_reply_expired").await;
+    // The retry comes back after Discord's window has closed.
+    w.h.stop_worker().await;
+    w.h.config.backoff = vec![Duration::from_secs(4)];
+    w.h.start_worker();
+    let user = w.members[0];
+    w.sim.control().fault_callbacks(CallbackFault::Fail, 1);
+    let (envelope, id) = w.invoke(user, "link-wallet", &[]).await;
+    // The link and its reply commit together; the reply goes once the
+    // late redelivery finds it unsendable.
+    assert_eq!(
+        w.h.wait_for_count("SELECT count(*) FROM wallet_link_tokens", 1)
+            .await,
+        1
+    );
+    assert_eq!(
+        w.h.wait_for_count(
+            &format!(
+                "SELECT count(*) FROM processed_events WHERE event_id = '{}'
+                    AND NOT EXISTS (SELECT 1 FROM interaction_replies)",
+                envelope.id.as_str()
+            ),
+            1
+        )
+        .await,
+        1,
+        "the unsendable reply was kept"
+    );
+    w.h.drained().await;
+    assert!(
+        w.sim
+            .control()
+            .interaction(id)
+            .unwrap()
+            .responses
+            .is_empty(),
+        "answered past the window"
+    );
+    // The member asked for the link; it stays (and expires by itself).
+    assert_eq!(
+        w.h.count("SELECT count(*) FROM wallet_link_tokens").await,
+        1
+    );
     assert!(w.h.dead_letters().await.is_empty());
     w.finish().await;
 }
@@ -749,6 +824,13 @@ async fn link_wallet_without_options_answers_with_a_one_time_page_link() {
         ))
         .await,
         0
+    );
+    // Nor in the reply stored to send it, once it was sent.
+    w.h.drained().await;
+    assert_eq!(
+        w.pending_replies().await,
+        0,
+        "the one-time link outlived its reply"
     );
     // And nothing else: no message to sign, no wallet, no audit.
     let state = w.link_state().await;
