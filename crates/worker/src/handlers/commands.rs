@@ -210,17 +210,10 @@ async fn commit_reply(
             ),
         };
         PendingReply {
-            body: ReplyBody::Message(text),
+            body: ReplyBody::Message(clip(&text)),
             recheck_self: effects.recheck_self,
             recheck_other: effects.recheck_other,
         }
-    };
-    let pending = PendingReply {
-        body: match pending.body {
-            ReplyBody::Message(text) => ReplyBody::Message(clip(&text)),
-            ReplyBody::Deferred => ReplyBody::Deferred,
-        },
-        ..pending
     };
     let age_ms = age_ms(envelope);
     if age_ms > RESPONSE_WINDOW_MS - SEND_MARGIN_MS {
@@ -303,7 +296,7 @@ async fn forget(handlers: &Handlers, envelope: &Envelope, tenant: TenantId) {
 /// asking. Best effort: the hourly prune catches what this misses.
 async fn forget_unsendable(handlers: &Handlers, envelope: &Envelope) {
     let taken = async {
-        let (Ok(guild), Ok(_)) = (guild_of(envelope), user_of(envelope)) else {
+        let Ok(guild) = guild_of(envelope) else {
             return Ok(None);
         };
         let tenant = community_of(&handlers.store, guild).await?;
