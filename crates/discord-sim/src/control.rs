@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use wire::{GuildId, InteractionId, UserId};
 
-use crate::faults::Fault;
+use crate::faults::{CallbackFault, Fault};
 use crate::gateway::transcript::ShardTranscript;
 use crate::lock;
 use crate::oauth::{Login, OAuthUser};
@@ -281,6 +281,47 @@ impl SimControl {
         ids.into_iter()
             .filter_map(|id| world.interaction_info(id))
             .collect()
+    }
+
+    /// Queues `fault` for each of the next `count` interaction callbacks.
+    pub fn fault_callbacks(&self, fault: CallbackFault, count: usize) {
+        lock(&self.shared.callbacks)
+            .queued
+            .extend(std::iter::repeat_n(fault, count));
+    }
+
+    /// Interaction callbacks held by [`CallbackFault::Hold`] right now.
+    pub fn held_callbacks(&self) -> usize {
+        lock(&self.shared.callbacks).held
+    }
+
+    /// Lets every held interaction callback go on (it is then taken as
+    /// usual); returns how many were held.
+    pub fn release_callbacks(&self) -> usize {
+        let held = self.held_callbacks();
+        self.shared.callback_release.send_modify(|n| *n += 1);
+        held
+    }
+
+    /// Waits until at least `count` interaction callbacks are held.
+    pub async fn wait_for_held_callbacks(
+        &self,
+        count: usize,
+        within: Duration,
+    ) -> Result<(), SimError> {
+        let deadline = Instant::now() + within;
+        loop {
+            let held = self.held_callbacks();
+            if held >= count {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(SimError::Timeout(format!(
+                    "{count} held interaction callbacks ({held} so far)"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Injects `fault` into every live connection of `shard_id`; returns how

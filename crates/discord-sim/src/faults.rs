@@ -1,4 +1,6 @@
-//! Faults the simulator injects into a shard's live connections on demand.
+//! Faults the simulator injects on demand: into a shard's live connections
+//! ([`Fault`]) and into the interaction callbacks it receives
+//! ([`CallbackFault`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +43,26 @@ impl Fault {
     }
 }
 
+/// What the simulator does to one interaction callback
+/// (`POST /interactions/{id}/{token}/callback`). Queued with
+/// [`SimControl::fault_callbacks`](crate::SimControl::fault_callbacks); each
+/// callback that arrives takes the oldest queued fault, whatever it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CallbackFault {
+    /// Discord is slow to take the answer: the request waits, not yet taken,
+    /// until [`SimControl::release_callbacks`](crate::SimControl::release_callbacks)
+    /// (or until the client gives up on it), then is handled as usual.
+    Hold,
+    /// Discord fails before taking the answer: 500, and the interaction is
+    /// still unanswered.
+    Fail,
+    /// Discord takes the answer (the member sees it) but the application
+    /// never learns it: the request is answered 500, as when Discord's reply
+    /// is lost on the way back.
+    TakeThenFail,
+}
+
 /// Close codes after which Discord will not accept a Resume.
 pub(crate) fn ends_session(code: u16) -> bool {
     matches!(code, 1000 | 1001 | 4004 | 4010 | 4011 | 4012 | 4013 | 4014)
@@ -57,6 +79,14 @@ mod tests {
         let op9: Fault =
             serde_json::from_str(r#"{"kind":"invalid_session","resumable":true}"#).unwrap();
         assert_eq!(op9, Fault::InvalidSession { resumable: true });
+    }
+
+    #[test]
+    fn callback_faults_read_from_tagged_json() {
+        let hold: CallbackFault = serde_json::from_str(r#"{"kind":"hold"}"#).unwrap();
+        assert_eq!(hold, CallbackFault::Hold);
+        let lost: CallbackFault = serde_json::from_str(r#"{"kind":"take_then_fail"}"#).unwrap();
+        assert_eq!(lost, CallbackFault::TakeThenFail);
     }
 
     #[test]

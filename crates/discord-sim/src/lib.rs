@@ -29,6 +29,11 @@
 //! - Faults ([`Fault`]): close with any code, drop the TCP connection, op 7,
 //!   op 9 (resumable or not), zombie (no ACKs, no dispatches).
 //!
+//! Interaction callbacks take queued [`CallbackFault`]s: held until
+//! released (Discord slow to take the answer), answered 500 untaken, or
+//! taken and answered 500 (the answer reached the member, the application
+//! never heard).
+//!
 //! # HTTP
 //!
 //! Discord REST (rate limited per route bucket and globally, with
@@ -52,7 +57,9 @@
 //! `GET|POST /_sim/guilds/{g}/members` ([`NewMember`]),
 //! `GET|PATCH|DELETE /_sim/guilds/{g}/members/{u}` ([`MemberPatch`]),
 //! `GET|POST /_sim/interactions` ([`NewInteraction`]),
-//! `GET /_sim/interactions/{id}`, `GET /_sim/shards`,
+//! `GET /_sim/interactions/{id}`, `POST /_sim/interactions/faults?count=n`
+//! ([`CallbackFault`]), `GET /_sim/interactions/held`,
+//! `POST /_sim/interactions/release`, `GET /_sim/shards`,
 //! `GET /_sim/shards/{n}` ([`ShardTranscript`]),
 //! `POST /_sim/shards/{n}/faults` ([`Fault`]), `POST /_sim/traffic`
 //! ([`TrafficSpec`]), `GET /_sim/traffic/{id}`, `POST /_sim/scenario`
@@ -88,7 +95,7 @@ use tokio::task::JoinHandle;
 pub use config::{intents, OAuth2Config, RestLimits, SimConfig};
 pub use control::{GuildsSpec, ShardStatus, SimControl, SimStats, TrafficRun};
 pub use error::SimError;
-pub use faults::Fault;
+pub use faults::{CallbackFault, Fault};
 pub use gateway::transcript::{SentFrame, ShardEvent, ShardTranscript};
 pub use ids::shard_for_guild;
 pub use oauth::{permissions, OAuthUser, SUPPORTED_SCOPES};

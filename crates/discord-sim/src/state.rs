@@ -1,6 +1,6 @@
 //! State shared by the gateway, the REST API and the control API.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::SimConfig;
-use crate::faults::Fault;
+use crate::faults::{CallbackFault, Fault};
 use crate::gateway::identify_limit::IdentifyLimiter;
 use crate::gateway::sessions::Sessions;
 use crate::gateway::transcript::{SentFrame, ShardEvent, ShardTranscript};
@@ -47,6 +47,17 @@ pub(crate) struct Shared {
     pub oauth: Mutex<OAuth>,
     pub shutdown: watch::Sender<bool>,
     pub traffic: Mutex<HashMap<u64, Arc<TrafficProgress>>>,
+    pub callbacks: Mutex<CallbackFaults>,
+    /// Bumped to let every held interaction callback go on.
+    pub callback_release: watch::Sender<u64>,
+}
+
+/// Faults queued for the next interaction callbacks, and how many
+/// callbacks are held now.
+#[derive(Debug, Default)]
+pub(crate) struct CallbackFaults {
+    pub queued: VecDeque<CallbackFault>,
+    pub held: usize,
 }
 
 impl Shared {
@@ -68,6 +79,8 @@ impl Shared {
             transcripts: Mutex::new(BTreeMap::new()),
             shutdown: watch::channel(false).0,
             traffic: Mutex::new(HashMap::new()),
+            callbacks: Mutex::new(CallbackFaults::default()),
+            callback_release: watch::channel(0).0,
             config,
             gateway_url,
         }

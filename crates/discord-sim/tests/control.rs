@@ -322,3 +322,86 @@ fn scenario_errors_name_the_file() {
     assert!(error.to_string().contains("bad.toml"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn interaction_callbacks_can_be_held_failed_or_lost_on_the_way_back() {
+    let sim = start(fast_config()).await;
+    let addr = sim.api_addr();
+    let guild = sim.control().create_guilds(&GuildsSpec {
+        count: 1,
+        members_per_guild: 1,
+        roles_per_guild: 0,
+    })[0];
+    let user = sim.control().members(guild).expect("members")[0].user_id;
+    let create = || {
+        sim.control()
+            .create_interaction(discord_sim::NewInteraction {
+                guild_id: guild,
+                user_id: user,
+                command_name: "profile".into(),
+                options: Vec::new(),
+                locale: None,
+            })
+            .expect("interaction created")
+    };
+    let path = |created: &discord_sim::CreatedInteraction| {
+        format!(
+            "/api/v10/interactions/{}/{}/callback",
+            created.id, created.token
+        )
+    };
+    let body = json!({"type": 4, "data": {"content": "hello"}});
+    let queue = |fault: serde_json::Value| {
+        raw_request_with(
+            addr,
+            "POST",
+            "/_sim/interactions/faults?count=1",
+            Some(fault),
+        )
+    };
+
+    // Fail: 500 and not taken, so the next attempt is.
+    assert_eq!(queue(json!({"kind": "fail"})).await.status, 200);
+    let first = create();
+    let failed = raw_request_with(addr, "POST", &path(&first), Some(body.clone())).await;
+    assert_eq!(failed.status, 500, "{}", failed.body);
+    let responses = |id| sim.control().interaction(id).expect("recorded").responses;
+    assert!(responses(first.id).is_empty());
+    let retried = raw_request_with(addr, "POST", &path(&first), Some(body.clone())).await;
+    assert_eq!(retried.status, 204, "{}", retried.body);
+    assert_eq!(responses(first.id).len(), 1);
+
+    // Taken, then 500: the member has the answer, and another attempt is
+    // "already acknowledged".
+    assert_eq!(queue(json!({"kind": "take_then_fail"})).await.status, 200);
+    let second = create();
+    let lost = raw_request_with(addr, "POST", &path(&second), Some(body.clone())).await;
+    assert_eq!(lost.status, 500, "{}", lost.body);
+    assert_eq!(responses(second.id).len(), 1);
+    let again = raw_request_with(addr, "POST", &path(&second), Some(body.clone())).await;
+    assert_eq!(again.status, 400);
+    assert_eq!(again.json()["code"], 40060);
+
+    // Held until released, then taken as usual.
+    assert_eq!(queue(json!({"kind": "hold"})).await.status, 200);
+    let third = create();
+    let held_path = path(&third);
+    let held_body = body.clone();
+    let held =
+        tokio::spawn(
+            async move { raw_request_with(addr, "POST", &held_path, Some(held_body)).await },
+        );
+    sim.control()
+        .wait_for_held_callbacks(1, WAIT)
+        .await
+        .expect("the callback is held");
+    let count = raw_request(addr, "GET", "/_sim/interactions/held").await;
+    assert_eq!(count.json()["held"], 1);
+    assert!(responses(third.id).is_empty(), "taken while held");
+    let released = raw_request(addr, "POST", "/_sim/interactions/release").await;
+    assert_eq!(released.json()["released"], 1);
+    assert_eq!(held.await.expect("the held request ends").status, 204);
+    assert_eq!(responses(third.id).len(), 1);
+    assert_eq!(sim.control().held_callbacks(), 0);
+    sim.shutdown().await;
+}

@@ -61,6 +61,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_web_sessions"),
     migration!(14, "0014_column_grants_and_composite_keys"),
     migration!(15, "0015_audit_retention"),
+    migration!(16, "0016_interaction_replies"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

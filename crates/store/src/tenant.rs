@@ -6,8 +6,9 @@ use tokio_postgres::{
 
 use crate::{
     repo::{
-        ApiKeys, Audit, Badges, Communities, LinkTokens, MemberWallets, ProcessedEvents, Profiles,
-        RoleGrants, Rules, Seed, Stats, SyncCounters, WalletNonces, Webhooks,
+        ApiKeys, Audit, Badges, Communities, InteractionReplies, LinkTokens, MemberWallets,
+        ProcessedEvents, Profiles, RoleGrants, Rules, Seed, Stats, SyncCounters, WalletNonces,
+        Webhooks,
     },
     StoreError, TenantId,
 };
@@ -159,6 +160,10 @@ impl TenantTx {
 
     pub fn processed_events(&self) -> ProcessedEvents<'_> {
         ProcessedEvents::new(self)
+    }
+
+    pub fn interaction_replies(&self) -> InteractionReplies<'_> {
+        InteractionReplies::new(self)
     }
 
     pub fn wallet_nonces(&self) -> WalletNonces<'_> {

@@ -114,6 +114,13 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         .claim("seed-event", "seed")
         .await
         .unwrap());
+    tx.interaction_replies()
+        .record(
+            "seed-event",
+            &store::repo::PendingReply::only(store::repo::ReplyBody::Message("seed".into())),
+        )
+        .await
+        .unwrap();
     let wallet = store::WalletAddress::parse(&format!("0x{guild:040x}")).unwrap();
     tx.profiles()
         .link_wallet(sf(guild * 10), &wallet)
@@ -263,6 +270,15 @@ fn table_cases(f: &Fixture) -> Vec<(&'static str, String, String, String)> {
             format!("community_id = '{b}'"),
             "event_type = event_type".into(),
             format!("INSERT INTO processed_events (community_id, event_id, event_type) VALUES ('{b}', 'forged', 'x')"),
+        ),
+        (
+            "interaction_replies",
+            format!("community_id = '{b}'"),
+            "content = content".into(),
+            format!(
+                "INSERT INTO interaction_replies (community_id, event_id, kind, content) \
+                 VALUES ('{b}', 'seed-event', 'message', 'forged')"
+            ),
         ),
         (
             "wallet_link_nonces",
@@ -653,6 +669,9 @@ async fn the_runtime_role_cannot_rewrite_identity_columns_of_its_own_rows() {
         ("api_keys", "community_id = community_id".into()),
         ("api_keys", "scopes = '{read}'".into()),
         ("wallet_link_tokens", "community_id = community_id".into()),
+        // Stored and deleted, never rewritten: no UPDATE at all.
+        ("interaction_replies", "content = 'rewritten'".into()),
+        ("interaction_replies", "event_id = event_id".into()),
     ];
     for (table, set) in refused {
         let sql = format!("UPDATE {table} SET {set}");
@@ -928,6 +947,7 @@ async fn roles_policies_and_functions_are_as_designed() {
         "badge_awards",
         "audit_logs",
         "processed_events",
+        "interaction_replies",
         "role_grants",
         "wallet_link_nonces",
         "webhooks",

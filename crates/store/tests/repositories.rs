@@ -661,6 +661,105 @@ async fn an_event_id_is_claimed_once_per_community() {
 }
 
 #[tokio::test]
+async fn an_interaction_reply_waits_with_its_claim_until_forgotten() {
+    use store::repo::{PendingReply, ReplyBody};
+    let db = TestDb::create("repo_replies").await;
+    let store = db.store(2).await;
+    let a = store.directory().provision_guild(sf(1), "a").await.unwrap();
+    let b = store.directory().provision_guild(sf(2), "b").await.unwrap();
+    let linked = PendingReply {
+        body: ReplyBody::Message("Linked `0xabc`.".into()),
+        recheck_self: true,
+        recheck_other: Some(sf(77)),
+    };
+    let tx = store.begin(a).await.unwrap();
+    // Only with its claim.
+    let unclaimed = tx
+        .interaction_replies()
+        .record("evt-0", &linked)
+        .await
+        .unwrap_err();
+    assert_eq!(unclaimed.sql_state(), Some("23503"), "{unclaimed}");
+    drop(tx);
+    let tx = store.begin(a).await.unwrap();
+    for (id, reply) in [
+        ("evt-1", linked.clone()),
+        ("evt-2", PendingReply::only(ReplyBody::Deferred)),
+    ] {
+        assert!(tx
+            .processed_events()
+            .claim(id, "interaction.create")
+            .await
+            .unwrap());
+        tx.interaction_replies().record(id, &reply).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let tx = store.begin(a).await.unwrap();
+    let replies = tx.interaction_replies();
+    assert_eq!(
+        replies.pending("evt-1").await.unwrap(),
+        Some(linked.clone())
+    );
+    assert_eq!(
+        replies.pending("evt-2").await.unwrap(),
+        Some(PendingReply::only(ReplyBody::Deferred))
+    );
+    assert!(replies.forget("evt-1").await.unwrap());
+    assert!(!replies.forget("evt-1").await.unwrap());
+    assert_eq!(replies.pending("evt-1").await.unwrap(), None);
+    // The claim stays: the interaction was answered.
+    assert!(!tx
+        .processed_events()
+        .claim("evt-1", "interaction.create")
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+
+    // Another community sees none of them.
+    let tx = store.begin(b).await.unwrap();
+    assert_eq!(
+        tx.interaction_replies().pending("evt-2").await.unwrap(),
+        None
+    );
+    assert!(!tx.interaction_replies().forget("evt-2").await.unwrap());
+    tx.commit().await.unwrap();
+
+    let tx = store.begin(a).await.unwrap();
+    let replies = tx.interaction_replies();
+    assert_eq!(
+        replies
+            .prune(std::time::Duration::from_secs(60))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(replies.prune(std::time::Duration::ZERO).await.unwrap(), 1);
+    assert!(tx
+        .processed_events()
+        .claim("evt-3", "interaction.create")
+        .await
+        .unwrap());
+    replies.record("evt-3", &linked).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // A pruned claim takes its reply with it.
+    let tx = store.begin(a).await.unwrap();
+    assert_eq!(
+        tx.processed_events()
+            .prune(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        tx.interaction_replies().pending("evt-3").await.unwrap(),
+        None
+    );
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
 async fn members_claimed_for_a_recheck_can_still_receive_awards_meanwhile() {
     // A periodic scan holds its claimed members for its whole batch; rows
     // pointing at them (badge awards, role grants) must not wait for it,

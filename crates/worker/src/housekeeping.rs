@@ -4,7 +4,9 @@
 //! what makes a redelivery or a re-publish harmless. An id is only needed
 //! while a copy of its event can still reach a worker, and no message
 //! outlives the streams' `max_age`; after that the row is dead weight that
-//! would otherwise grow with every event the deployment ever saw.
+//! would otherwise grow with every event the deployment ever saw. The same
+//! pass forgets interaction replies that were stored but could not be sent
+//! within Discord's window.
 
 use std::time::Duration;
 
@@ -56,6 +58,10 @@ pub(crate) async fn prune_processed_events(
     }
 }
 
+/// Far past Discord's 3-second response window (a reply is normally
+/// forgotten within milliseconds of being stored).
+const REPLIES_KEPT: Duration = Duration::from_secs(60);
+
 /// How long role sync's counters (Discord 429s, undecided outcomes) are kept.
 const COUNTERS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
@@ -64,6 +70,9 @@ async fn prune_once(store: &Store, keep: Duration) -> Result<u64, store::StoreEr
     for (tenant, _) in store.directory().active_communities().await? {
         let tx = store.begin(tenant).await?;
         pruned += tx.processed_events().prune(keep).await?;
+        // Replies whose sending failed and never came back in Discord's
+        // window: they can no longer be sent, and may hold one-time links.
+        tx.interaction_replies().prune(REPLIES_KEPT).await?;
         // The sync status reads the last hour; a day leaves room to look back.
         tx.sync_counters().prune(COUNTERS_KEPT).await?;
         tx.commit().await?;

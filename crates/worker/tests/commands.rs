@@ -11,7 +11,7 @@ use std::{
 
 use alloy_primitives::{eip191_hash_message, Address, Signature};
 use common::{guild_join, AsId, Harness};
-use discord_sim::{InteractionInfo, NewInteraction, Simulator};
+use discord_sim::{CallbackFault, InteractionInfo, NewInteraction, Simulator};
 use domain::wallets::{self, Site};
 use eligibility::{fake_chain::FakeChain, U256};
 use k256::ecdsa::SigningKey;
@@ -359,6 +359,24 @@ impl World {
         );
     }
 
+    /// Sessions of the test database inside a transaction but idle: what a
+    /// transaction held across a Discord call looks like.
+    async fn open_transactions(&self) -> i64 {
+        self.h
+            .count(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+            )
+            .await
+    }
+
+    /// Replies committed but not yet known to have reached Discord.
+    async fn pending_replies(&self) -> i64 {
+        self.h
+            .count("SELECT count(*) FROM interaction_replies")
+            .await
+    }
+
     fn roles_of(&self, user: UserId) -> Vec<RoleId> {
         self.sim.control().member(self.guild, user).unwrap().roles
     }
@@ -520,6 +538,229 @@ async fn a_redelivered_interaction_is_answered_once() {
     );
     assert_eq!(w.sim.control().interaction(id).unwrap().responses.len(), 1);
     assert!(w.h.dead_letters().await.is_empty());
+    w.h.drained().await;
+    assert_eq!(
+        w.pending_replies().await,
+        0,
+        "an answered reply is still pending"
+    );
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_transaction_is_open_while_discord_is_slow_to_take_a_reply() {
+    // Every command holding a pooled connection across Discord's answer is
+    // how a flood of commands (or a slow Discord) starves every community.
+    let w = world("cmd_slow_discord").await;
+    let user = w.members[0];
+    let wallet = key(0x31);
+    w.sim.control().fault_callbacks(CallbackFault::Hold, 1);
+    let (envelope, id) = w
+        .invoke(user, "link-wallet", &[("address", &address_of(&wallet))])
+        .await;
+    w.sim
+        .control()
+        .wait_for_held_callbacks(1, common::WAIT)
+        .await
+        .unwrap();
+    // Read while Discord holds the reply (the worker waits up to 2.5 s).
+    let open = w.open_transactions().await;
+    let claimed =
+        w.h.count(&format!(
+            "SELECT count(*) FROM processed_events WHERE event_id = '{}'",
+            envelope.id.as_str()
+        ))
+        .await;
+    let requested =
+        w.h.count(&format!(
+            "SELECT count(*) FROM wallet_link_nonces WHERE discord_user_id = {user}"
+        ))
+        .await;
+    w.sim.control().release_callbacks();
+    assert_eq!(
+        open, 0,
+        "a transaction was open while Discord held the reply"
+    );
+    assert_eq!(claimed, 1, "the claim was not committed before the reply");
+    assert_eq!(
+        requested, 1,
+        "the effect was not committed before the reply"
+    );
+
+    // Released, the reply is the one committed.
+    let info = w.answered(id, 1).await;
+    let shown = message_to_sign(info.responses[0].body["data"]["content"].as_str().unwrap());
+    w.h.drained().await;
+    let stored: Vec<String> =
+        w.h.db
+            .column(&format!(
+                "SELECT message FROM wallet_link_nonces WHERE discord_user_id = {user}"
+            ))
+            .await;
+    assert_eq!(stored, [shown]);
+    assert_eq!(w.sim.control().interaction(id).unwrap().responses.len(), 1);
+    assert_eq!(w.pending_replies().await, 0);
+
+    // /check's deferred acknowledgement likewise.
+    w.sim.control().fault_callbacks(CallbackFault::Hold, 1);
+    let (_, id) = w.invoke(user, "check", &[]).await;
+    w.sim
+        .control()
+        .wait_for_held_callbacks(1, common::WAIT)
+        .await
+        .unwrap();
+    let open = w.open_transactions().await;
+    w.sim.control().release_callbacks();
+    assert_eq!(
+        open, 0,
+        "a transaction was open while Discord held /check's acknowledgement"
+    );
+    let info = w.answered(id, 2).await;
+    assert_eq!(info.responses[0].callback_type, Some(5));
+    assert_eq!(info.responses[1].action, "edit_original");
+    assert!(w.h.dead_letters().await.is_empty());
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_cannot_be_sent_within_discords_window_is_forgotten() {
+    // A stored reply may hold a one-time link: it must not outlive the
+    // only moment it could be sent.
+    let mut w = world("cmd_reply_expired").await;
+    // The retry comes back after Discord's window has closed.
+    w.h.stop_worker().await;
+    w.h.config.backoff = vec![Duration::from_secs(4)];
+    w.h.start_worker();
+    let user = w.members[0];
+    w.sim.control().fault_callbacks(CallbackFault::Fail, 1);
+    let (envelope, id) = w.invoke(user, "link-wallet", &[]).await;
+    // The link and its reply commit together; the reply goes once the
+    // late redelivery finds it unsendable.
+    assert_eq!(
+        w.h.wait_for_count("SELECT count(*) FROM wallet_link_tokens", 1)
+            .await,
+        1
+    );
+    assert_eq!(
+        w.h.wait_for_count(
+            &format!(
+                "SELECT count(*) FROM processed_events WHERE event_id = '{}'
+                    AND NOT EXISTS (SELECT 1 FROM interaction_replies)",
+                envelope.id.as_str()
+            ),
+            1
+        )
+        .await,
+        1,
+        "the unsendable reply was kept"
+    );
+    w.h.drained().await;
+    assert!(
+        w.sim
+            .control()
+            .interaction(id)
+            .unwrap()
+            .responses
+            .is_empty(),
+        "answered past the window"
+    );
+    // The member asked for the link; it stays (and expires by itself).
+    assert_eq!(
+        w.h.count("SELECT count(*) FROM wallet_link_tokens").await,
+        1
+    );
+    assert!(w.h.dead_letters().await.is_empty());
+    w.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_lost_after_the_commit_is_answered_once_with_what_was_committed() {
+    // Discord takes the reply but the worker never hears (its process dies,
+    // the connection drops): the redelivery must neither apply the command
+    // again nor answer with something else than what the member saw.
+    let w = world("cmd_lost_reply").await;
+    let user = w.members[0];
+    let wallet = key(0x33);
+    w.set_balance(&wallet, 100);
+
+    w.sim
+        .control()
+        .fault_callbacks(CallbackFault::TakeThenFail, 1);
+    let (_, id) = w
+        .invoke(user, "link-wallet", &[("address", &address_of(&wallet))])
+        .await;
+    w.answered(id, 1).await;
+    // The failed attempt is retried; once that is handled too…
+    w.h.drained().await;
+    let info = w.sim.control().interaction(id).unwrap();
+    assert_eq!(info.responses.len(), 1, "{:?}", info.responses);
+    let shown = info.responses[0].body["data"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let message = message_to_sign(&shown);
+    // …the request stored is the one the member was shown, and only it.
+    let stored: Vec<String> =
+        w.h.db
+            .column(&format!(
+                "SELECT nonce FROM wallet_link_nonces WHERE discord_user_id = {user}"
+            ))
+            .await;
+    assert_eq!(
+        stored,
+        [field(&message, "Nonce")],
+        "the member was shown a request that is not the stored one"
+    );
+
+    // The link itself, with its reply lost the same way: applied once.
+    w.sim
+        .control()
+        .fault_callbacks(CallbackFault::TakeThenFail, 1);
+    let (_, id) = w
+        .invoke(
+            user,
+            "link-wallet",
+            &[("signature", &personal_sign(&wallet, &message))],
+        )
+        .await;
+    w.answered(id, 1).await;
+    w.h.drained().await;
+    let info = w.sim.control().interaction(id).unwrap();
+    assert_eq!(info.responses.len(), 1, "{:?}", info.responses);
+    let done = info.responses[0].body["data"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(done.contains("Linked"), "{done}");
+    assert_eq!(w.audit("wallet.linked").await.len(), 1);
+    w.check_requested(user, "wallet.changed", 1).await;
+    w.gated_role(user, true, "the role from the linked wallet")
+        .await;
+
+    // Discord never got the first reply: the redelivery sends the one
+    // committed (its one-time link is the one whose hash is stored).
+    w.sim.control().fault_callbacks(CallbackFault::Fail, 1);
+    let (_, id) = w.invoke(user, "link-wallet", &[]).await;
+    w.answered(id, 1).await;
+    w.h.drained().await;
+    let info = w.sim.control().interaction(id).unwrap();
+    assert_eq!(info.responses.len(), 1, "{:?}", info.responses);
+    let shown = info.responses[0].body["data"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    let stored: Vec<String> =
+        w.h.db
+            .column(&format!(
+                "SELECT encode(token_hash, 'hex') FROM wallet_link_tokens
+                  WHERE discord_user_id = {user}"
+            ))
+            .await;
+    assert_eq!(
+        stored,
+        [hex_encode(&wallets::token_hash(page_token(shown)))]
+    );
+
+    assert_eq!(w.pending_replies().await, 0);
+    assert!(w.h.dead_letters().await.is_empty());
     w.finish().await;
 }
 
@@ -583,6 +824,13 @@ async fn link_wallet_without_options_answers_with_a_one_time_page_link() {
         ))
         .await,
         0
+    );
+    // Nor in the reply stored to send it, once it was sent.
+    w.h.drained().await;
+    assert_eq!(
+        w.pending_replies().await,
+        0,
+        "the one-time link outlived its reply"
     );
     // And nothing else: no message to sign, no wallet, no audit.
     let state = w.link_state().await;

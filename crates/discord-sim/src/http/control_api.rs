@@ -13,7 +13,7 @@ use serde_json::json;
 use wire::{GuildId, Id, Marker, UserId};
 
 use crate::control::{GuildsSpec, SimControl};
-use crate::faults::Fault;
+use crate::faults::{CallbackFault, Fault};
 use crate::oauth::OAuthUser;
 use crate::scenario::Scenario;
 use crate::state::Shared;
@@ -53,6 +53,9 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/_sim/interactions",
             get(list_interactions).post(create_interaction),
         )
+        .route("/_sim/interactions/faults", post(fault_callbacks))
+        .route("/_sim/interactions/held", get(held_callbacks))
+        .route("/_sim/interactions/release", post(release_callbacks))
         .route("/_sim/interactions/{id}", get(get_interaction))
         .route("/_sim/shards", get(list_shards))
         .route("/_sim/shards/{shard_id}", get(get_transcript))
@@ -251,6 +254,33 @@ async fn get_interaction(State(shared): State<Arc<Shared>>, Path(raw): Path<Stri
         )
             .into_response(),
     }
+}
+
+#[derive(Deserialize)]
+struct FaultCount {
+    #[serde(default = "one")]
+    count: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+async fn fault_callbacks(
+    State(shared): State<Arc<Shared>>,
+    Query(FaultCount { count }): Query<FaultCount>,
+    Json(fault): Json<CallbackFault>,
+) -> Response {
+    control(shared).fault_callbacks(fault, count);
+    Json(json!({"queued": count})).into_response()
+}
+
+async fn held_callbacks(State(shared): State<Arc<Shared>>) -> Response {
+    Json(json!({"held": control(shared).held_callbacks()})).into_response()
+}
+
+async fn release_callbacks(State(shared): State<Arc<Shared>>) -> Response {
+    Json(json!({"released": control(shared).release_callbacks()})).into_response()
 }
 
 async fn list_shards(State(shared): State<Arc<Shared>>) -> Response {

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use wire::{ApplicationId, CommandMarker, GuildId, InteractionId, RoleId, UserId};
 
 use crate::discord_json;
+use crate::faults::CallbackFault;
 use crate::http::ratelimit::{ceil_millis, RateHeaders, Verdict};
 use crate::lock;
 use crate::state::Shared;
@@ -198,10 +199,58 @@ async fn interaction_callback(
     body: Option<Json<Value>>,
 ) -> Response {
     let body = body.map_or(Value::Null, |Json(v)| v);
+    let fault = lock(&shared.callbacks).queued.pop_front();
+    if fault == Some(CallbackFault::Hold) {
+        hold(&shared).await;
+    }
+    if fault == Some(CallbackFault::Fail) {
+        return discord_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            0,
+            "500: Internal Server Error",
+        );
+    }
+    let response = take_callback(&shared, &interaction_id, &token, body);
+    if fault == Some(CallbackFault::TakeThenFail) && response.status().is_success() {
+        return discord_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            0,
+            "500: Internal Server Error",
+        );
+    }
+    response
+}
+
+/// Counts a held callback for as long as it is held, also when the client
+/// gives up on it and its handler is dropped.
+struct Held<'a>(&'a Shared);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut faults = lock(&self.0.callbacks);
+        faults.held = faults.held.saturating_sub(1);
+    }
+}
+
+/// Waits until the held callbacks are released or the simulator stops.
+async fn hold(shared: &Shared) {
+    // Subscribed before the callback counts as held: a release that follows
+    // the count cannot be missed.
+    let mut release = shared.callback_release.subscribe();
+    let mut shutdown = shared.shutdown.subscribe();
+    lock(&shared.callbacks).held += 1;
+    let _held = Held(shared);
+    tokio::select! {
+        _ = release.changed() => {}
+        _ = shutdown.wait_for(|stopped| *stopped) => {}
+    }
+}
+
+fn take_callback(shared: &Shared, interaction_id: &str, token: &str, body: Value) -> Response {
     limited(
-        &shared,
+        shared,
         "POST /interactions/{}/{}/callback",
-        &interaction_id,
+        interaction_id,
         false,
         || {
             let Ok(id) = interaction_id.parse::<InteractionId>() else {

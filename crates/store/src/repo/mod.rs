@@ -10,6 +10,7 @@ mod grants;
 mod nonces;
 mod processed;
 mod profiles;
+mod replies;
 mod rules;
 mod seed;
 mod stats;
@@ -29,6 +30,7 @@ pub use processed::ProcessedEvents;
 pub use profiles::{
     MemberChange, MemberEvent, MemberFilter, MemberUpsert, Profile, Profiles, ScoreChange,
 };
+pub use replies::{InteractionReplies, PendingReply, ReplyBody};
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
 pub use seed::Seed;
 pub use stats::{CommunityCounts, Stats, SyncStatus};

@@ -7,22 +7,42 @@
 //! so it acknowledges first with a deferred reply (type 5) and then edits the
 //! original response with the outcome.
 //!
-//! Exactly once: the envelope id is claimed in `processed_events` in the
-//! same tenant transaction as the command's effect (a linked wallet, a
-//! nonce), and that transaction commits only after Discord took the reply.
-//! A redelivered interaction then finds its claim and does nothing; one
-//! that was answered but not committed (a crash in between) gets Discord's
-//! "already acknowledged", which counts as answered, and commits. An
-//! interaction that expired before it could be answered changes nothing.
+//! No transaction is open across a Discord call: a pooled connection held
+//! for up to the callback's 2.5 s is how a flood of commands in one server,
+//! or a slow Discord, would starve every community. Each interaction goes
+//! in three steps:
+//!
+//! 1. One short tenant transaction claims the envelope id in
+//!    `processed_events`, runs the command (its effect: a linked wallet, a
+//!    nonce, a one-time link), stores the reply it will send in
+//!    `interaction_replies`, and commits. An interaction whose window
+//!    closes before the commit is rolled back instead: unanswerable, it
+//!    changes nothing.
+//! 2. The reply goes to Discord with nothing open; re-checks the effect
+//!    calls for are requested.
+//! 3. Once Discord took the reply (or says it already has one: 40060
+//!    counts as answered), a second short transaction forgets it.
+//!
+//! Exactly once: a redelivery finds the claim. With a stored reply (the
+//! worker died, or Discord failed or timed out, between steps 1 and 3) it
+//! sends that same reply again, without running the command again; without
+//! one the interaction was answered and it does nothing. A redelivery past
+//! Discord's window only forgets the stored reply and requests its
+//! re-checks. A reply Discord refuses for good is forgotten and the message
+//! dead-lettered; the effect stands, as the member asked for it.
 //!
 //! The interaction token lets anyone answer the interaction: it appears in
-//! no log line and no error message here.
+//! no log line, no error message and no row here (a redelivered envelope
+//! carries it).
 
 use std::{future::IntoFuture, time::Duration};
 
 use chrono::Utc;
 use serde_json::json;
-use store::{repo::Profile, StoreError, TenantTx, WalletAddress};
+use store::{
+    repo::{PendingReply, Profile, ReplyBody},
+    StoreError, TenantId, TenantTx, WalletAddress,
+};
 use twilight_http::error::ErrorType;
 use twilight_model::{
     channel::message::{AllowedMentions, MessageFlags},
@@ -44,7 +64,7 @@ use super::{eligibility, guild_of, membership::community_of, user_of, Handlers};
 use crate::discord::ToTwilight;
 use crate::{
     slash_commands::{BADGES, CHECK, LINK_WALLET, PROFILE, WALLETS},
-    HandlerError,
+    Delivery, HandlerError,
 };
 
 /// How long one callback may take. Discord's whole window is 3 s; past this
@@ -59,14 +79,24 @@ const MAX_CONTENT: usize = 1900;
 /// waited longer (a backlog, a redelivery) cannot be answered.
 const RESPONSE_WINDOW_MS: i64 = 3_000;
 
+/// An effect commits only if this much of the window is left to send its
+/// reply in: one committed later would most likely never be answered.
+const SEND_MARGIN_MS: i64 = 250;
+
 /// Discord's JSON error codes this module reacts to.
 const ALREADY_ACKNOWLEDGED: u64 = 40060;
+
+/// How old `envelope` is, in ms.
+fn age_ms(envelope: &Envelope) -> i64 {
+    Utc::now().timestamp_millis() - envelope.occurred_at
+}
 
 /// Handles one `interaction.create`.
 pub(super) async fn interaction(
     handlers: &Handlers,
     envelope: &Envelope,
     interaction: &InteractionCreate,
+    delivery: &Delivery,
 ) -> Result<(), HandlerError> {
     let Some(sync) = &handlers.role_sync else {
         return Err(HandlerError::Permanent(format!(
@@ -81,44 +111,40 @@ pub(super) async fn interaction(
             interaction.interaction_id, interaction.kind
         )));
     }
-    let age_ms = chrono::Utc::now().timestamp_millis() - envelope.occurred_at;
+    let age_ms = age_ms(envelope);
     if age_ms > RESPONSE_WINDOW_MS {
         // Dropped before any database or Discord work: an answer would be
         // refused, and a flood of stale ones must not cost every community
         // connections and rate budget.
         metrics::counter!("worker_interactions_expired_total").increment(1);
         tracing::info!(age_ms, interaction = %interaction.interaction_id, "interaction past Discord's response window; dropped unanswered");
+        if delivery.attempt > 1 {
+            // Only our own failures redeliver, so this costs one short
+            // transaction per failure, never per command of a flood.
+            forget_unsendable(handlers, envelope).await;
+        }
         return Ok(());
     }
     let guild = guild_of(envelope)?;
     let user = user_of(envelope)?;
     let tenant = community_of(&handlers.store, guild).await?;
     let reply = Reply::new(sync.discord().http(), interaction)?;
-    let command = interaction.command_name.as_deref().unwrap_or_default();
 
-    let tx = handlers.store.begin(tenant).await?;
-    if !tx
-        .processed_events()
-        .claim(envelope.id.as_str(), envelope.payload.kind())
-        .await?
-    {
-        // Answered by an earlier delivery.
-        tx.commit().await?;
+    let Some(pending) = commit_reply(handlers, envelope, tenant, guild, user, interaction).await?
+    else {
         return Ok(());
-    }
-    metrics::counter!("worker_commands_total", "command" => command_label(command)).increment(1);
-    if let Err(limited) = handlers.commands.admit(guild, user, command == CHECK) {
-        metrics::counter!("worker_commands_limited_total", "command" => command_label(command))
-            .increment(1);
-        reply.send(&tx, Answer::Message(&limited.text())).await?;
-        tx.commit().await?;
-        return Ok(());
-    }
-
-    if command == CHECK {
+    };
+    let sent = match &pending.body {
+        ReplyBody::Message(text) => reply.send(Answer::Message(text)).await,
         // The chain may be slow: acknowledge now, answer by editing.
-        reply.send(&tx, Answer::Deferred).await?;
-        tx.commit().await?;
+        ReplyBody::Deferred => reply.send(Answer::Deferred).await,
+    };
+    // The effect is committed whatever Discord said, so its re-checks are
+    // due either way.
+    request_rechecks(handlers, envelope, &pending).await;
+    settle(handlers, envelope, tenant, &reply, sent).await?;
+
+    if pending.body == ReplyBody::Deferred {
         let text = match check_now(sync, tenant, guild, user).await {
             Ok(report) => check_text(handlers, tenant, user, &report).await,
             Err(e) => {
@@ -132,33 +158,165 @@ pub(super) async fn interaction(
             // The claim is committed: a retry would not reply either.
             tracing::warn!(%guild, %user, error = %e, "could not edit the /check reply");
         }
-        return Ok(());
     }
+    Ok(())
+}
 
-    let (text, effects) = match command {
-        PROFILE => (profile_text(&tx, user).await?, Effects::default()),
-        BADGES => (badges_text(&tx, user).await?, Effects::default()),
-        LINK_WALLET => {
-            link_wallet(handlers, &tx, envelope, guild, user, &interaction.options).await?
+/// Step 1: claims the envelope and, on a first delivery, runs the command
+/// and stores its reply, all in one transaction. Returns the reply to send:
+/// this delivery's, or the one an earlier delivery committed but may not
+/// have sent; `None` if the interaction needs nothing more.
+async fn commit_reply(
+    handlers: &Handlers,
+    envelope: &Envelope,
+    tenant: TenantId,
+    guild: GuildId,
+    user: UserId,
+    interaction: &InteractionCreate,
+) -> Result<Option<PendingReply>, HandlerError> {
+    let event_id = envelope.id.as_str();
+    let command = interaction.command_name.as_deref().unwrap_or_default();
+    let tx = handlers.store.begin(tenant).await?;
+    if !tx
+        .processed_events()
+        .claim(event_id, envelope.payload.kind())
+        .await?
+    {
+        let pending = tx.interaction_replies().pending(event_id).await?;
+        tx.commit().await?;
+        if pending.is_some() {
+            metrics::counter!("worker_interaction_replies_resent_total").increment(1);
         }
-        WALLETS => wallets_command(&tx, user, &interaction.options).await?,
-        other => (
-            format!("I do not know the command /{other}."),
-            Effects::default(),
-        ),
+        return Ok(pending);
+    }
+    metrics::counter!("worker_commands_total", "command" => command_label(command)).increment(1);
+    let pending = if let Err(limited) = handlers.commands.admit(guild, user, command == CHECK) {
+        metrics::counter!("worker_commands_limited_total", "command" => command_label(command))
+            .increment(1);
+        PendingReply::only(ReplyBody::Message(limited.text()))
+    } else if command == CHECK {
+        PendingReply::only(ReplyBody::Deferred)
+    } else {
+        let (text, effects) = match command {
+            PROFILE => (profile_text(&tx, user).await?, Effects::default()),
+            BADGES => (badges_text(&tx, user).await?, Effects::default()),
+            LINK_WALLET => {
+                link_wallet(handlers, &tx, envelope, guild, user, &interaction.options).await?
+            }
+            WALLETS => wallets_command(&tx, user, &interaction.options).await?,
+            other => (
+                format!("I do not know the command /{other}."),
+                Effects::default(),
+            ),
+        };
+        PendingReply {
+            body: ReplyBody::Message(clip(&text)),
+            recheck_self: effects.recheck_self,
+            recheck_other: effects.recheck_other,
+        }
     };
-    reply.send(&tx, Answer::Message(&text)).await?;
+    let age_ms = age_ms(envelope);
+    if age_ms > RESPONSE_WINDOW_MS - SEND_MARGIN_MS {
+        // Too late to answer: no effect the member would never hear of.
+        tx.rollback().await?;
+        metrics::counter!("worker_interactions_expired_total").increment(1);
+        tracing::info!(age_ms, interaction = %interaction.interaction_id, "interaction's window closed while it ran; rolled back unanswered");
+        return Ok(None);
+    }
+    tx.interaction_replies().record(event_id, &pending).await?;
     tx.commit().await?;
-    if effects.recheck_self {
+    Ok(Some(pending))
+}
+
+/// Asks for the re-checks a committed effect calls for. The ids derive
+/// from the event, so a redelivery asking again is deduplicated by
+/// JetStream.
+async fn request_rechecks(handlers: &Handlers, envelope: &Envelope, pending: &PendingReply) {
+    if pending.recheck_self {
         // A new wallet may qualify for roles right away; a removed one
         // takes what it earned with it.
         eligibility::request(handlers, envelope, "wallet.changed").await;
     }
-    if let Some(other) = effects.recheck_other {
+    if let Some(other) = pending.recheck_other {
         let id = format!("check:{}:{other}", envelope.id.as_str());
         eligibility::request_for(handlers, envelope, other, id, "wallet.reclaimed").await;
     }
-    Ok(())
+}
+
+/// Step 3: what Discord's answer to the callback means for the stored reply.
+async fn settle(
+    handlers: &Handlers,
+    envelope: &Envelope,
+    tenant: TenantId,
+    reply: &Reply<'_>,
+    sent: Result<(), ReplyError>,
+) -> Result<(), HandlerError> {
+    match sent {
+        Ok(()) | Err(ReplyError::AlreadyAnswered) => {
+            forget(handlers, envelope, tenant).await;
+            Ok(())
+        }
+        Err(ReplyError::Refused(reason)) => {
+            // Retrying cannot help; the committed effect stands.
+            forget(handlers, envelope, tenant).await;
+            Err(HandlerError::Permanent(format!(
+                "Discord refused the reply to interaction {}: {reason}; the command's effect \
+                 was kept",
+                reply.id
+            )))
+        }
+        // Kept: a redelivery within the window sends it again.
+        Err(ReplyError::Failed(reason)) => Err(HandlerError::Transient(format!(
+            "replying to interaction {} failed: {reason}",
+            reply.id
+        ))),
+    }
+}
+
+/// Forgets the stored reply of `envelope`. A failure is only logged: the
+/// member has the answer, and a stored reply is pruned after the window
+/// anyway (a redelivery meanwhile would get "already acknowledged").
+async fn forget(handlers: &Handlers, envelope: &Envelope, tenant: TenantId) {
+    let forgotten = async {
+        let tx = handlers.store.begin(tenant).await?;
+        tx.interaction_replies()
+            .forget(envelope.id.as_str())
+            .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = forgotten {
+        tracing::warn!(event = envelope.id.as_str(), error = %e, "could not forget an answered interaction reply; it is pruned later");
+    }
+}
+
+/// A redelivery past the window: the reply an earlier delivery stored can
+/// never be sent, so it is forgotten (it may hold a one-time link), and the
+/// re-checks it called for are requested in case that delivery died before
+/// asking. Best effort: the hourly prune catches what this misses.
+async fn forget_unsendable(handlers: &Handlers, envelope: &Envelope) {
+    let taken = async {
+        let Ok(guild) = guild_of(envelope) else {
+            return Ok(None);
+        };
+        let tenant = community_of(&handlers.store, guild).await?;
+        let tx = handlers.store.begin(tenant).await?;
+        let replies = tx.interaction_replies();
+        let pending = replies.pending(envelope.id.as_str()).await?;
+        if pending.is_some() {
+            replies.forget(envelope.id.as_str()).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, HandlerError>(pending)
+    }
+    .await;
+    match taken {
+        Ok(Some(pending)) => request_rechecks(handlers, envelope, &pending).await,
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(event = envelope.id.as_str(), error = %e, "could not forget an unsendable interaction reply; it is pruned later");
+        }
+    }
 }
 
 /// Runs the member's check, waiting out one already in progress (their
@@ -241,14 +399,13 @@ impl<'a> Reply<'a> {
         })
     }
 
-    /// Sends the callback while `tx` (holding the claim and any effect) is
-    /// still open, so the effect commits only if the member got the answer.
-    /// Dropping `tx` on error rolls both back.
-    async fn send(&self, _tx: &TenantTx, answer: Answer<'_>) -> Result<(), HandlerError> {
+    /// Sends the callback. Never call it with a transaction open: it may
+    /// take up to [`CALLBACK_TIMEOUT`].
+    async fn send(&self, answer: Answer<'_>) -> Result<(), ReplyError> {
         let (kind, content) = match answer {
             Answer::Message(text) => (
                 InteractionResponseType::ChannelMessageWithSource,
-                Some(clip(text)),
+                Some(text.to_owned()),
             ),
             Answer::Deferred => (
                 InteractionResponseType::DeferredChannelMessageWithSource,
@@ -287,17 +444,7 @@ impl<'a> Reply<'a> {
             Err(ReplyError::Failed(_)) => "failed",
         })
         .increment(1);
-        match outcome {
-            Ok(()) | Err(ReplyError::AlreadyAnswered) => Ok(()),
-            Err(ReplyError::Refused(reason)) => Err(HandlerError::Permanent(format!(
-                "Discord refused the reply to interaction {}: {reason}; nothing was changed",
-                self.id
-            ))),
-            Err(ReplyError::Failed(reason)) => Err(HandlerError::Transient(format!(
-                "replying to interaction {} failed: {reason}",
-                self.id
-            ))),
-        }
+        outcome
     }
 
     /// Replaces the deferred reply with `text`.
@@ -505,7 +652,7 @@ fn option<'o>(options: &'o [CommandOption], name: &str) -> Option<&'o str> {
 }
 
 /// What a command did besides its reply: members whose roles must be
-/// re-checked once the transaction committed.
+/// re-checked once the transaction committed (stored with the reply).
 #[derive(Default)]
 struct Effects {
     recheck_self: bool,

@@ -107,7 +107,7 @@ impl Handlers {
                 Ok(())
             }
             Payload::InteractionCreate(interaction) => {
-                commands::interaction(self, envelope, interaction).await
+                commands::interaction(self, envelope, interaction, delivery).await
             }
             Payload::Unknown { kind, .. } => Err(HandlerError::Permanent(format!(
                 "unknown event type {kind:?}; upgrade the worker to handle it"
