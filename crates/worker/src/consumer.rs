@@ -83,8 +83,8 @@ pub(crate) async fn consume<H: HandleMessage>(
     let config = Arc::new(config);
     let mut queue: FairQueue<Key, Held> = FairQueue::new(plan.per_community_in_flight);
     let mut held_by: HashMap<Key, usize> = HashMap::new();
-    let mut deferrals = Deferrals::default();
-    let mut running: JoinSet<Key> = JoinSet::new();
+    let mut deferrals = Deferrals::new(plan.per_community_in_flight);
+    let mut running: JoinSet<(Key, Duration)> = JoinSet::new();
     let mut keep_alive =
         tokio::time::interval((config.ack_wait / 4).max(Duration::from_millis(250)));
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -101,9 +101,10 @@ pub(crate) async fn consume<H: HandleMessage>(
             let (js, handlers, config) = (js.clone(), handlers.clone(), config.clone());
             let deferred = deferrals.count(held.sequence);
             running.spawn(async move {
+                let started = tokio::time::Instant::now();
                 process(held.message, deferred, &js, &*handlers, &config).await;
                 drop(held.slot);
-                key
+                (key, started.elapsed())
             });
         }
         metrics::gauge!("worker_messages_queued").set(queue.queued() as f64);
@@ -111,9 +112,9 @@ pub(crate) async fn consume<H: HandleMessage>(
         tokio::select! {
             Some(finished) = running.join_next(), if !running.is_empty() => {
                 match finished {
-                    Ok(key) => {
+                    Ok((key, took)) => {
                         queue.done(&key);
-                        deferrals.completed(&key);
+                        deferrals.completed(&key, took);
                         release(&mut held_by, &key);
                     }
                     // A panicking handler loses its key; the message comes
@@ -137,7 +138,7 @@ pub(crate) async fn consume<H: HandleMessage>(
             _ = keep_alive.tick() => {
                 keep_waiting_alive(&mut queue, config.ack_wait).await;
             }
-            _ = pace.tick() => deferrals.measure(),
+            _ = pace.tick() => deferrals.forget_stale(),
         }
     }
     // The puller has stopped (shutdown): what has not started goes back at
@@ -231,41 +232,48 @@ struct Held {
     since: tokio::time::Instant,
 }
 
-/// Which messages this process deferred, and how fast each deferring
-/// community is being served here.
+/// Which messages this process deferred, and how long each deferring
+/// community's messages take to handle.
 ///
 /// A deferred message should come back about when its community can be
 /// served again: earlier, and JetStream (which hands out redeliveries before
 /// new messages) fills every pull with the flood again instead of reading on
 /// to other communities; later, and the flood's work waits while slots sit
-/// idle. So the n-th outstanding deferral of a community is delayed by n
-/// divided by the rate at which that community's messages finish here.
+/// idle. A community can be served at most at (its slots ÷ the time one of
+/// its messages takes), so the n-th outstanding deferral of a community is
+/// delayed by n divided by that rate. (Its *observed* rate would not do:
+/// while deferred, a community is served exactly as fast as its deferrals
+/// return, and pacing by that would only ever slow it further.)
 ///
 /// Deferrals are also not failed attempts: [`count`](Self::count) says how
 /// many to subtract from JetStream's delivery count. Per process: a message
 /// deferred here and failing in another worker counts its deferrals there
 /// as attempts (at worst it is dead-lettered after fewer real failures).
-#[derive(Default)]
 struct Deferrals {
     by_sequence: HashMap<u64, (u32, std::time::Instant)>,
     paces: HashMap<Key, Pace>,
-    /// Messages per second this consumer finishes, all communities.
-    total_rate: f64,
-    total_finished: u64,
+    /// Slots one community may use at once.
+    slots: f64,
 }
 
 #[derive(Debug, Default)]
 struct Pace {
     /// Deferred and not yet back.
     outstanding: u64,
-    /// Finished since the last measurement.
-    finished: u64,
-    /// Messages per second, smoothed; 0 until measured.
-    rate: f64,
+    /// Seconds one message takes, smoothed; 0 until one finished.
+    seconds_each: f64,
 }
 
 impl Deferrals {
     const MEASURE_EVERY: Duration = Duration::from_secs(1);
+
+    fn new(slots: usize) -> Self {
+        Deferrals {
+            by_sequence: HashMap::new(),
+            paces: HashMap::new(),
+            slots: slots.max(1) as f64,
+        }
+    }
 
     /// Counts one more deferral of `sequence` for `key` and returns how
     /// long it should stay away.
@@ -276,14 +284,14 @@ impl Deferrals {
         entry.1 = now;
         let pace = self.paces.entry(key).or_default();
         pace.outstanding += 1;
-        // A community with a backlog gets at least a good part of the
-        // consumer's pace (all of it when it is alone). Unmeasured, assume a
-        // brisk pace: an early return costs one more deferral, a late one
-        // idle slots.
-        let rate = pace
-            .rate
-            .max(self.total_rate * 0.75)
-            .max(if self.total_rate > 0.0 { 1.0 } else { 200.0 });
+        // Unmeasured: assume a brisk pace; an early return costs one more
+        // deferral, a late one idle slots.
+        let seconds_each = if pace.seconds_each > 0.0 {
+            pace.seconds_each
+        } else {
+            0.005
+        };
+        let rate = self.slots / seconds_each;
         Duration::from_secs_f64(pace.outstanding as f64 / rate).clamp(DEFER_MIN, DEFER_MAX)
     }
 
@@ -301,29 +309,21 @@ impl Deferrals {
         self.by_sequence.remove(&sequence).map_or(0, |(n, _)| n)
     }
 
-    fn completed(&mut self, key: &Key) {
-        self.total_finished += 1;
+    /// A message of `key` took `took` to handle.
+    fn completed(&mut self, key: &Key, took: Duration) {
         if let Some(pace) = self.paces.get_mut(key) {
-            pace.finished += 1;
+            let took = took.as_secs_f64();
+            pace.seconds_each = if pace.seconds_each > 0.0 {
+                0.8 * pace.seconds_each + 0.2 * took
+            } else {
+                took
+            };
         }
     }
 
-    /// Updates each community's rate, and forgets what is stale.
-    fn measure(&mut self) {
-        let seconds = Self::MEASURE_EVERY.as_secs_f64();
-        let smooth = |old: f64, now: f64| {
-            if old > 0.0 {
-                0.5 * old + 0.5 * now
-            } else {
-                now
-            }
-        };
-        self.total_rate = smooth(self.total_rate, self.total_finished as f64 / seconds);
-        self.total_finished = 0;
-        for pace in self.paces.values_mut() {
-            pace.rate = smooth(pace.rate, pace.finished as f64 / seconds);
-            pace.finished = 0;
-        }
+    /// Forgets communities with nothing deferred, and deferrals that never
+    /// came back (another worker took them).
+    fn forget_stale(&mut self) {
         self.paces.retain(|_, pace| pace.outstanding > 0);
         self.by_sequence
             .retain(|_, (_, at)| at.elapsed() < DEFER_MEMORY);
