@@ -345,10 +345,14 @@ impl CommunityBudget {
             })?,
             None => defaults::community_burst(),
         };
-        Ok(Some(CommunityBudget {
+        let budget = CommunityBudget {
             calls_per_second,
             burst,
-        }))
+        };
+        // Checked here as far as it can be without a chain, so a bad value
+        // is refused even while no chain is configured.
+        budget.validate(1)?;
+        Ok(Some(budget))
     }
 
     fn validate(&self, max_batch_size: usize) -> Result<(), String> {
@@ -357,6 +361,9 @@ impl CommunityBudget {
                 "calls_per_second is {}; it must be a number above 0 (or no budget at all: null, `off`)",
                 self.calls_per_second
             ));
+        }
+        if self.burst == 0 {
+            return Err("burst is 0; it must be at least 1 (and at least max_batch_size)".into());
         }
         if (self.burst as usize) < max_batch_size {
             return Err(format!(
@@ -575,6 +582,10 @@ mod tests {
         assert!(e.contains("calls per second") && e.contains("off"), "{e}");
         let e = CommunityBudget::parse("5,lots").expect_err("bad burst");
         assert!(e.contains("burst"), "{e}");
+        let e = CommunityBudget::parse("-1").expect_err("negative");
+        assert!(e.contains("above 0"), "{e}");
+        let e = CommunityBudget::parse("5,0").expect_err("no burst");
+        assert!(e.contains("at least 1"), "{e}");
     }
 
     #[test]

@@ -159,23 +159,14 @@ impl WorkerArgs {
         if let Some(url) = &self.discord_api_url {
             p.check(&l.get("discord_api_url"), check_api_url(url));
         }
-        let chains = p.check(&l.get("chains"), parse_chains(self.chains.expose()));
-        let budget_label = l.get("chain_reads_per_community");
-        let budget = p.check(
-            &budget_label,
-            eligibility::CommunityBudget::parse(&self.chain_reads_per_community),
+        let chains = chains_with_budget(
+            &mut p,
+            (&l.get("chains"), self.chains.expose()),
+            (
+                &l.get("chain_reads_per_community"),
+                &self.chain_reads_per_community,
+            ),
         );
-        // The budget applies to every chain; checked with each, since its
-        // burst must cover a chain's largest batch.
-        let chains = match (chains, budget) {
-            (Some(mut chains), Some(budget)) => {
-                for chain in chains.chains.values_mut() {
-                    chain.community_budget = budget;
-                }
-                p.check(&budget_label, chains.validate().map(|()| chains))
-            }
-            _ => None,
-        };
         let check_min_read_age = p.duration(&l.get("check_min_read_age"), &self.check_min_read_age);
         let grace = p.duration(&l.get("role_grace_period"), &self.role_grace_period);
         let recheck_period = p.duration(&l.get("recheck_period"), &self.recheck_period);
@@ -316,6 +307,24 @@ fn webhook_config(
         },
         ..defaults
     }
+}
+
+/// `CHAINS` with `CHAIN_READS_PER_COMMUNITY` applied to every chain, as
+/// `(label, text)` pairs; each problem is reported under its own setting.
+pub fn chains_with_budget(
+    p: &mut Problems,
+    (chains_label, chains): (&str, &str),
+    (budget_label, budget): (&str, &str),
+) -> Option<eligibility::EligibilityConfig> {
+    let chains = p.check(chains_label, parse_chains(chains));
+    let budget = p.check(budget_label, eligibility::CommunityBudget::parse(budget));
+    let (mut chains, budget) = (chains?, budget?);
+    for chain in chains.chains.values_mut() {
+        chain.community_budget = budget;
+    }
+    // Checked again with the budget: its burst must cover each chain's
+    // largest batch.
+    p.check(budget_label, chains.validate().map(|()| chains))
 }
 
 /// Parses `name=url[,url…][;name=url…]`. Problems never quote a URL: RPC

@@ -98,6 +98,22 @@ fn the_worker_names_bad_chain_read_settings() {
         "{line}"
     );
     assert!(!stderr(&out).contains("5ecret"), "{}", stderr(&out));
+
+    // The API's rule preview reads chains too, from the same budget setting.
+    let out = gatehouse(
+        &["api"],
+        &[
+            ("DATABASE_URL", NOWHERE_DB),
+            ("CHAIN_READS_PER_COMMUNITY", "-1"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("CHAIN_READS_PER_COMMUNITY (--chain-reads-per-community)")
+            && line.contains("above 0"),
+        "{line}"
+    );
 }
 
 #[test]
