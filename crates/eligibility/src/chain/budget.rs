@@ -49,9 +49,9 @@ impl Budgets {
         }
     }
 
-    /// Spends `calls` of `community`'s budget if it has that many now;
-    /// otherwise spends nothing and says no.
-    pub fn try_spend(&mut self, community: Uuid, calls: u32, now: Instant) -> bool {
+    /// Spends `calls` of `community`'s budget if it has that many now and
+    /// `keep` more; otherwise spends nothing and says no.
+    pub fn try_spend(&mut self, community: Uuid, calls: u32, keep: u32, now: Instant) -> bool {
         let full_at = self
             .full_at
             .get(&community)
@@ -61,7 +61,10 @@ impl Budgets {
         let Some(after) = full_at.checked_add(self.interval.saturating_mul(calls)) else {
             return false;
         };
-        if after.saturating_duration_since(now) > self.tolerance {
+        let tolerance = self
+            .tolerance
+            .saturating_sub(self.interval.saturating_mul(keep));
+        if after.saturating_duration_since(now) > tolerance {
             return false;
         }
         self.full_at.insert(community, after);
@@ -98,32 +101,42 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut b = budgets(10.0, 5);
-        assert!(b.try_spend(A, 5, t0), "the whole burst at once");
-        assert!(!b.try_spend(A, 1, t0), "nothing left");
-        assert!(!b.try_spend(A, 1, at(99)));
-        assert!(b.try_spend(A, 1, at(100)), "one call back every 100 ms");
-        assert!(!b.try_spend(A, 2, at(250)), "only one back since");
-        assert!(b.try_spend(A, 1, at(250)));
+        assert!(b.try_spend(A, 5, 0, t0), "the whole burst at once");
+        assert!(!b.try_spend(A, 1, 0, t0), "nothing left");
+        assert!(!b.try_spend(A, 1, 0, at(99)));
+        assert!(b.try_spend(A, 1, 0, at(100)), "one call back every 100 ms");
+        assert!(!b.try_spend(A, 2, 0, at(250)), "only one back since");
+        assert!(b.try_spend(A, 1, 0, at(250)));
         // Idle long enough, the bucket is full again, and no fuller.
-        assert!(b.try_spend(A, 5, at(10_000)));
-        assert!(!b.try_spend(A, 1, at(10_000)));
+        assert!(b.try_spend(A, 5, 0, at(10_000)));
+        assert!(!b.try_spend(A, 1, 0, at(10_000)));
     }
 
     #[test]
     fn a_refused_spend_costs_nothing() {
         let t0 = Instant::now();
         let mut b = budgets(1.0, 3);
-        assert!(!b.try_spend(A, 4, t0), "more than the burst");
-        assert!(b.try_spend(A, 3, t0), "the refusal spent nothing");
+        assert!(!b.try_spend(A, 4, 0, t0), "more than the burst");
+        assert!(b.try_spend(A, 3, 0, t0), "the refusal spent nothing");
+    }
+
+    #[test]
+    fn a_spend_may_be_asked_to_leave_some_behind() {
+        let t0 = Instant::now();
+        let mut b = budgets(1.0, 10);
+        assert!(!b.try_spend(A, 10, 1, t0), "would not leave one");
+        assert!(b.try_spend(A, 9, 1, t0));
+        assert!(!b.try_spend(A, 1, 1, t0), "the last one is kept…");
+        assert!(b.try_spend(A, 1, 0, t0), "…for a spend that keeps none");
     }
 
     #[test]
     fn communities_have_separate_buckets() {
         let t0 = Instant::now();
         let mut b = budgets(1.0, 2);
-        assert!(b.try_spend(A, 2, t0));
-        assert!(!b.try_spend(A, 1, t0));
-        assert!(b.try_spend(B, 2, t0), "A's spending is not B's");
+        assert!(b.try_spend(A, 2, 0, t0));
+        assert!(!b.try_spend(A, 1, 0, t0));
+        assert!(b.try_spend(B, 2, 0, t0), "A's spending is not B's");
     }
 
     #[test]
@@ -131,13 +144,13 @@ mod tests {
         let t0 = Instant::now();
         let mut b = budgets(1_000.0, 1);
         for n in 0..(MIN_PRUNE_AT as u128 - 1) {
-            assert!(b.try_spend(Uuid::from_u128(n), 1, t0));
+            assert!(b.try_spend(Uuid::from_u128(n), 1, 0, t0));
         }
         assert_eq!(b.tracked(), MIN_PRUNE_AT - 1);
         // A second later every one of them has refilled; a newcomer
         // brings the map to the size that prunes it.
         let later = t0 + Duration::from_secs(1);
-        assert!(b.try_spend(Uuid::max(), 1, later));
+        assert!(b.try_spend(Uuid::max(), 1, 0, later));
         assert_eq!(b.tracked(), 1, "only the community still refilling");
     }
 }

@@ -36,6 +36,8 @@ use rpc::{ChainError, EndpointHealth, RpcClient};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Freshness {
     /// Periodic re-checks: a result younger than the chain's TTL is reused.
+    /// These are bulk reads: they leave a tenth of the community's read
+    /// budget for the others, which someone is waiting on.
     #[default]
     Cached,
     /// Read the chain, then refresh the cache with what was read.
@@ -97,6 +99,9 @@ pub struct ChainReader {
     name: String,
     /// `None`: no per-community limit.
     budgets: Option<Mutex<Budgets>>,
+    /// Calls of each community's burst that bulk ([`Freshness::Cached`])
+    /// reads leave for reads a member waits on.
+    interactive_reserve: u32,
     clock: Arc<dyn Clock>,
 }
 
@@ -138,6 +143,12 @@ impl ChainReader {
             counters: Counters::default(),
             name: name.to_string(),
             budgets: config.community_budget.map(|b| Mutex::new(Budgets::new(b))),
+            // A tenth of the burst, but never so much that bulk reads
+            // could not send a full batch.
+            interactive_reserve: config.community_budget.map_or(0, |b| {
+                let batch = u32::try_from(config.max_batch_size).unwrap_or(u32::MAX);
+                (b.burst / 10).min(b.burst.saturating_sub(batch))
+            }),
             clock,
         })
     }
@@ -276,7 +287,7 @@ impl ChainReader {
                 (i * self.max_batch_size, calls)
             })
             .collect();
-        let paid = self.pay_for(community, &batches);
+        let paid = self.pay_for(community, &batches, freshness);
         let unpaid = batches.split_off(paid);
         self.answer_unpaid(community, &wire, &planned, &unpaid, &mut results);
         let replies: Vec<_> = stream::iter(batches)
@@ -332,10 +343,21 @@ impl ChainReader {
 
     /// How many of `batches`, from the first, `community`'s budget pays
     /// for now (each costs its calls). The first refused ends the count:
-    /// the rest would only be admitted out of order.
-    fn pay_for(&self, community: Uuid, batches: &[(usize, Vec<(Address, Bytes)>)]) -> usize {
+    /// the rest would only be admitted out of order. Bulk reads leave the
+    /// interactive reserve: a community's own mass re-check must not leave
+    /// its members' `/check`s nothing.
+    fn pay_for(
+        &self,
+        community: Uuid,
+        batches: &[(usize, Vec<(Address, Bytes)>)],
+        freshness: Freshness,
+    ) -> usize {
         let Some(budgets) = &self.budgets else {
             return batches.len();
+        };
+        let keep = match freshness {
+            Freshness::Cached => self.interactive_reserve,
+            Freshness::Fresh | Freshness::NotOlderThan(_) => 0,
         };
         let mut budgets = lock(budgets);
         let now = self.clock.now();
@@ -343,7 +365,7 @@ impl ChainReader {
             .iter()
             .take_while(|(_, calls)| {
                 let cost = u32::try_from(calls.len()).unwrap_or(u32::MAX);
-                budgets.try_spend(community, cost, now)
+                budgets.try_spend(community, cost, keep, now)
             })
             .count()
     }

@@ -165,6 +165,36 @@ async fn over_budget_a_cached_result_stands_in_for_a_fresh_read() {
 }
 
 #[tokio::test]
+async fn bulk_reads_leave_a_reserve_for_reads_someone_waits_on() {
+    let chain = chain().await;
+    let (set, token) = token_rule();
+    for n in 0..12 {
+        chain.set_erc20_balance(token, wallet(n), units(10));
+    }
+    let clock = ManualClock::new();
+    let eval = evaluator_with_clock(vec![chain.url()], &clock, budgeted(1, 10));
+
+    // A's mass re-check spends all but a tenth of its burst…
+    let members: Vec<_> = (0..10).map(|n| member(wallet(n))).collect();
+    let bulk = eval
+        .evaluate_many(A, &set, &members, Freshness::Cached)
+        .await;
+    let read = bulk
+        .iter()
+        .filter(|e| outcome(e) == Outcome::Eligible)
+        .count();
+    assert_eq!(read, 9, "{bulk:?}");
+    assert_eq!(chain.eth_calls(), 9);
+
+    // …so a member of A asking to be checked is still read.
+    let asked = eval
+        .evaluate(A, &set, &member(wallet(11)), Freshness::Fresh)
+        .await;
+    assert_eq!(outcome(&asked), Outcome::Eligible);
+    assert_eq!(chain.eth_calls(), 10);
+}
+
+#[tokio::test]
 async fn without_a_budget_nothing_is_refused() {
     let chain = chain().await;
     let (set, token) = token_rule();
