@@ -83,6 +83,7 @@ async fn preview_counts_match_what_the_role_sync_then_does() {
             recheck_period: Duration::from_secs(3600),
             scan_interval: Duration::from_secs(3600),
             scan_batch: 100,
+            check_min_read_age: Duration::ZERO,
         },
     );
     // What the worker does after a change: every member due, one pass.

@@ -35,6 +35,7 @@ fn config() -> RoleSyncConfig {
         recheck_period: Duration::from_secs(3600),
         scan_interval: Duration::from_secs(3600),
         scan_batch: 100,
+        check_min_read_age: Duration::ZERO,
     }
 }
 

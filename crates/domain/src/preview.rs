@@ -133,10 +133,20 @@ pub async fn preview(
     for chunk in members.chunks(CHUNK) {
         let facts: Vec<MemberFacts> = chunk.iter().map(facts_of).collect();
         let before = evaluator
-            .evaluate_many(&old_set, &facts, Freshness::Cached)
+            .evaluate_many(
+                *community.tenant.as_uuid(),
+                &old_set,
+                &facts,
+                Freshness::Cached,
+            )
             .await;
         let after = evaluator
-            .evaluate_many(&new_set, &facts, Freshness::Cached)
+            .evaluate_many(
+                *community.tenant.as_uuid(),
+                &new_set,
+                &facts,
+                Freshness::Cached,
+            )
             .await;
         for ((member, before), after) in chunk.iter().zip(&before).zip(&after) {
             for effect in effects.values_mut() {

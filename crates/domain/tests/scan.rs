@@ -47,6 +47,7 @@ fn config() -> RoleSyncConfig {
         recheck_period: PERIOD,
         scan_interval: Duration::from_secs(1),
         scan_batch: 100,
+        check_min_read_age: Duration::ZERO,
     }
 }
 

@@ -73,6 +73,31 @@ pub struct ChainConfig {
     /// elsewhere.
     #[serde(default)]
     pub delegate_registry: Option<String>,
+    /// RPC calls each community may make on this chain (per process);
+    /// `None` (`null`): no per-community limit.
+    #[serde(default = "defaults::community_budget")]
+    pub community_budget: Option<CommunityBudget>,
+}
+
+/// A community's share of a chain's RPC calls: a token bucket of `burst`
+/// calls refilling at `calls_per_second`. A call is one `eth_call` sent to
+/// the provider (each entry of a JSON-RPC batch counts, as providers count
+/// them; an `aggregate3` of many reads counts once). Reads answered from
+/// the cache cost nothing.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CommunityBudget {
+    pub calls_per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for CommunityBudget {
+    fn default() -> Self {
+        CommunityBudget {
+            calls_per_second: defaults::community_calls_per_second(),
+            burst: defaults::community_burst(),
+        }
+    }
 }
 
 /// When an RPC URL is taken out of rotation, and for how long.
@@ -130,6 +155,22 @@ mod defaults {
     pub fn cooldown_ms() -> u64 {
         30_000
     }
+    pub fn community_budget() -> Option<super::CommunityBudget> {
+        Some(super::CommunityBudget::default())
+    }
+    pub fn community_calls_per_second() -> f64 {
+        // A 100,000-member community with two rules, read without
+        // multicall (one call per member and rule), is re-checked in under
+        // three hours at this rate: well inside the default six-hour period.
+        // It is also within a typical paid provider plan's rate, so one
+        // community cannot take all of it.
+        20.0
+    }
+    pub fn community_burst() -> u32 {
+        // One periodic scan batch (500 members) with two rules, without
+        // multicall, goes out at once.
+        1_000
+    }
 }
 
 impl ChainConfig {
@@ -148,6 +189,7 @@ impl ChainConfig {
             breaker: BreakerConfig::default(),
             chain_id: None,
             delegate_registry: None,
+            community_budget: defaults::community_budget(),
         }
     }
 
@@ -271,6 +313,64 @@ impl ChainConfig {
                 "failure_threshold is 0; it must be at least 1".into(),
             ));
         }
+        if let Some(budget) = &self.community_budget {
+            budget
+                .validate(self.max_batch_size)
+                .map_err(|p| err("community_budget", p))?;
+        }
+        Ok(())
+    }
+}
+
+impl CommunityBudget {
+    /// Parses `<calls per second>` or `<calls per second>,<burst>` (the
+    /// burst defaulting to [`CommunityBudget::default`]'s), or `off` for no
+    /// budget, as `CHAIN_READS_PER_COMMUNITY` gives it. Checked further by
+    /// [`EligibilityConfig::validate`].
+    pub fn parse(text: &str) -> Result<Option<CommunityBudget>, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let (rate, burst) = match text.split_once(',') {
+            Some((rate, burst)) => (rate.trim(), Some(burst.trim())),
+            None => (text, None),
+        };
+        let calls_per_second = rate.parse::<f64>().map_err(|_| {
+            format!("{rate:?} is not a number of calls per second; give e.g. `20` or `20,1000` (rate, burst), or `off`")
+        })?;
+        let burst = match burst {
+            Some(b) => b.parse::<u32>().map_err(|_| {
+                format!("the burst {b:?} is not a whole number of calls; give e.g. `20,1000`")
+            })?,
+            None => defaults::community_burst(),
+        };
+        let budget = CommunityBudget {
+            calls_per_second,
+            burst,
+        };
+        // Checked here as far as it can be without a chain, so a bad value
+        // is refused even while no chain is configured.
+        budget.validate(1)?;
+        Ok(Some(budget))
+    }
+
+    fn validate(&self, max_batch_size: usize) -> Result<(), String> {
+        if !self.calls_per_second.is_finite() || self.calls_per_second <= 0.0 {
+            return Err(format!(
+                "calls_per_second is {}; it must be a number above 0 (or no budget at all: null, `off`)",
+                self.calls_per_second
+            ));
+        }
+        if self.burst == 0 {
+            return Err("burst is 0; it must be at least 1 (and at least max_batch_size)".into());
+        }
+        if (self.burst as usize) < max_batch_size {
+            return Err(format!(
+                "burst is {}, below max_batch_size ({max_batch_size}): a full batch of calls could never be sent; raise the burst or lower max_batch_size",
+                self.burst
+            ));
+        }
         Ok(())
     }
 }
@@ -297,6 +397,7 @@ impl std::fmt::Debug for ChainConfig {
             .field("breaker", &self.breaker)
             .field("chain_id", &self.chain_id)
             .field("delegate_registry", &self.delegate_registry)
+            .field("community_budget", &self.community_budget)
             .finish()
     }
 }
@@ -401,6 +502,90 @@ mod tests {
         }))
         .expect_err("short address");
         assert!(e.contains("chains.eth.delegate_registry"), "{e}");
+    }
+
+    #[test]
+    fn community_budget_defaults_on_and_can_be_turned_off() {
+        let cfg = config(serde_json::json!({
+            "chains": {
+                "eth": {"rpc_urls": ["http://127.0.0.1:8545"]},
+                "own": {"rpc_urls": ["http://127.0.0.1:8546"], "community_budget": null},
+                "slow": {
+                    "rpc_urls": ["http://127.0.0.1:8547"],
+                    "community_budget": {"calls_per_second": 0.5, "burst": 10}
+                }
+            }
+        }))
+        .expect("valid");
+        assert_eq!(
+            cfg.chains["eth"].community_budget,
+            Some(CommunityBudget::default())
+        );
+        assert_eq!(cfg.chains["own"].community_budget, None);
+        assert_eq!(
+            cfg.chains["slow"].community_budget,
+            Some(CommunityBudget {
+                calls_per_second: 0.5,
+                burst: 10
+            })
+        );
+    }
+
+    #[test]
+    fn community_budget_problems_name_the_field_and_the_fix() {
+        for (budget, says) in [
+            (
+                serde_json::json!({"calls_per_second": 0, "burst": 100}),
+                "above 0",
+            ),
+            (
+                serde_json::json!({"calls_per_second": -1, "burst": 100}),
+                "above 0",
+            ),
+            (
+                serde_json::json!({"calls_per_second": 5, "burst": 9}),
+                "raise the burst",
+            ),
+        ] {
+            let e = config(serde_json::json!({
+                "chains": {"eth": {"rpc_urls": ["http://127.0.0.1:8545"], "community_budget": budget}}
+            }))
+            .expect_err("bad budget");
+            assert!(e.contains("chains.eth.community_budget"), "{e}");
+            assert!(e.contains(says), "{e}");
+        }
+        let e = config(serde_json::json!({
+            "chains": {"eth": {"rpc_urls": ["http://127.0.0.1:8545"], "community_budget": {"calls_per_second": 5}}}
+        }))
+        .expect_err("burst missing");
+        assert!(e.contains("burst"), "{e}");
+    }
+
+    #[test]
+    fn community_budget_parses_from_one_setting() {
+        assert_eq!(CommunityBudget::parse("off"), Ok(None));
+        assert_eq!(
+            CommunityBudget::parse(" 2.5 , 40 "),
+            Ok(Some(CommunityBudget {
+                calls_per_second: 2.5,
+                burst: 40
+            }))
+        );
+        assert_eq!(
+            CommunityBudget::parse("7"),
+            Ok(Some(CommunityBudget {
+                calls_per_second: 7.0,
+                ..CommunityBudget::default()
+            }))
+        );
+        let e = CommunityBudget::parse("fast").expect_err("not a number");
+        assert!(e.contains("calls per second") && e.contains("off"), "{e}");
+        let e = CommunityBudget::parse("5,lots").expect_err("bad burst");
+        assert!(e.contains("burst"), "{e}");
+        let e = CommunityBudget::parse("-1").expect_err("negative");
+        assert!(e.contains("above 0"), "{e}");
+        let e = CommunityBudget::parse("5,0").expect_err("no burst");
+        assert!(e.contains("at least 1"), "{e}");
     }
 
     #[test]

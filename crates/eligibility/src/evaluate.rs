@@ -10,11 +10,13 @@
 //! answered (in the first fetch), and only then can their holdings be read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, U256};
 use uuid::Uuid;
 
 use crate::chain::abi::{Read, ReadValue};
+use crate::chain::clock::{Clock, SystemClock};
 use crate::chain::rpc::{ChainError, EndpointHealth};
 use crate::chain::{ChainReader, ChainStats, ContractSignature, Freshness, ReadResults};
 use crate::config::{ConfigError, EligibilityConfig};
@@ -851,12 +853,24 @@ pub struct Evaluator {
 
 impl Evaluator {
     pub fn new(config: &EligibilityConfig) -> Result<Self, EvaluatorError> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// As [`Evaluator::new`], with the age of cached reads and the refill
+    /// of read budgets going by `clock`: tests pass a
+    /// [`ManualClock`](crate::ManualClock) and move time on by hand.
+    pub fn with_clock(
+        config: &EligibilityConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, EvaluatorError> {
         config.validate()?;
         let mut chains = BTreeMap::new();
         for (name, chain) in &config.chains {
-            let reader = ChainReader::new(name, chain).map_err(|source| EvaluatorError::Http {
-                chain: name.clone(),
-                source,
+            let reader = ChainReader::with_clock(name, chain, clock.clone()).map_err(|source| {
+                EvaluatorError::Http {
+                    chain: name.clone(),
+                    source,
+                }
             })?;
             chains.insert(name.clone(), reader);
         }
@@ -869,14 +883,15 @@ impl Evaluator {
         self.chains.contains_key(chain)
     }
 
-    /// Evaluates one member.
+    /// Evaluates one member of `community`.
     pub async fn evaluate(
         &self,
+        community: Uuid,
         rules: &RuleSet,
         member: &MemberFacts,
         freshness: Freshness,
     ) -> MemberEvaluation {
-        self.evaluate_many(rules, std::slice::from_ref(member), freshness)
+        self.evaluate_many(community, rules, std::slice::from_ref(member), freshness)
             .await
             .pop()
             .unwrap_or_default()
@@ -886,8 +901,13 @@ impl Evaluator {
     /// they need goes out together (one JSON-RPC batch or a few multicalls
     /// per chain), so re-checking a community costs a few requests, not one
     /// per member. Results are in `members` order.
+    ///
+    /// The calls are paid from `community`'s read budget on each chain;
+    /// reads it cannot pay for now are Unknown (or cached), see
+    /// [`ChainReader::read`].
     pub async fn evaluate_many(
         &self,
+        community: Uuid,
         rules: &RuleSet,
         members: &[MemberFacts],
         freshness: Freshness,
@@ -898,7 +918,7 @@ impl Evaluator {
             rules.reads_for(member, &registry, &mut wanted);
         }
         let mut fetched = Fetched {
-            results: self.fetch(wanted, freshness).await,
+            results: self.fetch(community, wanted, freshness).await,
             chains: &self.chains,
         };
         // Delegators are known only once the registry has answered, so
@@ -915,7 +935,7 @@ impl Evaluator {
         }
         delegated.retain(|_, reads| !reads.is_empty());
         if !delegated.is_empty() {
-            for (chain, results) in self.fetch(delegated, freshness).await {
+            for (chain, results) in self.fetch(community, delegated, freshness).await {
                 fetched.results.entry(chain).or_default().extend(results);
             }
         }
@@ -926,12 +946,13 @@ impl Evaluator {
     /// unconfigured chains are left out; looking them up says so.
     async fn fetch(
         &self,
+        community: Uuid,
         wanted: BTreeMap<String, Vec<Read>>,
         freshness: Freshness,
     ) -> HashMap<String, ReadResults> {
         let fetches = wanted.into_iter().filter_map(|(chain, reads)| {
             let reader = self.chains.get(&chain)?;
-            Some(async move { (chain, reader.read(&reads, freshness).await) })
+            Some(async move { (chain, reader.read(community, &reads, freshness).await) })
         });
         futures::future::join_all(fetches)
             .await
@@ -1232,7 +1253,12 @@ mod tests {
             let rules = rules.clone();
             async move {
                 evaluator
-                    .evaluate_many(&rules, &[MemberFacts::default()], Freshness::Cached)
+                    .evaluate_many(
+                        Uuid::nil(),
+                        &rules,
+                        &[MemberFacts::default()],
+                        Freshness::Cached,
+                    )
                     .await
             }
         });

@@ -6,7 +6,8 @@
 //!   with three-valued [`Outcome`]s so a provider failure never removes a
 //!   role.
 //! - [`chain`]: EVM JSON-RPC reads, batched (JSON-RPC batches or Multicall3),
-//!   cached, with failover across URLs and a circuit breaker per URL.
+//!   cached, with failover across URLs, a circuit breaker per URL and a
+//!   read budget per community.
 //! - [`delegation`]: delegate.xyz v2 delegations, so a member's cold
 //!   wallets can count without being linked.
 //! - [`schedule`]: spreading periodic re-checks over their period.
@@ -33,9 +34,12 @@ pub mod fake_chain;
 
 pub use alloy_primitives::{Address, B256, U256};
 pub use chain::breaker::BreakerState;
+pub use chain::clock::{Clock, ManualClock, SystemClock};
 pub use chain::rpc::{ChainError, EndpointError, EndpointHealth};
 pub use chain::{ChainStats, ContractSignature, Freshness};
-pub use config::{BreakerConfig, ChainConfig, ConfigError, EligibilityConfig, MULTICALL3_ADDRESS};
+pub use config::{
+    BreakerConfig, ChainConfig, CommunityBudget, ConfigError, EligibilityConfig, MULTICALL3_ADDRESS,
+};
 pub use delegation::{Delegation, DelegationKind, DELEGATE_REGISTRY_V2};
 pub use evaluate::{
     Evaluator, EvaluatorError, MemberEvaluation, MemberFacts, RuleDef, RuleOutcome, RuleProblem,

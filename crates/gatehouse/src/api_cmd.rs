@@ -54,6 +54,11 @@ pub struct ApiArgs {
     )]
     pub chains: Secret,
 
+    /// Each community's share of every chain's RPC calls in this process,
+    /// as for `gatehouse worker`: the rule preview's reads are paid from it.
+    #[arg(long, env = "CHAIN_READS_PER_COMMUNITY", default_value = "20,1000")]
+    pub chain_reads_per_community: String,
+
     /// Lets webhooks be registered to http(s) on this machine (127.0.0.1,
     /// ::1, localhost), as the worker's flag of the same name lets it send
     /// to them. For tests and the demo, never in production.
@@ -98,9 +103,13 @@ impl ApiArgs {
             "a number of requests, at least 1",
         );
         let recheck_period = p.duration(&l.get("recheck_period"), &self.recheck_period);
-        let chains = p.check(
-            &l.get("chains"),
-            worker_cmd::parse_chains(self.chains.expose()),
+        let chains = worker_cmd::chains_with_budget(
+            &mut p,
+            (&l.get("chains"), self.chains.expose()),
+            (
+                &l.get("chain_reads_per_community"),
+                &self.chain_reads_per_community,
+            ),
         );
         let store = self.db.validate(16, &mut p);
         let dashboard = self.dashboard.validate(&mut p);

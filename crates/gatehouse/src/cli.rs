@@ -26,7 +26,9 @@ pub enum Command {
     /// Apply database migrations (connects directly, as the owner role).
     Migrate(MigrateArgs),
     /// Consume events from JetStream and apply them to tenant data.
-    Worker(WorkerArgs),
+    // Boxed: the worker has by far the most settings, and every other
+    // variant would otherwise be as large.
+    Worker(Box<WorkerArgs>),
     #[cfg(feature = "sim")]
     /// Run everything on this machine: simulator → gateway → NATS → worker
     /// → PostgreSQL and back, with live progress and a summary.

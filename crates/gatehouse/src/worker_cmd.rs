@@ -66,6 +66,20 @@ pub struct WorkerArgs {
     )]
     pub chains: Secret,
 
+    /// Each community's share of every chain's RPC calls, per worker
+    /// process: `<calls per second>[,<burst>]`, or `off`. A call is one
+    /// `eth_call` sent (each entry of a JSON-RPC batch counts); cached
+    /// reads are free. A community over it has its reads answered from the
+    /// cache or left undecided (never a role removed) and retried soon,
+    /// while other communities' reads go straight through.
+    #[arg(long, env = "CHAIN_READS_PER_COMMUNITY", default_value = "20,1000")]
+    pub chain_reads_per_community: String,
+
+    /// Interactive checks (`/check`, a join, a wallet linked) reuse chain
+    /// reads younger than this instead of reading again; `0` always reads.
+    #[arg(long, env = "CHECK_MIN_READ_AGE", default_value = "30s")]
+    pub check_min_read_age: String,
+
     /// How long a member keeps a role while failing its rule.
     #[arg(long, env = "ROLE_GRACE_PERIOD", default_value = "24h")]
     pub role_grace_period: String,
@@ -145,7 +159,15 @@ impl WorkerArgs {
         if let Some(url) = &self.discord_api_url {
             p.check(&l.get("discord_api_url"), check_api_url(url));
         }
-        let chains = p.check(&l.get("chains"), parse_chains(self.chains.expose()));
+        let chains = chains_with_budget(
+            &mut p,
+            (&l.get("chains"), self.chains.expose()),
+            (
+                &l.get("chain_reads_per_community"),
+                &self.chain_reads_per_community,
+            ),
+        );
+        let check_min_read_age = p.duration(&l.get("check_min_read_age"), &self.check_min_read_age);
         let grace = p.duration(&l.get("role_grace_period"), &self.role_grace_period);
         let recheck_period = p.duration(&l.get("recheck_period"), &self.recheck_period);
         let scan_interval =
@@ -238,6 +260,7 @@ impl WorkerArgs {
             grace,
             recheck_period,
             scan_interval,
+            check_min_read_age,
         ) {
             (
                 Some(_),
@@ -246,6 +269,7 @@ impl WorkerArgs {
                 Some(grace),
                 Some(recheck_period),
                 Some(scan_interval),
+                Some(check_min_read_age),
             ) => Ok(Settings {
                 config,
                 store,
@@ -255,6 +279,7 @@ impl WorkerArgs {
                     grace,
                     recheck_period,
                     scan_interval,
+                    check_min_read_age,
                     ..Default::default()
                 },
             }),
@@ -282,6 +307,24 @@ fn webhook_config(
         },
         ..defaults
     }
+}
+
+/// `CHAINS` with `CHAIN_READS_PER_COMMUNITY` applied to every chain, as
+/// `(label, text)` pairs; each problem is reported under its own setting.
+pub fn chains_with_budget(
+    p: &mut Problems,
+    (chains_label, chains): (&str, &str),
+    (budget_label, budget): (&str, &str),
+) -> Option<eligibility::EligibilityConfig> {
+    let chains = p.check(chains_label, parse_chains(chains));
+    let budget = p.check(budget_label, eligibility::CommunityBudget::parse(budget));
+    let (mut chains, budget) = (chains?, budget?);
+    for chain in chains.chains.values_mut() {
+        chain.community_budget = budget;
+    }
+    // Checked again with the budget: its burst must cover each chain's
+    // largest batch.
+    p.check(budget_label, chains.validate().map(|()| chains))
 }
 
 /// Parses `name=url[,url…][;name=url…]`. Problems never quote a URL: RPC

@@ -63,6 +63,60 @@ fn the_worker_reports_every_bad_setting_at_once_naming_each() {
 }
 
 #[test]
+fn the_worker_names_bad_chain_read_settings() {
+    let out = gatehouse(
+        &["worker"],
+        &[
+            ("DATABASE_URL", NOWHERE_DB),
+            ("CHAIN_READS_PER_COMMUNITY", "fast"),
+            ("CHECK_MIN_READ_AGE", "soon"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    for name in [
+        "CHAIN_READS_PER_COMMUNITY (--chain-reads-per-community): \"fast\" is not a number of calls per second",
+        "CHECK_MIN_READ_AGE (--check-min-read-age)",
+    ] {
+        assert!(line.contains(name), "{name} missing from {line}");
+    }
+
+    // A burst too small for a chain's batches is named, with the fix.
+    let out = gatehouse(
+        &["worker"],
+        &[
+            ("DATABASE_URL", NOWHERE_DB),
+            ("CHAINS", "ethereum=https://rpc.example/v3/key-5ecret"),
+            ("CHAIN_READS_PER_COMMUNITY", "5,3"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("CHAIN_READS_PER_COMMUNITY (--chain-reads-per-community)")
+            && line.contains("raise the burst"),
+        "{line}"
+    );
+    assert!(!stderr(&out).contains("5ecret"), "{}", stderr(&out));
+
+    // The API's rule preview reads chains too, from the same budget setting.
+    let out = gatehouse(
+        &["api"],
+        &[
+            ("DATABASE_URL", NOWHERE_DB),
+            ("CHAIN_READS_PER_COMMUNITY", "-1"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("CHAIN_READS_PER_COMMUNITY (--chain-reads-per-community)")
+            && line.contains("above 0"),
+        "{line}"
+    );
+}
+
+#[test]
 fn the_gateway_reports_every_bad_setting_at_once_naming_each() {
     let out = gatehouse(
         &["gateway"],

@@ -91,6 +91,8 @@ impl Stack {
                 recheck_period: Duration::from_secs(3600),
                 scan_interval: Duration::from_secs(3600),
                 scan_batch: 100,
+                // Balances change and are checked at once.
+                check_min_read_age: Duration::ZERO,
             },
         );
         let config = worker::WorkerConfig {

@@ -128,6 +128,8 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
             recheck_period: Duration::from_secs(3600),
             scan_interval: Duration::from_secs(3600),
             scan_batch: 100,
+            // Balances change and the next check must see them.
+            check_min_read_age: Duration::ZERO,
         },
     );
     h.start_worker();

@@ -11,7 +11,7 @@ pub mod decision;
 mod schedule;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     sync::Arc,
     time::Duration,
@@ -93,6 +93,11 @@ pub struct RoleSyncConfig {
     pub scan_interval: Duration,
     /// Members claimed per community per scan transaction.
     pub scan_batch: i64,
+    /// Interactive checks (`/check`, a join, a wallet linked) reuse chain
+    /// reads younger than this instead of reading again: a member asking
+    /// twice, or right after another check read the same balance, costs
+    /// no RPC call. Zero: always read the chain.
+    pub check_min_read_age: Duration,
 }
 
 impl Default for RoleSyncConfig {
@@ -102,6 +107,11 @@ impl Default for RoleSyncConfig {
             recheck_period: Duration::from_secs(6 * 3600),
             scan_interval: Duration::from_secs(10),
             scan_batch: 500,
+            // As long as `/check`'s per-member cooldown, and half the chain
+            // cache's default TTL: a balance a member just changed shows
+            // within half a minute, while a burst of checks on the same
+            // wallets costs one read.
+            check_min_read_age: Duration::from_secs(30),
         }
     }
 }
@@ -123,6 +133,10 @@ pub struct CheckReport {
     pub rate_limited: usize,
     /// Communities a periodic scan could not check this pass.
     pub failed_communities: usize,
+    /// Members left undecided on some rule because their community's
+    /// chain-read budget was spent: they are due again (the periodic
+    /// scan's next pass) rather than a whole period on.
+    pub deferred: usize,
 }
 
 /// How long a check may hold a member before another may take over (a
@@ -183,12 +197,23 @@ impl<D: RoleWriter> RoleSync<D> {
             return Ok(CheckReport::default());
         };
         let freshness = match priority {
-            // A member is waiting on this answer: read the chain, not the cache.
-            CheckPriority::Interactive => Freshness::Fresh,
+            // A member is waiting on this answer: read the chain unless a
+            // read is only moments old.
+            CheckPriority::Interactive => Freshness::NotOlderThan(self.config.check_min_read_age),
             CheckPriority::Bulk => Freshness::Cached,
         };
-        self.check_profiles(tenant, guild, vec![profile], priority, freshness, reason)
-            .await
+        let (report, _) = self
+            .check_profiles(tenant, guild, vec![profile], priority, freshness, reason)
+            .await?;
+        if report.deferred > 0 {
+            // The community's budget could not pay for all their reads:
+            // the periodic scan picks them up next, with budget refilled,
+            // instead of leaving them undecided for a period.
+            let tx = self.store.begin(tenant).await?;
+            tx.profiles().mark_due(user).await?;
+            tx.commit().await?;
+        }
+        Ok(report)
     }
 
     /// One pass over every active community: claims members whose re-check
@@ -259,7 +284,7 @@ impl<D: RoleWriter> RoleSync<D> {
         }
         tx.commit().await?;
         total.badges_awarded += badges.len();
-        let report = self
+        let (report, deferred) = self
             .check_profiles(
                 tenant,
                 guild,
@@ -270,7 +295,18 @@ impl<D: RoleWriter> RoleSync<D> {
             )
             .await?;
         // Checked (or being checked by another worker right now): the next
-        // look is a period on.
+        // look is a period on. Members the community's chain-read budget
+        // left undecided are due again at once instead, for the next pass.
+        let schedule: Vec<(ProfileId, DateTime<Utc>)> = schedule
+            .into_iter()
+            .map(|(id, next)| {
+                if deferred.contains(&id) {
+                    (id, now)
+                } else {
+                    (id, next)
+                }
+            })
+            .collect();
         let tx = self.store.begin(tenant).await?;
         tx.profiles().schedule_checks(&schedule).await?;
         tx.commit().await?;
@@ -279,7 +315,11 @@ impl<D: RoleWriter> RoleSync<D> {
         total.removed += report.removed;
         total.failed_changes += report.failed_changes;
         total.rate_limited += report.rate_limited;
-        Ok(full)
+        total.deferred += report.deferred;
+        // Over budget, another batch now would only be deferred as well:
+        // the community's turn ends, the others' go on, and its deferred
+        // members come up in the next pass.
+        Ok(full && report.deferred == 0)
     }
 
     async fn check_profiles(
@@ -290,7 +330,7 @@ impl<D: RoleWriter> RoleSync<D> {
         priority: CheckPriority,
         freshness: Freshness,
         reason: &str,
-    ) -> Result<CheckReport, SyncError> {
+    ) -> Result<(CheckReport, HashSet<ProfileId>), SyncError> {
         // Read what we need, then let go of the connection while the chain
         // is read: no transaction waits on the network.
         let tx = self.store.begin(tenant).await?;
@@ -315,14 +355,40 @@ impl<D: RoleWriter> RoleSync<D> {
             let tx = self.store.begin(tenant).await?;
             tx.profiles().release_check_lease(&ids).await?;
             tx.commit().await?;
-            return Ok(report);
+            return Ok((report, HashSet::new()));
         }
         let rule_set = rule_set(&rules);
         let facts: Vec<MemberFacts> = profiles.iter().map(crate::members::facts).collect();
         let evaluations = self
             .evaluator
-            .evaluate_many(&rule_set, &facts, freshness)
+            .evaluate_many(*tenant.as_uuid(), &rule_set, &facts, freshness)
             .await;
+        let deferred: HashSet<ProfileId> = profiles
+            .iter()
+            .zip(&evaluations)
+            .filter(|(_, evaluation)| {
+                evaluation.outcomes.iter().any(|o| {
+                    matches!(
+                        &o.outcome,
+                        eligibility::Outcome::Unknown {
+                            reason: eligibility::UnknownReason::Chain(
+                                eligibility::ChainError::OverBudget { .. }
+                            ),
+                        }
+                    )
+                })
+            })
+            .map(|(p, _)| p.id)
+            .collect();
+        report.deferred = deferred.len();
+        if !deferred.is_empty() {
+            let priority = match priority {
+                CheckPriority::Interactive => "interactive",
+                CheckPriority::Bulk => "bulk",
+            };
+            metrics::counter!("role_sync_members_deferred_total", "reason" => "chain_budget", "priority" => priority)
+                .increment(deferred.len() as u64);
+        }
         // Outcomes a chain outage left undecided, by chain, for the sync
         // status (custom rules that depend on them are not counted twice).
         let mut undecided: BTreeMap<&str, usize> = BTreeMap::new();
@@ -477,7 +543,7 @@ impl<D: RoleWriter> RoleSync<D> {
             }
         }
         tx.commit().await?;
-        Ok(report)
+        Ok((report, deferred))
     }
 }
 

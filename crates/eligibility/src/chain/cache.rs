@@ -46,6 +46,13 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         self.is_live(*stored, now).then(|| value.clone())
     }
 
+    /// As [`TtlCache::get`], for a result stored less than `max_age` ago.
+    pub fn get_younger_than(&self, key: &K, now: Instant, max_age: Duration) -> Option<V> {
+        let (stored, value) = self.entries.peek(key)?;
+        let young = now.saturating_duration_since(*stored) < max_age;
+        (young && self.is_live(*stored, now)).then(|| value.clone())
+    }
+
     pub fn insert(&mut self, key: K, value: V, now: Instant) {
         if self.ttl.is_zero() || self.max_entries == 0 {
             return;
@@ -106,6 +113,24 @@ mod tests {
         assert_eq!(c.get(&"a", t0 + Duration::from_secs(59)), Some(1));
         assert_eq!(c.get(&"a", t0 + Duration::from_secs(60)), None);
         assert_eq!(c.get(&"b", t0), None);
+    }
+
+    #[test]
+    fn younger_than_a_maximum_age() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut c = TtlCache::new(Duration::from_secs(60), 10);
+        c.insert("a", 1, t0);
+        let age = Duration::from_secs(30);
+        assert_eq!(c.get_younger_than(&"a", at(29), age), Some(1));
+        assert_eq!(c.get_younger_than(&"a", at(30), age), None);
+        assert_eq!(c.get(&"a", at(30)), Some(1), "still live for other reads");
+        assert_eq!(c.get_younger_than(&"a", t0, Duration::ZERO), None);
+        assert_eq!(
+            c.get_younger_than(&"a", at(61), Duration::from_secs(600)),
+            None,
+            "never past the TTL"
+        );
     }
 
     #[test]

@@ -2,36 +2,52 @@
 
 pub mod abi;
 pub mod breaker;
+pub mod budget;
 pub mod cache;
+pub mod clock;
 pub mod multicall;
 pub mod rpc;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use alloy_primitives::{Address, Bytes, B256};
 use alloy_sol_types::SolCall;
 use futures::stream::{self, StreamExt};
+use uuid::Uuid;
 
 use crate::config::ChainConfig;
 use abi::{
     decode_answers, plan_calls, CallResult, IsValidSignatureCall, PlannedCall, Read, ReadValue,
     ERC1271_MAGIC_VALUE,
 };
+use budget::Budgets;
 use cache::TtlCache;
+use clock::{Clock, SystemClock};
 use rpc::{ChainError, EndpointHealth, RpcClient};
 
 /// Whether a read may be answered from the cache.
+///
+/// Whatever the freshness, a read the community's budget cannot pay for
+/// is answered from the cache if it holds the read at all (within the
+/// TTL), and is Unknown otherwise: see [`ChainReader::read`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Freshness {
     /// Periodic re-checks: a result younger than the chain's TTL is reused.
+    /// These are bulk reads: they leave a tenth of the community's read
+    /// budget for the others, which someone is waiting on.
     #[default]
     Cached,
-    /// A member asked to be checked now (`/check`, a wallet just linked):
-    /// read the chain, then refresh the cache with what was read.
+    /// Read the chain, then refresh the cache with what was read.
     Fresh,
+    /// A member is waiting on the answer (`/check`, a wallet just linked):
+    /// a result read less than this long ago is reused, an older one is
+    /// read again. A member asking twice, or a check right after the
+    /// periodic scan read the same balance, costs no RPC call; zero is
+    /// [`Freshness::Fresh`].
+    NotOlderThan(Duration),
 }
 
 /// Counters for one chain since start, for metrics and tests.
@@ -41,6 +57,11 @@ pub struct ChainStats {
     pub cache_misses: u64,
     /// HTTP requests sent (each a JSON-RPC batch), including failed ones.
     pub requests: u64,
+    /// Reads a community's budget could not pay for, answered from the
+    /// cache instead…
+    pub over_budget_cached: u64,
+    /// …or left Unknown, for the next check to retry.
+    pub over_budget_unknown: u64,
 }
 
 #[derive(Default)]
@@ -48,6 +69,8 @@ struct Counters {
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
     requests: AtomicU64,
+    over_budget_cached: AtomicU64,
+    over_budget_unknown: AtomicU64,
 }
 
 /// A contract's answer to an EIP-1271 `isValidSignature` call.
@@ -74,6 +97,12 @@ pub struct ChainReader {
     max_concurrent_requests: usize,
     counters: Counters,
     name: String,
+    /// `None`: no per-community limit.
+    budgets: Option<Mutex<Budgets>>,
+    /// Calls of each community's burst that bulk ([`Freshness::Cached`])
+    /// reads leave for reads a member waits on.
+    interactive_reserve: u32,
+    clock: Arc<dyn Clock>,
 }
 
 /// One `eth_call` on the wire, and which planned calls it carries.
@@ -92,6 +121,16 @@ pub type ReadResults = HashMap<Read, Result<ReadValue, ChainError>>;
 
 impl ChainReader {
     pub fn new(name: &str, config: &ChainConfig) -> Result<Self, reqwest::Error> {
+        Self::with_clock(name, config, Arc::new(SystemClock))
+    }
+
+    /// As [`ChainReader::new`], with cache ages and budgets going by
+    /// `clock` (tests move it on by hand).
+    pub fn with_clock(
+        name: &str,
+        config: &ChainConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, reqwest::Error> {
         Ok(ChainReader {
             rpc: RpcClient::new(name, config)?,
             chain_id: config.chain_id,
@@ -103,14 +142,25 @@ impl ChainReader {
             max_concurrent_requests: config.max_concurrent_requests.max(1),
             counters: Counters::default(),
             name: name.to_string(),
+            budgets: config.community_budget.map(|b| Mutex::new(Budgets::new(b))),
+            // A tenth of the burst, but never so much that bulk reads
+            // could not send a full batch.
+            interactive_reserve: config.community_budget.map_or(0, |b| {
+                let batch = u32::try_from(config.max_batch_size).unwrap_or(u32::MAX);
+                (b.burst / 10).min(b.burst.saturating_sub(batch))
+            }),
+            clock,
         })
     }
 
     pub fn stats(&self) -> ChainStats {
+        let c = &self.counters;
         ChainStats {
-            cache_hits: self.counters.cache_hits.load(Ordering::Relaxed),
-            cache_misses: self.counters.cache_misses.load(Ordering::Relaxed),
-            requests: self.counters.requests.load(Ordering::Relaxed),
+            cache_hits: c.cache_hits.load(Ordering::Relaxed),
+            cache_misses: c.cache_misses.load(Ordering::Relaxed),
+            requests: c.requests.load(Ordering::Relaxed),
+            over_budget_cached: c.over_budget_cached.load(Ordering::Relaxed),
+            over_budget_unknown: c.over_budget_unknown.load(Ordering::Relaxed),
         }
     }
 
@@ -173,15 +223,26 @@ impl ChainReader {
         }
     }
 
-    /// Answers every read, from the cache where allowed and otherwise in as
-    /// few HTTP requests as the configured limits permit.
-    pub async fn read(&self, reads: &[Read], freshness: Freshness) -> ReadResults {
+    /// Answers every read `community` needs, from the cache where
+    /// `freshness` allows and otherwise in as few HTTP requests as the
+    /// configured limits permit, as far as the community's budget pays for
+    /// them.
+    ///
+    /// Calls beyond the budget are not sent, and nothing waits for the
+    /// budget to refill: their reads are answered from the cache if it
+    /// holds them at all (a result up to the TTL old beats none), and are
+    /// otherwise [`ChainError::OverBudget`], which makes outcomes Unknown —
+    /// never NotEligible, so no role is taken for it — for the next check
+    /// to retry. Waiting instead would hold whatever the caller holds (a
+    /// worker's message slot, the periodic scan's turn) from every other
+    /// community until this one's budget refills.
+    pub async fn read(&self, community: Uuid, reads: &[Read], freshness: Freshness) -> ReadResults {
         let mut results = ReadResults::with_capacity(reads.len());
         let mut missing = Vec::new();
         let mut queued = std::collections::HashSet::new();
         {
             let cache = lock(&self.cache);
-            let now = Instant::now();
+            let now = self.clock.now();
             for read in reads {
                 if results.contains_key(read) {
                     continue;
@@ -189,6 +250,7 @@ impl ChainReader {
                 let hit = match freshness {
                     Freshness::Cached => cache.get(read, now),
                     Freshness::Fresh => None,
+                    Freshness::NotOlderThan(age) => cache.get_younger_than(read, now, age),
                 };
                 match hit {
                     Some(value) => {
@@ -217,7 +279,7 @@ impl ChainReader {
         // Batches are passed by owned call lists and start index rather than
         // as borrowed slices: a closure taking a reference makes the future
         // higher-ranked, and rustc then cannot prove it Send for spawning.
-        let batches: Vec<(usize, Vec<(Address, Bytes)>)> = wire
+        let mut batches: Vec<(usize, Vec<(Address, Bytes)>)> = wire
             .chunks(self.max_batch_size)
             .enumerate()
             .map(|(i, chunk)| {
@@ -225,6 +287,9 @@ impl ChainReader {
                 (i * self.max_batch_size, calls)
             })
             .collect();
+        let paid = self.pay_for(community, &batches, freshness);
+        let unpaid = batches.split_off(paid);
+        self.answer_unpaid(community, &wire, &planned, &unpaid, &mut results);
         let replies: Vec<_> = stream::iter(batches)
             .map(|(start, calls)| async move {
                 self.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -269,11 +334,90 @@ impl ChainReader {
             }
         }
         let mut cache = lock(&self.cache);
-        let now = Instant::now();
+        let now = self.clock.now();
         for (read, value) in fetched {
             cache.insert(read, value, now);
         }
         results
+    }
+
+    /// How many of `batches`, from the first, `community`'s budget pays
+    /// for now (each costs its calls). The first refused ends the count:
+    /// the rest would only be admitted out of order. Bulk reads leave the
+    /// interactive reserve: a community's own mass re-check must not leave
+    /// its members' `/check`s nothing.
+    fn pay_for(
+        &self,
+        community: Uuid,
+        batches: &[(usize, Vec<(Address, Bytes)>)],
+        freshness: Freshness,
+    ) -> usize {
+        let Some(budgets) = &self.budgets else {
+            return batches.len();
+        };
+        let keep = match freshness {
+            Freshness::Cached => self.interactive_reserve,
+            Freshness::Fresh | Freshness::NotOlderThan(_) => 0,
+        };
+        let mut budgets = lock(budgets);
+        let now = self.clock.now();
+        batches
+            .iter()
+            .take_while(|(_, calls)| {
+                let cost = u32::try_from(calls.len()).unwrap_or(u32::MAX);
+                budgets.try_spend(community, cost, keep, now)
+            })
+            .count()
+    }
+
+    /// Answers the reads of batches the budget did not pay for: from the
+    /// cache if it holds them (whatever the freshness asked), else
+    /// [`ChainError::OverBudget`].
+    fn answer_unpaid(
+        &self,
+        community: Uuid,
+        wire: &[WireCall],
+        planned: &[PlannedCall],
+        unpaid: &[(usize, Vec<(Address, Bytes)>)],
+        results: &mut ReadResults,
+    ) {
+        if unpaid.is_empty() {
+            return;
+        }
+        let (mut cached, mut unknown) = (0u64, 0u64);
+        let cache = lock(&self.cache);
+        let now = self.clock.now();
+        for (start, calls) in unpaid {
+            for wire_call in &wire[*start..*start + calls.len()] {
+                for index in carried(wire_call) {
+                    for read in answered_reads(&planned[index]) {
+                        let answer = match cache.get(&read, now) {
+                            Some(value) => {
+                                cached += 1;
+                                Ok(value)
+                            }
+                            None => {
+                                unknown += 1;
+                                Err(ChainError::OverBudget {
+                                    chain: self.name.clone(),
+                                })
+                            }
+                        };
+                        results.insert(read, answer);
+                    }
+                }
+            }
+        }
+        drop(cache);
+        tracing::debug!(chain = %self.name, %community, cached, unknown, "reads beyond the community's chain-read budget: from the cache or unknown");
+        let c = &self.counters;
+        c.over_budget_cached.fetch_add(cached, Ordering::Relaxed);
+        c.over_budget_unknown.fetch_add(unknown, Ordering::Relaxed);
+        let chain = self.name.clone();
+        metrics::counter!("eligibility_chain_reads_over_budget_total", "chain" => chain.clone(), "outcome" => "cached")
+            .increment(cached);
+        metrics::counter!("eligibility_chain_reads_over_budget_total", "chain" => chain, "outcome" => "unknown")
+            .increment(unknown);
     }
 
     /// Packs planned calls into wire calls: `aggregate3` chunks when a

@@ -73,6 +73,10 @@ pub enum ChainError {
     Unconfigured { chain: String },
     #[error("chain {chain}: every RPC URL's circuit breaker is open")]
     CircuitOpen { chain: String },
+    /// The community has spent its share of this chain's RPC calls for
+    /// now (`community_budget`); the next check reads again.
+    #[error("chain {chain}: this community's chain-read budget is spent for now; the next check reads again")]
+    OverBudget { chain: String },
     #[error("chain {chain}: every RPC URL failed; last error: {last}")]
     AllFailed { chain: String, last: EndpointError },
     /// The node answered, but not with a usable value for this read.

@@ -42,7 +42,9 @@ async fn many_members_cost_one_request_with_multicall() {
     chain.set_erc721_owner(nft, units(1), Some(wallet(7)));
     let eval = evaluator(vec![chain.url()], |c| c.max_calls_per_multicall = 1_000);
 
-    let results = eval.evaluate_many(&set, &members, Freshness::Cached).await;
+    let results = eval
+        .evaluate_many(COMMUNITY, &set, &members, Freshness::Cached)
+        .await;
 
     assert_eq!(chain.requests(), 1, "1,000 reads in one HTTP request");
     assert_eq!(chain.eth_calls(), 1, "packed into one aggregate3");
@@ -72,7 +74,9 @@ async fn many_members_cost_one_request_as_a_json_rpc_batch() {
         c.max_batch_size = 1_000;
     });
 
-    let results = eval.evaluate_many(&set, &members, Freshness::Cached).await;
+    let results = eval
+        .evaluate_many(COMMUNITY, &set, &members, Freshness::Cached)
+        .await;
 
     assert_eq!(chain.requests(), 1);
     assert_eq!(
@@ -99,7 +103,8 @@ async fn provider_limits_split_work_into_a_few_requests() {
         c.max_calls_per_multicall = 10;
         c.max_batch_size = 5;
     });
-    eval.evaluate_many(&set, &members, Freshness::Cached).await;
+    eval.evaluate_many(COMMUNITY, &set, &members, Freshness::Cached)
+        .await;
     // 200 reads -> 20 multicalls of 10 -> 4 batches of 5.
     assert_eq!(chain.eth_calls(), 20);
     assert_eq!(chain.requests(), 4);
@@ -113,11 +118,15 @@ async fn a_cache_hit_avoids_a_request() {
     let eval = evaluator(vec![chain.url()], |_| {});
     let alice = member(wallet(1));
 
-    let first = eval.evaluate(&set, &alice, Freshness::Cached).await;
+    let first = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Cached)
+        .await;
     assert_eq!(chain.requests(), 1);
     // The balance drops, but within the TTL the cached value stands.
     chain.set_erc20_balance(token, wallet(1), units(0));
-    let second = eval.evaluate(&set, &alice, Freshness::Cached).await;
+    let second = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Cached)
+        .await;
     assert_eq!(chain.requests(), 1, "served from cache");
     assert_eq!(first, second);
     let stats = eval.stats()[CHAIN];
@@ -145,8 +154,12 @@ async fn two_communities_on_one_contract_share_reads_but_not_results() {
     )]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let alice = member(wallet(1));
-    let a = eval.evaluate(&low, &alice, Freshness::Cached).await;
-    let b = eval.evaluate(&high, &alice, Freshness::Cached).await;
+    let a = eval
+        .evaluate(COMMUNITY, &low, &alice, Freshness::Cached)
+        .await;
+    let b = eval
+        .evaluate(COMMUNITY, &high, &alice, Freshness::Cached)
+        .await;
     assert_eq!(a.outcomes[0].outcome, Outcome::Eligible);
     assert_eq!(b.outcomes[0].outcome, Outcome::NotEligible);
     assert_eq!(chain.requests(), 1);
@@ -160,7 +173,9 @@ async fn expired_entries_are_fetched_again() {
     let eval = evaluator(vec![chain.url()], |c| c.cache_ttl_secs = 1);
     let alice = member(wallet(1));
 
-    let before = eval.evaluate(&set, &alice, Freshness::Cached).await;
+    let before = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Cached)
+        .await;
     assert_eq!(
         before.get(id(1)).map(|o| &o.outcome),
         Some(&Outcome::Eligible)
@@ -168,7 +183,9 @@ async fn expired_entries_are_fetched_again() {
     chain.set_erc20_balance(token, wallet(1), units(99));
     tokio::time::sleep(Duration::from_millis(1_100)).await;
 
-    let after = eval.evaluate(&set, &alice, Freshness::Cached).await;
+    let after = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Cached)
+        .await;
     assert_eq!(chain.requests(), 2, "the expired entry was read again");
     assert_eq!(
         after.get(id(1)).map(|o| &o.outcome),
@@ -184,16 +201,21 @@ async fn fresh_reads_bypass_the_cache_and_refresh_it() {
     let eval = evaluator(vec![chain.url()], |_| {});
     let alice = member(wallet(1));
 
-    eval.evaluate(&set, &alice, Freshness::Cached).await;
+    eval.evaluate(COMMUNITY, &set, &alice, Freshness::Cached)
+        .await;
     chain.set_erc20_balance(token, wallet(1), units(100));
-    let fresh = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    let fresh = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
     assert_eq!(
         fresh.get(id(1)).map(|o| &o.outcome),
         Some(&Outcome::Eligible)
     );
     assert_eq!(chain.requests(), 2);
 
-    let cached = eval.evaluate(&set, &alice, Freshness::Cached).await;
+    let cached = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Cached)
+        .await;
     assert_eq!(cached, fresh, "the fresh read refreshed the cache");
     assert_eq!(chain.requests(), 2);
 }
@@ -207,10 +229,14 @@ async fn failed_reads_are_not_cached() {
     let alice = member(wallet(1));
 
     chain.set_fault(eligibility::fake_chain::Fault::Unavailable);
-    let down = eval.evaluate(&set, &alice, Freshness::Cached).await;
+    let down = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Cached)
+        .await;
     assert!(down.outcomes.iter().all(|o| o.outcome.is_unknown()));
     chain.set_fault(eligibility::fake_chain::Fault::None);
-    let up = eval.evaluate(&set, &alice, Freshness::Cached).await;
+    let up = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Cached)
+        .await;
     assert_eq!(up.get(id(1)).map(|o| &o.outcome), Some(&Outcome::Eligible));
     assert_eq!(chain.requests(), 2);
 }
@@ -224,7 +250,9 @@ async fn a_large_community_with_default_limits_takes_two_requests() {
     chain.set_erc721_owner(nft, units(1), Some(wallet(0)));
     let eval = evaluator(vec![chain.url()], |_| {});
 
-    let results = eval.evaluate_many(&set, &members, Freshness::Cached).await;
+    let results = eval
+        .evaluate_many(COMMUNITY, &set, &members, Freshness::Cached)
+        .await;
 
     // 6,000 reads -> 12 multicalls of 500 -> batches of 10 and 2.
     assert_eq!(chain.eth_calls(), 12);

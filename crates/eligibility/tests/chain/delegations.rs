@@ -50,7 +50,7 @@ async fn an_all_delegation_counts_each_delegator_once() {
     ]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let result = eval
-        .evaluate(&set, &owner_of(&[hot, hot2]), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &owner_of(&[hot, hot2]), Freshness::Cached)
         .await;
     assert_eq!(
         of(&result, 1),
@@ -82,6 +82,7 @@ async fn a_contract_delegation_counts_only_for_its_contract() {
     let eval = evaluator(vec![chain.url()], |_| {});
     let results = eval
         .evaluate_many(
+            COMMUNITY,
             &set,
             &[owner_of(&[hot_a]), owner_of(&[hot_b])],
             Freshness::Cached,
@@ -114,6 +115,7 @@ async fn an_erc20_delegation_counts_up_to_its_amount_and_the_balance() {
     let eval = evaluator(vec![chain.url()], |_| {});
     let results = eval
         .evaluate_many(
+            COMMUNITY,
             &set,
             &[owner_of(&[hot1]), owner_of(&[hot2])],
             Freshness::Cached,
@@ -169,7 +171,7 @@ async fn an_erc721_token_delegation_counts_the_token_if_the_delegator_owns_it() 
     ]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let result = eval
-        .evaluate(&set, &owner_of(&[hot]), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &owner_of(&[hot]), Freshness::Cached)
         .await;
     assert_eq!(of(&result, 1).0, Outcome::Eligible);
     assert_eq!(
@@ -202,7 +204,7 @@ async fn an_erc1155_delegation_counts_up_to_its_amount_of_its_id() {
     let set = rules([nft_rule(1, 3), nft_rule(2, 4)]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let result = eval
-        .evaluate(&set, &owner_of(&[hot]), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &owner_of(&[hot]), Freshness::Cached)
         .await;
     assert_eq!(of(&result, 1).0, Outcome::Eligible);
     assert_eq!(of(&result, 2).0, Outcome::NotEligible, "id 2 not delegated");
@@ -218,7 +220,7 @@ async fn delegations_of_specific_rights_are_ignored() {
     let set = rules([balance_rule(1, token, 10, true)]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let result = eval
-        .evaluate(&set, &owner_of(&[hot]), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &owner_of(&[hot]), Freshness::Cached)
         .await;
     assert_eq!(
         of(&result, 1),
@@ -239,7 +241,9 @@ async fn an_unreadable_registry_is_unknown_unless_own_wallets_pass() {
     let set = rules([balance_rule(1, token, 10, true)]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let members = [owner_of(&[rich]), owner_of(&[poor])];
-    let down = eval.evaluate_many(&set, &members, Freshness::Cached).await;
+    let down = eval
+        .evaluate_many(COMMUNITY, &set, &members, Freshness::Cached)
+        .await;
     assert_eq!(of(&down[0], 1).0, Outcome::Eligible);
     let (outcome, detail) = of(&down[1], 1);
     assert!(outcome.is_unknown(), "never NotEligible: {outcome:?}");
@@ -251,7 +255,9 @@ async fn an_unreadable_registry_is_unknown_unless_own_wallets_pass() {
     // Failed reads are not cached: once the registry answers, the cold
     // wallet counts.
     chain.heal_calls_involving(DELEGATE_REGISTRY_V2);
-    let up = eval.evaluate_many(&set, &members, Freshness::Cached).await;
+    let up = eval
+        .evaluate_many(COMMUNITY, &set, &members, Freshness::Cached)
+        .await;
     assert_eq!(of(&up[1], 1).0, Outcome::Eligible);
 }
 
@@ -265,14 +271,14 @@ async fn a_registry_outage_after_own_balances_were_cached_is_unknown_not_not_eli
     // Caches the member's own balance.
     let plain = rules([balance_rule(1, token, 10, false)]);
     let before = eval
-        .evaluate(&plain, &owner_of(&[hot]), Freshness::Cached)
+        .evaluate(COMMUNITY, &plain, &owner_of(&[hot]), Freshness::Cached)
         .await;
     assert_eq!(of(&before, 1).0, Outcome::NotEligible);
 
     chain.set_fault(eligibility::fake_chain::Fault::Unavailable);
     let delegating = rules([balance_rule(1, token, 10, true)]);
     let during = eval
-        .evaluate(&delegating, &owner_of(&[hot]), Freshness::Cached)
+        .evaluate(COMMUNITY, &delegating, &owner_of(&[hot]), Freshness::Cached)
         .await;
     assert!(of(&during, 1).0.is_unknown(), "{during:?}");
 }
@@ -288,7 +294,7 @@ async fn rules_without_delegations_never_read_the_registry() {
 
     let plain = rules([balance_rule(1, token, 10, false)]);
     let result = eval
-        .evaluate(&plain, &owner_of(&[hot]), Freshness::Fresh)
+        .evaluate(COMMUNITY, &plain, &owner_of(&[hot]), Freshness::Fresh)
         .await;
     assert_eq!(of(&result, 1).0, Outcome::NotEligible);
     assert_eq!(chain.calls_to(DELEGATE_REGISTRY_V2), 0);
@@ -297,7 +303,7 @@ async fn rules_without_delegations_never_read_the_registry() {
     chain.reset_counters();
     let delegating = rules([balance_rule(1, token, 10, true)]);
     let result = eval
-        .evaluate(&delegating, &owner_of(&[hot]), Freshness::Fresh)
+        .evaluate(COMMUNITY, &delegating, &owner_of(&[hot]), Freshness::Fresh)
         .await;
     assert_eq!(of(&result, 1).0, Outcome::Eligible);
     assert_eq!(chain.calls_to(DELEGATE_REGISTRY_V2), 1);
@@ -306,7 +312,7 @@ async fn rules_without_delegations_never_read_the_registry() {
     // Both rounds are cached like any other read.
     chain.reset_counters();
     let again = eval
-        .evaluate(&delegating, &owner_of(&[hot]), Freshness::Cached)
+        .evaluate(COMMUNITY, &delegating, &owner_of(&[hot]), Freshness::Cached)
         .await;
     assert_eq!(of(&again, 1).0, Outcome::Eligible);
     assert_eq!(chain.requests(), 0);
@@ -321,7 +327,9 @@ async fn without_delegators_there_is_no_second_round() {
     let set = rules([balance_rule(1, token, 10, true)]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let members: Vec<_> = (1..=20).map(|n| owner_of(&[wallet(n)])).collect();
-    let results = eval.evaluate_many(&set, &members, Freshness::Cached).await;
+    let results = eval
+        .evaluate_many(COMMUNITY, &set, &members, Freshness::Cached)
+        .await;
     assert_eq!(of(&results[0], 1).0, Outcome::Eligible);
     assert_eq!(of(&results[1], 1).0, Outcome::NotEligible);
     assert_eq!(chain.requests(), 1, "balances and registry reads together");
@@ -341,7 +349,7 @@ async fn a_chain_may_keep_its_registry_elsewhere() {
         c.delegate_registry = Some(format!("{registry:#x}"));
     });
     let result = moved
-        .evaluate(&set, &owner_of(&[hot]), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &owner_of(&[hot]), Freshness::Cached)
         .await;
     assert_eq!(of(&result, 1).0, Outcome::Eligible);
     assert_eq!(chain.calls_to(DELEGATE_REGISTRY_V2), 0);

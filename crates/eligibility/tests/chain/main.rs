@@ -2,6 +2,7 @@
 //! caching, failover, circuit breakers and outages.
 
 mod batching;
+mod budget;
 mod delegations;
 mod fake;
 mod resilience;
@@ -18,6 +19,9 @@ use uuid::Uuid;
 
 pub const CHAIN: &str = "testnet";
 
+/// The community the tests read for, where which one does not matter.
+pub const COMMUNITY: Uuid = Uuid::nil();
+
 /// An evaluator for one chain served by `urls`, with `tweak` applied to the
 /// chain's config.
 pub fn evaluator(urls: Vec<Url>, tweak: impl FnOnce(&mut ChainConfig)) -> Evaluator {
@@ -28,6 +32,21 @@ pub fn evaluator(urls: Vec<Url>, tweak: impl FnOnce(&mut ChainConfig)) -> Evalua
         chains: [(CHAIN.to_string(), chain)].into(),
     };
     Evaluator::new(&config).expect("valid config")
+}
+
+/// As [`evaluator`], with cache ages and read budgets going by `clock`.
+pub fn evaluator_with_clock(
+    urls: Vec<Url>,
+    clock: &eligibility::ManualClock,
+    tweak: impl FnOnce(&mut ChainConfig),
+) -> Evaluator {
+    let mut chain = ChainConfig::new(urls);
+    chain.multicall_address = Some(eligibility::MULTICALL3_ADDRESS.to_string());
+    tweak(&mut chain);
+    let config = EligibilityConfig {
+        chains: [(CHAIN.to_string(), chain)].into(),
+    };
+    Evaluator::with_clock(&config, std::sync::Arc::new(clock.clone())).expect("valid config")
 }
 
 pub async fn chain() -> FakeChain {

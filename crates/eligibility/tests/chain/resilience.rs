@@ -45,7 +45,9 @@ async fn fails_over_to_the_next_url_for_each_kind_of_fault() {
         let (primary, backup) = two_chains_with_balance(token, wallet(1)).await;
         primary.set_fault(fault);
         let eval = evaluator(vec![primary.url(), backup.url()], |_| {});
-        let result = eval.evaluate(&set, &alice, Freshness::Cached).await;
+        let result = eval
+            .evaluate(COMMUNITY, &set, &alice, Freshness::Cached)
+            .await;
         assert_eq!(outcome(&result), Outcome::Eligible, "{fault:?}");
         assert_eq!(
             primary.requests() + primary.refused(),
@@ -63,7 +65,7 @@ async fn a_slow_url_times_out_and_the_next_answers() {
     primary.set_fault(Fault::Slow(Duration::from_secs(30)));
     let eval = evaluator(vec![primary.url(), backup.url()], |c| c.timeout_ms = 1_000);
     let result = eval
-        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &member(wallet(1)), Freshness::Cached)
         .await;
     assert_eq!(outcome(&result), Outcome::Eligible);
     assert_eq!(backup.requests(), 1);
@@ -80,6 +82,7 @@ async fn an_outage_is_unknown_not_not_eligible() {
     // be judged while the chain cannot be read.
     let results = eval
         .evaluate_many(
+            COMMUNITY,
             &set,
             &[member(wallet(1)), member(wallet(2))],
             Freshness::Cached,
@@ -106,7 +109,7 @@ async fn a_timeout_is_unknown() {
     slow.set_fault(Fault::Slow(Duration::from_secs(30)));
     let eval = evaluator(vec![slow.url()], |c| c.timeout_ms = 1_000);
     let result = eval
-        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &member(wallet(1)), Freshness::Cached)
         .await;
     match outcome(&result) {
         Outcome::Unknown {
@@ -134,7 +137,7 @@ async fn errors_do_not_leak_the_url_path() {
     url.set_path("/v3/secret-api-key");
     let eval = evaluator(vec![url], |_| {});
     let result = eval
-        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &member(wallet(1)), Freshness::Cached)
         .await;
     let detail = &result.get(id(1)).expect("rule 1").detail;
     assert!(detail.contains("every RPC URL failed"), "{detail}");
@@ -154,7 +157,9 @@ async fn the_breaker_opens_after_n_failures_and_half_opens_after_the_cooldown() 
     let alice = member(wallet(1));
 
     for _ in 0..2 {
-        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        let r = eval
+            .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+            .await;
         assert_eq!(outcome(&r), Outcome::Eligible);
     }
     assert_eq!(primary.requests(), 2);
@@ -162,7 +167,9 @@ async fn the_breaker_opens_after_n_failures_and_half_opens_after_the_cooldown() 
     assert_eq!(eval.health()[1].state, BreakerState::Closed);
 
     // Open: the primary is skipped without being contacted.
-    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    let r = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
     assert_eq!(outcome(&r), Outcome::Eligible);
     assert_eq!(primary.requests(), 2, "an open breaker sends nothing");
     assert_eq!(backup.requests(), 3);
@@ -172,7 +179,9 @@ async fn the_breaker_opens_after_n_failures_and_half_opens_after_the_cooldown() 
     primary.set_fault(Fault::None);
     tokio::time::sleep(cooldown + Duration::from_millis(50)).await;
     assert_eq!(eval.health()[0].state, BreakerState::HalfOpen);
-    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    let r = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
     assert_eq!(outcome(&r), Outcome::Eligible);
     assert_eq!(primary.requests(), 3, "the half-open probe");
     assert_eq!(backup.requests(), 3);
@@ -189,10 +198,12 @@ async fn a_failed_probe_reopens_the_breaker() {
         c.breaker.cooldown_ms = 200;
     });
     let alice = member(wallet(1));
-    eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    eval.evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
     assert_eq!(eval.health()[0].state, BreakerState::Open);
     tokio::time::sleep(Duration::from_millis(250)).await;
-    eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    eval.evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
     assert_eq!(primary.requests(), 2, "one probe");
     assert_eq!(eval.health()[0].state, BreakerState::Open, "probe failed");
 }
@@ -208,8 +219,11 @@ async fn all_breakers_open_is_unknown_without_any_request() {
         c.breaker.cooldown_ms = 60_000;
     });
     let alice = member(wallet(1));
-    eval.evaluate(&set, &alice, Freshness::Fresh).await;
-    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    eval.evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
+    let r = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
     assert_eq!(only.requests(), 1);
     assert!(matches!(
         outcome(&r),
@@ -238,7 +252,7 @@ async fn a_url_serving_another_chain_is_not_believed() {
         c.chain_id = Some(right.chain_id());
     });
     let result = eval
-        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &member(wallet(1)), Freshness::Cached)
         .await;
     assert_eq!(outcome(&result), Outcome::Eligible);
     assert_eq!(wrong.requests(), 1);
@@ -246,7 +260,7 @@ async fn a_url_serving_another_chain_is_not_believed() {
 
     let only_wrong = evaluator(vec![wrong.url()], |c| c.chain_id = Some(right.chain_id()));
     let result = only_wrong
-        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &member(wallet(1)), Freshness::Cached)
         .await;
     match outcome(&result) {
         Outcome::Unknown {
@@ -292,10 +306,12 @@ async fn a_failed_inner_multicall_call_is_unknown_not_a_missing_token() {
     let eval = evaluator(vec![chain.url()], |_| {});
     let holder = member(wallet(1));
 
-    let healthy = eval.evaluate(&set, &holder, Freshness::Fresh).await;
+    let healthy = eval
+        .evaluate(COMMUNITY, &set, &holder, Freshness::Fresh)
+        .await;
     assert_eq!(outcome(&healthy), Outcome::Eligible);
     let stranger = eval
-        .evaluate(&set, &member(wallet(2)), Freshness::Fresh)
+        .evaluate(COMMUNITY, &set, &member(wallet(2)), Freshness::Fresh)
         .await;
     assert_eq!(
         outcome(&stranger),
@@ -306,7 +322,9 @@ async fn a_failed_inner_multicall_call_is_unknown_not_a_missing_token() {
 
     chain.fail_calls_involving(nft);
     chain.fail_calls_involving(token);
-    let failed = eval.evaluate(&set, &holder, Freshness::Fresh).await;
+    let failed = eval
+        .evaluate(COMMUNITY, &set, &holder, Freshness::Fresh)
+        .await;
     for rule_id in [id(1), id(2)] {
         let o = &failed.get(rule_id).expect("rule").outcome;
         assert!(
@@ -334,7 +352,9 @@ async fn rate_limits_do_not_open_the_breaker_but_server_errors_do() {
         retry_after_secs: None,
     });
     for attempt in 0..10 {
-        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        let r = eval
+            .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+            .await;
         match outcome(&r) {
             Outcome::Unknown {
                 reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
@@ -350,12 +370,15 @@ async fn rate_limits_do_not_open_the_breaker_but_server_errors_do() {
 
     // The throttling ends: the URL answers at once.
     only.set_fault(Fault::None);
-    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    let r = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
     assert_eq!(outcome(&r), Outcome::Eligible);
 
     only.set_fault(Fault::Unavailable);
     for _ in 0..3 {
-        eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        eval.evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+            .await;
     }
     assert_eq!(only.requests(), 14);
     assert_eq!(
@@ -377,7 +400,9 @@ async fn a_response_timeout_does_not_open_the_breaker() {
     });
     let alice = member(wallet(1));
     for _ in 0..3 {
-        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        let r = eval
+            .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+            .await;
         assert!(outcome(&r).is_unknown());
     }
     assert_eq!(slow.requests(), 3);
@@ -394,7 +419,9 @@ async fn retry_after_keeps_reads_off_a_throttled_url_for_that_long() {
     let eval = evaluator(vec![primary.url(), backup.url()], |_| {});
     let alice = member(wallet(1));
     for _ in 0..3 {
-        let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+        let r = eval
+            .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+            .await;
         assert_eq!(outcome(&r), Outcome::Eligible);
     }
     assert_eq!(
@@ -418,13 +445,17 @@ async fn an_oversized_reply_is_an_endpoint_error() {
         c.breaker.failure_threshold = 1;
     });
     let alice = member(wallet(1));
-    let r = eval.evaluate(&set, &alice, Freshness::Fresh).await;
+    let r = eval
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
     assert_eq!(outcome(&r), Outcome::Eligible, "the backup answered");
     assert_eq!(primary.requests(), 1);
     assert_eq!(eval.health()[0].state, BreakerState::Open);
 
     let only = evaluator(vec![primary.url()], |c| c.max_response_bytes = 64 * 1024);
-    let r = only.evaluate(&set, &alice, Freshness::Fresh).await;
+    let r = only
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
     match outcome(&r) {
         Outcome::Unknown {
             reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),
@@ -437,7 +468,9 @@ async fn an_oversized_reply_is_an_endpoint_error() {
 
     // A reply under the cap is read as usual.
     primary.set_fault(Fault::Oversized(60 * 1024));
-    let r = only.evaluate(&set, &alice, Freshness::Fresh).await;
+    let r = only
+        .evaluate(COMMUNITY, &set, &alice, Freshness::Fresh)
+        .await;
     match outcome(&r) {
         Outcome::Unknown {
             reason: UnknownReason::Chain(ChainError::AllFailed { last, .. }),

@@ -34,7 +34,9 @@ async fn token_balance_meets_and_misses_the_threshold() {
         member(empty),
         MemberFacts::default(),
     ];
-    let results = eval.evaluate_many(&set, &members, Freshness::Cached).await;
+    let results = eval
+        .evaluate_many(COMMUNITY, &set, &members, Freshness::Cached)
+        .await;
     let outcomes: Vec<Outcome> = results.iter().map(|r| outcome_of(r, 1)).collect();
     assert_eq!(
         outcomes,
@@ -70,7 +72,12 @@ async fn huge_balances_compare_in_256_bits() {
     )]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let results = eval
-        .evaluate_many(&set, &[member(whale), member(wallet(2))], Freshness::Cached)
+        .evaluate_many(
+            COMMUNITY,
+            &set,
+            &[member(whale), member(wallet(2))],
+            Freshness::Cached,
+        )
         .await;
     assert_eq!(outcome_of(&results[0], 1), Outcome::Eligible);
     assert_eq!(outcome_of(&results[1], 1), Outcome::NotEligible);
@@ -102,7 +109,12 @@ async fn erc721_counts_any_token_or_named_tokens() {
     ]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let results = eval
-        .evaluate_many(&set, &[member(alice), member(bob)], Freshness::Cached)
+        .evaluate_many(
+            COMMUNITY,
+            &set,
+            &[member(alice), member(bob)],
+            Freshness::Cached,
+        )
         .await;
     assert_eq!(outcome_of(&results[0], 1), Outcome::Eligible);
     assert_eq!(outcome_of(&results[0], 2), Outcome::NotEligible);
@@ -128,7 +140,12 @@ async fn erc1155_sums_balances_of_the_named_ids() {
     )]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let results = eval
-        .evaluate_many(&set, &[member(alice), member(bob)], Freshness::Cached)
+        .evaluate_many(
+            COMMUNITY,
+            &set,
+            &[member(alice), member(bob)],
+            Freshness::Cached,
+        )
         .await;
     assert_eq!(outcome_of(&results[0], 1), Outcome::Eligible);
     assert_eq!(outcome_of(&results[1], 1), Outcome::NotEligible);
@@ -147,7 +164,9 @@ async fn erc1155_without_multicall_uses_balance_of_batch() {
     )]);
     let eval = evaluator(vec![chain.url()], |c| c.multicall_address = None);
     let members: Vec<_> = (1..=20).map(|n| member(wallet(n))).collect();
-    let results = eval.evaluate_many(&set, &members, Freshness::Cached).await;
+    let results = eval
+        .evaluate_many(COMMUNITY, &set, &members, Freshness::Cached)
+        .await;
     assert_eq!(outcome_of(&results[0], 1), Outcome::Eligible);
     assert!(results[1..]
         .iter()
@@ -169,7 +188,7 @@ async fn score_threshold_needs_no_chain() {
         score: 49,
     };
     let results = eval
-        .evaluate_many(&set, &[high, low], Freshness::Cached)
+        .evaluate_many(COMMUNITY, &set, &[high, low], Freshness::Cached)
         .await;
     assert_eq!(outcome_of(&results[0], 1), Outcome::Eligible);
     assert_eq!(outcome_of(&results[1], 1), Outcome::NotEligible);
@@ -223,7 +242,9 @@ async fn custom_rules_combine_with_unknowns_only_where_they_matter() {
     };
 
     // Chain up: balance 5 < 10, score 20 passes rule 2 only.
-    let up = eval.evaluate(&set, &someone, Freshness::Fresh).await;
+    let up = eval
+        .evaluate(COMMUNITY, &set, &someone, Freshness::Fresh)
+        .await;
     assert_eq!(outcome_of(&up, 10), Outcome::NotEligible);
     assert_eq!(outcome_of(&up, 11), Outcome::Eligible);
     assert_eq!(outcome_of(&up, 12), Outcome::NotEligible);
@@ -231,7 +252,9 @@ async fn custom_rules_combine_with_unknowns_only_where_they_matter() {
 
     // Chain down: rule 1 is unknown.
     chain.set_fault(eligibility::fake_chain::Fault::Unavailable);
-    let down = eval.evaluate(&set, &someone, Freshness::Fresh).await;
+    let down = eval
+        .evaluate(COMMUNITY, &set, &someone, Freshness::Fresh)
+        .await;
     assert!(outcome_of(&down, 1).is_unknown());
     assert!(outcome_of(&down, 10).is_unknown(), "all(unknown, true)");
     assert_eq!(
@@ -281,7 +304,7 @@ async fn custom_rule_with_missing_reference_or_cycle_is_unknown_and_reported() {
     );
     let eval = evaluator(vec![chain.url()], |_| {});
     let result = eval
-        .evaluate(&set, &MemberFacts::default(), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &MemberFacts::default(), Freshness::Cached)
         .await;
     assert!(matches!(
         outcome_of(&result, 1),
@@ -315,7 +338,7 @@ async fn unconfigured_chain_is_unknown() {
     let eval = evaluator(vec![chain.url()], |_| {});
     assert!(!eval.has_chain("elsewhere"));
     let result = eval
-        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &member(wallet(1)), Freshness::Cached)
         .await;
     assert_eq!(
         outcome_of(&result, 1),
@@ -338,7 +361,7 @@ async fn contract_without_code_is_unknown_with_an_explanation() {
     )]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let result = eval
-        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &member(wallet(1)), Freshness::Cached)
         .await;
     let o = result.get(id(1)).expect("rule 1");
     assert!(o.outcome.is_unknown(), "{o:?}");
@@ -364,7 +387,7 @@ async fn a_reverting_read_in_a_multicall_does_not_spoil_the_others() {
     ]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let result = eval
-        .evaluate(&set, &member(wallet(1)), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &member(wallet(1)), Freshness::Cached)
         .await;
     assert_eq!(outcome_of(&result, 1), Outcome::Eligible);
     assert!(outcome_of(&result, 2).is_unknown());

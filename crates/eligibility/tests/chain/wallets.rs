@@ -34,6 +34,7 @@ async fn erc20_balances_are_summed_across_wallets() {
     let eval = evaluator(vec![chain.url()], |_| {});
     let results = eval
         .evaluate_many(
+            COMMUNITY,
             &set,
             &[owner_of(&[hot, cold]), owner_of(&[hot])],
             Freshness::Cached,
@@ -69,6 +70,7 @@ async fn erc721_any_token_counts_across_wallets() {
     let eval = evaluator(vec![chain.url()], |_| {});
     let results = eval
         .evaluate_many(
+            COMMUNITY,
             &set,
             &[owner_of(&[hot, cold]), owner_of(&[cold])],
             Freshness::Cached,
@@ -107,7 +109,7 @@ async fn erc721_listed_ids_count_if_any_wallet_owns_them() {
     ]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let result = eval
-        .evaluate(&set, &owner_of(&[hot, cold]), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &owner_of(&[hot, cold]), Freshness::Cached)
         .await;
     let outcomes: Vec<_> = result.outcomes.iter().map(|o| o.outcome.clone()).collect();
     assert_eq!(outcomes, [Outcome::Eligible, Outcome::NotEligible]);
@@ -143,7 +145,7 @@ async fn erc1155_balances_are_summed_per_id_across_wallets() {
     ]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let result = eval
-        .evaluate(&set, &owner_of(&[hot, cold]), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &owner_of(&[hot, cold]), Freshness::Cached)
         .await;
     let outcomes: Vec<_> = result.outcomes.iter().map(|o| o.outcome.clone()).collect();
     assert_eq!(outcomes, [Outcome::Eligible, Outcome::NotEligible]);
@@ -174,7 +176,7 @@ async fn a_wallet_listed_twice_counts_once() {
     ]);
     let eval = evaluator(vec![chain.url()], |_| {});
     let result = eval
-        .evaluate(&set, &owner_of(&[hot, hot]), Freshness::Cached)
+        .evaluate(COMMUNITY, &set, &owner_of(&[hot, hot]), Freshness::Cached)
         .await;
     assert_eq!(result.outcomes[0].outcome, Outcome::NotEligible);
     assert_eq!(result.outcomes[0].detail, "balance 6 (needs 10)");
@@ -200,6 +202,7 @@ async fn a_failed_wallet_read_matters_only_if_the_rest_falls_short() {
     let eval = evaluator(vec![chain.url()], |_| {});
     let results = eval
         .evaluate_many(
+            COMMUNITY,
             &set,
             &[owner_of(&[hot, broken]), owner_of(&[cold, broken])],
             Freshness::Cached,
@@ -220,7 +223,12 @@ async fn a_failed_wallet_read_matters_only_if_the_rest_falls_short() {
     // Once the read works again, the broken wallet's balance counts.
     chain.heal_calls_involving(broken);
     let healed = eval
-        .evaluate(&set, &owner_of(&[cold, broken]), Freshness::Cached)
+        .evaluate(
+            COMMUNITY,
+            &set,
+            &owner_of(&[cold, broken]),
+            Freshness::Cached,
+        )
         .await;
     assert_eq!(only(&healed).0, Outcome::Eligible);
 }

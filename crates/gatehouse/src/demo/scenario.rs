@@ -169,6 +169,9 @@ impl World {
                 recheck_period: Duration::from_secs(30),
                 scan_interval: Duration::from_secs(1),
                 scan_batch: 500,
+                // A balance the demo changes is checked at once: show the
+                // change, not a read from moments before.
+                check_min_read_age: Duration::ZERO,
             },
         ));
         let topology = demo_topology(namespace);

@@ -411,6 +411,8 @@ impl GatedGuild {
                 recheck_period: Duration::from_secs(3600),
                 scan_interval: Duration::from_secs(3600),
                 scan_batch: 100,
+                // Tests change a balance and expect the next check to see it.
+                check_min_read_age: Duration::ZERO,
             },
         );
         h.start_worker();
