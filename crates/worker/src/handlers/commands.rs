@@ -613,9 +613,16 @@ async fn check_text(
     if report.members == 0 {
         return NO_PROFILE.into();
     }
-    let mut text = match (report.granted, report.removed) {
-        (0, 0) => "Checked: your roles are up to date.".to_owned(),
-        (g, r) => format!("Checked: {g} role(s) granted, {r} removed."),
+    let mut text = match (report.granted, report.removed, report.deferred) {
+        // The server has spent its share of chain reads for now: saying
+        // "up to date" would be a guess.
+        (0, 0, d) if d > 0 => "This server has used its share of blockchain reads for the \
+                               moment, so I could not check your wallets just now. Nothing was \
+                               removed; you will be checked again automatically within a few \
+                               minutes."
+            .to_owned(),
+        (0, 0, _) => "Checked: your roles are up to date.".to_owned(),
+        (g, r, _) => format!("Checked: {g} role(s) granted, {r} removed."),
     };
     if report.failed_changes > 0 {
         text.push_str(&format!(
