@@ -131,8 +131,7 @@ impl AdminWorld {
             label.replace('_', "")
         ))
         .unwrap();
-        let client = async_nats::connect(&db.env.nats_url).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+        let js = db.env.nats.jetstream(bus::Process::Admin).await;
         let topology = bus::Topology::new(ns.clone()).with_storage(bus::Storage::Memory);
         bus::ensure_streams(&js, &topology).await.unwrap();
         let url = db.app_pgbouncer_url();
@@ -146,12 +145,15 @@ impl AdminWorld {
         }
     }
 
+    /// Runs an admin verb as an operator would: it publishes re-check
+    /// requests as the api user.
     fn run(&self, args: &[&str]) -> Output {
-        let env = [
+        let nats = self.db.env.nats.env(bus::Process::Api);
+        let mut env = vec![
             ("DATABASE_URL", self.url.as_str()),
-            ("NATS_URL", self.db.env.nats_url.as_str()),
             ("NATS_NAMESPACE", self.ns.prefix().unwrap()),
         ];
+        env.extend(nats.iter().map(|(k, v)| (*k, v.as_str())));
         gatehouse(args, &env)
     }
 
