@@ -479,3 +479,29 @@ async fn each_process_does_its_own_work_with_its_own_user() {
         );
     }
 }
+
+#[test]
+fn the_committed_configurations_are_what_the_generator_writes() {
+    // deploy/nats/ holds the production example and what the local stack
+    // runs; both must change when the permissions do.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats");
+    for (file, scope, command) in [
+        (
+            "authorization.conf",
+            Scope::One(Namespace::root()),
+            "gatehouse nats-config -o deploy/nats/authorization.conf",
+        ),
+        (
+            "authorization-any-namespace.conf",
+            Scope::Any,
+            "gatehouse nats-config --any-namespace -o deploy/nats/authorization-any-namespace.conf",
+        ),
+    ] {
+        let committed = std::fs::read_to_string(root.join(file))
+            .unwrap_or_else(|e| panic!("deploy/nats/{file}: {e}"));
+        assert!(
+            committed == bus::authorization::render(&Authorization::new(scope)),
+            "deploy/nats/{file} is not what the generator writes: run `{command}`"
+        );
+    }
+}

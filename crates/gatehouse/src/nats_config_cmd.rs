@@ -17,9 +17,9 @@ pub struct NatsConfigArgs {
     pub namespace: String,
 
     /// Serve the root namespace and every prefixed one (a server shared by
-    /// test runs: the local stack). Looser: JetStream names of one
-    /// namespace cannot be told from another's.
-    #[arg(long, conflicts_with = "namespace")]
+    /// test runs: the local stack); --namespace is then ignored. Looser:
+    /// JetStream names of one namespace cannot be told from another's.
+    #[arg(long)]
     pub any_namespace: bool,
 
     /// The workers' consumer name (WORKER_CONSUMER).
