@@ -129,6 +129,7 @@ pub fn namespace(prefix: &str) -> anyhow::Result<Namespace> {
 /// would in production. The variables are those `scripts/stack up` writes to
 /// `.stack/env`; a process without a user connects without credentials (a
 /// server without users).
+#[cfg(feature = "sim")]
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ProcessLogins {
     /// NATS user of the gateway.
@@ -173,6 +174,7 @@ pub struct ProcessLogins {
     pub admin_password: Option<settings::Secret>,
 }
 
+#[cfg(feature = "sim")]
 impl ProcessLogins {
     /// The user and password of `process`, if one is set.
     pub fn login(&self, process: Process) -> anyhow::Result<Option<(String, settings::Secret)>> {
@@ -359,5 +361,32 @@ mod tests {
             .to_string();
         assert!(e.starts_with("NATS_PASSWORD"), "{e}");
         assert!(NatsLoginArgs::default().settings(bus::DEFAULT_URL).is_ok());
+    }
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn each_process_of_the_demo_logs_in_as_itself() {
+        let logins = ProcessLogins {
+            gateway_user: Some("gateway".into()),
+            gateway_password: Some(settings::Secret::new("gw-pass")),
+            worker_user: Some("worker".into()),
+            ..ProcessLogins::default()
+        };
+        let gateway = logins.settings(bus::DEFAULT_URL, Process::Gateway).unwrap();
+        assert!(matches!(
+            gateway.auth,
+            Some(bus::Auth::UserPassword { ref user, .. }) if user == "gateway"
+        ));
+        // No user at all: a server without users.
+        let api = logins.settings(bus::DEFAULT_URL, Process::Api).unwrap();
+        assert!(api.auth.is_none());
+        let e = logins
+            .settings(bus::DEFAULT_URL, Process::Worker)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("GATEHOUSE_NATS_WORKER_PASSWORD: not set"),
+            "{e}"
+        );
     }
 }

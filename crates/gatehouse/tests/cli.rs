@@ -460,3 +460,32 @@ async fn badges_are_defined_validated_listed_and_granted_by_hand() {
     assert!(listing.contains("pioneer"), "{listing}");
     w.finish().await;
 }
+
+#[test]
+fn nats_config_prints_the_committed_production_configuration() {
+    let out = gatehouse(&["nats-config"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let committed =
+        std::fs::read_to_string(testkit::workspace_root().join("deploy/nats/authorization.conf"))
+            .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+
+    let out = gatehouse(
+        &["nats-config"],
+        &[("NATS_NAMESPACE", "t1"), ("WORKER_CONSUMER", "w")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"t1.events.>\""), "{text}");
+    assert!(
+        text.contains("\"$JS.API.CONSUMER.MSG.NEXT.t1_EVENTS.t1_w_events\""),
+        "{text}"
+    );
+
+    let out = gatehouse(&["nats-config", "--namespace", "events"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        error_line(&out).contains("NATS_NAMESPACE"),
+        "{}",
+        stderr(&out)
+    );
+}
