@@ -175,6 +175,14 @@ impl NatsSettings {
     /// Connects with `options` (built from [`NatsSettings::options`]).
     pub async fn connect_with(&self, options: ConnectOptions) -> Result<Client, BusError> {
         self.validate()?;
+        if self.auth.is_none() && !self.url.contains('@') {
+            // Fine for a local server without users; in production the
+            // server should refuse it (docs/security.md, NATS in production).
+            tracing::warn!(
+                nats = %self.redacted_url(),
+                "connecting to NATS without credentials: NATS_USER/NATS_PASSWORD and NATS_TOKEN are not set"
+            );
+        }
         options
             .connect(self.url.as_str())
             .await
