@@ -173,9 +173,15 @@ pub const WORKER_STREAMS: [StreamSpec; 4] = [
     subjects::WEBHOOKS,
 ];
 
+/// Key-value buckets the gateways keep (base names, before the namespace).
+/// **A bucket a gateway opens must be listed here** (shard leases, say), or
+/// the generated configuration refuses it.
+pub const GATEWAY_BUCKETS: &[&str] = &[SESSIONS_BUCKET];
+
 /// Key-value buckets the workers keep (base names, before the namespace),
-/// such as a budget shared by every worker process. **A bucket a worker
-/// opens must be listed here**, or the generated configuration refuses it.
+/// such as a Discord budget shared by every worker process. **A bucket a
+/// worker opens must be listed here**, or the generated configuration
+/// refuses it.
 pub const WORKER_BUCKETS: &[&str] = &[];
 
 /// What the configuration is generated for.
@@ -241,7 +247,9 @@ impl Authorization {
                 for spec in subjects::ALL_STREAMS {
                     p.allow(ensure_stream(&scope.stream(&spec)));
                 }
-                p.allow(use_bucket(scope, SESSIONS_BUCKET));
+                for bucket in GATEWAY_BUCKETS {
+                    p.allow(use_bucket(scope, bucket));
+                }
             }
             Process::Worker => {
                 p.allow(scope.subjects(subjects::ELIGIBILITY_CHECK));
