@@ -5,9 +5,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions};
 
-use crate::BusError;
+use crate::{BusError, Process};
 
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
@@ -136,12 +136,16 @@ impl NatsSettings {
         settings::redact(&self.url)
     }
 
-    /// Options with the credentials, TLS and timeout applied; the caller may
-    /// add its own (reconnect policy, event callbacks) before
+    /// Options with the credentials, TLS and timeout applied, naming the
+    /// connection after `process` and receiving replies on its own inbox
+    /// ([`Process::inbox_prefix`]: the generated permissions let each user
+    /// subscribe to its own inbox only). The caller may add its own options
+    /// (reconnect policy, event callbacks) before
     /// [`NatsSettings::connect_with`].
-    pub fn options(&self, client_name: &str) -> ConnectOptions {
+    pub fn options(&self, process: Process) -> ConnectOptions {
         let mut options = ConnectOptions::new()
-            .name(client_name)
+            .name(process.client_name())
+            .custom_inbox_prefix(process.inbox_prefix())
             .connection_timeout(self.connection_timeout);
         match &self.auth {
             Some(Auth::UserPassword { user, password }) => {
@@ -162,21 +166,39 @@ impl NatsSettings {
         options
     }
 
-    /// Connects with [`NatsSettings::options`]. After this, async-nats
-    /// reconnects by itself when the server goes away.
-    pub async fn connect(&self, client_name: &str) -> Result<Client, BusError> {
-        self.connect_with(self.options(client_name)).await
+    /// Connects as `process` with [`NatsSettings::options`]. After this,
+    /// async-nats reconnects by itself when the server goes away.
+    pub async fn connect(&self, process: Process) -> Result<Client, BusError> {
+        self.connect_with(self.options(process)).await
     }
 
     /// Connects with `options` (built from [`NatsSettings::options`]).
     pub async fn connect_with(&self, options: ConnectOptions) -> Result<Client, BusError> {
         self.validate()?;
+        if self.auth.is_none() && !self.url.contains('@') {
+            // Fine for a local server without users; in production the
+            // server should refuse it (docs/security.md, NATS in production).
+            tracing::warn!(
+                nats = %self.redacted_url(),
+                "connecting to NATS without credentials: NATS_USER/NATS_PASSWORD and NATS_TOKEN are not set"
+            );
+        }
         options
             .connect(self.url.as_str())
             .await
-            .map_err(|e| BusError::Connect {
-                url: self.redacted_url(),
-                problem: e.to_string(),
+            .map_err(|e| {
+                let refused = e.kind() == ConnectErrorKind::AuthorizationViolation;
+                BusError::Connect {
+                    url: self.redacted_url(),
+                    problem: if refused {
+                        format!(
+                            "{e}: the server refused these credentials; set NATS_USER and NATS_PASSWORD (or NATS_TOKEN) to this process's user{}",
+                            if self.auth.is_none() { " (none are set)" } else { "" }
+                        )
+                    } else {
+                        format!("{e}; is nats-server running with JetStream enabled (-js)?")
+                    },
+                }
             })
     }
 }
@@ -239,7 +261,11 @@ mod tests {
             connection_timeout: Duration::from_secs(2),
             ..NatsSettings::new("nats://u:hunter2@127.0.0.1:1")
         };
-        let message = settings.connect("test").await.unwrap_err().to_string();
+        let message = settings
+            .connect(Process::Admin)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             message.starts_with("NATS_URL (nats://u:***@127.0.0.1:1)"),
             "{message}"

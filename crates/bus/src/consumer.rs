@@ -22,7 +22,13 @@ pub struct DurableConsumer {
 impl DurableConsumer {
     /// The durable's name on `spec` in `ns`.
     pub fn durable_name(&self, ns: &Namespace, spec: &StreamSpec) -> String {
-        ns.name(&format!("{}_{}", self.name, spec.name.to_ascii_lowercase()))
+        Self::durable_name_for(ns, &self.name, spec)
+    }
+
+    /// The durable's name for consumer name `name` on `spec` in `ns` (the
+    /// generated NATS permissions name it too).
+    pub fn durable_name_for(ns: &Namespace, name: &str, spec: &StreamSpec) -> String {
+        ns.name(&format!("{}_{}", name, spec.name.to_ascii_lowercase()))
     }
 
     pub fn config(&self, ns: &Namespace, spec: &StreamSpec) -> pull::Config {

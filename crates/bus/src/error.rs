@@ -7,8 +7,8 @@ pub enum BusError {
     /// A connection setting is unusable; `setting` is the variable to fix.
     #[error("{setting}: {problem}")]
     Setting { setting: String, problem: String },
-    /// `url` is already redacted.
-    #[error("NATS_URL ({url}): cannot connect: {problem}; is nats-server running with JetStream enabled (-js)?")]
+    /// `url` is already redacted; `problem` ends with what to check.
+    #[error("NATS_URL ({url}): cannot connect: {problem}")]
     Connect { url: String, problem: String },
     #[error("JetStream stream {stream}: {problem}")]
     Stream { stream: String, problem: String },

@@ -8,6 +8,7 @@
 //! subject contract (subject strings, stream subjects, header names) is
 //! `wire`'s.
 
+pub mod authorization;
 mod connection;
 mod consumer;
 mod ensure;
@@ -18,6 +19,7 @@ mod sessions;
 mod settings;
 mod topology;
 
+pub use authorization::Process;
 pub use connection::{Auth, NatsSettings, Secret, TlsSettings, DEFAULT_URL};
 pub use consumer::{ensure_consumer, DurableConsumer};
 pub use ensure::{ensure_streams, update_streams, Drift};

@@ -14,7 +14,7 @@ pub struct Namespace {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid NATS namespace {0:?}: use 1-32 characters from A-Z, a-z, 0-9, '_' and '-'")]
+#[error("invalid NATS namespace {0:?}: use 1-32 characters from A-Z, a-z, 0-9, '_' and '-', and not a subject's first token (events, commands, eligibility, webhooks, dead)")]
 pub struct NamespaceError(String);
 
 impl Namespace {
@@ -24,13 +24,18 @@ impl Namespace {
     }
 
     /// A prefixed namespace. The prefix becomes a subject token and part of
-    /// stream names, so it is limited to characters valid in both.
+    /// stream names, so it is limited to characters valid in both. It may
+    /// not be the first token of a contract subject (`events`, `dead`, …):
+    /// `dead.events.member.join` must mean a root dead letter, never an
+    /// event of namespace `dead`, or NATS permissions written for every
+    /// namespace could not tell them apart.
     pub fn prefixed(prefix: &str) -> Result<Self, NamespaceError> {
         let valid = !prefix.is_empty()
             && prefix.len() <= 32
             && prefix
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && !crate::authorization::contract_first_tokens().contains(&prefix);
         if valid {
             Ok(Namespace {
                 prefix: Some(prefix.to_owned()),
@@ -103,7 +108,16 @@ mod tests {
 
     #[test]
     fn prefixes_that_would_break_subjects_are_refused() {
-        for bad in ["", "a.b", "a b", "*", ">", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "a.b",
+            "a b",
+            "*",
+            ">",
+            &"x".repeat(33),
+            "events",
+            "dead",
+        ] {
             assert!(Namespace::prefixed(bad).is_err(), "{bad:?}");
         }
     }

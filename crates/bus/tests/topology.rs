@@ -15,11 +15,10 @@ struct Scratch {
 
 impl Scratch {
     async fn new(label: &str) -> Scratch {
-        let url = testkit::StackEnv::load().nats_url;
-        let client = bus::NatsSettings::new(url)
-            .connect("bus-test")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let client = testkit::StackEnv::load()
+            .nats
+            .connect(bus::Process::Admin)
+            .await;
         let prefix = format!("bus{label}{}", std::process::id());
         let namespace = Namespace::prefixed(&prefix).unwrap();
         Scratch {

@@ -167,7 +167,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         dashboard,
     } = args.validate()?;
     let store = crate::db_args::connect(store).await?;
-    let nats = args.nats.connect().await?;
+    let nats = args.nats.connect(bus::Process::Api).await?;
     let evaluator = eligibility::Evaluator::new(&chains)
         .map_err(|e| anyhow::anyhow!("CHAINS (--chains): {e}"))?;
     let listener = tokio::net::TcpListener::bind(addr)

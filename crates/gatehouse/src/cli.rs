@@ -49,6 +49,9 @@ pub enum Command {
     Commands(crate::commands_cmd::CommandsCommand),
     /// Run Discord gateway shards and publish their events to JetStream.
     Gateway(GatewayArgs),
+    /// Print the NATS server's users and permissions: one user per process
+    /// (gateway, worker, api, admin), each allowed only what it does.
+    NatsConfig(crate::nats_config_cmd::NatsConfigArgs),
     #[cfg(feature = "sim")]
     /// Run the bundled Discord simulator (gateway + REST) until Ctrl-C.
     Sim(SimArgs),

@@ -19,6 +19,7 @@ mod keys_cmd;
 mod logging;
 mod migrate;
 mod nats_args;
+mod nats_config_cmd;
 mod rechecks;
 mod rules_cmd;
 #[cfg(feature = "sim")]
@@ -76,6 +77,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Api(args) => api_cmd::run(args).await,
         Command::Commands(command) => commands_cmd::run(command).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
+        Command::NatsConfig(args) => nats_config_cmd::run(args),
         #[cfg(feature = "sim")]
         Command::Sim(args) => sim_cmd::run(args).await,
     }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bus::{Namespace, NatsSettings, StreamLimitSettings, StreamSettings, Topology};
+use bus::{Namespace, NatsSettings, Process, StreamLimitSettings, StreamSettings, Topology};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
@@ -104,12 +104,12 @@ impl NatsArgs {
         self.login.settings(self.nats_url.expose())
     }
 
-    /// Connects, or explains in one line what to fix. After this, async-nats
-    /// reconnects by itself when the server goes away.
-    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+    /// Connects as `process`, or explains in one line what to fix. After
+    /// this, async-nats reconnects by itself when the server goes away.
+    pub async fn connect(&self, process: Process) -> anyhow::Result<async_nats::Client> {
         let settings = self.settings()?;
         settings
-            .connect("gatehouse")
+            .connect(process)
             .await
             .context("is NATS running with JetStream? `scripts/stack up` starts one")
     }
@@ -124,13 +124,101 @@ pub fn namespace(prefix: &str) -> anyhow::Result<Namespace> {
     }
 }
 
-/// Connects to `url` without credentials (the demo and benchmarks, on the
-/// local stack).
-pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
-    NatsSettings::new(url)
-        .connect("gatehouse")
-        .await
-        .context("is NATS running with JetStream? `scripts/stack up` starts one")
+/// One NATS login per process, for the verbs that run several processes in
+/// one (the demo, the benchmarks): each connects with its own user, as it
+/// would in production. The variables are those `scripts/stack up` writes to
+/// `.stack/env`; a process without a user connects without credentials (a
+/// server without users).
+#[cfg(feature = "sim")]
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProcessLogins {
+    /// NATS user of the gateway.
+    #[arg(long = "nats-gateway-user", env = "GATEHOUSE_NATS_GATEWAY_USER")]
+    pub gateway_user: Option<String>,
+    /// Password of --nats-gateway-user.
+    #[arg(
+        long = "nats-gateway-password",
+        env = "GATEHOUSE_NATS_GATEWAY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub gateway_password: Option<settings::Secret>,
+    /// NATS user of the worker.
+    #[arg(long = "nats-worker-user", env = "GATEHOUSE_NATS_WORKER_USER")]
+    pub worker_user: Option<String>,
+    /// Password of --nats-worker-user.
+    #[arg(
+        long = "nats-worker-password",
+        env = "GATEHOUSE_NATS_WORKER_PASSWORD",
+        hide_env_values = true
+    )]
+    pub worker_password: Option<settings::Secret>,
+    /// NATS user of the admin API.
+    #[arg(long = "nats-api-user", env = "GATEHOUSE_NATS_API_USER")]
+    pub api_user: Option<String>,
+    /// Password of --nats-api-user.
+    #[arg(
+        long = "nats-api-password",
+        env = "GATEHOUSE_NATS_API_PASSWORD",
+        hide_env_values = true
+    )]
+    pub api_password: Option<settings::Secret>,
+    /// NATS user for setting up and removing the run's streams.
+    #[arg(long = "nats-admin-user", env = "GATEHOUSE_NATS_ADMIN_USER")]
+    pub admin_user: Option<String>,
+    /// Password of --nats-admin-user.
+    #[arg(
+        long = "nats-admin-password",
+        env = "GATEHOUSE_NATS_ADMIN_PASSWORD",
+        hide_env_values = true
+    )]
+    pub admin_password: Option<settings::Secret>,
+}
+
+#[cfg(feature = "sim")]
+impl ProcessLogins {
+    /// The user and password of `process`, if one is set.
+    pub fn login(&self, process: Process) -> anyhow::Result<Option<(String, settings::Secret)>> {
+        let (user, password) = match process {
+            Process::Gateway => (&self.gateway_user, &self.gateway_password),
+            Process::Worker => (&self.worker_user, &self.worker_password),
+            Process::Api => (&self.api_user, &self.api_password),
+            Process::Admin => (&self.admin_user, &self.admin_password),
+        };
+        match (user, password) {
+            (Some(user), Some(password)) => Ok(Some((user.clone(), password.clone()))),
+            (None, None) => Ok(None),
+            (Some(_), None) => anyhow::bail!(
+                "{}: not set, but {} is",
+                process.password_variable(),
+                process.user_variable()
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "{}: not set, but {} is",
+                process.user_variable(),
+                process.password_variable()
+            ),
+        }
+    }
+
+    /// The settings `process` connects to `url` with.
+    pub fn settings(&self, url: &str, process: Process) -> anyhow::Result<NatsSettings> {
+        let settings = NatsSettings {
+            auth: self
+                .login(process)?
+                .map(|(user, password)| bus::Auth::UserPassword { user, password }),
+            ..NatsSettings::new(url)
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Connects to `url` as `process`.
+    pub async fn connect(&self, url: &str, process: Process) -> anyhow::Result<async_nats::Client> {
+        self.settings(url, process)?
+            .connect(process)
+            .await
+            .context("is NATS running with JetStream? `scripts/stack up` starts one")
+    }
 }
 
 /// Stream limits, read by the gateway and the worker alike. Unset values
@@ -273,5 +361,32 @@ mod tests {
             .to_string();
         assert!(e.starts_with("NATS_PASSWORD"), "{e}");
         assert!(NatsLoginArgs::default().settings(bus::DEFAULT_URL).is_ok());
+    }
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn each_process_of_the_demo_logs_in_as_itself() {
+        let logins = ProcessLogins {
+            gateway_user: Some("gateway".into()),
+            gateway_password: Some(settings::Secret::new("gw-pass")),
+            worker_user: Some("worker".into()),
+            ..ProcessLogins::default()
+        };
+        let gateway = logins.settings(bus::DEFAULT_URL, Process::Gateway).unwrap();
+        assert!(matches!(
+            gateway.auth,
+            Some(bus::Auth::UserPassword { ref user, .. }) if user == "gateway"
+        ));
+        // No user at all: a server without users.
+        let api = logins.settings(bus::DEFAULT_URL, Process::Api).unwrap();
+        assert!(api.auth.is_none());
+        let e = logins
+            .settings(bus::DEFAULT_URL, Process::Worker)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("GATEHOUSE_NATS_WORKER_PASSWORD: not set"),
+            "{e}"
+        );
     }
 }

@@ -383,7 +383,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let store = crate::db_args::connect(store).await?;
-    let nats = args.nats.connect().await?;
+    let nats = args.nats.connect(bus::Process::Worker).await?;
     let jetstream = async_nats::jetstream::new(nats);
 
     let role_sync = match discord {

@@ -131,8 +131,7 @@ impl AdminWorld {
             label.replace('_', "")
         ))
         .unwrap();
-        let client = async_nats::connect(&db.env.nats_url).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+        let js = db.env.nats.jetstream(bus::Process::Admin).await;
         let topology = bus::Topology::new(ns.clone()).with_storage(bus::Storage::Memory);
         bus::ensure_streams(&js, &topology).await.unwrap();
         let url = db.app_pgbouncer_url();
@@ -146,12 +145,15 @@ impl AdminWorld {
         }
     }
 
+    /// Runs an admin verb as an operator would: it publishes re-check
+    /// requests as the api user.
     fn run(&self, args: &[&str]) -> Output {
-        let env = [
+        let nats = self.db.env.nats.env(bus::Process::Api);
+        let mut env = vec![
             ("DATABASE_URL", self.url.as_str()),
-            ("NATS_URL", self.db.env.nats_url.as_str()),
             ("NATS_NAMESPACE", self.ns.prefix().unwrap()),
         ];
+        env.extend(nats.iter().map(|(k, v)| (*k, v.as_str())));
         gatehouse(args, &env)
     }
 
@@ -457,4 +459,33 @@ async fn badges_are_defined_validated_listed_and_granted_by_hand() {
     );
     assert!(listing.contains("pioneer"), "{listing}");
     w.finish().await;
+}
+
+#[test]
+fn nats_config_prints_the_committed_production_configuration() {
+    let out = gatehouse(&["nats-config"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let committed =
+        std::fs::read_to_string(testkit::workspace_root().join("deploy/nats/authorization.conf"))
+            .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+
+    let out = gatehouse(
+        &["nats-config"],
+        &[("NATS_NAMESPACE", "t1"), ("WORKER_CONSUMER", "w")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"t1.events.>\""), "{text}");
+    assert!(
+        text.contains("\"$JS.API.CONSUMER.MSG.NEXT.t1_EVENTS.t1_w_events\""),
+        "{text}"
+    );
+
+    let out = gatehouse(&["nats-config", "--namespace", "events"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        error_line(&out).contains("NATS_NAMESPACE"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -40,7 +40,7 @@ impl Stack {
     async fn start(label: &str, guilds: usize) -> (Stack, Vec<GuildId>) {
         let db = TestDb::create(label).await;
         let store = db.store(8).await;
-        let nats = NatsScope::new(&db.env.nats_url).await;
+        let nats = NatsScope::new(&db.env.nats).await;
         let sim = Simulator::start(SimConfig {
             token: TOKEN.into(),
             identify_interval_ms: 0,
@@ -68,12 +68,12 @@ impl Stack {
         bus::ensure_streams(&stack.nats.js, &stack.topology())
             .await
             .unwrap();
-        stack.start_worker();
+        stack.start_worker().await;
         stack.start_gateway().await;
         (stack, guild_ids)
     }
 
-    fn start_worker(&mut self) {
+    async fn start_worker(&mut self) {
         let mut chain = eligibility::ChainConfig::new(vec![self.chain.url()]);
         chain.timeout_ms = 500;
         chain.cache_ttl_secs = 0;
@@ -109,9 +109,10 @@ impl Stack {
             ..worker::WorkerConfig::default()
         };
         let token = CancellationToken::new();
+        // Each process with its own NATS user, as in production.
         let task = tokio::spawn(worker::run(
             config,
-            self.nats.js.clone(),
+            self.nats.jetstream(bus::Process::Worker).await,
             self.store.clone(),
             Some(std::sync::Arc::new(role_sync)),
             token.clone(),
@@ -134,13 +135,14 @@ impl Stack {
             discord_gateway_url: Some(self.sim.gateway_url()),
             discord_api_url: Some(self.sim.api_url()),
             identify_queue: Some("unlimited".into()),
-            nats_url: Some(self.db.env.nats_url.clone().into()),
+            nats_url: Some(self.db.env.nats.url().to_owned().into()),
             nats_namespace: self.nats.ns.prefix().map(str::to_owned),
             http_addr: Some("127.0.0.1:0".into()),
             ..Default::default()
         };
         let mut config = gateway::GatewayConfig::from_settings(settings).unwrap();
         config.topology = self.topology();
+        config.nats = self.db.env.nats.settings(bus::Process::Gateway);
         self.gateway = Some(gateway::Gateway::start(config).await.unwrap());
     }
 
@@ -358,7 +360,7 @@ async fn joins_survive_a_gateway_resume_and_a_killed_worker_exactly_once() {
     for _ in 0..20 {
         members.push(stack.join(guild));
     }
-    stack.start_worker();
+    stack.start_worker().await;
 
     let all = members.len() as i64;
     assert_eq!(

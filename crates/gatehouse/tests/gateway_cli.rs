@@ -19,7 +19,8 @@ async fn simulator() -> Simulator {
     testkit::sim::start_fast(TOKEN).await
 }
 
-/// The gateway binary pointed at `sim` and `nats`, logging JSON at `debug`.
+/// The gateway binary pointed at `sim` and `nats` (as the gateway user, from
+/// NATS_USER and NATS_PASSWORD), logging JSON at `debug`.
 fn gateway(sim: &Simulator, nats: &NatsServer, token: &str, extra: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
     cmd.arg("gateway")
@@ -31,7 +32,8 @@ fn gateway(sim: &Simulator, nats: &NatsServer, token: &str, extra: &[(&str, &str
         .env("IDENTIFY_QUEUE", "unlimited")
         .env("DISCORD_GATEWAY_URL", sim.gateway_url())
         .env("DISCORD_API_URL", sim.api_url())
-        .env("NATS_URL", nats.url())
+        .env_remove("NATS_TOKEN")
+        .envs(nats.access().env(bus::Process::Gateway))
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")
@@ -209,11 +211,11 @@ async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
         ..TrafficSpec::default()
     });
     // Stop it mid-stream: once part of the traffic is in, not at a guess.
-    let url = nats.url();
+    let access = nats.access();
     testkit::eventually(
         "100 events published by the first gateway",
         WAIT,
-        || async { stream_len(&url, "EVENTS").await >= 100 },
+        || async { stream_len(&access, "EVENTS").await >= 100 },
     )
     .await;
     sigterm(&first);
@@ -229,12 +231,22 @@ async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
         first_output.contains("session stored for the next process"),
         "{first_output}"
     );
+    let password = access
+        .env(bus::Process::Gateway)
+        .into_iter()
+        .find(|(k, _)| *k == "NATS_PASSWORD")
+        .map(|(_, v)| v)
+        .expect("the private server has users");
+    assert!(
+        !first_output.contains(&password),
+        "the NATS password leaked"
+    );
 
     let second = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
     until_ready(http, "second").await;
     let report = traffic.wait().await;
     assert!(report.emitted > 0);
-    assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
+    assert_exactly_once(&sim, &nats.access(), "EVENTS", 0..2, "").await;
     for shard in 0..2 {
         let t = control.transcript(shard);
         assert_eq!(

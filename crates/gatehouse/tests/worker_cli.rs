@@ -18,7 +18,8 @@ fn worker(h: &Harness) -> tokio::process::Child {
     Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .arg("worker")
         .env("DATABASE_URL", h.db.app_pgbouncer_url())
-        .env("NATS_URL", &h.db.env.nats_url)
+        .env_remove("NATS_TOKEN")
+        .envs(h.nats.access.env(bus::Process::Worker))
         .env("NATS_NAMESPACE", h.nats.ns.prefix().unwrap())
         .env("STREAM_STORAGE", "memory")
         .env("WORKER_CONCURRENCY", "8")
@@ -116,7 +117,7 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_applies_nothing_twice() {
         .await
         .unwrap();
     let ns = bus::Namespace::root();
-    let js = testkit::nats::jetstream(&nats.url()).await;
+    let js = nats.access().jetstream(bus::Process::Admin).await;
     // File storage, as in production: the streams survive the restart.
     bus::ensure_streams(&js, &bus::Topology::new(ns.clone()))
         .await
@@ -127,7 +128,8 @@ async fn a_nats_restart_mid_stream_loses_nothing_and_applies_nothing_twice() {
     let mut worker = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .arg("worker")
         .env("DATABASE_URL", db.app_pgbouncer_url())
-        .env("NATS_URL", nats.url())
+        .env_remove("NATS_TOKEN")
+        .envs(nats.access().env(bus::Process::Worker))
         .env("WORKER_CONCURRENCY", "8")
         // Acks sent while NATS was down are lost: those messages come back
         // after this, and the test waits for them to prove they change

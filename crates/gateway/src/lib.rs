@@ -287,7 +287,7 @@ async fn connect_nats(
 ) -> Result<async_nats::Client, GatewayError> {
     let options = config
         .nats
-        .options("gatehouse-gateway")
+        .options(bus::Process::Gateway)
         .max_reconnects(None)
         // Reconnect quickly: every second without NATS is a second of
         // events piling up in the buffer.

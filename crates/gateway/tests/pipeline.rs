@@ -25,7 +25,7 @@ async fn every_event_reaches_jetstream_once_over_two_shards() {
         members_per_guild: 3,
         roles_per_guild: 2,
     });
-    let gateway = start(settings(&sim, &nats.url(), "0-1", 2)).await;
+    let gateway = start(settings(&sim, &nats, "0-1", 2), &nats).await;
     until_ready(&gateway, "at start").await;
 
     // One of each kind of event, on guilds of both shards.
@@ -70,8 +70,8 @@ async fn every_event_reaches_jetstream_once_over_two_shards() {
     control.guild_outage(guilds[2]).expect("outage");
     control.remove_guild(guilds[3]).expect("bot removed");
 
-    let events = assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
-    let commands = assert_exactly_once(&sim, &nats.url(), "COMMANDS", 0..2, "").await;
+    let events = assert_exactly_once(&sim, &nats.access(), "EVENTS", 0..2, "").await;
+    let commands = assert_exactly_once(&sim, &nats.access(), "COMMANDS", 0..2, "").await;
 
     // Every envelope came from the shard Discord routes its guild to.
     for stored in events.iter().chain(&commands) {
@@ -154,7 +154,7 @@ async fn survives(fault: Fault, every_join: bool) -> discord_sim::ShardTranscrip
         members_per_guild: 2,
         roles_per_guild: 1,
     })[0];
-    let gateway = start(settings(&sim, &nats.url(), "0", 1)).await;
+    let gateway = start(settings(&sim, &nats, "0", 1), &nats).await;
     until_ready(&gateway, "at start").await;
 
     let mut users = Vec::new();
@@ -176,9 +176,9 @@ async fn survives(fault: Fault, every_join: bool) -> discord_sim::ShardTranscrip
     if every_join {
         // A zombie connection delivers nothing until Twilight notices it:
         // wait for the joins themselves, not only for what was sent so far.
-        let url = nats.url();
+        let access = nats.access();
         testkit::eventually("every member.join in EVENTS", WAIT, || async {
-            nats::read_stream(&url, "EVENTS")
+            nats::read_stream(&access, "EVENTS")
                 .await
                 .iter()
                 .filter(|s| s.envelope.event_type() == Some(EventType::MemberJoin))
@@ -187,7 +187,7 @@ async fn survives(fault: Fault, every_join: bool) -> discord_sim::ShardTranscrip
         })
         .await;
     }
-    let stored = assert_exactly_once(&sim, &nats.url(), "EVENTS", [0], "").await;
+    let stored = assert_exactly_once(&sim, &nats.access(), "EVENTS", [0], "").await;
     // Beyond matching the simulator: each join we caused is there.
     for user in users.iter().filter(|_| every_join) {
         assert!(
@@ -261,13 +261,13 @@ async fn nats_outage_blocks_then_delivers_everything_once() {
         members_per_guild: 2,
         roles_per_guild: 1,
     });
-    let mut s = settings(&sim, &nats.url(), "0-1", 2);
+    let mut s = settings(&sim, &nats, "0-1", 2);
     // A tiny buffer, so that the outage fills it and backpressure stops the
     // shards from being read: nothing may be dropped either way.
     s.publish_buffer = Some(4);
     s.publish_window = Some(2);
     s.publish_ack_timeout = Some("500ms".into());
-    let gateway = start(s).await;
+    let gateway = start(s, &nats).await;
     until_ready(&gateway, "at start").await;
 
     let traffic = |events| TrafficSpec {
@@ -297,7 +297,7 @@ async fn nats_outage_blocks_then_delivers_everything_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     nats.resume();
 
-    assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
+    assert_exactly_once(&sim, &nats.access(), "EVENTS", 0..2, "").await;
     until_ready(&gateway, "after NATS came back").await;
     let summary = gateway.shutdown().await.expect("clean shutdown");
     assert_eq!(summary.publish.abandoned, 0);
@@ -314,14 +314,14 @@ async fn a_restarted_gateway_resumes_its_sessions() {
         members_per_guild: 2,
         roles_per_guild: 1,
     });
-    let first = start(settings(&sim, &nats.url(), "0-1", 2)).await;
+    let first = start(settings(&sim, &nats, "0-1", 2), &nats).await;
     until_ready(&first, "at start").await;
     for &g in &guilds {
         control
             .add_member(g, NewMember::default())
             .expect("member added");
     }
-    assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
+    assert_exactly_once(&sim, &nats.access(), "EVENTS", 0..2, "").await;
     let summary = first.shutdown().await.expect("clean shutdown");
     assert_eq!(summary.sessions_saved, 2);
     for shard in 0..2 {
@@ -335,9 +335,9 @@ async fn a_restarted_gateway_resumes_its_sessions() {
             .add_member(g, NewMember::default())
             .expect("member added");
     }
-    let second = start(settings(&sim, &nats.url(), "0-1", 2)).await;
+    let second = start(settings(&sim, &nats, "0-1", 2), &nats).await;
     until_ready(&second, "at start").await;
-    let stored = assert_exactly_once(&sim, &nats.url(), "EVENTS", 0..2, "").await;
+    let stored = assert_exactly_once(&sim, &nats.access(), "EVENTS", 0..2, "").await;
     assert_eq!(
         stored
             .iter()
@@ -363,13 +363,13 @@ async fn a_namespace_keeps_tests_apart_on_a_shared_server() {
         members_per_guild: 1,
         roles_per_guild: 1,
     });
-    let mut s = settings(&sim, &nats.url(), "0", 1);
+    let mut s = settings(&sim, &nats, "0", 1);
     s.nats_namespace = Some("ns1".into());
-    let gateway = start(s).await;
+    let gateway = start(s, &nats).await;
     until_ready(&gateway, "at start").await;
-    let stored = assert_exactly_once(&sim, &nats.url(), "ns1_EVENTS", [0], "ns1.").await;
+    let stored = assert_exactly_once(&sim, &nats.access(), "ns1_EVENTS", [0], "ns1.").await;
     assert_eq!(stored.len(), 2);
-    assert_eq!(nats::stream_len(&nats.url(), "EVENTS").await, 0);
+    assert_eq!(nats::stream_len(&nats.access(), "EVENTS").await, 0);
     gateway.shutdown().await.expect("clean shutdown");
     sim.shutdown().await;
 }
@@ -386,12 +386,13 @@ async fn a_forged_resume_url_in_the_session_bucket_never_receives_the_token() {
         members_per_guild: 1,
         roles_per_guild: 1,
     });
-    let first = start(settings(&sim, &nats.url(), "0-1", 2)).await;
+    let first = start(settings(&sim, &nats, "0-1", 2), &nats).await;
     until_ready(&first, "at start").await;
     let summary = first.shutdown().await.expect("clean shutdown");
     assert_eq!(summary.sessions_saved, 2);
 
-    // The attacker's listener, and the stored sessions pointed at it.
+    // The attacker's listener, and the stored sessions pointed at it (by
+    // the admin user: no other may write the bucket, see the bus tests).
     let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trap_url = format!("ws://{}", trap.local_addr().unwrap());
     let caught = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -401,8 +402,10 @@ async fn a_forged_resume_url_in_the_session_bucket_never_receives_the_token() {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let kv = async_nats::jetstream::new(client)
+    let kv = nats
+        .access()
+        .jetstream(bus::Process::Admin)
+        .await
         .get_key_value(bus::Topology::new(bus::Namespace::root()).sessions_bucket())
         .await
         .unwrap();
@@ -417,7 +420,7 @@ async fn a_forged_resume_url_in_the_session_bucket_never_receives_the_token() {
             .unwrap();
     }
 
-    let second = start(settings(&sim, &nats.url(), "0-1", 2)).await;
+    let second = start(settings(&sim, &nats, "0-1", 2), &nats).await;
     until_ready(&second, "after the forged sessions").await;
     assert_eq!(
         caught.load(std::sync::atomic::Ordering::SeqCst),

@@ -25,7 +25,8 @@ pub struct StackEnv {
     pub app_password: String,
     pub pg_port: u16,
     pub pgbouncer_port: u16,
-    pub nats_url: String,
+    /// The stack's NATS server and each process's login on it.
+    pub nats: crate::nats::NatsAccess,
 }
 
 impl StackEnv {
@@ -54,9 +55,36 @@ impl StackEnv {
             app_password: need("GATEHOUSE_APP_PASSWORD"),
             pg_port: port("GATEHOUSE_PG_PORT", 5432),
             pgbouncer_port: port("GATEHOUSE_PGBOUNCER_PORT", 6432),
-            nats_url: get("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            nats: nats_access(&get),
         }
     }
+}
+
+/// The stack's NATS: NATS_URL, and each process's user and password
+/// (`GATEHOUSE_NATS_GATEWAY_USER`, `GATEHOUSE_NATS_GATEWAY_PASSWORD`, …).
+/// A stack that names no admin user is a server without users, reached
+/// without credentials.
+fn nats_access(get: &dyn Fn(&str) -> Option<String>) -> crate::nats::NatsAccess {
+    let url = get("NATS_URL").unwrap_or_else(|| bus::DEFAULT_URL.into());
+    if get(bus::Process::Admin.user_variable()).is_none() {
+        return crate::nats::NatsAccess::anonymous(url);
+    }
+    let logins = bus::Process::ALL
+        .into_iter()
+        .map(|process| {
+            let need = |key: &str| {
+                get(key).unwrap_or_else(|| {
+                    panic!("{key} is not set but {} is: run `scripts/stack up` again to rewrite .stack/env", bus::Process::Admin.user_variable())
+                })
+            };
+            let login = (
+                need(process.user_variable()),
+                need(process.password_variable()),
+            );
+            (process, login)
+        })
+        .collect();
+    crate::nats::NatsAccess::new(url, logins)
 }
 
 /// The workspace root (this crate lives in crates/testkit).

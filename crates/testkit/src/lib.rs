@@ -4,6 +4,7 @@
 //! - [`db`]: throwaway, migrated databases ([`TestDb`]);
 //! - [`nats`]: a private nats-server per test, a namespace of the test's own
 //!   on the shared one (deleted with the value), and reading a stream back;
+//!   both with a NATS user per process, as in production ([`nats::NatsAccess`]);
 //! - [`mod@eventually`]: awaiting a condition, failing with what was awaited;
 //! - [`drained`]: waiting until the durable consumers have nothing pending,
 //!   so a test that proves "no second effect" looks only after every copy

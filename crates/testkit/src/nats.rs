@@ -2,20 +2,134 @@
 //! temp directory, a free port) for tests that stop and restart NATS, and a
 //! namespace of the test's own on the stack's shared server for the rest.
 //! Both leave nothing behind.
+//!
+//! Both run with authorization, as production does: a private server gets
+//! the configuration `gatehouse nats-config` generates (for every namespace,
+//! or for one: [`NatsServer::start_with`]) with fresh passwords, and the
+//! stack's server has its own (`.stack/env`). A test reaches either through
+//! a [`NatsAccess`] and connects as the process it plays: a gateway as
+//! [`Process::Gateway`], a worker as [`Process::Worker`], setup and
+//! inspection as [`Process::Admin`].
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use bus::Namespace;
+use bus::authorization::{Authorization, Scope};
+use bus::{Auth, Namespace, NatsSettings, Process};
+
+/// How to reach one NATS server and log in as each process.
+#[derive(Clone)]
+pub struct NatsAccess {
+    url: String,
+    /// `None`: a server that takes anyone (a stack started before NATS had
+    /// users); every process then connects without credentials.
+    logins: Option<Arc<BTreeMap<Process, Login>>>,
+}
+
+struct Login {
+    user: String,
+    password: String,
+}
+
+impl fmt::Debug for NatsAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsAccess")
+            .field("url", &self.url)
+            .field("authorized", &self.logins.is_some())
+            .finish()
+    }
+}
+
+impl NatsAccess {
+    /// `url` with a user and password per process.
+    pub fn new(url: impl Into<String>, logins: BTreeMap<Process, (String, String)>) -> Self {
+        NatsAccess {
+            url: url.into(),
+            logins: Some(Arc::new(
+                logins
+                    .into_iter()
+                    .map(|(p, (user, password))| (p, Login { user, password }))
+                    .collect(),
+            )),
+        }
+    }
+
+    /// `url`, connecting without credentials.
+    pub fn anonymous(url: impl Into<String>) -> Self {
+        NatsAccess {
+            url: url.into(),
+            logins: None,
+        }
+    }
+
+    /// The server's URL, without credentials.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether the server has users (and refuses anonymous connections).
+    pub fn is_authorized(&self) -> bool {
+        self.logins.is_some()
+    }
+
+    fn login(&self, process: Process) -> Option<&Login> {
+        let logins = self.logins.as_ref()?;
+        Some(
+            logins
+                .get(&process)
+                .unwrap_or_else(|| panic!("no NATS login for the {process} user")),
+        )
+    }
+
+    /// The settings `process` connects with.
+    pub fn settings(&self, process: Process) -> NatsSettings {
+        NatsSettings {
+            auth: self.login(process).map(|l| Auth::UserPassword {
+                user: l.user.clone(),
+                password: bus::Secret::new(l.password.clone()),
+            }),
+            ..NatsSettings::new(self.url.clone())
+        }
+    }
+
+    /// Connects as `process`; panics naming the server when it cannot.
+    pub async fn connect(&self, process: Process) -> async_nats::Client {
+        self.settings(process)
+            .connect(process)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to NATS as {process}: {e}"))
+    }
+
+    /// JetStream as `process`.
+    pub async fn jetstream(&self, process: Process) -> jetstream::Context {
+        jetstream::new(self.connect(process).await)
+    }
+
+    /// The environment a child `gatehouse` process needs to connect as
+    /// `process`: NATS_URL, and NATS_USER and NATS_PASSWORD when the server
+    /// has users.
+    pub fn env(&self, process: Process) -> Vec<(&'static str, String)> {
+        let mut env = vec![("NATS_URL", self.url.clone())];
+        if let Some(login) = self.login(process) {
+            env.push(("NATS_USER", login.user.clone()));
+            env.push(("NATS_PASSWORD", login.password.clone()));
+        }
+        env
+    }
+}
 
 /// A nats-server child process; killed on drop.
 pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    passwords: BTreeMap<Process, String>,
 }
 
 fn binary() -> PathBuf {
@@ -37,20 +151,68 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+const CONFIG: &str = "nats.conf";
+const AUTHORIZATION: &str = "authorization.conf";
+const LOG: &str = "nats.log";
+const STDERR: &str = "nats.stderr";
+
 impl NatsServer {
+    /// A server with the users and permissions of the local stack: every
+    /// namespace ([`Scope::Any`]).
     pub fn start() -> Self {
+        Self::start_with(&Authorization::new(Scope::Any))
+    }
+
+    /// A server with the users and permissions `authorization` generates,
+    /// each user with a fresh random password.
+    pub fn start_with(authorization: &Authorization) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for JetStream");
+        std::fs::write(
+            dir.path().join(CONFIG),
+            format!("# A private test server.\ninclude ./{AUTHORIZATION}\n"),
+        )
+        .expect("writing the server's configuration");
+        std::fs::write(
+            dir.path().join(AUTHORIZATION),
+            bus::authorization::render(authorization),
+        )
+        .expect("writing the server's authorization");
+        // nats-server reads a variable's value as a configuration value:
+        // one that starts with a digit would be taken for a number.
+        let passwords = Process::ALL
+            .into_iter()
+            .map(|p| (p, format!("p{:032x}", rand::random::<u128>())))
+            .collect();
         let mut server = Self {
             port: free_port(),
             dir,
             child: None,
+            passwords,
         };
         server.resume();
         server
     }
 
+    /// The URL, without credentials.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL and every process's login.
+    pub fn access(&self) -> NatsAccess {
+        NatsAccess::new(
+            self.url(),
+            self.passwords
+                .iter()
+                .map(|(p, pw)| (*p, (p.name().to_owned(), pw.clone())))
+                .collect(),
+        )
+    }
+
+    /// What the server has logged so far (permission violations among it).
+    pub fn log(&self) -> String {
+        let read = |name| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        read(STDERR) + &read(LOG)
     }
 
     /// Starts the server again on the same port and store directory.
@@ -58,12 +220,26 @@ impl NatsServer {
         assert!(self.child.is_none(), "already running");
         let bin = binary();
         let child = Command::new(&bin)
+            .arg("-c")
+            .arg(self.dir.path().join(CONFIG))
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")
             .arg(self.dir.path())
+            .arg("-l")
+            .arg(self.dir.path().join(LOG))
+            // The generated configuration reads each password from here.
+            .envs(
+                self.passwords
+                    .iter()
+                    .map(|(p, pw)| (p.password_variable(), pw.as_str())),
+            )
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // A configuration error is printed before the log file opens.
+            .stderr(
+                std::fs::File::create(self.dir.path().join(STDERR))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            )
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -74,7 +250,14 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("nats-server exited ({status}): {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -94,35 +277,40 @@ impl Drop for NatsServer {
     }
 }
 
-/// JetStream on `url`; panics naming the server when it cannot connect.
-pub async fn jetstream(url: &str) -> jetstream::Context {
-    let client = async_nats::connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to NATS at {url}: {e}"));
-    jetstream::new(client)
-}
-
 /// A namespace of its own on a shared NATS server, so parallel tests cannot
 /// see each other's streams. Every stream whose name carries the namespace
 /// (the contract streams and the key-value buckets a gateway makes) is
 /// deleted when the value is dropped.
 pub struct NatsScope {
+    /// The server, to connect as another process.
+    pub access: NatsAccess,
+    /// JetStream as the admin user: setup, inspection and cleanup.
     pub js: jetstream::Context,
+    /// JetStream as the gateway: publishing events as the gateway does.
+    pub gateway: jetstream::Context,
     pub ns: Namespace,
 }
 
 impl NatsScope {
-    /// A fresh namespace on the server at `url`.
-    pub async fn new(url: &str) -> NatsScope {
+    /// A fresh namespace on the server `access` reaches.
+    pub async fn new(access: &NatsAccess) -> NatsScope {
         let ns = Namespace::prefixed(&format!("t{:016x}", rand::random::<u64>()))
             .expect("a valid namespace");
         NatsScope {
-            js: jetstream(url).await,
+            access: access.clone(),
+            js: access.jetstream(Process::Admin).await,
+            gateway: access.jetstream(Process::Gateway).await,
             ns,
         }
     }
 
-    /// Publishes as the gateway does: the envelope id as `Nats-Msg-Id`.
+    /// JetStream as `process` (a connection of its own).
+    pub async fn jetstream(&self, process: Process) -> jetstream::Context {
+        self.access.jetstream(process).await
+    }
+
+    /// Publishes as the gateway does: as the gateway user, with the
+    /// envelope id as `Nats-Msg-Id`.
     pub async fn publish(&self, envelope: &wire::Envelope) {
         self.publish_with_msg_id(envelope, envelope.id.as_str())
             .await;
@@ -131,7 +319,7 @@ impl NatsScope {
     /// Publishes `envelope` under another message id, which gets a copy
     /// past JetStream's dedupe window (as a late redelivery would).
     pub async fn publish_with_msg_id(&self, envelope: &wire::Envelope, msg_id: &str) {
-        publish_with_msg_id(&self.js, &self.ns, envelope, msg_id).await;
+        publish_with_msg_id(&self.gateway, &self.ns, envelope, msg_id).await;
     }
 
     /// Waits until every durable consumer on this namespace's streams has
@@ -189,9 +377,9 @@ pub struct Stored {
     pub envelope: wire::Envelope,
 }
 
-/// Every message of `stream`, in stream order.
-pub async fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
-    let js = jetstream(url).await;
+/// Every message of `stream`, in stream order (read as the admin user).
+pub async fn read_stream(nats: &NatsAccess, stream: &str) -> Vec<Stored> {
+    let js = nats.jetstream(Process::Admin).await;
     let Ok(mut handle) = js.get_stream(stream).await else {
         return Vec::new();
     };
@@ -219,8 +407,8 @@ pub async fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
 
 /// The number of messages in `stream` (0 if it does not exist or NATS is
 /// down: callers poll it until it is what they expect).
-pub async fn stream_len(url: &str, stream: &str) -> u64 {
-    let Ok(client) = async_nats::connect(url).await else {
+pub async fn stream_len(nats: &NatsAccess, stream: &str) -> u64 {
+    let Ok(client) = nats.settings(Process::Admin).connect(Process::Admin).await else {
         return 0;
     };
     let js = jetstream::new(client);

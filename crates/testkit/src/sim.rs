@@ -95,13 +95,13 @@ pub fn described_ids(
 /// scenario includes a reconnect and a resume.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// Waits until `stream` on `nats_url` holds exactly the ids the simulator
+/// Waits until `stream` on the server `nats` reaches holds exactly the ids the simulator
 /// sent to `shards`, then checks that no id is there twice and that each
 /// message's `Nats-Msg-Id` and subject (under `subject_prefix`) match its
 /// envelope. Returns what was stored.
 pub async fn assert_exactly_once(
     sim: &Simulator,
-    nats_url: &str,
+    nats: &crate::nats::NatsAccess,
     stream: &str,
     shards: impl IntoIterator<Item = u32> + Clone,
     subject_prefix: &str,
@@ -109,7 +109,7 @@ pub async fn assert_exactly_once(
     let deadline = Instant::now() + SETTLE;
     let (settled, last) = loop {
         let expected = expected_ids(sim, stream, shards.clone());
-        let stored = stream_len(nats_url, stream).await;
+        let stored = stream_len(nats, stream).await;
         if stored as usize == expected.len() && !expected.is_empty() {
             break (true, (expected.len(), stored));
         }
@@ -118,7 +118,7 @@ pub async fn assert_exactly_once(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let stored = read_stream(nats_url, stream).await;
+    let stored = read_stream(nats, stream).await;
     let ids: Vec<String> = stored.iter().map(|s| s.envelope.id.to_string()).collect();
     let unique: BTreeSet<String> = ids.iter().cloned().collect();
     assert_eq!(unique.len(), ids.len(), "an id is in the stream twice");

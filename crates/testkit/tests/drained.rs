@@ -22,7 +22,7 @@ async fn drains_within(scope: &NatsScope, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_for_undelivered_and_unacknowledged_messages() {
-    let scope = NatsScope::new(&StackEnv::load().nats_url).await;
+    let scope = NatsScope::new(&StackEnv::load().nats).await;
     let spec = wire::subjects::EVENTS;
     let stream = scope
         .js

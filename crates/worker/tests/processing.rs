@@ -186,7 +186,7 @@ async fn two_workers_share_the_stream_and_each_event_has_one_effect() {
     let stop_other = tokio_util::sync::CancellationToken::new();
     let other = tokio::spawn(worker::run(
         h.config.clone(),
-        h.nats.js.clone(),
+        h.nats.jetstream(bus::Process::Worker).await,
         other_store.clone(),
         None,
         stop_other.clone(),

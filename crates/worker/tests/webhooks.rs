@@ -223,7 +223,7 @@ async fn a_member_join_is_delivered_once_signed_and_never_again() {
     .await;
     h.drained().await;
     for _ in 0..2 {
-        let report = worker::dispatch_webhooks(&h.store, &h.nats.js, &h.nats.ns)
+        let report = worker::dispatch_webhooks(&h.store, &h.worker_js, &h.nats.ns)
             .await
             .unwrap();
         assert_eq!(report.created, 0, "{report:?}");

@@ -61,12 +61,12 @@ impl Api {
     ) -> Api {
         let db = TestDb::create(label).await;
         let store = db.store(8).await;
-        let nats = NatsScope::new(&db.env.nats_url).await;
+        let nats = NatsScope::new(&db.env.nats).await;
         // Re-check requests need the ELIGIBILITY stream to be acknowledged.
         bus::ensure_streams(&nats.js, &bus::Topology::new(nats.ns.clone()))
             .await
             .expect("streams");
-        let client = async_nats::connect(&db.env.nats_url).await.expect("NATS");
+        let client = db.env.nats.connect(bus::Process::Api).await;
         let evaluator = Arc::new(eligibility::Evaluator::new(&chains).expect("evaluator"));
         let state = AppState::new(
             store.clone(),
@@ -93,9 +93,7 @@ impl Api {
 
     /// A second server on the same database and NATS: another `api` process.
     pub async fn another_process(&self) -> (String, JoinHandle<()>) {
-        let client = async_nats::connect(&self.db.env.nats_url)
-            .await
-            .expect("NATS");
+        let client = self.db.env.nats.connect(bus::Process::Api).await;
         let state = AppState::new(
             self.store.clone(),
             client,

@@ -27,6 +27,11 @@ pub struct BenchGatewayArgs {
     )]
     pub nats_url: String,
 
+    /// The gateway's NATS user, and the admin user that removes the run's
+    /// streams: `.stack/env` names them.
+    #[command(flatten)]
+    pub nats_logins: crate::nats_args::ProcessLogins,
+
     /// Guild counts to measure, one gateway run each.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub guilds: Vec<usize>,
@@ -83,7 +88,10 @@ pub struct GatewayReport {
 const TOKEN: &str = "bench-token";
 
 pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
-    let client = crate::nats_args::connect(&args.nats_url).await?;
+    let client = args
+        .nats_logins
+        .connect(&args.nats_url, bus::Process::Admin)
+        .await?;
     let jetstream = async_nats::jetstream::new(client);
     let mut runs = Vec::new();
     for &guilds in &args.guilds {
@@ -155,7 +163,8 @@ async fn one_run(
     let topology = bus::Topology::new(crate::nats_args::namespace(&namespace)?);
     let events_stream = topology.namespace.stream_name(&wire::subjects::EVENTS);
     let exe = std::env::current_exe().context("locating the gatehouse binary")?;
-    let mut child = Command::new(exe)
+    let mut child = Command::new(exe);
+    child
         .arg("gateway")
         .env_remove("DISCORD_BOT_TOKEN")
         .env_remove("GATEWAY_CONFIG")
@@ -170,11 +179,19 @@ async fn one_run(
         .env("HTTP_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "warn")
+        .env_remove("NATS_USER")
+        .env_remove("NATS_PASSWORD")
+        .env_remove("NATS_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting `gatehouse gateway`")?;
+        .kill_on_drop(true);
+    // The production gateway, as production runs it: with its own user.
+    if let Some((user, password)) = args.nats_logins.login(bus::Process::Gateway)? {
+        child
+            .env("NATS_USER", user)
+            .env("NATS_PASSWORD", password.expose());
+    }
+    let mut child = child.spawn().context("starting `gatehouse gateway`")?;
     let pid = child.id().context("gateway pid")?;
 
     let result = measure(

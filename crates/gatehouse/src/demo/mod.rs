@@ -15,7 +15,7 @@ mod summary;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use bus::Namespace;
+use bus::{Namespace, Process};
 use tokio_util::sync::CancellationToken;
 
 use crate::{db_args::DbArgs, nats_args};
@@ -33,6 +33,12 @@ pub struct DemoArgs {
         hide_env_values = true
     )]
     pub nats_url: String,
+
+    /// The NATS users of the demo's gateway, worker and API, and of the
+    /// demo itself (creating and deleting its streams): `.stack/env` names
+    /// them.
+    #[command(flatten)]
+    pub nats_logins: nats_args::ProcessLogins,
 
     /// A shortened scenario (300 members), as CI runs it.
     #[arg(long)]
@@ -76,8 +82,13 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let members = args.members.unwrap_or(if args.quick { 300 } else { 2000 });
     let store = args.db.connect(32).await?;
-    let nats = nats_args::connect(&args.nats_url).await?;
-    let js = async_nats::jetstream::new(nats);
+    // The demo's own connection sets up, inspects and removes the run's
+    // streams; each process it runs connects with its own user.
+    let js = async_nats::jetstream::new(
+        args.nats_logins
+            .connect(&args.nats_url, Process::Admin)
+            .await?,
+    );
     let run_id = chrono::Utc::now().timestamp_millis();
     let namespace = Namespace::prefixed(&format!("demo{run_id}"))
         .context("building the demo's NATS namespace")?;
@@ -94,9 +105,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--api-addr: cannot listen on {}", args.api_addr))?;
     let api_url = format!("http://{}", listener.local_addr()?);
     let site = domain::wallets::Site::parse(&api_url).context("the demo API's address")?;
-    let world =
-        scenario::World::start(&plan, &store, &js, &args.nats_url, &namespace, site.clone())
-            .await?;
+    let world = scenario::World::start(
+        &plan,
+        &store,
+        &js,
+        (&args.nats_url, &args.nats_logins),
+        &namespace,
+        site.clone(),
+    )
+    .await?;
     let shutdown = CancellationToken::new();
     start_api(
         listener,
@@ -189,7 +206,9 @@ async fn start_api(
         .context("the API's eligibility configuration")?;
     let mut state = api::AppState::new(
         store.clone(),
-        nats_args::connect(&args.nats_url).await?,
+        args.nats_logins
+            .connect(&args.nats_url, Process::Api)
+            .await?,
         namespace.clone(),
         std::sync::Arc::new(evaluator),
         api::ApiSettings {

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Context;
-use bus::{Namespace, Topology};
+use bus::{Namespace, Process, Topology};
 use discord_sim::{GuildsSpec, NewMember, SimConfig, Simulator};
 use domain::{badges, rules, Actor, CommunityRef};
 use eligibility::{
@@ -29,6 +29,7 @@ use wire::{
     GuildId, RoleId, UserId,
 };
 
+use crate::nats_args::ProcessLogins;
 use crate::rechecks::BusRechecks;
 
 /// The demo's token: only the simulator ever sees it.
@@ -77,7 +78,10 @@ pub struct World {
     ),
     pub guilds: Vec<GuildId>,
     contract: Address,
+    /// The demo's own (admin) connection: inspecting and removing streams.
     js: async_nats::jetstream::Context,
+    /// The API's: eligibility checks after a wallet link or a rule change.
+    api: async_nats::jetstream::Context,
     namespace: Namespace,
     pub linked: Arc<AtomicU64>,
 }
@@ -105,7 +109,7 @@ impl World {
         plan: &Plan,
         store: &Store,
         js: &async_nats::jetstream::Context,
-        nats_url: &str,
+        (nats_url, logins): (&str, &ProcessLogins),
         namespace: &Namespace,
         public_site: domain::wallets::Site,
     ) -> anyhow::Result<World> {
@@ -183,9 +187,11 @@ impl World {
             ..worker::WorkerConfig::default()
         };
         let stop_worker = CancellationToken::new();
+        let worker_js =
+            async_nats::jetstream::new(logins.connect(nats_url, Process::Worker).await?);
         let worker = tokio::spawn(worker::run(
             worker_config,
-            js.clone(),
+            worker_js,
             store.clone(),
             Some(role_sync),
             stop_worker.clone(),
@@ -208,6 +214,7 @@ impl World {
             gateway::GatewayConfig::from_settings(settings).context("gateway configuration")?;
         // The very definition the worker ensured.
         config.topology = topology;
+        config.nats = logins.settings(nats_url, Process::Gateway)?;
         let gateway = gateway::Gateway::start(config)
             .await
             .context("starting the gateway")?;
@@ -221,6 +228,7 @@ impl World {
             guilds,
             contract,
             js: js.clone(),
+            api: async_nats::jetstream::new(logins.connect(nats_url, Process::Api).await?),
             namespace: namespace.clone(),
             linked: Arc::new(AtomicU64::new(0)),
         })
@@ -291,7 +299,7 @@ impl World {
         store: &Store,
         communities: &[Community],
     ) -> anyhow::Result<Vec<Community>> {
-        let rechecks = BusRechecks::new(self.js.clone(), self.namespace.clone());
+        let rechecks = BusRechecks::new(self.api.clone(), self.namespace.clone());
         let actor = Actor::Admin(Some("demo".into()));
         let mut out = Vec::new();
         for c in communities {
@@ -366,7 +374,8 @@ impl World {
             contract: self.contract,
         };
         let store = store.clone();
-        let js = self.js.clone();
+        // Checks after a wallet link come from the link page: the API.
+        let js = self.api.clone();
         let namespace = self.namespace.clone();
         let linked = self.linked.clone();
         let members = plan.members;

@@ -1,5 +1,5 @@
 //! Gateways built by the production code path, pointed at the simulator and
-//! a private NATS (both from `testkit`).
+//! a private NATS (both from `testkit`), logged in as the gateway user.
 
 #![allow(dead_code)]
 
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use discord_sim::Simulator;
 use gateway::{Gateway, GatewayConfig, Settings, Token};
+use testkit::nats::NatsServer;
 
 pub const TOKEN: &str = "gw-test-token-5ecret";
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -15,8 +16,8 @@ pub async fn simulator() -> Simulator {
     testkit::sim::start_fast(TOKEN).await
 }
 
-/// Settings for a gateway owning `shards` of `total` against `sim` and `nats_url`.
-pub fn settings(sim: &Simulator, nats_url: &str, shards: &str, total: u32) -> Settings {
+/// Settings for a gateway owning `shards` of `total` against `sim` and `nats`.
+pub fn settings(sim: &Simulator, nats: &NatsServer, shards: &str, total: u32) -> Settings {
     Settings {
         discord_token: Some(Token::new(TOKEN)),
         shards: Some(shards.into()),
@@ -24,14 +25,17 @@ pub fn settings(sim: &Simulator, nats_url: &str, shards: &str, total: u32) -> Se
         discord_gateway_url: Some(sim.gateway_url()),
         discord_api_url: Some(sim.api_url()),
         identify_queue: Some("unlimited".into()),
-        nats_url: Some(nats_url.into()),
+        nats_url: Some(nats.url().into()),
         http_addr: Some("127.0.0.1:0".into()),
         ..Settings::default()
     }
 }
 
-pub async fn start(settings: Settings) -> Gateway {
-    let config = GatewayConfig::from_settings(settings).expect("valid test config");
+/// Starts a gateway with `settings`, connecting to `nats` as the gateway
+/// user (what `gatehouse gateway` does with NATS_USER and NATS_PASSWORD).
+pub async fn start(settings: Settings, nats: &NatsServer) -> Gateway {
+    let mut config = GatewayConfig::from_settings(settings).expect("valid test config");
+    config.nats = nats.access().settings(bus::Process::Gateway);
     Gateway::start(config).await.expect("gateway starts")
 }
 

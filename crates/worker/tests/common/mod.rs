@@ -24,6 +24,8 @@ pub struct Harness {
     pub nats: NatsScope,
     pub config: WorkerConfig,
     pub role_sync: Option<std::sync::Arc<worker::RoleSync>>,
+    /// The worker's own connection, as the worker user.
+    pub worker_js: jetstream::Context,
     worker: Option<(
         CancellationToken,
         tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
@@ -34,7 +36,7 @@ impl Harness {
     pub async fn new(label: &str) -> Harness {
         let db = TestDb::create(label).await;
         let store = db.store(8).await;
-        let nats = NatsScope::new(&db.env.nats_url).await;
+        let nats = NatsScope::new(&db.env.nats).await;
         let config = WorkerConfig {
             topology: Topology::new(nats.ns.clone()).with_storage(Storage::Memory),
             concurrency: 8,
@@ -55,12 +57,14 @@ impl Harness {
         bus::ensure_streams(&nats.js, &config.topology)
             .await
             .unwrap();
+        let worker_js = nats.jetstream(bus::Process::Worker).await;
         Harness {
             db,
             store,
             nats,
             config,
             role_sync: None,
+            worker_js,
             worker: None,
         }
     }
@@ -69,7 +73,7 @@ impl Harness {
         let token = CancellationToken::new();
         let handle = tokio::spawn(worker::run(
             self.config.clone(),
-            self.nats.js.clone(),
+            self.worker_js.clone(),
             self.store.clone(),
             self.role_sync.clone(),
             token.clone(),
