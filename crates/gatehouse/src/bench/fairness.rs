@@ -43,6 +43,12 @@ pub struct BenchFairnessArgs {
     )]
     pub nats_url: String,
 
+    /// The NATS users of the gateway, worker and API this run starts, and of
+    /// the benchmark itself (creating and deleting its streams):
+    /// `.stack/env` names them.
+    #[command(flatten)]
+    pub nats_logins: nats_args::ProcessLogins,
+
     /// A short run (10 quiet communities, 4 s phases), as CI smoke-tests it.
     #[arg(long)]
     pub quick: bool,
@@ -120,8 +126,11 @@ pub async fn run(args: BenchFairnessArgs) -> anyhow::Result<ExitCode> {
         "--quiet-joins-per-s and --quiet-commands-per-s must be more than 0"
     );
     let store = args.db.connect(32).await?;
-    let nats = nats_args::connect(&args.nats_url).await?;
-    let js = async_nats::jetstream::new(nats);
+    let js = async_nats::jetstream::new(
+        args.nats_logins
+            .connect(&args.nats_url, bus::Process::Admin)
+            .await?,
+    );
     let namespace = Namespace::prefixed(&format!("fair{}", chrono::Utc::now().timestamp_millis()))
         .context("building the benchmark's NATS namespace")?;
     let plan = scenario::Plan {
@@ -133,7 +142,15 @@ pub async fn run(args: BenchFairnessArgs) -> anyhow::Result<ExitCode> {
     // The wallet-link site is never visited here; the worker needs one.
     let site = domain::wallets::Site::parse("http://127.0.0.1:9")
         .context("the benchmark's wallet-link address")?;
-    let world = World::start(&plan, &store, &js, &args.nats_url, &namespace, site).await?;
+    let world = World::start(
+        &plan,
+        &store,
+        &js,
+        (&args.nats_url, &args.nats_logins),
+        &namespace,
+        site,
+    )
+    .await?;
     let result = measure(&world, &store, quiet, seconds, &args).await;
     world.stop(&js, &namespace).await;
     let report = result?;
@@ -417,7 +434,11 @@ async fn send_flood(
     let mut n = 0usize;
     while !stop.is_cancelled() {
         let user = members[n % members.len()];
-        let command = if n.is_multiple_of(2) { "check" } else { "profile" };
+        let command = if n.is_multiple_of(2) {
+            "check"
+        } else {
+            "profile"
+        };
         let created = control.create_interaction(NewInteraction {
             guild_id: guild,
             user_id: user,
