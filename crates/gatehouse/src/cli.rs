@@ -26,7 +26,8 @@ pub enum Command {
     /// Apply database migrations (connects directly, as the owner role).
     Migrate(MigrateArgs),
     /// Consume events from JetStream and apply them to tenant data.
-    Worker(WorkerArgs),
+    // Boxed: the worker has the most settings by far.
+    Worker(Box<WorkerArgs>),
     #[cfg(feature = "sim")]
     /// Run everything on this machine: simulator → gateway → NATS → worker
     /// → PostgreSQL and back, with live progress and a summary.

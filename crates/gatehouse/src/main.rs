@@ -65,7 +65,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway::run(args).await,
         #[cfg(feature = "sim")]
         Command::Bench(BenchCommand::Pipeline(args)) => demo::run(args).await,
-        Command::Worker(args) => worker_cmd::run(args).await,
+        Command::Worker(args) => worker_cmd::run(*args).await,
         #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args).await,
         Command::Rules(command) => rules_cmd::run(command).await,

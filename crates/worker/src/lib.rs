@@ -16,7 +16,7 @@ pub mod discord;
 mod error;
 pub mod handlers;
 mod housekeeping;
-mod role_budget;
+mod role_changes;
 pub mod slash_commands;
 mod webhooks;
 

@@ -422,6 +422,17 @@ async fn a_new_wallet_gets_no_grace_for_what_the_old_one_earned() {
     sim.shutdown().await;
 }
 
+/// A Discord client with `in_flight` role changes at once and a budget of
+/// its own.
+fn alone(sim: &Simulator, in_flight: usize) -> worker::discord::Discord {
+    let limits = worker::discord::RoleChangeLimits {
+        in_flight,
+        ..Default::default()
+    };
+    let sharing = worker::discord::Sharing::Alone;
+    worker::discord::Discord::new("test-token", Some(&sim.api_url()), limits, sharing).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
     // Discord allows a few role changes per guild per window; a bulk
@@ -445,7 +456,7 @@ async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
     })[0];
     let role = sim.control().guild(guild).unwrap().role_ids[1];
     let users = testkit::sim::member_ids(&sim, guild);
-    let discord = worker::discord::Discord::new("test-token", Some(&sim.api_url()), 1).unwrap();
+    let discord = alone(&sim, 1);
     let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let change = |user: UserId| worker::discord::RoleChange {
         guild_id: guild,
@@ -465,14 +476,42 @@ async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
             finished.lock().unwrap().push("bulk");
         }));
     }
-    // Let the bulk work queue up and start, then a member runs /check.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let bulk_done_before = finished.lock().unwrap().len();
-    discord
-        .change_role(change(users[12]), wire::check::CheckPriority::Interactive)
-        .await
-        .unwrap();
-    finished.lock().unwrap().push("interactive");
+    // Once the bulk work has queued up and started, a member runs /check.
+    testkit::eventually(
+        "the bulk changes to queue up and start",
+        common::WAIT,
+        || {
+            let queued = discord.backlog() + finished.lock().unwrap().len() == 12;
+            let started = sim.control().stats().role_requests > 0;
+            async move { queued && started }
+        },
+    )
+    .await;
+    let member = {
+        let (discord, finished, change) = (discord.clone(), finished.clone(), change(users[12]));
+        tokio::spawn(async move {
+            discord
+                .change_role(change, wire::check::CheckPriority::Interactive)
+                .await
+                .unwrap();
+            finished.lock().unwrap().push("interactive");
+        })
+    };
+    // Counted from the moment the member's change is queued: however long
+    // this test is kept from running, only what finished by then is behind
+    // it.
+    testkit::eventually("the member's change to be queued", common::WAIT, || {
+        let queued = discord.backlog() + finished.lock().unwrap().len() == 13;
+        async move { queued }
+    })
+    .await;
+    let bulk_done_before = finished
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|o| **o == "bulk")
+        .count();
+    member.await.unwrap();
     for task in tasks {
         task.await.unwrap();
     }
@@ -512,7 +551,7 @@ async fn a_role_change_for_a_member_who_left_is_reported_as_such() {
     let role = sim.control().guild(guild).unwrap().role_ids[1];
     let user = sim.control().members(guild).unwrap()[0].user_id;
     sim.control().remove_member(guild, user).unwrap();
-    let discord = worker::discord::Discord::new("test-token", Some(&sim.api_url()), 1).unwrap();
+    let discord = alone(&sim, 1);
     let result = discord
         .change_role(
             worker::discord::RoleChange {

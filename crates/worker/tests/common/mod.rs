@@ -122,7 +122,18 @@ impl Harness {
             chains: [("testchain".to_owned(), chain)].into_iter().collect(),
         })
         .unwrap();
-        let discord = worker::discord::Discord::new("test-token", Some(api_url), 8).unwrap();
+        // Shared through the test's namespace, as the workers of one
+        // deployment share it.
+        let discord = worker::discord::Discord::new(
+            "test-token",
+            Some(api_url),
+            worker::discord::RoleChangeLimits::default(),
+            worker::discord::Sharing::Nats {
+                jetstream: self.nats.js.clone(),
+                topology: self.config.topology.clone(),
+            },
+        )
+        .unwrap();
         self.role_sync = Some(std::sync::Arc::new(worker::RoleSync::new(
             self.store.clone(),
             std::sync::Arc::new(evaluator),
