@@ -286,3 +286,38 @@ async fn invalid_requests_stop_every_worker_until_the_window_passes() {
         .contains(&fine_role));
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_nats_keeps_changing_roles_within_a_cautious_share() {
+    // The worker is told Discord allows 50 a second; cut off, it allows
+    // itself half (the only process it saw): this simulator takes no more.
+    let sim = simulator(RestLimits {
+        global_per_second: 25,
+        route_limit: 0,
+        ..RestLimits::default()
+    })
+    .await;
+    let world = guilds(&sim, 6, 10);
+    // A NATS of the test's own, to stop.
+    let mut server = testkit::nats::NatsServer::start();
+    let sharing = Sharing::Nats {
+        jetstream: testkit::nats::jetstream(&server.url()).await,
+        topology: bus::Topology::new(bus::Namespace::root()).with_storage(bus::Storage::Memory),
+    };
+    let discord = Discord::new("test-token", Some(&sim.api_url()), in_flight(8), sharing).unwrap();
+    let (guild, role, members) = &world[0];
+    discord
+        .change_role(grant(*guild, *role, members[0]), CheckPriority::Bulk)
+        .await
+        .unwrap();
+
+    server.stop();
+    // The first change again, and the 59 after it: more than the
+    // simulator takes in a second at the full rate.
+    let failed = drive(std::slice::from_ref(&discord), &world, 60).await;
+    assert_eq!(failed, 0, "role changes stopped with NATS");
+    let stats = sim.control().stats();
+    assert_eq!(stats.rest_rate_limited, 0);
+    assert_eq!(stats.role_requests, 61);
+    sim.shutdown().await;
+}
