@@ -6,10 +6,12 @@
 //! lets at most `c + r·t` requests through in any `t` seconds, so choosing
 //! `c + r·(1 s + slack) <= limit` keeps every one-second window under the
 //! limit wherever it falls. The slack covers a leased token spent a little
-//! after it was taken ([`LEASE_TTL`]) and requests arriving at Discord in
-//! another order than they left. With the default 50/s that is a burst of 5
-//! and about 41 a second sustained: a fifth of the limit given up for never
-//! drawing a global 429.
+//! after it was taken ([`LEASE_TTL`]) and requests that reach Discord
+//! bunched up (one delayed on its way, or a busy machine sending late what
+//! it leased on time): a quarter of a second of it. With the default 50/s
+//! that is a burst of 5 and 36 a second sustained: more than a quarter of
+//! the limit given up for never drawing a global 429, which Discord counts
+//! as an invalid request.
 //!
 //! A process takes tokens a few at a time (a lease) so that one key-value
 //! round trip pays for several requests, and spends them within
@@ -31,9 +33,9 @@ use super::invalid_requests::InvalidRequests;
 /// How long a leased token may be held before it is spent or lapses.
 pub(crate) const LEASE_TTL: Duration = Duration::from_millis(50);
 
-/// [`LEASE_TTL`] plus the spread of requests on their way to Discord, in
+/// [`LEASE_TTL`] plus how late or bunched requests may reach Discord, in
 /// seconds.
-const SLACK_SECS: f64 = 0.1;
+const SLACK_SECS: f64 = 0.25;
 
 /// A process that has not drawn for this long no longer counts as a peer.
 const PEER_TTL_MS: u64 = 60_000;
