@@ -422,6 +422,56 @@ async fn a_new_wallet_gets_no_grace_for_what_the_old_one_earned() {
     sim.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_refused_by_the_breaker_comes_back_after_it_instead_of_being_dropped() {
+    // One invalid request opens the breaker, for 2 s.
+    let g = common::GatedGuild::start_with(
+        "worker_breaker",
+        CONTRACT,
+        1,
+        common::GuildOptions {
+            discord: Some(worker::discord::RoleChangeLimits {
+                invalid_limit: 1,
+                invalid_window: Duration::from_secs(2),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let user = g.members[0];
+    let tx = g.h.store.begin(g.tenant).await.unwrap();
+    tx.profiles()
+        .link_wallet(user, &WalletAddress::parse(&wallet(1)).unwrap())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    set_balance(&g.chain, 0, 100);
+    // The join's own check is over: this one is not turned away as busy.
+    g.h.drained().await;
+
+    // The bot has lost Manage Roles: the change is refused, the breaker
+    // opens, and the check cannot be done until it closes.
+    g.sim.control().forbid_role_changes(g.guild, true);
+    check_now(&g.h, g.guild, user, 1).await;
+    testkit::eventually("Discord to refuse the change", common::WAIT, || {
+        let refused = g.sim.control().stats().role_requests > 0;
+        async move { refused }
+    })
+    .await;
+    g.sim.control().forbid_role_changes(g.guild, false);
+
+    // Back once the breaker has closed, not dead-lettered meanwhile (this
+    // harness gives up on a failing message after 3 quick attempts).
+    assert!(
+        wait_for_role(&g.sim, g.guild, user, g.gated, true).await,
+        "the check was lost; dead letters: {:?}",
+        g.h.dead_letters().await
+    );
+    assert!(g.h.dead_letters().await.is_empty());
+    g.sim.shutdown().await;
+}
+
 /// A Discord client with `in_flight` role changes at once and a budget of
 /// its own.
 fn alone(sim: &Simulator, in_flight: usize) -> worker::discord::Discord {

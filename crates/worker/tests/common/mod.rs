@@ -127,7 +127,7 @@ impl Harness {
         let discord = worker::discord::Discord::new(
             "test-token",
             Some(api_url),
-            worker::discord::RoleChangeLimits::default(),
+            self.config.discord.clone(),
             worker::discord::Sharing::Nats {
                 jetstream: self.nats.js.clone(),
                 topology: self.config.topology.clone(),
@@ -360,6 +360,8 @@ pub struct GuildOptions {
     pub chain_id: Option<u64>,
     /// Slash command limits; `None`: the harness's generous ones.
     pub commands: Option<worker::CommandLimits>,
+    /// Role-change pacing and breaker; `None`: the defaults.
+    pub discord: Option<worker::discord::RoleChangeLimits>,
 }
 
 impl GatedGuild {
@@ -412,6 +414,9 @@ impl GatedGuild {
         h.config.public_site = options.public_site;
         if let Some(commands) = options.commands {
             h.config.commands = commands;
+        }
+        if let Some(discord) = options.discord {
+            h.config.discord = discord;
         }
         h.enable_role_sync_on(
             &sim.api_url(),
