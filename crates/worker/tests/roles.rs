@@ -425,16 +425,14 @@ async fn a_new_wallet_gets_no_grace_for_what_the_old_one_earned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_refused_by_the_breaker_comes_back_after_it_instead_of_being_dropped() {
     // One invalid request opens the breaker, for 2 s.
-    let g = common::GatedGuild::start_with(
+    let g = common::GatedGuild::start_pacing_roles(
         "worker_breaker",
         CONTRACT,
         1,
-        common::GuildOptions {
-            discord: Some(worker::discord::RoleChangeLimits {
-                invalid_limit: 1,
-                invalid_window: Duration::from_secs(2),
-                ..Default::default()
-            }),
+        common::GuildOptions::default(),
+        worker::discord::RoleChangeLimits {
+            invalid_limit: 1,
+            invalid_window: Duration::from_secs(2),
             ..Default::default()
         },
     )

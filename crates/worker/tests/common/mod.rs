@@ -360,8 +360,6 @@ pub struct GuildOptions {
     pub chain_id: Option<u64>,
     /// Slash command limits; `None`: the harness's generous ones.
     pub commands: Option<worker::CommandLimits>,
-    /// Role-change pacing and breaker; `None`: the defaults.
-    pub discord: Option<worker::discord::RoleChangeLimits>,
 }
 
 impl GatedGuild {
@@ -383,6 +381,17 @@ impl GatedGuild {
         contract: &str,
         members: usize,
         options: GuildOptions,
+    ) -> GatedGuild {
+        Self::start_pacing_roles(label, contract, members, options, Default::default()).await
+    }
+
+    /// As [`GatedGuild::start_with`], with role changes paced by `discord`.
+    pub async fn start_pacing_roles(
+        label: &str,
+        contract: &str,
+        members: usize,
+        options: GuildOptions,
+        discord: worker::discord::RoleChangeLimits,
     ) -> GatedGuild {
         use discord_sim::{GuildsSpec, SimConfig, Simulator};
         use eligibility::fake_chain::{FakeChain, FakeChainOptions, FakeContract};
@@ -415,9 +424,7 @@ impl GatedGuild {
         if let Some(commands) = options.commands {
             h.config.commands = commands;
         }
-        if let Some(discord) = options.discord {
-            h.config.discord = discord;
-        }
+        h.config.discord = discord;
         h.enable_role_sync_on(
             &sim.api_url(),
             chain.url(),
