@@ -30,7 +30,7 @@ use std::fmt::Write as _;
 
 use wire::subjects::{self, StreamSpec};
 
-use crate::{Namespace, SESSIONS_BUCKET};
+use crate::{Namespace, DISCORD_BUDGET_BUCKET, SESSIONS_BUCKET};
 
 /// The kinds of process that connect to NATS, each with a user of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -182,7 +182,7 @@ pub const GATEWAY_BUCKETS: &[&str] = &[SESSIONS_BUCKET];
 /// such as a Discord budget shared by every worker process. **A bucket a
 /// worker opens must be listed here**, or the generated configuration
 /// refuses it.
-pub const WORKER_BUCKETS: &[&str] = &[];
+pub const WORKER_BUCKETS: &[&str] = &[DISCORD_BUDGET_BUCKET];
 
 /// What the configuration is generated for.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,6 +11,7 @@
 pub mod authorization;
 mod connection;
 mod consumer;
+mod discord_budget;
 mod ensure;
 mod error;
 mod namespace;
@@ -22,10 +23,14 @@ mod topology;
 pub use authorization::Process;
 pub use connection::{Auth, NatsSettings, Secret, TlsSettings, DEFAULT_URL};
 pub use consumer::{ensure_consumer, DurableConsumer};
+pub use discord_budget::open_discord_budget_bucket;
 pub use ensure::{ensure_streams, update_streams, Drift};
 pub use error::BusError;
 pub use namespace::{Namespace, NamespaceError};
 pub use publish::{publish_check, publish_dead_letter, publish_webhook_delivery};
 pub use sessions::open_sessions_bucket;
 pub use settings::{StreamLimitSettings, StreamSettings};
-pub use topology::{BucketLimits, Retention, Storage, StreamLimits, Topology, SESSIONS_BUCKET};
+pub use topology::{
+    BucketLimits, Retention, Storage, StreamLimits, Topology, DISCORD_BUDGET_BUCKET,
+    SESSIONS_BUCKET,
+};

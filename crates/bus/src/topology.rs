@@ -117,6 +117,11 @@ pub struct BucketLimits {
 /// Base name of the gateway's session bucket (prefixed with the namespace).
 pub const SESSIONS_BUCKET: &str = "GATEWAY_SESSIONS";
 
+/// Base name of the bucket where worker processes share Discord's request
+/// budget: the global token bucket, the invalid-request count and each
+/// guild's role-change window (prefixed with the namespace).
+pub const DISCORD_BUDGET_BUCKET: &str = "DISCORD_BUDGET";
+
 /// Every stream and bucket of one deployment, in one namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
@@ -131,11 +136,16 @@ pub struct Topology {
     /// Gateway sessions kept across restarts. Discord refuses to resume an
     /// old session anyway, so entries need not live long.
     pub sessions: BucketLimits,
+    /// Discord's request budget shared by the workers. Every entry is about
+    /// the last few minutes (the invalid-request window is the longest), so
+    /// an hour without a write means the entry says nothing any more.
+    pub discord_budget: BucketLimits,
 }
 
 impl Topology {
     /// The defaults: file storage, 7 days, unlimited size, 2 minute dedupe
-    /// window, one replica; sessions kept 5 minutes.
+    /// window, one replica; sessions kept 5 minutes, the Discord budget an
+    /// hour.
     pub fn new(namespace: Namespace) -> Self {
         Topology {
             namespace,
@@ -149,19 +159,25 @@ impl Topology {
                 max_age: Duration::from_secs(300),
                 replicas: 1,
             },
+            discord_budget: BucketLimits {
+                storage: Storage::File,
+                max_age: Duration::from_secs(3600),
+                replicas: 1,
+            },
         }
     }
 
-    /// The same storage for every stream and the bucket (tests and the demo
+    /// The same storage for every stream and bucket (tests and the demo
     /// use memory).
     pub fn with_storage(mut self, storage: Storage) -> Self {
         self.for_each_stream(|limits| limits.storage = storage);
         self.sessions.storage = storage;
+        self.discord_budget.storage = storage;
         self
     }
 
-    /// The same message age limit on every stream (the sessions bucket
-    /// keeps its own).
+    /// The same message age limit on every stream (the buckets keep their
+    /// own).
     pub fn with_max_age(mut self, max_age: Duration) -> Self {
         self.for_each_stream(|limits| limits.max_age = max_age);
         self
@@ -171,6 +187,7 @@ impl Topology {
     pub fn with_replicas(mut self, replicas: usize) -> Self {
         self.for_each_stream(|limits| limits.replicas = replicas);
         self.sessions.replicas = replicas;
+        self.discord_budget.replicas = replicas;
         self
     }
 
@@ -202,18 +219,9 @@ impl Topology {
         for (spec, limits) in self.streams() {
             limits.validate(&self.namespace.stream_name(&spec))?;
         }
-        if self.sessions.max_age.is_zero() {
-            return Err(BusError::Bucket {
-                bucket: self.sessions_bucket(),
-                problem: "max_age must be above zero".into(),
-            });
-        }
-        if !(1..=5).contains(&self.sessions.replicas) {
-            return Err(BusError::Bucket {
-                bucket: self.sessions_bucket(),
-                problem: "replicas must be between 1 and 5".into(),
-            });
-        }
+        self.sessions.validate(&self.sessions_bucket())?;
+        self.discord_budget
+            .validate(&self.discord_budget_bucket())?;
         Ok(())
     }
 
@@ -250,30 +258,68 @@ impl Topology {
         self.namespace.name(SESSIONS_BUCKET)
     }
 
-    /// The stream behind the session bucket, with the settings async-nats'
-    /// `create_key_value` would use. It is created directly because that
-    /// call first queries account info in a shape NATS 2.9 (Debian's) does
-    /// not send.
+    /// The stream behind the session bucket.
     pub fn sessions_stream_config(&self) -> Config {
-        let bucket = self.sessions_bucket();
-        let limits = &self.sessions;
-        Config {
-            name: format!("KV_{bucket}"),
-            description: Some("Gatehouse gateway sessions for resuming after a restart".into()),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            max_age: limits.max_age,
-            max_bytes: -1,
-            max_messages: -1,
-            duplicate_window: limits.max_age.min(Duration::from_secs(120)),
-            storage: limits.storage.jetstream(),
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: DiscardPolicy::New,
-            num_replicas: limits.replicas,
-            ..Config::default()
+        bucket_stream_config(
+            &self.sessions_bucket(),
+            &self.sessions,
+            "Gatehouse gateway sessions for resuming after a restart",
+        )
+    }
+
+    /// The Discord budget bucket's name in this namespace.
+    pub fn discord_budget_bucket(&self) -> String {
+        self.namespace.name(DISCORD_BUDGET_BUCKET)
+    }
+
+    /// The stream behind the Discord budget bucket.
+    pub fn discord_budget_stream_config(&self) -> Config {
+        bucket_stream_config(
+            &self.discord_budget_bucket(),
+            &self.discord_budget,
+            "Gatehouse workers' shared Discord request budget (global rate, invalid requests, guild windows)",
+        )
+    }
+}
+
+impl BucketLimits {
+    fn validate(&self, bucket: &str) -> Result<(), BusError> {
+        let bad = |problem: &str| {
+            Err(BusError::Bucket {
+                bucket: bucket.to_owned(),
+                problem: problem.into(),
+            })
+        };
+        if self.max_age.is_zero() {
+            return bad("max_age must be above zero");
         }
+        if !(1..=5).contains(&self.replicas) {
+            return bad("replicas must be between 1 and 5");
+        }
+        Ok(())
+    }
+}
+
+/// The stream behind a key-value bucket, with the settings async-nats'
+/// `create_key_value` would use. It is created directly because that call
+/// first queries account info in a shape NATS 2.9 (Debian's) does not send.
+fn bucket_stream_config(bucket: &str, limits: &BucketLimits, description: &str) -> Config {
+    Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: limits.max_age,
+        max_bytes: -1,
+        max_messages: -1,
+        duplicate_window: limits.max_age.min(Duration::from_secs(120)),
+        storage: limits.storage.jetstream(),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: DiscardPolicy::New,
+        num_replicas: limits.replicas,
+        ..Config::default()
     }
 }
 
@@ -326,6 +372,11 @@ mod tests {
         assert_eq!(kv.name, "KV_t7_GATEWAY_SESSIONS");
         assert_eq!(kv.subjects, ["$KV.t7_GATEWAY_SESSIONS.>"]);
         assert_eq!(kv.num_replicas, 3);
+        let budget = topology.discord_budget_stream_config();
+        assert_eq!(budget.name, "KV_t7_DISCORD_BUDGET");
+        assert_eq!(budget.subjects, ["$KV.t7_DISCORD_BUDGET.>"]);
+        assert_eq!(budget.num_replicas, 3);
+        assert_eq!(budget.max_messages_per_subject, 1);
     }
 
     #[test]
@@ -337,6 +388,10 @@ mod tests {
             .all(|c| c.storage == StorageType::Memory));
         assert_eq!(
             topology.sessions_stream_config().storage,
+            StorageType::Memory
+        );
+        assert_eq!(
+            topology.discord_budget_stream_config().storage,
             StorageType::Memory
         );
     }

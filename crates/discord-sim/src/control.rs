@@ -64,7 +64,12 @@ pub struct SimStats {
     pub sessions: usize,
     pub identifies: u64,
     pub interactions: usize,
+    /// REST requests answered 429, whatever the limit.
     pub rest_rate_limited: u64,
+    /// Of those, the ones Discord's global (per bot, all routes) limit refused.
+    pub rest_global_rate_limited: u64,
+    /// Role additions and removals received (whatever the answer).
+    pub role_requests: u64,
 }
 
 /// Handle to a traffic run in progress.
@@ -125,6 +130,18 @@ impl SimControl {
     /// The bot is removed from the guild: GUILD_DELETE without `unavailable`.
     pub fn remove_guild(&self, guild_id: GuildId) -> Result<(), SimError> {
         self.shared.apply(|w| w.remove_guild(guild_id, false))
+    }
+
+    /// While `forbidden`, the bot lacks Manage Roles in the guild: every
+    /// role change there is answered 403 Missing Permissions (one of the
+    /// "invalid requests" Discord counts towards a ban).
+    pub fn forbid_role_changes(&self, guild_id: GuildId, forbidden: bool) {
+        let mut guilds = lock(&self.shared.roles_forbidden);
+        if forbidden {
+            guilds.insert(guild_id);
+        } else {
+            guilds.remove(&guild_id);
+        }
     }
 
     /// An outage: GUILD_DELETE with `unavailable: true`.
@@ -388,6 +405,10 @@ impl SimControl {
                 world.interactions.len(),
             )
         };
+        let (rest_rate_limited, rest_global_rate_limited) = {
+            let rest = lock(&self.shared.rest);
+            (rest.rejected, rest.rejected_global)
+        };
         SimStats {
             guilds,
             members,
@@ -401,7 +422,9 @@ impl SimControl {
                 .filter(|s| !s.is_invalidated())
                 .count(),
             identifies: lock(&self.shared.identify).total,
-            rest_rate_limited: lock(&self.shared.rest).rejected,
+            rest_rate_limited,
+            rest_global_rate_limited,
+            role_requests: self.shared.role_requests.load(Ordering::Relaxed),
         }
     }
 

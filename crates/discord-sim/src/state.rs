@@ -1,6 +1,6 @@
 //! State shared by the gateway, the REST API and the control API.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +47,10 @@ pub(crate) struct Shared {
     pub oauth: Mutex<OAuth>,
     pub shutdown: watch::Sender<bool>,
     pub traffic: Mutex<HashMap<u64, Arc<TrafficProgress>>>,
+    /// Guilds whose role changes are answered 403 (the bot lacks Manage Roles).
+    pub roles_forbidden: Mutex<HashSet<wire::GuildId>>,
+    /// Role changes received over REST, whatever the answer.
+    pub role_requests: AtomicU64,
     pub callbacks: Mutex<CallbackFaults>,
     /// Bumped to let every held interaction callback go on.
     pub callback_release: watch::Sender<u64>,
@@ -81,6 +85,8 @@ impl Shared {
             traffic: Mutex::new(HashMap::new()),
             callbacks: Mutex::new(CallbackFaults::default()),
             callback_release: watch::channel(0).0,
+            roles_forbidden: Mutex::new(HashSet::new()),
+            role_requests: AtomicU64::new(0),
             config,
             gateway_url,
         }

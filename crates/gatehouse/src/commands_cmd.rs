@@ -58,8 +58,14 @@ pub async fn run(command: CommandsCommand) -> anyhow::Result<ExitCode> {
     let (Some(token), Some(application_id)) = (token, application_id) else {
         anyhow::bail!("commands register: settings refused without a reason (a bug)");
     };
-    let discord = worker::discord::Discord::new(token.expose(), args.discord_api_url.as_deref(), 1)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // One request, no role changes: nothing to share with the workers.
+    let discord = worker::discord::Discord::new(
+        token.expose(),
+        args.discord_api_url.as_deref(),
+        worker::discord::RoleChangeLimits::default(),
+        worker::discord::Sharing::Alone,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let names = discord
         .register_commands(application_id)
         .await

@@ -54,6 +54,21 @@ pub struct WorkerArgs {
     #[arg(long, env = "DISCORD_API_URL")]
     pub discord_api_url: Option<String>,
 
+    /// Discord's global request limit for the bot, per second, shared by
+    /// every worker process through NATS key-value (Discord's default: 50).
+    #[arg(long, env = "DISCORD_GLOBAL_RATE", default_value = "50")]
+    pub discord_global_rate: String,
+
+    /// Invalid requests (401, 403, 429) within the window, across all
+    /// workers, at which role changes stop (Discord bans at 10,000 in 10
+    /// minutes).
+    #[arg(long, env = "DISCORD_INVALID_REQUEST_LIMIT", default_value = "1000")]
+    pub discord_invalid_request_limit: String,
+
+    /// The sliding window over which invalid requests are counted.
+    #[arg(long, env = "DISCORD_INVALID_REQUEST_WINDOW", default_value = "10m")]
+    pub discord_invalid_request_window: String,
+
     /// EVM chains for eligibility rules: `name=url[,url…][;name=url…]`
     /// (several URLs per chain fail over in order). RPC URLs carry API keys,
     /// so the value is never shown.
@@ -168,6 +183,27 @@ impl WorkerArgs {
             ),
         );
         let check_min_read_age = p.duration(&l.get("check_min_read_age"), &self.check_min_read_age);
+        let global_rate = p.parse::<u32>(
+            &l.get("discord_global_rate"),
+            &self.discord_global_rate,
+            "a number of requests per second",
+        );
+        let invalid_limit = p.parse::<u32>(
+            &l.get("discord_invalid_request_limit"),
+            &self.discord_invalid_request_limit,
+            "a number",
+        );
+        let invalid_window = p.duration(
+            &l.get("discord_invalid_request_window"),
+            &self.discord_invalid_request_window,
+        );
+        let defaults = worker::discord::RoleChangeLimits::default();
+        let discord_limits = worker::discord::RoleChangeLimits {
+            global_rate: global_rate.unwrap_or(defaults.global_rate),
+            invalid_limit: invalid_limit.unwrap_or(defaults.invalid_limit),
+            invalid_window: invalid_window.unwrap_or(defaults.invalid_window),
+            ..defaults
+        };
         let grace = p.duration(&l.get("role_grace_period"), &self.role_grace_period);
         let recheck_period = p.duration(&l.get("recheck_period"), &self.recheck_period);
         let scan_interval =
@@ -228,6 +264,7 @@ impl WorkerArgs {
             public_site,
             provisioning,
             audit_retention,
+            discord: discord_limits,
             ..WorkerConfig::default()
         };
         // Values that failed to parse were replaced above; only judge the
@@ -240,12 +277,17 @@ impl WorkerArgs {
             ("consumer_name", true),
             ("webhook_max_attempts", webhook_max_attempts.is_some()),
             ("webhook_backoff", webhook_backoff.is_some()),
+            ("discord_global_rate", global_rate.is_some()),
+            ("discord_invalid_limit", invalid_limit.is_some()),
+            ("discord_invalid_window", invalid_window.is_some()),
         ];
         if let Err(errors) = config.validate() {
             for problem in errors.problems() {
                 if parsed.contains(&(problem.setting.as_str(), true)) {
                     let id = match problem.setting.as_str() {
                         "consumer_name" => "consumer",
+                        "discord_invalid_limit" => "discord_invalid_request_limit",
+                        "discord_invalid_window" => "discord_invalid_request_window",
                         other => other,
                     };
                     p.push(l.get(id), &problem.problem);
@@ -390,9 +432,18 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         Some(token) => {
             let evaluator = eligibility::Evaluator::new(&chains)
                 .map_err(|e| anyhow::anyhow!("CHAINS (--chains): {e}"))?;
-            let discord =
-                worker::discord::Discord::new(token.expose(), args.discord_api_url.as_deref(), 8)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // Every worker on this namespace draws from one budget.
+            let sharing = worker::discord::Sharing::Nats {
+                jetstream: jetstream.clone(),
+                topology: config.topology.clone(),
+            };
+            let discord = worker::discord::Discord::new(
+                token.expose(),
+                args.discord_api_url.as_deref(),
+                config.discord.clone(),
+                sharing,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             Some(Arc::new(worker::RoleSync::new(
                 store.clone(),
                 Arc::new(evaluator),

@@ -169,6 +169,32 @@ fn migrate_and_commands_register_name_every_missing_setting() {
 }
 
 #[test]
+fn the_worker_refuses_discord_limits_that_would_not_protect_the_bot() {
+    let out = gatehouse(
+        &["worker"],
+        &[
+            ("DATABASE_URL", NOWHERE_DB),
+            ("DISCORD_GLOBAL_RATE", "1"),
+            ("DISCORD_INVALID_REQUEST_LIMIT", "10000"),
+            ("DISCORD_INVALID_REQUEST_WINDOW", "forever"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.starts_with("error: 3 configuration problems: "),
+        "{line}"
+    );
+    for name in [
+        "DISCORD_GLOBAL_RATE (--discord-global-rate): must be between 2 and 100000",
+        "DISCORD_INVALID_REQUEST_LIMIT (--discord-invalid-request-limit): must be between 1 and 9999",
+        "DISCORD_INVALID_REQUEST_WINDOW (--discord-invalid-request-window)",
+    ] {
+        assert!(line.contains(name), "{name} missing from {line}");
+    }
+}
+
+#[test]
 fn the_worker_accepts_discord_bot_token() {
     // Without a token the worker says so before connecting: the control.
     let out = gatehouse(&["worker"], &[("DATABASE_URL", NOWHERE_DB)]);

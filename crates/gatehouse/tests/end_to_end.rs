@@ -81,7 +81,16 @@ impl Stack {
             chains: [("testchain".to_owned(), chain)].into_iter().collect(),
         })
         .unwrap();
-        let discord = worker::discord::Discord::new(TOKEN, Some(&self.sim.api_url()), 8).unwrap();
+        let discord = worker::discord::Discord::new(
+            TOKEN,
+            Some(&self.sim.api_url()),
+            worker::discord::RoleChangeLimits::default(),
+            worker::discord::Sharing::Nats {
+                jetstream: self.nats.js.clone(),
+                topology: self.topology(),
+            },
+        )
+        .unwrap();
         let role_sync = worker::RoleSync::new(
             self.store.clone(),
             std::sync::Arc::new(evaluator),

@@ -87,6 +87,10 @@ pub struct WorkerConfig {
     /// Audit rows older than this are deleted (hourly, with the other
     /// housekeeping); `None`: kept forever. At least a day.
     pub audit_retention: Option<Duration>,
+    /// How role changes are paced: Discord's global rate for the bot and
+    /// the invalid-request breaker, shared by every worker process (see
+    /// `role_changes`).
+    pub discord: crate::discord::RoleChangeLimits,
 }
 
 /// Which Discord servers are served. With an allowlist, events of any
@@ -154,6 +158,7 @@ impl Default for WorkerConfig {
             commands: crate::CommandLimits::default(),
             provisioning: Provisioning::Open,
             audit_retention: None,
+            discord: crate::discord::RoleChangeLimits::default(),
         }
     }
 }
@@ -164,8 +169,8 @@ const MAX_ACK_PENDING: i64 = 65_536;
 impl WorkerConfig {
     /// Every problem at once, each named by its field (`concurrency`,
     /// `max_attempts`, `backoff`, `ack_wait`, `consumer_name`,
-    /// `webhook_max_attempts`, ...); the command line renames them to the
-    /// variables that set them.
+    /// `webhook_max_attempts`, `discord_global_rate`, ...); the command line
+    /// renames them to the variables that set them.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut problems = Problems::new();
         if self.concurrency == 0 {
@@ -216,6 +221,7 @@ impl WorkerConfig {
         if hooks.dispatch_interval.is_zero() {
             problems.push("webhook_dispatch_interval", "must be more than 0");
         }
+        self.discord.check(&mut problems);
         if let Err(e) = self.topology.validate() {
             problems.push("streams", e);
         }
@@ -315,6 +321,25 @@ mod tests {
         let hooks = WebhookConfig::default();
         assert_eq!(hooks.backoff_after(1), Duration::from_secs(10));
         assert_eq!(hooks.backoff_after(40), Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn discord_limits_are_checked_with_the_rest() {
+        let mut broken = WorkerConfig::default();
+        broken.discord.global_rate = 1;
+        broken.discord.invalid_limit = 10_000;
+        broken.discord.invalid_window = Duration::from_secs(3600);
+        let e = broken.validate().unwrap_err();
+        let named: Vec<&str> = e.problems().iter().map(|p| p.setting.as_str()).collect();
+        assert_eq!(
+            named,
+            [
+                "discord_global_rate",
+                "discord_invalid_limit",
+                "discord_invalid_window"
+            ]
+        );
+        assert!(e.to_string().contains("bans a bot at 10000"), "{e}");
     }
 
     #[test]

@@ -1,22 +1,26 @@
 //! Discord's REST API, for role changes and interaction replies.
 //!
-//! twilight-http keeps every request within Discord's rate limits (it queues
-//! per route bucket and honours the global limit). On top of that, role
-//! changes go through two lanes: interactive work (a member's own `/check`,
-//! a new join) is always taken before bulk re-checks, so a community-wide
-//! re-check cannot make a waiting member wait behind thousands of others.
+//! Interaction replies and command registration go through twilight-http.
+//! Role changes, the bulk of the traffic, go through
+//! [`role_changes`](crate::role_changes): per-guild queues taken in turn
+//! (a member's own change before any bulk re-check), Discord's per-guild
+//! windows and global limit shared with every other worker process, and a
+//! breaker that stops them all well before Discord's invalid-request ban.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use domain::role_sync::RoleChange;
 use domain::role_sync::{RoleChangeError, RoleWriter};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use twilight_http::Client;
 use twilight_model::id::{marker, Id};
 use wire::check::CheckPriority;
 use wire::{ApplicationId, GuildId, InteractionId, RoleId, UserId};
 
-use crate::role_budget::RoleBudgets;
+use crate::role_changes::{self, Budget, Job, RoleRequests};
+pub use crate::role_changes::{RoleChangeLimits, Sharing};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DiscordError {
@@ -27,33 +31,43 @@ pub enum DiscordError {
     },
     #[error("Discord refused {what}: {reason}")]
     Request { what: String, reason: String },
-    /// Discord answered 429 despite the pacing (another process spent the
-    /// bucket, or a global limit).
+    /// Discord answered 429 despite the pacing (another bot instance, or
+    /// limits that changed), also after waiting once.
     #[error("Discord rate-limited {what}: {reason}")]
     RateLimited { what: String, reason: String },
     /// The member left the guild before the change went out (Discord's
     /// "Unknown Member"): nothing to change, and nothing to retry.
     #[error("user {user} is no longer a member of guild {guild}")]
     MemberGone { guild: GuildId, user: UserId },
+    /// Too many invalid requests lately (across all workers): nothing is
+    /// sent until they are older than the window. Retry later.
+    #[error("not sent: Discord answered too many requests with 401, 403 or 429 lately (the invalid-request breaker is open for about {retry_after:?} more); retry later")]
+    BreakerOpen { retry_after: Duration },
     #[error("the Discord request queue is closed (shutting down)")]
     Closed,
 }
 
-type Job = (RoleChange, oneshot::Sender<Result<(), DiscordError>>);
-
-/// A REST client with prioritised role changes. Cheap to clone.
+/// A REST client with fair, shared-budget role changes. Cheap to clone;
+/// clones share the queues.
 #[derive(Clone)]
 pub struct Discord {
     http: Arc<Client>,
-    interactive: mpsc::Sender<Job>,
-    bulk: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Vec<Job>>,
+    budget: Arc<Budget>,
+    /// Role changes asked for and not answered yet.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl Discord {
     /// `api_url` overrides Discord's API host (the simulator's, in tests
-    /// and the demo); production leaves it unset. At most `in_flight` role
-    /// changes are sent at once.
-    pub fn new(token: &str, api_url: Option<&str>, in_flight: usize) -> Result<Self, DiscordError> {
+    /// and the demo); production leaves it unset. `sharing` says how the
+    /// budget is shared with other worker processes.
+    pub fn new(
+        token: &str,
+        api_url: Option<&str>,
+        limits: RoleChangeLimits,
+        sharing: Sharing,
+    ) -> Result<Self, DiscordError> {
         if token.trim().is_empty() {
             return Err(DiscordError::Config {
                 setting: "DISCORD_TOKEN",
@@ -75,25 +89,30 @@ impl Discord {
             builder = builder.proxy(host.trim_end_matches('/').to_owned(), use_http);
         }
         let http = Arc::new(builder.build());
-        let budgets = Arc::new(RoleBudgets::default());
-        let (interactive, interactive_rx) = mpsc::channel(1024);
-        let (bulk, bulk_rx) = mpsc::channel(1024);
-        tokio::spawn(dispatch(
-            http.clone(),
-            budgets,
-            interactive_rx,
-            bulk_rx,
-            in_flight.max(1),
+        let requests =
+            RoleRequests::new(token, api_url).map_err(|reason| DiscordError::Config {
+                setting: "DISCORD_API_URL",
+                reason,
+            })?;
+        let in_flight = limits.in_flight.max(1);
+        let budget = Arc::new(Budget::new(limits, sharing));
+        let (jobs, incoming) = mpsc::channel(1024);
+        tokio::spawn(role_changes::dispatch(
+            Arc::new(requests),
+            budget.clone(),
+            incoming,
+            in_flight,
         ));
         Ok(Discord {
             http,
-            interactive,
-            bulk,
+            jobs,
+            budget,
+            backlog: Arc::new(AtomicUsize::new(0)),
         })
     }
 
     /// The underlying client, for interaction replies (which have their own
-    /// deadline and bypass the role lanes).
+    /// deadline and bypass the role queues).
     pub fn http(&self) -> &Client {
         &self.http
     }
@@ -124,21 +143,80 @@ impl Discord {
         Ok(registered.into_iter().map(|c| c.name).collect())
     }
 
-    /// Adds or removes a role, waiting in the lane of `priority`.
+    /// Adds or removes a role, queued in its guild with `priority`.
     pub async fn change_role(
         &self,
         change: RoleChange,
         priority: CheckPriority,
     ) -> Result<(), DiscordError> {
-        let (tx, rx) = oneshot::channel();
-        let lane = match priority {
-            CheckPriority::Interactive => &self.interactive,
-            CheckPriority::Bulk => &self.bulk,
-        };
-        lane.send((change, tx))
+        self.change_roles(vec![(change, priority)])
             .await
-            .map_err(|_| DiscordError::Closed)?;
-        rx.await.map_err(|_| DiscordError::Closed)?
+            .pop()
+            .unwrap_or(Err(DiscordError::Closed))
+    }
+
+    /// Queues several changes at once (each in its guild's queue, in
+    /// order) and returns their results in the same order.
+    pub async fn change_roles(
+        &self,
+        changes: Vec<(RoleChange, CheckPriority)>,
+    ) -> Vec<Result<(), DiscordError>> {
+        let _waiting = Backlog::enter(&self.backlog, changes.len());
+        let (jobs, replies): (Vec<Job>, Vec<_>) = changes
+            .into_iter()
+            .map(|(change, priority)| {
+                let (reply, answer) = oneshot::channel();
+                let job = Job {
+                    change,
+                    priority,
+                    reply,
+                    limited: 0,
+                };
+                (job, answer)
+            })
+            .unzip();
+        if self.jobs.send(jobs).await.is_err() {
+            return replies.iter().map(|_| Err(DiscordError::Closed)).collect();
+        }
+        let mut results = Vec::with_capacity(replies.len());
+        for answer in replies {
+            results.push(answer.await.unwrap_or(Err(DiscordError::Closed)));
+        }
+        results
+    }
+
+    /// Role changes asked for through this client (and its clones) and not
+    /// answered yet.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// How long role changes stay refused, if the invalid-request breaker
+    /// is open (as this process last saw it).
+    pub fn breaker_open_for(&self) -> Option<Duration> {
+        self.budget
+            .breaker_open_until()
+            .map(|until| until.saturating_duration_since(tokio::time::Instant::now()))
+    }
+}
+
+/// Changes counted in [`Discord::backlog`] while their caller waits (also
+/// when its future is dropped).
+struct Backlog<'a> {
+    count: &'a AtomicUsize,
+    n: usize,
+}
+
+impl<'a> Backlog<'a> {
+    fn enter(count: &'a AtomicUsize, n: usize) -> Self {
+        count.fetch_add(n, Ordering::Relaxed);
+        Backlog { count, n }
+    }
+}
+
+impl Drop for Backlog<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.n, Ordering::Relaxed);
     }
 }
 
@@ -159,96 +237,6 @@ impl RoleWriter for Discord {
             })
     }
 }
-
-async fn dispatch(
-    http: Arc<Client>,
-    budgets: Arc<RoleBudgets>,
-    mut interactive: mpsc::Receiver<Job>,
-    mut bulk: mpsc::Receiver<Job>,
-    in_flight: usize,
-) {
-    let permits = Arc::new(Semaphore::new(in_flight));
-    loop {
-        // Wait for capacity first, so the choice of lane is made at the
-        // moment a request can actually go out.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (job, priority) = tokio::select! {
-            biased;
-            Some(job) = interactive.recv() => (job, CheckPriority::Interactive),
-            Some(job) = bulk.recv() => (job, CheckPriority::Bulk),
-            else => return,
-        };
-        let (http, budgets) = (http.clone(), budgets.clone());
-        tokio::spawn(async move {
-            let (change, reply) = job;
-            budgets.take(change.guild_id, priority).await;
-            let _ = reply.send(send(&http, &budgets, &change).await);
-            drop(permit);
-        });
-    }
-}
-
-async fn send(
-    http: &Client,
-    budgets: &RoleBudgets,
-    change: &RoleChange,
-) -> Result<(), DiscordError> {
-    use twilight_http::request::AuditLogReason;
-    let (guild, user, role) = (
-        change.guild_id.to_twilight(),
-        change.user_id.to_twilight(),
-        change.role_id.to_twilight(),
-    );
-    let what = format!(
-        "{} role {} for user {} in guild {}",
-        if change.add { "adding" } else { "removing" },
-        change.role_id,
-        change.user_id,
-        change.guild_id
-    );
-    let result = if change.add {
-        http.add_guild_member_role(guild, user, role)
-            .reason(&change.reason)
-            .await
-    } else {
-        http.remove_guild_member_role(guild, user, role)
-            .reason(&change.reason)
-            .await
-    };
-    let result = result.map(|response| budgets.observe(change.guild_id, response.headers()));
-    metrics::counter!("worker_role_changes_total", "op" => if change.add { "add" } else { "remove" }, "ok" => if result.is_ok() { "true" } else { "false" }).increment(1);
-    result.map_err(|e| {
-        if api_error_code(&e) == Some(UNKNOWN_MEMBER) {
-            DiscordError::MemberGone {
-                guild: change.guild_id,
-                user: change.user_id,
-            }
-        } else if is_rate_limited(&e) {
-            DiscordError::RateLimited {
-                what,
-                reason: e.to_string(),
-            }
-        } else {
-            DiscordError::Request {
-                what,
-                reason: e.to_string(),
-            }
-        }
-    })
-}
-
-/// Whether Discord answered 429 Too Many Requests.
-fn is_rate_limited(error: &twilight_http::Error) -> bool {
-    matches!(
-        error.kind(),
-        twilight_http::error::ErrorType::Response { status, .. } if status.get() == 429
-    )
-}
-
-/// Discord's JSON error code for "Unknown Member".
-const UNKNOWN_MEMBER: u64 = 10007;
 
 /// Discord's JSON error code of a refused request, when it sent one.
 pub(crate) fn api_error_code(error: &twilight_http::Error) -> Option<u64> {

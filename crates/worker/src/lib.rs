@@ -17,7 +17,7 @@ mod error;
 mod fair_queue;
 pub mod handlers;
 mod housekeeping;
-mod role_budget;
+mod role_changes;
 pub mod slash_commands;
 mod webhooks;
 

@@ -425,6 +425,65 @@ async fn a_new_wallet_gets_no_grace_for_what_the_old_one_earned() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_refused_by_the_breaker_comes_back_after_it_instead_of_being_dropped() {
+    // One invalid request opens the breaker, for 2 s.
+    let g = common::GatedGuild::start_pacing_roles(
+        "worker_breaker",
+        CONTRACT,
+        1,
+        common::GuildOptions::default(),
+        worker::discord::RoleChangeLimits {
+            invalid_limit: 1,
+            invalid_window: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let user = g.members[0];
+    let tx = g.h.store.begin(g.tenant).await.unwrap();
+    tx.profiles()
+        .link_wallet(user, &WalletAddress::parse(&wallet(1)).unwrap())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    set_balance(&g.chain, 0, 100);
+    // The join's own check is over: this one is not turned away as busy.
+    g.h.drained().await;
+
+    // The bot has lost Manage Roles: the change is refused, the breaker
+    // opens, and the check cannot be done until it closes.
+    g.sim.control().forbid_role_changes(g.guild, true);
+    check_now(&g.h, g.guild, user, 1).await;
+    testkit::eventually("Discord to refuse the change", common::WAIT, || {
+        let refused = g.sim.control().stats().role_requests > 0;
+        async move { refused }
+    })
+    .await;
+    g.sim.control().forbid_role_changes(g.guild, false);
+
+    // Back once the breaker has closed, not dead-lettered meanwhile (this
+    // harness gives up on a failing message after 3 quick attempts).
+    assert!(
+        wait_for_role(&g.sim, g.guild, user, g.gated, true).await,
+        "the check was lost; dead letters: {:?}",
+        g.h.dead_letters().await
+    );
+    assert!(g.h.dead_letters().await.is_empty());
+    g.sim.shutdown().await;
+}
+
+/// A Discord client with `in_flight` role changes at once and a budget of
+/// its own.
+fn alone(sim: &Simulator, in_flight: usize) -> worker::discord::Discord {
+    let limits = worker::discord::RoleChangeLimits {
+        in_flight,
+        ..Default::default()
+    };
+    let sharing = worker::discord::Sharing::Alone;
+    worker::discord::Discord::new("test-token", Some(&sim.api_url()), limits, sharing).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
     // Discord allows a few role changes per guild per window; a bulk
     // re-check of many members must not make an interactive one wait for
@@ -447,7 +506,7 @@ async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
     })[0];
     let role = sim.control().guild(guild).unwrap().role_ids[1];
     let users = testkit::sim::member_ids(&sim, guild);
-    let discord = worker::discord::Discord::new("test-token", Some(&sim.api_url()), 1).unwrap();
+    let discord = alone(&sim, 1);
     let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let change = |user: UserId| worker::discord::RoleChange {
         guild_id: guild,
@@ -467,14 +526,42 @@ async fn a_members_own_role_change_overtakes_queued_bulk_ones() {
             finished.lock().unwrap().push("bulk");
         }));
     }
-    // Let the bulk work queue up and start, then a member runs /check.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let bulk_done_before = finished.lock().unwrap().len();
-    discord
-        .change_role(change(users[12]), wire::check::CheckPriority::Interactive)
-        .await
-        .unwrap();
-    finished.lock().unwrap().push("interactive");
+    // Once the bulk work has queued up and started, a member runs /check.
+    testkit::eventually(
+        "the bulk changes to queue up and start",
+        common::WAIT,
+        || {
+            let queued = discord.backlog() + finished.lock().unwrap().len() == 12;
+            let started = sim.control().stats().role_requests > 0;
+            async move { queued && started }
+        },
+    )
+    .await;
+    let member = {
+        let (discord, finished, change) = (discord.clone(), finished.clone(), change(users[12]));
+        tokio::spawn(async move {
+            discord
+                .change_role(change, wire::check::CheckPriority::Interactive)
+                .await
+                .unwrap();
+            finished.lock().unwrap().push("interactive");
+        })
+    };
+    // Counted from the moment the member's change is queued: however long
+    // this test is kept from running, only what finished by then is behind
+    // it.
+    testkit::eventually("the member's change to be queued", common::WAIT, || {
+        let queued = discord.backlog() + finished.lock().unwrap().len() == 13;
+        async move { queued }
+    })
+    .await;
+    let bulk_done_before = finished
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|o| **o == "bulk")
+        .count();
+    member.await.unwrap();
     for task in tasks {
         task.await.unwrap();
     }
@@ -514,7 +601,7 @@ async fn a_role_change_for_a_member_who_left_is_reported_as_such() {
     let role = sim.control().guild(guild).unwrap().role_ids[1];
     let user = sim.control().members(guild).unwrap()[0].user_id;
     sim.control().remove_member(guild, user).unwrap();
-    let discord = worker::discord::Discord::new("test-token", Some(&sim.api_url()), 1).unwrap();
+    let discord = alone(&sim, 1);
     let result = discord
         .change_role(
             worker::discord::RoleChange {

@@ -169,7 +169,13 @@ fn set_role(
     } else {
         "DELETE /guilds/{}/members/{}/roles/{}"
     };
+    shared
+        .role_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     limited(&shared, template, &ids.0, true, || {
+        if lock(&shared.roles_forbidden).contains(&guild_id) {
+            return discord_error(StatusCode::FORBIDDEN, 50013, "Missing Permissions");
+        }
         match shared.apply(|world| world.set_member_role(guild_id, user_id, role_id, add)) {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(error) => sim_error(&error),

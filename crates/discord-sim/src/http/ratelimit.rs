@@ -83,6 +83,8 @@ pub(crate) struct RestLimiter {
     routes: HashMap<String, Window>,
     /// Requests answered 429, for inspection.
     pub(crate) rejected: u64,
+    /// Of those, the ones the global limit refused.
+    pub(crate) rejected_global: u64,
 }
 
 /// A stable bucket id for a route template, like Discord's opaque hashes.
@@ -106,6 +108,7 @@ impl RestLimiter {
             },
             routes: HashMap::new(),
             rejected: 0,
+            rejected_global: 0,
         }
     }
 
@@ -124,6 +127,7 @@ impl RestLimiter {
             self.global.roll(now, second);
             if self.global.count >= self.limits.global_per_second {
                 self.rejected += 1;
+                self.rejected_global += 1;
                 return Verdict::Limited {
                     headers: None,
                     retry_after: self.global.reset_after(now, second),
@@ -240,5 +244,6 @@ mod tests {
             limiter.check("D", "1", true, t0 + Duration::from_secs(1)),
             Verdict::Allowed(_)
         ));
+        assert_eq!((limiter.rejected, limiter.rejected_global), (1, 1));
     }
 }

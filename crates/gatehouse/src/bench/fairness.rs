@@ -288,7 +288,9 @@ async fn phase(
     length: Duration,
     label: &str,
 ) -> anyhow::Result<Phase> {
-    let since = chrono::Utc::now();
+    // Discord's join times have millisecond precision: so must the start.
+    let since = chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis())
+        .context("the phase's start time")?;
     let stop = CancellationToken::new();
     let progress = ProgressBar::new(length.as_secs());
     progress.set_style(

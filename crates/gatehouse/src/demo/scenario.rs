@@ -156,8 +156,20 @@ impl World {
         // The worker: role sync against the simulator's REST and the fake chain.
         let evaluator =
             eligibility::Evaluator::new(&chains(&chain)).context("eligibility configuration")?;
-        let discord = worker::discord::Discord::new(TOKEN, Some(&sim.api_url()), 16)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let topology = demo_topology(namespace);
+        let discord = worker::discord::Discord::new(
+            TOKEN,
+            Some(&sim.api_url()),
+            worker::discord::RoleChangeLimits {
+                in_flight: 16,
+                ..worker::discord::RoleChangeLimits::default()
+            },
+            worker::discord::Sharing::Nats {
+                jetstream: js.clone(),
+                topology: topology.clone(),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         // What an operator does once per deployment (`gatehouse commands register`).
         discord
             .register_commands(sim.config().application_id)
@@ -178,7 +190,6 @@ impl World {
                 check_min_read_age: Duration::ZERO,
             },
         ));
-        let topology = demo_topology(namespace);
         let worker_config = worker::WorkerConfig {
             topology: topology.clone(),
             backoff: vec![Duration::from_millis(200), Duration::from_secs(1)],
@@ -473,11 +484,10 @@ impl World {
         }
         self.sim.shutdown().await;
         let topology = demo_topology(namespace);
-        for stream in topology
-            .stream_configs()
-            .into_iter()
-            .chain([topology.sessions_stream_config()])
-        {
+        for stream in topology.stream_configs().into_iter().chain([
+            topology.sessions_stream_config(),
+            topology.discord_budget_stream_config(),
+        ]) {
             let _ = js.delete_stream(&stream.name).await;
         }
     }

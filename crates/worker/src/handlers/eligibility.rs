@@ -32,11 +32,19 @@ pub(super) async fn check(
                 return Ok(());
             }
             if report.failed_changes > 0 {
-                return Err(HandlerError::Transient(format!(
+                let reason = format!(
                     "{} role change(s) failed for user {user}: {}",
                     report.failed_changes,
                     report.first_error.unwrap_or_default()
-                )));
+                );
+                // Nothing goes to Discord while the invalid-request breaker
+                // is open (up to its window): come back once it has closed,
+                // however many attempts that takes, rather than spend them
+                // all meanwhile and land in the dead letters.
+                if let Some(after) = sync.discord().breaker_open_for() {
+                    return Err(HandlerError::RetryAfter { reason, after });
+                }
+                return Err(HandlerError::Transient(reason));
             }
         }
         None => {

@@ -126,7 +126,18 @@ impl Harness {
             chains: [("testchain".to_owned(), chain)].into_iter().collect(),
         })
         .unwrap();
-        let discord = worker::discord::Discord::new("test-token", Some(api_url), 8).unwrap();
+        // Shared through the test's namespace, as the workers of one
+        // deployment share it.
+        let discord = worker::discord::Discord::new(
+            "test-token",
+            Some(api_url),
+            self.config.discord.clone(),
+            worker::discord::Sharing::Nats {
+                jetstream: self.nats.js.clone(),
+                topology: self.config.topology.clone(),
+            },
+        )
+        .unwrap();
         self.role_sync = Some(std::sync::Arc::new(worker::RoleSync::new(
             self.store.clone(),
             std::sync::Arc::new(evaluator),
@@ -375,6 +386,17 @@ impl GatedGuild {
         members: usize,
         options: GuildOptions,
     ) -> GatedGuild {
+        Self::start_pacing_roles(label, contract, members, options, Default::default()).await
+    }
+
+    /// As [`GatedGuild::start_with`], with role changes paced by `discord`.
+    pub async fn start_pacing_roles(
+        label: &str,
+        contract: &str,
+        members: usize,
+        options: GuildOptions,
+        discord: worker::discord::RoleChangeLimits,
+    ) -> GatedGuild {
         use discord_sim::{GuildsSpec, SimConfig, Simulator};
         use eligibility::fake_chain::{FakeChain, FakeChainOptions, FakeContract};
         let sim = Simulator::start(SimConfig {
@@ -406,6 +428,7 @@ impl GatedGuild {
         if let Some(commands) = options.commands {
             h.config.commands = commands;
         }
+        h.config.discord = discord;
         h.enable_role_sync_on(
             &sim.api_url(),
             chain.url(),
