@@ -54,7 +54,7 @@ fn worker_client(sim: &Simulator, limits: RoleChangeLimits, nats: &NatsScope) ->
 }
 
 async fn nats() -> NatsScope {
-    NatsScope::new(&testkit::db::StackEnv::load().nats_url).await
+    NatsScope::new(&testkit::db::StackEnv::load().nats).await
 }
 
 fn in_flight(n: usize) -> RoleChangeLimits {
@@ -301,7 +301,7 @@ async fn a_worker_cut_off_from_nats_keeps_changing_roles_within_a_cautious_share
     // A NATS of the test's own, to stop.
     let mut server = testkit::nats::NatsServer::start();
     let sharing = Sharing::Nats {
-        jetstream: testkit::nats::jetstream(&server.url()).await,
+        jetstream: server.access().jetstream(bus::Process::Worker).await,
         topology: bus::Topology::new(bus::Namespace::root()).with_storage(bus::Storage::Memory),
     };
     let discord = Discord::new("test-token", Some(&sim.api_url()), in_flight(8), sharing).unwrap();
