@@ -366,9 +366,9 @@ async fn a_community_flooding_the_stream_delays_only_itself() {
     let mut h = Harness::new("worker_fairness").await;
     h.publish(&guild_join(801, "s1", 1)).await;
     h.publish(&guild_join(802, "s1", 2)).await;
-    // Three thousand joins in one server reach the stream before one join
+    // Fifteen hundred joins in one server reach the stream before one join
     // in another, and only then does the worker start.
-    const FLOOD: u64 = 3_000;
+    const FLOOD: u64 = 1_500;
     for user in 1..=FLOOD {
         h.publish(&member_join(801, user, "s1", 2 + user)).await;
     }
@@ -382,7 +382,7 @@ async fn a_community_flooding_the_stream_delays_only_itself() {
     };
     assert_eq!(h.wait_for_count(&profiles_in(802), 1).await, 1);
     let flood_done = h.count(&profiles_in(801)).await;
-    // In stream order the quiet server's join would wait for all 3,000; it
+    // In stream order the quiet server's join would wait for all 1,500; it
     // is taken once the worker has read past the flood, which it does
     // without waiting for the flood to be applied.
     assert!(

@@ -69,6 +69,13 @@ pub struct BenchFairnessArgs {
     #[arg(long, default_value_t = 1.0)]
     pub quiet_commands_per_s: f64,
 
+    /// Flood rate (slash commands per second, and as many member updates);
+    /// 0: as fast as the simulator takes them. A paced flood that leaves
+    /// the machine's cores some room shows the queues' fairness apart from
+    /// the flood's cost in CPU.
+    #[arg(long, default_value_t = 0)]
+    pub flood_per_s: u32,
+
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -86,6 +93,8 @@ pub struct FairnessReport {
     pub machine: super::machine::Machine,
     pub quiet_communities: u32,
     pub phase_seconds: u64,
+    /// The flood's pace asked for (0: as fast as possible).
+    pub flood_per_s_asked: u32,
     pub alone: Phase,
     pub flooded: Phase,
     /// Quiet p99 with the flood ÷ without it: the worse of joins and
@@ -194,6 +203,7 @@ async fn measure(
     let flood_traffic = FloodTraffic {
         guild: flood.guild,
         members: flood_members.into_iter().map(|(_, user)| user).collect(),
+        per_s: args.flood_per_s,
     };
     let flooded = phase(
         world,
@@ -212,6 +222,7 @@ async fn measure(
         machine: super::machine::Machine::here(),
         quiet_communities: quiet,
         phase_seconds: seconds,
+        flood_per_s_asked: args.flood_per_s,
         alone,
         flooded,
         quiet_p99_ratio: join.max(command),
@@ -277,6 +288,8 @@ struct QuietTraffic {
 struct FloodTraffic {
     guild: GuildId,
     members: Vec<UserId>,
+    /// 0: unpaced.
+    per_s: u32,
 }
 
 /// Runs one phase and measures it once the pipeline has caught up.
@@ -300,8 +313,8 @@ async fn phase(
     progress.set_message(label.to_owned());
     let flood_task = flood.map(|f| {
         let control = world.sim.control().clone();
-        let (guild, members, stop) = (f.guild, f.members.clone(), stop.clone());
-        tokio::spawn(async move { send_flood(&control, guild, &members, &stop).await })
+        let (guild, members, per_s, stop) = (f.guild, f.members.clone(), f.per_s, stop.clone());
+        tokio::spawn(async move { send_flood(&control, guild, &members, per_s, &stop).await })
     });
     let control = world.sim.control().clone();
     let (joins, commands) = {
@@ -424,17 +437,27 @@ struct FloodSent {
     member_updates: u64,
 }
 
-/// Slash commands and member updates in one guild, alternating, as fast as
-/// the simulator takes them, until `stop`.
+/// Slash commands and member updates in one guild, alternating, `per_s` of
+/// each a second (0: as fast as the simulator takes them), until `stop`.
 async fn send_flood(
     control: &discord_sim::SimControl,
     guild: GuildId,
     members: &[UserId],
+    per_s: u32,
     stop: &CancellationToken,
 ) -> anyhow::Result<FloodSent> {
     let mut sent = FloodSent::default();
     let mut n = 0usize;
+    let started = tokio::time::Instant::now();
     while !stop.is_cancelled() {
+        if per_s > 0 {
+            // Open loop: catch up to the pace, then wait a tick.
+            let due = started.elapsed().as_secs_f64() * f64::from(per_s);
+            if n as f64 >= due {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        }
         let user = members[n % members.len()];
         let command = if n.is_multiple_of(2) {
             "check"
@@ -482,8 +505,16 @@ fn render(r: &FairnessReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nfairness: {} quiet communities, {} s per phase ({} cores, {:.1} GiB)",
-        r.quiet_communities, r.phase_seconds, r.machine.cores, r.machine.memory_gib
+        "\nfairness: {} quiet communities, {} s per phase, flood {} ({} cores, {:.1} GiB)",
+        r.quiet_communities,
+        r.phase_seconds,
+        if r.flood_per_s_asked == 0 {
+            "as fast as the simulator sends".to_owned()
+        } else {
+            format!("paced at {}/s", r.flood_per_s_asked)
+        },
+        r.machine.cores,
+        r.machine.memory_gib
     );
     let _ = writeln!(
         out,
