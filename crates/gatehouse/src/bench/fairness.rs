@@ -356,7 +356,7 @@ async fn phase(
     };
     // Let the pipeline finish what the phase sent before measuring it.
     let communities: Vec<Community> = quiet.communities.clone();
-    settle_phase(world, store, &communities, since, joins).await?;
+    settle_phase(world, store, &communities, since, joins, &commands).await?;
 
     let mut join_latencies = Vec::new();
     for c in &communities {
@@ -401,16 +401,22 @@ async fn phase(
     })
 }
 
-/// Waits until every quiet join of the phase is in the database and the
-/// streams hold nothing unhandled.
+/// Waits until every quiet join of the phase is in the database and every
+/// quiet command was answered or can no longer be (Discord's window has
+/// passed). The flood's own backlog may still be draining: it is not what
+/// is measured.
 async fn settle_phase(
     world: &World,
     store: &store::Store,
     communities: &[Community],
     since: chrono::DateTime<chrono::Utc>,
     joins: u64,
+    commands: &[(InteractionId, i64)],
 ) -> anyhow::Result<()> {
+    /// Discord's 3 s response window, and a margin.
+    const ANSWER_WITHIN_MS: i64 = 4_000;
     let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    let control = world.sim.control();
     loop {
         let mut seen = 0;
         for c in communities {
@@ -418,14 +424,22 @@ async fn settle_phase(
             seen += tx.stats().join_latencies_ms_since(since).await?.len() as u64;
             tx.commit().await?;
         }
-        let pending = world.pending(&wire::subjects::EVENTS).await
-            + world.pending(&wire::subjects::COMMANDS).await;
-        if seen >= joins && pending == 0 {
+        let now = chrono::Utc::now().timestamp_millis();
+        let open = commands
+            .iter()
+            .filter(|(id, at)| {
+                now - at < ANSWER_WITHIN_MS
+                    && control
+                        .interaction(*id)
+                        .is_some_and(|i| i.responses.is_empty())
+            })
+            .count();
+        if seen >= joins && open == 0 {
             return Ok(());
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "the pipeline did not catch up within {SETTLE_WITHIN:?}: {seen} of {joins} quiet joins, {pending} messages pending"
+            "the pipeline did not catch up within {SETTLE_WITHIN:?}: {seen} of {joins} quiet joins"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
