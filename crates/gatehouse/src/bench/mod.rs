@@ -8,6 +8,7 @@ pub mod fairness;
 #[cfg(feature = "sim")]
 pub mod gateway;
 mod load_profile;
+#[cfg(feature = "sim")]
 mod machine;
 mod recorder;
 
