@@ -82,7 +82,6 @@ pub(crate) async fn consume<H: HandleMessage>(
     let puller = tokio::spawn(pull(consumer, slots.clone(), found, shutdown.clone()));
     let config = Arc::new(config);
     let mut queue: FairQueue<Key, Held> = FairQueue::new(plan.per_community_in_flight);
-    let mut held_by: HashMap<Key, usize> = HashMap::new();
     let mut deferrals = Deferrals::new(plan.per_community_in_flight);
     let mut running: JoinSet<(Key, Duration)> = JoinSet::new();
     let mut keep_alive =
@@ -115,7 +114,6 @@ pub(crate) async fn consume<H: HandleMessage>(
                     Ok((key, took)) => {
                         queue.done(&key);
                         deferrals.completed(&key, took);
-                        release(&mut held_by, &key);
                     }
                     // A panicking handler loses its key; the message comes
                     // back after ack_wait. Say so loudly.
@@ -126,10 +124,9 @@ pub(crate) async fn consume<H: HandleMessage>(
                 let Some(held) = arrival else { break };
                 let key = Key::of(&held.message.payload);
                 deferrals.returned(&key, held.sequence);
-                let here = held_by.get(&key).copied().unwrap_or(0);
+                let here = queue.held(&key);
                 let total = slots_in_use(&slots, plan.read_ahead * 2);
                 if total <= plan.read_ahead || here < plan.per_community_waiting {
-                    *held_by.entry(key.clone()).or_default() += 1;
                     queue.push(key, held);
                 } else {
                     defer(held, key, &mut deferrals).await;
@@ -179,15 +176,6 @@ impl Plan {
 
 fn slots_in_use(slots: &Semaphore, total: usize) -> usize {
     total.saturating_sub(slots.available_permits())
-}
-
-fn release(held_by: &mut HashMap<Key, usize>, key: &Key) {
-    if let Some(n) = held_by.get_mut(key) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            held_by.remove(key);
-        }
-    }
 }
 
 /// The community a message belongs to, as far as its payload tells without

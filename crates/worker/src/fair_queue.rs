@@ -56,6 +56,13 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
         self.queued
     }
 
+    /// Items of `key` here: waiting or in flight.
+    pub(crate) fn held(&self, key: &K) -> usize {
+        self.lanes
+            .get(key)
+            .map_or(0, |lane| lane.items.len() + lane.in_flight)
+    }
+
     /// Keys with items waiting.
     pub(crate) fn waiting_keys(&self) -> usize {
         self.turns.len()
