@@ -21,9 +21,13 @@ impl<'a> Directory<'a> {
     }
 
     /// The community of a Discord guild, if one was ever provisioned
-    /// (active or not).
+    /// (active or not). Found answers are remembered (see
+    /// `guild_cache`): a known guild costs no connection.
     pub async fn resolve_guild(&self, guild: GuildId) -> Result<Option<TenantId>, StoreError> {
         const CONTEXT: &str = "resolving a guild to its community";
+        if let Some(tenant) = self.store.guilds().get(guild) {
+            return Ok(Some(tenant));
+        }
         let client = self.store.checkout().await?;
         let rows = client
             .query_typed(
@@ -36,7 +40,11 @@ impl<'a> Directory<'a> {
             Some(r) => r.try_get(0).map_err(|e| StoreError::query(CONTEXT, e))?,
             None => None,
         };
-        Ok(id.map(TenantId::from))
+        let tenant = id.map(TenantId::from);
+        if let Some(tenant) = tenant {
+            self.store.guilds().put(guild, tenant);
+        }
+        Ok(tenant)
     }
 
     /// Creates the community for a guild, or reactivates (and renames) the
@@ -62,7 +70,9 @@ impl<'a> Directory<'a> {
             .first()
             .ok_or(StoreError::NotFound { context: CONTEXT })?;
         let id: uuid::Uuid = row.try_get(0).map_err(|e| StoreError::query(CONTEXT, e))?;
-        Ok(TenantId::from(id))
+        let tenant = TenantId::from(id);
+        self.store.guilds().put(guild, tenant);
+        Ok(tenant)
     }
 
     /// The active communities with at least one active webhook, for the

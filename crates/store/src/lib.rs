@@ -19,6 +19,7 @@
 mod config;
 mod directory;
 mod error;
+mod guild_cache;
 mod ids;
 pub mod migrate;
 mod pool;

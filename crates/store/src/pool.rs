@@ -1,6 +1,9 @@
+use std::sync::Arc;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+use crate::guild_cache::GuildCache;
 use crate::{Directory, StoreConfig, StoreError, TenantId, TenantTx};
 
 /// A pool of connections for the runtime role, usually pointed at PgBouncer.
@@ -10,6 +13,7 @@ use crate::{Directory, StoreConfig, StoreError, TenantId, TenantTx};
 pub struct Store {
     pool: Pool,
     config: StoreConfig,
+    guilds: Arc<GuildCache>,
 }
 
 impl Store {
@@ -44,7 +48,11 @@ impl Store {
                 setting: "pool",
                 reason: e.to_string(),
             })?;
-        Ok(Store { pool, config })
+        Ok(Store {
+            pool,
+            config,
+            guilds: Arc::new(GuildCache::new()),
+        })
     }
 
     /// Opens a tenant transaction: `BEGIN` and
@@ -62,6 +70,10 @@ impl Store {
     /// Dashboard sessions, through their SECURITY DEFINER functions.
     pub fn web_sessions(&self) -> crate::WebSessions<'_> {
         crate::WebSessions::new(self)
+    }
+
+    pub(crate) fn guilds(&self) -> &GuildCache {
+        &self.guilds
     }
 
     pub fn config(&self) -> &StoreConfig {
