@@ -38,6 +38,41 @@ impl<'t> ProcessedEvents<'t> {
         Ok(!rows.is_empty())
     }
 
+    /// [`claim`](Self::claim) for many events in one statement: `events`
+    /// are `(event id, event type)`. Returns the ids claimed now; an id
+    /// listed twice is claimed (and returned) once, so the caller applies
+    /// an effect for the first of its copies only.
+    pub async fn claim_many(
+        &self,
+        events: &[(&str, &str)],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if events.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let (ids, types): (Vec<&str>, Vec<&str>) = events.iter().copied().unzip();
+        let rows = self
+            .tx
+            .query(
+                "recording processed events",
+                "INSERT INTO processed_events (community_id, event_id, event_type)
+                 SELECT $1, * FROM unnest($2::text[], $3::text[])
+                 ON CONFLICT DO NOTHING
+                 RETURNING event_id",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&ids, Type::TEXT_ARRAY),
+                    (&types, Type::TEXT_ARRAY),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                row.try_get::<_, String>(0)
+                    .map_err(|e| StoreError::query("recording processed events", e))
+            })
+            .collect()
+    }
+
     /// Forgets ids processed more than `older_than` ago. They only need to
     /// outlive the window in which a duplicate can still arrive.
     pub async fn prune(&self, older_than: std::time::Duration) -> Result<u64, StoreError> {
