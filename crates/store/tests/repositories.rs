@@ -661,6 +661,48 @@ async fn an_event_id_is_claimed_once_per_community() {
 }
 
 #[tokio::test]
+async fn many_event_ids_are_claimed_in_one_statement_each_once() {
+    let db = TestDb::create("repo_processed_many").await;
+    let store = db.store(2).await;
+    let a = store.directory().provision_guild(sf(1), "a").await.unwrap();
+    let tx = store.begin(a).await.unwrap();
+    assert!(tx
+        .processed_events()
+        .claim("evt-1", "member.join")
+        .await
+        .unwrap());
+    // Already claimed, new, and new but listed twice (a redelivery that
+    // arrived beside its original).
+    let claimed = tx
+        .processed_events()
+        .claim_many(&[
+            ("evt-1", "member.join"),
+            ("evt-2", "member.update"),
+            ("evt-3", "member.update"),
+            ("evt-3", "member.update"),
+        ])
+        .await
+        .unwrap();
+    let mut claimed: Vec<String> = claimed.into_iter().collect();
+    claimed.sort();
+    assert_eq!(claimed, ["evt-2", "evt-3"]);
+    assert!(tx
+        .processed_events()
+        .claim_many(&[])
+        .await
+        .unwrap()
+        .is_empty());
+    tx.commit().await.unwrap();
+    let tx = store.begin(a).await.unwrap();
+    assert!(!tx
+        .processed_events()
+        .claim("evt-3", "member.update")
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_interaction_reply_waits_with_its_claim_until_forgotten() {
     use store::repo::{PendingReply, ReplyBody};
     let db = TestDb::create("repo_replies").await;
@@ -857,4 +899,39 @@ async fn audit_retention_prunes_old_rows_in_every_community_and_never_the_last_d
     let tx = store.begin(a).await.unwrap();
     let err = tx.raw_query("DELETE FROM audit_logs").await.unwrap_err();
     assert_eq!(err.sql_state(), Some("42501"), "{err}");
+}
+
+#[tokio::test]
+async fn a_known_guild_resolves_without_a_connection_and_an_unknown_one_is_asked_again() {
+    // Every event resolves its guild; that must not cost a connection (a
+    // round trip and a transaction of its own) once the answer is known.
+    let db = TestDb::create("repo_guild_cache").await;
+    let store = db.store(1).await;
+    let known = store.directory().provision_guild(sf(7), "g").await.unwrap();
+    let other = db.store(1).await;
+    assert_eq!(store.directory().resolve_guild(sf(8)).await.unwrap(), None);
+
+    // The only connection is taken: a lookup that needed one would wait
+    // for the pool (and time out).
+    let busy = store.begin(known).await.unwrap();
+    let resolved = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        store.directory().resolve_guild(sf(7)),
+    )
+    .await
+    .expect("resolving a known guild waited for a connection")
+    .unwrap();
+    assert_eq!(resolved, Some(known));
+    busy.commit().await.unwrap();
+
+    // "No community" is not remembered: provisioned elsewhere, it is found.
+    let provisioned = other
+        .directory()
+        .provision_guild(sf(8), "later")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.directory().resolve_guild(sf(8)).await.unwrap(),
+        Some(provisioned)
+    );
 }
