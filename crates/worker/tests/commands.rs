@@ -1293,8 +1293,23 @@ async fn commands_over_a_members_limit_and_a_second_check_are_answered_politely(
         .await
         .contains("Your profile"));
     assert!(!w.reply(flooder, "badges", &[]).await.is_empty());
-    let refused = w.reply(flooder, "profile", &[]).await;
+    let (envelope, id) = w.invoke(flooder, "profile", &[]).await;
+    let refused = w.answered(id, 1).await.responses[0].body["data"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(refused.contains("faster than I can answer"), "{refused}");
+    // Refused before any database work: a flood of commands over the
+    // limit costs the flooder's replies, not every community's connections.
+    assert_eq!(
+        w.h.count(&format!(
+            "SELECT count(*) FROM processed_events WHERE event_id = '{}'",
+            envelope.id.as_str()
+        ))
+        .await,
+        0,
+        "a command over the limit took a transaction"
+    );
     // Another member of the same server is not held up.
     assert!(w
         .reply(other, "profile", &[])

@@ -61,6 +61,7 @@ use domain::{
 };
 
 use super::{eligibility, guild_of, membership::community_of, user_of, Handlers};
+use crate::command_limits::Limited;
 use crate::discord::ToTwilight;
 use crate::{
     slash_commands::{BADGES, CHECK, LINK_WALLET, PROFILE, WALLETS},
@@ -127,10 +128,34 @@ pub(super) async fn interaction(
     }
     let guild = guild_of(envelope)?;
     let user = user_of(envelope)?;
-    let tenant = community_of(&handlers.store, guild).await?;
     let reply = Reply::new(sync.discord().http(), interaction)?;
+    let command = interaction.command_name.as_deref().unwrap_or_default();
+    let admitted = if delivery.attempt == 1 {
+        // Limits come before any database work: a flood over them costs
+        // the flooder one reply each, and no community a connection. (A
+        // redelivery goes through the claim instead: its first delivery
+        // may have been admitted and committed a reply to send again.)
+        if let Err(limited) = handlers.commands.admit(guild, user, command == CHECK) {
+            metrics::counter!("worker_commands_limited_total", "command" => command_label(command))
+                .increment(1);
+            return answer_limited(&reply, limited).await;
+        }
+        Admission::Admitted
+    } else {
+        Admission::Unchecked
+    };
+    let tenant = community_of(&handlers.store, guild).await?;
 
-    let Some(pending) = commit_reply(handlers, envelope, tenant, guild, user, interaction).await?
+    let Some(pending) = commit_reply(
+        handlers,
+        envelope,
+        tenant,
+        guild,
+        user,
+        interaction,
+        admitted,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -173,6 +198,7 @@ async fn commit_reply(
     guild: GuildId,
     user: UserId,
     interaction: &InteractionCreate,
+    admission: Admission,
 ) -> Result<Option<PendingReply>, HandlerError> {
     let event_id = envelope.id.as_str();
     let command = interaction.command_name.as_deref().unwrap_or_default();
@@ -190,7 +216,11 @@ async fn commit_reply(
         return Ok(pending);
     }
     metrics::counter!("worker_commands_total", "command" => command_label(command)).increment(1);
-    let pending = if let Err(limited) = handlers.commands.admit(guild, user, command == CHECK) {
+    let limits = match admission {
+        Admission::Admitted => Ok(()),
+        Admission::Unchecked => handlers.commands.admit(guild, user, command == CHECK),
+    };
+    let pending = if let Err(limited) = limits {
         metrics::counter!("worker_commands_limited_total", "command" => command_label(command))
             .increment(1);
         PendingReply::only(ReplyBody::Message(limited.text()))
@@ -226,6 +256,31 @@ async fn commit_reply(
     tx.interaction_replies().record(event_id, &pending).await?;
     tx.commit().await?;
     Ok(Some(pending))
+}
+
+/// Whether a command was already let through the limits.
+#[derive(Clone, Copy, Debug)]
+enum Admission {
+    Admitted,
+    /// A redelivery that found no claim: its first delivery never got as
+    /// far as running it, so it is measured against the limits now.
+    Unchecked,
+}
+
+/// Answers a command over the limits, with no transaction: nothing is
+/// claimed, so a redelivery (after a failed send) is measured again.
+async fn answer_limited(reply: &Reply<'_>, limited: Limited) -> Result<(), HandlerError> {
+    match reply.send(Answer::Message(&limited.text())).await {
+        Ok(()) | Err(ReplyError::AlreadyAnswered) => Ok(()),
+        Err(ReplyError::Refused(reason)) => Err(HandlerError::Permanent(format!(
+            "Discord refused the over-the-limit reply to interaction {}: {reason}",
+            reply.id
+        ))),
+        Err(ReplyError::Failed(reason)) => Err(HandlerError::Transient(format!(
+            "replying to interaction {} (over the command limits) failed: {reason}",
+            reply.id
+        ))),
+    }
 }
 
 /// Asks for the re-checks a committed effect calls for. The ids derive
