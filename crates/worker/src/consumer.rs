@@ -28,6 +28,28 @@ pub(crate) trait HandleMessage: Send + Sync + 'static {
         payload: &[u8],
         delivery: &Delivery,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Whether messages on `subject` may be handed to
+    /// [`handle_batch`](Self::handle_batch) together with the ones of their
+    /// community queued next to them.
+    fn batches(&self, _subject: &str) -> bool {
+        false
+    }
+
+    /// Handles `(subject, payload, delivery)`s of one community, in order;
+    /// one outcome per message.
+    fn handle_batch(
+        &self,
+        batch: &[(&str, &[u8], Delivery)],
+    ) -> impl Future<Output = Vec<Result<(), HandlerError>>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (subject, payload, delivery) in batch {
+                outcomes.push(self.handle_message(subject, payload, delivery).await);
+            }
+            outcomes
+        }
+    }
 }
 
 impl HandleMessage for Handlers {
@@ -39,7 +61,22 @@ impl HandleMessage for Handlers {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         Handlers::handle_message(self, subject, payload, delivery)
     }
+
+    fn batches(&self, subject: &str) -> bool {
+        Handlers::batches(self, subject)
+    }
+
+    fn handle_batch(
+        &self,
+        batch: &[(&str, &[u8], Delivery)],
+    ) -> impl Future<Output = Vec<Result<(), HandlerError>>> + Send {
+        Handlers::handle_batch(self, batch)
+    }
 }
+
+/// The most messages handed over in one batch. Past a few dozen, a
+/// batch's transaction gains little and holds its rows' locks longer.
+const MAX_BATCH: usize = 64;
 
 /// How long one pull waits for messages. It bounds how long shutdown waits
 /// for a pull that is still open on the server.
@@ -66,15 +103,23 @@ const DEFER_MEMORY: Duration = Duration::from_secs(900);
 /// blocking the stream behind it. Held messages are kept alive towards
 /// JetStream while they wait, and anything delivered after the signal is
 /// handed straight back with a NAK.
+///
+/// Messages the handlers take in batches (see
+/// [`HandleMessage::batches`]) start together with the ones of their
+/// community queued right behind them, up to [`MAX_BATCH`]: under a flood
+/// a community's backlog then costs a transaction per batch, not per
+/// message. With [`Order::PerCommunity`] a community has one message or
+/// batch in flight at a time, so its effects follow stream order.
 pub(crate) async fn consume<H: HandleMessage>(
     consumer: PullConsumer,
     js: jetstream::Context,
     handlers: Arc<H>,
     config: WorkerConfig,
+    order: Order,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let limit = config.concurrency.max(1);
-    let plan = Plan::for_concurrency(limit);
+    let plan = Plan::new(limit, order);
     // Hard bound on what this process holds: the read-ahead, plus the same
     // again for quiet communities' messages found past a full read-ahead.
     let slots = Arc::new(Semaphore::new(plan.read_ahead * 2));
@@ -82,7 +127,7 @@ pub(crate) async fn consume<H: HandleMessage>(
     let puller = tokio::spawn(pull(consumer, slots.clone(), found, shutdown.clone()));
     let config = Arc::new(config);
     let mut queue: FairQueue<Key, Held> = FairQueue::new(plan.per_community_in_flight);
-    let mut deferrals = Deferrals::new(plan.per_community_in_flight);
+    let mut deferrals = Deferrals::new(plan.per_community_in_flight, plan.return_together);
     let mut running: JoinSet<(Key, Duration)> = JoinSet::new();
     let mut keep_alive =
         tokio::time::interval((config.ack_wait / 4).max(Duration::from_millis(250)));
@@ -94,16 +139,32 @@ pub(crate) async fn consume<H: HandleMessage>(
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         while running.len() < limit {
-            let Some((key, held)) = queue.pop() else {
+            let Some((key, run)) = queue.pop_run(MAX_BATCH, |held| held.batches) else {
                 break;
             };
             let (js, handlers, config) = (js.clone(), handlers.clone(), config.clone());
-            let deferred = deferrals.count(held.sequence);
+            let together = plan.return_together;
+            let run: Vec<(Held, u32)> = run
+                .into_iter()
+                .map(|held| {
+                    let deferred = deferrals.count(held.sequence);
+                    (held, deferred)
+                })
+                .collect();
             running.spawn(async move {
                 let started = tokio::time::Instant::now();
-                process(held.message, deferred, &js, &*handlers, &config).await;
-                drop(held.slot);
-                (key, started.elapsed())
+                let n = run.len();
+                process(run, &js, &*handlers, &config).await;
+                // The pace of deferrals is per message. Where messages go
+                // in batches, a small one says little about the pace of
+                // full ones, which is what returning deferrals make: its
+                // time counts as that of a full batch (an early return
+                // costs one more deferral, a late one an idle community).
+                let per = n.max(together);
+                (
+                    key,
+                    started.elapsed() / u32::try_from(per).unwrap_or(u32::MAX),
+                )
             });
         }
         metrics::gauge!("worker_messages_queued").set(queue.queued() as f64);
@@ -121,7 +182,8 @@ pub(crate) async fn consume<H: HandleMessage>(
                 }
             }
             arrival = arrivals.recv() => {
-                let Some(held) = arrival else { break };
+                let Some(mut held) = arrival else { break };
+                held.batches = handlers.batches(&held.message.subject);
                 let key = Key::of(&held.message.payload);
                 deferrals.returned(&key, held.sequence);
                 let here = queue.held(&key);
@@ -152,24 +214,50 @@ pub(crate) async fn consume<H: HandleMessage>(
     }
 }
 
+/// Whether one community's messages may be handled side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// Several at once (up to its share of the slots), in any order.
+    Any,
+    /// One message or batch at a time, in the order pulled (stream order,
+    /// but for redeliveries): membership events, whose effects depend on
+    /// what came before. Batches keep this from being slow.
+    PerCommunity,
+}
+
 /// How far this process reads ahead, and each community's share of it.
 #[derive(Clone, Copy, Debug)]
 struct Plan {
     read_ahead: usize,
-    /// Messages of one community in flight at once: all but a quarter of
-    /// the handler slots, which stay free for other communities.
+    /// Messages (or batches) of one community in flight at once: one if
+    /// its messages go in order; else all but a quarter of the handler
+    /// slots, which stay free for other communities.
     per_community_in_flight: usize,
     /// Messages of one community held here (waiting or in flight) past
     /// which, with the read-ahead full, more of its messages are deferred.
     per_community_waiting: usize,
+    /// How many deferred messages of a community return at once.
+    return_together: usize,
 }
 
 impl Plan {
-    fn for_concurrency(limit: usize) -> Plan {
-        Plan {
-            read_ahead: limit * 4,
-            per_community_in_flight: (limit - limit / 4).max(1),
-            per_community_waiting: limit,
+    fn new(limit: usize, order: Order) -> Plan {
+        match order {
+            Order::Any => Plan {
+                read_ahead: limit * 4,
+                per_community_in_flight: (limit - limit / 4).max(1),
+                per_community_waiting: limit,
+                return_together: 1,
+            },
+            // One batch at a time: a community goes as fast as its batches
+            // are full, so it may hold two of them (one running, the next
+            // filling) before more of it is deferred.
+            Order::PerCommunity => Plan {
+                read_ahead: (limit * 4).max(2 * MAX_BATCH),
+                per_community_in_flight: 1,
+                per_community_waiting: 2 * MAX_BATCH,
+                return_together: MAX_BATCH,
+            },
         }
     }
 }
@@ -218,6 +306,8 @@ struct Held {
     sequence: u64,
     slot: OwnedSemaphorePermit,
     since: tokio::time::Instant,
+    /// May be handled in one batch with its community's next messages.
+    batches: bool,
 }
 
 /// Which messages this process deferred, and how long each deferring
@@ -242,6 +332,9 @@ struct Deferrals {
     paces: HashMap<Key, Pace>,
     /// Slots one community may use at once.
     slots: f64,
+    /// Deferrals sent back to return at the same moment, so that they can
+    /// be handled as one batch.
+    together: u64,
 }
 
 #[derive(Debug, Default)]
@@ -255,11 +348,12 @@ struct Pace {
 impl Deferrals {
     const MEASURE_EVERY: Duration = Duration::from_secs(1);
 
-    fn new(slots: usize) -> Self {
+    fn new(slots: usize, together: usize) -> Self {
         Deferrals {
             by_sequence: HashMap::new(),
             paces: HashMap::new(),
             slots: slots.max(1) as f64,
+            together: together.max(1) as u64,
         }
     }
 
@@ -280,7 +374,8 @@ impl Deferrals {
             0.005
         };
         let rate = self.slots / seconds_each;
-        Duration::from_secs_f64(pace.outstanding as f64 / rate).clamp(DEFER_MIN, DEFER_MAX)
+        let place = pace.outstanding.div_ceil(self.together) * self.together;
+        Duration::from_secs_f64(place as f64 / rate).clamp(DEFER_MIN, DEFER_MAX)
     }
 
     /// A message of `key` arrived; if it is one deferred here, it is back.
@@ -411,6 +506,7 @@ async fn pull(
                 sequence,
                 slot,
                 since: tokio::time::Instant::now(),
+                batches: false,
             };
             if let Err(mpsc::error::SendError(held)) = found.send(held).await {
                 // The dispatcher is gone: hand the message back.
@@ -422,33 +518,79 @@ async fn pull(
     Ok(())
 }
 
+/// Handles a run of held messages (one, or a batch of one community) and
+/// settles each by its outcome; their places in the buffer are freed only
+/// then.
 async fn process<H: HandleMessage>(
-    message: jetstream::Message,
-    deferred: u32,
+    run: Vec<(Held, u32)>,
     js: &jetstream::Context,
     handlers: &H,
     config: &WorkerConfig,
 ) {
-    let subject = message.subject.to_string();
-    let (stream_sequence, delivered) = match message.info() {
-        Ok(info) => (info.stream_sequence, info.delivered),
-        Err(e) => {
-            // Not a JetStream delivery; nothing sensible to do but say so.
-            tracing::error!(%subject, error = %e, "message without JetStream metadata");
-            return;
+    let mut started = Vec::with_capacity(run.len());
+    for (held, deferred) in run {
+        let subject = held.message.subject.to_string();
+        let (stream_sequence, delivered) = match held.message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
+            Err(e) => {
+                // Not a JetStream delivery; nothing sensible to do but say so.
+                tracing::error!(%subject, error = %e, "message without JetStream metadata");
+                continue;
+            }
+        };
+        // Deferrals for fairness were deliveries too, but not attempts.
+        let delivery = Delivery {
+            stream_sequence,
+            attempt: u32::try_from(delivered)
+                .unwrap_or(u32::MAX)
+                .saturating_sub(deferred)
+                .max(1),
+        };
+        started.push((held, subject, delivered, delivery));
+    }
+    let outcomes = match started.as_slice() {
+        [] => return,
+        [(held, subject, _, delivery)] => vec![
+            handlers
+                .handle_message(subject, &held.message.payload, delivery)
+                .await,
+        ],
+        batch => {
+            let batch: Vec<(&str, &[u8], Delivery)> = batch
+                .iter()
+                .map(|(held, subject, _, delivery)| {
+                    (subject.as_str(), &held.message.payload[..], *delivery)
+                })
+                .collect();
+            handlers.handle_batch(&batch).await
         }
     };
-    // Deferrals for fairness were deliveries too, but not attempts.
-    let delivery = Delivery {
-        stream_sequence,
-        attempt: u32::try_from(delivered)
-            .unwrap_or(u32::MAX)
-            .saturating_sub(deferred)
-            .max(1),
-    };
-    let outcome = handlers
-        .handle_message(&subject, &message.payload, &delivery)
+    for ((held, subject, delivered, delivery), outcome) in started.into_iter().zip(outcomes) {
+        settle(
+            held.message,
+            &subject,
+            delivered,
+            delivery,
+            outcome,
+            js,
+            config,
+        )
         .await;
+        drop(held.slot);
+    }
+}
+
+/// Acknowledges `message` as its `outcome` says: done, again later, or
+/// dead-lettered.
+async fn settle(
+    message: jetstream::Message,
+    subject: &str,
+    delivered: i64,
+    delivery: Delivery,
+    outcome: Result<(), HandlerError>,
+    js: &jetstream::Context,
+    config: &WorkerConfig,
+) {
     // A label from a fixed set: metrics keys must stay low-cardinality.
     let stream: &'static str = if subject.contains("commands.") {
         "commands"
@@ -501,7 +643,7 @@ async fn process<H: HandleMessage>(
             match bus::publish_dead_letter(
                 js,
                 config.namespace(),
-                &subject,
+                subject,
                 message.payload.clone(),
                 delivered,
                 &reason,

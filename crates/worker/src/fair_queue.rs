@@ -17,8 +17,10 @@
 //! time, and the rest stay free for others.
 //!
 //! Within one community, messages start in the order they were pulled
-//! (stream order); handlers that run at the same time already tolerate
-//! reordering (membership updates compare stream sequences).
+//! (stream order). A cap of one keeps them in that order as they finish,
+//! which is what a consumer of membership events asks for; runs of
+//! messages that can be handled together (see [`FairQueue::pop_run`]) keep
+//! that cheap.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -84,7 +86,20 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
 
     /// The next item to start: the oldest of the first key in turn that is
     /// below its cap. The key goes to the back of the turns.
+    #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Option<(K, T)> {
+        self.pop_run(1, |_| false)
+            .map(|(key, mut run)| (key, run.remove(0)))
+    }
+
+    /// As [`pop`](Self::pop), and if the item `joins` others, up to `max`
+    /// items of its key in all: the ones queued right after it, as long as
+    /// each of them `joins` too. The run counts as one item in flight.
+    pub(crate) fn pop_run(
+        &mut self,
+        max: usize,
+        joins: impl Fn(&T) -> bool,
+    ) -> Option<(K, Vec<T>)> {
         // Keys at their cap keep their place and are passed over; there are
         // at most (slots ÷ cap) of them, so this stays short.
         for _ in 0..self.turns.len() {
@@ -100,19 +115,26 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
                 lane.in_turns = false;
                 continue;
             };
+            let mut run = vec![item];
+            if joins(&run[0]) {
+                while run.len() < max && lane.items.front().is_some_and(&joins) {
+                    run.extend(lane.items.pop_front());
+                }
+            }
             lane.in_flight += 1;
-            self.queued -= 1;
+            self.queued -= run.len();
             if lane.items.is_empty() {
                 lane.in_turns = false;
             } else {
                 self.turns.push_back(key.clone());
             }
-            return Some((key, item));
+            return Some((key, run));
         }
         None
     }
 
-    /// An item of `key` that [`pop`](Self::pop) returned has finished.
+    /// An item (or run) of `key` that [`pop_run`](Self::pop_run) returned
+    /// has finished.
     pub(crate) fn done(&mut self, key: &K) {
         if let Some(lane) = self.lanes.get_mut(key) {
             lane.in_flight = lane.in_flight.saturating_sub(1);
@@ -205,6 +227,30 @@ mod tests {
         assert_eq!(order[0].0, "a");
         assert_eq!(order[1].0, "b");
         assert_eq!(order[2].0, "a");
+    }
+
+    #[test]
+    fn a_run_takes_what_joins_in_order_and_holds_one_slot() {
+        let mut queue = FairQueue::new(1);
+        // Even numbers join a run, odd ones go alone.
+        for n in [0, 2, 4, 5, 6, 8] {
+            queue.push("a", n);
+        }
+        queue.push("b", 10);
+        let joins = |n: &u32| n.is_multiple_of(2);
+        assert_eq!(queue.pop_run(2, joins), Some(("a", vec![0, 2])));
+        // "a" is at its cap of one run in flight: "b" goes next.
+        assert_eq!(queue.pop_run(8, joins), Some(("b", vec![10])));
+        assert_eq!(queue.pop_run(8, joins), None);
+        queue.done(&"a");
+        // A run stops before an item that does not join…
+        assert_eq!(queue.pop_run(8, joins), Some(("a", vec![4])));
+        queue.done(&"a");
+        // …which then starts alone, and what follows it runs together.
+        assert_eq!(queue.pop_run(8, joins), Some(("a", vec![5])));
+        queue.done(&"a");
+        assert_eq!(queue.pop_run(8, joins), Some(("a", vec![6, 8])));
+        assert_eq!(queue.queued(), 0);
     }
 
     #[test]

@@ -89,11 +89,18 @@ pub async fn run(
         let consumer =
             bus::ensure_consumer(&jetstream, config.namespace(), &stream, &config.consumer())
                 .await?;
+        // Guild and membership events change what later ones find.
+        let order = if stream.name == wire::subjects::EVENTS.name {
+            consumer::Order::PerCommunity
+        } else {
+            consumer::Order::Any
+        };
         tasks.spawn(consumer::consume(
             consumer,
             jetstream.clone(),
             handlers.clone(),
             config.clone(),
+            order,
             shutdown.clone(),
         ));
     }
@@ -114,6 +121,7 @@ pub async fn run(
         jetstream.clone(),
         sender,
         config.clone(),
+        consumer::Order::Any,
         shutdown.clone(),
     ));
     tasks.spawn(webhooks::dispatch_loop(

@@ -4,7 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{guild_join, member_join, member_leave, Harness};
+use common::{guild_join, member_join, member_leave, AsId, Harness};
+use wire::{Envelope, Payload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guild_and_member_events_become_communities_profiles_and_audit_rows() {
@@ -391,5 +392,140 @@ async fn a_community_flooding_the_stream_delays_only_itself() {
     );
     // Deferring the flood's messages loses and duplicates nothing.
     h.assert_each_join_applied_once(FLOOD + 1).await;
+    h.stop_worker().await;
+}
+
+fn member_update(guild: u64, user: u64, seq: u64, role: u64) -> Envelope {
+    Envelope::for_dispatch(
+        0,
+        "s1",
+        seq,
+        1_700_000_000_000 + seq as i64,
+        Payload::MemberUpdate(wire::payload::MemberUpdate {
+            username: format!("user{user}"),
+            nick: None,
+            roles: vec![role.id()],
+            pending: false,
+        }),
+    )
+    .with_guild(guild.id())
+    .with_user(user.id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_servers_member_events_are_applied_in_batches_each_once_and_in_order() {
+    let mut h = Harness::new("worker_batches").await;
+    h.start_worker();
+    h.publish(&guild_join(901, "s1", 1)).await;
+    h.publish(&guild_join(902, "s1", 2)).await;
+    h.wait_for_count("SELECT count(*) FROM communities", 2)
+        .await;
+    h.stop_worker().await;
+
+    // A backlog of one server's joins, updates and leaves, with another
+    // server's joins in between and copies of earlier joins (what a worker
+    // that died between its commit and its acks leaves behind).
+    let mut seq = 10;
+    let mut next = || {
+        seq += 1;
+        seq
+    };
+    let mut joins = Vec::new();
+    for user in 1..=200 {
+        let join = member_join(901, user, "s1", next());
+        h.publish(&join).await;
+        joins.push(join);
+        if user % 10 == 0 {
+            h.publish(&member_join(902, user, "s1", next())).await;
+        }
+    }
+    for user in 1..=100 {
+        h.publish(&member_update(901, user, next(), 7)).await;
+    }
+    for user in 1..=50 {
+        h.publish(&member_leave(901, user, "s1", next())).await;
+    }
+    for (n, join) in joins.iter().take(30).enumerate() {
+        h.publish_with_msg_id(join, &format!("copy-{n}")).await;
+    }
+    h.start_worker();
+    h.drained().await;
+
+    let of_901 = |condition: &str| {
+        format!(
+            "SELECT count(*) FROM profiles p JOIN communities c ON c.id = p.community_id \
+             WHERE c.discord_guild_id = 901 AND {condition}"
+        )
+    };
+    assert_eq!(h.count(&of_901("true")).await, 200);
+    assert_eq!(h.count(&of_901("left_at IS NOT NULL")).await, 50);
+    // The last event of each member decides: updated (then some left,
+    // keeping their roles), or as they joined.
+    let updated = h.count(&of_901("role_ids = '{7}'")).await;
+    if updated != 100 {
+        let rows: Vec<String> =
+            h.db.column(
+                "SELECT discord_user_id || ' ' || role_ids::text || ' seq ' || last_event_seq \
+                 FROM profiles p JOIN communities c ON c.id = p.community_id \
+                 WHERE c.discord_guild_id = 901 AND discord_user_id <= 100 \
+                 AND role_ids <> '{7}' ORDER BY 1",
+            )
+            .await;
+        panic!("{updated} of 100 members have their update; not (user roles seq): {rows:?}");
+    }
+    assert_eq!(h.count(&of_901("role_ids = '{5}'")).await, 100);
+    for (action, want) in [
+        ("member.joined", 220),
+        ("member.updated", 100),
+        ("member.left", 50),
+    ] {
+        assert_eq!(
+            h.count(&format!(
+                "SELECT count(*) FROM audit_logs WHERE action = '{action}'"
+            ))
+            .await,
+            want,
+            "{action} audited other than once per event"
+        );
+    }
+    // Claimed by far fewer transactions than events (rows written by one
+    // transaction share its xmin).
+    let transactions = h
+        .count(
+            "SELECT count(DISTINCT e.xmin::text) FROM processed_events e \
+             JOIN communities c ON c.id = e.community_id WHERE c.discord_guild_id = 901",
+        )
+        .await;
+    assert!(
+        transactions <= 350 / 4,
+        "350 member events of one server took {transactions} transactions"
+    );
+    assert!(h.dead_letters().await.is_empty());
+    h.stop_worker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_event_in_a_batch_is_dead_lettered_alone() {
+    let mut h = Harness::new("worker_batch_poison").await;
+    h.start_worker();
+    h.publish(&guild_join(911, "s1", 1)).await;
+    h.wait_for_count("SELECT count(*) FROM communities", 1)
+        .await;
+    h.stop_worker().await;
+    for user in 1..=20 {
+        h.publish(&member_join(911, user, "s1", 10 + user)).await;
+    }
+    // Decodes, but no database column can hold its user id: the batch it
+    // lands in fails as a whole.
+    h.publish(&member_join(911, u64::MAX, "s1", 31)).await;
+    for user in 21..=40 {
+        h.publish(&member_join(911, user, "s1", 11 + user)).await;
+    }
+    h.start_worker();
+    h.assert_each_join_applied_once(40).await;
+    let dead = h.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, h.nats.ns.subject("dead.events.member.join"));
+    assert!(dead[0].1.contains("discord_user_id"), "{}", dead[0].1);
     h.stop_worker().await;
 }

@@ -105,16 +105,75 @@ pub(super) async fn guild_leave(store: &Store, envelope: &Envelope) -> Result<()
     Ok(())
 }
 
-/// `member.join` / `member.update` / `member.leave`: maintain the profile,
-/// in stream order (see `Profiles::apply_member_event`).
-pub(super) async fn member_event(
+/// `member.join` / `member.update` / `member.leave` of one guild: maintain
+/// the profiles, in stream order (see `Profiles::apply_member_event`).
+/// Returns, for each event, whether it changed its profile now.
+///
+/// The events share one tenant transaction: one claim of every envelope id,
+/// the profile changes in the order given, one audit insert, one commit. A
+/// flood of member updates thus costs the database a transaction per batch
+/// rather than per event, which is what lets it keep serving everyone
+/// else. The effect is the one applying them one by one would have, and one
+/// bad event fails them all: the caller then applies them one by one, so
+/// the bad one is dead-lettered alone.
+pub(super) async fn member_events(
     store: &Store,
+    events: &[(&Envelope, Delivery)],
+) -> Result<Vec<bool>, HandlerError> {
+    let Some((first, _)) = events.first() else {
+        return Ok(Vec::new());
+    };
+    let guild = guild_of(first)?;
+    let mut changes = Vec::with_capacity(events.len());
+    for (envelope, delivery) in events {
+        if guild_of(envelope)? != guild {
+            return Err(HandlerError::Permanent(format!(
+                "membership events of guilds {guild} and {} in one batch",
+                guild_of(envelope)?
+            )));
+        }
+        changes.push(member_change(envelope, delivery)?);
+    }
+    let tenant = community_of(store, guild).await?;
+    let tx = store.begin(tenant).await?;
+    let ids: Vec<(&str, &str)> = events
+        .iter()
+        .map(|(envelope, _)| (envelope.id.as_str(), envelope.payload.kind()))
+        .collect();
+    let mut claimed = tx.processed_events().claim_many(&ids).await?;
+    let mut applied = vec![false; events.len()];
+    let mut audit = Vec::new();
+    for (n, ((envelope, _), (event, action))) in events.iter().zip(&changes).enumerate() {
+        // `remove`: a copy of an id later in the batch finds it gone.
+        if !claimed.remove(envelope.id.as_str()) {
+            continue;
+        }
+        if let Some(profile) = tx.profiles().apply_member_event(event).await? {
+            applied[n] = true;
+            audit.push(
+                Actor::System
+                    .entry(*action)
+                    .target("profile", profile.id.to_string())
+                    .metadata(json!({
+                        "event_id": envelope.id.as_str(),
+                        "discord_user_id": event.discord_user_id.to_string(),
+                        "roles": profile.role_ids.iter().map(std::string::ToString::to_string).collect::<Vec<_>>(),
+                    })),
+            );
+        }
+    }
+    tx.audit().append_many(&audit).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// What a membership event does to its member's profile, and how the audit
+/// log names it.
+fn member_change(
     envelope: &Envelope,
     delivery: &Delivery,
-) -> Result<bool, HandlerError> {
-    let guild = guild_of(envelope)?;
+) -> Result<(MemberEvent, AuditAction), HandlerError> {
     let user = user_of(envelope)?;
-    let tenant = community_of(store, guild).await?;
     let (change, at, action) = match &envelope.payload {
         Payload::MemberJoin(join) => (
             MemberChange::Present {
@@ -142,41 +201,13 @@ pub(super) async fn member_event(
             )))
         }
     };
-    let seq = i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX);
-    let tx = store.begin(tenant).await?;
-    let mut applied_now = false;
-    if tx
-        .processed_events()
-        .claim(envelope.id.as_str(), envelope.payload.kind())
-        .await?
-    {
-        let applied = tx
-            .profiles()
-            .apply_member_event(&MemberEvent {
-                discord_user_id: user,
-                seq,
-                at,
-                change,
-            })
-            .await?;
-        if let Some(profile) = applied {
-            applied_now = true;
-            tx.audit()
-                .append(
-                    &Actor::System
-                        .entry(action)
-                        .target("profile", profile.id.to_string())
-                        .metadata(json!({
-                            "event_id": envelope.id.as_str(),
-                            "discord_user_id": user.to_string(),
-                            "roles": profile.role_ids.iter().map(std::string::ToString::to_string).collect::<Vec<_>>(),
-                        })),
-                )
-                .await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(applied_now)
+    let event = MemberEvent {
+        discord_user_id: user,
+        seq: i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX),
+        at,
+        change,
+    };
+    Ok((event, action))
 }
 
 /// The community of a guild. A member event can overtake its guild's

@@ -97,13 +97,10 @@ impl Handlers {
                 Ok(())
             }
             Payload::MemberJoin(_) | Payload::MemberUpdate(_) | Payload::MemberLeave(_) => {
-                let applied = membership::member_event(&self.store, envelope, delivery).await?;
-                if applied && matches!(envelope.payload, Payload::MemberJoin(_)) {
-                    // A new member may already qualify: check them ahead of
-                    // the periodic scan (which would also catch them).
-                    eligibility::request(self, envelope, "member.join").await;
-                    self.award_badges(envelope).await;
-                }
+                let applied =
+                    membership::member_events(&self.store, &[(envelope, *delivery)]).await?;
+                self.after_membership(&[(envelope, *delivery)], &applied)
+                    .await;
                 Ok(())
             }
             Payload::InteractionCreate(interaction) => {
@@ -117,6 +114,107 @@ impl Handlers {
 }
 
 impl Handlers {
+    /// Whether messages on `subject` may be handled together with others
+    /// of their community: membership events, which are applied a batch per
+    /// transaction (see `membership::member_events`).
+    pub fn batches(&self, subject: &str) -> bool {
+        let contract = self.namespace.strip(subject).unwrap_or(subject);
+        matches!(
+            contract,
+            wire::subjects::MEMBER_JOIN
+                | wire::subjects::MEMBER_UPDATE
+                | wire::subjects::MEMBER_LEAVE
+        )
+    }
+
+    /// Handles messages of one community that [`batches`](Self::batches)
+    /// let through, in the order given; one outcome per message.
+    ///
+    /// A batch that fails for good (a bad message in it) is handled again
+    /// one message at a time, so the bad one fails (and is dead-lettered)
+    /// alone. One that may succeed later (the database is down, the guild
+    /// not provisioned yet) is retried as a whole: one by one, each would
+    /// only wait for the same dependency in turn.
+    pub async fn handle_batch(
+        &self,
+        batch: &[(&str, &[u8], Delivery)],
+    ) -> Vec<Result<(), HandlerError>> {
+        match self.membership_batch(batch).await {
+            Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+            Err(HandlerError::Transient(reason)) => batch
+                .iter()
+                .map(|_| Err(HandlerError::Transient(reason.clone())))
+                .collect(),
+            Err(HandlerError::RetryAfter { reason, after }) => batch
+                .iter()
+                .map(|_| {
+                    Err(HandlerError::RetryAfter {
+                        reason: reason.clone(),
+                        after,
+                    })
+                })
+                .collect(),
+            Err(e) => {
+                metrics::counter!("worker_batches_split_total").increment(1);
+                tracing::debug!(messages = batch.len(), error = %e, "a batch failed; handling its messages one by one");
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for (subject, payload, delivery) in batch {
+                    outcomes.push(self.handle_message(subject, payload, delivery).await);
+                }
+                outcomes
+            }
+        }
+    }
+
+    async fn membership_batch(
+        &self,
+        batch: &[(&str, &[u8], Delivery)],
+    ) -> Result<(), HandlerError> {
+        let mut envelopes = Vec::with_capacity(batch.len());
+        for (subject, payload, delivery) in batch {
+            if !self.batches(subject) {
+                return Err(HandlerError::Permanent(format!(
+                    "{subject} is not handled in batches"
+                )));
+            }
+            let envelope = Envelope::from_json(payload)
+                .map_err(|e| HandlerError::Permanent(format!("undecodable envelope: {e}")))?;
+            if let Some(guild) = envelope.guild_id.filter(|g| !self.provisioning.allows(*g)) {
+                return Err(HandlerError::Permanent(format!(
+                    "guild {guild} is not on the allowlist"
+                )));
+            }
+            envelopes.push((envelope, *delivery));
+        }
+        let events: Vec<(&Envelope, Delivery)> = envelopes.iter().map(|(e, d)| (e, *d)).collect();
+        metrics::histogram!("worker_batch_messages").record(events.len() as f64);
+        let applied = membership::member_events(&self.store, &events).await?;
+        self.after_membership(&events, &applied).await;
+        Ok(())
+    }
+
+    /// What follows a committed membership change: a member who joined may
+    /// already qualify, so they are checked ahead of the periodic scan
+    /// (which would also catch them), and their badges evaluated.
+    /// Members are taken a few at a time: each is independent, and a batch
+    /// of joins would otherwise wait for every badge evaluation in turn.
+    async fn after_membership(&self, events: &[(&Envelope, Delivery)], applied: &[bool]) {
+        use futures::StreamExt;
+        let joined = events
+            .iter()
+            .zip(applied)
+            .filter(|((envelope, _), applied)| {
+                **applied && matches!(envelope.payload, Payload::MemberJoin(_))
+            })
+            .map(|((envelope, _), _)| *envelope);
+        futures::stream::iter(joined)
+            .for_each_concurrent(8, |envelope| async move {
+                eligibility::request(self, envelope, "member.join").await;
+                self.award_badges(envelope).await;
+            })
+            .await;
+    }
+
     /// Awards the badges a member earned by joining. Best effort, after the
     /// join committed: awards are idempotent, and the periodic scan
     /// evaluates every member again, so a failure here only delays them.
