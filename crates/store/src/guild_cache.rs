@@ -38,7 +38,10 @@ impl GuildCache {
     }
 
     pub(crate) fn get(&self, guild: GuildId) -> Option<TenantId> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match entries.get(&guild) {
             Some((tenant, at)) if at.elapsed() < TTL => Some(*tenant),
             Some(_) => {
@@ -52,7 +55,7 @@ impl GuildCache {
     pub(crate) fn put(&self, guild: GuildId, tenant: TenantId) {
         self.entries
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .put(guild, (tenant, Instant::now()));
     }
 }
