@@ -598,9 +598,32 @@ impl<'t> Profiles<'t> {
         Ok(())
     }
 
+    /// Locks the profiles of these members that exist, in id order, for
+    /// the rest of the transaction. A transaction that changes many
+    /// profiles one statement at a time takes their locks first, in the
+    /// order every multi-row statement here uses, so that it cannot
+    /// deadlock with another.
+    pub async fn lock_members(&self, users: &[UserId]) -> Result<(), StoreError> {
+        let users = db_ids(users, "discord_user_id")?;
+        self.tx
+            .query(
+                "locking members' profiles",
+                "SELECT 1 FROM profiles
+                 WHERE community_id = $1 AND discord_user_id = ANY($2)
+                 ORDER BY id FOR UPDATE",
+                &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Takes the eligibility-check lease on these profiles for `ttl`.
     /// Returns the profiles leased (re-read, so the caller sees the state as
-    /// of the lease); profiles already leased by a live check are left out.
+    /// of the lease); profiles already leased by a live check are left out,
+    /// and so are profiles another transaction is changing right now (a
+    /// batch of membership events): they are leased at their next turn.
+    /// Waiting for those instead would hold rows that batch may want next,
+    /// which is how two transactions deadlock.
     pub async fn lease_for_check(
         &self,
         ids: &[ProfileId],
@@ -608,9 +631,16 @@ impl<'t> Profiles<'t> {
     ) -> Result<Vec<Profile>, StoreError> {
         let secs = ttl.as_secs_f64();
         let sql = format!(
-            "UPDATE profiles p SET check_lease_until = now() + make_interval(secs => $3)
-             WHERE community_id = $1 AND id = ANY($2)
-               AND (check_lease_until IS NULL OR check_lease_until < now())
+            "WITH free AS (
+                SELECT id AS free_id FROM profiles
+                WHERE community_id = $1 AND id = ANY($2)
+                  AND (check_lease_until IS NULL OR check_lease_until < now())
+                ORDER BY id
+                FOR UPDATE SKIP LOCKED
+             )
+             UPDATE profiles p SET check_lease_until = now() + make_interval(secs => $3)
+             FROM free
+             WHERE p.community_id = $1 AND p.id = free.free_id
              RETURNING {COLUMNS}"
         );
         self.tx
@@ -634,7 +664,14 @@ impl<'t> Profiles<'t> {
         self.tx
             .query(
                 "releasing eligibility-check leases",
-                "UPDATE profiles SET check_lease_until = NULL WHERE community_id = $1 AND id = ANY($2)",
+                // Rows locked in id order, as `lock_members` does.
+                "WITH held AS (
+                    SELECT id AS held_id FROM profiles
+                    WHERE community_id = $1 AND id = ANY($2)
+                    ORDER BY id FOR UPDATE
+                 )
+                 UPDATE profiles p SET check_lease_until = NULL
+                 FROM held WHERE p.community_id = $1 AND p.id = held.held_id",
                 &[(&self.tenant(), Type::UUID), (&ids, Type::UUID_ARRAY)],
             )
             .await?;

@@ -141,6 +141,13 @@ pub(super) async fn member_events(
         .map(|(envelope, _)| (envelope.id.as_str(), envelope.payload.kind()))
         .collect();
     let mut claimed = tx.processed_events().claim_many(&ids).await?;
+    if events.len() > 1 {
+        let users: Vec<_> = changes
+            .iter()
+            .map(|(event, _)| event.discord_user_id)
+            .collect();
+        tx.profiles().lock_members(&users).await?;
+    }
     let mut applied = vec![false; events.len()];
     let mut audit = Vec::new();
     for (n, ((envelope, _), (event, action))) in events.iter().zip(&changes).enumerate() {
