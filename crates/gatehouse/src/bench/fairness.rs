@@ -265,8 +265,11 @@ async fn settle(
             present += tx.stats().counts().await?.present;
             tx.commit().await?;
         }
+        // The setup's own work (its members' joins, and the checks that
+        // the new rules and joins asked for) is done before measuring.
         let pending = world.pending(&wire::subjects::EVENTS).await
-            + world.pending(&wire::subjects::COMMANDS).await;
+            + world.pending(&wire::subjects::COMMANDS).await
+            + world.pending(&wire::subjects::ELIGIBILITY).await;
         if present as u64 >= members && pending == 0 {
             return Ok(());
         }
