@@ -82,6 +82,10 @@ const MAX_BATCH: usize = 64;
 /// for a pull that is still open on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
+/// How long past [`PULL_EXPIRES`] a pull waits for the server's word that
+/// it expired before it is given up.
+const PULL_GRACE: Duration = Duration::from_millis(500);
+
 /// Bounds on how long a deferred message stays away.
 const DEFER_MIN: Duration = Duration::from_millis(100);
 const DEFER_MAX: Duration = Duration::from_secs(300);
@@ -473,9 +477,27 @@ async fn pull(
             }
         };
         let mut reserved = Some(first);
-        // The batch ends when it is full or when the pull expires; read it to
-        // the end even after the signal, so no delivered message is dropped.
-        while let Some(next) = batch.next().await {
+        // The batch ends when it is full or when the server says the pull
+        // expired. If that word is lost, async-nats waits 5 s more before
+        // it ends the batch, and this stream stalls that long (seen in
+        // `bench fairness`: every quiet message of a stream held back ~5 s,
+        // stored in JetStream but not delivered). So past its expiry, with
+        // nothing more delivered, the batch is given up and the next pull
+        // made. A message already delivered is still read: the timeout
+        // only ends a wait for more.
+        let give_up = tokio::time::Instant::now() + PULL_EXPIRES + PULL_GRACE;
+        // Read to the end even after the signal, so no delivered message is
+        // dropped.
+        loop {
+            let next = match tokio::time::timeout_at(give_up, batch.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(_) => {
+                    metrics::counter!("worker_pulls_given_up_total").increment(1);
+                    tracing::debug!("a pull outlived its expiry without word from the server; pulling again");
+                    break;
+                }
+            };
             let message = match next {
                 Ok(m) => m,
                 Err(e) => {
