@@ -80,11 +80,11 @@ const MAX_BATCH: usize = 64;
 
 /// How long one pull waits for messages. It bounds how long shutdown waits
 /// for a pull that is still open on the server.
-const PULL_EXPIRES: Duration = Duration::from_secs(1);
+const PULL_EXPIRES: Duration = Duration::from_millis(500);
 
 /// How long past [`PULL_EXPIRES`] a pull waits for the server's word that
 /// it expired before it is given up.
-const PULL_GRACE: Duration = Duration::from_millis(500);
+const PULL_GRACE: Duration = Duration::from_millis(250);
 
 /// Bounds on how long a deferred message stays away.
 const DEFER_MIN: Duration = Duration::from_millis(100);
