@@ -494,7 +494,9 @@ async fn pull(
                 Ok(None) => break,
                 Err(_) => {
                     metrics::counter!("worker_pulls_given_up_total").increment(1);
-                    tracing::debug!("a pull outlived its expiry without word from the server; pulling again");
+                    tracing::debug!(
+                        "a pull outlived its expiry without word from the server; pulling again"
+                    );
                     break;
                 }
             };
