@@ -415,6 +415,10 @@ fn member_update(guild: u64, user: u64, seq: u64, role: u64) -> Envelope {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_servers_member_events_are_applied_in_batches_each_once_and_in_order() {
     let mut h = Harness::new("worker_batches").await;
+    // Stream order holds unless a message is redelivered; the harness's
+    // short ack_wait (for its kill tests) could redeliver one of a slow
+    // batch on a loaded machine.
+    h.config.ack_wait = Duration::from_secs(15);
     h.start_worker();
     h.publish(&guild_join(901, "s1", 1)).await;
     h.publish(&guild_join(902, "s1", 2)).await;
