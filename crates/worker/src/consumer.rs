@@ -80,13 +80,11 @@ const MAX_BATCH: usize = 64;
 
 /// How long one pull waits for messages. It bounds how long shutdown waits
 /// for a pull that is still open on the server.
-const PULL_EXPIRES: Duration = Duration::from_millis(250);
+const PULL_EXPIRES: Duration = Duration::from_millis(500);
 
 /// How long past [`PULL_EXPIRES`] a pull waits for the server's word that
-/// it expired before it is given up. The word goes missing a few times a
-/// minute under load here (nats-server 2.9.10), and until the pull is given
-/// up the stream delivers nothing to this process: both are kept short.
-const PULL_GRACE: Duration = Duration::from_millis(100);
+/// it expired before it is given up.
+const PULL_GRACE: Duration = Duration::from_millis(250);
 
 /// Bounds on how long a deferred message stays away.
 const DEFER_MIN: Duration = Duration::from_millis(100);
