@@ -16,14 +16,20 @@
 //! message that arrives. So one community holds at most `cap` slots at a
 //! time, and the rest stay free for others.
 //!
-//! Within one community, messages start in the order they were pulled
-//! (stream order). A cap of one keeps them in that order as they finish,
-//! which is what a consumer of membership events asks for; runs of
-//! messages that can be handled together (see [`FairQueue::pop_run`]) keep
-//! that cheap.
+//! Within one community, messages start in stream order, whatever order
+//! they arrived in (several pulls run at once, and a redelivery arrives
+//! late): each lane is kept sorted by [`InOrder::order`]. A cap of one keeps
+//! them in that order as they finish, which is what a consumer of
+//! membership events asks for; runs of messages that can be handled
+//! together (see [`FairQueue::pop_run`]) keep that cheap.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
+
+/// Where an item belongs among its key's items (its stream sequence).
+pub(crate) trait InOrder {
+    fn order(&self) -> u64;
+}
 
 /// Queued work by key, with at most `cap` items of one key in flight.
 #[derive(Debug)]
@@ -42,7 +48,7 @@ struct Lane<T> {
     in_turns: bool,
 }
 
-impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
+impl<K: Hash + Eq + Clone, T: InOrder> FairQueue<K, T> {
     /// `cap`: the most items of one key in flight at once (at least 1).
     pub(crate) fn new(cap: usize) -> Self {
         FairQueue {
@@ -76,7 +82,13 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             in_flight: 0,
             in_turns: false,
         });
-        lane.items.push_back(item);
+        // Arrivals are nearly in order: the place is found from the back.
+        let at = lane
+            .items
+            .iter()
+            .rposition(|queued| queued.order() <= item.order())
+            .map_or(0, |before| before + 1);
+        lane.items.insert(at, item);
         if !lane.in_turns {
             lane.in_turns = true;
             self.turns.push_back(key);
@@ -168,6 +180,26 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl InOrder for u32 {
+        fn order(&self) -> u64 {
+            u64::from(*self)
+        }
+    }
+
+    #[test]
+    fn a_lane_starts_its_items_in_their_order_whatever_order_they_came_in() {
+        let mut queue = FairQueue::new(1);
+        for n in [3, 1, 2, 5, 4] {
+            queue.push("a", n);
+        }
+        let mut order = Vec::new();
+        while let Some((_, n)) = queue.pop() {
+            order.push(n);
+            queue.done(&"a");
+        }
+        assert_eq!(order, [1, 2, 3, 4, 5]);
+    }
 
     /// Starts up to `slots` items, returning the keys in start order.
     fn start(queue: &mut FairQueue<&'static str, u32>, slots: usize) -> Vec<&'static str> {
