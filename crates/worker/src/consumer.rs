@@ -85,7 +85,7 @@ const PULL_EXPIRES: Duration = Duration::from_millis(500);
 /// How long past [`PULL_EXPIRES`] a pull waits for the server's word that
 /// it expired before it is given up. The word goes missing a few times a
 /// minute under load here (nats-server 2.9.10); until the pull is given up
-/// it delivers nothing, while the other puller's pull still does. Not
+/// it delivers nothing, while another puller's pull (if any) still does. Not
 /// shorter: a message the server sends to a pull given up too early comes
 /// back only after `ack_wait`.
 const PULL_GRACE: Duration = Duration::from_millis(250);
@@ -132,19 +132,29 @@ pub(crate) async fn consume<H: HandleMessage>(
     // again for quiet communities' messages found past a full read-ahead.
     let slots = Arc::new(Semaphore::new(plan.read_ahead * 2));
     let (found, mut arrivals) = mpsc::channel::<Held>(plan.read_ahead);
-    // Two pullers, so that a pull is open nearly all the time: when the
-    // server's notice that one pull expired goes missing, the other still
-    // delivers (see PULL_GRACE). Their arrivals interleave; the fair queue
-    // puts each community's messages back in stream order.
-    let pullers = [
-        tokio::spawn(pull(
+    // Where order does not matter, two pullers, so that a pull is open
+    // nearly all the time: when the server's notice that one pull expired
+    // goes missing, the other still delivers (see PULL_GRACE). Where it
+    // does, one: two pullers' arrivals interleave, and a later message can
+    // start before an earlier one has even arrived.
+    let pullers = plan.pullers;
+    let mut tasks = Vec::with_capacity(pullers);
+    for _ in 1..pullers {
+        tasks.push(tokio::spawn(pull(
             consumer.clone(),
             slots.clone(),
             found.clone(),
+            pullers,
             shutdown.clone(),
-        )),
-        tokio::spawn(pull(consumer, slots.clone(), found, shutdown.clone())),
-    ];
+        )));
+    }
+    tasks.push(tokio::spawn(pull(
+        consumer,
+        slots.clone(),
+        found,
+        pullers,
+        shutdown.clone(),
+    )));
     let config = Arc::new(config);
     let mut queue: FairQueue<Key, Held> = FairQueue::new(plan.per_community_in_flight);
     let mut deferrals = Deferrals::new(plan.per_community_in_flight, plan.return_together);
@@ -229,7 +239,7 @@ pub(crate) async fn consume<H: HandleMessage>(
     }
     while running.join_next().await.is_some() {}
     let mut result = Ok(());
-    for puller in pullers {
+    for puller in tasks {
         let outcome = match puller.await {
             Ok(outcome) => outcome,
             Err(e) => Err(WorkerError::Task(e.to_string())),
@@ -265,6 +275,8 @@ struct Plan {
     per_community_waiting: usize,
     /// How many deferred messages of a community return at once.
     return_together: usize,
+    /// Pull loops running side by side.
+    pullers: usize,
 }
 
 impl Plan {
@@ -275,6 +287,7 @@ impl Plan {
                 per_community_in_flight: (limit - limit / 4).max(1),
                 per_community_waiting: limit,
                 return_together: 1,
+                pullers: 2,
             },
             // One batch at a time: a community goes as fast as its batches
             // are full, so it may hold two of them (one running, the next
@@ -284,6 +297,7 @@ impl Plan {
                 per_community_in_flight: 1,
                 per_community_waiting: 2 * MAX_BATCH,
                 return_together: MAX_BATCH,
+                pullers: 1,
             },
         }
     }
@@ -470,13 +484,14 @@ async fn keep_waiting_alive(queue: &mut FairQueue<Key, Held>, ack_wait: Duration
 }
 
 /// Pulls messages while there is room to hold them and sends them to the
-/// dispatcher. Each pull asks for no more than its share of the room (half:
-/// two pullers run): a message delivered to this process is owned by it
-/// until acknowledged.
+/// dispatcher. Each pull asks for no more than its share of the room (one
+/// of `pullers`): a message delivered to this process is owned by it until
+/// acknowledged.
 async fn pull(
     consumer: PullConsumer,
     slots: Arc<Semaphore>,
     found: mpsc::Sender<Held>,
+    pullers: usize,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     while !shutdown.is_cancelled() {
@@ -487,7 +502,7 @@ async fn pull(
                 Err(_) => break,
             },
         };
-        let wanted = slots.available_permits() / 2 + 1;
+        let wanted = slots.available_permits() / pullers.max(1) + 1;
         let mut batch = match consumer
             .batch()
             .max_messages(wanted)
