@@ -36,19 +36,16 @@ pub(crate) trait HandleMessage: Send + Sync + 'static {
         false
     }
 
-    /// Handles `(subject, payload, delivery)`s of one community, in order;
-    /// one outcome per message.
+    /// Handles `(subject, payload, delivery)`s of one community, in order,
+    /// all or nothing: one outcome for the whole batch (see [`process`] for
+    /// what a failed batch becomes).
     fn handle_batch(
         &self,
-        batch: &[(&str, &[u8], Delivery)],
-    ) -> impl Future<Output = Vec<Result<(), HandlerError>>> + Send {
-        async move {
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for (subject, payload, delivery) in batch {
-                outcomes.push(self.handle_message(subject, payload, delivery).await);
-            }
-            outcomes
-        }
+        _batch: &[(&str, &[u8], Delivery)],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        std::future::ready(Err(HandlerError::Permanent(
+            "this consumer handles no batches".to_owned(),
+        )))
     }
 }
 
@@ -69,7 +66,7 @@ impl HandleMessage for Handlers {
     fn handle_batch(
         &self,
         batch: &[(&str, &[u8], Delivery)],
-    ) -> impl Future<Output = Vec<Result<(), HandlerError>>> + Send {
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         Handlers::handle_batch(self, batch)
     }
 }
@@ -137,24 +134,19 @@ pub(crate) async fn consume<H: HandleMessage>(
     // goes missing, the other still delivers (see PULL_GRACE). Where it
     // does, one: two pullers' arrivals interleave, and a later message can
     // start before an earlier one has even arrived.
-    let pullers = plan.pullers;
-    let mut tasks = Vec::with_capacity(pullers);
-    for _ in 1..pullers {
-        tasks.push(tokio::spawn(pull(
-            consumer.clone(),
-            slots.clone(),
-            found.clone(),
-            pullers,
-            shutdown.clone(),
-        )));
-    }
-    tasks.push(tokio::spawn(pull(
-        consumer,
-        slots.clone(),
-        found,
-        pullers,
-        shutdown.clone(),
-    )));
+    let tasks: Vec<_> = (0..plan.pullers)
+        .map(|_| {
+            tokio::spawn(pull(
+                consumer.clone(),
+                slots.clone(),
+                found.clone(),
+                plan.pullers,
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    // The dispatcher stops once every puller has dropped its sender.
+    drop(found);
     let config = Arc::new(config);
     let mut queue: FairQueue<Key, Held> = FairQueue::new(plan.per_community_in_flight);
     let mut deferrals = Deferrals::new(plan.per_community_in_flight, plan.return_together);
@@ -631,7 +623,24 @@ async fn process<H: HandleMessage>(
                     (subject.as_str(), &held.message.payload[..], *delivery)
                 })
                 .collect();
-            handlers.handle_batch(&batch).await
+            match handlers.handle_batch(&batch).await {
+                Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+                // A bad message fails the whole batch: handled again one at
+                // a time, it fails (and is dead-lettered) alone.
+                Err(HandlerError::Permanent(reason)) => {
+                    metrics::counter!("worker_batches_split_total").increment(1);
+                    tracing::debug!(messages = batch.len(), %reason, "a batch failed; handling its messages one by one");
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    for (subject, payload, delivery) in &batch {
+                        outcomes.push(handlers.handle_message(subject, payload, delivery).await);
+                    }
+                    outcomes
+                }
+                // One that may succeed later (the database down, a guild not
+                // provisioned yet) is retried whole: one at a time, each
+                // would only wait for the same dependency in turn.
+                Err(retry) => batch.iter().map(|_| Err(retry.clone())).collect(),
+            }
         }
     };
     for ((held, subject, delivered, delivery), outcome) in started.into_iter().zip(outcomes) {

@@ -10,7 +10,7 @@ pub enum WorkerError {
 }
 
 /// Why one message could not be handled, and so what to do with it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum HandlerError {
     /// Worth retrying later: a dependency is down or busy, or something the
     /// message needs has not arrived yet.

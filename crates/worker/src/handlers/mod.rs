@@ -128,45 +128,8 @@ impl Handlers {
     }
 
     /// Handles messages of one community that [`batches`](Self::batches)
-    /// let through, in the order given; one outcome per message.
-    ///
-    /// A batch that fails for good (a bad message in it) is handled again
-    /// one message at a time, so the bad one fails (and is dead-lettered)
-    /// alone. One that may succeed later (the database is down, the guild
-    /// not provisioned yet) is retried as a whole: one by one, each would
-    /// only wait for the same dependency in turn.
+    /// let through, in the order given, in one transaction: all or nothing.
     pub async fn handle_batch(
-        &self,
-        batch: &[(&str, &[u8], Delivery)],
-    ) -> Vec<Result<(), HandlerError>> {
-        match self.membership_batch(batch).await {
-            Ok(()) => batch.iter().map(|_| Ok(())).collect(),
-            Err(HandlerError::Transient(reason)) => batch
-                .iter()
-                .map(|_| Err(HandlerError::Transient(reason.clone())))
-                .collect(),
-            Err(HandlerError::RetryAfter { reason, after }) => batch
-                .iter()
-                .map(|_| {
-                    Err(HandlerError::RetryAfter {
-                        reason: reason.clone(),
-                        after,
-                    })
-                })
-                .collect(),
-            Err(e) => {
-                metrics::counter!("worker_batches_split_total").increment(1);
-                tracing::debug!(messages = batch.len(), error = %e, "a batch failed; handling its messages one by one");
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for (subject, payload, delivery) in batch {
-                    outcomes.push(self.handle_message(subject, payload, delivery).await);
-                }
-                outcomes
-            }
-        }
-    }
-
-    async fn membership_batch(
         &self,
         batch: &[(&str, &[u8], Delivery)],
     ) -> Result<(), HandlerError> {
