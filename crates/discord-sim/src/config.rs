@@ -52,6 +52,10 @@ pub struct SimConfig {
     /// Guild counts at which GUILD_CREATE stops listing members (Identify's
     /// `large_threshold` lowers it further).
     pub large_threshold: u32,
+    /// After a request for all of a guild's members (op 8 with an empty
+    /// `query` and `limit` 0), how long another such request for that guild
+    /// is answered RATE_LIMITED instead (Discord: 30 s, since 2025-08).
+    pub member_request_window_ms: u64,
     pub rest: RestLimits,
     /// The application as an OAuth2 client (dashboard logins).
     pub oauth2: OAuth2Config,
@@ -80,6 +84,7 @@ impl Default for SimConfig {
             session_ttl_ms: 300_000,
             transcript_limit: 10_000,
             large_threshold: 250,
+            member_request_window_ms: 30_000,
             rest: RestLimits::default(),
             oauth2: OAuth2Config::default(),
         }

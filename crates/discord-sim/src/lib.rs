@@ -25,6 +25,15 @@
 //!   is attached; Resume replays everything after the client's `seq`, then
 //!   sends RESUMED whose `s` is the last replayed sequence. A client close
 //!   with 1000/1001, a fatal close code or op 9 `false` ends the session.
+//! - Request Guild Members (op 8) is answered with GUILD_MEMBERS_CHUNK
+//!   dispatches: up to 1,000 members each, the nonce echoed, `not_found`
+//!   for `user_ids`. They are built as the client reads, so that dispatches
+//!   of the meantime go out between them. All members of one guild once
+//!   per [`SimConfig::member_request_window_ms`] (Discord: 30 s), else a
+//!   RATE_LIMITED dispatch; no answer without the GUILD_MEMBERS intent or
+//!   for a guild the shard does not serve, as on Discord. Invalid requests
+//!   close 4001 or 4002. Each request and its answer is in the shard's
+//!   transcript ([`ShardTranscript::member_requests`]).
 //! - Frames always put `op`, `s`, `t` before `d`.
 //! - Faults ([`Fault`]): close with any code, drop the TCP connection, op 7,
 //!   op 9 (resumable or not), zombie (no ACKs, no dispatches).
@@ -96,7 +105,10 @@ pub use config::{intents, OAuth2Config, RestLimits, SimConfig};
 pub use control::{GuildsSpec, ShardStatus, SimControl, SimStats, TrafficRun};
 pub use error::SimError;
 pub use faults::{CallbackFault, Fault};
-pub use gateway::transcript::{SentFrame, ShardEvent, ShardTranscript};
+pub use gateway::transcript::{
+    IgnoredMemberRequest, MemberRequest, MemberRequestAnswer, SentFrame, ShardEvent,
+    ShardTranscript,
+};
 pub use ids::shard_for_guild;
 pub use oauth::{permissions, OAuthUser, SUPPORTED_SCOPES};
 pub use scenario::{Scenario, ScenarioReport, Step};

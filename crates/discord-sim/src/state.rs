@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::SimConfig;
 use crate::faults::{CallbackFault, Fault};
 use crate::gateway::identify_limit::IdentifyLimiter;
+use crate::gateway::member_requests::MemberRequestLimiter;
 use crate::gateway::sessions::Sessions;
 use crate::gateway::transcript::{SentFrame, ShardEvent, ShardTranscript};
 use crate::http::ratelimit::RestLimiter;
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     pub connections: Mutex<HashMap<u64, ConnectionEntry>>,
     next_connection: AtomicU64,
     pub identify: Mutex<IdentifyLimiter>,
+    /// Locked only while holding `world`.
+    pub member_requests: Mutex<MemberRequestLimiter>,
     pub transcripts: Mutex<BTreeMap<u32, ShardTranscript>>,
     pub rest: Mutex<RestLimiter>,
     /// Never locked while holding `world`.
@@ -75,6 +78,9 @@ impl Shared {
                 Duration::from_millis(config.identify_interval_ms),
                 config.max_concurrency,
             )),
+            member_requests: Mutex::new(MemberRequestLimiter::new(Duration::from_millis(
+                config.member_request_window_ms,
+            ))),
             rest: Mutex::new(RestLimiter::new(config.rest.clone())),
             world: Mutex::new(World::default()),
             oauth: Mutex::new(OAuth::default()),

@@ -11,8 +11,9 @@ use discord_sim::{
     ShardEvent,
 };
 use twilight_gateway::{Event, Intents};
-use twilight_model::gateway::payload::incoming::GuildCreate;
-use wire::GuildId;
+use twilight_model::gateway::payload::incoming::{GuildCreate, MemberChunk};
+use twilight_model::gateway::payload::outgoing::RequestGuildMembers;
+use wire::{GuildId, UserId};
 
 fn guild_create_id(event: &Event) -> Option<u64> {
     match event {
@@ -434,6 +435,84 @@ async fn guild_delete_distinguishes_removal_from_outage() {
         .await;
     assert_eq!(outage, (guilds[1].get(), Some(true)));
     assert_eq!(probe.expect(WAIT, guild_create_id).await, guilds[1]);
+    probe.task.abort();
+    sim.shutdown().await;
+}
+
+fn member_chunk(event: &Event) -> Option<MemberChunk> {
+    match event {
+        Event::MemberChunk(chunk) => Some(chunk.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn twilight_requests_members_and_reads_the_chunks() {
+    let sim = start(fast_config()).await;
+    let guild = sim.control().create_guilds(&GuildsSpec {
+        count: 1,
+        members_per_guild: 1_500,
+        roles_per_guild: 1,
+    })[0];
+    let shard = twilight_shard(&sim, 0, 1, TOKEN, Intents::GUILDS | Intents::GUILD_MEMBERS);
+    let sender = shard.sender();
+    let mut probe = spawn_shard(shard);
+    ready_with_guilds(&mut probe, 1).await;
+    let twilight_guild = twilight_model::id::Id::new(guild.get());
+
+    let everyone = RequestGuildMembers::builder(twilight_guild)
+        .nonce("everyone")
+        .query("", None);
+    sender.command(&everyone).expect("queued");
+    let first = probe.expect(WAIT, member_chunk).await;
+    let second = probe.expect(WAIT, member_chunk).await;
+    let shape = |c: &MemberChunk| {
+        (
+            c.chunk_index,
+            c.chunk_count,
+            c.members.len(),
+            c.nonce.clone(),
+        )
+    };
+    let nonce = Some("everyone".to_owned());
+    assert_eq!(shape(&first), (0, 2, 1_000, nonce.clone()));
+    assert_eq!(shape(&second), (1, 2, 500, nonce));
+    let seen: BTreeSet<u64> = first
+        .members
+        .iter()
+        .chain(&second.members)
+        .map(|m| m.user.id.get())
+        .collect();
+    let members: BTreeSet<u64> = testkit::sim::member_ids(&sim, guild)
+        .iter()
+        .map(|id| id.get())
+        .collect();
+    assert_eq!(seen, members);
+
+    // Twilight sends a single id as a bare snowflake, not a list.
+    let stranger = twilight_model::id::Id::new(4242);
+    let one = RequestGuildMembers::builder(twilight_guild)
+        .nonce("one")
+        .user_id(stranger);
+    sender.command(&one).expect("queued");
+    let chunk = probe.expect(WAIT, member_chunk).await;
+    assert!(chunk.members.is_empty());
+    assert_eq!(chunk.not_found, [stranger]);
+    assert_eq!(chunk.nonce.as_deref(), Some("one"));
+
+    let transcript = sim.control().transcript(0);
+    let requests: Vec<_> = transcript
+        .member_requests()
+        .map(|r| (r.guild_id, r.nonce.as_deref(), r.user_ids.clone()))
+        .collect();
+    let stranger = UserId::new(4242).expect("not 0");
+    assert_eq!(
+        requests,
+        [
+            (guild, Some("everyone"), None),
+            (guild, Some("one"), Some(vec![stranger]))
+        ]
+    );
     probe.task.abort();
     sim.shutdown().await;
 }

@@ -5,63 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::*;
 use common::*;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
+use tokio_websockets::Message;
 use zstd_safe::{DCtx, InBuffer, OutBuffer};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn connect(url: &str, query: &str) -> Ws {
-    let uri = format!("{url}/?{query}");
-    let (ws, _) = ClientBuilder::new()
-        .uri(&uri)
-        .expect("valid uri")
-        .connect()
-        .await
-        .expect("connects");
-    ws
-}
-
-async fn next_message(ws: &mut Ws) -> Message {
-    tokio::time::timeout(WAIT, ws.next())
-        .await
-        .expect("a frame in time")
-        .expect("connection open")
-        .expect("valid frame")
-}
-
-async fn next_text(ws: &mut Ws) -> String {
-    let message = next_message(ws).await;
-    message.as_text().expect("a text frame").to_owned()
-}
-
-async fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string()))
-        .await
-        .expect("sent");
-}
-
-fn identify(token: &str) -> Value {
-    json!({"op": 2, "d": {
-        "token": token,
-        "intents": 3,
-        "shard": [0, 1],
-        "properties": {"os": "linux", "browser": "test", "device": "test"},
-    }})
-}
-
-/// The close code the server ends the connection with.
-async fn close_code(ws: &mut Ws) -> u16 {
-    loop {
-        let message = next_message(ws).await;
-        if let Some((code, _)) = message.as_close() {
-            return u16::from(code);
-        }
-    }
-}
 
 #[tokio::test]
 async fn frames_put_op_s_and_t_before_d() {

@@ -17,6 +17,7 @@ use crate::config::intents;
 use crate::discord_json::{self, op};
 use crate::faults::{ends_session, Fault};
 use crate::gateway::compress::ZstdStream;
+use crate::gateway::member_requests;
 use crate::gateway::sessions::Session;
 use crate::gateway::transcript::{SentFrame, ShardEvent};
 use crate::lock;
@@ -440,7 +441,8 @@ impl Connection {
                 self.close(4003, "Not authenticated.").await;
                 return Flow::End;
             }
-            op::PRESENCE_UPDATE | op::VOICE_STATE_UPDATE | op::REQUEST_GUILD_MEMBERS => Ok(()),
+            op::REQUEST_GUILD_MEMBERS => return self.on_request_members(incoming.d).await,
+            op::PRESENCE_UPDATE | op::VOICE_STATE_UPDATE => Ok(()),
             _ => {
                 self.close(4001, "Unknown opcode.").await;
                 return Flow::End;
@@ -461,6 +463,26 @@ impl Connection {
             return Ok(());
         }
         self.send_op(op::HEARTBEAT_ACK, "null").await
+    }
+
+    async fn on_request_members(&mut self, data: Value) -> Flow {
+        let Some(session) = self.session.clone() else {
+            self.close(4003, "Not authenticated.").await;
+            return Flow::End;
+        };
+        let request = match member_requests::parse(data) {
+            Ok(request) => request,
+            Err(invalid) => {
+                self.close(invalid.close_code(), &invalid.to_string()).await;
+                return Flow::End;
+            }
+        };
+        let request = member_requests::answer(&self.shared, &session, request);
+        self.record(ShardEvent::MembersRequested {
+            connection_id: self.id,
+            request,
+        });
+        Flow::Continue
     }
 
     fn token_ok(&self, token: &str) -> bool {

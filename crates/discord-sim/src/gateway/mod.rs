@@ -3,6 +3,7 @@
 pub(crate) mod compress;
 pub(crate) mod connection;
 pub(crate) mod identify_limit;
+pub(crate) mod member_requests;
 pub(crate) mod sessions;
 pub(crate) mod transcript;
 

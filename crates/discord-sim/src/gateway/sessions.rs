@@ -45,6 +45,9 @@ pub(crate) struct Session {
     pub intents: u64,
     state: Mutex<SessionState>,
     last_seq: watch::Sender<u64>,
+    /// Last sequence sent to a client, for producers that pace themselves on
+    /// the client's reading (member chunks).
+    delivered: watch::Sender<u64>,
     resume_buffer: usize,
 }
 
@@ -75,6 +78,7 @@ impl Session {
                 invalidated: false,
             }),
             last_seq: watch::channel(0).0,
+            delivered: watch::channel(0).0,
             resume_buffer: resume_buffer.max(1),
         }
     }
@@ -124,10 +128,15 @@ impl Session {
     pub(crate) fn mark_delivered(&self, seq: u64) {
         let mut state = lock(&self.state);
         state.delivered = state.delivered.max(seq);
+        self.delivered.send_replace(state.delivered);
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.last_seq.subscribe()
+    }
+
+    pub(crate) fn subscribe_delivered(&self) -> watch::Receiver<u64> {
+        self.delivered.subscribe()
     }
 
     #[cfg(test)]
@@ -191,10 +200,13 @@ impl Session {
             return Err(ResumeRefused::SequenceOutOfRange);
         }
         state.delivered = seq;
+        self.delivered.send_replace(seq);
         Ok(())
     }
 
-    fn expired(&self, ttl: Duration) -> bool {
+    /// Invalidated, or detached for longer than `ttl`: it can never be
+    /// delivered to again.
+    pub(crate) fn expired(&self, ttl: Duration) -> bool {
         let state = lock(&self.state);
         state.invalidated || state.detached_at.is_some_and(|at| at.elapsed() > ttl)
     }

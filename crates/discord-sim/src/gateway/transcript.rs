@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use wire::GuildId;
+use wire::{GuildId, UserId};
 
 /// One frame the simulator sent to a shard.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,6 +62,55 @@ pub enum ShardEvent {
         connection_id: u64,
         fault: String,
     },
+    /// The client sent Request Guild Members (op 8).
+    MembersRequested {
+        connection_id: u64,
+        request: MemberRequest,
+    },
+}
+
+/// A Request Guild Members (op 8) as the client sent it, and how the
+/// simulator answered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberRequest {
+    pub session_id: String,
+    pub guild_id: GuildId,
+    pub query: Option<String>,
+    pub limit: Option<u64>,
+    /// A single id is recorded as a list of one.
+    pub user_ids: Option<Vec<UserId>>,
+    pub presences: bool,
+    /// As sent, also when it is over 32 bytes and so left out of the answer.
+    pub nonce: Option<String>,
+    pub answer: MemberRequestAnswer,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MemberRequestAnswer {
+    /// GUILD_MEMBERS_CHUNK dispatches follow. They are built as the client
+    /// reads, so some may not be sent yet.
+    Chunks {
+        members: usize,
+        chunk_count: u32,
+        not_found: usize,
+    },
+    /// A RATE_LIMITED dispatch.
+    RateLimited { retry_after_ms: u64 },
+    /// Nothing at all, as Discord does.
+    Ignored { reason: IgnoredMemberRequest },
+}
+
+/// Why a Request Guild Members got no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IgnoredMemberRequest {
+    /// The whole member list (empty `query`) without the GUILD_MEMBERS intent.
+    MissingGuildMembersIntent,
+    /// The guild is unknown, the bot is not in it, or another shard serves it.
+    GuildNotOnShard,
+    /// The guild has an outage.
+    GuildUnavailable,
 }
 
 /// A shard's record.
@@ -79,6 +128,15 @@ pub struct ShardTranscript {
 }
 
 impl ShardTranscript {
+    /// The Request Guild Members the shard sent that are still in
+    /// [`ShardTranscript::events`], oldest first.
+    pub fn member_requests(&self) -> impl Iterator<Item = &MemberRequest> {
+        self.events.iter().filter_map(|event| match event {
+            ShardEvent::MembersRequested { request, .. } => Some(request),
+            _ => None,
+        })
+    }
+
     pub(crate) fn record_sent(&mut self, frame: SentFrame, limit: usize) {
         if let Some(event) = &frame.event {
             *self.dispatch_counts.entry(event.clone()).or_default() += 1;
