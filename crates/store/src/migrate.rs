@@ -62,6 +62,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(14, "0014_column_grants_and_composite_keys"),
     migration!(15, "0015_audit_retention"),
     migration!(16, "0016_interaction_replies"),
+    migration!(17, "0017_member_syncs"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

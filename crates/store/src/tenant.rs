@@ -6,9 +6,9 @@ use tokio_postgres::{
 
 use crate::{
     repo::{
-        ApiKeys, Audit, Badges, Communities, InteractionReplies, LinkTokens, MemberWallets,
-        ProcessedEvents, Profiles, RoleGrants, Rules, Seed, Stats, SyncCounters, WalletNonces,
-        Webhooks,
+        ApiKeys, Audit, Badges, Communities, InteractionReplies, LinkTokens, MemberSyncs,
+        MemberWallets, ProcessedEvents, Profiles, RoleGrants, Rules, Seed, Stats, SyncCounters,
+        WalletNonces, Webhooks,
     },
     StoreError, TenantId,
 };
@@ -140,6 +140,10 @@ impl TenantTx {
 
     pub fn profiles(&self) -> Profiles<'_> {
         Profiles::new(self)
+    }
+
+    pub fn member_syncs(&self) -> MemberSyncs<'_> {
+        MemberSyncs::new(self)
     }
 
     pub fn rules(&self) -> Rules<'_> {

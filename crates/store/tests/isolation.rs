@@ -672,6 +672,9 @@ async fn the_runtime_role_cannot_rewrite_identity_columns_of_its_own_rows() {
         // Stored and deleted, never rewritten: no UPDATE at all.
         ("interaction_replies", "content = 'rewritten'".into()),
         ("interaction_replies", "event_id = event_id".into()),
+        // Which sync a row is, and whose, never changes.
+        ("member_syncs", "nonce = nonce".into()),
+        ("member_syncs", "community_id = community_id".into()),
     ];
     for (table, set) in refused {
         let sql = format!("UPDATE {table} SET {set}");
@@ -705,13 +708,20 @@ async fn the_runtime_role_cannot_rewrite_identity_columns_of_its_own_rows() {
         .collect::<BTreeMap<_, _>>();
     let expected: BTreeMap<String, String> = [
         ("api_keys", "revoked_at"),
-        ("communities", "active,announced_at,recheck_pass_at,settings,theme_id"),
+        (
+            "communities",
+            "active,announced_at,members_synced_at,recheck_pass_at,settings,theme_id",
+        ),
         (
             "eligibility_rules",
             "chain,contract_address,enabled,parameters,priority,role_discord_id,rule_type,tier_mapping",
         ),
         ("badges", "criteria,description,evaluator,name"),
         ("member_wallets", "linked_at,profile_id,proof"),
+        (
+            "member_syncs",
+            "chunk_count,chunks_received,completed_at,first_seq,members_left,members_received",
+        ),
         (
             "profiles",
             "check_lease_until,current_rank,joined_at,last_event_seq,left_at,next_check_at,role_ids,score,tier",

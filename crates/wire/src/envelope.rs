@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::payload::{
     GuildJoin, GuildLeave, GuildUnavailable, InteractionCreate, MemberJoin, MemberLeave,
-    MemberUpdate,
+    MemberUpdate, MembersChunk,
 };
 use crate::{subjects, ChannelId, EventId, GuildId, UserId, WireError};
 
@@ -23,17 +23,19 @@ pub enum EventType {
     MemberJoin,
     MemberLeave,
     MemberUpdate,
+    MembersChunk,
     InteractionCreate,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         EventType::GuildJoin,
         EventType::GuildLeave,
         EventType::GuildUnavailable,
         EventType::MemberJoin,
         EventType::MemberLeave,
         EventType::MemberUpdate,
+        EventType::MembersChunk,
         EventType::InteractionCreate,
     ];
 
@@ -46,6 +48,7 @@ impl EventType {
             EventType::MemberJoin => "member.join",
             EventType::MemberLeave => "member.leave",
             EventType::MemberUpdate => "member.update",
+            EventType::MembersChunk => "member.chunk",
             EventType::InteractionCreate => "interaction.create",
         }
     }
@@ -59,6 +62,7 @@ impl EventType {
             EventType::MemberJoin => subjects::MEMBER_JOIN,
             EventType::MemberLeave => subjects::MEMBER_LEAVE,
             EventType::MemberUpdate => subjects::MEMBER_UPDATE,
+            EventType::MembersChunk => subjects::MEMBER_CHUNK,
             EventType::InteractionCreate => subjects::INTERACTION,
         }
     }
@@ -77,6 +81,7 @@ pub enum Payload {
     MemberJoin(MemberJoin),
     MemberLeave(MemberLeave),
     MemberUpdate(MemberUpdate),
+    MembersChunk(MembersChunk),
     InteractionCreate(InteractionCreate),
     /// A type this reader does not know, kept verbatim so it can be forwarded
     /// or dead-lettered without loss.
@@ -95,6 +100,7 @@ impl Payload {
             Payload::MemberJoin(_) => EventType::MemberJoin,
             Payload::MemberLeave(_) => EventType::MemberLeave,
             Payload::MemberUpdate(_) => EventType::MemberUpdate,
+            Payload::MembersChunk(_) => EventType::MembersChunk,
             Payload::InteractionCreate(_) => EventType::InteractionCreate,
             Payload::Unknown { .. } => return None,
         })
@@ -125,6 +131,7 @@ impl Payload {
             EventType::MemberJoin => Payload::MemberJoin(serde_json::from_value(data)?),
             EventType::MemberLeave => Payload::MemberLeave(serde_json::from_value(data)?),
             EventType::MemberUpdate => Payload::MemberUpdate(serde_json::from_value(data)?),
+            EventType::MembersChunk => Payload::MembersChunk(serde_json::from_value(data)?),
             EventType::InteractionCreate => {
                 Payload::InteractionCreate(serde_json::from_value(data)?)
             }
@@ -214,6 +221,7 @@ impl Serialize for DataRef<'_> {
             Payload::MemberJoin(d) => d.serialize(serializer),
             Payload::MemberLeave(d) => d.serialize(serializer),
             Payload::MemberUpdate(d) => d.serialize(serializer),
+            Payload::MembersChunk(d) => d.serialize(serializer),
             Payload::InteractionCreate(d) => d.serialize(serializer),
             Payload::Unknown { data, .. } => data.serialize(serializer),
         }

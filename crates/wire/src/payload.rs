@@ -45,6 +45,30 @@ pub struct MemberJoin {
     pub joined_at: Option<i64>,
 }
 
+/// `member.chunk`: one GUILD_MEMBERS_CHUNK, Discord's answer (in pieces of
+/// up to 1,000) to the gateway's Request Guild Members. The members present
+/// in the guild when the chunk was sent, in their full state; together the
+/// chunks of one `nonce` are the whole member list, which is how a server
+/// that adds the bot with members already in it gets synced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MembersChunk {
+    pub members: Vec<ChunkMember>,
+    /// 0-based; `chunk_count` chunks make up one answer.
+    pub chunk_index: u32,
+    pub chunk_count: u32,
+    /// Echoed from the request: which sync this chunk belongs to.
+    pub nonce: Option<String>,
+}
+
+/// A member as a chunk lists it: who, and their state as a join carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkMember {
+    pub user_id: UserId,
+    #[serde(flatten)]
+    pub member: MemberJoin,
+}
+
 /// `member.leave`: GUILD_MEMBER_REMOVE (left, kicked or banned — Discord does
 /// not say which).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

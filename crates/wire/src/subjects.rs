@@ -13,6 +13,8 @@ pub const GUILD_UNAVAILABLE: &str = "events.guild.unavailable";
 pub const MEMBER_JOIN: &str = "events.member.join";
 pub const MEMBER_LEAVE: &str = "events.member.leave";
 pub const MEMBER_UPDATE: &str = "events.member.update";
+/// `events.member.chunk`: a piece of a guild's member list (first sync).
+pub const MEMBER_CHUNK: &str = "events.member.chunk";
 /// `commands.interaction`: slash commands and other interactions, in their own
 /// stream so that an event storm cannot delay a reply due within 3 seconds.
 pub const INTERACTION: &str = "commands.interaction";

@@ -40,6 +40,7 @@ fn every_type_has_a_fixture_that_round_trips() {
         ("member_leave", EventType::MemberLeave),
         ("member_update", EventType::MemberUpdate),
         ("interaction_create", EventType::InteractionCreate),
+        ("member_chunk", EventType::MembersChunk),
     ];
     assert_eq!(cases.len(), EventType::ALL.len(), "a type lacks a fixture");
     for (name, expected) in cases {
@@ -60,6 +61,7 @@ fn fixture_ids_are_the_deterministic_ids_of_their_dispatch() {
         "member_leave",
         "member_update",
         "interaction_create",
+        "member_chunk",
     ];
     for (i, name) in names.iter().enumerate() {
         let env = Envelope::from_json(&fixture(name)).expect("fixture reads");
@@ -99,6 +101,26 @@ fn member_update_fields_read_as_typed_values() {
             pending: false,
         }
     );
+}
+
+#[test]
+fn member_chunk_fields_read_as_typed_values() {
+    let env = round_trip("member_chunk");
+    assert_eq!(env.subject(), Some("events.member.chunk"));
+    assert_eq!(env.user_id, None);
+    let Payload::MembersChunk(chunk) = env.payload else {
+        panic!("not a member chunk: {:?}", env.payload);
+    };
+    assert_eq!((chunk.chunk_index, chunk.chunk_count), (1, 3));
+    assert_eq!(chunk.nonce.as_deref(), Some("sync-7f3a"));
+    let ids: Vec<_> = chunk.members.iter().map(|m| m.user_id.get()).collect();
+    assert_eq!(ids, [80351110224678912, 80351110224678913]);
+    assert_eq!(chunk.members[0].member.nick.as_deref(), Some("Nells"));
+    assert_eq!(
+        chunk.members[0].member.roles,
+        [RoleId::new(41771983423143936).expect("non-zero")]
+    );
+    assert_eq!(chunk.members[1].member.joined_at, Some(1704067200000));
 }
 
 #[test]

@@ -533,3 +533,190 @@ async fn a_bad_event_in_a_batch_is_dead_lettered_alone() {
     assert!(dead[0].1.contains("discord_user_id"), "{}", dead[0].1);
     h.stop_worker().await;
 }
+
+fn chunk(
+    guild: u64,
+    seq: u64,
+    nonce: &str,
+    index: u32,
+    count: u32,
+    users: &[(u64, Vec<u64>)],
+) -> Envelope {
+    Envelope::for_dispatch(
+        0,
+        "s1",
+        seq,
+        1_700_000_000_000 + seq as i64,
+        Payload::MembersChunk(wire::payload::MembersChunk {
+            members: users
+                .iter()
+                .map(|(user, roles)| wire::payload::ChunkMember {
+                    user_id: user.id(),
+                    member: wire::payload::MemberJoin {
+                        username: format!("user{user}"),
+                        roles: roles.iter().map(|r| r.id()).collect(),
+                        joined_at: Some(1_600_000_000_000),
+                        ..Default::default()
+                    },
+                })
+                .collect(),
+            chunk_index: index,
+            chunk_count: count,
+            nonce: Some(nonce.to_owned()),
+        }),
+    )
+    .with_guild(guild.id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_member_list_arrives_in_chunks_and_is_synced_once() {
+    let mut h = Harness::new("worker_member_sync").await;
+    h.start_worker();
+    h.publish(&guild_join(333, "s1", 1)).await;
+    // A guild's events wait for it to be provisioned (and are retried in
+    // any order meanwhile): let it be, so that stream order is the order.
+    h.wait_for_count("SELECT count(*) FROM communities", 1)
+        .await;
+    // Known before the sync: members 1 to 5. Member 5 left while the bot
+    // was away (in no chunk); member 3's update is older than the list.
+    for user in 1..=5u64 {
+        h.publish(&member_join(333, user, "s1", 1 + user)).await;
+    }
+    h.publish(&member_update(333, 3, 10, 55)).await;
+    let members = |users: &mut dyn Iterator<Item = u64>| -> Vec<(u64, Vec<u64>)> {
+        users
+            .map(|u| (u, if u == 1 { vec![77] } else { Vec::new() }))
+            .collect()
+    };
+    let first = chunk(
+        333,
+        20,
+        "sync-a",
+        0,
+        3,
+        &members(&mut (1..=4).chain(6..=1001)),
+    );
+    let second = chunk(333, 21, "sync-a", 1, 3, &members(&mut (1002..=2001)));
+    h.publish(&first).await;
+    // An event after the list was sent wins over it.
+    h.publish(&member_update(333, 2, 30, 99)).await;
+    h.publish(&second).await;
+    // The same chunk again (a gateway republishing after a crash, past
+    // JetStream's dedupe): ingested and counted once.
+    h.publish_with_msg_id(&second, "second-again").await;
+    h.publish(&chunk(
+        333,
+        22,
+        "sync-a",
+        2,
+        3,
+        &members(&mut (2002..=2501)),
+    ))
+    .await;
+
+    assert_eq!(
+        h.wait_for_count(
+            "SELECT count(*) FROM member_syncs WHERE completed_at IS NOT NULL",
+            1
+        )
+        .await,
+        1
+    );
+    h.drained().await;
+    let sync = h
+        .db
+        .admin()
+        .await
+        .query_one(
+            "SELECT chunk_count, chunks_received, members_received, members_left FROM member_syncs",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            sync.get::<_, i32>(0),
+            sync.get::<_, i32>(1),
+            sync.get::<_, i64>(2),
+            sync.get::<_, Option<i64>>(3)
+        ),
+        (3, 3, 2500, Some(1))
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM profiles WHERE left_at IS NULL")
+            .await,
+        2500
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM profiles WHERE discord_user_id = 5 AND left_at IS NOT NULL")
+            .await,
+        1,
+        "a member in no chunk is marked as left"
+    );
+    let roles = |user: i64| {
+        let db = &h.db;
+        async move {
+            db.admin()
+                .await
+                .query_one(
+                    "SELECT role_ids FROM profiles WHERE discord_user_id = $1",
+                    &[&user],
+                )
+                .await
+                .unwrap()
+                .get::<_, Vec<i64>>(0)
+        }
+    };
+    assert_eq!(roles(1).await, [77], "the list's roles replace the join's");
+    assert_eq!(roles(2).await, [99], "a later update wins over the list");
+    assert_eq!(
+        roles(3).await,
+        Vec::<i64>::new(),
+        "the list wins over an earlier update"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM communities WHERE members_synced_at IS NOT NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM audit_logs WHERE action = 'community.members_synced'")
+            .await,
+        1
+    );
+    h.stop_worker().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_contradicts_itself_is_dead_lettered() {
+    let mut h = Harness::new("worker_bad_chunk").await;
+    h.start_worker();
+    h.publish(&guild_join(334, "s1", 1)).await;
+    h.publish(&chunk(334, 2, "sync-b", 3, 3, &[(1, Vec::new())]))
+        .await;
+    h.publish(&chunk(334, 3, &"n".repeat(33), 0, 1, &[(1, Vec::new())]))
+        .await;
+    let dead = tokio::time::timeout(common::WAIT, async {
+        loop {
+            let dead = h.dead_letters().await;
+            if dead.len() >= 2 {
+                break dead;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("both chunks dead-lettered");
+    assert!(
+        dead.iter()
+            .any(|(_, reason)| reason.contains("member chunk 3 of 3")),
+        "{dead:?}"
+    );
+    assert!(
+        dead.iter()
+            .any(|(_, reason)| reason.contains("nonce of 33 bytes")),
+        "{dead:?}"
+    );
+    assert_eq!(h.count("SELECT count(*) FROM profiles").await, 0);
+    h.stop_worker().await;
+}

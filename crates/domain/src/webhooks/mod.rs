@@ -112,6 +112,7 @@ impl WebhookEvent {
             | AuditAction::BenchVisit
             | AuditAction::WebhookRegistered
             | AuditAction::WebhookDeleted
+            | AuditAction::MembersSynced
             | AuditAction::BadgeRevoked
             | AuditAction::ScoreChanged
             | AuditAction::RecheckRequested

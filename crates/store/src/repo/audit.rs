@@ -54,6 +54,8 @@ pub enum AuditAction {
     BenchVisit,
     WebhookRegistered,
     WebhookDeleted,
+    /// The community's member list was synced from Discord in full.
+    MembersSynced,
 }
 
 impl AuditAction {
@@ -85,6 +87,7 @@ impl AuditAction {
         AuditAction::BenchVisit,
         AuditAction::WebhookRegistered,
         AuditAction::WebhookDeleted,
+        AuditAction::MembersSynced,
     ];
 
     /// The text stored in `audit_logs.action`.
@@ -117,6 +120,7 @@ impl AuditAction {
             AuditAction::BenchVisit => "bench.visit",
             AuditAction::WebhookRegistered => "webhook.registered",
             AuditAction::WebhookDeleted => "webhook.deleted",
+            AuditAction::MembersSynced => "community.members_synced",
         }
     }
 }

@@ -7,6 +7,7 @@ mod badges;
 mod communities;
 mod counters;
 mod grants;
+mod member_syncs;
 mod nonces;
 mod processed;
 mod profiles;
@@ -25,6 +26,7 @@ pub use badges::{
 pub use communities::{Communities, Community, SubscriptionTier};
 pub use counters::{SyncCounter, SyncCounters};
 pub use grants::{RoleGrant, RoleGrants};
+pub use member_syncs::{ChunkOf, ListedMember, MemberSync, MemberSyncs};
 pub use nonces::{WalletNonce, WalletNonces};
 pub use processed::ProcessedEvents;
 pub use profiles::{

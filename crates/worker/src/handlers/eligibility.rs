@@ -93,3 +93,25 @@ pub(super) async fn request_for(
         tracing::warn!(error = %e, "could not request an eligibility check; the periodic scan will do it");
     }
 }
+
+/// After a member sync completed: every member of the community is checked
+/// in bulk, which queues role changes both ways — for members who hold a
+/// managed role without qualifying (after the grace period) and for those
+/// who qualify but lack it. Best effort: if it cannot be published, the
+/// periodic scan reaches every member within its period (the synced ones
+/// new to Gatehouse at once).
+pub(super) async fn reconcile_synced(
+    handlers: &Handlers,
+    envelope: &Envelope,
+    sync: &store::repo::MemberSync,
+) {
+    let Some(guild) = envelope.guild_id else {
+        return;
+    };
+    // Derived from the sync, so a redelivery asks only once.
+    let id = format!("synced:{guild}:{}", sync.nonce);
+    let check = domain::recheck::community_recheck(guild, id, "members synced");
+    if let Err(e) = bus::publish_check(&handlers.js, &handlers.namespace, &check).await {
+        tracing::warn!(%guild, error = %e, "could not request the reconciliation of a synced member list; the periodic scan will do it");
+    }
+}

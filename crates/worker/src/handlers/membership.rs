@@ -4,10 +4,13 @@ use chrono::{DateTime, TimeZone, Utc};
 use domain::{Actor, AuditAction};
 use serde_json::json;
 use store::{
-    repo::{MemberChange, MemberEvent},
+    repo::{ChunkOf, ListedMember, MemberChange, MemberEvent, MemberSync},
     Store, TenantId,
 };
-use wire::{payload::GuildJoin, Envelope, GuildId, Payload};
+use wire::{
+    payload::{GuildJoin, MembersChunk},
+    Envelope, GuildId, Payload,
+};
 
 use super::{guild_of, user_of};
 use crate::{Delivery, HandlerError};
@@ -172,6 +175,90 @@ pub(super) async fn member_events(
     tx.audit().append_many(&audit).await?;
     tx.commit().await?;
     Ok(applied)
+}
+
+/// `member.chunk`: one piece of the guild's member list, sent by Discord
+/// in answer to the gateway's request (a server's first sync, or a sync
+/// after a fresh session). One transaction per chunk: the claim, every
+/// listed member's profile (set-based, in stream order like any member
+/// event), and the chunk counted towards its sync. Returns the sync when
+/// this chunk completed it, so that its members can be reconciled.
+pub(super) async fn members_chunk(
+    store: &Store,
+    envelope: &Envelope,
+    chunk: &MembersChunk,
+    delivery: &Delivery,
+) -> Result<Option<MemberSync>, HandlerError> {
+    let guild = guild_of(envelope)?;
+    // Discord echoes at most 32 bytes; the gateway always sends one.
+    let nonce = chunk.nonce.as_deref().unwrap_or("unnamed");
+    if nonce.is_empty() || nonce.len() > 32 {
+        return Err(HandlerError::Permanent(format!(
+            "member chunk of guild {guild} with a nonce of {} bytes (1 to 32 expected)",
+            nonce.len()
+        )));
+    }
+    if chunk.chunk_count == 0 || chunk.chunk_index >= chunk.chunk_count {
+        return Err(HandlerError::Permanent(format!(
+            "member chunk {} of {} of guild {guild}",
+            chunk.chunk_index, chunk.chunk_count
+        )));
+    }
+    let members: Vec<ListedMember> = chunk
+        .members
+        .iter()
+        .map(|m| ListedMember {
+            discord_user_id: m.user_id,
+            role_ids: m.member.roles.clone(),
+            joined_at: m.member.joined_at.map(millis),
+        })
+        .collect();
+    let tenant = community_of(store, guild).await?;
+    let tx = store.begin(tenant).await?;
+    if !tx
+        .processed_events()
+        .claim(envelope.id.as_str(), envelope.payload.kind())
+        .await?
+    {
+        tx.commit().await?;
+        return Ok(None);
+    }
+    let sync = tx
+        .member_syncs()
+        .ingest_chunk(
+            ChunkOf {
+                nonce,
+                chunk_count: chunk.chunk_count,
+                seq: i64::try_from(delivery.stream_sequence).unwrap_or(i64::MAX),
+            },
+            &members,
+        )
+        .await?;
+    // Completed by this chunk: the one transaction that sees it so.
+    let completed = sync.is_complete() && sync.chunks_received == sync.chunk_count;
+    if completed {
+        tx.audit()
+            .append(
+                &Actor::System
+                    .entry(AuditAction::MembersSynced)
+                    .target("guild", guild.to_string())
+                    .metadata(json!({
+                        "event_id": envelope.id.as_str(),
+                        "nonce": nonce,
+                        "chunks": sync.chunk_count,
+                        "members": sync.members_received,
+                        "members_left": sync.members_left,
+                    })),
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    metrics::counter!("worker_members_synced_total").increment(members.len() as u64);
+    if completed {
+        metrics::counter!("worker_member_syncs_completed_total").increment(1);
+        tracing::info!(%guild, members = sync.members_received, left = ?sync.members_left, chunks = sync.chunk_count, "member list synced");
+    }
+    Ok(completed.then_some(sync))
 }
 
 /// What a membership event does to its member's profile, and how the audit

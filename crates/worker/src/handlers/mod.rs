@@ -103,6 +103,14 @@ impl Handlers {
                     .await;
                 Ok(())
             }
+            Payload::MembersChunk(chunk) => {
+                let synced =
+                    membership::members_chunk(&self.store, envelope, chunk, delivery).await?;
+                if let Some(sync) = synced {
+                    eligibility::reconcile_synced(self, envelope, &sync).await;
+                }
+                Ok(())
+            }
             Payload::InteractionCreate(interaction) => {
                 commands::interaction(self, envelope, interaction, delivery).await
             }
