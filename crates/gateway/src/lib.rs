@@ -11,6 +11,7 @@ pub mod config;
 mod discord_api;
 mod error;
 mod http;
+mod member_requests;
 pub mod metrics;
 pub mod progress;
 mod publisher;

@@ -18,6 +18,10 @@ pub const SHARD_RECONNECTS: &str = "gateway_shard_reconnects_total";
 pub const SHARD_RESUMES: &str = "gateway_shard_resumes_total";
 pub const SHARD_IDENTIFIES: &str = "gateway_shard_identifies_total";
 pub const SHARD_ERRORS: &str = "gateway_shard_errors_total";
+/// Request Guild Members sent (a guild's member list asked for).
+pub const MEMBER_REQUESTS: &str = "gateway_member_requests_total";
+/// Member requests given up after Discord refused them as rate limited.
+pub const MEMBER_REQUESTS_ABANDONED: &str = "gateway_member_requests_abandoned_total";
 pub const NATS_CONNECTED: &str = "gateway_nats_connected";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

@@ -18,9 +18,11 @@ use twilight_gateway::{
     CloseFrame, ConfigBuilder, Intents, Message, Session, Shard, ShardId, ShardState,
 };
 use twilight_model::gateway::event::{DispatchEvent, GatewayEvent};
+use twilight_model::gateway::payload::incoming::GuildCreate;
 
 use crate::config::Token;
 use crate::error::is_fatal_close;
+use crate::member_requests;
 use crate::metrics as m;
 use crate::progress::ShardProgress;
 use crate::publisher::Job;
@@ -236,6 +238,13 @@ impl ShardRunner {
     ) -> Result<(), Stopping> {
         let received = Instant::now();
         let shard_id = self.shard.id().number();
+        // Kept for what Twilight does not parse (RATE_LIMITED); only such
+        // messages are ever read again.
+        let text_copy = if text.contains("RATE_LIMITED") {
+            text.clone()
+        } else {
+            String::new()
+        };
         let parsed = twilight_gateway::parse(text, translate::WANTED);
         // Twilight has already processed the message, so the session is the
         // one this dispatch belongs to (READY included).
@@ -252,12 +261,20 @@ impl ShardRunner {
             Ok(Some(GatewayEvent::Dispatch(sequence, event))) => (sequence, event),
             Ok(_) => {
                 // Not a dispatch, or one the contract has no type for.
+                if let Some(refused) = member_requests::refused(&text_copy) {
+                    member_requests::retry_later(self.shard.sender(), shard_id, refused);
+                }
                 if let Some((id, sequence)) = &current {
                     self.progress.observe(id, *sequence, false);
                 }
                 return Ok(());
             }
             Err(_) => {
+                // Discord's RATE_LIMITED does not fit Twilight 0.18's model.
+                if let Some(refused) = member_requests::refused(&text_copy) {
+                    member_requests::retry_later(self.shard.sender(), shard_id, refused);
+                    return Ok(());
+                }
                 // A dispatch Twilight's model cannot read. It cannot be
                 // published; skipping it keeps the shard alive.
                 metrics::counter!(m::SHARD_ERRORS, "shard" => shard_label.to_owned(), "kind" => "unreadable_dispatch")
@@ -297,6 +314,19 @@ impl ShardRunner {
             sequence,
             received_at: unix_ms(),
         };
+        // Without the members intent Discord would refuse the request.
+        let may_ask = self
+            .shard
+            .config()
+            .intents()
+            .contains(Intents::GUILD_MEMBERS);
+        let arrived = match &event {
+            DispatchEvent::GuildCreate(create) if may_ask => match &**create {
+                GuildCreate::Available(guild) => Some(guild.id),
+                GuildCreate::Unavailable(_) => None,
+            },
+            _ => None,
+        };
         let Some(envelope) = translate::to_envelope(origin, event) else {
             self.progress.observe(&session_id, sequence, false);
             return Ok(());
@@ -329,13 +359,20 @@ impl ShardRunner {
             body,
             received,
         };
+        let nonce = arrived.map(|_| member_requests::nonce_for(envelope.id.as_str()));
         // Blocks while the publisher's buffer is full: the backpressure that
         // stops this shard from being read until NATS catches up.
         tokio::select! {
             biased;
-            sent = self.jobs.send(job) => sent.map_err(|_| Stopping),
-            _ = stop.wait_for(|s| *s) => Err(Stopping),
+            sent = self.jobs.send(job) => sent.map_err(|_| Stopping)?,
+            _ = stop.wait_for(|s| *s) => return Err(Stopping),
         }
+        // Asked for once the guild's own event is on its way, so that its
+        // members follow it in the stream.
+        if let (Some(guild), Some(nonce)) = (arrived, nonce) {
+            member_requests::request_all(&self.shard.sender(), shard_id, guild, &nonce);
+        }
+        Ok(())
     }
 }
 

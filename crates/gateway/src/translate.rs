@@ -15,8 +15,8 @@ use twilight_model::gateway::payload::incoming::GuildCreate;
 use twilight_model::id::{marker, Id as TwilightId};
 use twilight_model::util::Timestamp;
 use wire::payload::{
-    CommandOption, GuildJoin, GuildLeave, GuildUnavailable, InteractionCreate, InteractionKind,
-    MemberJoin, MemberLeave, MemberUpdate,
+    ChunkMember, CommandOption, GuildJoin, GuildLeave, GuildUnavailable, InteractionCreate,
+    InteractionKind, MemberJoin, MemberLeave, MemberUpdate, MembersChunk,
 };
 use wire::{Envelope, Payload};
 
@@ -27,6 +27,7 @@ pub const WANTED: EventTypeFlags = EventTypeFlags::GUILD_CREATE
     .union(EventTypeFlags::MEMBER_ADD)
     .union(EventTypeFlags::MEMBER_REMOVE)
     .union(EventTypeFlags::MEMBER_UPDATE)
+    .union(EventTypeFlags::MEMBER_CHUNK)
     .union(EventTypeFlags::INTERACTION_CREATE)
     .union(EventTypeFlags::READY)
     .union(EventTypeFlags::RESUMED);
@@ -104,6 +105,28 @@ pub fn to_envelope(origin: Origin<'_>, event: DispatchEvent) -> Option<Envelope>
             .with_guild(update.guild_id.to_wire())
             .with_user(update.user.id.to_wire())
         }
+        DispatchEvent::MemberChunk(chunk) => envelope(Payload::MembersChunk(MembersChunk {
+            members: chunk
+                .members
+                .into_iter()
+                .map(|member| ChunkMember {
+                    user_id: member.user.id.to_wire(),
+                    member: MemberJoin {
+                        username: member.user.name,
+                        global_name: member.user.global_name,
+                        bot: member.user.bot,
+                        nick: member.nick,
+                        roles: member.roles.iter().map(|r| r.to_wire()).collect(),
+                        pending: member.pending,
+                        joined_at: member.joined_at.map(unix_ms),
+                    },
+                })
+                .collect(),
+            chunk_index: chunk.chunk_index,
+            chunk_count: chunk.chunk_count,
+            nonce: chunk.nonce,
+        }))
+        .with_guild(chunk.guild_id.to_wire()),
         DispatchEvent::InteractionCreate(create) => interaction(origin, create.0),
         _ => return None,
     })

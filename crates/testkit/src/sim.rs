@@ -42,12 +42,13 @@ pub fn member_ids(sim: &Simulator, guild: wire::GuildId) -> Vec<wire::UserId> {
 }
 
 /// Dispatches that become envelopes.
-const PUBLISHED_DISPATCHES: [&str; 6] = [
+const PUBLISHED_DISPATCHES: [&str; 7] = [
     "GUILD_CREATE",
     "GUILD_DELETE",
     "GUILD_MEMBER_ADD",
     "GUILD_MEMBER_REMOVE",
     "GUILD_MEMBER_UPDATE",
+    "GUILD_MEMBERS_CHUNK",
     "INTERACTION_CREATE",
 ];
 
