@@ -453,8 +453,9 @@ impl Deferrals {
 }
 
 async fn defer(held: Held, key: Key, deferrals: &mut Deferrals) {
-    let delay = deferrals.add(key, held.sequence);
+    let delay = deferrals.add(key.clone(), held.sequence);
     metrics::counter!("worker_messages_deferred_total").increment(1);
+    tracing::debug!(community = ?key, sequence = held.sequence, ?delay, "deferred");
     if let Err(e) = held.message.ack_with(AckKind::Nak(Some(delay))).await {
         tracing::warn!(error = %e, "could not defer a message; it returns after ack_wait");
     }
