@@ -155,3 +155,62 @@ async fn sync_status_counts_due_members_passes_changes_and_discords_429s() {
         "{settled}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_status_shows_how_far_the_member_list_sync_has_come() {
+    let api = Api::start("api_member_list").await;
+    let a = api.community(7101).await;
+    let b = api.community(7102).await;
+    let key = api.all_scopes(a).await;
+    let key_b = api.all_scopes(b).await;
+    let (_, never) = json(api.get("/v1/sync-status", &key).send().await.unwrap()).await;
+    assert_eq!(never["member_list"], json!(null), "{never}");
+
+    let chunk = |seq: i64, users: std::ops::RangeInclusive<u64>| {
+        let store = api.store.clone();
+        async move {
+            let tx = store.begin(a.tenant).await.unwrap();
+            let members: Vec<_> = users
+                .map(|u| store::repo::ListedMember {
+                    discord_user_id: wire::UserId::new(u).unwrap(),
+                    role_ids: Vec::new(),
+                    joined_at: None,
+                })
+                .collect();
+            tx.member_syncs()
+                .ingest_chunk(
+                    store::repo::ChunkOf {
+                        nonce: "n1",
+                        chunk_count: 2,
+                        seq,
+                    },
+                    &members,
+                )
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    chunk(10, 1..=1000).await;
+    let (_, halfway) = json(api.get("/v1/sync-status", &key).send().await.unwrap()).await;
+    let list = &halfway["member_list"];
+    assert_eq!(
+        (
+            list["chunks_received"].clone(),
+            list["chunks_expected"].clone(),
+            list["members_received"].clone(),
+            list["completed_at"].clone()
+        ),
+        (json!(1), json!(2), json!(1000), json!(null)),
+        "{halfway}"
+    );
+    chunk(11, 1001..=1400).await;
+    let (_, done) = json(api.get("/v1/sync-status", &key).send().await.unwrap()).await;
+    let list = &done["member_list"];
+    assert_eq!(list["members_received"], 1400, "{done}");
+    assert!(list["completed_at"].is_string(), "{done}");
+    assert_eq!(list["members_left"], 0, "{done}");
+    assert_eq!(done["members"], 1400, "{done}");
+    let (_, other) = json(api.get("/v1/sync-status", &key_b).send().await.unwrap()).await;
+    assert_eq!(other["member_list"], json!(null), "{other}");
+}

@@ -32,6 +32,26 @@ pub struct SyncStatusView {
     /// Rule outcomes left undecided in the last hour because the chain could
     /// not be read (members keep what they hold meanwhile), by chain.
     pub chain_reads_failing_last_hour: BTreeMap<String, i64>,
+    /// The latest sync of the member list from Discord: when the bot
+    /// joins, or after a gateway session Discord could not resume, the
+    /// whole list is asked for and ingested chunk by chunk. Absent: never
+    /// synced.
+    pub member_list: Option<MemberListView>,
+}
+
+/// Progress of one sync of the member list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberListView {
+    /// Chunks (of up to 1,000 members) ingested, of `chunks_expected`.
+    pub chunks_received: i32,
+    pub chunks_expected: i32,
+    /// Members listed by the chunks ingested so far.
+    pub members_received: i64,
+    pub started_at: DateTime<Utc>,
+    /// When the last chunk was ingested; absent while in progress.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Members Gatehouse knew who were in no chunk, now marked as left.
+    pub members_left: Option<i64>,
 }
 
 /// What an admin looks at when roles lag behind the rules.
@@ -52,5 +72,13 @@ pub async fn get(
         role_changes_applied_last_hour: s.changes_applied_last_hour,
         discord_429s_last_hour: s.discord_429s_last_hour,
         chain_reads_failing_last_hour: s.chain_undecided_last_hour.into_iter().collect(),
+        member_list: s.member_list.map(|m| MemberListView {
+            chunks_received: m.chunks_received,
+            chunks_expected: m.chunk_count,
+            members_received: m.members_received,
+            started_at: m.started_at,
+            completed_at: m.completed_at,
+            members_left: m.members_left,
+        }),
     }))
 }

@@ -46,6 +46,9 @@ pub struct SyncStatus {
     /// Rule outcomes left undecided in the last hour because their chain
     /// could not be read, by chain.
     pub chain_undecided_last_hour: Vec<(String, i64)>,
+    /// The latest sync of the member list from Discord (first sync, or one
+    /// after a fresh gateway session), if any.
+    pub member_list: Option<super::MemberSync>,
 }
 
 pub struct Stats<'t> {
@@ -195,6 +198,7 @@ impl<'t> Stats<'t> {
                 .iter()
                 .map(|r| Ok((col(r, "chain")?, col(r, "undecided")?)))
                 .collect::<Result<_, StoreError>>()?,
+            member_list: super::MemberSyncs::new(self.tx).latest().await?,
         })
     }
 }
