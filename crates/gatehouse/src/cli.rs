@@ -78,6 +78,11 @@ pub enum BenchCommand {
     /// Quiet communities' latency alone and next to one community flooding
     /// slash commands and member updates: `quiet_p99_ratio`, `http_429`.
     Fairness(crate::bench::fairness::BenchFairnessArgs),
+    #[cfg(feature = "sim")]
+    /// First sync of one large server (100,000 members) through the whole
+    /// pipeline, then its role reconciliation against Discord's limits:
+    /// `seconds`, `members_per_s`, `rate_ratio_vs_limit`, `http_429`.
+    Sync(crate::bench::sync::BenchSyncArgs),
 }
 
 #[cfg(test)]

@@ -167,7 +167,18 @@ async fn periodic_rechecks(
             () = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        match sync.scan_due().await {
+        // Stopping abandons a pass midway rather than waiting for it: a pass
+        // over a big backlog lasts as long as Discord's limits make its role
+        // changes take (minutes for a newly synced server), far past any
+        // shutdown grace. That is safe: members are claimed for a short
+        // while only, so those not reached are due again soon, for a peer
+        // or a successor; a check cut off midway is what a crash leaves,
+        // and the next check of that member repairs it.
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            outcome = sync.scan_due() => outcome,
+        };
+        match outcome {
             Ok(report) if report.members > 0 => {
                 tracing::info!(
                     members = report.members,

@@ -143,6 +143,7 @@ pub async fn run(args: BenchFairnessArgs) -> anyhow::Result<ExitCode> {
     let namespace = Namespace::prefixed(&format!("fair{}", chrono::Utc::now().timestamp_millis()))
         .context("building the benchmark's NATS namespace")?;
     let plan = scenario::Plan {
+        members_at_start: 0,
         communities: quiet + 1,
         members: 0,
         join_rate: 1,

@@ -11,6 +11,8 @@ mod load_profile;
 #[cfg(feature = "sim")]
 mod machine;
 mod recorder;
+#[cfg(feature = "sim")]
+pub mod sync;
 
 use std::path::Path;
 

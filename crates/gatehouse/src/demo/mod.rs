@@ -94,6 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .context("building the demo's NATS namespace")?;
 
     let plan = scenario::Plan {
+        members_at_start: 0,
         communities: args.communities,
         members,
         join_rate: args.join_rate,

@@ -41,6 +41,9 @@ pub const WHALE_MIN: u64 = 1000;
 
 pub struct Plan {
     pub communities: u32,
+    /// Members each server already has when the gateway connects (what a
+    /// first sync ingests).
+    pub members_at_start: u32,
     pub members: u32,
     pub join_rate: u32,
     pub shards: u32,
@@ -131,7 +134,7 @@ impl World {
         .context("starting the Discord simulator")?;
         let guilds = sim.control().create_guilds(&GuildsSpec {
             count: plan.communities as usize,
-            members_per_guild: 0,
+            members_per_guild: plan.members_at_start as usize,
             roles_per_guild: 3,
         });
         for guild in &guilds {
@@ -303,6 +306,34 @@ impl World {
             });
         }
         Ok(out)
+    }
+
+    /// Gates `role` of `community` on `spec`, as an admin would (which asks
+    /// for a bulk re-check of every member).
+    pub async fn define_rule(
+        &self,
+        store: &Store,
+        community: &Community,
+        role: RoleId,
+        spec: eligibility::RuleSpec,
+    ) -> anyhow::Result<()> {
+        let rechecks = BusRechecks::new(self.api.clone(), self.namespace.clone());
+        rules::create(
+            store,
+            &rechecks,
+            CommunityRef {
+                tenant: community.tenant,
+                guild: community.guild,
+            },
+            &Actor::Admin(Some("bench".into())),
+            &rules::NewRule {
+                role,
+                spec,
+                priority: 1,
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn define_rules_and_badges(

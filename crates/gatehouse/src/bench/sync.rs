@@ -1,0 +1,307 @@
+//! `gatehouse bench sync`: the first sync of a large server, then its role
+//! reconciliation against Discord's limits.
+//!
+//! A server with `--members` members (100,000; `--quick` 10,000) is in the
+//! simulator before the gateway connects, as when an operator adds the bot
+//! to an established community. Measured through the whole pipeline: the
+//! gateway asks for the member list at GUILD_CREATE, publishes Discord's
+//! chunks, the worker ingests them (a transaction per 1,000 members) until
+//! the sync completes: `seconds` and `members_per_s` (target: 100,000 in
+//! ≤ 60 s).
+//!
+//! Then a rule every member meets is defined, so every member is due a
+//! role grant: the reconciliation runs as fast as Discord allows, and the
+//! simulator's REST counts what arrives for `--reconcile-seconds`:
+//! `role_changes_per_s` against the simulator's limit measured in the same
+//! run (`rate_ratio_vs_limit`, target ≥ 0.9) and the 429s Discord answered,
+//! in all and after the first second (target 0).
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use bus::Namespace;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::{
+    db_args::DbArgs,
+    demo::scenario::{self, World},
+    nats_args,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchSyncArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// NATS server URL.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
+    pub nats_url: String,
+
+    /// The NATS users of the gateway, worker and API this run starts, and of
+    /// the benchmark itself: `.stack/env` names them.
+    #[command(flatten)]
+    pub nats_logins: nats_args::ProcessLogins,
+
+    /// A short run (10,000 members, 5 s of reconciliation), as CI
+    /// smoke-tests it.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Members of the server [default: 100000; --quick: 10000].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub members: Option<u32>,
+
+    /// How long the role reconciliation is measured, in seconds [default:
+    /// 20; --quick: 5].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=600))]
+    pub reconcile_seconds: Option<u64>,
+
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// How long the sync may take before the run fails.
+const SYNC_WITHIN: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Serialize)]
+pub struct SyncReport {
+    pub machine: super::machine::Machine,
+    pub members: u32,
+    /// Chunks Discord (the simulator) sent.
+    pub chunks: i32,
+    /// From starting the pipeline (the server already full) to the last
+    /// chunk committed.
+    pub seconds: f64,
+    pub members_per_s: f64,
+    /// Present members in the database once synced (must be `members`).
+    pub members_in_database: i64,
+    pub reconcile_seconds: f64,
+    /// Role changes Discord accepted while measured.
+    pub role_changes: u64,
+    pub role_changes_per_s: f64,
+    /// The simulator's Discord limit for one server's role changes: the
+    /// lower of the global limit and the route's.
+    pub limit_per_s: f64,
+    /// `role_changes_per_s` ÷ `limit_per_s`. Target ≥ 0.9.
+    pub rate_ratio_vs_limit: f64,
+    /// 429s while measured; and after its first second. Target 0.
+    pub http_429: u64,
+    pub http_429_after_first_window: u64,
+}
+
+pub async fn run(args: BenchSyncArgs) -> anyhow::Result<ExitCode> {
+    let members = args
+        .members
+        .unwrap_or(if args.quick { 10_000 } else { 100_000 });
+    let reconcile =
+        Duration::from_secs(
+            args.reconcile_seconds
+                .unwrap_or(if args.quick { 5 } else { 20 }),
+        );
+    let store = args.db.connect(16).await?;
+    let js = async_nats::jetstream::new(
+        args.nats_logins
+            .connect(&args.nats_url, bus::Process::Admin)
+            .await?,
+    );
+    let namespace = Namespace::prefixed(&format!("sync{}", chrono::Utc::now().timestamp_millis()))
+        .context("building the benchmark's NATS namespace")?;
+    let plan = scenario::Plan {
+        communities: 1,
+        members_at_start: members,
+        members: 0,
+        join_rate: 1,
+        shards: 1,
+    };
+    let site = domain::wallets::Site::parse("http://127.0.0.1:9")
+        .context("the benchmark's wallet-link address")?;
+    let started = tokio::time::Instant::now();
+    let world = World::start(
+        &plan,
+        &store,
+        &js,
+        (&args.nats_url, &args.nats_logins),
+        &namespace,
+        site,
+    )
+    .await?;
+    let result = measure(&world, &store, members, started, reconcile).await;
+    world.stop(&js, &namespace).await;
+    let report = result?;
+    print!("{}", render(&report));
+    if let Some(path) = &args.json {
+        super::write_json(path, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn measure(
+    world: &World,
+    store: &store::Store,
+    members: u32,
+    started: tokio::time::Instant,
+    reconcile: Duration,
+) -> anyhow::Result<SyncReport> {
+    let bar = ProgressBar::new(u64::from(members));
+    bar.set_style(
+        ProgressStyle::with_template("  syncing members [{bar:30}] {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let communities = world
+        .wait_for_communities(store, Duration::from_secs(60))
+        .await?;
+    let community = communities
+        .first()
+        .context("the benchmark has no community")?;
+    let deadline = started + SYNC_WITHIN;
+    let sync = loop {
+        let tx = store.begin(community.tenant).await?;
+        let latest = tx.member_syncs().latest().await?;
+        tx.commit().await?;
+        if let Some(sync) = &latest {
+            bar.set_position(u64::try_from(sync.members_received).unwrap_or(0));
+        }
+        if let Some(sync) = latest.filter(|s| s.completed_at.is_some()) {
+            break sync;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the member list was not synced within {SYNC_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let tx = store.begin(community.tenant).await?;
+    let present = tx.stats().counts().await?.present;
+    tx.commit().await?;
+    anyhow::ensure!(
+        present == i64::from(members),
+        "{present} members in the database after the sync; the server has {members}"
+    );
+
+    // Every member meets a score of 0: each is due a grant.
+    world
+        .define_rule(
+            store,
+            community,
+            community.holder_role,
+            eligibility::RuleSpec::ScoreThreshold { min_score: 0 },
+        )
+        .await?;
+    let (changes, changes_per_s, http_429, late_429, measured) =
+        measure_reconciliation(world, reconcile).await?;
+    let limits = &world.sim.config().rest;
+    let route_per_s = if limits.route_limit > 0 && limits.route_window_ms > 0 {
+        f64::from(limits.route_limit) * 1000.0 / limits.route_window_ms as f64
+    } else {
+        f64::INFINITY
+    };
+    let global_per_s = if limits.global_per_second > 0 {
+        f64::from(limits.global_per_second)
+    } else {
+        f64::INFINITY
+    };
+    let limit_per_s = route_per_s.min(global_per_s);
+    Ok(SyncReport {
+        machine: super::machine::Machine::here(),
+        members,
+        chunks: sync.chunk_count,
+        seconds,
+        members_per_s: f64::from(members) / seconds,
+        members_in_database: present,
+        reconcile_seconds: measured,
+        role_changes: changes,
+        role_changes_per_s: changes_per_s,
+        limit_per_s,
+        rate_ratio_vs_limit: if limit_per_s.is_finite() {
+            changes_per_s / limit_per_s
+        } else {
+            0.0
+        },
+        http_429,
+        http_429_after_first_window: late_429,
+    })
+}
+
+/// Samples the simulator's REST counters for `window` from the first role
+/// change that reaches it. Returns (changes accepted, per second, 429s,
+/// 429s after the first second, seconds measured).
+async fn measure_reconciliation(
+    world: &World,
+    window: Duration,
+) -> anyhow::Result<(u64, f64, u64, u64, f64)> {
+    let control = world.sim.control();
+    let before = control.stats();
+    let bar = ProgressBar::new(window.as_secs());
+    bar.set_style(
+        ProgressStyle::with_template("  reconciling roles [{bar:30}] {pos}/{len} s {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    // The rule's re-check reaches the first member within a scan.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let now = control.stats();
+        if now.role_requests > before.role_requests {
+            break (tokio::time::Instant::now(), now);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no role change reached Discord within 60 s of the rule"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut after_first_second = None;
+    let end = first.0 + window;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let elapsed = first.0.elapsed();
+        bar.set_position(elapsed.as_secs());
+        if after_first_second.is_none() && elapsed >= Duration::from_secs(1) {
+            after_first_second = Some(control.stats().rest_rate_limited);
+        }
+    }
+    let last = control.stats();
+    bar.finish_and_clear();
+    let measured = first.0.elapsed().as_secs_f64();
+    let requests = last.role_requests - first.1.role_requests;
+    let refused = last.rest_rate_limited - first.1.rest_rate_limited;
+    let accepted = requests.saturating_sub(refused);
+    let late = last.rest_rate_limited - after_first_second.unwrap_or(first.1.rest_rate_limited);
+    Ok((
+        accepted,
+        accepted as f64 / measured,
+        last.rest_rate_limited - before.rest_rate_limited,
+        late,
+        measured,
+    ))
+}
+
+fn render(r: &SyncReport) -> String {
+    format!(
+        "\nsync: one server of {members} members ({cores} cores, {mem:.1} GiB)\n\
+         \x20 first sync     {seconds:.1} s for {chunks} chunks: {per_s:.0} members/s (target: 100,000 in ≤ 60 s)\n\
+         \x20 reconciliation {changes} role changes in {rs:.1} s: {cps:.1}/s of a {limit:.0}/s limit = {ratio:.2} (target ≥ 0.9)\n\
+         \x20 Discord 429s   {h429} ({late} after the first second; target 0)\n",
+        members = r.members,
+        cores = r.machine.cores,
+        mem = r.machine.memory_gib,
+        seconds = r.seconds,
+        chunks = r.chunks,
+        per_s = r.members_per_s,
+        changes = r.role_changes,
+        rs = r.reconcile_seconds,
+        cps = r.role_changes_per_s,
+        limit = r.limit_per_s,
+        ratio = r.rate_ratio_vs_limit,
+        h429 = r.http_429,
+        late = r.http_429_after_first_window,
+    )
+}
