@@ -12,6 +12,7 @@ use twilight_model::application::interaction::application_command::{
 use twilight_model::application::interaction::{Interaction, InteractionData, InteractionType};
 use twilight_model::gateway::event::DispatchEvent;
 use twilight_model::gateway::payload::incoming::GuildCreate;
+use twilight_model::guild::Member;
 use twilight_model::id::{marker, Id as TwilightId};
 use twilight_model::util::Timestamp;
 use wire::payload::{
@@ -76,18 +77,10 @@ pub fn to_envelope(origin: Origin<'_>, event: DispatchEvent) -> Option<Envelope>
             envelope(payload).with_guild(delete.id.to_wire())
         }
         DispatchEvent::MemberAdd(add) => {
-            let member = add.member;
-            envelope(Payload::MemberJoin(MemberJoin {
-                username: member.user.name,
-                global_name: member.user.global_name,
-                bot: member.user.bot,
-                nick: member.nick,
-                roles: member.roles.iter().map(|r| r.to_wire()).collect(),
-                pending: member.pending,
-                joined_at: member.joined_at.map(unix_ms),
-            }))
-            .with_guild(add.guild_id.to_wire())
-            .with_user(member.user.id.to_wire())
+            let user = add.member.user.id.to_wire();
+            envelope(Payload::MemberJoin(member_join(add.member)))
+                .with_guild(add.guild_id.to_wire())
+                .with_user(user)
         }
         DispatchEvent::MemberRemove(remove) => envelope(Payload::MemberLeave(MemberLeave {
             username: remove.user.name,
@@ -111,15 +104,7 @@ pub fn to_envelope(origin: Origin<'_>, event: DispatchEvent) -> Option<Envelope>
                 .into_iter()
                 .map(|member| ChunkMember {
                     user_id: member.user.id.to_wire(),
-                    member: MemberJoin {
-                        username: member.user.name,
-                        global_name: member.user.global_name,
-                        bot: member.user.bot,
-                        nick: member.nick,
-                        roles: member.roles.iter().map(|r| r.to_wire()).collect(),
-                        pending: member.pending,
-                        joined_at: member.joined_at.map(unix_ms),
-                    },
+                    member: member_join(member),
                 })
                 .collect(),
             chunk_index: chunk.chunk_index,
@@ -130,6 +115,19 @@ pub fn to_envelope(origin: Origin<'_>, event: DispatchEvent) -> Option<Envelope>
         DispatchEvent::InteractionCreate(create) => interaction(origin, create.0),
         _ => return None,
     })
+}
+
+/// A member's state as a join (and a chunk of the member list) carries it.
+fn member_join(member: Member) -> MemberJoin {
+    MemberJoin {
+        username: member.user.name,
+        global_name: member.user.global_name,
+        bot: member.user.bot,
+        nick: member.nick,
+        roles: member.roles.iter().map(|r| r.to_wire()).collect(),
+        pending: member.pending,
+        joined_at: member.joined_at.map(unix_ms),
+    }
 }
 
 fn interaction(origin: Origin<'_>, i: Interaction) -> Envelope {
@@ -305,6 +303,39 @@ mod tests {
         assert_eq!(join.roles, [5, 6].map(|r| RoleId::new(r).unwrap()));
         assert!(join.pending);
         assert_eq!(join.joined_at, Some(1_767_225_600_000));
+    }
+
+    #[test]
+    fn a_member_chunk_lists_each_member_with_their_state_and_its_place_in_the_answer() {
+        let member = |id: &str, name: &str, roles: serde_json::Value| {
+            serde_json::json!({
+                "user": user(id, name), "nick": null, "roles": roles,
+                "joined_at": "2026-01-01T00:00:00.000000+00:00",
+                "deaf": false, "mute": false, "pending": false, "flags": 0
+            })
+        };
+        let d = serde_json::json!({
+            "guild_id": "41", "chunk_index": 1, "chunk_count": 3, "nonce": "n1",
+            "members": [member("77", "alice", serde_json::json!(["5"])),
+                        member("78", "bob", serde_json::json!([]))],
+            "not_found": []
+        });
+        let env = to_envelope(ORIGIN, dispatch("GUILD_MEMBERS_CHUNK", d)).unwrap();
+        assert_eq!(env.subject(), Some("events.member.chunk"));
+        assert_eq!(env.guild_id, GuildId::new(41));
+        assert_eq!(env.user_id, None);
+        let Payload::MembersChunk(chunk) = env.payload else {
+            panic!("not a member.chunk")
+        };
+        assert_eq!(
+            (chunk.chunk_index, chunk.chunk_count, chunk.nonce.as_deref()),
+            (1, 3, Some("n1"))
+        );
+        let users: Vec<_> = chunk.members.iter().map(|m| m.user_id.get()).collect();
+        assert_eq!(users, [77, 78]);
+        assert_eq!(chunk.members[0].member.username, "alice");
+        assert_eq!(chunk.members[0].member.roles, [RoleId::new(5).unwrap()]);
+        assert_eq!(chunk.members[1].member.joined_at, Some(1_767_225_600_000));
     }
 
     #[test]
