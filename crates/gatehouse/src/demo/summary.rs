@@ -148,6 +148,8 @@ pub struct CommunityRow {
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The build that ran (see [`build_profile`]).
+    pub build: String,
     pub communities: Vec<CommunityRow>,
     pub traffic: TrafficReport,
     /// Simulator added the member → worker committed the profile.
@@ -216,6 +218,7 @@ pub async fn report(
     };
     let consistent = rows.iter().all(|r| r.consistent);
     Ok(Report {
+        build: build_profile(),
         join_latency_p50_ms: pct(0.50),
         join_latency_p99_ms: pct(0.99),
         communities: rows,
@@ -228,7 +231,11 @@ impl Report {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let _ = writeln!(out, "\ngatehouse demo — summary");
+        let _ = writeln!(
+            out,
+            "\ngatehouse demo — summary (build: {})",
+            build_profile()
+        );
         let _ = writeln!(
             out,
             "  {:<20} {:>8} {:>8} {:>9} {:>8} {:>8} {:>7} {:>6}  roles match Discord",
@@ -280,6 +287,19 @@ impl Report {
         );
         out
     }
+}
+
+/// The Cargo profile this binary was built with, and whether it is
+/// optimised: the demo's latencies mean little without it. `debug` is the
+/// dev profile's directory.
+pub fn build_profile() -> String {
+    let profile = env!("GATEHOUSE_BUILD_PROFILE");
+    let optimised = if cfg!(debug_assertions) {
+        "unoptimised"
+    } else {
+        "optimised"
+    };
+    format!("{profile}, {optimised}")
 }
 
 /// A count from the database (never negative) as the report's unsigned.
