@@ -620,3 +620,77 @@ async fn a_role_change_for_a_member_who_left_is_reported_as_such() {
     );
     sim.shutdown().await;
 }
+
+/// A worker asked to stop does not first finish a re-check pass that
+/// Discord's limits stretch over minutes (as after a big server's first
+/// sync): members it had not reached are due again soon for whoever runs
+/// next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stops_promptly_in_the_middle_of_a_long_recheck_pass() {
+    let sim = Simulator::start(SimConfig {
+        token: "test-token".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let guild = sim.control().create_guilds(&GuildsSpec {
+        count: 1,
+        members_per_guild: 0,
+        roles_per_guild: 2,
+    })[0];
+    let gated = sim.control().guild(guild).unwrap().role_ids[1];
+    let chain = FakeChain::start().await.unwrap();
+    chain.deploy(CONTRACT.parse().unwrap(), FakeContract::Erc20);
+    let mut h = Harness::new("worker_stop_mid_pass").await;
+    // Four role changes a second: 150 removals take most of a minute.
+    h.config.discord = worker::discord::RoleChangeLimits {
+        global_rate: 4,
+        ..worker::discord::RoleChangeLimits::default()
+    };
+    h.enable_role_sync(
+        &sim.api_url(),
+        chain.url(),
+        RoleSyncConfig {
+            grace: Duration::ZERO,
+            recheck_period: Duration::from_secs(3600),
+            scan_interval: Duration::from_millis(200),
+            scan_batch: 500,
+            check_min_read_age: Duration::ZERO,
+        },
+    );
+    h.start_worker();
+    h.publish(&guild_join(guild, "s", 1)).await;
+    h.wait_for_count("SELECT count(*) FROM communities", 1)
+        .await;
+    h.gate_role(guild, CONTRACT, gated, "10").await;
+    // Members holding the gated role without a wallet: each is due a
+    // removal.
+    for n in 0..150u64 {
+        let user = sim
+            .control()
+            .add_member(guild, discord_sim::NewMember::default())
+            .unwrap();
+        h.publish(&member_join_with_roles(
+            guild,
+            user,
+            "s",
+            10 + n,
+            vec![gated],
+        ))
+        .await;
+    }
+    h.wait_for_count("SELECT count(*) FROM profiles", 150).await;
+    testkit::eventually("role removals reaching Discord", common::WAIT, || async {
+        sim.control().stats().role_requests >= 4
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), h.stop_worker())
+        .await
+        .expect("the worker stopped within 15 s");
+    assert!(
+        sim.control().stats().role_requests < 100,
+        "the pass was not cut short: it ran to the end ({:?})",
+        started.elapsed()
+    );
+}
