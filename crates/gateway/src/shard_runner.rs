@@ -273,6 +273,10 @@ impl ShardRunner {
                 // Discord's RATE_LIMITED does not fit Twilight 0.18's model.
                 if let Some(refused) = member_requests::refused(&text_copy) {
                     member_requests::retry_later(self.shard.sender(), shard_id, refused);
+                    // Still a dispatch of the session: its sequence is done.
+                    if let Some((id, sequence)) = &current {
+                        self.progress.observe(id, *sequence, false);
+                    }
                     return Ok(());
                 }
                 // A dispatch Twilight's model cannot read. It cannot be
