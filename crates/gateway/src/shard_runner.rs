@@ -238,8 +238,9 @@ impl ShardRunner {
     ) -> Result<(), Stopping> {
         let received = Instant::now();
         let shard_id = self.shard.id().number();
-        // Kept for what Twilight does not parse (RATE_LIMITED); only such
-        // messages are ever read again.
+        // Kept for RATE_LIMITED, which is not in `WANTED` (Twilight 0.18
+        // cannot read Discord's shape of it): only such messages are read
+        // again, below.
         let text_copy = if text.contains("RATE_LIMITED") {
             text.clone()
         } else {
@@ -260,7 +261,8 @@ impl ShardRunner {
         let event = match parsed {
             Ok(Some(GatewayEvent::Dispatch(sequence, event))) => (sequence, event),
             Ok(_) => {
-                // Not a dispatch, or one the contract has no type for.
+                // Not a dispatch, or one the contract has no type for
+                // (RATE_LIMITED among them).
                 if let Some(refused) = member_requests::refused(&text_copy) {
                     member_requests::retry_later(self.shard.sender(), shard_id, refused);
                 }
@@ -270,15 +272,6 @@ impl ShardRunner {
                 return Ok(());
             }
             Err(_) => {
-                // Discord's RATE_LIMITED does not fit Twilight 0.18's model.
-                if let Some(refused) = member_requests::refused(&text_copy) {
-                    member_requests::retry_later(self.shard.sender(), shard_id, refused);
-                    // Still a dispatch of the session: its sequence is done.
-                    if let Some((id, sequence)) = &current {
-                        self.progress.observe(id, *sequence, false);
-                    }
-                    return Ok(());
-                }
                 // A dispatch Twilight's model cannot read. It cannot be
                 // published; skipping it keeps the shard alive.
                 metrics::counter!(m::SHARD_ERRORS, "shard" => shard_label.to_owned(), "kind" => "unreadable_dispatch")
