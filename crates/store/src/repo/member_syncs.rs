@@ -56,6 +56,15 @@ impl MemberSync {
     }
 }
 
+/// What ingesting a chunk did to its sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingested {
+    /// The sync as it stands after the chunk.
+    pub sync: MemberSync,
+    /// This chunk completed it (true for exactly one chunk of a sync).
+    pub completed_now: bool,
+}
+
 const COLUMNS: &str = "nonce, chunk_count, chunks_received, members_received, started_at, \
                        completed_at, members_left";
 
@@ -74,15 +83,15 @@ impl<'t> MemberSyncs<'t> {
     /// Ingests one chunk: every listed member's profile is created or
     /// brought to the listed state (unless an event later in the stream
     /// already changed it), and the chunk is counted towards its sync.
-    /// Returns the sync as it stands after this chunk; when that completes
-    /// it, present members whose last event is older than the sync's first
+    /// Returns the sync as it stands after this chunk; when the chunk
+    /// completes it, present members whose last event is older than the sync's first
     /// chunk and who were in no chunk are marked as left, and the community
     /// is marked synced.
     pub async fn ingest_chunk(
         &self,
         chunk: ChunkOf<'_>,
         members: &[ListedMember],
-    ) -> Result<MemberSync, StoreError> {
+    ) -> Result<Ingested, StoreError> {
         let tenant = self.tx.tenant();
         let mut users = Vec::with_capacity(members.len());
         let mut roles = Vec::with_capacity(members.len());
@@ -148,10 +157,16 @@ impl<'t> MemberSyncs<'t> {
             .await?;
         let sync = MemberSync::from_row(&row)?;
         if !sync.is_complete() || sync.completed_at.is_some() {
-            return Ok(sync);
+            return Ok(Ingested {
+                sync,
+                completed_now: false,
+            });
         }
         let first_seq: i64 = col(&row, "first_seq")?;
-        self.complete(&sync.nonce, first_seq).await
+        Ok(Ingested {
+            sync: self.complete(&sync.nonce, first_seq).await?,
+            completed_now: true,
+        })
     }
 
     async fn complete(&self, nonce: &str, first_seq: i64) -> Result<MemberSync, StoreError> {

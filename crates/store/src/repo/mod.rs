@@ -26,7 +26,7 @@ pub use badges::{
 pub use communities::{Communities, Community, SubscriptionTier};
 pub use counters::{SyncCounter, SyncCounters};
 pub use grants::{RoleGrant, RoleGrants};
-pub use member_syncs::{ChunkOf, ListedMember, MemberSync, MemberSyncs};
+pub use member_syncs::{ChunkOf, Ingested, ListedMember, MemberSync, MemberSyncs};
 pub use nonces::{WalletNonce, WalletNonces};
 pub use processed::ProcessedEvents;
 pub use profiles::{

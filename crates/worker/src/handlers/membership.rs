@@ -223,7 +223,10 @@ pub(super) async fn members_chunk(
         tx.commit().await?;
         return Ok(None);
     }
-    let sync = tx
+    let store::repo::Ingested {
+        sync,
+        completed_now: completed,
+    } = tx
         .member_syncs()
         .ingest_chunk(
             ChunkOf {
@@ -234,8 +237,6 @@ pub(super) async fn members_chunk(
             &members,
         )
         .await?;
-    // Completed by this chunk: the one transaction that sees it so.
-    let completed = sync.is_complete() && sync.chunks_received == sync.chunk_count;
     if completed {
         tx.audit()
             .append(
