@@ -397,6 +397,20 @@ pub async fn evaluate_member(
     Ok(awarded)
 }
 
+/// Evaluates the badges of several members of one community in one
+/// transaction (the members of a batch of joins).
+pub async fn evaluate_members(
+    store: &Store,
+    tenant: TenantId,
+    users: &[UserId],
+) -> Result<Vec<Awarded>, BadgeError> {
+    let tx = store.begin(tenant).await?;
+    let profiles = tx.profiles().share_members(users).await?;
+    let awarded = evaluate(&tx, &profiles, Utc::now()).await?;
+    tx.commit().await?;
+    Ok(awarded)
+}
+
 fn tier_reached(has: &str, wanted: &str, ladder: &[String]) -> bool {
     if ladder.is_empty() {
         return has == wanted;

@@ -610,8 +610,55 @@ async fn process<H: HandleMessage>(
         };
         started.push((held, subject, delivered, delivery));
     }
-    let outcomes = match started.as_slice() {
-        [] => return,
+    if started.is_empty() {
+        return;
+    }
+    let outcomes = {
+        let work = handle_run(&started, handlers);
+        tokio::pin!(work);
+        // A run can outlast ack_wait (a batch of checks whose role changes
+        // wait on Discord's per-server limit): tell JetStream it is in
+        // progress, or it hands the messages out again while they are being
+        // handled.
+        let every = (config.ack_wait / 3).max(Duration::from_millis(100));
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                outcomes = &mut work => break outcomes,
+                _ = progress.tick() => {
+                    for (held, subject, _, _) in &started {
+                        if let Err(e) = held.message.ack_with(AckKind::Progress).await {
+                            tracing::debug!(%subject, error = %e, "could not extend a message's ack wait");
+                        }
+                    }
+                }
+            }
+        }
+    };
+    for ((held, subject, delivered, delivery), outcome) in started.into_iter().zip(outcomes) {
+        settle(
+            held.message,
+            &subject,
+            delivered,
+            delivery,
+            outcome,
+            js,
+            config,
+        )
+        .await;
+        drop(held.slot);
+    }
+}
+
+/// Handles a run's messages: alone, or as a batch that falls back to one
+/// at a time. One outcome per message, in order.
+async fn handle_run<H: HandleMessage>(
+    started: &[(Held, String, i64, Delivery)],
+    handlers: &H,
+) -> Vec<Result<(), HandlerError>> {
+    match started {
+        [] => Vec::new(),
         [(held, subject, _, delivery)] => vec![
             handlers
                 .handle_message(subject, &held.message.payload, delivery)
@@ -643,19 +690,6 @@ async fn process<H: HandleMessage>(
                 Err(retry) => batch.iter().map(|_| Err(retry.clone())).collect(),
             }
         }
-    };
-    for ((held, subject, delivered, delivery), outcome) in started.into_iter().zip(outcomes) {
-        settle(
-            held.message,
-            &subject,
-            delivered,
-            delivery,
-            outcome,
-            js,
-            config,
-        )
-        .await;
-        drop(held.slot);
     }
 }
 

@@ -55,7 +55,8 @@ pub async fn run(
             config.public_site.clone(),
         )
         .with_command_limits(&config.commands)
-        .with_provisioning(config.provisioning.clone()),
+        .with_provisioning(config.provisioning.clone())
+        .with_shutdown(shutdown.clone()),
     );
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(keep) = housekeeping::dedupe_horizon(&config.topology) {

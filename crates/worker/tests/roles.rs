@@ -694,3 +694,145 @@ async fn a_worker_stops_promptly_in_the_middle_of_a_long_recheck_pass() {
         started.elapsed()
     );
 }
+
+/// Publishes an interactive check of each of `users`, numbered from `n`.
+async fn check_all(h: &Harness, guild: GuildId, users: &[UserId], n: u32) {
+    for (i, user) in users.iter().enumerate() {
+        check_now(h, guild, *user, n + i as u32).await;
+    }
+}
+
+/// A token-gated guild whose member `i` has linked `wallet(i + 1)`, each in
+/// a transaction of their own as members do (one transaction linking them
+/// all would lock their profiles in its own order, against the checks that
+/// their joins started).
+async fn gated_world_linked_one_by_one(label: &str, members: usize) -> common::GatedGuild {
+    let g = common::GatedGuild::start(label, CONTRACT, members, Duration::ZERO).await;
+    for (i, user) in g.members.iter().enumerate() {
+        let tx = g.h.store.begin(g.tenant).await.unwrap();
+        tx.profiles()
+            .link_wallet(*user, &WalletAddress::parse(&wallet(i as u8 + 1)).unwrap())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    g
+}
+
+async fn no_check_in_progress(h: &Harness) {
+    assert_eq!(
+        h.wait_for_count(
+            "SELECT count(*) FROM profiles WHERE check_lease_until > now()",
+            0
+        )
+        .await,
+        0,
+        "a check kept holding members"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_checks_of_one_community_are_checked_in_batches() {
+    const MEMBERS: usize = 60;
+    let mut g = gated_world_linked_one_by_one("worker_check_batches", MEMBERS).await;
+    // Every member's join check is over before the checks under test.
+    g.h.drained().await;
+    // One in six holds: ten grants, within one window of Discord's
+    // per-server limit on role changes (10 per 10 s).
+    let holds = |member: usize| member.is_multiple_of(6);
+    for member in 0..MEMBERS {
+        set_balance(&g.chain, member, if holds(member) { 100 } else { 0 });
+    }
+    // Queued while no worker runs, as a burst of joins leaves them. The
+    // worker stops once no check holds a member (the startup scan's
+    // included): a check cut off would hold its members for a minute.
+    no_check_in_progress(&g.h).await;
+    g.h.stop_worker().await;
+    check_all(&g.h, g.guild, &g.members, 1).await;
+    g.h.start_worker();
+
+    for (i, user) in g.members.iter().enumerate() {
+        assert!(
+            wait_for_role(&g.sim, g.guild, *user, g.gated, holds(i)).await,
+            "member {i} {} the role; dead letters: {:?}; Discord: {:?}",
+            if holds(i) { "never got" } else { "was given" },
+            g.h.dead_letters().await,
+            g.sim.control().stats()
+        );
+    }
+    g.h.drained().await;
+    // Each check takes a lease on its members' profiles and gives it back
+    // when it writes its decisions: the transactions that last wrote the
+    // profiles are the checks' (rows written by one share its xmin). One
+    // check at a time writes 60; batches write far fewer (the first
+    // arrivals start alone before the rest queue behind them, and the
+    // startup scan writes some too).
+    let (released, transactions): (i64, i64) = {
+        let row =
+            g.h.db
+                .admin()
+                .await
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE check_lease_until IS NULL),
+                        count(DISTINCT xmin::text)
+                 FROM profiles",
+                    &[],
+                )
+                .await
+                .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(released, MEMBERS as i64, "a check kept its lease");
+    assert!(
+        transactions <= (MEMBERS / 2) as i64,
+        "{MEMBERS} queued checks of one community were written by {transactions} transactions"
+    );
+    assert!(g.h.dead_letters().await.is_empty());
+    g.h.stop_worker().await;
+    g.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_check_in_a_batch_is_dead_lettered_alone() {
+    // Each gets the role: within one window of Discord's per-server limit.
+    const MEMBERS: usize = 10;
+    let mut g = gated_world_linked_one_by_one("worker_check_poison", MEMBERS).await;
+    g.h.drained().await;
+    for member in 0..MEMBERS {
+        set_balance(&g.chain, member, 100);
+    }
+    no_check_in_progress(&g.h).await;
+    g.h.stop_worker().await;
+    let (first, rest) = g.members.split_at(MEMBERS / 2);
+    check_all(&g.h, g.guild, first, 1).await;
+    // Keyed to the same community, so it lands in the same batch, but no
+    // check can be read from it.
+    let bad = format!(
+        r#"{{"guild_id":"{}","user_id":"not a snowflake"}}"#,
+        g.guild
+    );
+    g.h.publish_raw(
+        wire::subjects::ELIGIBILITY_CHECK,
+        Box::leak(bad.into_bytes().into_boxed_slice()),
+    )
+    .await;
+    check_all(&g.h, g.guild, rest, 100).await;
+    g.h.start_worker();
+
+    for user in &g.members {
+        assert!(
+            wait_for_role(&g.sim, g.guild, *user, g.gated, true).await,
+            "member {user} never got the role; dead letters: {:?}",
+            g.h.dead_letters().await
+        );
+    }
+    g.h.drained().await;
+    let dead = g.h.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].1.contains("undecodable eligibility check"),
+        "{dead:?}"
+    );
+    g.h.stop_worker().await;
+    g.sim.shutdown().await;
+}

@@ -24,6 +24,7 @@ use store::{
     repo::{EligibilityRule, Profile, RoleGrant, SyncCounter},
     ProfileId, RuleId, Store, StoreError, TenantId,
 };
+use tokio_util::sync::CancellationToken;
 use wire::check::CheckPriority;
 use wire::{GuildId, RoleId, UserId};
 
@@ -131,12 +132,62 @@ pub struct CheckReport {
     pub busy: usize,
     /// Role changes Discord refused with 429 (also in `failed_changes`).
     pub rate_limited: usize,
+    /// Members left unchecked because the check was asked to stop (the
+    /// worker is shutting down): nothing recorded for them, their leases
+    /// given back, so that the check can be asked again elsewhere.
+    pub interrupted: usize,
     /// Communities a periodic scan could not check this pass.
     pub failed_communities: usize,
     /// Members left undecided on some rule because their community's
     /// chain-read budget was spent: they are due again (the periodic
     /// scan's next pass) rather than a whole period on.
     pub deferred: usize,
+}
+
+impl CheckReport {
+    /// Counts `other`'s work in as well (the first error stays first).
+    fn add(&mut self, other: &CheckReport) {
+        self.members += other.members;
+        self.granted += other.granted;
+        self.removed += other.removed;
+        self.failed_changes += other.failed_changes;
+        self.badges_awarded += other.badges_awarded;
+        self.busy += other.busy;
+        self.rate_limited += other.rate_limited;
+        self.interrupted += other.interrupted;
+        self.failed_communities += other.failed_communities;
+        self.deferred += other.deferred;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+}
+
+/// What a batch of checks did, and which members it left undecided.
+struct Checked {
+    report: CheckReport,
+    /// Undecided on some rule: the community's chain-read budget was spent.
+    deferred: HashSet<ProfileId>,
+    /// Not checked: another check holds them.
+    busy: Vec<ProfileId>,
+}
+
+/// Pauses before a batch of checks tries again the members it found held
+/// by another check (about a second in all).
+const BUSY_RETRIES: [Duration; 4] = [
+    Duration::from_millis(50),
+    Duration::from_millis(150),
+    Duration::from_millis(300),
+    Duration::from_millis(500),
+];
+
+/// What a check does with members another check holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Busy {
+    /// Report them (the caller waits and asks again).
+    Report,
+    /// Make them due for the periodic scan.
+    MarkDue,
 }
 
 /// How long a check may hold a member before another may take over (a
@@ -180,7 +231,8 @@ impl<D: RoleWriter> RoleSync<D> {
         self.config.scan_interval
     }
 
-    /// Checks one member now.
+    /// Checks one member now. A member another check holds is reported
+    /// `busy` and left alone (`/check` waits for that check instead).
     pub async fn check_member(
         &self,
         tenant: TenantId,
@@ -189,28 +241,139 @@ impl<D: RoleWriter> RoleSync<D> {
         priority: CheckPriority,
         reason: &str,
     ) -> Result<CheckReport, SyncError> {
+        self.check_users(tenant, guild, &[user], priority, reason, Busy::Report, None)
+            .await
+    }
+
+    /// Checks several members of one community now, as one batch: one read
+    /// of their profiles, rules and grants, one round of chain reads, one
+    /// write of the decisions — where one member at a time costs a few
+    /// transactions each. Members another check holds are made due, so the
+    /// periodic scan checks them once that check lets go (it may have read
+    /// their state before this request's news: a linked wallet, a balance
+    /// change) without this request waiting meanwhile.
+    ///
+    /// A batch's role changes wait on Discord's limits one after another,
+    /// which can take a while; once `stop` is cancelled no further change
+    /// starts, and the members not yet done are left (`interrupted`) for
+    /// the check to be asked again, instead of holding up a shutdown.
+    pub async fn check_members(
+        &self,
+        tenant: TenantId,
+        guild: GuildId,
+        users: &[UserId],
+        priority: CheckPriority,
+        reason: &str,
+        stop: &CancellationToken,
+    ) -> Result<CheckReport, SyncError> {
+        self.check_users(
+            tenant,
+            guild,
+            users,
+            priority,
+            reason,
+            Busy::MarkDue,
+            Some(stop),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn check_users(
+        &self,
+        tenant: TenantId,
+        guild: GuildId,
+        users: &[UserId],
+        priority: CheckPriority,
+        reason: &str,
+        busy: Busy,
+        stop: Option<&CancellationToken>,
+    ) -> Result<CheckReport, SyncError> {
         let tx = self.store.begin(tenant).await?;
-        let profile = tx.profiles().find_by_discord_user(user).await?;
-        tx.commit().await?;
-        let Some(profile) = profile.filter(|p| p.left_at.is_none()) else {
-            // Not (or no longer) a member: nothing to sync.
-            return Ok(CheckReport::default());
+        let profiles = match users {
+            [user] => tx
+                .profiles()
+                .find_by_discord_user(*user)
+                .await?
+                .into_iter()
+                .collect(),
+            users => tx.profiles().find_by_discord_users(users).await?,
         };
+        tx.commit().await?;
+        // Not (or no longer) members: nothing to sync.
+        let profiles: Vec<Profile> = profiles
+            .into_iter()
+            .filter(|p| p.left_at.is_none())
+            .collect();
+        if profiles.is_empty() {
+            return Ok(CheckReport::default());
+        }
+        let users_of: HashMap<ProfileId, UserId> =
+            profiles.iter().map(|p| (p.id, p.discord_user_id)).collect();
         let freshness = match priority {
             // A member is waiting on this answer: read the chain unless a
             // read is only moments old.
             CheckPriority::Interactive => Freshness::NotOlderThan(self.config.check_min_read_age),
             CheckPriority::Bulk => Freshness::Cached,
         };
-        let (report, _) = self
-            .check_profiles(tenant, guild, vec![profile], priority, freshness, reason)
+        let mut checked = self
+            .check_profiles(
+                tenant,
+                guild,
+                profiles.clone(),
+                priority,
+                freshness,
+                reason,
+                stop,
+            )
             .await?;
-        if report.deferred > 0 {
-            // The community's budget could not pay for all their reads:
-            // the periodic scan picks them up next, with budget refilled,
-            // instead of leaving them undecided for a period.
+        let mut report = checked.report.clone();
+        if busy == Busy::MarkDue {
+            // Most members found busy are held only for moments (a batch of
+            // membership events, the scan claiming them, the check before
+            // this one): check them again shortly rather than hand them to
+            // a scan that may find them held in turn.
+            for pause in BUSY_RETRIES {
+                if checked.busy.is_empty() || stop.is_some_and(CancellationToken::is_cancelled) {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                let held: HashSet<ProfileId> = checked.busy.iter().copied().collect();
+                let again: Vec<Profile> = profiles
+                    .iter()
+                    .filter(|p| held.contains(&p.id))
+                    .cloned()
+                    .collect();
+                let deferred = std::mem::take(&mut checked.deferred);
+                checked = self
+                    .check_profiles(tenant, guild, again, priority, freshness, reason, stop)
+                    .await?;
+                checked.deferred.extend(deferred);
+                report.add(&checked.report);
+            }
+            report.busy = checked.busy.len();
+        }
+        // The community's budget could not pay for all their reads: the
+        // periodic scan picks them up next, with budget refilled, instead of
+        // leaving them undecided for a period. So are members still held by
+        // another check, which may have read them before this request's
+        // news (a linked wallet, a balance change).
+        let mut due: Vec<UserId> = checked
+            .deferred
+            .iter()
+            .filter_map(|id| users_of.get(id).copied())
+            .collect();
+        if busy == Busy::MarkDue {
+            due.extend(
+                checked
+                    .busy
+                    .iter()
+                    .filter_map(|id| users_of.get(id).copied()),
+            );
+        }
+        if !due.is_empty() {
             let tx = self.store.begin(tenant).await?;
-            tx.profiles().mark_due(user).await?;
+            tx.profiles().mark_members_due(&due).await?;
             tx.commit().await?;
         }
         Ok(report)
@@ -284,7 +447,11 @@ impl<D: RoleWriter> RoleSync<D> {
         }
         tx.commit().await?;
         total.badges_awarded += badges.len();
-        let (report, deferred) = self
+        let Checked {
+            report,
+            deferred,
+            busy,
+        } = self
             .check_profiles(
                 tenant,
                 guild,
@@ -292,16 +459,25 @@ impl<D: RoleWriter> RoleSync<D> {
                 CheckPriority::Bulk,
                 Freshness::Cached,
                 "periodic",
+                None,
             )
             .await?;
-        // Checked (or being checked by another worker right now): the next
-        // look is a period on. Members the community's chain-read budget
-        // left undecided are due again at once instead, for the next pass.
+        // Checked: the next look is a period on. Members the community's
+        // chain-read budget left undecided are due again at once instead,
+        // for the next pass. Members another check held are looked at again
+        // once its lease would have run out, not a period on: that check
+        // may have read them before the news that made them due, or been
+        // cut off with its worker, and a check that found them held by this
+        // scan may have left them to it.
+        let busy: HashSet<ProfileId> = busy.into_iter().collect();
+        let lease_over = now + chrono::Duration::from_std(CHECK_LEASE).unwrap_or_default();
         let schedule: Vec<(ProfileId, DateTime<Utc>)> = schedule
             .into_iter()
             .map(|(id, next)| {
                 if deferred.contains(&id) {
                     (id, now)
+                } else if busy.contains(&id) {
+                    (id, lease_over.min(next))
                 } else {
                     (id, next)
                 }
@@ -322,6 +498,7 @@ impl<D: RoleWriter> RoleSync<D> {
         Ok(full && report.deferred == 0)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn check_profiles(
         &self,
         tenant: TenantId,
@@ -330,7 +507,8 @@ impl<D: RoleWriter> RoleSync<D> {
         priority: CheckPriority,
         freshness: Freshness,
         reason: &str,
-    ) -> Result<(CheckReport, HashSet<ProfileId>), SyncError> {
+        stop: Option<&CancellationToken>,
+    ) -> Result<Checked, SyncError> {
         // Read what we need, then let go of the connection while the chain
         // is read: no transaction waits on the network.
         let tx = self.store.begin(tenant).await?;
@@ -346,16 +524,25 @@ impl<D: RoleWriter> RoleSync<D> {
         tx.commit().await?;
 
         let managed: Vec<&EligibilityRule> = rules.iter().filter(|r| r.enabled).collect();
+        let leased: HashSet<ProfileId> = ids.iter().copied().collect();
+        let busy: Vec<ProfileId> = wanted
+            .into_iter()
+            .filter(|id| !leased.contains(id))
+            .collect();
         let mut report = CheckReport {
             members: profiles.len(),
-            busy: wanted.len() - profiles.len(),
+            busy: busy.len(),
             ..CheckReport::default()
         };
         if managed.is_empty() {
             let tx = self.store.begin(tenant).await?;
             tx.profiles().release_check_lease(&ids).await?;
             tx.commit().await?;
-            return Ok((report, HashSet::new()));
+            return Ok(Checked {
+                report,
+                deferred: HashSet::new(),
+                busy,
+            });
         }
         let rule_set = rule_set(&rules);
         let facts: Vec<MemberFacts> = profiles.iter().map(crate::members::facts).collect();
@@ -416,7 +603,11 @@ impl<D: RoleWriter> RoleSync<D> {
         let now = Utc::now();
         let grace = chrono::Duration::from_std(self.config.grace).unwrap_or(chrono::Duration::MAX);
         let mut writes = Vec::new();
-        for (profile, evaluation) in profiles.iter().zip(&evaluations) {
+        'members: for (profile, evaluation) in profiles.iter().zip(&evaluations) {
+            if stop.is_some_and(CancellationToken::is_cancelled) {
+                report.interrupted += 1;
+                continue;
+            }
             let mut roles = profile.role_ids.clone();
             let mut grant_rows = Vec::new();
             let mut audits = Vec::new();
@@ -444,19 +635,29 @@ impl<D: RoleWriter> RoleSync<D> {
                     continue;
                 };
                 if let Some(add) = decision.role_change() {
-                    let result = self
-                        .discord
-                        .change_role(
-                            RoleChange {
-                                guild_id: guild,
-                                user_id: profile.discord_user_id,
-                                role_id: role,
-                                add,
-                                reason: format!("Gatehouse rule {}: {}", rule.id, decided.detail),
-                            },
-                            priority,
-                        )
-                        .await;
+                    let change = self.discord.change_role(
+                        RoleChange {
+                            guild_id: guild,
+                            user_id: profile.discord_user_id,
+                            role_id: role,
+                            add,
+                            reason: format!("Gatehouse rule {}: {}", rule.id, decided.detail),
+                        },
+                        priority,
+                    );
+                    // A change waiting on Discord's limits is given up when
+                    // asked to stop; one already sent may still land, and
+                    // the next check finds it (role changes are idempotent).
+                    let result = match stop {
+                        Some(stop) => tokio::select! {
+                            result = change => result,
+                            () = stop.cancelled() => {
+                                report.interrupted += 1;
+                                continue 'members;
+                            }
+                        },
+                        None => change.await,
+                    };
                     match result {
                         Ok(()) => {
                             let action = if add {
@@ -512,39 +713,84 @@ impl<D: RoleWriter> RoleSync<D> {
                 });
             }
             let roles_changed = roles != profile.role_ids;
-            writes.push((
-                profile.discord_user_id,
-                roles_changed.then_some(roles),
-                grant_rows,
+            writes.push(Decided {
+                user: profile.discord_user_id,
+                roles: roles_changed.then_some(roles),
+                grants: grant_rows,
                 audits,
-            ));
+            });
         }
 
+        if let Err(e) = self
+            .write_decisions(tenant, &ids, &report, &undecided, writes)
+            .await
+        {
+            // The decisions are lost with the transaction (the next check
+            // makes them again), but the members need not wait out the
+            // lease for it: give it back if the database lets us.
+            if let Ok(tx) = self.store.begin(tenant).await {
+                if tx.profiles().release_check_lease(&ids).await.is_ok() {
+                    let _ = tx.commit().await;
+                }
+            }
+            return Err(e.into());
+        }
+        Ok(Checked {
+            report,
+            deferred,
+            busy,
+        })
+    }
+
+    /// Gives the leases back and writes a batch's decisions, in a few
+    /// statements rather than a few per member: grants and audit entries
+    /// set-based, role snapshots (only members whose roles changed)
+    /// pipelined on the one connection.
+    async fn write_decisions(
+        &self,
+        tenant: TenantId,
+        leased: &[ProfileId],
+        report: &CheckReport,
+        undecided: &BTreeMap<&str, usize>,
+        writes: Vec<Decided>,
+    ) -> Result<(), StoreError> {
         let tx = self.store.begin(tenant).await?;
-        tx.profiles().release_check_lease(&ids).await?;
+        tx.profiles().release_check_lease(leased).await?;
         let counters = tx.sync_counters();
         counters
             .add(SyncCounter::Discord429, "", saturate(report.rate_limited))
             .await?;
-        for (chain, n) in &undecided {
+        for (chain, n) in undecided {
             counters
                 .add(SyncCounter::ChainUndecided, chain, saturate(*n))
                 .await?;
         }
-        for (user, roles, grant_rows, audits) in &writes {
-            for grant in grant_rows {
-                tx.role_grants().record(grant).await?;
-            }
-            if let Some(roles) = roles {
-                tx.profiles().set_roles(*user, roles).await?;
-            }
-            for entry in audits {
-                tx.audit().append(entry).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok((report, deferred))
+        let grants: Vec<RoleGrant> = writes
+            .iter()
+            .flat_map(|d| d.grants.iter().cloned())
+            .collect();
+        tx.role_grants().record_many(&grants).await?;
+        let profiles = tx.profiles();
+        futures::future::try_join_all(
+            writes
+                .iter()
+                .filter_map(|d| Some(profiles.set_roles(d.user, d.roles.as_ref()?))),
+        )
+        .await?;
+        let entries: Vec<store::repo::AuditEntry> =
+            writes.into_iter().flat_map(|d| d.audits).collect();
+        tx.audit().append_many(&entries).await?;
+        tx.commit().await
     }
+}
+
+/// What a check decided for one member, to be written.
+struct Decided {
+    user: UserId,
+    /// The member's roles, if Gatehouse changed them.
+    roles: Option<Vec<RoleId>>,
+    grants: Vec<RoleGrant>,
+    audits: Vec<store::repo::AuditEntry>,
 }
 
 fn saturate(n: usize) -> u32 {

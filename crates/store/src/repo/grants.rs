@@ -76,6 +76,61 @@ impl<'t> RoleGrants<'t> {
             .collect()
     }
 
+    /// Records many decisions (insert or replace) in one statement: a
+    /// batch of checks writes its decisions at once, not one round trip
+    /// each. Each (profile, rule) may appear once.
+    pub async fn record_many(&self, grants: &[RoleGrant]) -> Result<(), StoreError> {
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let profiles: Vec<ProfileId> = grants.iter().map(|g| g.profile_id).collect();
+        let rules: Vec<RuleId> = grants.iter().map(|g| g.rule_id).collect();
+        let roles = grants
+            .iter()
+            .map(|g| db_id(g.role_discord_id, "role_discord_id"))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let eligible: Vec<Option<bool>> = grants.iter().map(|g| g.eligible).collect();
+        let failing_since: Vec<Option<DateTime<Utc>>> =
+            grants.iter().map(|g| g.failing_since).collect();
+        let details: Vec<&str> = grants.iter().map(|g| g.detail.as_str()).collect();
+        let checked_at: Vec<DateTime<Utc>> = grants.iter().map(|g| g.checked_at).collect();
+        // One text[] per row: arrays of arrays do not unnest row by row in
+        // PostgreSQL, so each row's wallets travel as a JSON array.
+        let wallets: Vec<serde_json::Value> = grants
+            .iter()
+            .map(|g| g.wallets.iter().map(WalletAddress::as_str).collect())
+            .collect();
+        self.tx
+            .query(
+                "recording role grants",
+                "INSERT INTO role_grants
+                    (community_id, profile_id, rule_id, role_discord_id, eligible, failing_since, detail,
+                     checked_at, wallets)
+                 SELECT $1, v.profile_id, v.rule_id, v.role, v.eligible, v.failing_since, v.detail,
+                        v.checked_at, ARRAY(SELECT jsonb_array_elements_text(v.wallets))
+                 FROM unnest($2::uuid[], $3::uuid[], $4::int8[], $5::bool[], $6::timestamptz[],
+                             $7::text[], $8::timestamptz[], $9::jsonb[])
+                      AS v(profile_id, rule_id, role, eligible, failing_since, detail, checked_at, wallets)
+                 ON CONFLICT (community_id, profile_id, rule_id) DO UPDATE
+                    SET role_discord_id = excluded.role_discord_id, eligible = excluded.eligible,
+                        failing_since = excluded.failing_since, detail = excluded.detail,
+                        checked_at = excluded.checked_at, wallets = excluded.wallets",
+                &[
+                    (self.tx.tenant().as_uuid(), Type::UUID),
+                    (&profiles, Type::UUID_ARRAY),
+                    (&rules, Type::UUID_ARRAY),
+                    (&roles, Type::INT8_ARRAY),
+                    (&eligible, Type::BOOL_ARRAY),
+                    (&failing_since, Type::TIMESTAMPTZ_ARRAY),
+                    (&details, Type::TEXT_ARRAY),
+                    (&checked_at, Type::TIMESTAMPTZ_ARRAY),
+                    (&wallets, Type::JSONB_ARRAY),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Records a decision (insert or replace).
     pub async fn record(&self, grant: &RoleGrant) -> Result<(), StoreError> {
         let wallets: Vec<&str> = grant.wallets.iter().map(WalletAddress::as_str).collect();

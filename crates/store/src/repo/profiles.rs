@@ -149,6 +149,51 @@ impl<'t> Profiles<'t> {
             .transpose()
     }
 
+    /// The profiles of these members that exist (a batch of checks).
+    pub async fn find_by_discord_users(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<Profile>, StoreError> {
+        let users = db_ids(users, "discord_user_id")?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM profiles p WHERE community_id = $1 AND discord_user_id = ANY($2)"
+        );
+        self.tx
+            .query(
+                "reading profiles by Discord user",
+                &sql,
+                &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
+            )
+            .await?
+            .iter()
+            .map(Profile::from_row)
+            .collect()
+    }
+
+    /// The profiles of these members, each locked `FOR KEY SHARE` in id
+    /// order for the rest of the transaction. Inserting rows that refer to
+    /// many members (badge awards) takes those locks anyway, one by one as
+    /// the rows go in; taken first, in the order every multi-row lock here
+    /// uses, they cannot deadlock with a transaction releasing check leases
+    /// or applying membership events.
+    pub async fn share_members(&self, users: &[UserId]) -> Result<Vec<Profile>, StoreError> {
+        let users = db_ids(users, "discord_user_id")?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM profiles p WHERE community_id = $1 AND discord_user_id = ANY($2)
+             ORDER BY id FOR KEY SHARE"
+        );
+        self.tx
+            .query(
+                "locking members' profiles for awards",
+                &sql,
+                &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
+            )
+            .await?
+            .iter()
+            .map(Profile::from_row)
+            .collect()
+    }
+
     pub async fn find_by_wallet(
         &self,
         wallet: &WalletAddress,
@@ -562,6 +607,30 @@ impl<'t> Profiles<'t> {
                 "marking a member due for a re-check",
                 "UPDATE profiles SET next_check_at = NULL WHERE community_id = $1 AND discord_user_id = $2",
                 &[(&self.tenant(), Type::UUID), (&db_id(user, "discord_user_id")?, Type::INT8)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Makes these members due for a re-check now (one statement for a
+    /// batch).
+    pub async fn mark_members_due(&self, users: &[UserId]) -> Result<(), StoreError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let users = db_ids(users, "discord_user_id")?;
+        self.tx
+            .query(
+                "marking members due for a re-check",
+                // Rows locked in id order, as `lock_members` does.
+                "WITH due AS (
+                    SELECT id AS due_id FROM profiles
+                    WHERE community_id = $1 AND discord_user_id = ANY($2)
+                    ORDER BY id FOR UPDATE
+                 )
+                 UPDATE profiles p SET next_check_at = NULL
+                 FROM due WHERE p.community_id = $1 AND p.id = due.due_id",
+                &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
             )
             .await?;
         Ok(())

@@ -1,6 +1,9 @@
 //! `eligibility.check`: re-evaluate one member or a whole community.
 
-use wire::{check::EligibilityCheck, Envelope};
+use wire::{
+    check::{CheckPriority, EligibilityCheck},
+    Envelope, UserId,
+};
 
 use super::{membership::community_of, Handlers};
 use crate::HandlerError;
@@ -9,53 +12,98 @@ pub(super) async fn check(
     handlers: &Handlers,
     check: &EligibilityCheck,
 ) -> Result<(), HandlerError> {
-    let Some(sync) = &handlers.role_sync else {
-        tracing::warn!(reason = %check.reason, "eligibility check received but role sync is not configured (DISCORD_TOKEN, CHAINS)");
-        return Ok(());
-    };
-    let guild = check.guild_id;
-    let tenant = community_of(&handlers.store, guild).await?;
     match check.user_id {
-        Some(user) => {
-            let report = sync
-                .check_member(tenant, guild, user, check.priority, &check.reason)
-                .await?;
-            if report.busy > 0 {
-                // Another check of this member is in progress and may have
-                // read their state before this request's news (a linked
-                // wallet, a balance change). Make them due now: the periodic
-                // scan checks them again once that check lets go, without
-                // this message waiting in the queue meanwhile.
-                let tx = handlers.store.begin(tenant).await?;
-                tx.profiles().mark_due(user).await?;
-                tx.commit().await?;
-                return Ok(());
-            }
-            if report.failed_changes > 0 {
-                let reason = format!(
-                    "{} role change(s) failed for user {user}: {}",
-                    report.failed_changes,
-                    report.first_error.unwrap_or_default()
-                );
-                // Nothing goes to Discord while the invalid-request breaker
-                // is open (up to its window): come back once it has closed,
-                // however many attempts that takes, rather than spend them
-                // all meanwhile and land in the dead letters.
-                if let Some(after) = sync.discord().breaker_open_for() {
-                    return Err(HandlerError::RetryAfter { reason, after });
-                }
-                return Err(HandlerError::Transient(reason));
-            }
-        }
+        Some(_) => check_members(handlers, std::slice::from_ref(check)).await,
         None => {
+            if handlers.role_sync.is_none() {
+                return unconfigured(check);
+            }
             // The whole community (a rule changed): make everyone due now;
             // the periodic scan works through them in bulk.
+            let guild = check.guild_id;
+            let tenant = community_of(&handlers.store, guild).await?;
             let tx = handlers.store.begin(tenant).await?;
             let n = tx.profiles().mark_all_due().await?;
             tx.commit().await?;
             tracing::info!(%guild, members = n, reason = %check.reason, "community marked for re-check");
+            Ok(())
         }
     }
+}
+
+/// Checks of members of one community, as one batch per priority and
+/// reason (see `RoleSync::check_members`): under load, a community's
+/// queued checks cost a few transactions together instead of a few each.
+pub(super) async fn check_members(
+    handlers: &Handlers,
+    checks: &[EligibilityCheck],
+) -> Result<(), HandlerError> {
+    let Some(first) = checks.first() else {
+        return Ok(());
+    };
+    let Some(sync) = &handlers.role_sync else {
+        return unconfigured(first);
+    };
+    let guild = first.guild_id;
+    if let Some(other) = checks.iter().find(|c| c.guild_id != guild) {
+        return Err(HandlerError::Permanent(format!(
+            "a batch of checks for guild {guild} holds one for guild {}",
+            other.guild_id
+        )));
+    }
+    let tenant = community_of(&handlers.store, guild).await?;
+    // Interactive checks read the chain afresh and their role changes go
+    // first; each reason is in the audit log of the changes it causes.
+    let mut groups: Vec<((CheckPriority, &str), Vec<UserId>)> = Vec::new();
+    for check in checks {
+        let Some(user) = check.user_id else {
+            return Err(HandlerError::Permanent(
+                "a community-wide check in a batch of member checks".to_owned(),
+            ));
+        };
+        let key = (check.priority, check.reason.as_str());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, users)) if !users.contains(&user) => users.push(user),
+            Some(_) => {}
+            None => groups.push((key, vec![user])),
+        }
+    }
+    for ((priority, reason), users) in groups {
+        let report = sync
+            .check_members(tenant, guild, &users, priority, reason, &handlers.stopping)
+            .await?;
+        if report.interrupted > 0 {
+            // Shutting down: what was done is recorded; the rest is asked
+            // again (of this worker's successor or a peer).
+            return Err(HandlerError::Transient(format!(
+                "{} of {} member checks in guild {guild} left for another worker: shutting down",
+                report.interrupted,
+                users.len()
+            )));
+        }
+        if report.failed_changes > 0 {
+            let reason = format!(
+                "{} role change(s) failed in guild {guild}: {}",
+                report.failed_changes,
+                report.first_error.unwrap_or_default()
+            );
+            // Nothing goes to Discord while the invalid-request breaker is
+            // open (up to its window): come back once it has closed,
+            // however many attempts that takes, rather than spend them all
+            // meanwhile and land in the dead letters. A retry checks the
+            // members whose changes went through again and finds nothing
+            // left to do for them.
+            if let Some(after) = sync.discord().breaker_open_for() {
+                return Err(HandlerError::RetryAfter { reason, after });
+            }
+            return Err(HandlerError::Transient(reason));
+        }
+    }
+    Ok(())
+}
+
+fn unconfigured(check: &EligibilityCheck) -> Result<(), HandlerError> {
+    tracing::warn!(reason = %check.reason, "eligibility check received but role sync is not configured (DISCORD_TOKEN, CHAINS)");
     Ok(())
 }
 

@@ -25,6 +25,8 @@ pub struct Handlers {
     link_site: Option<domain::wallets::Site>,
     commands: crate::command_limits::CommandLimiter,
     provisioning: crate::Provisioning,
+    /// Cancelled when the worker shuts down: long work stops early.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Handlers {
@@ -43,7 +45,15 @@ impl Handlers {
             link_site,
             commands: crate::command_limits::CommandLimiter::new(&crate::CommandLimits::default()),
             provisioning: crate::Provisioning::Open,
+            stopping: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Stops long work (a batch of checks waiting on Discord's limits)
+    /// early once `shutdown` is cancelled.
+    pub fn with_shutdown(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        self.stopping = shutdown;
+        self
     }
 
     /// Limits slash commands as `limits` says (the default otherwise).
@@ -124,28 +134,32 @@ impl Handlers {
 impl Handlers {
     /// Whether messages on `subject` may be handled together with others
     /// of their community: membership events, which are applied a batch per
-    /// transaction (see `membership::member_events`).
+    /// transaction (see `membership::member_events`), and eligibility
+    /// checks, checked a batch at a time (see
+    /// `eligibility::check_members`). A consumer reads one stream, so a
+    /// batch never mixes the two.
     pub fn batches(&self, subject: &str) -> bool {
         let contract = self.namespace.strip(subject).unwrap_or(subject);
-        matches!(
-            contract,
-            wire::subjects::MEMBER_JOIN
-                | wire::subjects::MEMBER_UPDATE
-                | wire::subjects::MEMBER_LEAVE
-        )
+        is_membership(contract) || contract == wire::subjects::ELIGIBILITY_CHECK
     }
 
     /// Handles messages of one community that [`batches`](Self::batches)
-    /// let through, in the order given, in one transaction: all or nothing.
+    /// let through, in the order given, together: all or nothing.
     pub async fn handle_batch(
         &self,
         batch: &[(&str, &[u8], Delivery)],
     ) -> Result<(), HandlerError> {
+        let checks = |(subject, _, _): &&(&str, &[u8], Delivery)| {
+            self.namespace.strip(subject).unwrap_or(subject) == wire::subjects::ELIGIBILITY_CHECK
+        };
+        if batch.iter().any(|m| checks(&m)) {
+            return self.check_batch(batch).await;
+        }
         let mut envelopes = Vec::with_capacity(batch.len());
         for (subject, payload, delivery) in batch {
-            if !self.batches(subject) {
+            if !is_membership(self.namespace.strip(subject).unwrap_or(subject)) {
                 return Err(HandlerError::Permanent(format!(
-                    "{subject} is not handled in batches"
+                    "{subject} is not handled in batches of membership events"
                 )));
             }
             let envelope = Envelope::from_json(payload)
@@ -164,6 +178,26 @@ impl Handlers {
         Ok(())
     }
 
+    /// Eligibility checks of one community, checked together. Only member
+    /// checks come in batches: a community-wide one (or a bad message)
+    /// fails the batch, which is then handled one message at a time.
+    async fn check_batch(&self, batch: &[(&str, &[u8], Delivery)]) -> Result<(), HandlerError> {
+        let mut checks = Vec::with_capacity(batch.len());
+        for (subject, payload, _) in batch {
+            if self.namespace.strip(subject).unwrap_or(subject) != wire::subjects::ELIGIBILITY_CHECK
+            {
+                return Err(HandlerError::Permanent(format!(
+                    "{subject} is not handled in batches of eligibility checks"
+                )));
+            }
+            checks.push(EligibilityCheck::from_json(payload).map_err(|e| {
+                HandlerError::Permanent(format!("undecodable eligibility check: {e}"))
+            })?);
+        }
+        metrics::histogram!("worker_batch_messages").record(checks.len() as f64);
+        eligibility::check_members(self, &checks).await
+    }
+
     /// What follows a committed membership change: a member who joined may
     /// already qualify, so they are checked ahead of the periodic scan
     /// (which would also catch them), and their badges evaluated.
@@ -178,37 +212,51 @@ impl Handlers {
                 **applied && matches!(envelope.payload, Payload::MemberJoin(_))
             })
             .map(|((envelope, _), _)| *envelope);
-        futures::stream::iter(joined)
+        let joined: Vec<&Envelope> = joined.collect();
+        futures::stream::iter(&joined)
             .for_each_concurrent(8, |envelope| async move {
                 eligibility::request(self, envelope, "member.join").await;
-                self.award_badges(envelope).await;
             })
             .await;
+        self.award_badges(&joined).await;
     }
 
-    /// Awards the badges a member earned by joining. Best effort, after the
-    /// join committed: awards are idempotent, and the periodic scan
-    /// evaluates every member again, so a failure here only delays them.
-    async fn award_badges(&self, envelope: &Envelope) {
-        let (Ok(guild), Ok(user)) = (guild_of(envelope), user_of(envelope)) else {
+    /// Awards the badges members earned by joining: the members of a batch
+    /// (one community) in one transaction. Best effort, after the joins
+    /// committed: awards are idempotent, and the periodic scan evaluates
+    /// every member again, so a failure here only delays them.
+    async fn award_badges(&self, joined: &[&Envelope]) {
+        let Some(guild) = joined.first().and_then(|e| e.guild_id) else {
             return;
         };
+        let users: Vec<UserId> = joined
+            .iter()
+            .filter(|e| e.guild_id == Some(guild))
+            .filter_map(|e| e.user_id)
+            .collect();
         let result = match membership::community_of(&self.store, guild).await {
-            Ok(tenant) => domain::badges::evaluate_member(&self.store, tenant, user)
+            Ok(tenant) => domain::badges::evaluate_members(&self.store, tenant, &users)
                 .await
                 .map_err(HandlerError::from),
             Err(e) => Err(e),
         };
         match result {
             Ok(awarded) if !awarded.is_empty() => {
-                tracing::debug!(%guild, %user, badges = awarded.len(), "badges awarded on join");
+                tracing::debug!(%guild, members = users.len(), badges = awarded.len(), "badges awarded on join");
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(%guild, %user, error = %e, "badge evaluation on join failed; the periodic scan will retry");
+                tracing::warn!(%guild, members = users.len(), error = %e, "badge evaluation on join failed; the periodic scan will retry");
             }
         }
     }
+}
+
+fn is_membership(contract: &str) -> bool {
+    matches!(
+        contract,
+        wire::subjects::MEMBER_JOIN | wire::subjects::MEMBER_UPDATE | wire::subjects::MEMBER_LEAVE
+    )
 }
 
 fn guild_of(envelope: &Envelope) -> Result<GuildId, HandlerError> {
