@@ -70,10 +70,10 @@ pub enum BenchCommand {
     /// into JetStream.
     Gateway(crate::bench::gateway::BenchGatewayArgs),
     #[cfg(feature = "sim")]
-    /// The demo's scenario as a measurement: end-to-end latency from the
-    /// simulator adding a member to the worker committing the profile, at
-    /// `--join-rate` (needs a fresh database, like the demo).
-    Pipeline(crate::demo::DemoArgs),
+    /// Member joins through the whole pipeline at stepped open-loop rates:
+    /// latency from the simulator adding a member to the worker committing
+    /// the profile, `max_rate_p99_under_50ms` (needs a fresh database).
+    Pipeline(crate::bench::pipeline::BenchPipelineArgs),
     #[cfg(feature = "sim")]
     /// Quiet communities' latency alone and next to one community flooding
     /// slash commands and member updates: `quiet_p99_ratio`, `http_429`.

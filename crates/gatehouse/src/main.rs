@@ -65,7 +65,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "sim")]
         Command::Bench(BenchCommand::Gateway(args)) => bench::gateway::run(args).await,
         #[cfg(feature = "sim")]
-        Command::Bench(BenchCommand::Pipeline(args)) => demo::run(args).await,
+        Command::Bench(BenchCommand::Pipeline(args)) => bench::pipeline::run(args).await,
         #[cfg(feature = "sim")]
         Command::Bench(BenchCommand::Fairness(args)) => bench::fairness::run(args).await,
         #[cfg(feature = "sim")]

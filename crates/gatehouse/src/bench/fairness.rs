@@ -85,6 +85,11 @@ pub struct BenchFairnessArgs {
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// Draw each round's ratios against the target of 2, and the median
+    /// round's quiet latencies alone and with the flood, as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Members each quiet community starts with (who run its commands).
@@ -185,7 +190,47 @@ pub async fn run(args: BenchFairnessArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.json {
         super::write_json(path, &report)?;
     }
+    if let Some(path) = &args.plot {
+        super::plot::write_svg(path, &charts(&report))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn charts(r: &FairnessReport) -> Vec<super::plot::Chart> {
+    use super::plot::Chart;
+    let by_round = |f: fn(&RoundRatios) -> f64| {
+        r.rounds
+            .iter()
+            .enumerate()
+            .map(|(i, round)| ((i + 1) as f64, f(round)))
+            .collect::<Vec<_>>()
+    };
+    let phases = |f: fn(&Phase) -> f64| vec![(1.0, f(&r.alone)), (2.0, f(&r.flooded))];
+    vec![
+        Chart::new(
+            format!(
+                "quiet p99 with ÷ without the flood, by round ({} quiet communities, {} cores)",
+                r.quiet_communities, r.machine.cores
+            ),
+            "round",
+            "quiet_p99_ratio",
+        )
+        .series("worse of the two", by_round(|x| x.quiet_p99_ratio))
+        .series("joins", by_round(|x| x.quiet_join_p99_ratio))
+        .series("commands", by_round(|x| x.quiet_command_p99_ratio))
+        .limit("target 2", 2.0)
+        .log_y(),
+        Chart::new(
+            "quiet latencies of the median round: 1 = alone, 2 = with the flood",
+            "phase",
+            "latency (ms)",
+        )
+        .series("join p99", phases(|p| p.quiet_join_p99_ms))
+        .series("join p50", phases(|p| p.quiet_join_p50_ms))
+        .series("command p99", phases(|p| p.quiet_command_p99_ms))
+        .series("command p50", phases(|p| p.quiet_command_p50_ms))
+        .log_y(),
+    ]
 }
 
 async fn measure(

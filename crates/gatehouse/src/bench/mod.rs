@@ -10,6 +10,9 @@ pub mod gateway;
 mod load_profile;
 #[cfg(feature = "sim")]
 mod machine;
+#[cfg(feature = "sim")]
+pub mod pipeline;
+pub mod plot;
 mod recorder;
 #[cfg(feature = "sim")]
 pub mod sync;

@@ -65,6 +65,11 @@ pub struct BenchSyncArgs {
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// Draw members synced over time, and role changes per second against
+    /// the limit during the reconciliation, as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// How long the sync may take before the run fails.
@@ -94,6 +99,11 @@ pub struct SyncReport {
     /// 429s while measured; and after its first second. Target 0.
     pub http_429: u64,
     pub http_429_after_first_window: u64,
+    /// Members in the database by seconds since the start, as polled.
+    pub sync_progress: Vec<(f64, i64)>,
+    /// Role changes Discord accepted in each second of the
+    /// reconciliation.
+    pub role_changes_by_second: Vec<u64>,
 }
 
 pub async fn run(args: BenchSyncArgs) -> anyhow::Result<ExitCode> {
@@ -139,7 +149,51 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.json {
         super::write_json(path, &report)?;
     }
+    if let Some(path) = &args.plot {
+        super::plot::write_svg(path, &charts(&report))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn charts(r: &SyncReport) -> Vec<super::plot::Chart> {
+    use super::plot::Chart;
+    let synced: Vec<(f64, f64)> = r
+        .sync_progress
+        .iter()
+        .map(|&(t, n)| (t, n as f64))
+        .collect();
+    let per_second: Vec<(f64, f64)> = r
+        .role_changes_by_second
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| ((i + 1) as f64, n as f64))
+        .collect();
+    vec![
+        Chart::new(
+            format!(
+                "first sync of a {}-member server: {:.1} s ({} cores)",
+                r.members, r.seconds, r.machine.cores
+            ),
+            "seconds since the pipeline started",
+            "members in the database",
+        )
+        .series("members synced", synced)
+        .limit("the server's members", f64::from(r.members)),
+        Chart::new(
+            format!(
+                "role reconciliation: {:.1}/s = {:.2} of the limit, {} 429s",
+                r.role_changes_per_s, r.rate_ratio_vs_limit, r.http_429
+            ),
+            "second of the reconciliation",
+            "role changes accepted per second",
+        )
+        .series("role changes", per_second)
+        .limit(
+            format!("Discord's limit {:.0}/s", r.limit_per_s),
+            r.limit_per_s,
+        )
+        .limit("0.9 of the limit (target)", 0.9 * r.limit_per_s),
+    ]
 }
 
 async fn measure(
@@ -161,12 +215,14 @@ async fn measure(
         .first()
         .context("the benchmark has no community")?;
     let deadline = started + SYNC_WITHIN;
+    let mut sync_progress = vec![(0.0, 0)];
     let sync = loop {
         let tx = store.begin(community.tenant).await?;
         let latest = tx.member_syncs().latest().await?;
         tx.commit().await?;
         if let Some(sync) = &latest {
             bar.set_position(u64::try_from(sync.members_received).unwrap_or(0));
+            sync_progress.push((started.elapsed().as_secs_f64(), sync.members_received));
         }
         if let Some(sync) = latest.filter(|s| s.completed_at.is_some()) {
             break sync;
@@ -196,7 +252,7 @@ async fn measure(
             eligibility::RuleSpec::ScoreThreshold { min_score: 0 },
         )
         .await?;
-    let (changes, changes_per_s, http_429, late_429, measured) =
+    let (changes, changes_per_s, http_429, late_429, measured, role_changes_by_second) =
         measure_reconciliation(world, reconcile).await?;
     let limits = &world.sim.config().rest;
     let route_per_s = if limits.route_limit > 0 && limits.route_window_ms > 0 {
@@ -228,16 +284,19 @@ async fn measure(
         },
         http_429,
         http_429_after_first_window: late_429,
+        sync_progress,
+        role_changes_by_second,
     })
 }
 
 /// Samples the simulator's REST counters for `window` from the first role
 /// change that reaches it. Returns (changes accepted, per second, 429s,
-/// 429s after the first second, seconds measured).
+/// 429s after the first second, seconds measured, changes accepted in
+/// each whole second).
 async fn measure_reconciliation(
     world: &World,
     window: Duration,
-) -> anyhow::Result<(u64, f64, u64, u64, f64)> {
+) -> anyhow::Result<(u64, f64, u64, u64, f64, Vec<u64>)> {
     let control = world.sim.control();
     let before = control.stats();
     let bar = ProgressBar::new(window.as_secs());
@@ -259,13 +318,26 @@ async fn measure_reconciliation(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let mut after_first_second = None;
+    let accepted_now =
+        |stats: &discord_sim::SimStats| stats.role_requests.saturating_sub(stats.rest_rate_limited);
+    let mut by_second = Vec::new();
+    let mut last_second = accepted_now(&first.1);
     let end = first.0 + window;
     while tokio::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Wake on each second's boundary since the first change, so each
+        // sample closes one second of the chart.
+        let next = first.0 + Duration::from_secs(by_second.len() as u64 + 1);
+        tokio::time::sleep_until(next.min(end)).await;
         let elapsed = first.0.elapsed();
         bar.set_position(elapsed.as_secs());
+        let stats = control.stats();
         if after_first_second.is_none() && elapsed >= Duration::from_secs(1) {
-            after_first_second = Some(control.stats().rest_rate_limited);
+            after_first_second = Some(stats.rest_rate_limited);
+        }
+        if tokio::time::Instant::now() >= next {
+            let accepted = accepted_now(&stats);
+            by_second.push(accepted - last_second);
+            last_second = accepted;
         }
     }
     let last = control.stats();
@@ -281,6 +353,7 @@ async fn measure_reconciliation(
         last.rest_rate_limited - before.rest_rate_limited,
         late,
         measured,
+        by_second,
     ))
 }
 
