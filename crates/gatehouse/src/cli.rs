@@ -83,6 +83,11 @@ pub enum BenchCommand {
     /// pipeline, then its role reconciliation against Discord's limits:
     /// `seconds`, `members_per_s`, `rate_ratio_vs_limit`, `http_429`.
     Sync(crate::bench::sync::BenchSyncArgs),
+    #[cfg(feature = "sim")]
+    /// A rule every member meets defined in 100 servers at once: 10,000
+    /// role grants through Discord's limits, `rate_ratio_vs_limit`,
+    /// `http_429`, `seconds`.
+    Roles(crate::bench::roles::BenchRolesArgs),
 }
 
 #[cfg(test)]

@@ -70,6 +70,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Fairness(args)) => bench::fairness::run(args).await,
         #[cfg(feature = "sim")]
         Command::Bench(BenchCommand::Sync(args)) => bench::sync::run(args).await,
+        #[cfg(feature = "sim")]
+        Command::Bench(BenchCommand::Roles(args)) => bench::roles::run(args).await,
         Command::Worker(args) => worker_cmd::run(*args).await,
         #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(args).await,

@@ -15,6 +15,8 @@ pub mod pipeline;
 pub mod plot;
 mod recorder;
 #[cfg(feature = "sim")]
+pub mod roles;
+#[cfg(feature = "sim")]
 pub mod sync;
 
 use std::path::Path;
