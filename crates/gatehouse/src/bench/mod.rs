@@ -8,7 +8,6 @@ pub mod fairness;
 #[cfg(feature = "sim")]
 pub mod gateway;
 mod load_profile;
-#[cfg(feature = "sim")]
 mod machine;
 #[cfg(feature = "sim")]
 pub mod pipeline;
