@@ -214,6 +214,11 @@ pub struct GatewayConfig {
 
 pub const DEFAULT_NATS_URL: &str = bus::DEFAULT_URL;
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9100";
+/// Publishes awaiting their JetStream ack at once (`PUBLISH_WINDOW`); the
+/// gateway benchmark's baseline publisher uses the same window.
+pub const DEFAULT_PUBLISH_WINDOW: usize = 256;
+/// How long one ack is awaited before the publish is retried.
+pub const DEFAULT_PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl GatewayConfig {
     /// Validates `settings`, reporting every bad value at once.
@@ -334,7 +339,10 @@ impl GatewayConfig {
         );
         let publish_window = take(
             &mut p,
-            positive(s.publish_window.unwrap_or(256), "PUBLISH_WINDOW"),
+            positive(
+                s.publish_window.unwrap_or(DEFAULT_PUBLISH_WINDOW),
+                "PUBLISH_WINDOW",
+            ),
         );
         let publish_buffer = take(
             &mut p,
@@ -344,7 +352,7 @@ impl GatewayConfig {
             &mut p,
             duration(
                 s.publish_ack_timeout.as_deref(),
-                Duration::from_secs(5),
+                DEFAULT_PUBLISH_ACK_TIMEOUT,
                 "PUBLISH_ACK_TIMEOUT",
             )
             .and_then(|d| {

@@ -131,11 +131,11 @@ impl Gateway {
         let admin = jetstream::new(client.clone());
         bus::ensure_streams(&admin, &config.topology).await?;
         let sessions = SessionStore::open(&admin, &config.topology).await?;
-        let publishing = jetstream::ContextBuilder::new()
-            .timeout(config.publish_ack_timeout)
-            .max_ack_inflight(config.publish_window + 16)
-            .backpressure_on_inflight(true)
-            .build(client.clone());
+        let publishing = publishing_context(
+            client.clone(),
+            config.publish_window,
+            config.publish_ack_timeout,
+        );
 
         let stop = Arc::new(watch::Sender::new(false));
         let (http_addr, http_task) =
@@ -180,6 +180,8 @@ impl Gateway {
                 status: Arc::clone(&status),
                 subject_prefix: config.topology.namespace.subject(""),
                 last_session: None,
+                subjects: Vec::new(),
+                received: metrics::CountersByType::default(),
             };
             let stop_rx = stop.subscribe();
             runners.spawn(async move { (shard_id, runner.run(stop_rx).await) });
@@ -280,6 +282,23 @@ impl Stopper {
     pub fn stop(&self) {
         self.0.send_replace(true);
     }
+}
+
+/// The JetStream context envelopes are published through: up to `window`
+/// publishes awaiting their ack (the publisher's own window, plus a margin
+/// so that it never trips async-nats' limit), waiting rather than failing
+/// beyond that. Public so that `gatehouse bench gateway`'s bare publisher
+/// runs with exactly the gateway's settings.
+pub fn publishing_context(
+    client: async_nats::Client,
+    window: usize,
+    ack_timeout: Duration,
+) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(ack_timeout)
+        .max_ack_inflight(window + 16)
+        .backpressure_on_inflight(true)
+        .build(client)
 }
 
 async fn connect_nats(

@@ -32,7 +32,8 @@ pub struct Job {
     /// Session epoch from [`ShardProgress::observe`].
     pub epoch: u64,
     pub sequence: u64,
-    pub subject: String,
+    /// Prefixed with the namespace; cloning it does not copy it.
+    pub subject: async_nats::Subject,
     /// The envelope id, sent as `Nats-Msg-Id`.
     pub id: String,
     pub kind: &'static str,
@@ -61,6 +62,31 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 type InFlight = FuturesUnordered<BoxFuture<'static, (Job, Result<PublishAck, PublishError>)>>;
 
+/// Metric handles of the publish loop, each looked up once rather than per
+/// publish: building and hashing a labelled key every time showed in the
+/// gateway's profile (`gatehouse bench gateway`).
+struct Handles {
+    published: HashMap<(u32, &'static str), metrics::Counter>,
+    latency: metrics::Histogram,
+    depth: metrics::Gauge,
+}
+
+impl Handles {
+    fn new() -> Self {
+        Handles {
+            published: HashMap::new(),
+            latency: metrics::histogram!(m::PUBLISH_LATENCY),
+            depth: metrics::gauge!(m::BUFFER_DEPTH),
+        }
+    }
+
+    fn published(&mut self, shard_id: u32, kind: &'static str) -> &metrics::Counter {
+        self.published.entry((shard_id, kind)).or_insert_with(|| {
+            metrics::counter!(m::EVENTS_PUBLISHED, "shard" => shard_id.to_string(), "type" => kind)
+        })
+    }
+}
+
 impl Publisher {
     /// Runs until every sender of `jobs` is gone and everything is acked, or
     /// until `abandon` turns true (the shutdown deadline).
@@ -70,6 +96,7 @@ impl Publisher {
         mut abandon: watch::Receiver<bool>,
     ) -> PublishReport {
         let mut report = PublishReport::default();
+        let mut handles = Handles::new();
         let mut inflight: InFlight = FuturesUnordered::new();
         // Failed publishes, in shard and sequence order so that a recovery
         // republishes each shard's events in the order Discord sent them.
@@ -124,7 +151,7 @@ impl Publisher {
                 }
             }
             let depth = jobs.len() + ready.len() + inflight.len() + retry.len();
-            metrics::gauge!(m::BUFFER_DEPTH).set(depth as f64);
+            handles.depth.set(depth as f64);
             if closed && inflight.is_empty() && retry.is_empty() && ready.is_empty() {
                 break;
             }
@@ -141,7 +168,7 @@ impl Publisher {
                             failing = false;
                         }
                         backoff = Duration::ZERO;
-                        self.acked(job, &ack, &mut report);
+                        self.acked(job, &ack, &mut report, &mut handles);
                     }
                     Err(error) => {
                         self.failed(job, &error, &mut retry, &mut failing);
@@ -165,7 +192,7 @@ impl Publisher {
                 "stopping with publishes not acknowledged; the stored sessions stop before them so a resume replays them"
             );
         }
-        metrics::gauge!(m::BUFFER_DEPTH).set(0.0);
+        handles.depth.set(0.0);
         report
     }
 
@@ -180,18 +207,17 @@ impl Publisher {
             .await
     }
 
-    fn acked(&self, job: Job, ack: &PublishAck, report: &mut PublishReport) {
+    fn acked(&self, job: Job, ack: &PublishAck, report: &mut PublishReport, handles: &mut Handles) {
         if let Some(progress) = self.progress.get(&job.shard_id) {
             progress.acked(job.epoch, job.sequence);
         }
-        let shard = job.shard_id.to_string();
-        metrics::counter!(m::EVENTS_PUBLISHED, "shard" => shard.clone(), "type" => job.kind)
-            .increment(1);
-        metrics::histogram!(m::PUBLISH_LATENCY).record(job.received.elapsed().as_secs_f64());
+        handles.published(job.shard_id, job.kind).increment(1);
+        handles.latency.record(job.received.elapsed().as_secs_f64());
         report.published += 1;
         if ack.duplicate {
             report.duplicates += 1;
-            metrics::counter!(m::PUBLISH_DUPLICATES, "shard" => shard).increment(1);
+            metrics::counter!(m::PUBLISH_DUPLICATES, "shard" => job.shard_id.to_string())
+                .increment(1);
         }
     }
 

@@ -114,7 +114,11 @@ pub struct ShardRunner {
     /// op 9 `false` before the connection closes; a dispatch that still
     /// arrives on that connection belongs to the old session and is published
     /// under it rather than dropped.
-    pub last_session: Option<String>,
+    pub last_session: Option<Arc<str>>,
+    /// Per event type: the prefixed subject (cheap to clone) and the
+    /// received counter, built once rather than for every event.
+    pub subjects: Vec<(&'static str, async_nats::Subject)>,
+    pub received: m::CountersByType,
 }
 
 /// Why the read loop ended early.
@@ -230,6 +234,16 @@ impl ShardRunner {
         }
     }
 
+    /// `subject` in this gateway's namespace.
+    fn subject(&mut self, subject: &'static str) -> async_nats::Subject {
+        if let Some((_, prefixed)) = self.subjects.iter().find(|(s, _)| *s == subject) {
+            return prefixed.clone();
+        }
+        let prefixed = async_nats::Subject::from(format!("{}{subject}", self.subject_prefix));
+        self.subjects.push((subject, prefixed.clone()));
+        prefixed
+    }
+
     async fn handle(
         &mut self,
         text: String,
@@ -248,16 +262,19 @@ impl ShardRunner {
         };
         let parsed = twilight_gateway::parse(text, translate::WANTED);
         // Twilight has already processed the message, so the session is the
-        // one this dispatch belongs to (READY included).
-        let current = self
-            .shard
-            .session()
-            .map(|s| (s.id().to_owned(), s.sequence()));
-        if let Some((id, _)) = &current {
-            if self.last_session.as_deref() != Some(id.as_str()) {
-                self.last_session = Some(id.clone());
+        // one this dispatch belongs to (READY included). Its id is copied
+        // only when it changes, not for every event.
+        let current = match self.shard.session() {
+            Some(session) => {
+                let id = match &self.last_session {
+                    Some(last) if **last == *session.id() => Arc::clone(last),
+                    _ => Arc::from(session.id()),
+                };
+                self.last_session = Some(Arc::clone(&id));
+                Some((id, session.sequence()))
             }
-        }
+            None => None,
+        };
         let event = match parsed {
             Ok(Some(GatewayEvent::Dispatch(sequence, event))) => (sequence, event),
             Ok(_) => {
@@ -343,14 +360,15 @@ impl ShardRunner {
                 return Ok(());
             }
         };
-        metrics::counter!(m::EVENTS_RECEIVED, "shard" => shard_label.to_owned(), "type" => kind)
+        self.received
+            .get(m::EVENTS_RECEIVED, shard_label, kind)
             .increment(1);
         let epoch = self.progress.observe(&session_id, sequence, true);
         let job = Job {
             shard_id,
             epoch,
             sequence,
-            subject: format!("{}{subject}", self.subject_prefix),
+            subject: self.subject(subject),
             id: envelope.id.as_str().to_owned(),
             kind,
             body,
