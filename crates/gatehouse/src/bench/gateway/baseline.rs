@@ -1,0 +1,114 @@
+//! The limit the gateway is measured against: a bare async-nats publisher
+//! pushing the storm's envelopes, already serialised, into a stream defined
+//! like the gateway's (same storage, limits and dedupe window, in a namespace
+//! of its own so that the same message ids are stored again rather than
+//! dropped as duplicates), as the gateway's user, with the gateway's JetStream
+//! context and in-flight window. Whatever the gateway does beyond this —
+//! reading Discord, decompressing, parsing, building envelopes — is what the
+//! ratio shows.
+
+use std::future::IntoFuture as _;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, message::PublishMessage};
+use futures::stream::{FuturesUnordered, StreamExt as _};
+use indicatif::ProgressBar;
+
+use super::capture::Published;
+
+pub struct Bare {
+    pub published: u64,
+    /// Acks JetStream answered as duplicates (0 when the stream is fresh).
+    pub duplicates: u64,
+    /// JetStream's clock from the first message stored to the last.
+    pub span_s: f64,
+    /// The publisher's clock from the first send to the last ack.
+    pub wall_s: f64,
+}
+
+/// Publishes `envelopes` into `topology`'s EVENTS stream (created here by
+/// `admin`) over `client`, `window` at a time.
+pub async fn publish(
+    client: async_nats::Client,
+    admin: &jetstream::Context,
+    topology: &bus::Topology,
+    envelopes: &[Published],
+    window: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<Bare> {
+    bus::ensure_streams(admin, topology)
+        .await
+        .context("creating the bare publisher's streams")?;
+    let stream_name = topology.namespace.stream_name(&wire::subjects::EVENTS);
+    let context =
+        gateway::publishing_context(client, window, gateway::config::DEFAULT_PUBLISH_ACK_TIMEOUT);
+    // Serialised before the clock starts, as the gateway's are by the time
+    // they reach its publisher.
+    let subjects: Vec<String> = envelopes
+        .iter()
+        .map(|e| topology.namespace.subject(&e.subject))
+        .collect();
+
+    let started = Instant::now();
+    let mut inflight = FuturesUnordered::new();
+    let mut next = 0;
+    let (mut published, mut duplicates) = (0u64, 0u64);
+    while next < envelopes.len() || !inflight.is_empty() {
+        while inflight.len() < window && next < envelopes.len() {
+            let envelope = &envelopes[next];
+            let message = PublishMessage::build()
+                .payload(envelope.message.payload.clone())
+                .message_id(envelope.id.as_str());
+            let ack = context
+                .send_publish(subjects[next].clone(), message)
+                .await
+                .with_context(|| format!("the bare publisher sending to {}", subjects[next]))?;
+            inflight.push(ack.into_future());
+            next += 1;
+        }
+        if let Some(ack) = inflight.next().await {
+            let ack = ack.context("the bare publisher awaiting an ack")?;
+            published += 1;
+            duplicates += u64::from(ack.duplicate);
+            if published.is_multiple_of(1024) {
+                bar.set_position(published);
+            }
+        }
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    bar.set_position(published);
+
+    let stream = admin
+        .get_stream(&stream_name)
+        .await
+        .with_context(|| format!("looking up {stream_name} after the bare publisher's run"))?;
+    let last = stream
+        .get_info()
+        .await
+        .with_context(|| format!("reading {stream_name} after the bare publisher's run"))?
+        .state
+        .last_sequence;
+    let stored_at = |sequence: u64| {
+        let stream = &stream;
+        let stream_name = &stream_name;
+        async move {
+            stream
+                .get_raw_message(sequence)
+                .await
+                .map(|m| m.time.unix_timestamp_nanos())
+                .with_context(|| format!("reading message {sequence} of {stream_name}"))
+        }
+    };
+    let span_s = if last > 1 {
+        (stored_at(last).await? - stored_at(1).await?) as f64 / 1e9
+    } else {
+        0.0
+    };
+    Ok(Bare {
+        published,
+        duplicates,
+        span_s,
+        wall_s,
+    })
+}

@@ -1,0 +1,537 @@
+//! `gatehouse bench gateway`: one gateway process holding many simulated
+//! guilds — its memory (RSS) after READY and GUILD_CREATE, and the events
+//! per second JetStream accepts from it beside a bare async-nats publisher
+//! pushing the same envelopes.
+//!
+//! For each guild count the simulator runs inside this process and the
+//! gateway as a child (`gatehouse gateway`, the production binary and code
+//! path), so that its RSS is its own. Once every guild is in JetStream its
+//! RSS is read. Then a storm of member events is queued at the simulator
+//! while the gateway is paused (SIGSTOP), so that generating it does not
+//! compete with the gateway for the same cores, and the gateway drains it
+//! once resumed; its rate is taken from JetStream's own timestamps. The
+//! storm is read back and pushed again by the bare publisher into a stream
+//! of the same definition. Streams live under unique namespaces on the NATS
+//! server given and are deleted afterwards.
+
+mod baseline;
+mod capture;
+mod process;
+mod report;
+mod stream_counts;
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use discord_sim::{GuildsSpec, SimConfig, Simulator, TrafficMix, TrafficSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use wire::subjects;
+
+use process::{GatewayProcess, Launch};
+use report::{GatewayReport, Setup, SizeRow};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchGatewayArgs {
+    /// NATS server to publish into (a unique namespace keeps the run apart).
+    #[arg(
+        long = "nats-url",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
+    pub nats_url: String,
+
+    /// The gateway's NATS user (the bare publisher logs in as it too), and
+    /// the admin user that creates and removes the run's streams:
+    /// `.stack/env` names them.
+    #[command(flatten)]
+    pub nats_logins: crate::nats_args::ProcessLogins,
+
+    /// A short run as CI smoke-tests it: 1,000 and 5,000 guilds, storms of
+    /// 20,000 events. Figures are printed, no target is enforced.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Guild counts to measure, one gateway process each [default:
+    /// 1000,10000,100000; --quick: 1000,5000].
+    #[arg(long, value_delimiter = ',')]
+    pub guilds: Vec<usize>,
+
+    /// Members per guild (sent in GUILD_CREATE up to Discord's large threshold).
+    #[arg(long, default_value_t = 10)]
+    pub members: usize,
+
+    /// Guilds per shard (Discord allows 2,500; shards = guilds / this, rounded up).
+    #[arg(long = "guilds-per-shard", default_value_t = 2500,
+          value_parser = clap::value_parser!(u32).range(1..=2500))]
+    pub guilds_per_shard: u32,
+
+    /// Member events in each storm [default: 100000; --quick: 20000].
+    #[arg(long)]
+    pub events: Option<u64>,
+
+    /// Publishes awaiting their ack at once, for the gateway and the bare
+    /// publisher alike [default: the gateway's, 256].
+    #[arg(long = "publish-window", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub publish_window: Option<u32>,
+
+    /// EVENTS storage for the run: `memory` measures the gateway, `file`
+    /// includes the disk.
+    #[arg(long, default_value = "file", value_parser = ["file", "memory"])]
+    pub storage: String,
+
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Also draw them into this SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+const TOKEN: &str = "bench-token";
+
+/// Member events only: the storm's, which the envelopes read back are
+/// picked by.
+const STORM_SUBJECTS: [&str; 3] = [
+    subjects::MEMBER_JOIN,
+    subjects::MEMBER_LEAVE,
+    subjects::MEMBER_UPDATE,
+];
+
+/// How long the gateway may take to get every GUILD_CREATE into JetStream.
+const GUILDS_WITHIN: Duration = Duration::from_secs(900);
+/// How long a storm may take.
+const STORM_WITHIN: Duration = Duration::from_secs(900);
+/// Between the last guild arriving and reading RSS: the GUILD_CREATE
+/// burst's buffers are freed and the allocator has given back what it will.
+const SETTLE: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(200);
+
+struct Plan {
+    sizes: Vec<usize>,
+    events: u64,
+    per_shard: usize,
+    window: usize,
+}
+
+pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
+    let plan = Plan {
+        sizes: match (&args.guilds[..], args.quick) {
+            ([], false) => vec![1_000, 10_000, 100_000],
+            ([], true) => vec![1_000, 5_000],
+            (given, _) => given.to_vec(),
+        },
+        events: args
+            .events
+            .unwrap_or(if args.quick { 20_000 } else { 100_000 }),
+        per_shard: args.guilds_per_shard as usize,
+        window: args
+            .publish_window
+            .map_or(gateway::config::DEFAULT_PUBLISH_WINDOW, |w| w as usize),
+    };
+    anyhow::ensure!(
+        plan.sizes.iter().all(|&g| g > 0),
+        "--guilds: every guild count must be above zero"
+    );
+    let admin = async_nats::jetstream::new(
+        args.nats_logins
+            .connect(&args.nats_url, bus::Process::Admin)
+            .await?,
+    );
+
+    eprintln!("idle gateway: one shard, no guilds");
+    let idle_rss_mb = idle_rss(&args, &plan, &admin)
+        .await
+        .context("measuring an idle gateway")?;
+    let mut sizes = Vec::new();
+    for &guilds in &plan.sizes {
+        eprintln!("{guilds} guilds:");
+        let row = one_size(&args, &plan, &admin, guilds)
+            .await
+            .with_context(|| format!("measuring the gateway with {guilds} guilds"))?;
+        eprintln!(
+            "  RSS {:.1} MB ({:.2} MB per 1,000 guilds); {:.0} events/s, bare publisher {:.0}/s: ratio {:.2}",
+            row.rss_mb,
+            row.rss_mb_per_1k_guilds,
+            row.events_per_s,
+            row.baseline_events_per_s,
+            row.throughput_ratio_vs_baseline
+        );
+        sizes.push(row);
+    }
+
+    let setup = Setup {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: super::machine::Machine::here(),
+        quick: args.quick,
+        storage: args.storage.clone(),
+        members_per_guild: args.members,
+        guilds_per_shard: plan.per_shard,
+        publish_window: plan.window,
+    };
+    let report =
+        GatewayReport::new(setup, idle_rss_mb, sizes).context("no guild count was measured")?;
+    print!("{}", report::render(&report));
+    if let Some(path) = &args.json {
+        super::write_json(path, &report)?;
+    }
+    if let Some(path) = &args.plot {
+        super::plot::write_svg(path, &report::charts(&report))?;
+    }
+    let mut failed = false;
+    for row in report.sizes.iter().filter(|r| r.exit_code != Some(0)) {
+        failed = true;
+        eprintln!(
+            "the gateway with {} guilds did not exit cleanly on SIGTERM (exit code {:?})",
+            row.guilds, row.exit_code
+        );
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A run's simulator, gateway and namespace.
+struct Rig {
+    sim: Simulator,
+    gateway: GatewayProcess,
+    topology: bus::Topology,
+    shards: u32,
+}
+
+impl Rig {
+    async fn start(
+        args: &BenchGatewayArgs,
+        plan: &Plan,
+        guilds: usize,
+        name: &str,
+    ) -> anyhow::Result<Rig> {
+        let shards = u32::try_from(guilds.div_ceil(plan.per_shard).max(1))
+            .context("too many shards for one gateway")?;
+        let sim = Simulator::start(SimConfig {
+            token: TOKEN.into(),
+            // Every shard identifies at once: Discord's 5 s pacing would
+            // make 40 shards take minutes and measure nothing of the gateway.
+            identify_interval_ms: 0,
+            max_concurrency: shards,
+            shard_count: shards,
+            transcript_limit: 0,
+            ..SimConfig::default()
+        })
+        .await
+        .context("starting the simulator")?;
+        if guilds > 0 {
+            sim.control().create_guilds(&GuildsSpec {
+                count: guilds,
+                members_per_guild: args.members,
+                roles_per_guild: 3,
+            });
+        }
+        let namespace = format!("bench_{}_{name}", std::process::id());
+        let topology = topology(&namespace, &args.storage)?;
+        let gateway = GatewayProcess::spawn(&Launch {
+            token: TOKEN,
+            shards,
+            gateway_url: sim.gateway_url(),
+            api_url: sim.api_url(),
+            nats_url: &args.nats_url,
+            namespace: &namespace,
+            storage: &args.storage,
+            publish_window: plan.window,
+            login: args.nats_logins.login(bus::Process::Gateway)?,
+        });
+        let gateway = match gateway {
+            Ok(g) => g,
+            Err(e) => {
+                sim.shutdown().await;
+                return Err(e);
+            }
+        };
+        Ok(Rig {
+            sim,
+            gateway,
+            topology,
+            shards,
+        })
+    }
+
+    /// Stops the gateway, then the simulator (in that order, so the gateway
+    /// does not spend its shutdown reconnecting), and removes the streams.
+    async fn stop(self, admin: &async_nats::jetstream::Context) -> process::Stopped {
+        let stopped = self.gateway.stop().await;
+        self.sim.shutdown().await;
+        delete_streams(admin, &self.topology).await;
+        stopped
+    }
+}
+
+/// The streams as the gateway defines them from `EVENTS_STORAGE=storage`
+/// (the same settings path), in `namespace`.
+fn topology(namespace: &str, storage: &str) -> anyhow::Result<bus::Topology> {
+    let mut topology = bus::Topology::new(crate::nats_args::namespace(namespace)?);
+    let settings = bus::StreamSettings {
+        events: bus::StreamLimitSettings {
+            storage: Some(storage.to_owned()),
+            ..bus::StreamLimitSettings::default()
+        },
+        ..bus::StreamSettings::default()
+    };
+    settings
+        .apply(&mut topology)
+        .context("--storage: the EVENTS stream's storage")?;
+    Ok(topology)
+}
+
+async fn delete_streams(admin: &async_nats::jetstream::Context, topology: &bus::Topology) {
+    for stream in topology.stream_configs().into_iter().chain([
+        topology.sessions_stream_config(),
+        topology.discord_budget_stream_config(),
+    ]) {
+        // Absent streams (never created) are fine; anything else is left
+        // for the operator, named in the log.
+        if let Err(error) = admin.delete_stream(&stream.name).await {
+            tracing::debug!(stream = %stream.name, %error, "stream not deleted");
+        }
+    }
+}
+
+/// RSS of a gateway connected with one shard and no guilds: the fixed cost
+/// every guild count includes.
+async fn idle_rss(
+    args: &BenchGatewayArgs,
+    plan: &Plan,
+    admin: &async_nats::jetstream::Context,
+) -> anyhow::Result<f64> {
+    let mut rig = Rig::start(args, plan, 0, "idle").await?;
+    let result = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while rig
+            .sim
+            .control()
+            .shards()
+            .iter()
+            .all(|s| s.connections == 0 || s.sessions == 0)
+        {
+            rig.gateway.check_running()?;
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the gateway did not identify within 60 s"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        tokio::time::sleep(SETTLE).await;
+        rig.gateway.rss_mb()
+    }
+    .await;
+    rig.stop(admin).await;
+    result
+}
+
+async fn one_size(
+    args: &BenchGatewayArgs,
+    plan: &Plan,
+    admin: &async_nats::jetstream::Context,
+    guilds: usize,
+) -> anyhow::Result<SizeRow> {
+    let mut rig = Rig::start(args, plan, guilds, &guilds.to_string()).await?;
+    let measured = measure_gateway(plan, admin, &mut rig, guilds).await;
+    let stopped = rig.stop(admin).await;
+    let (mut row, storm) = measured?;
+    row.shutdown_s = stopped.shutdown_s;
+    row.exit_code = stopped.exit_code;
+
+    // The bare publisher runs alone: the gateway and the simulator are gone.
+    let bare_topology = topology(
+        &format!("bench_{}_{guilds}_bare", std::process::id()),
+        &args.storage,
+    )?;
+    let client = args
+        .nats_logins
+        .connect(&args.nats_url, bus::Process::Gateway)
+        .await
+        .context("connecting the bare publisher as the gateway's user")?;
+    let bar = phase_bar(storm.envelopes.len() as u64, "bare publisher");
+    let cpu_before = process::cpu_s("self")?;
+    let bare = baseline::publish(
+        client,
+        admin,
+        &bare_topology,
+        &storm.envelopes,
+        plan.window,
+        &bar,
+    )
+    .await;
+    let cpu_after = process::cpu_s("self");
+    bar.finish_and_clear();
+    delete_streams(admin, &bare_topology).await;
+    let bare = bare?;
+    row.baseline_cpu_us_per_event = report::micros_per(cpu_after? - cpu_before, bare.published);
+    row.baseline_events_per_s = report::per_second(bare.published, bare.span_s);
+    row.baseline_wall_s = bare.wall_s;
+    row.baseline_duplicates = bare.duplicates;
+    row.throughput_ratio_vs_baseline = report::ratio(row.events_per_s, row.baseline_events_per_s);
+    Ok(row)
+}
+
+/// Guilds in, RSS, the storm, and the storm read back.
+async fn measure_gateway(
+    plan: &Plan,
+    admin: &async_nats::jetstream::Context,
+    rig: &mut Rig,
+    guilds: usize,
+) -> anyhow::Result<(SizeRow, capture::Storm)> {
+    let namespace = rig.topology.namespace.clone();
+    let stream = namespace.stream_name(&subjects::EVENTS);
+
+    let mut watch = stream_counts::Watch::new(admin, &stream, &namespace);
+    let started = Instant::now();
+    let bar = phase_bar(guilds as u64, "GUILD_CREATE in JetStream");
+    let deadline = started + GUILDS_WITHIN;
+    let joined = loop {
+        rig.gateway.check_running()?;
+        let joined = watch.poll().await?.of(subjects::GUILD_JOIN);
+        bar.set_position(joined);
+        if joined >= guilds as u64 {
+            break Ok(());
+        }
+        if Instant::now() >= deadline {
+            break Err(anyhow::anyhow!(
+                "{joined} of {guilds} guilds in JetStream after {GUILDS_WITHIN:?}"
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    bar.finish_and_clear();
+    joined?;
+    let guilds_in_jetstream_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(SETTLE).await;
+    let rss_mb = rig.gateway.rss_mb()?;
+    let peak_rss_guilds_mb = rig.gateway.peak_rss_mb()?;
+
+    // Read rather than polled: the storm's start must be exact.
+    let before = watch.fresh().await?;
+    let emitted = queue_storm(plan, rig).await?;
+    let cpu_before = (rig.gateway.cpu_s()?, process::cpu_s("self")?);
+    let storm_started = Instant::now();
+    rig.gateway.resume()?;
+    let bar = phase_bar(emitted, "storm in JetStream");
+    let deadline = storm_started + STORM_WITHIN;
+    let stored = loop {
+        rig.gateway.check_running()?;
+        let stored = watch
+            .poll()
+            .await?
+            .sum(&STORM_SUBJECTS)
+            .saturating_sub(before.sum(&STORM_SUBJECTS));
+        bar.set_position(stored);
+        if stored >= emitted {
+            break Ok(stored);
+        }
+        if Instant::now() >= deadline {
+            break Err(anyhow::anyhow!(
+                "{stored} of {emitted} storm events in JetStream after {STORM_WITHIN:?}"
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    bar.finish_and_clear();
+    let stored = stored?;
+    let storm_wall_s = storm_started.elapsed().as_secs_f64();
+    let gateway_cpu_s = rig.gateway.cpu_s()? - cpu_before.0;
+    let simulator_cpu_s = process::cpu_s("self")? - cpu_before.1;
+    let peak_rss_mb = rig.gateway.peak_rss_mb()?;
+
+    let bar = phase_bar(stored, "reading the storm back");
+    let storm = capture::read_storm(
+        admin,
+        &stream,
+        &namespace,
+        before.last_sequence,
+        stored,
+        &STORM_SUBJECTS,
+        &bar,
+    )
+    .await;
+    bar.finish_and_clear();
+    let storm = storm?;
+    let messages = storm.envelopes.len() as u64;
+    let row = SizeRow {
+        guilds,
+        shards: rig.shards,
+        guilds_in_jetstream_s,
+        rss_mb,
+        rss_mb_per_1k_guilds: report::per_1k_guilds(rss_mb, guilds),
+        peak_rss_guilds_mb,
+        storm_events: emitted,
+        messages,
+        events_per_s: report::per_second(messages, storm.span_s),
+        baseline_events_per_s: 0.0,
+        throughput_ratio_vs_baseline: 0.0,
+        storm_wall_s,
+        gateway_cpu_us_per_event: report::micros_per(gateway_cpu_s, messages),
+        simulator_cpu_us_per_event: report::micros_per(simulator_cpu_s, messages),
+        baseline_cpu_us_per_event: 0.0,
+        baseline_wall_s: 0.0,
+        baseline_duplicates: 0,
+        peak_rss_mb,
+        shutdown_s: 0.0,
+        exit_code: None,
+    };
+    Ok((row, storm))
+}
+
+/// Generates the storm while the gateway is paused, so that it is queued at
+/// the simulator when the gateway resumes: what is then measured is the
+/// gateway draining it as fast as it can, not the simulator generating it
+/// on the same cores. Returns the events generated; the gateway is left
+/// paused.
+async fn queue_storm(plan: &Plan, rig: &mut Rig) -> anyhow::Result<u64> {
+    rig.gateway.pause()?;
+    let traffic = rig.sim.control().start_traffic(TrafficSpec {
+        events: plan.events,
+        rate_per_second: None,
+        mix: TrafficMix {
+            member_join: 1,
+            member_leave: 1,
+            member_update: 3,
+            interaction: 0,
+        },
+        // Generation must not wait for the paused reader.
+        max_lag: 0,
+        ..TrafficSpec::default()
+    });
+    let bar = phase_bar(plan.events, "storm queued at Discord");
+    let deadline = Instant::now() + STORM_WITHIN;
+    while !traffic.progress.done.load(Ordering::Relaxed) {
+        bar.set_position(traffic.progress.emitted.load(Ordering::Relaxed));
+        if Instant::now() >= deadline {
+            bar.finish_and_clear();
+            anyhow::bail!("the simulator did not generate the storm in {STORM_WITHIN:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    bar.finish_and_clear();
+    Ok(traffic.wait().await.emitted)
+}
+
+/// One phase's progress bar, on stderr when it is a terminal.
+fn phase_bar(len: u64, phase: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "  {msg:<26} [{elapsed_precise}] [{bar:30.cyan/blue}] {pos}/{len} {per_sec}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(phase.to_owned());
+    bar
+}
