@@ -27,33 +27,12 @@ pub struct RlsOffCopy {
     pub tables: u32,
 }
 
-/// `CREATE DATABASE … TEMPLATE` fails while anyone else is connected to
-/// the template, and PgBouncer keeps idle server connections to it
-/// (`min_pool_size`). Ending them is harmless (PgBouncer opens new ones
-/// when next needed) but it races PgBouncer reopening them, hence retries;
-/// sessions in a transaction are left alone.
-const CREATE: &str = r"
-SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
- WHERE datname = :'original' AND pid <> pg_backend_pid() AND state = 'idle' AND :end_idle;
-SELECT format('CREATE DATABASE %I TEMPLATE %I OWNER %I', :'copy', :'original', pg_get_userbyid(datdba))
-  FROM pg_database WHERE datname = :'original' \gexec
-SELECT count(*) FROM pg_database WHERE datname = :'copy';
-";
-
-/// Both switches: ENABLE (the policies apply) and FORCE (they apply to the
-/// owner too). Prints the tables that had it before and after.
-const DISABLE_RLS: &str = r"
-CREATE TEMP VIEW secured AS
-  SELECT c.oid::regclass AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE c.relkind IN ('r', 'p') AND (c.relrowsecurity OR c.relforcerowsecurity)
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema');
-SELECT count(*) FROM secured;
-SELECT format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY', t)
-  FROM secured \gexec
-SELECT count(*) FROM secured;
-";
-
-const DROP: &str = r#"DROP DATABASE IF EXISTS :"copy" WITH (FORCE);"#;
+// The scripts psql runs, beside the pgbench script they serve: SQL that an
+// administrator's tool runs against the server, not the application's (which
+// lives in the store).
+const CREATE: &str = include_str!("../../../../../deploy/bench/rls_off_create.psql");
+const DISABLE_RLS: &str = include_str!("../../../../../deploy/bench/rls_off_disable.psql");
+const DROP: &str = include_str!("../../../../../deploy/bench/rls_off_drop.psql");
 
 /// The copy's name: the original's (shortened to fit), a marker and our pid,
 /// so concurrent runs on one server do not collide.
