@@ -16,38 +16,18 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use bus::Namespace;
 use discord_sim::{MemberPatch, NewInteraction, NewMember};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use wire::{GuildId, InteractionId, UserId};
 
-use crate::{
-    db_args::DbArgs,
-    demo::scenario::{self, Community, World},
-    nats_args,
-};
+use crate::demo::scenario::{self, Community, World, WorldArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchFairnessArgs {
     #[command(flatten)]
-    pub db: DbArgs,
-
-    /// NATS server URL.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
-
-    /// The NATS users of the gateway, worker and API this run starts, and of
-    /// the benchmark itself (creating and deleting its streams):
-    /// `.stack/env` names them.
-    #[command(flatten)]
-    pub nats_logins: nats_args::ProcessLogins,
+    pub world: WorldArgs,
 
     /// A short run (10 quiet communities, 4 s phases), as CI smoke-tests it.
     #[arg(long)]
@@ -156,14 +136,6 @@ pub async fn run(args: BenchFairnessArgs) -> anyhow::Result<ExitCode> {
         args.quiet_joins_per_s > 0.0 && args.quiet_commands_per_s > 0.0,
         "--quiet-joins-per-s and --quiet-commands-per-s must be more than 0"
     );
-    let store = args.db.connect(32).await?;
-    let js = async_nats::jetstream::new(
-        args.nats_logins
-            .connect(&args.nats_url, bus::Process::Admin)
-            .await?,
-    );
-    let namespace = Namespace::prefixed(&format!("fair{}", chrono::Utc::now().timestamp_millis()))
-        .context("building the benchmark's NATS namespace")?;
     let plan = scenario::Plan {
         members_at_start: 0,
         communities: quiet + 1,
@@ -171,21 +143,12 @@ pub async fn run(args: BenchFairnessArgs) -> anyhow::Result<ExitCode> {
         join_rate: 1,
         shards: 2,
     };
-    // The wallet-link site is never visited here; the worker needs one.
-    let site = domain::wallets::Site::parse("http://127.0.0.1:9")
-        .context("the benchmark's wallet-link address")?;
-    let world = World::start(
-        &plan,
-        &store,
-        &js,
-        (&args.nats_url, &args.nats_logins),
-        &namespace,
-        site,
-    )
-    .await?;
-    let result = measure(&world, &store, quiet, seconds, &args).await;
-    world.stop(&js, &namespace).await;
-    let report = result?;
+    let report = args
+        .world
+        .with_world("fair", 32, &plan, async |world, store, _| {
+            measure(world, store, quiet, seconds, &args).await
+        })
+        .await?;
     print!("{}", render(&report));
     if let Some(path) = &args.json {
         super::write_json(path, &report)?;

@@ -18,36 +18,17 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use bus::Namespace;
 use discord_sim::NewMember;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::plot::{self, Chart};
-use crate::{
-    db_args::DbArgs,
-    demo::scenario::{self, Community, World},
-    nats_args,
-};
+use crate::demo::scenario::{self, Community, World, WorldArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchPipelineArgs {
     #[command(flatten)]
-    pub db: DbArgs,
-
-    /// NATS server URL.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
-
-    /// The NATS users of the gateway, worker and API this run starts, and of
-    /// the benchmark itself: `.stack/env` names them.
-    #[command(flatten)]
-    pub nats_logins: nats_args::ProcessLogins,
+    pub world: WorldArgs,
 
     /// A short run (steps of 100 and 250 joins/s, 3 s each), as CI
     /// smoke-tests it.
@@ -129,14 +110,6 @@ pub async fn run(args: BenchPipelineArgs) -> anyhow::Result<ExitCode> {
         vec![250, 500, 1000, 2000, 4000]
     };
     let step_seconds = args.step_seconds.unwrap_or(if args.quick { 3 } else { 10 });
-    let store = args.db.connect(16).await?;
-    let js = async_nats::jetstream::new(
-        args.nats_logins
-            .connect(&args.nats_url, bus::Process::Admin)
-            .await?,
-    );
-    let namespace = Namespace::prefixed(&format!("pipe{}", chrono::Utc::now().timestamp_millis()))
-        .context("building the benchmark's NATS namespace")?;
     let plan = scenario::Plan {
         communities: args.communities,
         members_at_start: 0,
@@ -144,21 +117,12 @@ pub async fn run(args: BenchPipelineArgs) -> anyhow::Result<ExitCode> {
         join_rate: 1,
         shards: 2,
     };
-    // The wallet-link site is never visited here; the worker needs one.
-    let site = domain::wallets::Site::parse("http://127.0.0.1:9")
-        .context("the benchmark's wallet-link address")?;
-    let world = World::start(
-        &plan,
-        &store,
-        &js,
-        (&args.nats_url, &args.nats_logins),
-        &namespace,
-        site,
-    )
-    .await?;
-    let result = measure(&world, &store, &rates, step_seconds, &args).await;
-    world.stop(&js, &namespace).await;
-    let report = result?;
+    let report = args
+        .world
+        .with_world("pipe", 16, &plan, async |world, store, _| {
+            measure(world, store, &rates, step_seconds, &args).await
+        })
+        .await?;
     print!("{}", render(&report));
     if let Some(path) = &args.json {
         super::write_json(path, &report)?;

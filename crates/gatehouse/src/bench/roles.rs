@@ -29,7 +29,6 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use bus::Namespace;
 use discord_sim::{RestLimits, SimControl};
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -37,30 +36,12 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::plot;
-use crate::{
-    db_args::DbArgs,
-    demo::scenario::{self, Community, World},
-    nats_args,
-};
+use crate::demo::scenario::{self, Community, World, WorldArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchRolesArgs {
     #[command(flatten)]
-    pub db: DbArgs,
-
-    /// NATS server URL.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
-
-    /// The NATS users of the gateway, worker and API this run starts, and of
-    /// the benchmark itself: `.stack/env` names them.
-    #[command(flatten)]
-    pub nats_logins: nats_args::ProcessLogins,
+    pub world: WorldArgs,
 
     /// A short run (20 servers of 10 members: 200 grants, a few seconds of
     /// Discord's limit), as CI smoke-tests it.
@@ -148,14 +129,6 @@ pub async fn run(args: BenchRolesArgs) -> anyhow::Result<ExitCode> {
     let members_per_server = args
         .members_per_server
         .unwrap_or(if args.quick { 10 } else { 100 });
-    let store = args.db.connect(16).await?;
-    let js = async_nats::jetstream::new(
-        args.nats_logins
-            .connect(&args.nats_url, bus::Process::Admin)
-            .await?,
-    );
-    let namespace = Namespace::prefixed(&format!("roles{}", chrono::Utc::now().timestamp_millis()))
-        .context("building the benchmark's NATS namespace")?;
     let plan = scenario::Plan {
         communities: servers,
         members_at_start: members_per_server,
@@ -163,21 +136,12 @@ pub async fn run(args: BenchRolesArgs) -> anyhow::Result<ExitCode> {
         join_rate: 1,
         shards: servers.div_ceil(SERVERS_PER_SHARD),
     };
-    let site = domain::wallets::Site::parse("http://127.0.0.1:9")
-        .context("the benchmark's wallet-link address")?;
-    let started = Instant::now();
-    let world = World::start(
-        &plan,
-        &store,
-        &js,
-        (&args.nats_url, &args.nats_logins),
-        &namespace,
-        site,
-    )
-    .await?;
-    let result = measure(&world, &store, members_per_server, started).await;
-    world.stop(&js, &namespace).await;
-    let (report, samples) = result?;
+    let (report, samples) = args
+        .world
+        .with_world("roles", 16, &plan, async |world, store, started| {
+            measure(world, store, members_per_server, started).await
+        })
+        .await?;
     print!("{}", render(&report));
     if let Some(path) = &args.json {
         super::write_json(path, &report)?;

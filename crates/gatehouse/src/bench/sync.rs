@@ -19,34 +19,15 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use bus::Namespace;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::{
-    db_args::DbArgs,
-    demo::scenario::{self, World},
-    nats_args,
-};
+use crate::demo::scenario::{self, World, WorldArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchSyncArgs {
     #[command(flatten)]
-    pub db: DbArgs,
-
-    /// NATS server URL.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
-
-    /// The NATS users of the gateway, worker and API this run starts, and of
-    /// the benchmark itself: `.stack/env` names them.
-    #[command(flatten)]
-    pub nats_logins: nats_args::ProcessLogins,
+    pub world: WorldArgs,
 
     /// A short run (10,000 members, 5 s of reconciliation), as CI
     /// smoke-tests it.
@@ -115,14 +96,6 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<ExitCode> {
             args.reconcile_seconds
                 .unwrap_or(if args.quick { 5 } else { 20 }),
         );
-    let store = args.db.connect(16).await?;
-    let js = async_nats::jetstream::new(
-        args.nats_logins
-            .connect(&args.nats_url, bus::Process::Admin)
-            .await?,
-    );
-    let namespace = Namespace::prefixed(&format!("sync{}", chrono::Utc::now().timestamp_millis()))
-        .context("building the benchmark's NATS namespace")?;
     let plan = scenario::Plan {
         communities: 1,
         members_at_start: members,
@@ -130,21 +103,12 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<ExitCode> {
         join_rate: 1,
         shards: 1,
     };
-    let site = domain::wallets::Site::parse("http://127.0.0.1:9")
-        .context("the benchmark's wallet-link address")?;
-    let started = tokio::time::Instant::now();
-    let world = World::start(
-        &plan,
-        &store,
-        &js,
-        (&args.nats_url, &args.nats_logins),
-        &namespace,
-        site,
-    )
-    .await?;
-    let result = measure(&world, &store, members, started, reconcile).await;
-    world.stop(&js, &namespace).await;
-    let report = result?;
+    let report = args
+        .world
+        .with_world("sync", 16, &plan, async |world, store, started| {
+            measure(world, store, members, started, reconcile).await
+        })
+        .await?;
     print!("{}", render(&report));
     if let Some(path) = &args.json {
         super::write_json(path, &report)?;

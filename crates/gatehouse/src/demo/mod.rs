@@ -18,27 +18,12 @@ use anyhow::Context;
 use bus::{Namespace, Process};
 use tokio_util::sync::CancellationToken;
 
-use crate::{db_args::DbArgs, nats_args};
-
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
+    // The database and NATS, and the NATS users of the demo's gateway,
+    // worker and API and of the demo itself.
     #[command(flatten)]
-    pub db: DbArgs,
-
-    /// NATS server URL.
-    #[arg(
-        long,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
-
-    /// The NATS users of the demo's gateway, worker and API, and of the
-    /// demo itself (creating and deleting its streams): `.stack/env` names
-    /// them.
-    #[command(flatten)]
-    pub nats_logins: nats_args::ProcessLogins,
+    pub world: scenario::WorldArgs,
 
     /// A shortened scenario (300 members), as CI runs it.
     #[arg(long)]
@@ -81,12 +66,13 @@ pub struct DemoArgs {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let members = args.members.unwrap_or(if args.quick { 300 } else { 2000 });
-    let store = args.db.connect(32).await?;
+    let store = args.world.db.connect(32).await?;
     // The demo's own connection sets up, inspects and removes the run's
     // streams; each process it runs connects with its own user.
     let js = async_nats::jetstream::new(
-        args.nats_logins
-            .connect(&args.nats_url, Process::Admin)
+        args.world
+            .nats_logins
+            .connect(&args.world.nats_url, Process::Admin)
             .await?,
     );
     let run_id = chrono::Utc::now().timestamp_millis();
@@ -110,7 +96,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &plan,
         &store,
         &js,
-        (&args.nats_url, &args.nats_logins),
+        (&args.world.nats_url, &args.world.nats_logins),
         &namespace,
         site.clone(),
     )
@@ -207,8 +193,9 @@ async fn start_api(
         .context("the API's eligibility configuration")?;
     let mut state = api::AppState::new(
         store.clone(),
-        args.nats_logins
-            .connect(&args.nats_url, Process::Api)
+        args.world
+            .nats_logins
+            .connect(&args.world.nats_url, Process::Api)
             .await?,
         namespace.clone(),
         std::sync::Arc::new(evaluator),

@@ -23,14 +23,15 @@ use store::{
     repo::{BadgeEvaluator, NewBadge},
     Store, StoreError, TenantId, WalletAddress,
 };
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wire::{
     check::{CheckPriority, EligibilityCheck},
     GuildId, RoleId, UserId,
 };
 
-use crate::nats_args::ProcessLogins;
 use crate::rechecks::BusRechecks;
+use crate::{db_args::DbArgs, nats_args::ProcessLogins};
 
 /// The demo's token: only the simulator ever sees it.
 const TOKEN: &str = "demo-bot-token";
@@ -47,6 +48,69 @@ pub struct Plan {
     pub members: u32,
     pub join_rate: u32,
     pub shards: u32,
+}
+
+/// The database and NATS server a run of the whole pipeline uses: the flags
+/// every benchmark built on [`World`] shares.
+#[derive(Debug, clap::Args)]
+pub struct WorldArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// NATS server URL.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
+    pub nats_url: String,
+
+    /// The NATS users of the gateway, worker and API the run starts, and of
+    /// the run itself (creating and deleting its streams): `.stack/env`
+    /// names them.
+    #[command(flatten)]
+    pub nats_logins: ProcessLogins,
+}
+
+impl WorldArgs {
+    /// Starts `plan`'s world in a NATS namespace of its own (`label` and the
+    /// time), runs `measure` against it and stops the world whatever
+    /// `measure` returned. `measure` also gets the moment the world began
+    /// starting. The wallet-link site is never visited by a benchmark; the
+    /// worker needs one all the same.
+    pub async fn with_world<T>(
+        &self,
+        label: &str,
+        pool_size: usize,
+        plan: &Plan,
+        measure: impl AsyncFnOnce(&World, &Store, Instant) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let store = self.db.connect(pool_size).await?;
+        let js = async_nats::jetstream::new(
+            self.nats_logins
+                .connect(&self.nats_url, Process::Admin)
+                .await?,
+        );
+        let namespace =
+            Namespace::prefixed(&format!("{label}{}", chrono::Utc::now().timestamp_millis()))
+                .context("building the benchmark's NATS namespace")?;
+        let site = domain::wallets::Site::parse("http://127.0.0.1:9")
+            .context("the benchmark's wallet-link address")?;
+        let started = Instant::now();
+        let world = World::start(
+            plan,
+            &store,
+            &js,
+            (&self.nats_url, &self.nats_logins),
+            &namespace,
+            site,
+        )
+        .await?;
+        let result = measure(&world, &store, started).await;
+        world.stop(&js, &namespace).await;
+        result
+    }
 }
 
 /// One community of the scenario.
