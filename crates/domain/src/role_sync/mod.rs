@@ -290,15 +290,7 @@ impl<D: RoleWriter> RoleSync<D> {
         stop: Option<&CancellationToken>,
     ) -> Result<CheckReport, SyncError> {
         let tx = self.store.begin(tenant).await?;
-        let profiles = match users {
-            [user] => tx
-                .profiles()
-                .find_by_discord_user(*user)
-                .await?
-                .into_iter()
-                .collect(),
-            users => tx.profiles().find_by_discord_users(users).await?,
-        };
+        let profiles = tx.profiles().find_by_discord_users(users).await?;
         tx.commit().await?;
         // Not (or no longer) members: nothing to sync.
         let profiles: Vec<Profile> = profiles

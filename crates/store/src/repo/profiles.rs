@@ -154,20 +154,8 @@ impl<'t> Profiles<'t> {
         &self,
         users: &[UserId],
     ) -> Result<Vec<Profile>, StoreError> {
-        let users = db_ids(users, "discord_user_id")?;
-        let sql = format!(
-            "SELECT {COLUMNS} FROM profiles p WHERE community_id = $1 AND discord_user_id = ANY($2)"
-        );
-        self.tx
-            .query(
-                "reading profiles by Discord user",
-                &sql,
-                &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
-            )
-            .await?
-            .iter()
-            .map(Profile::from_row)
-            .collect()
+        self.select_members(users, "", "reading profiles by Discord user")
+            .await
     }
 
     /// The profiles of these members, each locked `FOR KEY SHARE` in id
@@ -177,14 +165,27 @@ impl<'t> Profiles<'t> {
     /// uses, they cannot deadlock with a transaction releasing check leases
     /// or applying membership events.
     pub async fn share_members(&self, users: &[UserId]) -> Result<Vec<Profile>, StoreError> {
+        self.select_members(
+            users,
+            "ORDER BY id FOR KEY SHARE",
+            "locking members' profiles for awards",
+        )
+        .await
+    }
+
+    async fn select_members(
+        &self,
+        users: &[UserId],
+        lock: &str,
+        what: &'static str,
+    ) -> Result<Vec<Profile>, StoreError> {
         let users = db_ids(users, "discord_user_id")?;
         let sql = format!(
-            "SELECT {COLUMNS} FROM profiles p WHERE community_id = $1 AND discord_user_id = ANY($2)
-             ORDER BY id FOR KEY SHARE"
+            "SELECT {COLUMNS} FROM profiles p WHERE community_id = $1 AND discord_user_id = ANY($2) {lock}"
         );
         self.tx
             .query(
-                "locking members' profiles for awards",
+                what,
                 &sql,
                 &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
             )

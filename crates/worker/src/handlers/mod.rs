@@ -139,8 +139,11 @@ impl Handlers {
     /// `eligibility::check_members`). A consumer reads one stream, so a
     /// batch never mixes the two.
     pub fn batches(&self, subject: &str) -> bool {
-        let contract = self.namespace.strip(subject).unwrap_or(subject);
-        is_membership(contract) || contract == wire::subjects::ELIGIBILITY_CHECK
+        is_membership(self.namespace.strip(subject).unwrap_or(subject)) || self.is_check(subject)
+    }
+
+    fn is_check(&self, subject: &str) -> bool {
+        self.namespace.strip(subject).unwrap_or(subject) == wire::subjects::ELIGIBILITY_CHECK
     }
 
     /// Handles messages of one community that [`batches`](Self::batches)
@@ -149,10 +152,7 @@ impl Handlers {
         &self,
         batch: &[(&str, &[u8], Delivery)],
     ) -> Result<(), HandlerError> {
-        let checks = |(subject, _, _): &&(&str, &[u8], Delivery)| {
-            self.namespace.strip(subject).unwrap_or(subject) == wire::subjects::ELIGIBILITY_CHECK
-        };
-        if batch.iter().any(|m| checks(&m)) {
+        if batch.iter().any(|(subject, _, _)| self.is_check(subject)) {
             return self.check_batch(batch).await;
         }
         let mut envelopes = Vec::with_capacity(batch.len());
@@ -184,8 +184,7 @@ impl Handlers {
     async fn check_batch(&self, batch: &[(&str, &[u8], Delivery)]) -> Result<(), HandlerError> {
         let mut checks = Vec::with_capacity(batch.len());
         for (subject, payload, _) in batch {
-            if self.namespace.strip(subject).unwrap_or(subject) != wire::subjects::ELIGIBILITY_CHECK
-            {
+            if !self.is_check(subject) {
                 return Err(HandlerError::Permanent(format!(
                     "{subject} is not handled in batches of eligibility checks"
                 )));
