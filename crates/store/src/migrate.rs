@@ -63,6 +63,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(15, "0015_audit_retention"),
     migration!(16, "0016_interaction_replies"),
     migration!(17, "0017_member_syncs"),
+    migration!(18, "0018_direct_tenant_policies"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

@@ -55,11 +55,12 @@ impl Store {
         })
     }
 
-    /// Opens a tenant transaction: `BEGIN` and
-    /// `set_config('app.current_tenant', …, true)` in one round trip.
+    /// Opens a tenant transaction on a pooled connection. `BEGIN` and
+    /// `set_config('app.current_tenant', …, true)` go out with its first
+    /// statement (see [`TenantTx`]).
     pub async fn begin(&self, tenant: TenantId) -> Result<TenantTx, StoreError> {
         let client = self.checkout().await?;
-        TenantTx::begin(client, tenant).await
+        Ok(TenantTx::new(client, tenant))
     }
 
     /// Cross-tenant lookups through the SECURITY DEFINER functions.

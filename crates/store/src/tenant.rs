@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use deadpool_postgres::Object;
 use tokio_postgres::{
     types::{ToSql, Type},
@@ -20,11 +22,13 @@ pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// A transaction scoped to one community.
 ///
-/// Created by [`Store::begin`](crate::Store::begin), which sends `BEGIN` and
-/// `SELECT set_config('app.current_tenant', <id>, true)` as one simple-query
-/// round trip. The setting is transaction-local, so it cannot outlive the
-/// transaction and leak to the next user of the server connection under
-/// PgBouncer's transaction pooling.
+/// Created by [`Store::begin`](crate::Store::begin) with a pooled
+/// connection. `BEGIN` and `SELECT set_config('app.current_tenant', <id>,
+/// true)` go out with the transaction's first statement, pipelined in the
+/// same round trip: a transaction of a read and a write costs three round
+/// trips, not four, and one that sends nothing costs none. The setting is
+/// transaction-local, so it cannot outlive the transaction and leak to the
+/// next user of the server connection under PgBouncer's transaction pooling.
 ///
 /// Finish with [`commit`](Self::commit). Dropping it without committing
 /// discards the connection instead of returning it to the pool mid-transaction;
@@ -32,26 +36,17 @@ pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 pub struct TenantTx {
     client: Option<Object>,
     tenant: TenantId,
+    /// Whether `BEGIN` has been sent (with the first statement).
+    begun: AtomicBool,
 }
 
 impl TenantTx {
-    pub(crate) async fn begin(client: Object, tenant: TenantId) -> Result<Self, StoreError> {
-        // The id is a formatted UUID ([0-9a-f-] only), so inlining it cannot
-        // inject SQL; inlining is what lets both statements share one round
-        // trip through the simple-query protocol.
-        let sql = format!(
-            "BEGIN; SELECT set_config('{}', '{tenant}', true)",
-            crate::names::TENANT_SETTING
-        );
-        let tx = TenantTx {
+    pub(crate) fn new(client: Object, tenant: TenantId) -> Self {
+        TenantTx {
             client: Some(client),
             tenant,
-        };
-        tx.client()
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| StoreError::query("starting a tenant transaction", e))?;
-        Ok(tx)
+            begun: AtomicBool::new(false),
+        }
     }
 
     /// The community this transaction is scoped to.
@@ -78,10 +73,44 @@ impl TenantTx {
         sql: &str,
         params: &[Param<'_>],
     ) -> Result<Vec<Row>, StoreError> {
-        self.client()
-            .query_typed(sql, params)
-            .await
-            .map_err(|e| StoreError::query(context, e))
+        let client = self.client();
+        // Statements that callers pipeline (`join!` of two reads) may get
+        // here in either order; whichever comes first sends `BEGIN` ahead of
+        // itself. The swap and both sends happen in one poll, so nothing can
+        // slip in between.
+        if self.begun.swap(true, Ordering::AcqRel) {
+            return client
+                .query_typed(sql, params)
+                .await
+                .map_err(|e| StoreError::query(context, e));
+        }
+        // tokio-postgres sends a request when its future is first polled;
+        // `biased` polls `BEGIN` first, so it reaches the server first.
+        let begin = self.begin_sql();
+        let (begun, rows) = tokio::join!(
+            biased;
+            client.batch_execute(&begin),
+            client.query_typed(sql, params)
+        );
+        begun.map_err(|e| StoreError::query("starting a tenant transaction", e))?;
+        rows.map_err(|e| StoreError::query(context, e))
+    }
+
+    fn begin_sql(&self) -> String {
+        // The id is a formatted UUID ([0-9a-f-] only), so inlining it cannot
+        // inject SQL; inlining is what lets both statements go in one
+        // simple-query message.
+        format!(
+            "BEGIN; SELECT set_config('{}', '{}', true)",
+            crate::names::TENANT_SETTING,
+            self.tenant
+        )
+    }
+
+    /// Whether anything was sent: a transaction that sent nothing has
+    /// nothing to commit or roll back.
+    fn sent_nothing(&self) -> bool {
+        !self.begun.load(Ordering::Acquire)
     }
 
     /// Like [`query`](Self::query), for statements that yield at most one row.
@@ -115,6 +144,10 @@ impl TenantTx {
 
     /// Commits. On error the connection is discarded (see the type docs).
     pub async fn commit(mut self) -> Result<(), StoreError> {
+        if self.sent_nothing() {
+            drop(self.client.take());
+            return Ok(());
+        }
         self.client()
             .batch_execute("COMMIT")
             .await
@@ -126,6 +159,10 @@ impl TenantTx {
 
     /// Rolls back and returns the connection to the pool.
     pub async fn rollback(mut self) -> Result<(), StoreError> {
+        if self.sent_nothing() {
+            drop(self.client.take());
+            return Ok(());
+        }
         self.client()
             .batch_execute("ROLLBACK")
             .await
@@ -221,6 +258,10 @@ impl TenantTx {
 impl Drop for TenantTx {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
+            if self.sent_nothing() {
+                // Never began: the connection is clean.
+                return;
+            }
             // Still inside the transaction (an error, or an early return).
             // Returning this connection to the pool would hand an open
             // transaction to the next caller; close it instead.

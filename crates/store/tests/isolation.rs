@@ -1005,6 +1005,12 @@ async fn roles_policies_and_functions_are_as_designed() {
             !text.contains("(community_id)::text"),
             "{table}.{name} casts a column: {text}"
         );
+        // Compared directly: a sub-select would add a plan node to every
+        // statement for nothing (migration 0018).
+        assert!(
+            !text.contains("SELECT"),
+            "{table}.{name} reads the tenant through a sub-select: {text}"
+        );
         assert_eq!(
             text.matches("current_setting(").count(),
             text.matches("current_setting('app.current_tenant'").count(),

@@ -502,6 +502,61 @@ async fn a_dropped_transaction_rolls_back_and_does_not_poison_the_pool() {
 }
 
 #[tokio::test]
+async fn begin_goes_out_with_the_first_statements_even_when_they_are_pipelined() {
+    let db = TestDb::create("repo_lazy_begin").await;
+    let store = db.store(1).await;
+    let a = store.directory().provision_guild(sf(1), "a").await.unwrap();
+    let b = store.directory().provision_guild(sf(2), "b").await.unwrap();
+    let tx = store.begin(b).await.unwrap();
+    tx.profiles().upsert_member(&member(5)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Two first statements issued together: whichever goes first carries
+    // BEGIN and the tenant, and both run inside that one transaction.
+    let tx = store.begin(a).await.unwrap();
+    let setting =
+        "SELECT current_setting('app.current_tenant', true), (SELECT count(*) FROM profiles)";
+    let (first, second) =
+        tokio::try_join!(tx.raw_query_one(setting), tx.raw_query_one(setting)).unwrap();
+    for row in [&first, &second] {
+        assert_eq!(row.get::<_, String>(0), a.to_string());
+        assert_eq!(row.get::<_, i64>(1), 0, "tenant b's member is visible to a");
+    }
+    // `now()` is the transaction's start, earlier than a later
+    // statement's own start only inside a transaction; and what it wrote
+    // is gone with the rollback.
+    tx.profiles().upsert_member(&member(6)).await.unwrap();
+    let in_tx = tx
+        .raw_query_one("SELECT now() < statement_timestamp()")
+        .await
+        .unwrap();
+    assert!(
+        in_tx.get::<_, bool>(0),
+        "statements ran outside a transaction"
+    );
+    tx.rollback().await.unwrap();
+    let tx = store.begin(a).await.unwrap();
+    assert!(tx
+        .profiles()
+        .find_by_discord_user(sf(6))
+        .await
+        .unwrap()
+        .is_none());
+    tx.commit().await.unwrap();
+
+    // A transaction that sent nothing has nothing to end: its connection
+    // goes straight back to the pool, dropped or committed.
+    drop(store.begin(a).await.unwrap());
+    assert_eq!(
+        store.pool_status(),
+        (1, 1),
+        "an unused connection was closed"
+    );
+    store.begin(a).await.unwrap().commit().await.unwrap();
+    assert_eq!(store.pool_status(), (1, 1));
+}
+
+#[tokio::test]
 async fn no_named_prepared_statement_is_left_on_the_connection() {
     // Straight to PostgreSQL with one connection, so the statement below
     // runs on the very session that served every repository call.

@@ -79,6 +79,9 @@ pub async fn warm_up(store: &Store, tenants: &Tenants) -> Result<(), StoreError>
     let size = store.config().pool_size;
     let transactions = (0..size).map(|_| async move {
         let tx = store.begin(tenant).await?;
+        // A statement makes PgBouncer give it a server connection (a
+        // transaction begins with its first statement).
+        tx.rules().list_enabled().await?;
         // Hold every connection at once, so the pool has to open them all.
         tokio::time::sleep(Duration::from_millis(50)).await;
         tx.commit().await
