@@ -276,6 +276,117 @@ async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart_resumes_and_replays_the_gap_once() {
+    let nats = NatsServer::start();
+    let sim = simulator().await;
+    let control = sim.control();
+    let guilds = control.create_guilds(&GuildsSpec {
+        count: 6,
+        members_per_guild: 3,
+        roles_per_guild: 1,
+    });
+    let addr = free_addr().to_string();
+    let http = addr.parse().expect("address");
+    let mut first = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
+    until_ready(http, "first").await;
+
+    // A steady stream that goes on while no gateway runs.
+    let traffic = control.start_traffic(TrafficSpec {
+        events: 900,
+        rate_per_second: Some(300.0),
+        mix: TrafficMix {
+            member_join: 2,
+            member_leave: 1,
+            member_update: 2,
+            interaction: 0,
+        },
+        guilds: guilds.clone(),
+        ..TrafficSpec::default()
+    });
+    let access = nats.access();
+    testkit::eventually(
+        "150 events published by the first gateway",
+        WAIT,
+        || async { stream_len(&access, "EVENTS").await >= 150 },
+    )
+    .await;
+    // Sessions are stored while the gateway runs, with a sequence that
+    // moves on with the stream.
+    let admin = access.jetstream(bus::Process::Admin).await;
+    let bucket = admin
+        .get_key_value(bus::SESSIONS_BUCKET)
+        .await
+        .expect("the session bucket");
+    testkit::eventually(
+        "both shards' sessions checkpointed past sequence 20",
+        WAIT,
+        || async {
+            let mut both = true;
+            for shard in 0..2 {
+                let stored = bucket
+                    .get(gateway::sessions::key(shard, 2))
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|b| serde_json::from_slice::<gateway::StoredSession>(&b).ok());
+                both &= stored.is_some_and(|s| s.sequence > 20);
+            }
+            both
+        },
+    )
+    .await;
+    // A crash: no close frame, no flush, no session stored on the way out.
+    // What the next process resumes from is what was checkpointed while
+    // the first one ran.
+    first.child.start_kill().expect("SIGKILL sent");
+    let _ = first.child.wait().await;
+    let first_output = first.output.await.expect("output read");
+    let published_by_first = stream_len(&access, "EVENTS").await;
+    // The gap: events Discord sends while nobody listens.
+    let emitted = || {
+        traffic
+            .progress
+            .emitted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let at_kill = emitted();
+    testkit::eventually(
+        "100 more events sent while no gateway runs",
+        WAIT,
+        || async { emitted() >= at_kill + 100 },
+    )
+    .await;
+
+    let second = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
+    until_ready(http, "second").await;
+    let report = traffic.wait().await;
+    assert!(report.emitted > published_by_first as u64, "{report:?}");
+    assert_exactly_once(&sim, &nats.access(), "EVENTS", 0..2, "").await;
+    for shard in 0..2 {
+        let t = control.transcript(shard);
+        assert_eq!(
+            t.identifies, 1,
+            "shard {shard} identified again instead of resuming: {:?}",
+            t.events
+        );
+        assert!(
+            t.events
+                .iter()
+                .any(|e| matches!(e, ShardEvent::Resumed { .. })),
+            "shard {shard} did not resume: {:?}",
+            t.events
+        );
+    }
+    sigterm(&second);
+    let (code, second_output) = finish(second, Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{second_output}");
+    for output in [&first_output, &second_output] {
+        assert!(!output.contains(TOKEN), "the token leaked into the logs");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gatehouse_sim_prints_its_urls_and_serves_until_sigterm() {
     use tokio::io::AsyncBufReadExt;
     let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))

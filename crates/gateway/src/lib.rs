@@ -7,6 +7,7 @@
 //! each shard's session for the next process, all within the configured
 //! shutdown budget. See `docs/gateway.md`.
 
+pub mod checkpoint;
 pub mod config;
 mod discord_api;
 mod error;
@@ -159,7 +160,11 @@ impl Gateway {
                         sequence = stored.sequence,
                         "resuming the stored session"
                     );
-                    ShardProgress::resuming(stored.session_id.clone(), stored.sequence)
+                    ShardProgress::resuming(
+                        stored.session_id.clone(),
+                        stored.sequence,
+                        stored.resume_url.clone(),
+                    )
                 }
                 None => ShardProgress::default(),
             });
@@ -180,6 +185,7 @@ impl Gateway {
                 status: Arc::clone(&status),
                 subject_prefix: config.topology.namespace.subject(""),
                 last_session: None,
+                last_resume_url: None,
                 subjects: Vec::new(),
                 received: metrics::CountersByType::default(),
             };
@@ -197,6 +203,12 @@ impl Gateway {
             window: config.publish_window,
         };
         let publisher_task = tokio::spawn(publisher.run(jobs_rx, abandon_rx));
+        let checkpoint_task = tokio::spawn(checkpoint::run(
+            progress.clone(),
+            sessions.clone(),
+            total_shards,
+            stop.subscribe(),
+        ));
 
         tracing::info!(
             shards = %shards,
@@ -213,6 +225,7 @@ impl Gateway {
             status: Arc::clone(&status),
             runners,
             publisher_task,
+            checkpoint_task,
             abandon_tx,
             progress,
             sessions,
@@ -342,6 +355,8 @@ struct Supervised {
     status: Arc<Status>,
     runners: JoinSet<(u32, ShardExit)>,
     publisher_task: JoinHandle<PublishReport>,
+    /// Ends once the stop is signalled; awaited before the final save.
+    checkpoint_task: JoinHandle<()>,
     abandon_tx: watch::Sender<bool>,
     progress: HashMap<u32, Arc<ShardProgress>>,
     sessions: SessionStore,
@@ -408,6 +423,13 @@ async fn supervise(mut s: Supervised) -> Result<Summary, GatewayError> {
         }
     };
 
+    // No checkpoint may land after (and so over) the final save below.
+    if tokio::time::timeout_at(deadline, &mut s.checkpoint_task)
+        .await
+        .is_err()
+    {
+        s.checkpoint_task.abort();
+    }
     let mut sessions_saved = 0;
     for shard_id in s.shards.ids() {
         let Some(point) = s.progress.get(&shard_id).and_then(|p| p.safe_point()) else {
@@ -416,7 +438,11 @@ async fn supervise(mut s: Supervised) -> Result<Summary, GatewayError> {
         let stored = StoredSession {
             session_id: point.session_id,
             sequence: point.sequence,
-            resume_url: resume_urls.get(&shard_id).cloned().flatten(),
+            resume_url: resume_urls
+                .get(&shard_id)
+                .cloned()
+                .flatten()
+                .or(point.resume_url),
             saved_at: now_ms(),
         };
         let save = s.sessions.save(shard_id, s.total_shards, &stored);
@@ -460,7 +486,7 @@ async fn supervise(mut s: Supervised) -> Result<Summary, GatewayError> {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -17,6 +17,8 @@ pub const SHARD_STATE: &str = "gateway_shard_state";
 pub const SHARD_RECONNECTS: &str = "gateway_shard_reconnects_total";
 pub const SHARD_RESUMES: &str = "gateway_shard_resumes_total";
 pub const SHARD_IDENTIFIES: &str = "gateway_shard_identifies_total";
+/// Sessions that could not be stored while running (see `checkpoint`).
+pub const SESSION_CHECKPOINT_FAILURES: &str = "gateway_session_checkpoint_failures_total";
 pub const SHARD_ERRORS: &str = "gateway_shard_errors_total";
 /// Request Guild Members sent (a guild's member list asked for).
 pub const MEMBER_REQUESTS: &str = "gateway_member_requests_total";

@@ -6,6 +6,10 @@
 //! resume from there makes Discord replay exactly what is not yet durable.
 //! Storing the shard's own latest sequence instead could skip events whose
 //! publish was still in flight when the process stopped.
+//!
+//! The point is stored while the shard runs (every second, see
+//! [`crate::checkpoint`]), not only on a clean stop: a process that dies
+//! leaves its successor a point to resume from, and Discord replays the gap.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -25,6 +29,9 @@ struct Inner {
     epoch: u64,
     pending: BTreeSet<u64>,
     last_seen: u64,
+    /// Where Discord asked this session to be resumed (READY's
+    /// `resume_gateway_url`).
+    resume_url: Option<String>,
 }
 
 /// A resumable point: every dispatch up to `sequence` is durable.
@@ -32,17 +39,19 @@ struct Inner {
 pub struct SafePoint {
     pub session_id: String,
     pub sequence: u64,
+    pub resume_url: Option<String>,
 }
 
 impl ShardProgress {
     /// Starts from a stored session (the process resumes it).
-    pub fn resuming(session_id: String, sequence: u64) -> Self {
+    pub fn resuming(session_id: String, sequence: u64, resume_url: Option<String>) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 session_id: Some(session_id),
                 epoch: 1,
                 pending: BTreeSet::new(),
                 last_seen: sequence,
+                resume_url,
             }),
         }
     }
@@ -64,6 +73,8 @@ impl ShardProgress {
             inner.epoch += 1;
             inner.pending.clear();
             inner.last_seen = 0;
+            // The resume URL stays until the shard reports the new
+            // session's (right after its READY): either is Discord's.
         }
         if publish {
             inner.pending.insert(sequence);
@@ -80,6 +91,14 @@ impl ShardProgress {
         }
     }
 
+    /// The current session's resume URL, as the shard learnt it.
+    pub fn set_resume_url(&self, url: Option<&str>) {
+        let mut inner = self.lock();
+        if inner.resume_url.as_deref() != url {
+            inner.resume_url = url.map(str::to_owned);
+        }
+    }
+
     /// Where a resume should start, if there is a session.
     pub fn safe_point(&self) -> Option<SafePoint> {
         let inner = self.lock();
@@ -91,6 +110,7 @@ impl ShardProgress {
         Some(SafePoint {
             session_id,
             sequence,
+            resume_url: inner.resume_url.clone(),
         })
     }
 
@@ -123,15 +143,20 @@ mod tests {
             p.safe_point(),
             Some(SafePoint {
                 session_id: "a".into(),
-                sequence: 6
+                sequence: 6,
+                resume_url: None,
             })
         );
     }
 
     #[test]
     fn a_new_session_starts_over_and_ignores_old_acks() {
-        let p = ShardProgress::resuming("old".into(), 40);
+        let p = ShardProgress::resuming("old".into(), 40, Some("wss://old".into()));
         assert_eq!(p.safe_point().unwrap().sequence, 40);
+        assert_eq!(
+            p.safe_point().unwrap().resume_url.as_deref(),
+            Some("wss://old")
+        );
         let old = p.observe("old", 41, true);
         let new = p.observe("new", 1, false);
         assert_ne!(old, new);
@@ -141,11 +166,17 @@ mod tests {
             p.safe_point(),
             Some(SafePoint {
                 session_id: "new".into(),
-                sequence: 1
+                sequence: 1,
+                resume_url: Some("wss://old".into()),
             })
         );
+        p.set_resume_url(Some("wss://new"));
         p.acked(new, 2);
         assert_eq!(p.safe_point().unwrap().sequence, 2);
+        assert_eq!(
+            p.safe_point().unwrap().resume_url.as_deref(),
+            Some("wss://new")
+        );
         assert_eq!(p.pending(), 0);
     }
 }

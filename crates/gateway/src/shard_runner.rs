@@ -115,6 +115,9 @@ pub struct ShardRunner {
     /// arrives on that connection belongs to the old session and is published
     /// under it rather than dropped.
     pub last_session: Option<Arc<str>>,
+    /// The resume URL last handed to `progress`, so that it is compared
+    /// here rather than copied under a lock for every message.
+    pub last_resume_url: Option<String>,
     /// Per event type: the prefixed subject (cheap to clone) and the
     /// received counter, built once rather than for every event.
     pub subjects: Vec<(&'static str, async_nats::Subject)>,
@@ -186,6 +189,7 @@ impl ShardRunner {
                     if self.handle(text, &shard_label, &mut stop).await.is_err() {
                         break;
                     }
+                    self.note_resume_url();
                 }
             }
             self.status
@@ -231,6 +235,16 @@ impl ShardRunner {
         self.status.set_shard(shard_id, ShardPhase::Disconnected);
         ShardExit::Stopped {
             resume_url: self.shard.resume_url().map(str::to_owned),
+        }
+    }
+
+    /// Hands a new resume URL (a READY, a resume elsewhere) to the
+    /// checkpoints.
+    fn note_resume_url(&mut self) {
+        let url = self.shard.resume_url();
+        if url != self.last_resume_url.as_deref() {
+            self.last_resume_url = url.map(str::to_owned);
+            self.progress.set_resume_url(url);
         }
     }
 
