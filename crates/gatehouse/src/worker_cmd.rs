@@ -1,6 +1,6 @@
 //! `gatehouse worker`: run the JetStream consumers until SIGTERM/SIGINT.
 
-use std::{process::ExitCode, sync::Arc, time::Duration};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use settings::{Problems, Secret};
@@ -138,6 +138,23 @@ pub struct WorkerArgs {
     /// localhost). For tests and the demo, never in production.
     #[arg(long, env = "WEBHOOK_ALLOW_INSECURE_LOOPBACK", default_value_t = false)]
     pub webhook_allow_insecure_loopback: bool,
+
+    /// Address of /healthz, /readyz and /metrics, IP:PORT (0.0.0.0:9101 for
+    /// probes from outside the host) [default: 127.0.0.1:9101, skipped with
+    /// a warning if taken].
+    #[arg(long, env = "HTTP_ADDR")]
+    pub http_addr: Option<String>,
+}
+
+/// Where the HTTP endpoints go, and whether someone asked for that address.
+#[derive(Debug, Clone, Copy)]
+enum HttpAddr {
+    /// `HTTP_ADDR` set: not being able to listen there is an error.
+    Chosen(SocketAddr),
+    /// Unset: the default. Taken (a second worker or another program on
+    /// this machine), the worker runs without the endpoints and says so,
+    /// as it ran before it had them.
+    Default(SocketAddr),
 }
 
 /// Everything `gatehouse worker` needs, validated before anything connects.
@@ -149,6 +166,7 @@ struct Settings {
     /// `None`: no token, so no role sync.
     discord: Option<Secret>,
     sync: domain::role_sync::RoleSyncConfig,
+    http_addr: HttpAddr,
 }
 
 impl WorkerArgs {
@@ -230,6 +248,17 @@ impl WorkerArgs {
                 worker::Provisioning::parse(&self.provisioning),
             )
             .unwrap_or_default();
+        // Blank counts as unset, as an empty `HTTP_ADDR=` in an env file means.
+        let http_addr = match self.http_addr.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => p
+                .parse::<SocketAddr>(
+                    &l.get("http_addr"),
+                    text,
+                    "an address: IP:PORT, e.g. 0.0.0.0:9101",
+                )
+                .map(HttpAddr::Chosen),
+            _ => Some(HttpAddr::Default(worker::DEFAULT_HTTP_ADDR)),
+        };
         let audit_retention = match self.audit_retention.trim() {
             "" => None,
             text => p.duration(&l.get("audit_retention"), text).and_then(|d| {
@@ -303,6 +332,7 @@ impl WorkerArgs {
             recheck_period,
             scan_interval,
             check_min_read_age,
+            http_addr,
         ) {
             (
                 Some(_),
@@ -312,6 +342,7 @@ impl WorkerArgs {
                 Some(recheck_period),
                 Some(scan_interval),
                 Some(check_min_read_age),
+                Some(http_addr),
             ) => Ok(Settings {
                 config,
                 store,
@@ -324,6 +355,7 @@ impl WorkerArgs {
                     check_min_read_age,
                     ..Default::default()
                 },
+                http_addr,
             }),
             _ => Err(settings::ConfigErrors::single(
                 "worker settings",
@@ -414,6 +446,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         chains,
         discord,
         sync,
+        http_addr,
     } = args.validate()?;
     // Said before connecting, so a forgotten token shows at once.
     if discord.is_none() {
@@ -423,6 +456,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(
             "PUBLIC_URL is not set: /link-wallet answers that wallet linking is not set up"
         );
+    }
+    // Before connecting: a taken or foreign address fails at once.
+    let http = listen(http_addr).await?;
+    if http.is_some() {
+        // Before the Discord client is built: it sets a gauge at once.
+        worker::telemetry::install_recorder();
     }
     let store = crate::db_args::connect(store).await?;
     let nats = args.nats.connect(bus::Process::Worker).await?;
@@ -456,12 +495,36 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    tracing::info!(consumer = %config.consumer_name, concurrency = config.concurrency, "worker started");
-    worker::run(config, jetstream, store, role_sync, shutdown)
-        .await
-        .context("worker stopped")?;
+    let mut worker = worker::Worker::new(config.clone(), jetstream, store, role_sync);
+    if let Some(http) = http {
+        worker = worker.with_http(http);
+    }
+    tracing::info!(
+        consumer = %config.consumer_name,
+        concurrency = config.concurrency,
+        http = ?worker.http_addr(),
+        "worker started"
+    );
+    worker.run(shutdown).await.context("worker stopped")?;
     tracing::info!("worker stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the address of /healthz, /readyz and /metrics.
+async fn listen(addr: HttpAddr) -> anyhow::Result<Option<worker::HttpListener>> {
+    match addr {
+        HttpAddr::Chosen(addr) => worker::HttpListener::bind(addr)
+            .await
+            .map(Some)
+            .with_context(|| Labels::of::<WorkerArgs>().get("http_addr")),
+        HttpAddr::Default(addr) => match worker::HttpListener::bind(addr).await {
+            Ok(listener) => Ok(Some(listener)),
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP_ADDR is not set and its default is taken: no /healthz, /readyz or /metrics; set HTTP_ADDR to serve them");
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.
@@ -493,7 +556,8 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_chains;
+    use super::*;
+    use clap::Parser as _;
 
     #[test]
     fn a_chain_may_name_its_chain_id() {
@@ -503,5 +567,75 @@ mod tests {
         assert_eq!(config.chains["test"].chain_id, None);
         let err = parse_chains("eth@one=https://rpc.example").expect_err("a bad chain id");
         assert!(err.contains("not a chain id"), "{err}");
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    /// The worker's settings from these flags (flags win over the
+    /// environment the tests run in).
+    fn validated(flags: &[&str]) -> Result<Settings, settings::ConfigErrors> {
+        let mut argv = vec!["worker", "--database-url", "postgres://app@127.0.0.1:1/db"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .worker
+            .validate()
+    }
+
+    #[test]
+    fn http_addr_defaults_to_loopback_and_a_bad_one_is_named() {
+        let chosen = validated(&["--http-addr", "0.0.0.0:9200"]).expect("valid");
+        assert!(
+            matches!(chosen.http_addr, HttpAddr::Chosen(a) if a.to_string() == "0.0.0.0:9200"),
+            "{:?}",
+            chosen.http_addr
+        );
+        // Blank is unset, as in an env file.
+        let blank = validated(&["--http-addr", " "]).expect("valid");
+        assert!(
+            matches!(blank.http_addr, HttpAddr::Default(a) if a == worker::DEFAULT_HTTP_ADDR),
+            "{:?}",
+            blank.http_addr
+        );
+        let e = validated(&["--http-addr", "localhost"])
+            .expect_err("a host name is not an address")
+            .to_string();
+        assert!(e.contains("HTTP_ADDR (--http-addr)"), "{e}");
+        assert!(e.contains("\"localhost\" is not an address"), "{e}");
+
+        // What --help promises is what the worker does.
+        let help = Cli::try_parse_from(["worker", "--help"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            help.contains(&format!("default: {}", worker::DEFAULT_HTTP_ADDR)),
+            "{help}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taken_http_addr_fails_only_if_it_was_chosen() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = taken.local_addr().expect("bound");
+
+        let e = listen(HttpAddr::Chosen(addr))
+            .await
+            .expect_err("the address is taken");
+        let text = format!("{e:#}");
+        assert!(text.starts_with("HTTP_ADDR (--http-addr): "), "{text}");
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert_eq!(text.matches("in use").count(), 1, "the cause once: {text}");
+
+        let fallback = listen(HttpAddr::Default(addr))
+            .await
+            .expect("the default being taken is not an error");
+        assert!(fallback.is_none());
     }
 }

@@ -7,6 +7,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::fair_queue::FairQueue;
+use crate::telemetry;
 use crate::{HandlerError, Handlers, WorkerConfig, WorkerError};
 
 /// Where a message sits in its stream and how often it was delivered.
@@ -613,6 +614,7 @@ async fn process<H: HandleMessage>(
     if started.is_empty() {
         return;
     }
+    let handling = tokio::time::Instant::now();
     let outcomes = {
         let work = handle_run(&started, handlers);
         tokio::pin!(work);
@@ -636,7 +638,10 @@ async fn process<H: HandleMessage>(
             }
         }
     };
+    let took = handling.elapsed().as_secs_f64();
     for ((held, subject, delivered, delivery), outcome) in started.into_iter().zip(outcomes) {
+        let (_, kind) = telemetry::labels(config.namespace(), &subject);
+        metrics::histogram!(telemetry::HANDLER_SECONDS, "subject" => kind).record(took);
         settle(
             held.message,
             &subject,
@@ -704,21 +709,10 @@ async fn settle(
     js: &jetstream::Context,
     config: &WorkerConfig,
 ) {
-    // A label from a fixed set: metrics keys must stay low-cardinality.
-    let stream: &'static str = if subject.contains("commands.") {
-        "commands"
-    } else if subject.contains("eligibility.") {
-        "eligibility"
-    } else if subject.contains("webhooks.") {
-        "webhooks"
-    } else if subject.contains("events.") {
-        "events"
-    } else {
-        "other"
-    };
+    let (stream, _) = telemetry::labels(config.namespace(), subject);
     match outcome {
         Ok(()) => {
-            metrics::counter!("worker_messages_total", "stream" => stream, "outcome" => "ok")
+            metrics::counter!(telemetry::MESSAGES, "stream" => stream, "outcome" => "ok")
                 .increment(1);
             if let Err(e) = message.ack().await {
                 // The effect is committed; a redelivery will be recognised
@@ -728,7 +722,7 @@ async fn settle(
         }
         Err(HandlerError::Transient(reason)) if delivery.attempt < config.max_attempts => {
             let delay = config.backoff_after(delivery.attempt);
-            metrics::counter!("worker_messages_total", "stream" => stream, "outcome" => "retry")
+            metrics::counter!(telemetry::MESSAGES, "stream" => stream, "outcome" => "retry")
                 .increment(1);
             tracing::info!(%subject, attempt = delivery.attempt, ?delay, %reason, "will retry");
             if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
@@ -736,7 +730,7 @@ async fn settle(
             }
         }
         Err(HandlerError::RetryAfter { reason, after }) => {
-            metrics::counter!("worker_messages_total", "stream" => stream, "outcome" => "retry")
+            metrics::counter!(telemetry::MESSAGES, "stream" => stream, "outcome" => "retry")
                 .increment(1);
             tracing::debug!(%subject, ?after, %reason, "will retry");
             if let Err(e) = message.ack_with(AckKind::Nak(Some(after))).await {
@@ -744,15 +738,15 @@ async fn settle(
             }
         }
         Err(err) => {
-            let reason = match &err {
-                HandlerError::Transient(r) => {
-                    format!("gave up after {} attempts: {r}", delivery.attempt)
-                }
+            let (reason, class) = match &err {
+                HandlerError::Transient(r) => (
+                    format!("gave up after {} attempts: {r}", delivery.attempt),
+                    "attempts_exhausted",
+                ),
                 HandlerError::Permanent(r) | HandlerError::RetryAfter { reason: r, .. } => {
-                    r.clone()
+                    (r.clone(), "permanent")
                 }
             };
-            metrics::counter!("worker_messages_total", "stream" => stream, "outcome" => "dead_letter").increment(1);
             match bus::publish_dead_letter(
                 js,
                 config.namespace(),
@@ -764,6 +758,11 @@ async fn settle(
             .await
             {
                 Ok(()) => {
+                    // Counted once it is stored: one that could not be is
+                    // handed back below, and counted as a retry.
+                    metrics::counter!(telemetry::MESSAGES, "stream" => stream, "outcome" => "dead_letter").increment(1);
+                    metrics::counter!(telemetry::DEAD_LETTERS, "stream" => stream, "reason" => class)
+                        .increment(1);
                     tracing::warn!(%subject, %reason, "dead-lettered");
                     if let Err(e) = message.ack_with(AckKind::Term).await {
                         tracing::warn!(%subject, error = %e, "terminating a dead-lettered message failed");
@@ -771,6 +770,8 @@ async fn settle(
                 }
                 Err(e) => {
                     // Keep the message: better redelivered than lost.
+                    metrics::counter!(telemetry::MESSAGES, "stream" => stream, "outcome" => "retry")
+                        .increment(1);
                     tracing::error!(%subject, error = %e, "could not dead-letter; will retry");
                     let _ = message
                         .ack_with(AckKind::Nak(Some(config.backoff_after(delivery.attempt))))

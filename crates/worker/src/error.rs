@@ -7,6 +7,15 @@ pub enum WorkerError {
     Bus(#[from] bus::BusError),
     #[error("worker task failed: {0}")]
     Task(String),
+    /// The address for `/healthz`, `/readyz` and `/metrics` cannot be
+    /// listened on (in use, or not an address of this machine). The cause
+    /// is part of the message, not a `source`, so that it is said once
+    /// where errors are printed with their chain.
+    #[error("cannot listen on {addr} for /healthz, /readyz and /metrics: {error}")]
+    HttpBind {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 /// Why one message could not be handled, and so what to do with it.

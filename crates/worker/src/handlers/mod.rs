@@ -172,7 +172,7 @@ impl Handlers {
             envelopes.push((envelope, *delivery));
         }
         let events: Vec<(&Envelope, Delivery)> = envelopes.iter().map(|(e, d)| (e, *d)).collect();
-        metrics::histogram!("worker_batch_messages").record(events.len() as f64);
+        metrics::histogram!(crate::telemetry::BATCH_MESSAGES).record(events.len() as f64);
         let applied = membership::member_events(&self.store, &events).await?;
         self.after_membership(&events, &applied).await;
         Ok(())
@@ -193,17 +193,19 @@ impl Handlers {
                 HandlerError::Permanent(format!("undecodable eligibility check: {e}"))
             })?);
         }
-        metrics::histogram!("worker_batch_messages").record(checks.len() as f64);
+        metrics::histogram!(crate::telemetry::BATCH_MESSAGES).record(checks.len() as f64);
         eligibility::check_members(self, &checks).await
     }
 
     /// What follows a committed membership change: a member who joined may
     /// already qualify, so they are checked ahead of the periodic scan
     /// (which would also catch them), and their badges evaluated.
-    /// Members are taken a few at a time: each is independent, and a batch
-    /// of joins would otherwise wait for every badge evaluation in turn.
+    ///
+    /// This runs in the community's turn (its next batch waits for it), so
+    /// it takes one round trip to JetStream, not one per member: every
+    /// check of the batch (at most a batch's worth) is published at once,
+    /// beside the badges' one transaction.
     async fn after_membership(&self, events: &[(&Envelope, Delivery)], applied: &[bool]) {
-        use futures::StreamExt;
         let joined = events
             .iter()
             .zip(applied)
@@ -212,12 +214,12 @@ impl Handlers {
             })
             .map(|((envelope, _), _)| *envelope);
         let joined: Vec<&Envelope> = joined.collect();
-        futures::stream::iter(&joined)
-            .for_each_concurrent(8, |envelope| async move {
-                eligibility::request(self, envelope, "member.join").await;
-            })
-            .await;
-        self.award_badges(&joined).await;
+        let checks = futures::future::join_all(
+            joined
+                .iter()
+                .map(|envelope| eligibility::request(self, envelope, "member.join")),
+        );
+        tokio::join!(checks, self.award_badges(&joined));
     }
 
     /// Awards the badges members earned by joining: the members of a batch

@@ -123,6 +123,14 @@ impl RoleRequests {
             .header("x-audit-log-reason", audit_reason(&change.reason))
             .send()
             .await;
+        let class = match &response {
+            Ok(response) => crate::telemetry::status_class(response.status().as_u16()),
+            Err(_) => "unreachable",
+        };
+        // Every role change passes here, once per attempt: the one place
+        // that sees each of Discord's answers.
+        metrics::counter!(crate::telemetry::DISCORD_RESPONSES, "request" => "role_change", "class" => class)
+            .increment(1);
         let response = match response {
             Ok(response) => response,
             Err(e) => return Answer::Unreachable(e.to_string()),
