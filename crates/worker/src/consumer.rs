@@ -1,4 +1,9 @@
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use futures::StreamExt;
@@ -150,7 +155,11 @@ pub(crate) async fn consume<H: HandleMessage>(
     drop(found);
     let config = Arc::new(config);
     let mut queue: FairQueue<Key, Held> = FairQueue::new(plan.per_community_in_flight);
-    let mut deferrals = Deferrals::new(plan.per_community_in_flight, plan.return_together);
+    let mut deferrals = Deferrals::new(
+        plan.per_community_in_flight,
+        plan.return_together,
+        order == Order::PerCommunity,
+    );
     let mut running: JoinSet<(Key, Duration)> = JoinSet::new();
     let mut keep_alive =
         tokio::time::interval((config.ack_wait / 4).max(Duration::from_millis(250)));
@@ -211,7 +220,8 @@ pub(crate) async fn consume<H: HandleMessage>(
                 deferrals.returned(&key, held.sequence);
                 let here = queue.held(&key);
                 let total = slots_in_use(&slots, plan.read_ahead * 2);
-                if total <= plan.read_ahead || here < plan.per_community_waiting {
+                let room = total <= plan.read_ahead || here < plan.per_community_waiting;
+                if room && !deferrals.holds_back(&key, held.sequence, std::time::Instant::now()) {
                     queue.push(key, held);
                 } else {
                     defer(held, key, &mut deferrals).await;
@@ -363,6 +373,12 @@ struct Held {
 /// while deferred, a community is served exactly as fast as its deferrals
 /// return, and pacing by that would only ever slow it further.)
 ///
+/// Where a community's messages go in order, a deferral holds back the
+/// messages of its community that come after it: they are deferred too
+/// until it is back ([`holds_back`](Self::holds_back)). Otherwise a later
+/// message (a member's leave) could run while an earlier one (their
+/// update) is away, and the earlier one would find itself overtaken.
+///
 /// Deferrals are also not failed attempts: [`count`](Self::count) says how
 /// many to subtract from JetStream's delivery count. Per process: a message
 /// deferred here and failing in another worker counts its deferrals there
@@ -375,6 +391,9 @@ struct Deferrals {
     /// Deferrals sent back to return at the same moment, so that they can
     /// be handled as one batch.
     together: u64,
+    /// Whether a community's messages go in order; if so, the sequences of
+    /// its deferred messages not yet back, with when each is given up on.
+    away: Option<HashMap<Key, BTreeMap<u64, std::time::Instant>>>,
 }
 
 #[derive(Debug, Default)]
@@ -388,13 +407,36 @@ struct Pace {
 impl Deferrals {
     const MEASURE_EVERY: Duration = Duration::from_secs(1);
 
-    fn new(slots: usize, together: usize) -> Self {
+    /// How long past its delay a deferred message may take to come back
+    /// before this process stops holding its community's later messages
+    /// for it: another worker may have taken it, and then it never will.
+    const RETURN_GRACE: Duration = Duration::from_secs(5);
+
+    fn new(slots: usize, together: usize, ordered: bool) -> Self {
         Deferrals {
             by_sequence: HashMap::new(),
             paces: HashMap::new(),
             slots: slots.max(1) as f64,
             together: together.max(1) as u64,
+            away: ordered.then(HashMap::new),
         }
+    }
+
+    /// Whether the message `sequence` of `key` must wait for one of its
+    /// community deferred before it (ordered streams only).
+    fn holds_back(&mut self, key: &Key, sequence: u64, now: std::time::Instant) -> bool {
+        let Some(away) = self.away.as_mut() else {
+            return false;
+        };
+        let Some(deferred) = away.get_mut(key) else {
+            return false;
+        };
+        deferred.retain(|_, give_up_at| *give_up_at > now);
+        let earlier = deferred.range(..sequence).next().is_some();
+        if deferred.is_empty() {
+            away.remove(key);
+        }
+        earlier
     }
 
     /// Counts one more deferral of `sequence` for `key` and returns how
@@ -404,7 +446,7 @@ impl Deferrals {
         let entry = self.by_sequence.entry(sequence).or_insert((0, now));
         entry.0 += 1;
         entry.1 = now;
-        let pace = self.paces.entry(key).or_default();
+        let pace = self.paces.entry(key.clone()).or_default();
         pace.outstanding += 1;
         // Unmeasured: assume a brisk pace; an early return costs one more
         // deferral, a late one idle slots.
@@ -415,7 +457,13 @@ impl Deferrals {
         };
         let rate = self.slots / seconds_each;
         let place = pace.outstanding.div_ceil(self.together) * self.together;
-        Duration::from_secs_f64(place as f64 / rate).clamp(DEFER_MIN, DEFER_MAX)
+        let delay = Duration::from_secs_f64(place as f64 / rate).clamp(DEFER_MIN, DEFER_MAX);
+        if let Some(away) = self.away.as_mut() {
+            away.entry(key)
+                .or_default()
+                .insert(sequence, now + delay + Self::RETURN_GRACE);
+        }
+        delay
     }
 
     /// A message of `key` arrived; if it is one deferred here, it is back.
@@ -424,6 +472,9 @@ impl Deferrals {
             if let Some(pace) = self.paces.get_mut(key) {
                 pace.outstanding = pace.outstanding.saturating_sub(1);
             }
+        }
+        if let Some(deferred) = self.away.as_mut().and_then(|away| away.get_mut(key)) {
+            deferred.remove(&sequence);
         }
     }
 
@@ -450,6 +501,13 @@ impl Deferrals {
         self.paces.retain(|_, pace| pace.outstanding > 0);
         self.by_sequence
             .retain(|_, (_, at)| at.elapsed() < DEFER_MEMORY);
+        if let Some(away) = self.away.as_mut() {
+            let now = std::time::Instant::now();
+            away.retain(|_, deferred| {
+                deferred.retain(|_, give_up_at| *give_up_at > now);
+                !deferred.is_empty()
+            });
+        }
     }
 }
 
@@ -779,5 +837,41 @@ async fn settle(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guild(id: u64) -> Key {
+        Key::Guild(wire::GuildId::new(id).expect("not 0"))
+    }
+
+    #[test]
+    fn in_order_a_deferred_message_holds_back_the_later_ones_of_its_community() {
+        let mut d = Deferrals::new(1, 64, true);
+        let now = std::time::Instant::now();
+        d.add(guild(1), 5);
+        assert!(d.holds_back(&guild(1), 7, now), "a later one ran ahead");
+        assert!(!d.holds_back(&guild(1), 4, now), "an earlier one waits");
+        assert!(!d.holds_back(&guild(2), 7, now), "another community waits");
+        // Back: the later ones may go.
+        d.returned(&guild(1), 5);
+        assert!(!d.holds_back(&guild(1), 7, now));
+
+        // One that never comes back (another worker took it) holds its
+        // community only until its delay and a grace have passed.
+        let delay = d.add(guild(1), 9);
+        assert!(d.holds_back(&guild(1), 10, now));
+        let later = std::time::Instant::now() + delay + Deferrals::RETURN_GRACE;
+        assert!(!d.holds_back(&guild(1), 10, later));
+    }
+
+    #[test]
+    fn in_any_order_a_deferral_holds_nothing_back() {
+        let mut d = Deferrals::new(4, 1, false);
+        d.add(guild(1), 5);
+        assert!(!d.holds_back(&guild(1), 7, std::time::Instant::now()));
     }
 }
