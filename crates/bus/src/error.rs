@@ -22,6 +22,9 @@ pub enum BusError {
     Bucket { bucket: String, problem: String },
     #[error("publishing to {subject}: {problem}")]
     Publish { subject: String, problem: String },
+    /// A dead letter that cannot be handled as asked (replayed, read).
+    #[error("dead letter {sequence}: {problem}")]
+    DeadLetter { sequence: u64, problem: String },
 }
 
 impl BusError {

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod badges;
 pub mod community;
+pub mod dead_letters;
 pub mod keys;
 pub mod link_page;
 pub mod members;

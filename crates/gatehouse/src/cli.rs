@@ -47,6 +47,10 @@ pub enum Command {
     /// Register the slash commands the workers answer with Discord.
     #[command(subcommand)]
     Commands(crate::commands_cmd::CommandsCommand),
+    /// List, show, replay or drop the messages workers gave up on (the
+    /// DEAD_LETTER stream), as the NATS admin user.
+    #[command(subcommand)]
+    DeadLetters(crate::dead_letters_cmd::DeadLettersCommand),
     /// Run Discord gateway shards and publish their events to JetStream.
     Gateway(GatewayArgs),
     /// Print the NATS server's users and permissions: one user per process

@@ -11,6 +11,7 @@ mod community_args;
 mod config;
 mod dashboard_args;
 mod db_args;
+mod dead_letters_cmd;
 #[cfg(feature = "sim")]
 mod demo;
 mod discord_args;
@@ -80,6 +81,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => keys_cmd::run(command).await,
         Command::Api(args) => api_cmd::run(args).await,
         Command::Commands(command) => commands_cmd::run(command).await,
+        Command::DeadLetters(command) => dead_letters_cmd::run(command).await,
         Command::Gateway(args) => gateway_cmd::run(args).await,
         Command::NatsConfig(args) => nats_config_cmd::run(args),
         #[cfg(feature = "sim")]

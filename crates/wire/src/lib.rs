@@ -9,6 +9,7 @@ pub mod check;
 mod envelope;
 mod event_id;
 mod id;
+pub mod message;
 pub mod payload;
 pub mod subjects;
 pub mod webhook;

@@ -118,7 +118,8 @@ impl WebhookEvent {
             | AuditAction::RecheckRequested
             | AuditAction::CommunitySettingsChanged
             | AuditAction::ApiKeyCreated
-            | AuditAction::ApiKeyRevoked => None,
+            | AuditAction::ApiKeyRevoked
+            | AuditAction::DeadLetterReplayed => None,
         }
     }
 

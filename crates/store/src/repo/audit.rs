@@ -56,6 +56,9 @@ pub enum AuditAction {
     WebhookDeleted,
     /// The community's member list was synced from Discord in full.
     MembersSynced,
+    /// The operator put a dead letter back on the subject it came from
+    /// (`gatehouse dead-letters replay`).
+    DeadLetterReplayed,
 }
 
 impl AuditAction {
@@ -88,6 +91,7 @@ impl AuditAction {
         AuditAction::WebhookRegistered,
         AuditAction::WebhookDeleted,
         AuditAction::MembersSynced,
+        AuditAction::DeadLetterReplayed,
     ];
 
     /// The text stored in `audit_logs.action`.
@@ -121,6 +125,7 @@ impl AuditAction {
             AuditAction::WebhookRegistered => "webhook.registered",
             AuditAction::WebhookDeleted => "webhook.deleted",
             AuditAction::MembersSynced => "community.members_synced",
+            AuditAction::DeadLetterReplayed => "dead_letter.replayed",
         }
     }
 }
