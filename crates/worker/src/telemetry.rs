@@ -47,8 +47,10 @@ pub const DB_POOL_IDLE: &str = "worker_db_pool_idle_connections";
 /// The most connections the pool opens (`DATABASE_POOL_SIZE`).
 pub const DB_POOL_MAX: &str = "worker_db_pool_max_connections";
 /// Discord's answers, by `request` (`role_change`) and `class` (`2xx`,
-/// `4xx`, `5xx`, …, or `unreachable` when none came). A 429 is a `4xx`;
-/// `worker_discord_invalid_requests_total` has those by status.
+/// `429`, `4xx`, `5xx`, …, or `unreachable` when none came). A 429 (rate
+/// limited) is a class of its own, the one alerts watch; `4xx` is every
+/// other client error. `worker_discord_invalid_requests_total` has the
+/// 401, 403 and 429s that count towards Discord's ban, by status.
 pub const DISCORD_RESPONSES: &str = "worker_discord_responses_total";
 /// Messages handled together in one batch (recorded by the handlers).
 pub const BATCH_MESSAGES: &str = "worker_batch_messages";
@@ -157,6 +159,8 @@ pub(crate) fn status_class(status: u16) -> &'static str {
         100..=199 => "1xx",
         200..=299 => "2xx",
         300..=399 => "3xx",
+        // Rate limited: the answer that matters most, kept apart.
+        429 => "429",
         400..=499 => "4xx",
         500..=599 => "5xx",
         _ => "other",
@@ -238,7 +242,7 @@ fn describe() {
     describe_gauge!(DB_POOL_MAX, "The most connections the pool opens");
     describe_counter!(
         DISCORD_RESPONSES,
-        "Discord's answers, by request and status class (unreachable: no answer)"
+        "Discord's answers, by request and status class (429 apart from the other 4xx; unreachable: no answer)"
     );
     describe_histogram!(BATCH_MESSAGES, "Messages handled together in one batch");
 }
@@ -270,7 +274,13 @@ mod tests {
     #[test]
     fn statuses_fall_into_classes() {
         assert_eq!(status_class(204), "2xx");
-        assert_eq!(status_class(429), "4xx");
+        assert_eq!(
+            status_class(429),
+            "429",
+            "rate limited, apart from the other 4xx"
+        );
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(400), "4xx");
         assert_eq!(status_class(503), "5xx");
         assert_eq!(status_class(42), "other");
         assert_eq!(stream_label(subjects::WEBHOOKS), "webhooks");

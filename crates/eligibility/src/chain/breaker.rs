@@ -76,6 +76,13 @@ impl Breaker {
         };
     }
 
+    /// Whether requests flow freely: not open, and not half-open waiting
+    /// on a probe. Only a success closes the breaker, so a URL that nothing
+    /// has been sent to since it opened still counts as open.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed { .. })
+    }
+
     pub fn state(&self, now: Instant) -> BreakerState {
         match self.state {
             State::Closed { .. } => BreakerState::Closed,
@@ -146,6 +153,20 @@ mod tests {
         b.on_success();
         assert_eq!(b.state(t2), BreakerState::Closed);
         assert!(b.try_acquire(t2));
+    }
+
+    #[test]
+    fn closed_only_until_it_opens_and_again_after_a_successful_probe() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(2, COOLDOWN);
+        b.on_failure(t0);
+        assert!(b.is_closed(), "one failure below the threshold");
+        b.on_failure(t0);
+        assert!(!b.is_closed());
+        assert!(b.try_acquire(t0 + COOLDOWN), "the probe");
+        assert!(!b.is_closed(), "half-open is not closed yet");
+        b.on_success();
+        assert!(b.is_closed());
     }
 
     #[test]

@@ -13,6 +13,18 @@ use super::abi::CallResult;
 use super::breaker::{Breaker, BreakerState};
 use crate::config::{redact_url, ChainConfig};
 
+/// How many of a chain's RPC URLs have a breaker that is not closed (open,
+/// or half-open waiting on its probe), by `chain`: 0 while every URL takes
+/// requests; for a chain with one URL, 1 open and 0 closed. Set at start
+/// and whenever a breaker opens or closes. Labelled by the chain's name
+/// only, never by URL: URLs carry provider keys.
+pub const BREAKER_OPEN: &str = "eligibility_chain_breaker_open";
+/// Chain reads, each one JSON-RPC batch of `eth_call`s failing over
+/// across the chain's URLs, by `chain` and `outcome`: `ok`, `failed` (every
+/// URL tried failed or pushed back) or `circuit_open` (every URL's breaker
+/// was open: nothing was sent).
+pub const READS: &str = "eligibility_chain_reads_total";
+
 /// Why one HTTP request to one URL failed. Every one moves on to the next
 /// URL; all but back-pressure ([`EndpointError::is_back_pressure`]) count
 /// against that URL's breaker.
@@ -116,6 +128,9 @@ pub struct RpcClient {
     /// would keep the URL out, so a provider cannot park it for hours.
     max_retry_after: Duration,
     chain_id: Option<u64>,
+    /// Held while [`BREAKER_OPEN`] is counted and set (see
+    /// [`RpcClient::report_breakers`]).
+    reporting: Mutex<()>,
 }
 
 impl RpcClient {
@@ -136,7 +151,7 @@ impl RpcClient {
                 )),
             })
             .collect();
-        Ok(RpcClient {
+        let client = RpcClient {
             chain: chain.to_string(),
             http,
             endpoints,
@@ -144,7 +159,12 @@ impl RpcClient {
             max_response_bytes: config.max_response_bytes,
             max_retry_after: config.breaker.cooldown(),
             chain_id: config.chain_id,
-        })
+            reporting: Mutex::new(()),
+        };
+        // A series from the start: an alert cannot tell a gauge never set
+        // from a chain that is fine.
+        client.report_breakers();
+        Ok(client)
     }
 
     pub fn health(&self) -> Vec<EndpointHealth> {
@@ -169,6 +189,17 @@ impl RpcClient {
         &self,
         calls: &[(Address, Bytes)],
     ) -> Result<Vec<CallResult>, ChainError> {
+        let result = self.try_urls(calls).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ChainError::CircuitOpen { .. }) => "circuit_open",
+            Err(_) => "failed",
+        };
+        metrics::counter!(READS, "chain" => self.chain.clone(), "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn try_urls(&self, calls: &[(Address, Bytes)]) -> Result<Vec<CallResult>, ChainError> {
         let mut batch: Vec<Value> = calls
             .iter()
             .enumerate()
@@ -209,7 +240,7 @@ impl RpcClient {
             }
             match self.send(endpoint, &body, calls.len()).await {
                 Ok(results) => {
-                    lock(&endpoint.breaker).on_success();
+                    self.settle(endpoint, true);
                     return Ok(results);
                 }
                 Err(e) if e.is_back_pressure() => {
@@ -226,7 +257,7 @@ impl RpcClient {
                 }
                 Err(e) => {
                     tracing::warn!(chain = %self.chain, error = %e, "RPC request failed");
-                    lock(&endpoint.breaker).on_failure(Instant::now());
+                    self.settle(endpoint, false);
                     last = Some(e);
                 }
             }
@@ -240,6 +271,38 @@ impl RpcClient {
                 chain: self.chain.clone(),
             },
         })
+    }
+
+    /// Counts a request's result against `endpoint`'s breaker, and updates
+    /// [`BREAKER_OPEN`] if that opened or closed it.
+    fn settle(&self, endpoint: &Endpoint, succeeded: bool) {
+        let changed = {
+            let mut breaker = lock(&endpoint.breaker);
+            let was_closed = breaker.is_closed();
+            if succeeded {
+                breaker.on_success();
+            } else {
+                breaker.on_failure(Instant::now());
+            }
+            breaker.is_closed() != was_closed
+        };
+        if changed {
+            self.report_breakers();
+        }
+    }
+
+    /// Sets [`BREAKER_OPEN`] to the number of this chain's URLs whose
+    /// breaker is not closed.
+    fn report_breakers(&self) {
+        // Counted and set under one lock: two breakers changing at once
+        // could otherwise leave the older count in the gauge.
+        let _reporting = lock(&self.reporting);
+        let open = self
+            .endpoints
+            .iter()
+            .filter(|e| !lock(&e.breaker).is_closed())
+            .count();
+        metrics::gauge!(BREAKER_OPEN, "chain" => self.chain.clone()).set(open as f64);
     }
 
     async fn send(
@@ -487,7 +550,94 @@ fn is_revert(err: &RpcError) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
     use super::*;
+
+    /// Keeps the gauges set on this thread, by name and labels.
+    #[derive(Default)]
+    struct Gauges(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+    impl Gauges {
+        fn get(&self, name: &str, chain: &str) -> Option<f64> {
+            let key = format!("{name}{{chain={chain}}}");
+            lock(&self.0)
+                .get(&key)
+                .map(|v| f64::from_bits(v.load(std::sync::atomic::Ordering::Relaxed)))
+        }
+    }
+
+    impl metrics::Recorder for Gauges {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            metrics::Gauge::from_arc(lock(&self.0).entry(name).or_default().clone())
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn the_breaker_gauge_counts_the_chains_urls_not_closed() {
+        let urls = ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
+            .map(|u| u.parse().expect("a URL"))
+            .to_vec();
+        let mut config = ChainConfig::new(urls);
+        config.breaker.failure_threshold = 2;
+        let gauges = Gauges::default();
+        let open = || gauges.get(BREAKER_OPEN, "gauge-test");
+        metrics::with_local_recorder(&gauges, || {
+            let client = RpcClient::new("gauge-test", &config).expect("a client");
+            assert_eq!(open(), Some(0.0), "set at start");
+            client.settle(&client.endpoints[0], false);
+            assert_eq!(open(), Some(0.0), "below the threshold");
+            client.settle(&client.endpoints[0], false);
+            assert_eq!(open(), Some(1.0));
+            client.settle(&client.endpoints[1], false);
+            client.settle(&client.endpoints[1], false);
+            assert_eq!(open(), Some(2.0), "every URL open");
+            client.settle(&client.endpoints[0], true);
+            assert_eq!(open(), Some(1.0), "a successful probe closes one");
+        });
+    }
 
     #[test]
     fn batch_reply_out_of_order_with_revert_and_error() {
