@@ -49,17 +49,25 @@ pub async fn publish_webhook_delivery(
 /// Publishes a message, unchanged, to `dead.<original subject>` with why it
 /// died, and waits for JetStream to store it. Only then may the original be
 /// terminated: a dead letter that was not stored would be a silent drop.
+///
+/// `msg_id` is the dead letter's `Nats-Msg-Id`: the original's own (the
+/// envelope id), or something as stable for messages without one. A worker
+/// that dies between storing the dead letter and terminating the original
+/// gets the original again and dead-letters it again; within the duplicate
+/// window that second copy is dropped.
 pub async fn publish_dead_letter(
     js: &Context,
     ns: &Namespace,
     original_subject: &str,
     payload: Bytes,
+    msg_id: &str,
     deliveries: i64,
     reason: &str,
 ) -> Result<(), BusError> {
     let contract_subject = ns.strip(original_subject).unwrap_or(original_subject);
     let subject = ns.subject(&dead_letter_subject(contract_subject));
     let mut hdrs = HeaderMap::new();
+    hdrs.insert(headers::MSG_ID, msg_id);
     hdrs.insert(headers::DEAD_LETTER_ORIGINAL_SUBJECT, original_subject);
     hdrs.insert(
         headers::DEAD_LETTER_DELIVERIES,

@@ -426,6 +426,7 @@ async fn each_process_does_its_own_work_with_its_own_user() {
                 &ns,
                 &message.subject,
                 message.payload.clone(),
+                &format!("dead-{}", message.subject),
                 1,
                 "test",
             )

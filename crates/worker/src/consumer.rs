@@ -805,11 +805,20 @@ async fn settle(
                     (r.clone(), "permanent")
                 }
             };
+            // The original's id (the envelope id the gateway published it
+            // under), or its place in its stream: the same on redelivery.
+            let msg_id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(wire::subjects::headers::MSG_ID))
+                .map(|id| id.as_str().to_owned())
+                .unwrap_or_else(|| format!("{subject}#{}", delivery.stream_sequence));
             match bus::publish_dead_letter(
                 js,
                 config.namespace(),
                 subject,
                 message.payload.clone(),
+                &msg_id,
                 delivered,
                 &reason,
             )
