@@ -129,4 +129,16 @@ fn describe() {
     describe_counter!(SHARD_IDENTIFIES, "New sessions (READY received)");
     describe_counter!(SHARD_ERRORS, "Errors reading from a shard, by kind");
     describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up");
+    describe_counter!(
+        SESSION_CHECKPOINT_FAILURES,
+        "Sessions that could not be stored while running (a crash would then identify afresh)"
+    );
+    describe_counter!(
+        MEMBER_REQUESTS,
+        "Request Guild Members sent (a guild's member list asked for), by shard"
+    );
+    describe_counter!(
+        MEMBER_REQUESTS_ABANDONED,
+        "Member requests given up after Discord refused them as rate limited, by shard"
+    );
 }

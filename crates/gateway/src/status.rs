@@ -66,6 +66,13 @@ pub struct Readiness {
 impl Status {
     pub fn new(shard_ids: impl Iterator<Item = u32> + Clone) -> Self {
         let first_shard = shard_ids.clone().min().unwrap_or(0);
+        // Every owned shard has a series from the start: one that never
+        // connects must show as disconnected, not be missing (an alert on
+        // the state could not see it).
+        for shard_id in shard_ids.clone() {
+            metrics::gauge!(crate::metrics::SHARD_STATE, "shard" => shard_id.to_string())
+                .set(f64::from(ShardPhase::Disconnected as u8));
+        }
         let count = shard_ids.count();
         Self {
             first_shard,
