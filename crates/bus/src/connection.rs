@@ -183,8 +183,11 @@ impl NatsSettings {
                 "connecting to NATS without credentials: NATS_USER/NATS_PASSWORD and NATS_TOKEN are not set"
             );
         }
+        // async-nats reads one string as one address: a cluster's list must
+        // reach it as a list, or a comma makes the URL unparseable.
+        let servers: Vec<&str> = self.url.split(',').map(str::trim).collect();
         options
-            .connect(self.url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| {
                 let refused = e.kind() == ConnectErrorKind::AuthorizationViolation;

@@ -16,11 +16,11 @@ use wire::{subjects, Envelope, GuildId, Payload};
 
 const TOKEN: &str = "aW50ZXJhY3Rpb24tdG9rZW4tdGhhdC1tdXN0LW5vdC1sZWFr";
 
-/// A provisioned community (guild 4242), the streams of a namespace of the
-/// test's own, and the environment the verbs run with.
-
+/// Each dead letter a test stores is a message of its own.
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// A provisioned community (guild 4242), the streams of a namespace of the
+/// test's own, and the environment the verbs run with.
 struct World {
     db: TestDb,
     tenant: store::TenantId,
@@ -88,7 +88,6 @@ impl World {
             ns,
             &ns.subject(original),
             payload.into(),
-            // Each dead letter of a test is a message of its own.
             &format!(
                 "dead-{}",
                 NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)

@@ -5,6 +5,9 @@
 //! - [`nats`]: a private nats-server per test, a namespace of the test's own
 //!   on the shared one (deleted with the value), and reading a stream back;
 //!   both with a NATS user per process, as in production ([`nats::NatsAccess`]);
+//! - [`nats_cluster`]: a clustered JetStream on loopback whose nodes a test
+//!   kills and restarts, with waits for the cluster and its replicas to be
+//!   whole again;
 //! - [`mod@eventually`]: awaiting a condition, failing with what was awaited;
 //! - [`drained`]: waiting until the durable consumers have nothing pending,
 //!   so a test that proves "no second effect" looks only after every copy
@@ -24,6 +27,7 @@ pub mod eventually;
 pub mod fixtures;
 pub mod http;
 pub mod nats;
+pub mod nats_cluster;
 pub mod sim;
 
 pub use db::{connect, workspace_root, StackEnv, TestDb};

@@ -23,7 +23,8 @@ use async_nats::jetstream;
 use bus::authorization::{Authorization, Scope};
 use bus::{Auth, Namespace, NatsSettings, Process};
 
-/// How to reach one NATS server and log in as each process.
+/// How to reach NATS (one server, or every node of a cluster) and log in
+/// as each process.
 #[derive(Clone)]
 pub struct NatsAccess {
     url: String,
@@ -68,7 +69,8 @@ impl NatsAccess {
         }
     }
 
-    /// The server's URL, without credentials.
+    /// The server's URL (a cluster's: every node's, comma-separated),
+    /// without credentials.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -126,11 +128,13 @@ impl NatsAccess {
 
 /// A nats-server child process; killed on drop.
 pub struct NatsServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    passwords: BTreeMap<Process, String>,
+    node: Node,
+    passwords: Passwords,
 }
+
+/// Each process's password, as the servers' environment hands it to the
+/// generated authorization.
+pub(crate) type Passwords = BTreeMap<Process, String>;
 
 fn binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
@@ -145,10 +149,19 @@ fn binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports: each listener is held until all are chosen, or
+/// the system could hand the same port out twice.
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound port").port())
+        .collect()
 }
 
 const CONFIG: &str = "nats.conf";
@@ -156,20 +169,45 @@ const AUTHORIZATION: &str = "authorization.conf";
 const LOG: &str = "nats.log";
 const STDERR: &str = "nats.stderr";
 
-impl NatsServer {
-    /// A server with the users and permissions of the local stack: every
-    /// namespace ([`Scope::Any`]).
-    pub fn start() -> Self {
-        Self::start_with(&Authorization::new(Scope::Any))
-    }
+/// A fresh random password per process.
+pub(crate) fn fresh_passwords() -> Passwords {
+    // nats-server reads a variable's value as a configuration value:
+    // one that starts with a digit would be taken for a number.
+    Process::ALL
+        .into_iter()
+        .map(|p| (p, format!("p{:032x}", rand::random::<u128>())))
+        .collect()
+}
 
-    /// A server with the users and permissions `authorization` generates,
-    /// each user with a fresh random password.
-    pub fn start_with(authorization: &Authorization) -> Self {
+/// `url` (one server or a comma-separated list) with every process's login.
+pub(crate) fn access_with(url: String, passwords: &Passwords) -> NatsAccess {
+    NatsAccess::new(
+        url,
+        passwords
+            .iter()
+            .map(|(p, pw)| (*p, (p.name().to_owned(), pw.clone())))
+            .collect(),
+    )
+}
+
+/// One nats-server in a directory of its own (configuration, store, log),
+/// on a port of its own, with the users and permissions `gatehouse
+/// nats-config` generates. A restart finds its port and store again.
+pub(crate) struct Node {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// A node not yet started, to listen for clients on `port`; `config`
+    /// is the rest of its configuration (server name, cluster), written
+    /// above the included authorization.
+    pub(crate) fn new(port: u16, authorization: &Authorization, config: &str) -> Node {
         let dir = tempfile::tempdir().expect("temp dir for JetStream");
         std::fs::write(
             dir.path().join(CONFIG),
-            format!("# A private test server.\ninclude ./{AUTHORIZATION}\n"),
+            format!("{config}include ./{AUTHORIZATION}\n"),
         )
         .expect("writing the server's configuration");
         std::fs::write(
@@ -177,46 +215,28 @@ impl NatsServer {
             bus::authorization::render(authorization),
         )
         .expect("writing the server's authorization");
-        // nats-server reads a variable's value as a configuration value:
-        // one that starts with a digit would be taken for a number.
-        let passwords = Process::ALL
-            .into_iter()
-            .map(|p| (p, format!("p{:032x}", rand::random::<u128>())))
-            .collect();
-        let mut server = Self {
-            port: free_port(),
+        Node {
+            port,
             dir,
             child: None,
-            passwords,
-        };
-        server.resume();
-        server
+        }
     }
 
-    /// The URL, without credentials.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// The URL and every process's login.
-    pub fn access(&self) -> NatsAccess {
-        NatsAccess::new(
-            self.url(),
-            self.passwords
-                .iter()
-                .map(|(p, pw)| (*p, (p.name().to_owned(), pw.clone())))
-                .collect(),
-        )
+    pub(crate) fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
-    /// What the server has logged so far (permission violations among it).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let read = |name| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         read(STDERR) + &read(LOG)
     }
 
-    /// Starts the server again on the same port and store directory.
-    pub fn resume(&mut self) {
+    /// Starts the server and waits until it accepts connections.
+    pub(crate) fn start(&mut self, passwords: &Passwords) {
         assert!(self.child.is_none(), "already running");
         let bin = binary();
         let child = Command::new(&bin)
@@ -230,7 +250,7 @@ impl NatsServer {
             .arg(self.dir.path().join(LOG))
             // The generated configuration reads each password from here.
             .envs(
-                self.passwords
+                passwords
                     .iter()
                     .map(|(p, pw)| (p.password_variable(), pw.as_str())),
             )
@@ -263,7 +283,7 @@ impl NatsServer {
     }
 
     /// Kills the server (abruptly, as a crash would).
-    pub fn stop(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -271,9 +291,53 @@ impl NatsServer {
     }
 }
 
-impl Drop for NatsServer {
+impl Drop for Node {
     fn drop(&mut self) {
-        self.stop();
+        self.kill();
+    }
+}
+
+impl NatsServer {
+    /// A server with the users and permissions of the local stack: every
+    /// namespace ([`Scope::Any`]).
+    pub fn start() -> Self {
+        Self::start_with(&Authorization::new(Scope::Any))
+    }
+
+    /// A server with the users and permissions `authorization` generates,
+    /// each user with a fresh random password.
+    pub fn start_with(authorization: &Authorization) -> Self {
+        let mut server = Self {
+            node: Node::new(free_port(), authorization, "# A private test server.\n"),
+            passwords: fresh_passwords(),
+        };
+        server.resume();
+        server
+    }
+
+    /// The URL, without credentials.
+    pub fn url(&self) -> String {
+        self.node.url()
+    }
+
+    /// The URL and every process's login.
+    pub fn access(&self) -> NatsAccess {
+        access_with(self.url(), &self.passwords)
+    }
+
+    /// What the server has logged so far (permission violations among it).
+    pub fn log(&self) -> String {
+        self.node.log()
+    }
+
+    /// Starts the server again on the same port and store directory.
+    pub fn resume(&mut self) {
+        self.node.start(&self.passwords);
+    }
+
+    /// Kills the server (abruptly, as a crash would).
+    pub fn stop(&mut self) {
+        self.node.kill();
     }
 }
 

@@ -811,8 +811,10 @@ async fn settle(
                 .headers
                 .as_ref()
                 .and_then(|h| h.get(wire::subjects::headers::MSG_ID))
-                .map(|id| id.as_str().to_owned())
-                .unwrap_or_else(|| format!("{subject}#{}", delivery.stream_sequence));
+                .map_or_else(
+                    || format!("{subject}#{}", delivery.stream_sequence),
+                    |id| id.as_str().to_owned(),
+                );
             match bus::publish_dead_letter(
                 js,
                 config.namespace(),
