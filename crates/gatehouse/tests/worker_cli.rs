@@ -97,6 +97,55 @@ async fn sigterm_finishes_in_flight_work_and_the_next_process_loses_nothing() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_line_about_a_message_carries_its_envelope_id() {
+    let h = Harness::new("cli_worker_envelope_id").await;
+    // Undecodable, so it is dead-lettered at once with a warning; published
+    // under an id as the gateway publishes every event.
+    let id = "0b5ad3c2-envelope-id-in-the-logs";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::subjects::headers::MSG_ID, id);
+    h.nats
+        .js
+        .publish_with_headers(
+            h.nats.ns.subject(wire::subjects::MEMBER_JOIN),
+            headers,
+            "{not json".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut child = worker(&h);
+    testkit::eventually("the message to be dead-lettered", WAIT, || async {
+        !h.dead_letters().await.is_empty()
+    })
+    .await;
+    let pid = child.id().expect("running").to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+    let mut logs = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut logs).await;
+    }
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut logs).await;
+    }
+    let line = logs
+        .lines()
+        .find(|l| l.contains("dead-lettered"))
+        .unwrap_or_else(|| panic!("no dead-letter line: {logs}"));
+    let json: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(
+        json["span"]["envelope_id"], id,
+        "the line does not name the envelope it is about: {line}"
+    );
+}
+
 /// Publishes as the gateway does: the envelope id as Nats-Msg-Id.
 async fn publish(
     js: &async_nats::jetstream::Context,

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::fair_queue::FairQueue;
 use crate::telemetry;
@@ -700,6 +701,7 @@ async fn process<H: HandleMessage>(
     for ((held, subject, delivered, delivery), outcome) in started.into_iter().zip(outcomes) {
         let (_, kind) = telemetry::labels(config.namespace(), &subject);
         metrics::histogram!(telemetry::HANDLER_SECONDS, "subject" => kind).record(took);
+        let span = message_span(&held.message, &subject, delivery);
         settle(
             held.message,
             &subject,
@@ -709,9 +711,34 @@ async fn process<H: HandleMessage>(
             js,
             config,
         )
+        .instrument(span)
         .await;
         drop(held.slot);
     }
+}
+
+/// The `Nats-Msg-Id` a message was published under: for Discord events the
+/// envelope's id, for checks and webhook jobs their own.
+fn envelope_id(message: &jetstream::Message) -> Option<&str> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(wire::subjects::headers::MSG_ID))
+        .map(|id| id.as_str())
+}
+
+/// The span every log line about one message is written in: its envelope
+/// id (the `Nats-Msg-Id` the gateway published it under, which is the
+/// envelope's `id`), so a worker's line can be tied to the gateway event
+/// that caused it.
+fn message_span(message: &jetstream::Message, subject: &str, delivery: Delivery) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        envelope_id = envelope_id(message).unwrap_or(""),
+        subject,
+        stream_seq = delivery.stream_sequence,
+        attempt = delivery.attempt
+    )
 }
 
 /// Handles a run's messages: alone, or as a batch that falls back to one
@@ -725,32 +752,53 @@ async fn handle_run<H: HandleMessage>(
         [(held, subject, _, delivery)] => vec![
             handlers
                 .handle_message(subject, &held.message.payload, delivery)
+                .instrument(message_span(&held.message, subject, *delivery))
                 .await,
         ],
         batch => {
-            let batch: Vec<(&str, &[u8], Delivery)> = batch
+            // A batch is one community's: its lines name the envelope ids
+            // it starts and ends with, and each message handled alone after
+            // a failed batch gets its own span.
+            let span = tracing::info_span!(
+                "batch",
+                messages = batch.len(),
+                first_envelope_id = batch
+                    .first()
+                    .and_then(|(held, ..)| envelope_id(&held.message))
+                    .unwrap_or(""),
+                last_envelope_id = batch
+                    .last()
+                    .and_then(|(held, ..)| envelope_id(&held.message))
+                    .unwrap_or("")
+            );
+            let together: Vec<(&str, &[u8], Delivery)> = batch
                 .iter()
                 .map(|(held, subject, _, delivery)| {
                     (subject.as_str(), &held.message.payload[..], *delivery)
                 })
                 .collect();
-            match handlers.handle_batch(&batch).await {
-                Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+            match handlers.handle_batch(&together).instrument(span).await {
+                Ok(()) => together.iter().map(|_| Ok(())).collect(),
                 // A bad message fails the whole batch: handled again one at
                 // a time, it fails (and is dead-lettered) alone.
                 Err(HandlerError::Permanent(reason)) => {
                     metrics::counter!("worker_batches_split_total").increment(1);
                     tracing::debug!(messages = batch.len(), %reason, "a batch failed; handling its messages one by one");
                     let mut outcomes = Vec::with_capacity(batch.len());
-                    for (subject, payload, delivery) in &batch {
-                        outcomes.push(handlers.handle_message(subject, payload, delivery).await);
+                    for (held, subject, _, delivery) in batch {
+                        outcomes.push(
+                            handlers
+                                .handle_message(subject, &held.message.payload, delivery)
+                                .instrument(message_span(&held.message, subject, *delivery))
+                                .await,
+                        );
                     }
                     outcomes
                 }
                 // One that may succeed later (the database down, a guild not
                 // provisioned yet) is retried whole: one at a time, each
                 // would only wait for the same dependency in turn.
-                Err(retry) => batch.iter().map(|_| Err(retry.clone())).collect(),
+                Err(retry) => together.iter().map(|_| Err(retry.clone())).collect(),
             }
         }
     }
@@ -807,14 +855,10 @@ async fn settle(
             };
             // The original's id (the envelope id the gateway published it
             // under), or its place in its stream: the same on redelivery.
-            let msg_id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(wire::subjects::headers::MSG_ID))
-                .map_or_else(
-                    || format!("{subject}#{}", delivery.stream_sequence),
-                    |id| id.as_str().to_owned(),
-                );
+            let msg_id = envelope_id(&message).map_or_else(
+                || format!("{subject}#{}", delivery.stream_sequence),
+                str::to_owned,
+            );
             match bus::publish_dead_letter(
                 js,
                 config.namespace(),
