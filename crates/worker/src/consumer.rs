@@ -724,7 +724,7 @@ fn envelope_id(message: &jetstream::Message) -> Option<&str> {
         .headers
         .as_ref()
         .and_then(|h| h.get(wire::subjects::headers::MSG_ID))
-        .map(|id| id.as_str())
+        .map(async_nats::HeaderValue::as_str)
 }
 
 /// The span every log line about one message is written in: its envelope
