@@ -98,13 +98,15 @@ async fn sigterm_finishes_in_flight_work_and_the_next_process_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_line_about_a_message_carries_its_envelope_id() {
+async fn a_log_line_about_a_message_carries_its_envelope_id_and_trace() {
     let h = Harness::new("cli_worker_envelope_id").await;
     // Undecodable, so it is dead-lettered at once with a warning; published
     // under an id as the gateway publishes every event.
-    let id = "0b5ad3c2-envelope-id-in-the-logs";
+    let id = "0b5ad3c2-6f1e-5a7b-9c8d-4e3f2a1b0c9d";
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::subjects::headers::MSG_ID, id);
+    let traceparent = wire::trace::traceparent(id).expect("a UUID");
+    headers.insert(wire::trace::HEADER, traceparent.as_str());
     h.nats
         .js
         .publish_with_headers(
@@ -143,6 +145,10 @@ async fn a_log_line_about_a_message_carries_its_envelope_id() {
     assert_eq!(
         json["span"]["envelope_id"], id,
         "the line does not name the envelope it is about: {line}"
+    );
+    assert_eq!(
+        json["span"]["trace_id"], "0b5ad3c26f1e5a7b9c8d4e3f2a1b0c9d",
+        "the line does not continue the gateway's trace: {line}"
     );
 }
 

@@ -197,13 +197,15 @@ impl Publisher {
     }
 
     async fn send(&self, job: &Job) -> Result<PublishAckFuture, PublishError> {
+        let mut message = PublishMessage::build()
+            .payload(job.body.clone())
+            .message_id(job.id.as_str());
+        // The workers continue the event's trace from here (see wire::trace).
+        if let Some(traceparent) = wire::trace::traceparent(&job.id) {
+            message = message.header(wire::trace::HEADER, traceparent.as_str());
+        }
         self.jetstream
-            .send_publish(
-                job.subject.clone(),
-                PublishMessage::build()
-                    .payload(job.body.clone())
-                    .message_id(job.id.as_str()),
-            )
+            .send_publish(job.subject.clone(), message)
             .await
     }
 

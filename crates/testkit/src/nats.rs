@@ -438,6 +438,8 @@ impl Drop for NatsScope {
 pub struct Stored {
     pub subject: String,
     pub msg_id: Option<String>,
+    /// The W3C trace context header, if the publisher set one.
+    pub traceparent: Option<String>,
     pub envelope: wire::Envelope,
 }
 
@@ -460,9 +462,14 @@ pub async fn read_stream(nats: &NatsAccess, stream: &str) -> Vec<Stored> {
             .headers
             .get(wire::subjects::headers::MSG_ID)
             .map(|v| v.as_str().to_owned());
+        let traceparent = message
+            .headers
+            .get(wire::trace::HEADER)
+            .map(|v| v.as_str().to_owned());
         out.push(Stored {
             subject: message.subject.to_string(),
             msg_id,
+            traceparent,
             envelope: wire::Envelope::from_json(&message.payload).expect("an envelope"),
         });
     }

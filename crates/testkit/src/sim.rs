@@ -142,6 +142,13 @@ pub async fn assert_exactly_once(
             Some(s.envelope.id.as_str()),
             "Nats-Msg-Id"
         );
+        // The gateway starts each event's trace, keyed by its id.
+        assert_eq!(
+            s.traceparent,
+            wire::trace::traceparent(s.envelope.id.as_str()),
+            "traceparent of {}",
+            s.envelope.id
+        );
         let subject = s.envelope.subject().expect("a known type");
         assert_eq!(s.subject, format!("{subject_prefix}{subject}"));
     }

@@ -12,6 +12,7 @@ mod id;
 pub mod message;
 pub mod payload;
 pub mod subjects;
+pub mod trace;
 pub mod webhook;
 
 pub use envelope::{Envelope, EventType, Payload, VERSION};

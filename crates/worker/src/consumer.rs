@@ -732,9 +732,16 @@ fn envelope_id(message: &jetstream::Message) -> Option<&str> {
 /// envelope's `id`), so a worker's line can be tied to the gateway event
 /// that caused it.
 fn message_span(message: &jetstream::Message, subject: &str, delivery: Delivery) -> tracing::Span {
+    // The trace the gateway started for the event (W3C trace context).
+    let trace_id = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(wire::trace::HEADER))
+        .and_then(|v| wire::trace::trace_id(v.as_str()));
     tracing::info_span!(
         "message",
         envelope_id = envelope_id(message).unwrap_or(""),
+        trace_id = trace_id.unwrap_or(""),
         subject,
         stream_seq = delivery.stream_sequence,
         attempt = delivery.attempt
