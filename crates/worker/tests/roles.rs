@@ -251,10 +251,23 @@ async fn holders_get_the_role_a_drop_removes_it_and_an_outage_removes_nothing() 
     // The role no rule manages was never touched.
     assert!(m2.contains(&unmanaged_a));
     assert!(roles_of(&sim, ga, members_a[2]).contains(&unmanaged_a));
+    // The removal is audited with the check's decisions, in the write that
+    // follows Discord's answer: awaited, not read at the moment the role
+    // left the simulator.
+    assert_eq!(
+        h.wait_for_count(
+            "SELECT count(*) FROM audit_logs WHERE action = 'role.removed'",
+            1
+        )
+        .await,
+        1
+    );
+    h.drained().await;
     assert_eq!(
         h.count("SELECT count(*) FROM audit_logs WHERE action = 'role.removed'")
             .await,
-        1
+        1,
+        "a removal was audited twice"
     );
     h.stop_worker().await;
     sim.shutdown().await;
