@@ -105,9 +105,12 @@ impl StoreError {
             | StoreError::ConnectTimeout { .. }
             | StoreError::PoolTimeout(_)
             | StoreError::PoolClosed => true,
-            StoreError::Query { source, .. } => {
-                source.is_closed() || source.as_db_error().is_none()
-            }
+            StoreError::Query { source, .. } => match source.as_db_error() {
+                None => true,
+                // The server (or PgBouncer) answered, but to say the session
+                // is gone or cannot be had now, not that the query is wrong.
+                Some(db) => is_connection_state(db.code().code()),
+            },
             _ => false,
         }
     }
@@ -120,4 +123,15 @@ impl StoreError {
             _ => None,
         }
     }
+}
+
+/// SQLSTATEs reporting a connection lost or refused for now: class 08
+/// (connection exception; PgBouncer reports its own failures as 08P01, such
+/// as `server login has been failing, try again later (server_login_retry)`
+/// to every query while PostgreSQL is down), and the server shutting down
+/// or starting up (57P01 admin_shutdown, sent to every session by a fast
+/// stop; 57P02 crash_shutdown; 57P03 cannot_connect_now): the query may
+/// well succeed when tried again.
+fn is_connection_state(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
