@@ -8,6 +8,11 @@
 //! - [`nats_cluster`]: a clustered JetStream on loopback whose nodes a test
 //!   kills and restarts, with waits for the cluster and its replicas to be
 //!   whole again;
+//! - [`pgbouncer`]: a private PgBouncer (the deployed configuration) that a
+//!   test kills and restarts, in front of the stack's PostgreSQL or a
+//!   private one;
+//! - [`postgres`]: a private PostgreSQL cluster, bootstrapped as the stack's,
+//!   that a test stops and restarts;
 //! - [`mod@eventually`]: awaiting a condition, failing with what was awaited;
 //! - [`drained`]: waiting until the durable consumers have nothing pending,
 //!   so a test that proves "no second effect" looks only after every copy
@@ -28,6 +33,9 @@ pub mod fixtures;
 pub mod http;
 pub mod nats;
 pub mod nats_cluster;
+pub mod pgbouncer;
+pub mod postgres;
+mod service_user;
 pub mod sim;
 
 pub use db::{connect, workspace_root, StackEnv, TestDb};

@@ -1,0 +1,481 @@
+//! Issue 13: the database side of "nothing lost". Member events flow from
+//! the simulator through the real gateway and JetStream to the real worker,
+//! whose store reaches PostgreSQL through PgBouncer (transaction pooling);
+//! mid-stream PgBouncer is killed, or PostgreSQL restarted, and started
+//! again. Every event must still be applied exactly once in effect: the
+//! worker's failed transactions are retried, never dead-lettered, and a
+//! commit whose answer was lost is recognised when the event comes again.
+//!
+//! Each test owns what it breaks: a private PgBouncer (and for the second a
+//! private PostgreSQL cluster) and a private NATS server, so the stack's
+//! services, shared by every test running, are never touched.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bus::{Namespace, Process, Topology};
+use discord_sim::{GuildsSpec, SimConfig, TrafficMix, TrafficRun, TrafficSpec};
+use testkit::nats::{stream_len, NatsServer};
+use testkit::pgbouncer::PgBouncer;
+use testkit::postgres::{PgCluster, StopMode};
+use testkit::sim::assert_exactly_once;
+use testkit::TestDb;
+use tokio_util::sync::CancellationToken;
+use wire::EventType;
+
+const TOKEN: &str = "database-restart-token";
+const SHARDS: u32 = 2;
+const GUILDS: usize = 4;
+const EVENTS: u64 = 3_000;
+/// Six seconds of traffic: long enough for an outage to fall inside it
+/// with events on both sides, short enough for a 2-core machine.
+const RATE: f64 = 500.0;
+/// Events JetStream must accept while the database path is down: proof
+/// that the outage lasted while events kept coming, so some were in flight
+/// (accepted, not yet applied) when it ended.
+const DURING_OUTAGE: u64 = 250;
+/// For anything that depends on the services recovering.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Both tests load both cores (simulator, gateway, worker, PostgreSQL);
+/// side by side each would take twice as long, and where in the traffic
+/// the outage lands would be left to chance.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_apply_exactly_once_across_a_crash_of_pgbouncer() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    show_logs();
+    let db = TestDb::create("pgbouncer_crash").await;
+    let mut bouncer = PgBouncer::start().await;
+    let run = Pipeline::start(bouncer.store(&db, 8).await).await;
+    run.provisioned(&db).await;
+    let traffic = run.traffic();
+
+    run.applied_at_least(&db, EVENTS / 3).await;
+    let before = stream_len(&run.nats.access(), "EVENTS").await;
+    // Every connection the worker holds breaks, mid-transaction for some
+    // (a COMMIT may be applied with its answer lost); new ones are refused
+    // until PgBouncer is back.
+    bouncer.kill().await;
+    run.stored_at_least(before + DURING_OUTAGE, "with PgBouncer down")
+        .await;
+    assert_traffic_continues(&traffic);
+    bouncer.restart().await;
+
+    run.finish(&db, traffic).await;
+    // The worker tried events while PgBouncer was down (they kept coming):
+    // each refused one was handed back and came again.
+    assert!(
+        run.redeliveries().await > 0,
+        "no event was delivered twice: the crash did not touch the worker\n{}",
+        bouncer.log()
+    );
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_apply_exactly_once_across_a_restart_of_postgres() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    show_logs();
+    let postgres = PgCluster::start().await;
+    let db = postgres.create_db("postgres_restart").await;
+    // PgBouncer's default `server_login_retry` (15 s; the deployed file
+    // keeps it) would refuse or hold every query for up to 15 s after
+    // PostgreSQL is back. Its refusals are what this test is about, not
+    // sitting them out: 1 s brings the same errors in a shorter window.
+    let bouncer = PgBouncer::start_with(
+        postgres.port(),
+        &postgres.env().app_password,
+        &[("server_login_retry", "1")],
+    )
+    .await;
+    let run = Pipeline::start(bouncer.store(&db, 8).await).await;
+    run.provisioned(&db).await;
+    let started_at = postmaster_start(&db).await;
+    let traffic = run.traffic();
+
+    run.applied_at_least(&db, EVENTS / 3).await;
+    let before = stream_len(&run.nats.access(), "EVENTS").await;
+    // A fast stop ends every session (57P01), rolling back what was in
+    // flight; PgBouncer stays up, and until the start its logins fail.
+    postgres.stop(StopMode::Fast).await;
+    run.stored_at_least(before + DURING_OUTAGE, "with PostgreSQL down")
+        .await;
+    assert_traffic_continues(&traffic);
+    postgres.start_server().await;
+    assert_ne!(
+        postmaster_start(&db).await,
+        started_at,
+        "PostgreSQL did not restart:\n{}",
+        postgres.log()
+    );
+
+    run.finish(&db, traffic).await;
+    run.stop().await;
+}
+
+/// `RUST_LOG=worker=info` shows every retry with its reason: what to read
+/// when a run fails. Without it, errors only.
+fn show_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// When the server process started: a restart changes it.
+async fn postmaster_start(db: &TestDb) -> String {
+    db.admin()
+        .await
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .expect("reading the postmaster's start time")
+        .get(0)
+}
+
+/// The traffic has events left to send: the database comes back while
+/// events still arrive, not only to a backlog.
+fn assert_traffic_continues(traffic: &TrafficRun) {
+    assert!(
+        traffic.progress.emitted.load(Ordering::Relaxed) < EVENTS,
+        "the traffic ended before the database came back; the restart would prove less"
+    );
+}
+
+/// The simulator, the gateway, a private NATS and the worker, wired as in
+/// production.
+struct Pipeline {
+    nats: NatsServer,
+    sim: discord_sim::Simulator,
+    guilds: Vec<wire::GuildId>,
+    topology: Topology,
+    gateway: gateway::Gateway,
+    worker: tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
+    shutdown: CancellationToken,
+}
+
+impl Pipeline {
+    async fn start(store: store::Store) -> Pipeline {
+        let nats = NatsServer::start();
+        let topology = Topology::new(Namespace::root()).with_max_age(Duration::from_secs(3600));
+        let sim = testkit::sim::start(SimConfig {
+            // Every frame of both shards stays inspectable for the final check.
+            transcript_limit: 50_000,
+            ..testkit::sim::fast_config(TOKEN)
+        })
+        .await;
+        let guilds = sim.control().create_guilds(&GuildsSpec {
+            count: GUILDS,
+            members_per_guild: 0,
+            roles_per_guild: 3,
+        });
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(worker::run(
+            worker_config(&topology),
+            nats.access().jetstream(Process::Worker).await,
+            store,
+            None,
+            shutdown.clone(),
+        ));
+        let gateway = start_gateway(&sim, &nats, &topology).await;
+        Pipeline {
+            nats,
+            sim,
+            guilds,
+            topology,
+            gateway,
+            worker,
+            shutdown,
+        }
+    }
+
+    /// Every guild became a community: the worker reaches the database.
+    async fn provisioned(&self, db: &TestDb) {
+        let communities = db
+            .wait_for_count("SELECT count(*) FROM communities", GUILDS as i64, WAIT)
+            .await;
+        assert_eq!(communities, GUILDS as i64, "communities provisioned");
+    }
+
+    fn traffic(&self) -> TrafficRun {
+        self.sim.control().start_traffic(TrafficSpec {
+            events: EVENTS,
+            rate_per_second: Some(RATE),
+            mix: TrafficMix {
+                member_join: 3,
+                member_leave: 1,
+                member_update: 4,
+                interaction: 0,
+            },
+            guilds: self.guilds.clone(),
+            seed: 13,
+            ..TrafficSpec::default()
+        })
+    }
+
+    /// Waits until `member_events` of the traffic are applied (claimed in
+    /// `processed_events`, besides the guild joins).
+    async fn applied_at_least(&self, db: &TestDb, member_events: u64) {
+        let want = GUILDS as i64 + member_events as i64;
+        testkit::eventually(
+            &format!("{member_events} member events applied"),
+            WAIT,
+            || async { db.count("SELECT count(*) FROM processed_events").await >= want },
+        )
+        .await;
+    }
+
+    async fn stored_at_least(&self, events: u64, while_: &str) {
+        let access = self.nats.access();
+        testkit::eventually(
+            &format!("{events} events in EVENTS {while_}"),
+            WAIT,
+            || async { stream_len(&access, "EVENTS").await >= events },
+        )
+        .await;
+    }
+
+    /// Lets the traffic end, then checks that every event reached JetStream
+    /// once and the database exactly once in effect.
+    async fn finish(&self, db: &TestDb, traffic: TrafficRun) {
+        let report = traffic.wait().await;
+        assert_eq!(report.emitted, EVENTS);
+        let nats = self.nats.access();
+
+        // (a) JetStream holds every event the simulator sent, once.
+        let stored = assert_exactly_once(&self.sim, &nats, "EVENTS", 0..SHARDS, "").await;
+        let kinds: HashSet<_> = stored.iter().map(|s| s.envelope.event_type()).collect();
+        // Each of these is claimed in `processed_events` in the transaction
+        // of its effect; another kind would need a check of its own.
+        let claimed = [
+            EventType::GuildJoin,
+            EventType::MemberJoin,
+            EventType::MemberUpdate,
+            EventType::MemberLeave,
+            EventType::MembersChunk,
+        ];
+        assert!(
+            kinds
+                .iter()
+                .all(|k| k.is_some_and(|k| claimed.contains(&k))),
+            "unexpected kinds of event: {kinds:?}"
+        );
+        let member_events = stored
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.envelope.event_type(),
+                    Some(EventType::MemberJoin | EventType::MemberUpdate | EventType::MemberLeave)
+                )
+            })
+            .count();
+        // The guilds started empty: every member event is one of the traffic's.
+        assert_eq!(member_events as u64, EVENTS, "member events stored");
+
+        // (b) The worker applied each exactly once in effect: its id claimed
+        // once, in the transaction of the effect ...
+        db.wait_for_count(
+            "SELECT count(*) FROM processed_events",
+            stored.len() as i64,
+            WAIT,
+        )
+        .await;
+        testkit::drained(
+            &nats.jetstream(Process::Admin).await,
+            &self.topology.namespace,
+            WAIT,
+        )
+        .await;
+        let processed: Vec<String> = db
+            .column("SELECT event_id FROM processed_events ORDER BY event_id")
+            .await;
+        let unique: BTreeSet<&String> = processed.iter().collect();
+        assert_eq!(unique.len(), processed.len(), "an id processed twice");
+        let expected: BTreeSet<String> = stored.iter().map(|s| s.envelope.id.to_string()).collect();
+        let missing: Vec<_> = expected.iter().filter(|id| !unique.contains(id)).collect();
+        let extra: Vec<_> = unique
+            .iter()
+            .filter(|id| !expected.contains(**id))
+            .collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "processed_events differs from EVENTS: {} missing {missing:?}; {} unexpected {extra:?}; dead letters: {:#?}",
+            missing.len(),
+            extra.len(),
+            dead_letters(&nats).await
+        );
+        // ... no effect recorded twice ...
+        let audited_twice = db
+            .count(
+                "SELECT count(*) FROM (SELECT metadata ->> 'event_id' FROM audit_logs
+                  WHERE metadata ? 'event_id' GROUP BY 1 HAVING count(*) > 1) twice",
+            )
+            .await;
+        assert_eq!(audited_twice, 0, "an event was audited twice");
+        // ... none given up on ...
+        let dead = dead_letters(&nats).await;
+        assert!(dead.is_empty(), "{} dead letters: {dead:#?}", dead.len());
+        // ... and the members are what Discord says they are.
+        assert_members_match(db, &self.sim, &self.guilds).await;
+    }
+
+    /// Deliveries of EVENTS beyond the first of each message: events whose
+    /// handling failed and that JetStream handed out again.
+    async fn redeliveries(&self) -> u64 {
+        let js = self.nats.access().jetstream(Process::Admin).await;
+        let durable = worker_config(&self.topology)
+            .consumer()
+            .durable_name(&self.topology.namespace, &wire::subjects::EVENTS);
+        let info = js
+            .get_stream("EVENTS")
+            .await
+            .expect("the EVENTS stream")
+            .consumer_info(&durable)
+            .await
+            .expect("the worker's consumer");
+        info.delivered.consumer_sequence - info.delivered.stream_sequence
+    }
+
+    async fn stop(self) {
+        let summary = self
+            .gateway
+            .shutdown()
+            .await
+            .expect("the gateway stops cleanly");
+        assert_eq!(summary.publish.abandoned, 0);
+        self.shutdown.cancel();
+        self.worker
+            .await
+            .expect("the worker task")
+            .expect("the worker stops cleanly");
+        self.sim.shutdown().await;
+    }
+}
+
+/// Each dead letter's event id and the reason the worker gave up on it.
+async fn dead_letters(nats: &testkit::nats::NatsAccess) -> Vec<(String, String)> {
+    let js = nats.jetstream(Process::Admin).await;
+    let mut stream = js
+        .get_stream("DEAD_LETTER")
+        .await
+        .expect("the DEAD_LETTER stream");
+    let state = stream
+        .info()
+        .await
+        .expect("DEAD_LETTER's info")
+        .state
+        .clone();
+    let mut found = Vec::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        let Ok(message) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let header = |name: &str| {
+            message
+                .headers
+                .get(name)
+                .map_or_else(String::new, |v| v.as_str().to_owned())
+        };
+        found.push((
+            header(wire::subjects::headers::MSG_ID),
+            header(wire::subjects::headers::DEAD_LETTER_REASON),
+        ));
+    }
+    found
+}
+
+/// The worker's own retry policy (backoff, attempts, ack wait): an outage
+/// it does not ride out with these would dead-letter in production too.
+fn worker_config(topology: &Topology) -> worker::WorkerConfig {
+    worker::WorkerConfig {
+        topology: topology.clone(),
+        concurrency: 8,
+        ..worker::WorkerConfig::default()
+    }
+}
+
+async fn start_gateway(
+    sim: &discord_sim::Simulator,
+    nats: &NatsServer,
+    topology: &Topology,
+) -> gateway::Gateway {
+    let settings = gateway::Settings {
+        discord_token: Some(gateway::Token::new(TOKEN)),
+        shards: Some(format!("0-{}", SHARDS - 1)),
+        total_shards: Some(SHARDS.to_string()),
+        discord_gateway_url: Some(sim.gateway_url()),
+        discord_api_url: Some(sim.api_url()),
+        identify_queue: Some("unlimited".into()),
+        nats_url: Some(nats.url().into()),
+        http_addr: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    };
+    let mut config = gateway::GatewayConfig::from_settings(settings).expect("a valid config");
+    config.topology = topology.clone();
+    config.nats = nats.access().settings(Process::Gateway);
+    gateway::Gateway::start(config)
+        .await
+        .expect("the gateway starts")
+}
+
+/// Each guild's profiles against the simulator's members: the present ones
+/// with their roles, and every other profile marked as left.
+async fn assert_members_match(db: &TestDb, sim: &discord_sim::Simulator, guilds: &[wire::GuildId]) {
+    type Members = BTreeMap<(i64, i64), Vec<i64>>;
+    let mut in_discord = Members::new();
+    for &guild in guilds {
+        for member in sim.control().members(guild).expect("the guild's members") {
+            let mut roles: Vec<i64> = member.roles.iter().map(|r| r.get() as i64).collect();
+            roles.sort_unstable();
+            in_discord.insert((guild.get() as i64, member.user_id.get() as i64), roles);
+        }
+    }
+    let rows = db
+        .admin()
+        .await
+        .query(
+            "SELECT c.discord_guild_id, p.discord_user_id, p.role_ids, p.left_at IS NULL
+               FROM profiles p JOIN communities c ON c.id = p.community_id",
+            &[],
+        )
+        .await
+        .expect("reading the profiles");
+    let mut present = Members::new();
+    let mut left = 0;
+    for row in rows {
+        if row.get::<_, bool>(3) {
+            let mut roles: Vec<i64> = row.get(2);
+            roles.sort_unstable();
+            present.insert((row.get(0), row.get(1)), roles);
+        } else {
+            left += 1;
+            let key = (row.get(0), row.get(1));
+            assert!(
+                !in_discord.contains_key(&key),
+                "{key:?} is a member but its profile says it left"
+            );
+        }
+    }
+    assert!(left > 0, "the traffic had leaves; no profile says so");
+    let missing: Vec<_> = in_discord
+        .keys()
+        .filter(|k| !present.contains_key(k))
+        .collect();
+    let extra: Vec<_> = present
+        .keys()
+        .filter(|k| !in_discord.contains_key(k))
+        .collect();
+    let wrong_roles: Vec<_> = in_discord
+        .iter()
+        .filter(|(k, roles)| present.get(k).is_some_and(|r| r != *roles))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && wrong_roles.is_empty(),
+        "profiles differ from the simulator's members: {} missing {missing:?}, {} extra {extra:?}, {} with other roles {wrong_roles:?}",
+        missing.len(),
+        extra.len(),
+        wrong_roles.len()
+    );
+}
