@@ -413,6 +413,10 @@ impl Deferrals {
     /// for it: another worker may have taken it, and then it never will.
     const RETURN_GRACE: Duration = Duration::from_secs(5);
 
+    /// The longest a deferral on an ordered stream stays away: its
+    /// community's later messages wait for it.
+    const ORDERED_DEFER_MAX: Duration = Duration::from_secs(5);
+
     fn new(slots: usize, together: usize, ordered: bool) -> Self {
         Deferrals {
             by_sequence: HashMap::new(),
@@ -458,11 +462,16 @@ impl Deferrals {
         };
         let rate = self.slots / seconds_each;
         let place = pace.outstanding.div_ceil(self.together) * self.together;
-        let delay = Duration::from_secs_f64(place as f64 / rate).clamp(DEFER_MIN, DEFER_MAX);
+        let mut delay = Duration::from_secs_f64(place as f64 / rate).clamp(DEFER_MIN, DEFER_MAX);
         if let Some(away) = self.away.as_mut() {
-            away.entry(key)
-                .or_default()
-                .insert(sequence, now + delay + Self::RETURN_GRACE);
+            let deferred = away.entry(key).or_default();
+            // In order, a community waits for its first deferral to come
+            // back: a pace measured while its handling was slow (a database
+            // outage) must not keep it away for minutes once it is fast.
+            // (Its later messages are deferred again each time they come
+            // back before it: the cap also bounds that churn.)
+            delay = delay.min(Self::ORDERED_DEFER_MAX);
+            deferred.insert(sequence, now + delay + Self::RETURN_GRACE);
         }
         delay
     }
@@ -928,6 +937,22 @@ mod tests {
         assert!(d.holds_back(&guild(1), 10, now));
         let later = std::time::Instant::now() + delay + Deferrals::RETURN_GRACE;
         assert!(!d.holds_back(&guild(1), 10, later));
+    }
+
+    #[test]
+    fn in_order_a_slow_pace_keeps_a_deferral_away_for_seconds_not_minutes() {
+        // A pace measured during an outage: seconds per message.
+        let mut ordered = Deferrals::new(1, 1, true);
+        ordered.paces.entry(guild(1)).or_default().seconds_each = 30.0;
+        let delay = ordered.add(guild(1), 5);
+        assert!(
+            delay <= Deferrals::ORDERED_DEFER_MAX,
+            "a slow pace kept an ordered community away for {delay:?}"
+        );
+        // Where nothing waits for it, the pace decides.
+        let mut any = Deferrals::new(1, 1, false);
+        any.paces.entry(guild(1)).or_default().seconds_each = 30.0;
+        assert!(any.add(guild(1), 5) > Deferrals::ORDERED_DEFER_MAX);
     }
 
     #[test]
