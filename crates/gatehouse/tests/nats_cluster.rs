@@ -5,7 +5,9 @@
 //! and later restarted. Nothing may be lost or doubled: JetStream holds
 //! each event once, and the worker applied each once in effect.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use bus::{Namespace, Process, Topology};
@@ -61,7 +63,7 @@ async fn ten_thousand_events_apply_exactly_once_across_a_crash_of_the_events_lea
         None,
         shutdown.clone(),
     ));
-    let gateway = start_gateway(&sim, &nats, &topology).await;
+    let gateway = common::start_gateway(&sim, &nats, &topology, TOKEN, SHARDS).await;
     db.wait_for_count("SELECT count(*) FROM communities", GUILDS as i64, WAIT)
         .await;
     // A worker opens this bucket only when it talks to Discord, which this
@@ -194,7 +196,7 @@ async fn ten_thousand_events_apply_exactly_once_across_a_crash_of_the_events_lea
     // ... none given up on ...
     assert_eq!(stream_len(&nats, "DEAD_LETTER").await, 0, "dead letters");
     // ... and the members are what Discord says they are.
-    assert_members_match(&db, &sim, &guilds).await;
+    common::assert_members_match(&db, &sim, &guilds).await;
 
     // The crash was felt where it matters: publishes failed and were
     // retried (with no leader for seconds, some must have).
@@ -235,31 +237,6 @@ fn worker_config(topology: &Topology) -> worker::WorkerConfig {
     }
 }
 
-async fn start_gateway(
-    sim: &discord_sim::Simulator,
-    nats: &NatsAccess,
-    topology: &Topology,
-) -> gateway::Gateway {
-    let settings = gateway::Settings {
-        discord_token: Some(gateway::Token::new(TOKEN)),
-        shards: Some(format!("0-{}", SHARDS - 1)),
-        total_shards: Some(SHARDS.to_string()),
-        discord_gateway_url: Some(sim.gateway_url()),
-        discord_api_url: Some(sim.api_url()),
-        identify_queue: Some("unlimited".into()),
-        nats_url: Some(nats.url().to_owned().into()),
-        http_addr: Some("127.0.0.1:0".into()),
-        ..Default::default()
-    };
-    let mut config = gateway::GatewayConfig::from_settings(settings).expect("a valid config");
-    config.topology = topology.clone();
-    // Every node's URL: the gateway moves to a live one when its own dies.
-    config.nats = nats.settings(Process::Gateway);
-    gateway::Gateway::start(config)
-        .await
-        .expect("the gateway starts")
-}
-
 /// Every stream the processes made, the buckets' included, keeps `replicas`
 /// copies on as many nodes.
 async fn assert_replicated(nats: &NatsAccess, replicas: usize) {
@@ -292,64 +269,4 @@ async fn assert_replicated(nats: &NatsAccess, replicas: usize) {
         let peers = info.cluster.expect("cluster info");
         assert_eq!(peers.replicas.len() + 1, replicas, "{name}: {peers:?}");
     }
-}
-
-/// Each guild's profiles against the simulator's members: the present ones
-/// with their roles, and every other profile marked as left.
-async fn assert_members_match(db: &TestDb, sim: &discord_sim::Simulator, guilds: &[wire::GuildId]) {
-    type Members = BTreeMap<(i64, i64), Vec<i64>>;
-    let mut in_discord = Members::new();
-    for &guild in guilds {
-        for member in sim.control().members(guild).expect("the guild's members") {
-            let mut roles: Vec<i64> = member.roles.iter().map(|r| r.get() as i64).collect();
-            roles.sort_unstable();
-            in_discord.insert((guild.get() as i64, member.user_id.get() as i64), roles);
-        }
-    }
-    let rows = db
-        .admin()
-        .await
-        .query(
-            "SELECT c.discord_guild_id, p.discord_user_id, p.role_ids, p.left_at IS NULL
-               FROM profiles p JOIN communities c ON c.id = p.community_id",
-            &[],
-        )
-        .await
-        .expect("reading the profiles");
-    let mut present = Members::new();
-    let mut left = 0;
-    for row in rows {
-        if row.get::<_, bool>(3) {
-            let mut roles: Vec<i64> = row.get(2);
-            roles.sort_unstable();
-            present.insert((row.get(0), row.get(1)), roles);
-        } else {
-            left += 1;
-            let key = (row.get(0), row.get(1));
-            assert!(
-                !in_discord.contains_key(&key),
-                "{key:?} is a member but its profile says it left"
-            );
-        }
-    }
-    assert!(left > 0, "the traffic had leaves; no profile says so");
-    let missing: Vec<_> = in_discord
-        .keys()
-        .filter(|k| !present.contains_key(k))
-        .collect();
-    let extra: Vec<_> = present
-        .keys()
-        .filter(|k| !in_discord.contains_key(k))
-        .collect();
-    let wrong_roles: Vec<_> = in_discord
-        .iter()
-        .filter(|(k, roles)| present.get(k).is_some_and(|r| r != *roles))
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty() && wrong_roles.is_empty(),
-        "profiles differ from the simulator's members: {} missing {missing:?}, {} extra {extra:?}, {} with other roles {wrong_roles:?}",
-        missing.len(),
-        extra.len(),
-        wrong_roles.len()
-    );
 }
