@@ -14,7 +14,9 @@ pub const HEADER: &str = "traceparent";
 /// if the id is not a UUID (only the gateway's ids are; then no trace).
 pub fn traceparent(envelope_id: &str) -> Option<String> {
     let uuid = uuid::Uuid::try_parse(envelope_id).ok()?;
-    let hex = uuid.simple().to_string();
+    // On the gateway's publish path: encoded on the stack, one allocation.
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let hex: &str = uuid.simple().encode_lower(&mut buf);
     let parent = &hex[16..];
     // All-zero ids are invalid in W3C trace context.
     if uuid.is_nil() || parent.bytes().all(|b| b == b'0') {
