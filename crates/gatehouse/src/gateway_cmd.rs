@@ -27,6 +27,25 @@ pub struct GatewayArgs {
     #[arg(long, env = "SHARDS")]
     pub shards: Option<String>,
 
+    /// This process's pool of shards: POOL_ID × SHARDS_PER_POOL onwards. A
+    /// number, or a pod name ending in -N (a StatefulSet's ordinal).
+    #[arg(long = "pool-id", env = "POOL_ID")]
+    pub pool_id: Option<String>,
+
+    /// Shards per pool [default: 25].
+    #[arg(long = "shards-per-pool", env = "SHARDS_PER_POOL")]
+    pub shards_per_pool: Option<u32>,
+
+    /// Instead of SHARDS or POOL_ID: run up to this many of the bot's
+    /// shards, whichever no other gateway process holds.
+    #[arg(long = "shard-count", env = "SHARD_COUNT")]
+    pub shard_count: Option<u32>,
+
+    /// How long a dead process's shards wait before another process takes
+    /// them over [default: 10s].
+    #[arg(long = "shard-lease-ttl", env = "SHARD_LEASE_TTL")]
+    pub shard_lease_ttl: Option<String>,
+
     /// Total shard count of the bot, or `auto` for Discord's recommendation
     /// (GET /gateway/bot) [default: auto].
     #[arg(long = "total-shards", env = "TOTAL_SHARDS")]
@@ -96,6 +115,10 @@ impl GatewayArgs {
         Settings {
             discord_token: token,
             shards: self.shards.clone(),
+            pool_id: self.pool_id.clone(),
+            shards_per_pool: self.shards_per_pool,
+            shard_count: self.shard_count,
+            shard_lease_ttl: self.shard_lease_ttl.clone(),
             total_shards: self.total_shards.clone(),
             intents: self.intents.clone(),
             discord_gateway_url: self.discord_gateway_url.clone(),

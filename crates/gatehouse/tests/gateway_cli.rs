@@ -9,75 +9,17 @@ use discord_sim::{GuildsSpec, ShardEvent, SimConfig, Simulator, TrafficMix, Traf
 use testkit::http;
 use testkit::nats::{stream_len, NatsServer};
 use testkit::sim::assert_exactly_once;
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+#[path = "common/process.rs"]
+mod process;
+
+use process::{finish, free_addr, gateway, kill, launch, sigterm, until_running, Running, WAIT};
 
 const TOKEN: &str = "gw-test-token-5ecret";
-const WAIT: Duration = Duration::from_secs(20);
 
 async fn simulator() -> Simulator {
     testkit::sim::start_fast(TOKEN).await
-}
-
-/// The gateway binary pointed at `sim` and `nats` (as the gateway user, from
-/// NATS_USER and NATS_PASSWORD), logging JSON at `debug`.
-fn gateway(sim: &Simulator, nats: &NatsServer, token: &str, extra: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
-    cmd.arg("gateway")
-        .env_remove("DISCORD_BOT_TOKEN")
-        .env_remove("GATEWAY_CONFIG")
-        .env("DISCORD_TOKEN", token)
-        .env("SHARDS", "0-1")
-        .env("TOTAL_SHARDS", "2")
-        .env("IDENTIFY_QUEUE", "unlimited")
-        .env("DISCORD_GATEWAY_URL", sim.gateway_url())
-        .env("DISCORD_API_URL", sim.api_url())
-        .env_remove("NATS_TOKEN")
-        .envs(nats.access().env(bus::Process::Gateway))
-        .env("HTTP_ADDR", "127.0.0.1:0")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// A running gateway whose output is drained as it comes: a child blocked on
-/// a full stderr pipe would stall.
-struct Running {
-    child: Child,
-    output: tokio::task::JoinHandle<String>,
-}
-
-fn launch(mut cmd: Command) -> Running {
-    let mut child = cmd.spawn().expect("gatehouse starts");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let output = tokio::spawn(async move {
-        let mut out = String::new();
-        let mut err = String::new();
-        let _ = tokio::join!(
-            stdout.read_to_string(&mut out),
-            stderr.read_to_string(&mut err)
-        );
-        out + &err
-    });
-    Running { child, output }
-}
-
-/// Waits for the gateway to exit (at most `within`) and returns its exit
-/// code and everything it printed.
-async fn finish(mut running: Running, within: Duration) -> (Option<i32>, String) {
-    let status = tokio::time::timeout(within, running.child.wait())
-        .await
-        .expect("the gateway exits in time")
-        .expect("wait for the gateway");
-    let output = running.output.await.expect("output read");
-    (status.code(), output)
 }
 
 fn error_line(output: &str) -> String {
@@ -160,28 +102,6 @@ fn help_does_not_show_the_token() {
     );
 }
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-async fn until_ready(addr: std::net::SocketAddr, which: &str) {
-    testkit::eventually(&format!("the {which} gateway's /readyz"), WAIT, || async {
-        http::get(addr, "/readyz").await.0 == 200
-    })
-    .await;
-}
-
-fn sigterm(running: &Running) {
-    let pid = running.child.id().expect("running child").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
     let nats = NatsServer::start();
@@ -195,7 +115,7 @@ async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
     let addr = free_addr().to_string();
     let first = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
     let http = addr.parse().expect("address");
-    until_ready(http, "first").await;
+    until_running(http, "first", &[0, 1]).await;
 
     // A steady stream of member events that goes on across the restart.
     let traffic = control.start_traffic(TrafficSpec {
@@ -243,7 +163,7 @@ async fn sigterm_mid_stream_then_restart_resumes_with_every_event_once() {
     );
 
     let second = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
-    until_ready(http, "second").await;
+    until_running(http, "second", &[0, 1]).await;
     let report = traffic.wait().await;
     assert!(report.emitted > 0);
     assert_exactly_once(&sim, &nats.access(), "EVENTS", 0..2, "").await;
@@ -287,8 +207,8 @@ async fn sigkill_mid_stream_then_restart_resumes_and_replays_the_gap_once() {
     });
     let addr = free_addr().to_string();
     let http = addr.parse().expect("address");
-    let mut first = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
-    until_ready(http, "first").await;
+    let first = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
+    until_running(http, "first", &[0, 1]).await;
 
     // A steady stream that goes on while no gateway runs.
     let traffic = control.start_traffic(TrafficSpec {
@@ -338,9 +258,7 @@ async fn sigkill_mid_stream_then_restart_resumes_and_replays_the_gap_once() {
     // A crash: no close frame, no flush, no session stored on the way out.
     // What the next process resumes from is what was checkpointed while
     // the first one ran.
-    first.child.start_kill().expect("SIGKILL sent");
-    let _ = first.child.wait().await;
-    let first_output = first.output.await.expect("output read");
+    let first_output = kill(first).await;
     let published_by_first = stream_len(&access, "EVENTS").await;
     // The gap: events Discord sends while nobody listens.
     let emitted = || {
@@ -358,7 +276,7 @@ async fn sigkill_mid_stream_then_restart_resumes_and_replays_the_gap_once() {
     .await;
 
     let second = launch(gateway(&sim, &nats, TOKEN, &[("HTTP_ADDR", &addr)]));
-    until_ready(http, "second").await;
+    until_running(http, "second", &[0, 1]).await;
     let report = traffic.wait().await;
     assert!(report.emitted > published_by_first as u64, "{report:?}");
     assert_exactly_once(&sim, &nats.access(), "EVENTS", 0..2, "").await;

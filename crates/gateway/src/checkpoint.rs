@@ -19,8 +19,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::progress::{SafePoint, ShardProgress};
+use crate::leases::LeaseClock;
+use crate::progress::SafePoint;
 use crate::sessions::{SessionStore, StoredSession};
+use crate::Running;
 
 /// How often a shard's moving point is stored while running: what a crash
 /// can cost is replaying this much (deduplicated), never losing it.
@@ -31,10 +33,13 @@ pub const EVERY: Duration = Duration::from_secs(1);
 /// later: until it is, a crash would leave nothing to resume.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
-/// Stores each shard's safe point until `stop`: a new session at once, a
-/// moving sequence every [`EVERY`].
+/// Stores each running shard's safe point until `stop`: a new session at
+/// once, a moving sequence every [`EVERY`]; only while the shard's lease is
+/// safely held, so that a process that lost a shard never writes over the
+/// session its new holder stores.
 pub(crate) async fn run(
-    progress: HashMap<u32, Arc<ShardProgress>>,
+    running: Running,
+    leases: Arc<LeaseClock>,
     sessions: SessionStore,
     total_shards: u32,
     mut stop: watch::Receiver<bool>,
@@ -50,7 +55,10 @@ pub(crate) async fn run(
             _ = tick.tick() => {}
         }
         let mut failed = None;
-        for (&shard_id, shard) in &progress {
+        let shards = running.snapshot();
+        // A shard that left (and may come back with another session) starts over.
+        stored.retain(|id, _| shards.iter().any(|(s, _)| s == id));
+        for (shard_id, shard) in shards {
             let Some(point) = shard.safe_point() else {
                 continue;
             };
@@ -64,6 +72,9 @@ pub(crate) async fn run(
                 }
             };
             if !due {
+                continue;
+            }
+            if !leases.safely_held(shard_id) {
                 continue;
             }
             let session = StoredSession {

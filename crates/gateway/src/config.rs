@@ -58,6 +58,17 @@ pub struct Settings {
     pub discord_token: Option<Token>,
     /// Owned shard range, `FIRST-LAST` (inclusive) or one shard id.
     pub shards: Option<String>,
+    /// This process's pool: shards `POOL_ID × SHARDS_PER_POOL` onwards. A
+    /// number, or a pod name ending in `-N` (a StatefulSet's ordinal).
+    pub pool_id: Option<String>,
+    /// Shards per pool [default: 25].
+    pub shards_per_pool: Option<u32>,
+    /// Instead of a range: run up to this many of the bot's shards,
+    /// whichever no other process holds.
+    pub shard_count: Option<u32>,
+    /// How long a dead process's shards wait before another takes them
+    /// over, e.g. `10s`.
+    pub shard_lease_ttl: Option<String>,
     /// A number, or `auto` for Discord's recommendation from `/gateway/bot`.
     pub total_shards: Option<String>,
     /// `GUILDS|GUILD_MEMBERS` style names, or the integer bit set.
@@ -115,6 +126,10 @@ impl Settings {
         }
         pick(&mut self.discord_token, other.discord_token);
         pick(&mut self.shards, other.shards);
+        pick(&mut self.pool_id, other.pool_id);
+        pick(&mut self.shards_per_pool, other.shards_per_pool);
+        pick(&mut self.shard_count, other.shard_count);
+        pick(&mut self.shard_lease_ttl, other.shard_lease_ttl);
         pick(&mut self.total_shards, other.total_shards);
         pick(&mut self.intents, other.intents);
         pick(&mut self.discord_gateway_url, other.discord_gateway_url);
@@ -190,8 +205,15 @@ pub enum IdentifyQueue {
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     pub token: Token,
-    /// `None`: every shard of the total (resolved at start).
+    /// `None`: every shard of the total (resolved at start). From `SHARDS`,
+    /// or the pool's range (`POOL_ID`).
     pub shards: Option<ShardRange>,
+    /// Set when `shards` came from `POOL_ID`: the last pool may be cut
+    /// short by the total rather than refused.
+    pub pool: Option<u32>,
+    /// `SHARD_COUNT`: up to this many of all shards instead of a range.
+    pub shard_count: Option<u32>,
+    pub lease_ttl: Duration,
     /// `None`: Discord's recommendation from `/gateway/bot`.
     pub total_shards: Option<u32>,
     pub intents: Intents,
@@ -213,6 +235,11 @@ pub struct GatewayConfig {
 }
 
 pub const DEFAULT_NATS_URL: &str = bus::DEFAULT_URL;
+pub const DEFAULT_SHARDS_PER_POOL: u32 = 25;
+/// A dead process's shards are taken over this long after its last lease
+/// renewal: long enough for a NATS hiccup, short against Discord's resume
+/// window.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9100";
 /// Publishes awaiting their JetStream ack at once (`PUBLISH_WINDOW`); the
 /// gateway benchmark's baseline publisher uses the same window.
@@ -251,6 +278,64 @@ impl GatewayConfig {
             })
             .transpose();
         let shards = take(&mut p, shards);
+        let shards_per_pool = s.shards_per_pool.unwrap_or(DEFAULT_SHARDS_PER_POOL);
+        if shards_per_pool == 0 {
+            p.push("SHARDS_PER_POOL", "must be at least 1");
+        }
+        let pool = take(
+            &mut p,
+            s.pool_id
+                .as_deref()
+                .filter(|v| !v.trim().is_empty())
+                .map(parse_pool_id)
+                .transpose(),
+        );
+        let shard_count = s.shard_count.filter(|n| *n > 0);
+        if s.shard_count == Some(0) {
+            p.push("SHARD_COUNT", "must be at least 1");
+        }
+        let range_given = matches!(shards, Some(Some(_)));
+        if range_given && matches!(pool, Some(Some(_))) {
+            p.push(
+                "POOL_ID",
+                "set either SHARDS (a range) or POOL_ID (a pool of SHARDS_PER_POOL shards), not both",
+            );
+        }
+        if shard_count.is_some() && (range_given || matches!(pool, Some(Some(_)))) {
+            p.push(
+                "SHARD_COUNT",
+                "asks for any free shards; it cannot be combined with SHARDS or POOL_ID",
+            );
+        }
+        let shards = match (shards, pool) {
+            (Some(None), Some(Some(pool))) if shards_per_pool > 0 => {
+                let first = pool.saturating_mul(shards_per_pool);
+                Some(Some(ShardRange {
+                    first,
+                    last: first.saturating_add(shards_per_pool - 1),
+                }))
+            }
+            (shards, _) => shards,
+        };
+        let pool = pool.flatten();
+        let lease_ttl = take(
+            &mut p,
+            duration(
+                s.shard_lease_ttl.as_deref(),
+                DEFAULT_LEASE_TTL,
+                "SHARD_LEASE_TTL",
+            )
+            .and_then(|d| {
+                if d < Duration::from_secs(1) {
+                    Err(ConfigError::new(
+                        "SHARD_LEASE_TTL",
+                        "must be at least 1s: leases are renewed every quarter of it",
+                    ))
+                } else {
+                    Ok(d)
+                }
+            }),
+        );
         let total_shards = take(
             &mut p,
             match s.total_shards.as_deref().map(str::trim) {
@@ -268,7 +353,7 @@ impl GatewayConfig {
                     }),
             },
         );
-        if let (Some(Some(range)), Some(Some(total))) = (shards, total_shards) {
+        if let (Some(Some(range)), Some(Some(total)), None) = (shards, total_shards, pool) {
             if range.last >= total {
                 p.push(
                     "SHARDS",
@@ -422,6 +507,7 @@ impl GatewayConfig {
             Some(shutdown_timeout),
             Some(mut topology),
             Some(session_max_age),
+            Some(lease_ttl),
         ) = (
             token,
             shards,
@@ -437,6 +523,7 @@ impl GatewayConfig {
             shutdown_timeout,
             topology,
             session_max_age,
+            lease_ttl,
         )
         else {
             return Err(ConfigErrors::single(
@@ -448,6 +535,9 @@ impl GatewayConfig {
         Ok(Self {
             token,
             shards,
+            pool,
+            shard_count,
+            lease_ttl,
             total_shards,
             intents,
             gateway_url,
@@ -473,6 +563,20 @@ fn bus_setting(error: bus::BusError) -> ConfigError {
 }
 
 /// The value, or `None` after recording the problem.
+/// `3`, or a pod name ending in its ordinal (`gatehouse-gateway-3`).
+fn parse_pool_id(text: &str) -> Result<u32, ConfigError> {
+    let text = text.trim();
+    let digits = text.rsplit_once('-').map_or(text, |(_, n)| n);
+    digits.parse().map_err(|_| {
+        ConfigError::new(
+            "POOL_ID",
+            format!(
+                "{text:?} is neither a pool number nor a pod name ending in -N (a StatefulSet ordinal)"
+            ),
+        )
+    })
+}
+
 fn take<T>(problems: &mut Problems, result: Result<T, ConfigError>) -> Option<T> {
     result.map_err(|e| problems.push(e.setting, e.problem)).ok()
 }
@@ -591,6 +695,63 @@ mod tests {
         assert_eq!(c.topology.events.storage, bus::Storage::File);
         assert_eq!(c.identify_queue, IdentifyQueue::Discord);
         assert_eq!(c.topology.namespace, bus::Namespace::root());
+    }
+
+    #[test]
+    fn pools_come_from_a_number_or_a_pod_name_and_exclude_other_choices() {
+        let c = GatewayConfig::from_settings(Settings {
+            pool_id: Some("gatehouse-gateway-2".into()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(
+            c.shards,
+            Some(ShardRange {
+                first: 50,
+                last: 74
+            })
+        );
+        assert_eq!(c.pool, Some(2));
+        let c = GatewayConfig::from_settings(Settings {
+            pool_id: Some("1".into()),
+            shards_per_pool: Some(4),
+            total_shards: Some("6".into()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(
+            c.shards,
+            Some(ShardRange { first: 4, last: 7 }),
+            "the last pool is cut to the total at start, not refused"
+        );
+        let e = err(Settings {
+            pool_id: Some("gateway".into()),
+            ..base()
+        });
+        assert!(e.starts_with("POOL_ID:") && e.contains("-N"), "{e}");
+        let e = err(Settings {
+            pool_id: Some("0".into()),
+            shards: Some("0-3".into()),
+            ..base()
+        });
+        assert!(e.contains("POOL_ID: set either SHARDS"), "{e}");
+        let e = err(Settings {
+            shard_count: Some(3),
+            shards: Some("0-3".into()),
+            ..base()
+        });
+        assert!(e.contains("SHARD_COUNT:"), "{e}");
+        let e = err(Settings {
+            shard_lease_ttl: Some("100ms".into()),
+            ..base()
+        });
+        assert!(e.starts_with("SHARD_LEASE_TTL: must be at least 1s"), "{e}");
+        let c = GatewayConfig::from_settings(Settings {
+            shard_count: Some(3),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!((c.shard_count, c.lease_ttl), (Some(3), DEFAULT_LEASE_TTL));
     }
 
     #[test]

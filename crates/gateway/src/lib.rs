@@ -12,6 +12,8 @@ pub mod config;
 mod discord_api;
 mod error;
 mod http;
+pub mod identify;
+pub mod leases;
 mod member_requests;
 pub mod metrics;
 pub mod progress;
@@ -34,6 +36,8 @@ use twilight_gateway::queue::InMemoryQueue;
 
 pub use config::{ConfigError, GatewayConfig, Settings, ShardRange, Token};
 pub use error::{is_fatal_close, GatewayError};
+use identify::FleetQueue;
+use leases::{Leases, Wanted};
 pub use publisher::PublishReport;
 pub use sessions::StoredSession;
 pub use status::{Readiness, ShardPhase, Status};
@@ -67,8 +71,9 @@ pub struct Gateway {
 const SAVE_RESERVE: Duration = Duration::from_millis(1500);
 
 impl Gateway {
-    /// Connects everything and starts the shards. Errors here are
-    /// configuration or connectivity problems, each naming its setting.
+    /// Connects everything, takes the leases of the shards it may run and
+    /// starts them. Errors here are configuration or connectivity problems,
+    /// each naming its setting.
     pub async fn start(config: GatewayConfig) -> Result<Self, GatewayError> {
         // rustls needs a process-wide crypto provider for wss:// and https://;
         // ring is the one async-nats builds. Already installed is fine.
@@ -93,24 +98,12 @@ impl Gateway {
             .or(bot.as_ref().map(|b| b.shards))
             .unwrap_or(1)
             .max(1);
-        let shards = config.shards.unwrap_or(ShardRange {
-            first: 0,
-            last: total_shards - 1,
-        });
-        if shards.last >= total_shards {
-            return Err(ConfigError {
-                setting: "SHARDS".into(),
-                problem: format!(
-                    "range {shards} goes beyond the {total_shards} shard(s) Discord recommends; set TOTAL_SHARDS or a smaller range"
-                ),
-            }
-            .into());
-        }
+        let (shards, wanted) = resolve_shards(&config, total_shards)?;
         let gateway_url = config
             .gateway_url
             .clone()
             .or_else(|| bot.as_ref().map(|b| b.url.trim_end_matches('/').to_owned()));
-        let queue = match (config.identify_queue, &bot) {
+        let local_queue = match (config.identify_queue, &bot) {
             (config::IdentifyQueue::Unlimited, _) => {
                 InMemoryQueue::new(0, 1000, Duration::from_secs(86_400), 1000)
             }
@@ -127,11 +120,32 @@ impl Gateway {
         };
 
         let status = Arc::new(Status::new(shards.ids()));
+        ::metrics::gauge!(metrics::SHARDS_TOTAL).set(f64::from(total_shards));
+        ::metrics::gauge!(metrics::SHARDS_HELD).set(0.0);
         let client = connect_nats(&config, Arc::clone(&status)).await?;
         status.set_nats_connected(true);
         let admin = jetstream::new(client.clone());
         bus::ensure_streams(&admin, &config.topology).await?;
         let sessions = SessionStore::open(&admin, &config.topology).await?;
+        let holder = leases::holder_name();
+        let queue = match config.identify_queue {
+            config::IdentifyQueue::Unlimited => FleetQueue::local(local_queue),
+            config::IdentifyQueue::Discord => FleetQueue::shared(
+                local_queue,
+                sessions.store().clone(),
+                holder.clone(),
+                bot.as_ref()
+                    .map_or(1, |b| u32::from(b.session_start_limit.max_concurrency)),
+            ),
+        };
+        let mut leases = Leases::new(
+            sessions.store().clone(),
+            sessions.bucket().to_owned(),
+            holder,
+            config.lease_ttl,
+            total_shards,
+            wanted,
+        );
         let publishing = publishing_context(
             client.clone(),
             config.publish_window,
@@ -143,76 +157,51 @@ impl Gateway {
             http::serve(config.http_addr, Arc::clone(&status), stop.subscribe()).await?;
 
         let (jobs_tx, jobs_rx) = mpsc::channel(config.publish_buffer);
-        let mut progress = HashMap::new();
-        let mut runners = JoinSet::new();
-        for shard_id in shards.ids() {
-            let resume = match sessions.take(shard_id, total_shards).await {
-                Ok(resume) => resume,
-                Err(error) => {
-                    tracing::warn!(shard = shard_id, %error, "cannot read the stored session; identifying afresh");
-                    None
-                }
-            };
-            let shard_progress = Arc::new(match &resume {
-                Some(stored) => {
-                    tracing::info!(
-                        shard = shard_id,
-                        sequence = stored.sequence,
-                        "resuming the stored session"
-                    );
-                    ShardProgress::resuming(
-                        stored.session_id.clone(),
-                        stored.sequence,
-                        stored.resume_url.clone(),
-                    )
-                }
-                None => ShardProgress::default(),
-            });
-            progress.insert(shard_id, Arc::clone(&shard_progress));
-            let shard = shard_runner::build(ShardSetup {
-                shard_id,
-                total: total_shards,
-                token: config.token.clone(),
-                intents: config.intents,
-                gateway_url: gateway_url.clone(),
-                queue: queue.clone(),
-                resume,
-            });
-            let runner = ShardRunner {
-                shard,
-                progress: shard_progress,
-                jobs: jobs_tx.clone(),
-                status: Arc::clone(&status),
-                subject_prefix: config.topology.namespace.subject(""),
-                last_session: None,
-                last_resume_url: None,
-                subjects: Vec::new(),
-                received: metrics::CountersByType::default(),
-            };
-            let stop_rx = stop.subscribe();
-            runners.spawn(async move { (shard_id, runner.run(stop_rx).await) });
-        }
-        // Only the shards hold senders: when they are gone the publisher
-        // knows nothing more will come and finishes once flushed.
-        drop(jobs_tx);
-
         let (abandon_tx, abandon_rx) = watch::channel(false);
         let publisher = Publisher {
             jetstream: publishing,
-            progress: progress.clone(),
             window: config.publish_window,
         };
         let publisher_task = tokio::spawn(publisher.run(jobs_rx, abandon_rx));
+        let running = Running::default();
         let checkpoint_task = tokio::spawn(checkpoint::run(
-            progress.clone(),
+            running.clone(),
+            leases.clock(),
             sessions.clone(),
             total_shards,
             stop.subscribe(),
         ));
 
+        let mut fleet = Fleet {
+            factory: ShardFactory {
+                total: total_shards,
+                token: config.token.clone(),
+                intents: config.intents,
+                gateway_url,
+                queue,
+                subject_prefix: config.topology.namespace.subject(""),
+                jobs: jobs_tx,
+                status: Arc::clone(&status),
+                sessions: sessions.clone(),
+            },
+            running,
+            shards: HashMap::new(),
+            runners: JoinSet::new(),
+            waiting: Vec::new(),
+        };
+        // The first look happens before start returns, so that a process
+        // that may run shards is running them (or knows they are elsewhere)
+        // by the time its caller looks at /readyz.
+        let first = leases.tick(true).await;
+        for shard_id in first.acquired {
+            fleet.start(shard_id).await;
+        }
+
         tracing::info!(
             shards = %shards,
             total_shards,
+            held = fleet.shards.len(),
+            holder = leases.holder(),
             http = %http_addr,
             nats = %config.nats.redacted_url(),
             "gateway started"
@@ -223,11 +212,11 @@ impl Gateway {
             shutdown_timeout: config.shutdown_timeout,
             stop: Arc::clone(&stop),
             status: Arc::clone(&status),
-            runners,
+            fleet,
+            leases,
             publisher_task,
             checkpoint_task,
             abandon_tx,
-            progress,
             sessions,
             client,
             http_task,
@@ -347,46 +336,265 @@ async fn connect_nats(
     Ok(config.nats.connect_with(options).await?)
 }
 
+/// Which shards this process may run (for `/readyz` and the summary) and
+/// what it asks the leases for. A pool's range is cut to the total; a
+/// `SHARD_COUNT` process may run any shard.
+fn resolve_shards(
+    config: &GatewayConfig,
+    total_shards: u32,
+) -> Result<(ShardRange, Wanted), GatewayError> {
+    let all = ShardRange {
+        first: 0,
+        last: total_shards - 1,
+    };
+    if let Some(count) = config.shard_count {
+        return Ok((all, Wanted::Count(count)));
+    }
+    let range = match (config.shards, config.pool) {
+        (None, _) => all,
+        (Some(range), Some(pool)) => {
+            if range.first >= total_shards {
+                return Err(ConfigError {
+                    setting: "POOL_ID".into(),
+                    problem: format!(
+                        "pool {pool} starts at shard {} but the bot has {total_shards} shard(s); use a smaller POOL_ID or fewer SHARDS_PER_POOL",
+                        range.first
+                    ),
+                }
+                .into());
+            }
+            ShardRange {
+                first: range.first,
+                last: range.last.min(total_shards - 1),
+            }
+        }
+        (Some(range), None) => {
+            if range.last >= total_shards {
+                return Err(ConfigError {
+                    setting: "SHARDS".into(),
+                    problem: format!(
+                        "range {range} goes beyond the {total_shards} shard(s) Discord recommends; set TOTAL_SHARDS or a smaller range"
+                    ),
+                }
+                .into());
+            }
+            range
+        }
+    };
+    Ok((range, Wanted::Range(range)))
+}
+
+/// The shards running in this process and their progress, shared with the
+/// session checkpoints.
+#[derive(Clone, Default)]
+pub(crate) struct Running(Arc<std::sync::Mutex<HashMap<u32, Arc<ShardProgress>>>>);
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<ShardProgress>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<(u32, Arc<ShardProgress>)> {
+        self.lock()
+            .iter()
+            .map(|(k, v)| (*k, Arc::clone(v)))
+            .collect()
+    }
+
+    fn insert(&self, shard_id: u32, progress: Arc<ShardProgress>) {
+        self.lock().insert(shard_id, progress);
+    }
+
+    fn remove(&self, shard_id: u32) -> Option<Arc<ShardProgress>> {
+        self.lock().remove(&shard_id)
+    }
+}
+
+/// What every shard of this process is built from.
+struct ShardFactory {
+    total: u32,
+    token: Token,
+    intents: twilight_model::gateway::Intents,
+    gateway_url: Option<String>,
+    queue: FleetQueue,
+    subject_prefix: String,
+    jobs: mpsc::Sender<publisher::Job>,
+    status: Arc<Status>,
+    sessions: SessionStore,
+}
+
+/// A shard running here.
+struct RunningShard {
+    stop: watch::Sender<bool>,
+    /// Set when its lease was lost: it stops without its session being
+    /// stored (the new holder stores its own).
+    lost: bool,
+}
+
+/// The shards of this process, started and stopped as leases come and go.
+struct Fleet {
+    factory: ShardFactory,
+    running: Running,
+    shards: HashMap<u32, RunningShard>,
+    runners: JoinSet<(u32, ShardExit)>,
+    /// Acquired again while the previous runner of the same shard was still
+    /// closing: started once it has.
+    waiting: Vec<u32>,
+}
+
+impl Fleet {
+    /// Starts a shard whose lease was just taken, resuming its stored
+    /// session if there is one.
+    async fn start(&mut self, shard_id: u32) {
+        if self.shards.contains_key(&shard_id) {
+            self.waiting.push(shard_id);
+            return;
+        }
+        let f = &self.factory;
+        let resume = match f.sessions.take(shard_id, f.total).await {
+            Ok(resume) => resume,
+            Err(error) => {
+                tracing::warn!(shard = shard_id, %error, "cannot read the stored session; identifying afresh");
+                None
+            }
+        };
+        let progress = Arc::new(match &resume {
+            Some(stored) => {
+                tracing::info!(
+                    shard = shard_id,
+                    sequence = stored.sequence,
+                    "resuming the stored session"
+                );
+                ShardProgress::resuming(
+                    stored.session_id.clone(),
+                    stored.sequence,
+                    stored.resume_url.clone(),
+                )
+            }
+            None => {
+                tracing::info!(shard = shard_id, "no stored session; identifying");
+                ShardProgress::default()
+            }
+        });
+        let shard = shard_runner::build(ShardSetup {
+            shard_id,
+            total: f.total,
+            token: f.token.clone(),
+            intents: f.intents,
+            gateway_url: f.gateway_url.clone(),
+            queue: f.queue.clone(),
+            resume,
+        });
+        let runner = ShardRunner {
+            shard,
+            progress: Arc::clone(&progress),
+            jobs: f.jobs.clone(),
+            status: Arc::clone(&f.status),
+            subject_prefix: f.subject_prefix.clone(),
+            last_session: None,
+            last_resume_url: None,
+            subjects: Vec::new(),
+            received: metrics::CountersByType::default(),
+        };
+        f.status.set_held(shard_id, true);
+        self.running.insert(shard_id, progress);
+        let (stop, stop_rx) = watch::channel(false);
+        self.shards
+            .insert(shard_id, RunningShard { stop, lost: false });
+        self.runners
+            .spawn(async move { (shard_id, runner.run(stop_rx).await) });
+    }
+
+    /// Stops a shard whose lease was lost. It closes resumably, so the new
+    /// holder resumes its session; nothing of it is stored from here.
+    fn lose(&mut self, shard_id: u32) {
+        self.running.remove(shard_id);
+        self.waiting.retain(|id| *id != shard_id);
+        if let Some(shard) = self.shards.get_mut(&shard_id) {
+            shard.lost = true;
+            shard.stop.send_replace(true);
+        }
+        self.factory.status.set_held(shard_id, false);
+    }
+
+    fn stop_all(&mut self) {
+        self.waiting.clear();
+        for shard in self.shards.values() {
+            shard.stop.send_replace(true);
+        }
+    }
+
+    /// A runner ended: forget it, and start the shard again if its lease
+    /// was taken back meanwhile.
+    async fn ended(&mut self, shard_id: u32, stopping: bool) -> bool {
+        let lost = self.shards.remove(&shard_id).is_some_and(|s| s.lost);
+        if let Some(at) = self.waiting.iter().position(|id| *id == shard_id) {
+            self.waiting.remove(at);
+            if !stopping {
+                self.start(shard_id).await;
+            }
+        }
+        lost
+    }
+}
+
 struct Supervised {
     shards: ShardRange,
     total_shards: u32,
     shutdown_timeout: Duration,
     stop: Arc<watch::Sender<bool>>,
     status: Arc<Status>,
-    runners: JoinSet<(u32, ShardExit)>,
+    fleet: Fleet,
+    leases: Leases,
     publisher_task: JoinHandle<PublishReport>,
     /// Ends once the stop is signalled; awaited before the final save.
     checkpoint_task: JoinHandle<()>,
     abandon_tx: watch::Sender<bool>,
-    progress: HashMap<u32, Arc<ShardProgress>>,
     sessions: SessionStore,
     client: async_nats::Client,
     http_task: JoinHandle<()>,
 }
 
-/// Waits for a stop request or a fatal close, then shuts down in order:
-/// shards stop and close resumably, publishes flush, sessions are stored.
+/// Runs the shards as their leases come and go until a stop request or a
+/// fatal close, then shuts down in order: shards stop and close resumably,
+/// publishes flush, sessions are stored, leases are handed over.
 async fn supervise(mut s: Supervised) -> Result<Summary, GatewayError> {
     let mut fatal: Option<GatewayError> = None;
     let mut resume_urls: HashMap<u32, Option<String>> = HashMap::new();
     let mut stop_rx = s.stop.subscribe();
+    let mut look = tokio::time::interval(s.leases.look_every());
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    look.reset();
     loop {
         tokio::select! {
-            _ = stop_rx.wait_for(|stop| *stop) => break,
-            joined = s.runners.join_next() => match joined {
+            biased;
+            // Mapped to (): the watch guard must not live across the arms' awaits.
+            () = async { let _ = stop_rx.wait_for(|stop| *stop).await; } => break,
+            joined = s.fleet.runners.join_next(), if !s.fleet.runners.is_empty() => match joined {
                 Some(Ok((shard_id, ShardExit::Fatal { code }))) => {
                     fatal = Some(GatewayError::fatal_close(shard_id, s.total_shards, code));
                     break;
                 }
-                Some(Ok((shard_id, ShardExit::Stopped { resume_url }))) => {
-                    resume_urls.insert(shard_id, resume_url);
+                Some(Ok((shard_id, ShardExit::Stopped { .. }))) => {
+                    s.fleet.ended(shard_id, false).await;
                 }
                 Some(Err(join)) => {
                     fatal = Some(GatewayError::Internal(format!("a shard task failed: {join}")));
                     break;
                 }
-                None => break,
+                None => {}
             },
+            _ = look.tick() => {
+                let changes = s.leases.tick(true).await;
+                for shard_id in changes.lost {
+                    s.fleet.lose(shard_id);
+                }
+                for shard_id in changes.acquired {
+                    s.fleet.start(shard_id).await;
+                }
+            }
         }
     }
     let started = Instant::now();
@@ -395,25 +603,42 @@ async fn supervise(mut s: Supervised) -> Result<Summary, GatewayError> {
     tracing::info!("stopping: closing shards resumably and flushing publishes");
     s.status.set_stopping();
     s.stop.send_replace(true);
+    s.fleet.stop_all();
+    // Only the shards (and the factory) hold senders: when they are gone the
+    // publisher knows nothing more will come and finishes once flushed.
+    let (closed_jobs, _) = mpsc::channel(1);
+    drop(std::mem::replace(&mut s.fleet.factory.jobs, closed_jobs));
 
-    while let Ok(Some(joined)) =
-        tokio::time::timeout_at(flush_deadline, s.runners.join_next()).await
-    {
-        match joined {
-            Ok((shard_id, ShardExit::Stopped { resume_url })) => {
-                resume_urls.insert(shard_id, resume_url);
-            }
-            Ok((shard_id, ShardExit::Fatal { code })) => {
-                if fatal.is_none() {
-                    fatal = Some(GatewayError::fatal_close(shard_id, s.total_shards, code));
+    // Leases are renewed (never taken) until the sessions are stored: a
+    // shutdown longer than the lease TTL must not let another process take
+    // a shard whose final session is still to come.
+    loop {
+        tokio::select! {
+            joined = tokio::time::timeout_at(flush_deadline, s.fleet.runners.join_next()) => match joined {
+                Ok(Some(Ok((shard_id, ShardExit::Stopped { resume_url })))) => {
+                    if !s.fleet.ended(shard_id, true).await {
+                        resume_urls.insert(shard_id, resume_url);
+                    }
+                }
+                Ok(Some(Ok((shard_id, ShardExit::Fatal { code })))) => {
+                    s.fleet.ended(shard_id, true).await;
+                    if fatal.is_none() {
+                        fatal = Some(GatewayError::fatal_close(shard_id, s.total_shards, code));
+                    }
+                }
+                Ok(Some(Err(join))) => tracing::error!(error = %join, "a shard task failed"),
+                Ok(None) | Err(_) => break,
+            },
+            _ = look.tick() => {
+                for shard_id in s.leases.tick(false).await.lost {
+                    s.fleet.lose(shard_id);
                 }
             }
-            Err(join) => tracing::error!(error = %join, "a shard task failed"),
         }
     }
     // Shards that did not finish in time hold job senders; abort them so
     // the publisher can see the end of its input.
-    s.runners.abort_all();
+    s.fleet.runners.abort_all();
 
     let publish = match tokio::time::timeout_at(flush_deadline, &mut s.publisher_task).await {
         Ok(report) => report.unwrap_or_default(),
@@ -431,8 +656,12 @@ async fn supervise(mut s: Supervised) -> Result<Summary, GatewayError> {
         s.checkpoint_task.abort();
     }
     let mut sessions_saved = 0;
-    for shard_id in s.shards.ids() {
-        let Some(point) = s.progress.get(&shard_id).and_then(|p| p.safe_point()) else {
+    for (shard_id, progress) in s.fleet.running.snapshot() {
+        // A shard whose lease was lost meanwhile belongs to its new holder.
+        if !s.leases.holds(shard_id) {
+            continue;
+        }
+        let Some(point) = progress.safe_point() else {
             continue;
         };
         let stored = StoredSession {
@@ -466,12 +695,21 @@ async fn supervise(mut s: Supervised) -> Result<Summary, GatewayError> {
             }
         }
     }
+    // Then the shards are handed over: a waiting process takes them at its
+    // next look and resumes the sessions just stored.
+    let handed_over: usize = tokio::time::timeout_at(deadline, s.leases.release_all())
+        .await
+        .unwrap_or_default();
+    for shard_id in s.shards.ids() {
+        s.status.set_held(shard_id, false);
+    }
     let _ = tokio::time::timeout_at(deadline, s.client.flush()).await;
     let _ = tokio::time::timeout_at(deadline, &mut s.http_task).await;
     tracing::info!(
         published = publish.published,
         unacknowledged = publish.abandoned,
         sessions_saved,
+        handed_over,
         took_ms = started.elapsed().as_millis() as u64,
         "gateway stopped"
     );

@@ -25,6 +25,14 @@ pub const MEMBER_REQUESTS: &str = "gateway_member_requests_total";
 /// Member requests given up after Discord refused them as rate limited.
 pub const MEMBER_REQUESTS_ABANDONED: &str = "gateway_member_requests_abandoned_total";
 pub const NATS_CONNECTED: &str = "gateway_nats_connected";
+/// Shards whose lease this process holds (and so runs).
+pub const SHARDS_HELD: &str = "gateway_shards_held";
+/// The bot's shard count: the fleet's `sum(gateway_shards_held)` must reach it.
+pub const SHARDS_TOTAL: &str = "gateway_shards_total";
+/// Shards taken over from a process whose lease expired.
+pub const SHARD_TAKEOVERS: &str = "gateway_shard_takeovers_total";
+/// Shards stopped here because their lease was lost (taken or not renewable).
+pub const SHARD_LEASES_LOST: &str = "gateway_shard_leases_lost_total";
 
 /// One shard's counter of a metric labelled by envelope type, each handle
 /// looked up once. `counter!` with owned labels allocates and hashes a key
@@ -119,7 +127,20 @@ fn describe() {
     );
     describe_gauge!(
         SHARD_STATE,
-        "Shard state: 0 disconnected, 1 identifying, 2 resuming, 3 active, 4 fatally closed"
+        "Shard state: 0 disconnected, 1 identifying, 2 resuming, 3 active, 4 fatally closed, 5 standby (its lease is held by another process)"
+    );
+    describe_gauge!(SHARDS_HELD, "Shards whose lease this process holds");
+    describe_gauge!(
+        SHARDS_TOTAL,
+        "The bot's shard count (every shard must be held by one process)"
+    );
+    describe_counter!(
+        SHARD_TAKEOVERS,
+        "Shards taken over after another process's lease expired"
+    );
+    describe_counter!(
+        SHARD_LEASES_LOST,
+        "Shards stopped because their lease was taken or could not be renewed"
     );
     describe_counter!(
         SHARD_RECONNECTS,

@@ -29,6 +29,10 @@ use crate::progress::ShardProgress;
 #[derive(Debug)]
 pub struct Job {
     pub shard_id: u32,
+    /// The shard's progress, told of the ack. Carried rather than looked up:
+    /// shards come and go as leases move, and a lookup per ack would sit on
+    /// the publish path.
+    pub progress: Arc<ShardProgress>,
     /// Session epoch from [`ShardProgress::observe`].
     pub epoch: u64,
     pub sequence: u64,
@@ -53,7 +57,6 @@ pub struct PublishReport {
 
 pub struct Publisher {
     pub jetstream: Context,
-    pub progress: HashMap<u32, Arc<ShardProgress>>,
     pub window: usize,
 }
 
@@ -210,9 +213,7 @@ impl Publisher {
     }
 
     fn acked(&self, job: Job, ack: &PublishAck, report: &mut PublishReport, handles: &mut Handles) {
-        if let Some(progress) = self.progress.get(&job.shard_id) {
-            progress.acked(job.epoch, job.sequence);
-        }
+        job.progress.acked(job.epoch, job.sequence);
         handles.published(job.shard_id, job.kind).increment(1);
         handles.latency.record(job.received.elapsed().as_secs_f64());
         report.published += 1;
@@ -242,9 +243,7 @@ impl Publisher {
                 r#type = job.kind,
                 "envelope exceeds the NATS server's max_payload and cannot be published"
             );
-            if let Some(progress) = self.progress.get(&job.shard_id) {
-                progress.acked(job.epoch, job.sequence);
-            }
+            job.progress.acked(job.epoch, job.sequence);
             return;
         }
         if !*failing {

@@ -50,6 +50,13 @@ impl SessionStore {
         &self.bucket
     }
 
+    /// The bucket itself: shard leases ([`crate::leases`]) and identify
+    /// slots ([`crate::identify`]) live beside the sessions, under their own
+    /// key prefixes, so the gateway's NATS user needs no other bucket.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The stored session of a shard, removing it: a session must be resumed
     /// by one process only, and a failed resume falls back to identify anyway.
     pub async fn take(

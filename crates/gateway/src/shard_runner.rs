@@ -13,7 +13,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use twilight_gateway::error::ReceiveMessageErrorType;
-use twilight_gateway::queue::InMemoryQueue;
 use twilight_gateway::{
     CloseFrame, ConfigBuilder, Intents, Message, Session, Shard, ShardId, ShardState,
 };
@@ -22,6 +21,7 @@ use twilight_model::gateway::payload::incoming::GuildCreate;
 
 use crate::config::Token;
 use crate::error::is_fatal_close;
+use crate::identify::FleetQueue;
 use crate::member_requests;
 use crate::metrics as m;
 use crate::progress::ShardProgress;
@@ -40,11 +40,11 @@ pub struct ShardSetup {
     pub token: Token,
     pub intents: Intents,
     pub gateway_url: Option<String>,
-    pub queue: InMemoryQueue,
+    pub queue: FleetQueue,
     pub resume: Option<StoredSession>,
 }
 
-pub fn build(setup: ShardSetup) -> Shard {
+pub fn build(setup: ShardSetup) -> Shard<FleetQueue> {
     let mut config =
         ConfigBuilder::new(setup.token.expose().to_owned(), setup.intents).queue(setup.queue);
     let resume = setup.resume.filter(|stored| match &stored.resume_url {
@@ -104,7 +104,7 @@ pub enum ShardExit {
 }
 
 pub struct ShardRunner {
-    pub shard: Shard,
+    pub shard: Shard<FleetQueue>,
     pub progress: Arc<ShardProgress>,
     pub jobs: mpsc::Sender<Job>,
     pub status: Arc<Status>,
@@ -380,6 +380,7 @@ impl ShardRunner {
         let epoch = self.progress.observe(&session_id, sequence, true);
         let job = Job {
             shard_id,
+            progress: Arc::clone(&self.progress),
             epoch,
             sequence,
             subject: self.subject(subject),
