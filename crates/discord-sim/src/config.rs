@@ -39,6 +39,10 @@ pub struct SimConfig {
     pub max_concurrency: u32,
     /// Minimum time between two identifies in one bucket (Discord: 5 s).
     pub identify_interval_ms: u64,
+    /// Identifies allowed a day, as `GET /gateway/bot`'s
+    /// `session_start_limit.total` (Discord: 1000); `remaining` counts the
+    /// identifies seen since the simulator started.
+    pub session_start_total: u64,
     /// Sent in Hello (Discord: 41.25 s).
     pub heartbeat_interval_ms: u64,
     /// Privileged intents the application "enabled"; asking for others closes with 4014.
@@ -78,6 +82,7 @@ impl Default for SimConfig {
             shard_count: 1,
             max_concurrency: 1,
             identify_interval_ms: 5_000,
+            session_start_total: 1000,
             heartbeat_interval_ms: 41_250,
             allowed_privileged_intents: intents::GUILD_MEMBERS,
             resume_buffer: 50_000,

@@ -315,3 +315,62 @@ async fn identifies_of_two_processes_are_paced_by_one_shared_queue() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_session_start_limit_is_counted_across_processes() {
+    // One session start left for the day. Each process reads "1 remaining"
+    // from /gateway/bot; only the shared count keeps the second from
+    // spending it again.
+    let sim = testkit::sim::start(SimConfig {
+        shard_count: 2,
+        session_start_total: 1,
+        ..testkit::sim::fast_config(TOKEN)
+    })
+    .await;
+    sim.control().create_guilds(&GuildsSpec {
+        count: 2,
+        members_per_guild: 1,
+        roles_per_guild: 1,
+    });
+    let nats = NatsServer::start();
+    let launch_on = |shard: &str| {
+        let addr = free_addr();
+        let running = launch(gateway(
+            &sim,
+            &nats,
+            TOKEN,
+            &[
+                ("SHARDS", shard),
+                ("IDENTIFY_QUEUE", "discord"),
+                ("HTTP_ADDR", &addr.to_string()),
+            ],
+        ));
+        (running, addr)
+    };
+    let (a, a_addr) = launch_on("0");
+    let (b, b_addr) = launch_on("1");
+    testkit::eventually("one of the two shards active", WAIT, || async {
+        let a = held(a_addr).await.unwrap_or_default();
+        let b = held(b_addr).await.unwrap_or_default();
+        a.values().chain(b.values()).any(|phase| phase == "active")
+    })
+    .await;
+    // A check that something does *not* happen needs a window. The two
+    // shards are in different identify buckets, so nothing else holds the
+    // second back: without the shared count it identifies at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let identifies: u64 = (0..2).map(|s| sim.control().transcript(s).identifies).sum();
+    assert_eq!(identifies, 1, "the limit allowed one session start");
+    let mut outputs = String::new();
+    for running in [a, b] {
+        sigterm(&running);
+        let (code, output) = finish(running, Duration::from_secs(15)).await;
+        assert_eq!(code, Some(0), "{output}");
+        outputs += &output;
+    }
+    assert!(
+        outputs.contains("session-start limit is used up"),
+        "{outputs}"
+    );
+    sim.shutdown().await;
+}

@@ -136,6 +136,18 @@ impl Gateway {
                 holder.clone(),
                 bot.as_ref()
                     .map_or(1, |b| u32::from(b.session_start_limit.max_concurrency)),
+                bot.as_ref().map_or(
+                    // Unknown: Discord's usual daily 1000, counted from now.
+                    identify::StartLimit {
+                        remaining: 1000,
+                        reset_at_ms: now_ms() + 86_400_000,
+                    },
+                    |b| identify::StartLimit {
+                        remaining: b.session_start_limit.remaining,
+                        reset_at_ms: now_ms()
+                            + i64::try_from(b.session_start_limit.reset_after).unwrap_or(0),
+                    },
+                ),
             ),
         };
         let mut leases = Leases::new(

@@ -138,8 +138,8 @@ async fn gateway_bot(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
             "url": shared.gateway_url,
             "shards": config.shard_count,
             "session_start_limit": {
-                "total": 1000,
-                "remaining": 1000u64.saturating_sub(used),
+                "total": config.session_start_total,
+                "remaining": config.session_start_total.saturating_sub(used),
                 "reset_after": 86_400_000,
                 "max_concurrency": config.max_concurrency,
             },
