@@ -11,6 +11,9 @@
 //! * Shrinking `max_age`, `max_bytes` or `max_messages` deletes messages at
 //!   once. A stray setting on one restarted process must not throw away
 //!   events nobody has processed yet.
+//! * A different replica count or placement (cluster, server tags) makes a
+//!   clustered JetStream copy or move the stream's data between servers;
+//!   that too waits for an operator, and is reported like any other limit.
 //!
 //! Changing a live stream is an operator's act: [`update_streams`] applies
 //! the definition on purpose (storage excepted: JetStream cannot change it in
@@ -18,7 +21,7 @@
 
 use std::fmt;
 
-use async_nats::jetstream::stream::Config;
+use async_nats::jetstream::stream::{Config, Placement};
 use async_nats::jetstream::Context;
 
 use crate::{BusError, Topology};
@@ -174,7 +177,30 @@ fn differences(current: &Config, want: &Config) -> Vec<String> {
         current.num_replicas.max(1).to_string(),
         want.num_replicas.max(1).to_string(),
     );
+    note(
+        "placement",
+        placement(current.placement.as_ref()),
+        placement(want.placement.as_ref()),
+    );
     out
+}
+
+/// A placement as drift reports name it; no placement and an empty one are
+/// the same, and the order of tags does not matter.
+fn placement(placement: Option<&Placement>) -> String {
+    let cluster = placement
+        .and_then(|p| p.cluster.as_deref())
+        .filter(|c| !c.is_empty());
+    let mut tags: Vec<&str> = placement
+        .map(|p| p.tags.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    tags.sort_unstable();
+    match (cluster, tags.is_empty()) {
+        (None, true) => "anywhere".to_owned(),
+        (Some(cluster), true) => format!("cluster {cluster}"),
+        (None, false) => format!("tags {}", tags.join(",")),
+        (Some(cluster), false) => format!("cluster {cluster} tags {}", tags.join(",")),
+    }
 }
 
 #[cfg(test)]
@@ -204,13 +230,56 @@ mod tests {
     }
 
     #[test]
+    fn a_different_placement_is_drift_like_different_replicas() {
+        let defined = Topology::new(Namespace::root()).with_placement(crate::Placement {
+            cluster: Some("east".into()),
+            tags: vec!["ssd".into(), "az1".into()],
+        });
+        let anywhere = Topology::new(Namespace::root());
+        let found = differences(&anywhere.stream_configs()[1], &defined.stream_configs()[1]);
+        assert_eq!(
+            found,
+            ["placement: existing anywhere, defined cluster east tags az1,ssd"]
+        );
+        let found = differences(
+            &defined.sessions_stream_config(),
+            &anywhere.sessions_stream_config(),
+        );
+        assert_eq!(
+            found,
+            ["placement: existing cluster east tags az1,ssd, defined anywhere"]
+        );
+        let mut moved = defined.clone();
+        moved.events.placement.cluster = Some("west".into());
+        moved.events.replicas = 3;
+        let found = differences(&defined.stream_configs()[0], &moved.stream_configs()[0]);
+        assert_eq!(
+            found,
+            [
+                "replicas: existing 1, defined 3",
+                "placement: existing cluster east tags az1,ssd, defined cluster west tags az1,ssd"
+            ]
+        );
+    }
+
+    #[test]
     fn unset_and_unlimited_are_the_same() {
         let defined = Topology::new(Namespace::root()).stream_configs().remove(0);
         let reported = Config {
             max_messages: 0,
             num_replicas: 0,
+            placement: Some(Placement::default()),
             ..defined.clone()
         };
         assert!(differences(&reported, &defined).is_empty());
+        // Tags in another order are the same placement.
+        let tagged = |tags: &[&str]| Config {
+            placement: Some(Placement {
+                cluster: None,
+                tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            }),
+            ..defined.clone()
+        };
+        assert!(differences(&tagged(&["b", "a"]), &tagged(&["a", "b"])).is_empty());
     }
 }

@@ -33,6 +33,6 @@ pub use publish::{publish_check, publish_dead_letter, publish_webhook_delivery};
 pub use sessions::open_sessions_bucket;
 pub use settings::{StreamLimitSettings, StreamSettings};
 pub use topology::{
-    BucketLimits, Retention, Storage, StreamLimits, Topology, DISCORD_BUDGET_BUCKET,
+    BucketLimits, Placement, Retention, Storage, StreamLimits, Topology, DISCORD_BUDGET_BUCKET,
     SESSIONS_BUCKET,
 };

@@ -4,9 +4,13 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::{BusError, Retention, Storage, StreamLimits, Topology};
+use crate::{BusError, Placement, Retention, Storage, StreamLimits, Topology};
+
+/// What [`StreamSettings::every`] is called in errors: `STREAM_STORAGE`,
+/// `STREAM_MAX_AGE` (its placement is `NATS_PLACEMENT_*`).
+const EVERY: &str = "stream";
 
 /// Raw limits of one stream; unset values keep the definition's default.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -25,6 +29,35 @@ pub struct StreamLimitSettings {
     /// JetStream's `Nats-Msg-Id` dedupe window, e.g. `2m`.
     pub duplicate_window: Option<String>,
     pub replicas: Option<usize>,
+    /// The cluster (of a super-cluster) whose servers keep the stream; empty
+    /// for any.
+    pub placement_cluster: Option<String>,
+    /// Server tags that every server keeping the stream must carry,
+    /// comma-separated (`"ssd,az1"`; a file may also give a list); empty for
+    /// none.
+    #[serde(deserialize_with = "tag_list")]
+    pub placement_tags: Option<String>,
+}
+
+/// `placement_tags` as a file may write it: `"ssd,az1"` or `["ssd", "az1"]`.
+fn tag_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Tags {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Tags::deserialize(d) {
+        Ok(Tags::One(tags)) => Ok(Some(tags)),
+        Ok(Tags::Many(tags)) if tags.iter().any(|t| t.contains(',')) => {
+            Err(D::Error::custom("a server tag cannot contain a comma"))
+        }
+        Ok(Tags::Many(tags)) => Ok(Some(tags.join(","))),
+        Err(_) => Err(D::Error::custom(
+            "use a string (\"ssd,az1\") or a list of strings ([\"ssd\", \"az1\"])",
+        )),
+    }
 }
 
 /// Raw limits of every stream (`[streams.events]`, … in a file).
@@ -32,7 +65,9 @@ pub struct StreamLimitSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct StreamSettings {
     /// Limits for all streams at once (`STREAM_STORAGE`, `STREAM_MAX_AGE`,
-    /// `NATS_REPLICAS`); each stream's own settings win over them.
+    /// `NATS_REPLICAS`, `NATS_PLACEMENT_CLUSTER`, `NATS_PLACEMENT_TAGS`);
+    /// each stream's own settings win over them. The key-value buckets,
+    /// which have no settings of their own, take its replicas and placement.
     #[serde(skip)]
     pub every: StreamLimitSettings,
     pub events: StreamLimitSettings,
@@ -58,6 +93,8 @@ impl StreamLimitSettings {
         pick(&mut self.max_messages, top.max_messages);
         pick(&mut self.duplicate_window, top.duplicate_window);
         pick(&mut self.replicas, top.replicas);
+        pick(&mut self.placement_cluster, top.placement_cluster);
+        pick(&mut self.placement_tags, top.placement_tags);
         self
     }
 
@@ -74,7 +111,9 @@ impl StreamLimitSettings {
                 other => other.to_string(),
             };
             let setting = match problem.split(' ').next() {
-                Some("replicas") => format!("streams.{which}.replicas"),
+                Some(field @ ("replicas" | "placement_cluster" | "placement_tags")) => {
+                    format!("streams.{which}.{field}")
+                }
                 _ => format!("streams.{which}.duplicate_window"),
             };
             BusError::setting(setting, problem)
@@ -145,7 +184,56 @@ impl StreamLimitSettings {
             )?,
             duplicate_window,
             replicas: self.replicas.unwrap_or(defaults.replicas),
+            placement: self.placement(which, &defaults.placement)?,
         })
+    }
+
+    /// The placement over `default`, field by field; an empty cluster or tag
+    /// list means no constraint. Errors name `NATS_PLACEMENT_*` for every
+    /// stream, `streams.<which>.placement_*` (a file's) for one.
+    fn placement(&self, which: &str, default: &Placement) -> Result<Placement, BusError> {
+        let setting = |field: &str| {
+            if which == EVERY {
+                format!("NATS_{}", field.to_ascii_uppercase())
+            } else {
+                format!("streams.{which}.{field}")
+            }
+        };
+        let cluster = match self.placement_cluster.as_deref().map(str::trim) {
+            None => default.cluster.clone(),
+            Some("") => None,
+            Some(c) if c.contains(char::is_whitespace) => {
+                return Err(BusError::setting(
+                    setting("placement_cluster"),
+                    format!("{c:?} is not a cluster name: it contains a space"),
+                ))
+            }
+            Some(c) => Some(c.to_owned()),
+        };
+        let tags = match self.placement_tags.as_deref().map(str::trim) {
+            None => default.tags.clone(),
+            Some("") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .map(|tag| {
+                    if tag.is_empty() {
+                        Err(BusError::setting(
+                            setting("placement_tags"),
+                            format!("{list:?} has an empty tag; separate tags with single commas"),
+                        ))
+                    } else if tag.contains(char::is_whitespace) {
+                        Err(BusError::setting(
+                            setting("placement_tags"),
+                            format!("{tag:?} is not a server tag: it contains a space"),
+                        ))
+                    } else {
+                        Ok(tag.to_owned())
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Placement { cluster, tags })
     }
 }
 
@@ -168,7 +256,7 @@ impl StreamSettings {
         // Checked under their own names (`STREAM_STORAGE`, …) before they
         // are folded into each stream's, where a bad one would be blamed on
         // the stream's setting.
-        self.every.parse("stream", &topology.events)?;
+        self.every.parse(EVERY, &topology.events)?;
         let own = |stream: &StreamLimitSettings| self.every.clone().overlay(stream.clone());
         topology.events = own(&self.events).limits("events", &topology.events)?;
         topology.commands = own(&self.commands).limits("commands", &topology.commands)?;
@@ -177,6 +265,12 @@ impl StreamSettings {
         topology.webhooks = own(&self.webhooks).limits("webhooks", &topology.webhooks)?;
         topology.dead_letter =
             own(&self.dead_letter).limits("dead_letter", &topology.dead_letter)?;
+        for bucket in [&mut topology.sessions, &mut topology.discord_budget] {
+            if let Some(replicas) = self.every.replicas {
+                bucket.replicas = replicas;
+            }
+            bucket.placement = self.every.placement(EVERY, &bucket.placement)?;
+        }
         Ok(())
     }
 }
@@ -239,6 +333,148 @@ mod tests {
         let mut s = StreamSettings::default();
         s.webhooks.max_age = Some("forever".into());
         assert!(apply(s).unwrap_err().starts_with("WEBHOOKS_MAX_AGE:"));
+    }
+
+    fn placement(cluster: Option<&str>, tags: &[&str]) -> Placement {
+        Placement {
+            cluster: cluster.map(str::to_owned),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn placement_of_every_stream_reaches_the_buckets_and_a_stream_own_wins() {
+        let mut s = StreamSettings::default();
+        s.every.placement_cluster = Some("east".into());
+        s.every.placement_tags = Some(" ssd , az1".into());
+        s.every.replicas = Some(3);
+        s.events.placement_tags = Some("fast".into());
+        s.dead_letter.placement_cluster = Some("west".into());
+        s.webhooks.placement_cluster = Some(String::new());
+        s.webhooks.placement_tags = Some(String::new());
+        let t = apply(s).unwrap();
+        let every = placement(Some("east"), &["ssd", "az1"]);
+        assert_eq!(t.events.placement, placement(Some("east"), &["fast"]));
+        assert_eq!(t.commands.placement, every);
+        assert_eq!(t.eligibility.placement, every);
+        assert!(t.webhooks.placement.is_anywhere(), "empty: no constraint");
+        assert_eq!(
+            t.dead_letter.placement,
+            placement(Some("west"), &["ssd", "az1"])
+        );
+        assert_eq!(t.sessions.placement, every);
+        assert_eq!(t.discord_budget.placement, every);
+        assert_eq!((t.sessions.replicas, t.discord_budget.replicas), (3, 3));
+        let configs = t.stream_configs();
+        assert_eq!(
+            configs[0].placement,
+            Some(async_nats::jetstream::stream::Placement {
+                cluster: Some("east".into()),
+                tags: vec!["fast".into()],
+            })
+        );
+        assert_eq!(configs[3].placement, None);
+        assert_eq!(
+            t.sessions_stream_config().placement.and_then(|p| p.cluster),
+            Some("east".into())
+        );
+    }
+
+    #[test]
+    fn placement_overlays_like_every_other_setting() {
+        let file = StreamSettings {
+            events: StreamLimitSettings {
+                placement_cluster: Some("east".into()),
+                placement_tags: Some("ssd".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let env = StreamSettings {
+            events: StreamLimitSettings {
+                placement_tags: Some("nvme,az2".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let overlaid = file.overlay(env);
+        assert_eq!(overlaid.events.placement_cluster.as_deref(), Some("east"));
+        assert_eq!(overlaid.events.placement_tags.as_deref(), Some("nvme,az2"));
+        let t = apply(overlaid).unwrap();
+        assert_eq!(
+            t.events.placement,
+            placement(Some("east"), &["nvme", "az2"])
+        );
+        assert!(t.commands.placement.is_anywhere());
+        assert!(
+            t.sessions.placement.is_anywhere(),
+            "only every stream's reach the buckets"
+        );
+    }
+
+    #[test]
+    fn placement_errors_name_the_setting() {
+        let mut s = StreamSettings::default();
+        s.every.placement_cluster = Some("east coast".into());
+        let e = apply(s).unwrap_err();
+        assert!(e.starts_with("NATS_PLACEMENT_CLUSTER:"), "{e}");
+        let mut s = StreamSettings::default();
+        s.every.placement_tags = Some("ssd,,az1".into());
+        let e = apply(s).unwrap_err();
+        assert!(
+            e.starts_with("NATS_PLACEMENT_TAGS:") && e.contains("empty tag"),
+            "{e}"
+        );
+        let mut s = StreamSettings::default();
+        s.commands.placement_tags = Some("ssd,".into());
+        let e = apply(s).unwrap_err();
+        assert!(e.starts_with("streams.commands.placement_tags:"), "{e}");
+        let mut s = StreamSettings::default();
+        s.eligibility.placement_tags = Some("fast disk".into());
+        let e = apply(s).unwrap_err();
+        assert!(e.starts_with("streams.eligibility.placement_tags:"), "{e}");
+        let mut s = StreamSettings::default();
+        s.dead_letter.placement_cluster = Some("a b".into());
+        let e = apply(s).unwrap_err();
+        assert!(
+            e.starts_with("streams.dead_letter.placement_cluster:"),
+            "{e}"
+        );
+        // Limits set in code are checked too, and named the same way.
+        let limits = StreamLimits {
+            placement: placement(Some(""), &[]),
+            ..StreamLimits::default()
+        };
+        let e = StreamLimitSettings::default()
+            .limits("events", &limits)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("streams.events.placement_cluster:"), "{e}");
+    }
+
+    #[test]
+    fn a_file_gives_tags_as_a_string_or_a_list() {
+        let s: StreamSettings = toml::from_str(
+            r#"
+            [events]
+            placement_cluster = "east"
+            placement_tags = "ssd,az1"
+            [commands]
+            placement_tags = ["ssd", "az2"]
+            "#,
+        )
+        .unwrap();
+        let t = apply(s).unwrap();
+        assert_eq!(t.events.placement, placement(Some("east"), &["ssd", "az1"]));
+        assert_eq!(t.commands.placement, placement(None, &["ssd", "az2"]));
+        let e = toml::from_str::<StreamSettings>("[events]\nplacement_tags = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("list of strings"), "{e}");
+        let e = toml::from_str::<StreamSettings>("[events]\nplacement_tags = [\"a,b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("comma"), "{e}");
     }
 
     #[test]

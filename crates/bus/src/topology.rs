@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream::{self, Config, DiscardPolicy, RetentionPolicy, StorageType};
 use wire::subjects::{self, StreamSpec};
 
 use crate::{BusError, Namespace};
@@ -47,6 +47,47 @@ impl Retention {
     }
 }
 
+/// Where a clustered JetStream may put a stream's replicas: on servers of
+/// `cluster` (one cluster of a super-cluster) that carry every one of
+/// `tags` (`server_tags` in their configuration). The default, no cluster
+/// and no tags, lets JetStream choose.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub cluster: Option<String>,
+    pub tags: Vec<String>,
+}
+
+impl Placement {
+    /// No constraint: JetStream chooses.
+    pub fn is_anywhere(&self) -> bool {
+        self.cluster.is_none() && self.tags.is_empty()
+    }
+
+    /// What the stream configuration carries: nothing for no constraint.
+    fn jetstream(&self) -> Option<stream::Placement> {
+        (!self.is_anywhere()).then(|| stream::Placement {
+            cluster: self.cluster.clone(),
+            tags: self.tags.clone(),
+        })
+    }
+
+    /// Refuses a name JetStream could never match. Problems start with the
+    /// field (`placement_cluster`, `placement_tags`) so settings can name
+    /// the variable to fix.
+    fn problem(&self) -> Option<&'static str> {
+        let blank = |s: &str| s.is_empty() || s.contains(char::is_whitespace);
+        if self.cluster.as_deref().is_some_and(blank) {
+            return Some("placement_cluster must be a cluster name, without spaces");
+        }
+        if self.tags.iter().any(|t| blank(t) || t.contains(',')) {
+            return Some(
+                "placement_tags must be server tags, without spaces, empty tags or commas in one",
+            );
+        }
+        None
+    }
+}
+
 /// Limits of one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamLimits {
@@ -63,6 +104,8 @@ pub struct StreamLimits {
     pub duplicate_window: Duration,
     /// Copies kept by a clustered JetStream; 1 on a single server.
     pub replicas: usize,
+    /// Which servers of a clustered JetStream keep those copies.
+    pub placement: Placement,
 }
 
 impl Default for StreamLimits {
@@ -75,6 +118,7 @@ impl Default for StreamLimits {
             max_messages: -1,
             duplicate_window: Duration::from_secs(120),
             replicas: 1,
+            placement: Placement::default(),
         }
     }
 }
@@ -101,6 +145,9 @@ impl StreamLimits {
         if !(1..=5).contains(&self.replicas) {
             return bad("replicas must be between 1 and 5");
         }
+        if let Some(problem) = self.placement.problem() {
+            return bad(problem);
+        }
         Ok(())
     }
 }
@@ -112,6 +159,7 @@ pub struct BucketLimits {
     /// Entries older than this disappear.
     pub max_age: Duration,
     pub replicas: usize,
+    pub placement: Placement,
 }
 
 /// Base name of the gateway's session bucket (prefixed with the namespace).
@@ -158,11 +206,13 @@ impl Topology {
                 storage: Storage::File,
                 max_age: Duration::from_secs(300),
                 replicas: 1,
+                placement: Placement::default(),
             },
             discord_budget: BucketLimits {
                 storage: Storage::File,
                 max_age: Duration::from_secs(3600),
                 replicas: 1,
+                placement: Placement::default(),
             },
         }
     }
@@ -188,6 +238,14 @@ impl Topology {
         self.for_each_stream(|limits| limits.replicas = replicas);
         self.sessions.replicas = replicas;
         self.discord_budget.replicas = replicas;
+        self
+    }
+
+    /// The same placement everywhere, for a clustered JetStream.
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.for_each_stream(|limits| limits.placement = placement.clone());
+        self.sessions.placement = placement.clone();
+        self.discord_budget.placement = placement;
         self
     }
 
@@ -237,6 +295,7 @@ impl Topology {
             max_messages: limits.max_messages,
             duplicate_window: limits.duplicate_window,
             num_replicas: limits.replicas,
+            placement: limits.placement.jetstream(),
             // Old messages make room for new ones: refusing new events would
             // stall every shard behind a full stream.
             discard: DiscardPolicy::Old,
@@ -296,6 +355,9 @@ impl BucketLimits {
         if !(1..=5).contains(&self.replicas) {
             return bad("replicas must be between 1 and 5");
         }
+        if let Some(problem) = self.placement.problem() {
+            return bad(problem);
+        }
         Ok(())
     }
 }
@@ -319,6 +381,7 @@ fn bucket_stream_config(bucket: &str, limits: &BucketLimits, description: &str) 
         allow_direct: true,
         discard: DiscardPolicy::New,
         num_replicas: limits.replicas,
+        placement: limits.placement.jetstream(),
         ..Config::default()
     }
 }
@@ -377,6 +440,83 @@ mod tests {
         assert_eq!(budget.subjects, ["$KV.t7_DISCORD_BUDGET.>"]);
         assert_eq!(budget.num_replicas, 3);
         assert_eq!(budget.max_messages_per_subject, 1);
+    }
+
+    #[test]
+    fn placement_reaches_every_stream_and_bucket_config() {
+        let topology = Topology::new(Namespace::root());
+        assert!(topology
+            .stream_configs()
+            .iter()
+            .all(|c| c.placement.is_none()));
+        assert_eq!(topology.sessions_stream_config().placement, None);
+
+        let east = Placement {
+            cluster: Some("east".into()),
+            tags: vec!["ssd".into(), "az1".into()],
+        };
+        let mut topology = topology.with_placement(east.clone());
+        topology.dead_letter.placement = Placement {
+            cluster: None,
+            tags: vec!["cheap".into()],
+        };
+        let want = Some(stream::Placement {
+            cluster: Some("east".into()),
+            tags: vec!["ssd".into(), "az1".into()],
+        });
+        let configs = topology.stream_configs();
+        assert!(
+            configs[..4].iter().all(|c| c.placement == want),
+            "{configs:?}"
+        );
+        assert_eq!(
+            configs[4].placement,
+            Some(stream::Placement {
+                cluster: None,
+                tags: vec!["cheap".into()],
+            })
+        );
+        assert_eq!(topology.sessions_stream_config().placement, want);
+        assert_eq!(topology.discord_budget_stream_config().placement, want);
+        assert!(topology.validate().is_ok());
+    }
+
+    #[test]
+    fn placement_names_jetstream_could_never_match_are_refused() {
+        let bad = [
+            Placement {
+                cluster: Some(String::new()),
+                tags: vec![],
+            },
+            Placement {
+                cluster: Some("east 1".into()),
+                tags: vec![],
+            },
+            Placement {
+                cluster: None,
+                tags: vec!["ssd".into(), " ".into()],
+            },
+            Placement {
+                cluster: None,
+                tags: vec!["a,b".into()],
+            },
+        ];
+        for placement in bad {
+            let mut topology = Topology::new(Namespace::root());
+            topology.webhooks.placement = placement.clone();
+            let error = topology.validate().unwrap_err().to_string();
+            assert!(
+                error.contains("WEBHOOKS") && error.contains("placement_"),
+                "{placement:?}: {error}"
+            );
+            let mut topology = Topology::new(Namespace::root());
+            topology.sessions.placement = placement.clone();
+            let error = topology.validate().unwrap_err().to_string();
+            assert!(
+                error.contains("GATEWAY_SESSIONS") && error.contains("placement_"),
+                "{placement:?}: {error}"
+            );
+        }
     }
 
     #[test]

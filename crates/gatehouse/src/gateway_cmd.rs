@@ -179,10 +179,6 @@ fn validate(args: &GatewayArgs) -> Result<GatewayConfig, settings::ConfigErrors>
 pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let mut config = validate(&args)?;
     config.nats = args.nats_login.settings(&config.nats.url)?;
-    if let Some(replicas) = args.streams.nats_replicas {
-        // Streams got it through their settings; the bucket has none.
-        config.topology.sessions.replicas = replicas;
-    }
     let mut gateway = Gateway::start(config).await.map_err(explain)?;
 
     let stopper = gateway.stopper();

@@ -237,6 +237,18 @@ pub struct StreamArgs {
     #[arg(long = "nats-replicas", env = "NATS_REPLICAS")]
     pub nats_replicas: Option<usize>,
 
+    /// Cluster (of a super-cluster) whose servers keep every stream and
+    /// bucket; a file's `streams.<name>.placement_cluster` wins for its
+    /// stream [default: any].
+    #[arg(long = "nats-placement-cluster", env = "NATS_PLACEMENT_CLUSTER")]
+    pub nats_placement_cluster: Option<String>,
+
+    /// Server tags, comma-separated, that every server keeping a stream or
+    /// bucket must carry; a file's `streams.<name>.placement_tags` wins for
+    /// its stream [default: none].
+    #[arg(long = "nats-placement-tags", env = "NATS_PLACEMENT_TAGS")]
+    pub nats_placement_tags: Option<String>,
+
     /// EVENTS stream storage, `file` or `memory` [default: STREAM_STORAGE].
     #[arg(long = "events-storage", env = "EVENTS_STORAGE")]
     pub events_storage: Option<String>,
@@ -278,6 +290,8 @@ impl StreamArgs {
                 storage: self.stream_storage.clone(),
                 max_age: self.stream_max_age.clone(),
                 replicas: self.nats_replicas,
+                placement_cluster: self.nats_placement_cluster.clone(),
+                placement_tags: self.nats_placement_tags.clone(),
                 ..StreamLimitSettings::default()
             },
             events: StreamLimitSettings {
@@ -296,12 +310,10 @@ impl StreamArgs {
         }
     }
 
-    /// The topology of `namespace` with these limits.
+    /// The topology of `namespace` with these limits (the buckets take
+    /// NATS_REPLICAS and NATS_PLACEMENT_* too).
     pub fn topology(&self, namespace: Namespace) -> Result<Topology, bus::BusError> {
         let mut topology = Topology::new(namespace);
-        if let Some(replicas) = self.nats_replicas {
-            topology = topology.with_replicas(replicas);
-        }
         self.settings().apply(&mut topology)?;
         topology.validate()?;
         Ok(topology)
@@ -347,6 +359,43 @@ mod tests {
         assert_eq!(t.dead_letter.max_age, std::time::Duration::from_secs(3600));
         assert_eq!(t.commands.storage, bus::Storage::Memory);
         assert_eq!((t.eligibility.replicas, t.sessions.replicas), (3, 3));
+        assert_eq!(t.discord_budget.replicas, 3);
+    }
+
+    #[test]
+    fn placement_reaches_every_stream_and_bucket() {
+        let args = StreamArgs {
+            nats_placement_cluster: Some("east".into()),
+            nats_placement_tags: Some("ssd,az1".into()),
+            ..StreamArgs::default()
+        };
+        let t = args.topology(Namespace::root()).unwrap();
+        let east = bus::Placement {
+            cluster: Some("east".into()),
+            tags: vec!["ssd".into(), "az1".into()],
+        };
+        for (_, limits) in t.streams() {
+            assert_eq!(limits.placement, east);
+        }
+        assert_eq!(t.sessions.placement, east);
+        assert_eq!(t.discord_budget.placement, east);
+    }
+
+    #[test]
+    fn a_bad_placement_is_named_by_its_variable_and_flag() {
+        let args = StreamArgs {
+            nats_placement_tags: Some("ssd,,az1".into()),
+            ..StreamArgs::default()
+        };
+        let mut problems = settings::Problems::new();
+        assert!(args
+            .checked_topology(Namespace::root(), &mut problems)
+            .is_none());
+        let e = problems.finish().unwrap_err().to_string();
+        assert!(
+            e.contains("NATS_PLACEMENT_TAGS (--nats-placement-tags)"),
+            "{e}"
+        );
     }
 
     #[test]
