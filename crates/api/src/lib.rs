@@ -200,9 +200,9 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("api_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!(health::REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("api_request_duration_seconds", "method" => method, "route" => route)
+    metrics::histogram!(health::REQUEST_SECONDS, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
 }

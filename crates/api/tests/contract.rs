@@ -292,6 +292,35 @@ async fn probes_and_metrics_answer_without_a_key() {
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(metrics.contains("api_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/v1/rules\""), "{metrics}");
+    // Latency is a histogram, which dashboards can add up across API
+    // processes; a summary's quantiles could not be.
+    assert!(
+        metrics.contains("# TYPE api_request_duration_seconds histogram"),
+        "{metrics}"
+    );
+    let buckets: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("api_request_duration_seconds_bucket{")
+                && l.contains("route=\"/v1/rules\"")
+        })
+        .collect();
+    assert!(
+        buckets.iter().any(|l| l.contains("le=\"0.1\"")),
+        "{metrics}"
+    );
+    assert!(
+        buckets
+            .iter()
+            .any(|l| l.contains("le=\"+Inf\"") && !l.ends_with(" 0")),
+        "the request is counted: {metrics}"
+    );
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("api_request_duration_seconds{")),
+        "no summary quantiles left: {metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

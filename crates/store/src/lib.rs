@@ -32,7 +32,7 @@ pub use config::{redact_url, StoreConfig};
 pub use directory::{AuthenticatedKey, Directory, ResolvedLinkToken};
 pub use error::StoreError;
 pub use ids::{ApiKeyId, BadgeId, ProfileId, RuleId, TenantId, WebhookId};
-pub use pool::Store;
+pub use pool::{PoolWaits, Store};
 pub use tenant::TenantTx;
 pub use wallet::{WalletAddress, WalletError};
 pub use web_sessions::{ActiveCommunity, NewWebSession, WebSession, WebSessions};

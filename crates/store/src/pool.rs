@@ -1,6 +1,10 @@
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType, Timeouts,
+};
 use tokio_postgres::NoTls;
 
 use crate::guild_cache::GuildCache;
@@ -14,6 +18,31 @@ pub struct Store {
     pool: Pool,
     config: StoreConfig,
     guilds: Arc<GuildCache>,
+    waits: Arc<WaitCounters>,
+}
+
+/// How often getting a connection meant waiting for one, since the store
+/// was built: every connection was in use, so the caller queued until one
+/// came back (or `DATABASE_ACQUIRE_TIMEOUT` passed). Counters only ever
+/// grow; a rate of them says how starved the pool is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolWaits {
+    /// Connections asked for (every transaction and directory call).
+    pub acquisitions: u64,
+    /// Of those, the ones that found every connection in use and waited.
+    pub waits: u64,
+    /// Time spent in those waits, added up (timed-out waits included).
+    pub waited: Duration,
+}
+
+/// [`PoolWaits`] as the checkout path updates them: relaxed atomics, no
+/// lock and no allocation; and who is told of each wait.
+#[derive(Default)]
+struct WaitCounters {
+    acquisitions: AtomicU64,
+    waits: AtomicU64,
+    waited_nanos: AtomicU64,
+    observer: OnceLock<fn(Duration)>,
 }
 
 impl Store {
@@ -52,6 +81,7 @@ impl Store {
             pool,
             config,
             guilds: Arc::new(GuildCache::new()),
+            waits: Arc::new(WaitCounters::default()),
         })
     }
 
@@ -98,9 +128,51 @@ impl Store {
         (status.size, status.available)
     }
 
+    /// How often getting a connection has meant waiting for one.
+    pub fn pool_waits(&self) -> PoolWaits {
+        PoolWaits {
+            acquisitions: self.waits.acquisitions.load(Ordering::Relaxed),
+            waits: self.waits.waits.load(Ordering::Relaxed),
+            waited: Duration::from_nanos(self.waits.waited_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Has `observe` called with the length of every wait for a connection
+    /// from now on (a histogram, say); a connection taken at once calls
+    /// nothing. One observer per pool, shared by every clone of this store:
+    /// `false` (and `observe` unused) if one was set already.
+    pub fn observe_pool_waits(&self, observe: fn(Duration)) -> bool {
+        self.waits.observer.set(observe).is_ok()
+    }
+
     pub(crate) async fn checkout(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| match e {
-            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+        self.waits.acquisitions.fetch_add(1, Ordering::Relaxed);
+        // First without waiting: a free slot (an idle connection, or room
+        // to open one) is taken at once, and that is the common case.
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..self.pool.timeouts()
+        };
+        let got = match self.pool.timeout_get(&now).await {
+            Err(PoolError::Timeout(TimeoutType::Wait)) => {
+                // Every connection is in use: queue for one, and count it.
+                let start = Instant::now();
+                let got = self.pool.get().await;
+                let waited = start.elapsed();
+                self.waits.waits.fetch_add(1, Ordering::Relaxed);
+                self.waits.waited_nanos.fetch_add(
+                    u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                if let Some(observe) = self.waits.observer.get() {
+                    observe(waited);
+                }
+                got
+            }
+            got => got,
+        };
+        got.map_err(|e| match e {
+            PoolError::Timeout(TimeoutType::Wait) => {
                 StoreError::PoolTimeout(self.config.acquire_timeout)
             }
             PoolError::Timeout(_) => StoreError::ConnectTimeout {

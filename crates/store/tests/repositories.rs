@@ -502,6 +502,53 @@ async fn a_dropped_transaction_rolls_back_and_does_not_poison_the_pool() {
 }
 
 #[tokio::test]
+async fn waiting_for_a_connection_is_counted_and_timed() {
+    let db = TestDb::create("repo_pool_waits").await;
+    let store = db.store(1).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    static OBSERVED: std::sync::Mutex<Vec<std::time::Duration>> = std::sync::Mutex::new(Vec::new());
+    assert!(store.observe_pool_waits(|d| OBSERVED.lock().unwrap().push(d)));
+    assert!(
+        !store.clone().observe_pool_waits(|_| {}),
+        "one observer per pool"
+    );
+    let before = store.pool_waits();
+    // A free connection is taken at once: asked for, not waited for.
+    store.begin(t).await.unwrap().commit().await.unwrap();
+    let free = store.pool_waits();
+    assert_eq!(free.acquisitions - before.acquisitions, 1);
+    assert_eq!((free.waits, free.waited), (before.waits, before.waited));
+
+    // The only connection is held: the next caller queues until it is back.
+    let held = store.begin(t).await.unwrap();
+    let waiter = tokio::spawn({
+        let store = store.clone();
+        async move { store.begin(t).await.unwrap().commit().await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        store.pool_waits().waits - free.waits,
+        0,
+        "counted when it ends"
+    );
+    held.commit().await.unwrap();
+    waiter.await.unwrap();
+    let waited = store.pool_waits();
+    assert_eq!(waited.acquisitions - free.acquisitions, 2);
+    assert_eq!(waited.waits - free.waits, 1);
+    let time = waited.waited - free.waited;
+    assert!(
+        time >= std::time::Duration::from_millis(150) && time < std::time::Duration::from_secs(5),
+        "waited {time:?}"
+    );
+    assert_eq!(
+        *OBSERVED.lock().unwrap(),
+        [time],
+        "the observer saw the one wait"
+    );
+}
+
+#[tokio::test]
 async fn begin_goes_out_with_the_first_statements_even_when_they_are_pipelined() {
     let db = TestDb::create("repo_lazy_begin").await;
     let store = db.store(1).await;

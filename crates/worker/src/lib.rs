@@ -108,6 +108,7 @@ impl Worker {
             http,
         } = self;
         config.validate()?;
+        telemetry::observe_pool_waits(&store);
         // Every task lives in this set, the HTTP server too: dropping the
         // worker's future (a killed worker, in tests) ends them all.
         let mut tasks = tokio::task::JoinSet::new();

@@ -1,6 +1,7 @@
 //! The worker's Prometheus metrics: the names this module owns, the
 //! recorder behind `/metrics`, and the gauges sampled on a timer (consumer
-//! backlog, the database pool) rather than per message.
+//! backlog, the database pool) rather than per message; waits for a
+//! database connection are recorded as they end.
 //!
 //! Names are stable: dashboards and alerts use them. Every label comes from
 //! a fixed set (stream, subject, outcome, reason class, status class), never
@@ -46,6 +47,15 @@ pub const DB_POOL_CONNECTIONS: &str = "worker_db_pool_connections";
 pub const DB_POOL_IDLE: &str = "worker_db_pool_idle_connections";
 /// The most connections the pool opens (`DATABASE_POOL_SIZE`).
 pub const DB_POOL_MAX: &str = "worker_db_pool_max_connections";
+/// Connections asked of the pool (each transaction, each directory call).
+pub const DB_POOL_ACQUIRES: &str = "worker_db_pool_acquires_total";
+/// Of those, the ones that found every connection in use and waited for
+/// one: the pool is too small for the work (or the database too slow).
+pub const DB_POOL_WAITS: &str = "worker_db_pool_waits_total";
+/// How long each of those waits lasted, up to `DATABASE_ACQUIRE_TIMEOUT`
+/// (a wait that ran out is recorded too). A connection taken at once is
+/// not recorded: `_count` is the number of waits.
+pub const DB_POOL_WAIT_SECONDS: &str = "worker_db_pool_wait_seconds";
 /// Discord's answers, by `request` (`role_change`) and `class` (`2xx`,
 /// `429`, `4xx`, `5xx`, …, or `unreachable` when none came). A 429 (rate
 /// limited) is a class of its own, the one alerts watch; `4xx` is every
@@ -64,6 +74,11 @@ pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// per-server limit for many seconds.
 const HANDLER_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// From a connection returned a moment later to the acquire timeout (5 s
+/// by default) and beyond.
+const DB_POOL_WAIT_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Up to the consumer's largest batch (64).
 const BATCH_BUCKETS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
@@ -101,6 +116,12 @@ fn install() -> Option<&'static PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Full(HANDLER_SECONDS.to_owned()), &HANDLER_BUCKETS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(BATCH_MESSAGES.to_owned()), &BATCH_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(DB_POOL_WAIT_SECONDS.to_owned()),
+                        &DB_POOL_WAIT_BUCKETS,
+                    )
                 });
             let installed = builder.and_then(PrometheusBuilder::install_recorder);
             match installed {
@@ -167,8 +188,19 @@ pub(crate) fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// Has `store` record each wait for a connection in
+/// [`DB_POOL_WAIT_SECONDS`] as it ends. Several workers sharing one store
+/// (tests) share its one observer, this same function.
+pub(crate) fn observe_pool_waits(store: &store::Store) {
+    fn record(waited: Duration) {
+        metrics::histogram!(DB_POOL_WAIT_SECONDS).record(waited.as_secs_f64());
+    }
+    store.observe_pool_waits(record);
+}
+
 /// Every [`SAMPLE_EVERY`], until `shutdown`: each consumer's backlog and
-/// the database pool's state, as gauges.
+/// the database pool's state, as gauges, and its acquisitions and waits as
+/// counters.
 pub(crate) async fn sample(
     consumers: Vec<(&'static str, PullConsumer)>,
     store: store::Store,
@@ -187,6 +219,10 @@ pub(crate) async fn sample(
         let (open, idle) = store.pool_status();
         metrics::gauge!(DB_POOL_CONNECTIONS).set(open as f64);
         metrics::gauge!(DB_POOL_IDLE).set(idle as f64);
+        // The store counts since it was built; a counter never goes back.
+        let waits = store.pool_waits();
+        metrics::counter!(DB_POOL_ACQUIRES).absolute(waits.acquisitions);
+        metrics::counter!(DB_POOL_WAITS).absolute(waits.waits);
         for ((stream, consumer), failing) in consumers.iter().zip(failing.iter_mut()) {
             let info = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -240,6 +276,16 @@ fn describe() {
     describe_gauge!(DB_POOL_CONNECTIONS, "Database connections open in the pool");
     describe_gauge!(DB_POOL_IDLE, "Database connections open and idle");
     describe_gauge!(DB_POOL_MAX, "The most connections the pool opens");
+    describe_counter!(DB_POOL_ACQUIRES, "Database connections asked of the pool");
+    describe_counter!(
+        DB_POOL_WAITS,
+        "Database connections asked for while every one was in use: the caller waited"
+    );
+    describe_histogram!(
+        DB_POOL_WAIT_SECONDS,
+        Unit::Seconds,
+        "How long each wait for a database connection lasted (connections taken at once are not recorded)"
+    );
     describe_counter!(
         DISCORD_RESPONSES,
         "Discord's answers, by request and status class (429 apart from the other 4xx; unreachable: no answer)"

@@ -144,11 +144,74 @@ async fn health_readiness_and_metrics_are_served_while_the_worker_runs() {
         sample(&last, "worker_db_pool_max_connections", &[]).is_some_and(|n| n >= 1.0),
         "{last}"
     );
+    assert!(
+        sample(&last, "worker_db_pool_acquires_total", &[]).is_some_and(|n| n >= 1.0),
+        "{last}"
+    );
+    assert!(
+        sample(&last, "worker_db_pool_waits_total", &[]).is_some(),
+        "{last}"
+    );
 
     let addr = worker.addr;
     worker.stop().await;
     // The endpoints go with the worker.
     assert_eq!(testkit::http::get(addr, "/healthz").await.0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_a_database_connection_is_timed_in_a_histogram() {
+    let h = Harness::new("worker_pool_wait").await;
+    // One connection, which the test holds while an event arrives.
+    let store = h.db.store(1).await;
+    let worker = Running::start(&h, store.clone()).await;
+    worker.ready().await;
+    let tenant = h
+        .store
+        .directory()
+        .provision_guild(wire::GuildId::new(77).expect("not 0"), "held")
+        .await
+        .expect("a community");
+    let held = store
+        .begin(tenant)
+        .await
+        .expect("the pool's one connection");
+    h.publish(&guild_join(4343, "s", 1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    held.commit().await.expect("nothing to commit");
+    h.wait_for_count("SELECT count(*) FROM communities", 2)
+        .await;
+    assert!(store.pool_waits().waits >= 1, "{:?}", store.pool_waits());
+
+    let seen = Mutex::new(String::new());
+    let recorded = testkit::eventually::holds_within(WAIT, || async {
+        let (_, text) = worker.get("/metrics").await;
+        let ok = sample(&text, "worker_db_pool_wait_seconds_count", &[]).is_some_and(|n| n >= 1.0);
+        *seen.lock().expect("not poisoned") = text;
+        ok
+    })
+    .await;
+    let last = seen.into_inner().expect("not poisoned");
+    assert!(recorded, "no wait for a connection in /metrics:\n{last}");
+    assert!(
+        last.contains("# TYPE worker_db_pool_wait_seconds histogram"),
+        "{last}"
+    );
+    // The wait lasted about as long as the connection was held.
+    assert!(
+        sample(&last, "worker_db_pool_wait_seconds_sum", &[]).is_some_and(|s| s >= 0.2),
+        "{last}"
+    );
+    assert!(
+        sample(
+            &last,
+            "worker_db_pool_wait_seconds_bucket",
+            &[r#"le="0.1""#]
+        )
+        .is_some_and(|n| n < sample(&last, "worker_db_pool_wait_seconds_count", &[]).unwrap()),
+        "{last}"
+    );
+    worker.stop().await;
 }
 
 /// Forwards TCP connections to `target` until [`Cut::cut`], which closes
