@@ -3,9 +3,13 @@
 //! A flood of commands from one server (or one member) must not take the
 //! workers' connections and Discord budget from everyone else. Each worker
 //! process keeps token buckets per member and per community (GCRA, from
-//! `governor`); a command over the limit gets a polite ephemeral answer and
-//! does no work. `/check` also has a per-member cooldown: it reads the chain
-//! fresh, which costs every community's shared RPC budget.
+//! `governor`); a command over the limit does no work. The member is told so
+//! with a polite ephemeral answer once per member period; commands they send
+//! after that within the period go unanswered (Discord shows "interaction
+//! failed"): answering every command of a flood would spend the workers'
+//! time and the REST connection every community shares on the flooder.
+//! `/check` also has a per-member cooldown: it reads the chain fresh, which
+//! costs every community's shared RPC budget.
 //!
 //! The buckets are per process: with N workers sharing the stream a member
 //! may get up to N times the rate. That bounds a flood without a shared
@@ -80,6 +84,8 @@ pub struct CommandLimiter {
     member: DefaultKeyedRateLimiter<(GuildId, UserId)>,
     community: DefaultKeyedRateLimiter<GuildId>,
     check: Option<DefaultKeyedRateLimiter<(GuildId, UserId)>>,
+    /// One polite answer per member per member period.
+    told: DefaultKeyedRateLimiter<(GuildId, UserId)>,
 }
 
 fn quota(burst: NonZeroU32, period: Duration) -> Quota {
@@ -95,7 +101,14 @@ impl CommandLimiter {
             community: RateLimiter::keyed(quota(limits.community_burst, limits.community_period)),
             check: (!limits.check_cooldown.is_zero())
                 .then(|| RateLimiter::keyed(quota(NonZeroU32::MIN, limits.check_cooldown))),
+            told: RateLimiter::keyed(quota(NonZeroU32::MIN, limits.member_period)),
         }
+    }
+
+    /// Whether a member whose command was refused should be told why: the
+    /// first refusal in a member period is answered, later ones are not.
+    pub fn tell(&self, guild: GuildId, user: UserId) -> bool {
+        self.told.check_key(&(guild, user)).is_ok()
     }
 
     /// Spends one command of `user` in `guild`, or says why not. The member
@@ -126,6 +139,19 @@ mod tests {
 
     fn ids(g: u64, u: u64) -> (GuildId, UserId) {
         (GuildId::new(g).unwrap(), UserId::new(u).unwrap())
+    }
+
+    #[test]
+    fn a_refused_member_is_told_once_per_member_period() {
+        let limiter = CommandLimiter::new(&CommandLimits {
+            member_period: Duration::from_secs(60),
+            ..CommandLimits::default()
+        });
+        let (g, u) = ids(1, 2);
+        assert!(limiter.tell(g, u), "the first refusal is answered");
+        assert!(!limiter.tell(g, u), "a second in the same period is not");
+        let (_, other) = ids(1, 3);
+        assert!(limiter.tell(g, other), "each member is told for themselves");
     }
 
     #[test]

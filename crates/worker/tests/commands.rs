@@ -1274,7 +1274,7 @@ async fn an_interaction_past_discords_window_is_dropped_without_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_over_a_members_limit_and_a_second_check_are_answered_politely() {
+async fn commands_over_a_members_limit_are_answered_politely_once_and_a_second_check_too() {
     let w = world_limited(
         "cmd_limits",
         Duration::ZERO,
@@ -1299,6 +1299,16 @@ async fn commands_over_a_members_limit_and_a_second_check_are_answered_politely(
         .unwrap_or_default()
         .to_owned();
     assert!(refused.contains("faster than I can answer"), "{refused}");
+    // Told once: more commands in the same period are dropped unanswered,
+    // so a flood costs no reply per command.
+    let (_, unanswered) = w.invoke(flooder, "profile", &[]).await;
+    w.h.drained().await;
+    let info = w.sim.control().interaction(unanswered).unwrap();
+    assert!(
+        info.responses.is_empty(),
+        "a second refusal in the period was answered: {:?}",
+        info.responses
+    );
     // Refused before any database work: a flood of commands over the
     // limit costs the flooder's replies, not every community's connections.
     assert_eq!(

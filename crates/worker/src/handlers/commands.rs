@@ -138,6 +138,12 @@ pub(super) async fn interaction(
         if let Err(limited) = handlers.commands.admit(guild, user, command == CHECK) {
             metrics::counter!("worker_commands_limited_total", "command" => command_label(command))
                 .increment(1);
+            if !handlers.commands.tell(guild, user) {
+                // Told once this period already; a flood's further
+                // commands cost nothing more.
+                metrics::counter!("worker_commands_limited_unanswered_total").increment(1);
+                return Ok(());
+            }
             return answer_limited(&reply, limited).await;
         }
         Admission::Admitted
