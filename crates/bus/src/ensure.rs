@@ -20,7 +20,9 @@
 //! place).
 
 use std::fmt;
+use std::time::Duration;
 
+use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::stream::{Config, Placement};
 use async_nats::jetstream::Context;
 
@@ -105,11 +107,37 @@ pub(crate) async fn ensure_stream(js: &Context, want: Config) -> Result<Option<D
     Ok(Some(drift))
 }
 
+/// Attempts at creating or opening a stream that timed out before giving up.
+/// A clustered JetStream answers slowly while it elects a meta leader or
+/// places a replicated stream (a cluster starting, a node restarting), and
+/// the call is idempotent: waiting a little beats a process that exits.
+const CREATE_ATTEMPTS: u32 = 4;
+
 async fn existing_or_create(js: &Context, want: &Config) -> Result<Config, BusError> {
-    let mut stream = js
-        .get_or_create_stream(want.clone())
-        .await
-        .map_err(|e| BusError::stream(&want.name, format!("cannot create or open it: {e}")))?;
+    let mut attempt = 1;
+    let mut stream = loop {
+        match js.get_or_create_stream(want.clone()).await {
+            Ok(stream) => break stream,
+            Err(e)
+                if attempt < CREATE_ATTEMPTS
+                    && matches!(
+                        e.kind(),
+                        CreateStreamErrorKind::TimedOut
+                            | CreateStreamErrorKind::JetStreamUnavailable
+                    ) =>
+            {
+                tracing::warn!(stream = %want.name, error = %e, attempt, "JetStream is slow to create or open the stream; retrying");
+                tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(BusError::stream(
+                    &want.name,
+                    format!("cannot create or open it: {e}"),
+                ))
+            }
+        }
+    };
     let info = stream
         .info()
         .await
@@ -205,8 +233,6 @@ fn placement(placement: Option<&Placement>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::{Namespace, Storage};
 
