@@ -21,6 +21,7 @@ mod logging;
 mod migrate;
 mod nats_args;
 mod nats_config_cmd;
+mod otel;
 mod rechecks;
 mod rules_cmd;
 #[cfg(feature = "sim")]
@@ -29,16 +30,18 @@ mod worker_cmd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{BenchCommand, Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Err(e) = logging::init(cli.log_format) {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    let matches = Cli::command().get_matches();
+    // The process's name in exported traces: gatehouse-worker, -gateway, …
+    let service = format!("gatehouse-{}", matches.subcommand_name().unwrap_or("cli"));
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,14 +52,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    // Inside the runtime: span export, when configured, runs on it.
+    let export = {
+        let _entered = runtime.enter();
+        match logging::init(cli.log_format, &service) {
+            Ok(export) => export,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             // One line: what failed and, where we know it, how to fix it.
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    if let Some(export) = export {
+        let _entered = runtime.enter();
+        export.shutdown();
     }
+    code
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {

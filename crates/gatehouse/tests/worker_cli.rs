@@ -15,8 +15,12 @@ const MEMBERS: u64 = 400;
 const RESTART_WAIT: Duration = Duration::from_secs(40);
 
 fn worker(h: &Harness) -> tokio::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .arg("worker")
+    worker_command(h).spawn().expect("gatehouse worker starts")
+}
+
+fn worker_command(h: &Harness) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    cmd.arg("worker")
         .env("DATABASE_URL", h.db.app_pgbouncer_url())
         .env_remove("NATS_TOKEN")
         .envs(h.nats.access.env(bus::Process::Worker))
@@ -30,9 +34,8 @@ fn worker(h: &Harness) -> tokio::process::Child {
         .env_remove("DISCORD_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("gatehouse worker starts")
+        .kill_on_drop(true);
+    cmd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,6 +152,123 @@ async fn a_log_line_about_a_message_carries_its_envelope_id_and_trace() {
     assert_eq!(
         json["span"]["trace_id"], "0b5ad3c26f1e5a7b9c8d4e3f2a1b0c9d",
         "the line does not continue the gateway's trace: {line}"
+    );
+}
+
+/// A stand-in OpenTelemetry collector: answers every OTLP/HTTP request
+/// with 200 and hands over each request's path and body.
+async fn collector() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // One request per connection is all the test needs.
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let _ = tx.send((path, buf[end + 4..end + 4 + length].to_vec()));
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_otlp_endpoint_the_worker_exports_its_message_spans_in_the_gateways_trace() {
+    let h = Harness::new("cli_worker_otel").await;
+    let (addr, mut requests) = collector().await;
+    let id = "5c1e7a2b-3d4f-5a6b-8c9d-0e1f2a3b4c5d";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::subjects::headers::MSG_ID, id);
+    let traceparent = wire::trace::traceparent(id).expect("a UUID");
+    headers.insert(wire::trace::HEADER, traceparent.as_str());
+    h.nats
+        .js
+        .publish_with_headers(
+            h.nats.ns.subject(wire::subjects::MEMBER_JOIN),
+            headers,
+            "{not json".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut child = {
+        let mut cmd = worker_command(&h);
+        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
+            .env("OTEL_SERVICE_NAME", "worker-under-test")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd.spawn().expect("gatehouse worker starts")
+    };
+    testkit::eventually("the message to be dead-lettered", WAIT, || async {
+        !h.dead_letters().await.is_empty()
+    })
+    .await;
+    // A clean stop flushes the spans still in the batch.
+    let pid = child.id().expect("running").to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the worker stops")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    // OTLP/protobuf carries ids as raw bytes: the envelope id's 16 bytes
+    // are the trace id, its last 8 the parent (the gateway's publish).
+    let trace_id = uuid::Uuid::parse_str(id).unwrap().into_bytes();
+    let mut bodies = Vec::new();
+    while let Ok((path, body)) = requests.try_recv() {
+        assert_eq!(path, "/v1/traces");
+        bodies.push(body);
+    }
+    let found = bodies.iter().any(|b| {
+        b.windows(16).any(|w| w == trace_id) && b.windows(17).any(|w| w == b"worker-under-test")
+    });
+    assert!(
+        found,
+        "no exported span in the envelope's trace ({} export requests)",
+        bodies.len()
     );
 }
 

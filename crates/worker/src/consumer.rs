@@ -742,19 +742,43 @@ fn envelope_id(message: &jetstream::Message) -> Option<&str> {
 /// that caused it.
 fn message_span(message: &jetstream::Message, subject: &str, delivery: Delivery) -> tracing::Span {
     // The trace the gateway started for the event (W3C trace context).
-    let trace_id = message
+    let traceparent = message
         .headers
         .as_ref()
         .and_then(|h| h.get(wire::trace::HEADER))
-        .and_then(|v| wire::trace::trace_id(v.as_str()));
-    tracing::info_span!(
+        .map(async_nats::HeaderValue::as_str)
+        .filter(|v| wire::trace::trace_id(v).is_some());
+    let span = tracing::info_span!(
         "message",
         envelope_id = envelope_id(message).unwrap_or(""),
-        trace_id = trace_id.unwrap_or(""),
+        trace_id = traceparent.and_then(wire::trace::trace_id).unwrap_or(""),
         subject,
         stream_seq = delivery.stream_sequence,
         attempt = delivery.attempt
-    )
+    );
+    if let Some(traceparent) = traceparent {
+        continue_trace(&span, traceparent);
+    }
+    span
+}
+
+/// Makes `span` a child of the gateway's publish in exported traces. A no-op
+/// unless span export is configured (`gatehouse`'s `otel`).
+fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    // Well-formed, checked by the caller: 00-<trace>-<parent>-<flags>.
+    let mut parts = traceparent.split('-').skip(1);
+    let (Some(Ok(trace)), Some(Ok(parent))) = (
+        parts.next().map(TraceId::from_hex),
+        parts.next().map(SpanId::from_hex),
+    ) else {
+        return;
+    };
+    let remote = SpanContext::new(trace, parent, TraceFlags::SAMPLED, true, TraceState::NONE);
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
 }
 
 /// Handles a run's messages: alone, or as a batch that falls back to one
