@@ -57,6 +57,25 @@ fn traffic(sim: &Simulator, events: u64) -> discord_sim::TrafficRun {
     })
 }
 
+/// How many events `run` has sent so far.
+fn sent_so_far(run: &discord_sim::TrafficRun) -> impl Fn() -> u64 + Clone + Send + 'static {
+    let progress = std::sync::Arc::clone(&run.progress);
+    move || progress.emitted.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Two processes that may both run every shard: the first holds them all,
+/// the second stands by.
+async fn holder_and_standby(
+    sim: &Simulator,
+    nats: &NatsServer,
+) -> [(process::Running, SocketAddr); 2] {
+    let (a, a_addr) = start(sim, nats, "0-3");
+    until_running(a_addr, "first", &[0, 1, 2, 3]).await;
+    let (b, b_addr) = start(sim, nats, "0-3");
+    until_running(b_addr, "standby", &[]).await;
+    [(a, a_addr), (b, b_addr)]
+}
+
 /// A gateway on `shards` of the 4, with its health address.
 fn start(sim: &Simulator, nats: &NatsServer, shards: &str) -> (process::Running, SocketAddr) {
     let addr = free_addr();
@@ -128,8 +147,7 @@ async fn overlapping_ranges_never_run_a_shard_twice_and_a_clean_stop_hands_shard
     let (b, b_addr) = start(&sim, &nats, "1-3");
     until_running(b_addr, "second", &[3]).await;
     let stream = traffic(&sim, 1200);
-    let progress = std::sync::Arc::clone(&stream.progress);
-    let emitted = move || progress.emitted.load(std::sync::atomic::Ordering::Relaxed);
+    let emitted = sent_so_far(&stream);
     let sampled = {
         let emitted = emitted.clone();
         tokio::spawn(async move { never_both(a_addr, b_addr, || emitted() >= 1200).await })
@@ -152,12 +170,8 @@ async fn overlapping_ranges_never_run_a_shard_twice_and_a_clean_stop_hands_shard
     assert_exactly_once(&sim, &nats.access(), "EVENTS", 0..TOTAL, "").await;
     assert_one_session_per_shard(&sim, &[0, 1, 2]);
 
-    for running in [b, a2] {
-        sigterm(&running);
-        let (code, output) = finish(running, Duration::from_secs(15)).await;
-        assert_eq!(code, Some(0), "{output}");
-        assert!(!output.contains(TOKEN), "the token leaked into the logs");
-    }
+    let output = stop_all([b, a2]).await;
+    assert!(!output.contains(TOKEN), "the token leaked into the logs");
     sim.shutdown().await;
 }
 
@@ -165,14 +179,9 @@ async fn overlapping_ranges_never_run_a_shard_twice_and_a_clean_stop_hands_shard
 async fn a_rolling_restart_of_two_processes_loses_and_duplicates_nothing() {
     let nats = NatsServer::start();
     let sim = simulator().await;
-    // Both may run every shard: the first holds them, the second stands by.
-    let (a, a_addr) = start(&sim, &nats, "0-3");
-    until_running(a_addr, "first", &[0, 1, 2, 3]).await;
-    let (b, b_addr) = start(&sim, &nats, "0-3");
-    until_running(b_addr, "standby", &[]).await;
+    let [(a, _), (b, b_addr)] = holder_and_standby(&sim, &nats).await;
     let stream = traffic(&sim, 1500);
-    let progress = std::sync::Arc::clone(&stream.progress);
-    let emitted = move || progress.emitted.load(std::sync::atomic::Ordering::Relaxed);
+    let emitted = sent_so_far(&stream);
     testkit::eventually("200 events sent", WAIT, || async { emitted() >= 200 }).await;
 
     // Restart A: its shards move to B at once (handed over, not expired).
@@ -206,11 +215,7 @@ async fn a_rolling_restart_of_two_processes_loses_and_duplicates_nothing() {
         "rolling restart: {} events in EVENTS, each once; shards handed over in {handover:?} (stop included)",
         stored.len()
     );
-    for running in [a2, b2] {
-        sigterm(&running);
-        let (code, output) = finish(running, Duration::from_secs(15)).await;
-        assert_eq!(code, Some(0), "{output}");
-    }
+    stop_all([a2, b2]).await;
     sim.shutdown().await;
 }
 
@@ -218,13 +223,9 @@ async fn a_rolling_restart_of_two_processes_loses_and_duplicates_nothing() {
 async fn a_killed_process_has_its_shards_resumed_by_the_survivor_with_the_gap_replayed_once() {
     let nats = NatsServer::start();
     let sim = simulator().await;
-    let (a, a_addr) = start(&sim, &nats, "0-3");
-    until_running(a_addr, "first", &[0, 1, 2, 3]).await;
-    let (b, b_addr) = start(&sim, &nats, "0-3");
-    until_running(b_addr, "standby", &[]).await;
+    let [(a, _), (b, b_addr)] = holder_and_standby(&sim, &nats).await;
     let stream = traffic(&sim, 1500);
-    let progress = std::sync::Arc::clone(&stream.progress);
-    let emitted = move || progress.emitted.load(std::sync::atomic::Ordering::Relaxed);
+    let emitted = sent_so_far(&stream);
     let access = nats.access();
     testkit::eventually("300 events published", WAIT, || async {
         stream_len(&access, "EVENTS").await >= 300
@@ -253,82 +254,22 @@ async fn a_killed_process_has_its_shards_resumed_by_the_survivor_with_the_gap_re
         stored.len()
     );
     assert!(!output.contains(TOKEN));
-    sigterm(&b);
-    let (code, output) = finish(b, Duration::from_secs(15)).await;
-    assert_eq!(code, Some(0), "{output}");
+    stop_all([b]).await;
     sim.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identifies_of_two_processes_are_paced_by_one_shared_queue() {
-    // Discord's rule, as the simulator enforces it: one identify per 5 s
-    // in the one bucket; a faster one is refused with an invalid session.
+/// Two processes started together on shards 0 and 1 of a simulator set up
+/// by `config`, identifying through Discord's limits (the shared queue).
+async fn two_identifying(
+    config: SimConfig,
+) -> (Simulator, NatsServer, [(process::Running, SocketAddr); 2]) {
     let sim = testkit::sim::start(SimConfig {
         shard_count: 2,
-        max_concurrency: 1,
-        identify_interval_ms: 5_000,
-        ..testkit::sim::fast_config(TOKEN)
+        ..config
     })
     .await;
     sim.control().create_guilds(&GuildsSpec {
         count: 4,
-        members_per_guild: 2,
-        roles_per_guild: 1,
-    });
-    let nats = NatsServer::start();
-    let launch_on = |shard: &str| {
-        let addr = free_addr();
-        let running = launch(gateway(
-            &sim,
-            &nats,
-            TOKEN,
-            &[
-                ("SHARDS", shard),
-                ("IDENTIFY_QUEUE", "discord"),
-                ("HTTP_ADDR", &addr.to_string()),
-            ],
-        ));
-        (running, addr)
-    };
-    // Started together, each with its own shard: only the shared queue
-    // keeps the second identify 5 s behind the first.
-    let (a, a_addr) = launch_on("0");
-    let (b, b_addr) = launch_on("1");
-    until_running(a_addr, "first", &[0]).await;
-    until_running(b_addr, "second", &[1]).await;
-    for shard in 0..2 {
-        let t = sim.control().transcript(shard);
-        let limited = t
-            .events
-            .iter()
-            .any(|e| matches!(e, ShardEvent::IdentifyRateLimited { .. }));
-        assert!(
-            !limited && t.identifies == 1,
-            "shard {shard} identified too fast: {:?}",
-            t.events
-        );
-    }
-    for running in [a, b] {
-        sigterm(&running);
-        let (code, output) = finish(running, Duration::from_secs(15)).await;
-        assert_eq!(code, Some(0), "{output}");
-    }
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daily_session_start_limit_is_counted_across_processes() {
-    // One session start left for the day. Each process reads "1 remaining"
-    // from /gateway/bot; only the shared count keeps the second from
-    // spending it again.
-    let sim = testkit::sim::start(SimConfig {
-        shard_count: 2,
-        session_start_total: 1,
-        ..testkit::sim::fast_config(TOKEN)
-    })
-    .await;
-    sim.control().create_guilds(&GuildsSpec {
-        count: 2,
         members_per_guild: 1,
         roles_per_guild: 1,
     });
@@ -347,8 +288,62 @@ async fn the_daily_session_start_limit_is_counted_across_processes() {
         ));
         (running, addr)
     };
-    let (a, a_addr) = launch_on("0");
-    let (b, b_addr) = launch_on("1");
+    let gateways = [launch_on("0"), launch_on("1")];
+    (sim, nats, gateways)
+}
+
+/// SIGTERM, and each exits 0; returns what they printed.
+async fn stop_all(gateways: impl IntoIterator<Item = process::Running>) -> String {
+    let mut outputs = String::new();
+    for running in gateways {
+        sigterm(&running);
+        let (code, output) = finish(running, Duration::from_secs(15)).await;
+        assert_eq!(code, Some(0), "{output}");
+        outputs += &output;
+    }
+    outputs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifies_of_two_processes_are_paced_by_one_shared_queue() {
+    // Discord's rule, as the simulator enforces it: one identify per 5 s
+    // in the one bucket; a faster one is refused with an invalid session.
+    let (sim, _nats, [(a, a_addr), (b, b_addr)]) = two_identifying(SimConfig {
+        max_concurrency: 1,
+        identify_interval_ms: 5_000,
+        ..testkit::sim::fast_config(TOKEN)
+    })
+    .await;
+    // Started together, each with its own shard: only the shared queue
+    // keeps the second identify 5 s behind the first.
+    until_running(a_addr, "first", &[0]).await;
+    until_running(b_addr, "second", &[1]).await;
+    for shard in 0..2 {
+        let t = sim.control().transcript(shard);
+        let limited = t
+            .events
+            .iter()
+            .any(|e| matches!(e, ShardEvent::IdentifyRateLimited { .. }));
+        assert!(
+            !limited && t.identifies == 1,
+            "shard {shard} identified too fast: {:?}",
+            t.events
+        );
+    }
+    stop_all([a, b]).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_session_start_limit_is_counted_across_processes() {
+    // One session start left for the day. Each process reads "1 remaining"
+    // from /gateway/bot; only the shared count keeps the second from
+    // spending it again.
+    let (sim, _nats, [(a, a_addr), (b, b_addr)]) = two_identifying(SimConfig {
+        session_start_total: 1,
+        ..testkit::sim::fast_config(TOKEN)
+    })
+    .await;
     testkit::eventually("one of the two shards active", WAIT, || async {
         let a = held(a_addr).await.unwrap_or_default();
         let b = held(b_addr).await.unwrap_or_default();
@@ -361,13 +356,7 @@ async fn the_daily_session_start_limit_is_counted_across_processes() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let identifies: u64 = (0..2).map(|s| sim.control().transcript(s).identifies).sum();
     assert_eq!(identifies, 1, "the limit allowed one session start");
-    let mut outputs = String::new();
-    for running in [a, b] {
-        sigterm(&running);
-        let (code, output) = finish(running, Duration::from_secs(15)).await;
-        assert_eq!(code, Some(0), "{output}");
-        outputs += &output;
-    }
+    let outputs = stop_all([a, b]).await;
     assert!(
         outputs.contains("session-start limit is used up"),
         "{outputs}"

@@ -100,12 +100,9 @@ async fn sigterm_finishes_in_flight_work_and_the_next_process_loses_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_line_about_a_message_carries_its_envelope_id_and_trace() {
-    let h = Harness::new("cli_worker_envelope_id").await;
-    // Undecodable, so it is dead-lettered at once with a warning; published
-    // under an id as the gateway publishes every event.
-    let id = "0b5ad3c2-6f1e-5a7b-9c8d-4e3f2a1b0c9d";
+/// Publishes an undecodable member join under `id`, with the trace context
+/// the gateway sends: the worker dead-letters it at once, with a warning.
+async fn publish_undecodable(h: &Harness, id: &str) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::subjects::headers::MSG_ID, id);
     let traceparent = wire::trace::traceparent(id).expect("a UUID");
@@ -121,7 +118,10 @@ async fn a_log_line_about_a_message_carries_its_envelope_id_and_trace() {
         .unwrap()
         .await
         .unwrap();
-    let mut child = worker(&h);
+}
+
+/// Waits for the dead letter, then stops the worker with SIGTERM; it exits 0.
+async fn dead_lettered_then_stopped(h: &Harness, child: &mut tokio::process::Child) {
     testkit::eventually("the message to be dead-lettered", WAIT, || async {
         !h.dead_letters().await.is_empty()
     })
@@ -132,7 +132,22 @@ async fn a_log_line_about_a_message_carries_its_envelope_id_and_trace() {
         .status()
         .unwrap()
         .success());
-    let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the worker stops")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_line_about_a_message_carries_its_envelope_id_and_trace() {
+    let h = Harness::new("cli_worker_envelope_id").await;
+    // Undecodable, so it is dead-lettered at once with a warning; published
+    // under an id as the gateway publishes every event.
+    let id = "0b5ad3c2-6f1e-5a7b-9c8d-4e3f2a1b0c9d";
+    publish_undecodable(&h, id).await;
+    let mut child = worker(&h);
+    dead_lettered_then_stopped(&h, &mut child).await;
     let mut logs = String::new();
     if let Some(mut out) = child.stdout.take() {
         let _ = out.read_to_string(&mut logs).await;
@@ -215,21 +230,7 @@ async fn with_an_otlp_endpoint_the_worker_exports_its_message_spans_in_the_gatew
     let h = Harness::new("cli_worker_otel").await;
     let (addr, mut requests) = collector().await;
     let id = "5c1e7a2b-3d4f-5a6b-8c9d-0e1f2a3b4c5d";
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(wire::subjects::headers::MSG_ID, id);
-    let traceparent = wire::trace::traceparent(id).expect("a UUID");
-    headers.insert(wire::trace::HEADER, traceparent.as_str());
-    h.nats
-        .js
-        .publish_with_headers(
-            h.nats.ns.subject(wire::subjects::MEMBER_JOIN),
-            headers,
-            "{not json".into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_undecodable(&h, id).await;
     let mut child = {
         let mut cmd = worker_command(&h);
         cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
@@ -238,22 +239,8 @@ async fn with_an_otlp_endpoint_the_worker_exports_its_message_spans_in_the_gatew
             .stderr(Stdio::null());
         cmd.spawn().expect("gatehouse worker starts")
     };
-    testkit::eventually("the message to be dead-lettered", WAIT, || async {
-        !h.dead_letters().await.is_empty()
-    })
-    .await;
     // A clean stop flushes the spans still in the batch.
-    let pid = child.id().expect("running").to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("the worker stops")
-        .expect("wait");
-    assert!(status.success(), "{status:?}");
+    dead_lettered_then_stopped(&h, &mut child).await;
     // OTLP/protobuf carries ids as raw bytes: the envelope id's 16 bytes
     // are the trace id, its last 8 the parent (the gateway's publish).
     let trace_id = uuid::Uuid::parse_str(id).unwrap().into_bytes();
