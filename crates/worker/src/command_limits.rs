@@ -17,6 +17,7 @@
 //! bounds the rest.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -86,7 +87,14 @@ pub struct CommandLimiter {
     check: Option<DefaultKeyedRateLimiter<(GuildId, UserId)>>,
     /// One polite answer per member per member period.
     told: DefaultKeyedRateLimiter<(GuildId, UserId)>,
+    /// Commands seen, to forget idle members every [`FORGET_EVERY`].
+    seen: AtomicU64,
 }
+
+/// Every this many commands, buckets back to full are dropped: each member
+/// who ever sent a command would otherwise keep an entry for the life of
+/// the process.
+const FORGET_EVERY: u64 = 4096;
 
 fn quota(burst: NonZeroU32, period: Duration) -> Quota {
     Quota::with_period(period.max(Duration::from_nanos(1)))
@@ -102,7 +110,29 @@ impl CommandLimiter {
             check: (!limits.check_cooldown.is_zero())
                 .then(|| RateLimiter::keyed(quota(NonZeroU32::MIN, limits.check_cooldown))),
             told: RateLimiter::keyed(quota(NonZeroU32::MIN, limits.member_period)),
+            seen: AtomicU64::new(0),
         }
+    }
+
+    /// Drops the buckets that are full again (as good as new), so that
+    /// memory follows the members active lately, not all ever seen.
+    pub fn forget_idle(&self) {
+        self.member.retain_recent();
+        self.member.shrink_to_fit();
+        self.community.retain_recent();
+        self.community.shrink_to_fit();
+        if let Some(check) = &self.check {
+            check.retain_recent();
+            check.shrink_to_fit();
+        }
+        self.told.retain_recent();
+        self.told.shrink_to_fit();
+    }
+
+    /// Members (and communities) with a bucket held in memory.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.member.len() + self.community.len()
     }
 
     /// Whether a member whose command was refused should be told why: the
@@ -115,6 +145,9 @@ impl CommandLimiter {
     /// is asked first: one member's flood should not spend their server's
     /// budget.
     pub fn admit(&self, guild: GuildId, user: UserId, is_check: bool) -> Result<(), Limited> {
+        if self.seen.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == FORGET_EVERY - 1 {
+            self.forget_idle();
+        }
         let now = DefaultClock::default().now();
         self.member
             .check_key(&(guild, user))
@@ -139,6 +172,34 @@ mod tests {
 
     fn ids(g: u64, u: u64) -> (GuildId, UserId) {
         (GuildId::new(g).unwrap(), UserId::new(u).unwrap())
+    }
+
+    #[tokio::test]
+    async fn members_whose_buckets_refilled_are_forgotten() {
+        let limiter = CommandLimiter::new(&CommandLimits {
+            member_period: Duration::from_millis(5),
+            community_period: Duration::from_millis(1),
+            ..CommandLimits::default()
+        });
+        for n in 1..=100 {
+            let (g, u) = ids(n, n);
+            assert_eq!(limiter.admit(g, u, false), Ok(()));
+        }
+        assert_eq!(limiter.tracked(), 200, "each member and each community");
+        // Once their buckets are full again, a pass drops them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            limiter.forget_idle();
+            if limiter.tracked() == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} still tracked",
+                limiter.tracked()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[test]
