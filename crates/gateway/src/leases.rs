@@ -143,6 +143,8 @@ pub struct Leases {
     clock: Arc<LeaseClock>,
     /// Lease writes are failing (reported once, not every look).
     failing: bool,
+    /// When held leases were last written (successfully or not).
+    renewed_at: Option<Instant>,
 }
 
 impl Leases {
@@ -170,12 +172,13 @@ impl Leases {
                 ttl,
             }),
             failing: false,
+            renewed_at: None,
         }
     }
 
     /// How often [`Leases::tick`] should run.
     pub fn look_every(&self) -> Duration {
-        self.ttl / 4
+        self.ttl / 8
     }
 
     pub fn holder(&self) -> &str {
@@ -217,48 +220,85 @@ impl Leases {
 
     /// Renews every held lease and, when `acquire`, takes free or expired
     /// shards up to the capacity.
+    ///
+    /// Looks run every TTL/8 and renew every TTL/4, each read or write
+    /// bounded by TTL/8, so that a holder cut off from NATS stops a shard
+    /// at most 3/4 of a TTL after its last renewal, before another process
+    /// (waiting a whole TTL after it) may take the shard over.
     pub async fn tick(&mut self, acquire: bool) -> Changes {
         let mut changes = Changes::default();
-        self.renew(&mut changes).await;
+        self.fence(&mut changes, None);
+        if self
+            .renewed_at
+            .is_none_or(|at| at.elapsed() >= self.ttl / 4)
+        {
+            self.renewed_at = Some(Instant::now());
+            self.renew(&mut changes).await;
+        }
         if acquire {
             self.acquire(&mut changes).await;
         }
         changes
     }
 
+    /// How long one read or write of the bucket may take. Bounded well
+    /// under the TTL: a process cut off from NATS must notice in time to
+    /// stop its shards before another may take them (async-nats would
+    /// otherwise wait out its own request timeout, or the reconnect).
+    fn op_timeout(&self) -> Duration {
+        self.ttl / 8
+    }
+
     async fn renew(&mut self, changes: &mut Changes) {
         let value = self.value();
-        let mut ids: Vec<u32> = self.held.keys().copied().collect();
-        ids.sort_unstable();
-        let mut error = None;
-        for shard_id in ids {
-            let Some(held) = self.held.get(&shard_id).copied() else {
-                continue;
-            };
+        let limit = self.op_timeout();
+        // Concurrently: one slow write must not hold the others past the TTL.
+        let writes = self.held.iter().map(|(&shard_id, held)| {
             let key = key(shard_id, self.total);
-            match self.store.update(&key, value.clone(), held.revision).await {
-                Ok(revision) => self.hold(shard_id, revision),
-                Err(e) if is_wrong_revision(&e) => {
+            let (store, value, revision) = (&self.store, value.clone(), held.revision);
+            async move {
+                let written =
+                    tokio::time::timeout(limit, store.update(&key, value, revision)).await;
+                (shard_id, written)
+            }
+        });
+        let results = futures::future::join_all(writes).await;
+        let mut error = None;
+        for (shard_id, written) in results {
+            match written {
+                Ok(Ok(revision)) => self.hold(shard_id, revision),
+                Ok(Err(e)) if is_wrong_revision(&e) => {
                     tracing::warn!(
                         shard = shard_id,
                         "the shard's lease was taken by another process; stopping the shard"
                     );
                     self.lose(shard_id, changes);
                 }
-                Err(e) => {
-                    if held.renewed.elapsed() >= self.ttl / 2 {
-                        tracing::warn!(
-                            shard = shard_id,
-                            error = %e,
-                            "cannot renew the shard's lease for half its TTL; stopping the shard before another process may take it"
-                        );
-                        self.lose(shard_id, changes);
-                    }
-                    error = Some(e.to_string());
-                }
+                Ok(Err(e)) => error = Some(e.to_string()),
+                Err(_) => error = Some(format!("no answer within {limit:?}")),
             }
         }
+        self.fence(changes, error.as_deref());
         self.report(error);
+    }
+
+    /// Stops every shard not renewed for half the TTL: others wait a whole
+    /// TTL after the last renewal they saw before they take over.
+    fn fence(&mut self, changes: &mut Changes, error: Option<&str>) {
+        let stale: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, held)| held.renewed.elapsed() >= self.ttl / 2)
+            .map(|(&shard_id, _)| shard_id)
+            .collect();
+        for shard_id in stale {
+            tracing::warn!(
+                shard = shard_id,
+                error = error.unwrap_or("no answer yet"),
+                "cannot renew the shard's lease for half its TTL; stopping the shard before another process may take it"
+            );
+            self.lose(shard_id, changes);
+        }
     }
 
     async fn acquire(&mut self, changes: &mut Changes) {
@@ -275,10 +315,18 @@ impl Leases {
                 continue;
             }
             let key = key(shard_id, self.total);
-            let entry = match self.store.entry(&key).await {
-                Ok(entry) => entry,
-                Err(e) => {
+            let entry = match tokio::time::timeout(self.op_timeout(), self.store.entry(&key)).await
+            {
+                Ok(Ok(entry)) => entry,
+                Ok(Err(e)) => {
                     error = Some(format!("cannot read {key}: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    error = Some(format!(
+                        "cannot read {key}: no answer within {:?}",
+                        self.op_timeout()
+                    ));
                     break;
                 }
             };
@@ -322,10 +370,19 @@ impl Leases {
                 }
             };
             // Revision 0 means "only if the key does not exist".
-            let written = self
-                .store
-                .update(&key, value.clone(), expected.unwrap_or(0))
-                .await;
+            let Ok(written) = tokio::time::timeout(
+                self.op_timeout(),
+                self.store
+                    .update(&key, value.clone(), expected.unwrap_or(0)),
+            )
+            .await
+            else {
+                error = Some(format!(
+                    "cannot write {key}: no answer within {:?}",
+                    self.op_timeout()
+                ));
+                break;
+            };
             match written {
                 Ok(revision) => {
                     self.seen.remove(&shard_id);

@@ -26,6 +26,7 @@
 //! A dev-dependency only: nothing here belongs in a production build.
 
 pub mod cli;
+pub mod cut;
 pub mod db;
 pub mod drained;
 pub mod eventually;

@@ -12,8 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{guild_join, Harness, WAIT};
-use tokio::io::copy_bidirectional;
-use tokio::net::{TcpListener, TcpStream};
+use testkit::cut::Cut;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use worker::{HttpListener, Worker, WorkerError};
@@ -212,37 +211,6 @@ async fn a_wait_for_a_database_connection_is_timed_in_a_histogram() {
         "{last}"
     );
     worker.stop().await;
-}
-
-/// Forwards TCP connections to `target` until [`Cut::cut`], which closes
-/// the listener and every connection: a database that went away.
-struct Cut {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Cut {
-    async fn to(target: SocketAddr) -> Cut {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-        let addr = listener.local_addr().expect("bound");
-        let task = tokio::spawn(async move {
-            // Dropped with this task, which aborts every connection in it.
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Cut { addr, task }
-    }
-
-    async fn cut(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
