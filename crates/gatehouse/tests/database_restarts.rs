@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -21,10 +20,8 @@ use discord_sim::{GuildsSpec, SimConfig, TrafficMix, TrafficRun, TrafficSpec};
 use testkit::nats::{stream_len, NatsServer};
 use testkit::pgbouncer::PgBouncer;
 use testkit::postgres::{PgCluster, StopMode};
-use testkit::sim::assert_exactly_once;
 use testkit::TestDb;
 use tokio_util::sync::CancellationToken;
-use wire::EventType;
 
 const TOKEN: &str = "database-restart-token";
 const SHARDS: u32 = 2;
@@ -246,81 +243,16 @@ impl Pipeline {
         assert_eq!(report.emitted, EVENTS);
         let nats = self.nats.access();
 
-        // (a) JetStream holds every event the simulator sent, once.
-        let stored = assert_exactly_once(&self.sim, &nats, "EVENTS", 0..SHARDS, "").await;
-        let kinds: HashSet<_> = stored.iter().map(|s| s.envelope.event_type()).collect();
-        // Each of these is claimed in `processed_events` in the transaction
-        // of its effect; another kind would need a check of its own.
-        let claimed = [
-            EventType::GuildJoin,
-            EventType::MemberJoin,
-            EventType::MemberUpdate,
-            EventType::MemberLeave,
-            EventType::MembersChunk,
-        ];
-        assert!(
-            kinds
-                .iter()
-                .all(|k| k.is_some_and(|k| claimed.contains(&k))),
-            "unexpected kinds of event: {kinds:?}"
-        );
-        let member_events = stored
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s.envelope.event_type(),
-                    Some(EventType::MemberJoin | EventType::MemberUpdate | EventType::MemberLeave)
-                )
-            })
-            .count();
-        // The guilds started empty: every member event is one of the traffic's.
-        assert_eq!(member_events as u64, EVENTS, "member events stored");
-
-        // (b) The worker applied each exactly once in effect: its id claimed
-        // once, in the transaction of the effect ...
-        db.wait_for_count(
-            "SELECT count(*) FROM processed_events",
-            stored.len() as i64,
-            WAIT,
-        )
-        .await;
-        testkit::drained(
-            &nats.jetstream(Process::Admin).await,
+        common::assert_applied_exactly_once(
+            db,
+            &self.sim,
+            &nats,
             &self.topology.namespace,
-            WAIT,
+            SHARDS,
+            EVENTS,
+            &self.guilds,
         )
         .await;
-        let processed: Vec<String> = db
-            .column("SELECT event_id FROM processed_events ORDER BY event_id")
-            .await;
-        let unique: BTreeSet<&String> = processed.iter().collect();
-        assert_eq!(unique.len(), processed.len(), "an id processed twice");
-        let expected: BTreeSet<String> = stored.iter().map(|s| s.envelope.id.to_string()).collect();
-        let missing: Vec<_> = expected.iter().filter(|id| !unique.contains(id)).collect();
-        let extra: Vec<_> = unique
-            .iter()
-            .filter(|id| !expected.contains(**id))
-            .collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "processed_events differs from EVENTS: {} missing {missing:?}; {} unexpected {extra:?}; dead letters: {:#?}",
-            missing.len(),
-            extra.len(),
-            dead_letters(&nats).await
-        );
-        // ... no effect recorded twice ...
-        let audited_twice = db
-            .count(
-                "SELECT count(*) FROM (SELECT metadata ->> 'event_id' FROM audit_logs
-                  WHERE metadata ? 'event_id' GROUP BY 1 HAVING count(*) > 1) twice",
-            )
-            .await;
-        assert_eq!(audited_twice, 0, "an event was audited twice");
-        // ... none given up on ...
-        let dead = dead_letters(&nats).await;
-        assert!(dead.is_empty(), "{} dead letters: {dead:#?}", dead.len());
-        // ... and the members are what Discord says they are.
-        common::assert_members_match(db, &self.sim, &self.guilds).await;
     }
 
     /// Deliveries of EVENTS beyond the first of each message: events whose
@@ -354,38 +286,6 @@ impl Pipeline {
             .expect("the worker stops cleanly");
         self.sim.shutdown().await;
     }
-}
-
-/// Each dead letter's event id and the reason the worker gave up on it.
-async fn dead_letters(nats: &testkit::nats::NatsAccess) -> Vec<(String, String)> {
-    let js = nats.jetstream(Process::Admin).await;
-    let mut stream = js
-        .get_stream("DEAD_LETTER")
-        .await
-        .expect("the DEAD_LETTER stream");
-    let state = stream
-        .info()
-        .await
-        .expect("DEAD_LETTER's info")
-        .state
-        .clone();
-    let mut found = Vec::new();
-    for seq in state.first_sequence..=state.last_sequence {
-        let Ok(message) = stream.get_raw_message(seq).await else {
-            continue;
-        };
-        let header = |name: &str| {
-            message
-                .headers
-                .get(name)
-                .map_or_else(String::new, |v| v.as_str().to_owned())
-        };
-        found.push((
-            header(wire::subjects::headers::MSG_ID),
-            header(wire::subjects::headers::DEAD_LETTER_REASON),
-        ));
-    }
-    found
 }
 
 /// The worker's own retry policy (backoff, attempts, ack wait): an outage

@@ -7,17 +7,15 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bus::{Namespace, Process, Topology};
 use discord_sim::{GuildsSpec, SimConfig, TrafficMix, TrafficSpec};
 use testkit::nats::{stream_len, NatsAccess};
 use testkit::nats_cluster::NatsCluster;
-use testkit::sim::assert_exactly_once;
 use testkit::TestDb;
 use tokio_util::sync::CancellationToken;
-use wire::EventType;
 
 const TOKEN: &str = "cluster-test-token";
 const NODES: usize = 3;
@@ -127,76 +125,16 @@ async fn ten_thousand_events_apply_exactly_once_across_a_crash_of_the_events_lea
     assert_eq!(report.emitted, EVENTS);
     cluster.caught_up("EVENTS", WAIT).await;
 
-    // (a) JetStream holds every event the simulator sent, once.
-    let stored = assert_exactly_once(&sim, &nats, "EVENTS", 0..SHARDS, "").await;
-    let kinds: HashSet<_> = stored.iter().map(|s| s.envelope.event_type()).collect();
-    // Each of these is claimed in `processed_events` in the transaction of
-    // its effect; another kind would need a check of its own.
-    let claimed = [
-        EventType::GuildJoin,
-        EventType::MemberJoin,
-        EventType::MemberUpdate,
-        EventType::MemberLeave,
-        EventType::MembersChunk,
-    ];
-    assert!(
-        kinds
-            .iter()
-            .all(|k| k.is_some_and(|k| claimed.contains(&k))),
-        "unexpected kinds of event: {kinds:?}"
-    );
-    let member_events = stored
-        .iter()
-        .filter(|s| {
-            matches!(
-                s.envelope.event_type(),
-                Some(EventType::MemberJoin | EventType::MemberUpdate | EventType::MemberLeave)
-            )
-        })
-        .count();
-    // The guilds started empty: every member event is one of the traffic's.
-    assert_eq!(member_events as u64, EVENTS, "member events stored");
-
-    // (b) The worker applied each exactly once in effect: its id claimed
-    // once, in the transaction of the effect ...
-    let all = stored.len() as i64;
-    db.wait_for_count("SELECT count(*) FROM processed_events", all, WAIT)
-        .await;
-    testkit::drained(
-        &nats.jetstream(Process::Admin).await,
+    common::assert_applied_exactly_once(
+        &db,
+        &sim,
+        &nats,
         &topology.namespace,
-        WAIT,
+        SHARDS,
+        EVENTS,
+        &guilds,
     )
     .await;
-    let processed: Vec<String> = db
-        .column("SELECT event_id FROM processed_events ORDER BY event_id")
-        .await;
-    let unique: BTreeSet<&String> = processed.iter().collect();
-    assert_eq!(unique.len(), processed.len(), "an id processed twice");
-    let expected: BTreeSet<String> = stored.iter().map(|s| s.envelope.id.to_string()).collect();
-    let missing: Vec<_> = expected.iter().filter(|id| !unique.contains(id)).collect();
-    let extra: Vec<_> = unique
-        .iter()
-        .filter(|id| !expected.contains(**id))
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "processed_events differs from EVENTS: {} missing {missing:?}; {} unexpected {extra:?}",
-        missing.len(),
-        extra.len()
-    );
-    // ... no effect recorded twice ...
-    let audited_twice = db
-        .count(
-            "SELECT count(*) FROM (SELECT metadata ->> 'event_id' FROM audit_logs
-              WHERE metadata ? 'event_id' GROUP BY 1 HAVING count(*) > 1) twice",
-        )
-        .await;
-    assert_eq!(audited_twice, 0, "an event was audited twice");
-    // ... none given up on ...
-    assert_eq!(stream_len(&nats, "DEAD_LETTER").await, 0, "dead letters");
-    // ... and the members are what Discord says they are.
-    common::assert_members_match(&db, &sim, &guilds).await;
 
     // The crash was felt where it matters: publishes failed and were
     // retried (with no leader for seconds, some must have).

@@ -117,7 +117,13 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 impl TestDb {
     /// Creates and migrates a database named after the test (`label`).
     pub async fn create(label: &str) -> TestDb {
-        let db = Self::create_empty(label).await;
+        Self::create_on(StackEnv::load(), label).await
+    }
+
+    /// Creates and migrates a database named after the test on the server
+    /// `env` describes (the stack's, or a test's own cluster).
+    pub async fn create_on(env: StackEnv, label: &str) -> TestDb {
+        let db = Self::create_empty_on(env, label).await;
         store::migrate::run(&db.owner_url(), Duration::from_secs(10))
             .await
             .unwrap_or_else(|e| panic!("migrating {}: {e}", db.name));
@@ -126,7 +132,10 @@ impl TestDb {
 
     /// Creates a database with no migrations applied.
     pub async fn create_empty(label: &str) -> TestDb {
-        let env = StackEnv::load();
+        Self::create_empty_on(StackEnv::load(), label).await
+    }
+
+    async fn create_empty_on(env: StackEnv, label: &str) -> TestDb {
         let clean: String = label
             .chars()
             .map(|c| {

@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::process::Command;
 
@@ -117,87 +116,45 @@ impl PgCluster {
     /// A fresh database on this cluster, owned by `gatehouse_owner` and
     /// migrated; dropped with the value (while the cluster runs).
     pub async fn create_db(&self, label: &str) -> TestDb {
-        let clean: String = label
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .take(24)
-            .collect();
-        let name = format!(
-            "gh_test_{clean}_{}_{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        crate::connect(&self.env.admin_url)
-            .await
-            .batch_execute(&format!("CREATE DATABASE \"{name}\" OWNER gatehouse_owner"))
-            .await
-            .unwrap_or_else(|e| panic!("creating {name}: {e}"));
-        let db = TestDb {
-            env: self.env.clone(),
-            name,
-        };
-        store::migrate::run(&db.owner_url(), Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("migrating {}: {e}", db.name));
-        db
+        TestDb::create_on(self.env.clone(), label).await
     }
 
     /// `pg_ctl restart -m <mode>`: returns once the server accepts
     /// connections again.
     pub async fn restart(&self, mode: StopMode) {
-        self.run(
-            self.tool("pg_ctl")
-                .arg("-D")
-                .arg(self.data())
-                .args(["-w", "-t", "60", "-m", mode.arg(), "restart"])
-                .arg("-o")
-                .arg(self.server_options())
-                .arg("-l")
-                .arg(self.dir.path().join(LOG))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            "pg_ctl restart",
-        )
-        .await;
+        self.pg_ctl(&["-m", mode.arg(), "restart"], true).await;
     }
 
     /// `pg_ctl stop -m <mode>`: returns once the server is gone.
     pub async fn stop(&self, mode: StopMode) {
-        self.run(
-            self.tool("pg_ctl")
-                .arg("-D")
-                .arg(self.data())
-                .args(["-w", "-t", "60", "-m", mode.arg(), "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            "pg_ctl stop",
-        )
-        .await;
+        self.pg_ctl(&["-m", mode.arg(), "stop"], false).await;
     }
 
     /// Starts the server (after [`stop`](Self::stop)); returns once it
     /// accepts connections (after a crash: once it has replayed the WAL).
     pub async fn start_server(&self) {
-        self.run(
-            self.tool("pg_ctl")
-                .arg("-D")
-                .arg(self.data())
-                .args(["-w", "-t", "60", "start"])
+        self.pg_ctl(&["start"], true).await;
+    }
+
+    /// `pg_ctl -D <data> -w -t 60 <args>`, waiting for it to finish; with
+    /// the server's options and log file when it `starts` a server.
+    async fn pg_ctl(&self, args: &[&str], starts: bool) {
+        let mut command = self.tool("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.data())
+            .args(["-w", "-t", "60"])
+            .args(args);
+        if starts {
+            command
                 .arg("-o")
                 .arg(self.server_options())
                 .arg("-l")
-                .arg(self.dir.path().join(LOG))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            "pg_ctl start",
-        )
-        .await;
+                .arg(self.dir.path().join(LOG));
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let what = format!("pg_ctl {}", args.last().copied().unwrap_or_default());
+        self.run(&mut command, &what).await;
     }
 
     /// What the server (and initdb) logged, for failure messages.
