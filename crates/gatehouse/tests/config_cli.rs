@@ -175,6 +175,7 @@ fn the_worker_refuses_discord_limits_that_would_not_protect_the_bot() {
         &[
             ("DATABASE_URL", NOWHERE_DB),
             ("DISCORD_GLOBAL_RATE", "1"),
+            ("DISCORD_GLOBAL_MARGIN", "5s"),
             ("DISCORD_INVALID_REQUEST_LIMIT", "10000"),
             ("DISCORD_INVALID_REQUEST_WINDOW", "forever"),
         ],
@@ -182,11 +183,12 @@ fn the_worker_refuses_discord_limits_that_would_not_protect_the_bot() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let line = error_line(&out);
     assert!(
-        line.starts_with("error: 3 configuration problems: "),
+        line.starts_with("error: 4 configuration problems: "),
         "{line}"
     );
     for name in [
         "DISCORD_GLOBAL_RATE (--discord-global-rate): must be between 2 and 100000",
+        "DISCORD_GLOBAL_MARGIN (--discord-global-margin): must be at most 1s",
         "DISCORD_INVALID_REQUEST_LIMIT (--discord-invalid-request-limit): must be between 1 and 9999",
         "DISCORD_INVALID_REQUEST_WINDOW (--discord-invalid-request-window)",
     ] {

@@ -327,6 +327,7 @@ mod tests {
     fn discord_limits_are_checked_with_the_rest() {
         let mut broken = WorkerConfig::default();
         broken.discord.global_rate = 1;
+        broken.discord.global_margin = Duration::from_secs(2);
         broken.discord.invalid_limit = 10_000;
         broken.discord.invalid_window = Duration::from_secs(3600);
         let e = broken.validate().unwrap_err();
@@ -335,6 +336,7 @@ mod tests {
             named,
             [
                 "discord_global_rate",
+                "discord_global_margin",
                 "discord_invalid_limit",
                 "discord_invalid_window"
             ]

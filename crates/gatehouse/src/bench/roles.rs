@@ -22,9 +22,9 @@
 //! server's role route to 50/s; with Discord's own buckets (10 per 10 s per
 //! server) 100 servers together would allow 100/s, so the global limit
 //! binds either way. The worker holds itself below it on purpose (a burst
-//! of 5 and 36/s sustained, so that no one-second window can exceed 50
-//! wherever it falls: see the worker's `role_changes/global_bucket.rs`),
-//! which caps the ratio near 0.72.
+//! of 2 and 46/s sustained with the default 20 ms margin, so that no
+//! one-second window can exceed 50 wherever it falls: see the worker's
+//! `role_changes/global_bucket.rs`), which caps the ratio near 0.92.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 

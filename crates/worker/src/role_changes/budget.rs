@@ -173,7 +173,7 @@ impl Budget {
             0.0
         });
         Budget {
-            rate: GlobalRate::for_limit(f64::from(limits.global_rate)),
+            rate: GlobalRate::for_limit(f64::from(limits.global_rate), limits.global_margin),
             limits,
             me,
             shared,
@@ -183,6 +183,10 @@ impl Budget {
 
     /// Leases up to `want` global tokens.
     pub(crate) async fn lease(&self, want: u32) -> GlobalLease {
+        // The tokens' time to live runs from the record's clock reading,
+        // not from the answer: a slow round trip must shorten their life,
+        // not move tokens granted now into a later second.
+        let asked = Instant::now();
         let now = unix_ms();
         let me = self.me.clone();
         let outcome = self
@@ -197,7 +201,7 @@ impl Budget {
         match outcome {
             Some(Some(Lease::Granted(count))) => GlobalLease::Granted {
                 count,
-                expires: Instant::now() + LEASE_TTL,
+                expires: asked + LEASE_TTL,
             },
             Some(Some(Lease::WaitUntil(at))) => GlobalLease::WaitUntil(instant_at(at, now)),
             Some(None) => GlobalLease::BreakerOpen,
@@ -555,7 +559,7 @@ impl Budget {
         let share = f64::from(self.limits.global_rate) / (2.0 * peers as f64);
         Scope {
             shared: false,
-            rate: GlobalRate::for_limit(share),
+            rate: GlobalRate::for_limit(share, self.limits.global_margin),
             invalid_limit: (u64::from(self.limits.invalid_limit) / peers as u64).max(1),
         }
     }

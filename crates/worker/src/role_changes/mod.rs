@@ -50,6 +50,10 @@ pub struct RoleChangeLimits {
     /// Discord's global limit for the bot: requests per second, across
     /// every process (`DISCORD_GLOBAL_RATE`).
     pub global_rate: u32,
+    /// How much later or more bunched than sent requests may reach Discord
+    /// (`DISCORD_GLOBAL_MARGIN`): the global bucket keeps this much below
+    /// the limit (see [`global_bucket`]).
+    pub global_margin: Duration,
     /// Invalid requests (401, 403, 429 not of a shared limit) within
     /// `invalid_window`, across every process, that open the breaker
     /// (`DISCORD_INVALID_REQUEST_LIMIT`).
@@ -64,6 +68,7 @@ impl Default for RoleChangeLimits {
         RoleChangeLimits {
             in_flight: 8,
             global_rate: 50,
+            global_margin: global_bucket::DEFAULT_MARGIN,
             invalid_limit: 1_000,
             invalid_window: Duration::from_secs(600),
         }
@@ -72,7 +77,7 @@ impl Default for RoleChangeLimits {
 
 impl RoleChangeLimits {
     /// Adds a problem per nonsensical value, named `discord_global_rate`,
-    /// `discord_invalid_limit`, `discord_invalid_window` or
+    /// `discord_global_margin`, `discord_invalid_limit`, `discord_invalid_window` or
     /// `discord_in_flight`.
     pub fn check(&self, problems: &mut Problems) {
         if self.in_flight == 0 {
@@ -82,6 +87,12 @@ impl RoleChangeLimits {
             problems.push(
                 "discord_global_rate",
                 "must be between 2 and 100000 requests per second (Discord's default for a bot is 50)",
+            );
+        }
+        if self.global_margin > Duration::from_secs(1) {
+            problems.push(
+                "discord_global_margin",
+                "must be at most 1s (the default, 20ms, covers a jittery network path; 250ms keeps four fifths of the rate)",
             );
         }
         if self.invalid_limit == 0 || self.invalid_limit >= DISCORD_BAN_AT {
