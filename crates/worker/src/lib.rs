@@ -132,6 +132,7 @@ impl Worker {
                 config.public_site.clone(),
             )
             .with_command_limits(&config.commands)
+            .with_follow_ups((config.concurrency / 4).max(1))
             .with_provisioning(config.provisioning.clone())
             .with_shutdown(shutdown.clone()),
         );
@@ -231,6 +232,8 @@ impl Worker {
                 }
             }
         }
+        // The last batches' checks and badges: best effort, briefly.
+        handlers.finish(std::time::Duration::from_secs(5)).await;
         // Acks and NAKs are buffered by the client: send the last ones before
         // the process goes, or their messages come back after `ack_wait`.
         if let Err(e) = jetstream.client().flush().await {

@@ -135,9 +135,31 @@ pub(super) async fn request_for(
     let Some(guild_id) = envelope.guild_id else {
         return;
     };
-    let check = domain::recheck::member_recheck(guild_id, user, id, reason, envelope.occurred_at);
-    let published = bus::publish_check(&handlers.js, &handlers.namespace, &check).await;
-    if let Err(e) = published {
+    publish_request(
+        &handlers.js,
+        &handlers.namespace,
+        guild_id,
+        user,
+        id,
+        reason,
+        envelope.occurred_at,
+    )
+    .await;
+}
+
+/// Publishes an interactive check of `user`, asked for by an event that
+/// occurred at `occurred_at`. Best effort, as [`request`] says.
+pub(super) async fn publish_request(
+    js: &async_nats::jetstream::Context,
+    namespace: &bus::Namespace,
+    guild: wire::GuildId,
+    user: wire::UserId,
+    id: String,
+    reason: &str,
+    occurred_at: i64,
+) {
+    let check = domain::recheck::member_recheck(guild, user, id, reason, occurred_at);
+    if let Err(e) = bus::publish_check(js, namespace, &check).await {
         tracing::warn!(error = %e, "could not request an eligibility check; the periodic scan will do it");
     }
 }

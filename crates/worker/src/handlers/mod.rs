@@ -4,6 +4,7 @@
 
 mod commands;
 mod eligibility;
+mod follow_ups;
 mod membership;
 
 use std::sync::Arc;
@@ -14,6 +15,9 @@ use store::Store;
 use wire::{check::EligibilityCheck, Envelope, GuildId, Payload, UserId};
 
 use crate::{Delivery, HandlerError, RoleSync};
+
+/// Batches whose follow-ups may run at once, unless configured.
+const DEFAULT_FOLLOW_UPS: usize = 8;
 
 /// The event handlers, sharing one store.
 pub struct Handlers {
@@ -27,6 +31,8 @@ pub struct Handlers {
     provisioning: crate::Provisioning,
     /// Cancelled when the worker shuts down: long work stops early.
     stopping: tokio_util::sync::CancellationToken,
+    /// Checks and badges of new members, run outside their community's turn.
+    follow_ups: follow_ups::FollowUps,
 }
 
 impl Handlers {
@@ -37,7 +43,15 @@ impl Handlers {
         role_sync: Option<Arc<RoleSync>>,
         link_site: Option<domain::wallets::Site>,
     ) -> Self {
+        let follow_ups = follow_ups::FollowUps::new(
+            store.clone(),
+            js.clone(),
+            namespace.clone(),
+            role_sync.is_some(),
+            DEFAULT_FOLLOW_UPS,
+        );
         Handlers {
+            follow_ups,
             store,
             js,
             namespace,
@@ -54,6 +68,24 @@ impl Handlers {
     pub fn with_shutdown(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
         self.stopping = shutdown;
         self
+    }
+
+    /// Runs up to `in_flight` batches' follow-ups (checks and badges of new
+    /// members) at once (see `follow_ups`).
+    pub fn with_follow_ups(mut self, in_flight: usize) -> Self {
+        self.follow_ups = follow_ups::FollowUps::new(
+            self.store.clone(),
+            self.js.clone(),
+            self.namespace.clone(),
+            self.role_sync.is_some(),
+            in_flight,
+        );
+        self
+    }
+
+    /// Waits up to `grace` for follow-ups still running, at shutdown.
+    pub async fn finish(&self, grace: std::time::Duration) {
+        self.follow_ups.finish(grace).await;
     }
 
     /// Limits slash commands as `limits` says (the default otherwise).
@@ -199,57 +231,18 @@ impl Handlers {
 
     /// What follows a committed membership change: a member who joined may
     /// already qualify, so they are checked ahead of the periodic scan
-    /// (which would also catch them), and their badges evaluated.
-    ///
-    /// This runs in the community's turn (its next batch waits for it), so
-    /// it takes one round trip to JetStream, not one per member: every
-    /// check of the batch (at most a batch's worth) is published at once,
-    /// beside the badges' one transaction.
+    /// (which would also catch them), and their badges evaluated — beside
+    /// the community's next batches, not before them (see `follow_ups`).
     async fn after_membership(&self, events: &[(&Envelope, Delivery)], applied: &[bool]) {
-        let joined = events
+        let joined: Vec<Envelope> = events
             .iter()
             .zip(applied)
             .filter(|((envelope, _), applied)| {
                 **applied && matches!(envelope.payload, Payload::MemberJoin(_))
             })
-            .map(|((envelope, _), _)| *envelope);
-        let joined: Vec<&Envelope> = joined.collect();
-        let checks = futures::future::join_all(
-            joined
-                .iter()
-                .map(|envelope| eligibility::request(self, envelope, "member.join")),
-        );
-        tokio::join!(checks, self.award_badges(&joined));
-    }
-
-    /// Awards the badges members earned by joining: the members of a batch
-    /// (one community) in one transaction. Best effort, after the joins
-    /// committed: awards are idempotent, and the periodic scan evaluates
-    /// every member again, so a failure here only delays them.
-    async fn award_badges(&self, joined: &[&Envelope]) {
-        let Some(guild) = joined.first().and_then(|e| e.guild_id) else {
-            return;
-        };
-        let users: Vec<UserId> = joined
-            .iter()
-            .filter(|e| e.guild_id == Some(guild))
-            .filter_map(|e| e.user_id)
+            .map(|((envelope, _), _)| (*envelope).clone())
             .collect();
-        let result = match membership::community_of(&self.store, guild).await {
-            Ok(tenant) => domain::badges::evaluate_members(&self.store, tenant, &users)
-                .await
-                .map_err(HandlerError::from),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(awarded) if !awarded.is_empty() => {
-                tracing::debug!(%guild, members = users.len(), badges = awarded.len(), "badges awarded on join");
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(%guild, members = users.len(), error = %e, "badge evaluation on join failed; the periodic scan will retry");
-            }
-        }
+        self.follow_ups.after_joins(joined).await;
     }
 }
 
