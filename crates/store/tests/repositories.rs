@@ -714,6 +714,114 @@ async fn membership_events_apply_in_stream_order_whatever_order_they_arrive_in()
 }
 
 #[tokio::test]
+async fn a_batch_of_membership_events_has_the_effect_of_applying_them_one_by_one() {
+    use store::repo::{MemberChange, MemberEvent};
+    let db = TestDb::create("repo_member_batch").await;
+    let store = db.store(2).await;
+    let one_by_one = store.directory().provision_guild(sf(1), "a").await.unwrap();
+    let batched = store.directory().provision_guild(sf(2), "b").await.unwrap();
+    let base = Utc::now();
+    let event = |user: u64, seq: i64, roles: Option<&[u64]>| MemberEvent {
+        discord_user_id: sf(user),
+        seq,
+        at: base + chrono::Duration::seconds(seq),
+        change: match roles {
+            Some(roles) => MemberChange::Present {
+                role_ids: roles.iter().map(|r| sf(*r)).collect(),
+            },
+            None => MemberChange::Left,
+        },
+    };
+    // Known before the batch: 77 (seq 5, roles 4); 80 (seq 1, left).
+    let before = [event(77, 5, Some(&[4])), event(80, 1, None)];
+    let batch = [
+        event(77, 3, Some(&[5])), // stale
+        event(78, 4, None),       // a member first seen leaving
+        event(77, 6, None),       // leaves, keeping roles 4
+        event(78, 2, Some(&[6])), // stale: the leave is newer
+        event(79, 9, Some(&[])),
+        event(77, 7, Some(&[9])), // back
+        event(78, 8, Some(&[5])),
+        event(79, 10, Some(&[1, 2])),
+        event(80, 11, Some(&[3])), // back, first join time now
+        event(79, 10, Some(&[7])), // the same position again: not newer
+    ];
+    let mut expected = Vec::new();
+    let tx = store.begin(one_by_one).await.unwrap();
+    for e in &before {
+        tx.profiles().apply_member_event(e).await.unwrap();
+    }
+    for e in &batch {
+        let applied = tx.profiles().apply_member_event(e).await.unwrap();
+        expected.push(applied.map(|p| p.role_ids));
+    }
+    tx.commit().await.unwrap();
+
+    let tx = store.begin(batched).await.unwrap();
+    assert_eq!(
+        tx.profiles()
+            .apply_member_events(&before)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let outcomes = tx.profiles().apply_member_events(&batch).await.unwrap();
+    tx.commit().await.unwrap();
+    let got: Vec<Option<Vec<wire::RoleId>>> = outcomes
+        .iter()
+        .map(|o| o.as_ref().map(|o| o.role_ids.clone()))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(
+        expected.iter().filter(|e| e.is_some()).count(),
+        7,
+        "the three stale events are not applied"
+    );
+
+    let profiles = |tenant| {
+        let store = store.clone();
+        async move {
+            let tx = store.begin(tenant).await.unwrap();
+            let mut all = Vec::new();
+            for user in [77, 78, 79, 80] {
+                let p = tx
+                    .profiles()
+                    .find_by_discord_user(sf(user))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                all.push((p.role_ids, p.joined_at, p.left_at, p.last_event_seq, p.id));
+            }
+            tx.commit().await.unwrap();
+            all
+        }
+    };
+    let (a, b) = (profiles(one_by_one).await, profiles(batched).await);
+    let strip = |v: &[(Vec<wire::RoleId>, _, _, i64, store::ProfileId)]| {
+        v.iter()
+            .map(|(r, j, l, s, _)| (r.clone(), *j, *l, *s))
+            .collect::<Vec<(
+                Vec<wire::RoleId>,
+                Option<chrono::DateTime<Utc>>,
+                Option<chrono::DateTime<Utc>>,
+                i64,
+            )>>()
+    };
+    assert_eq!(strip(&b), strip(&a));
+    // Each outcome names its member's profile.
+    for (e, o) in batch.iter().zip(&outcomes) {
+        if let Some(o) = o {
+            let n = [77, 78, 79, 80]
+                .iter()
+                .position(|u| sf(*u) == e.discord_user_id)
+                .unwrap();
+            assert_eq!(o.profile_id, b[n].4);
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_event_id_is_claimed_once_per_community() {
     let db = TestDb::create("repo_processed").await;
     let store = db.store(2).await;

@@ -109,6 +109,50 @@ pub struct MemberEvent {
     pub change: MemberChange,
 }
 
+/// What a membership event left its member's profile as (see
+/// [`Profiles::apply_member_events`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedEvent {
+    pub profile_id: ProfileId,
+    /// The member's roles once the event was applied.
+    pub role_ids: Vec<RoleId>,
+}
+
+/// One member's profile as a batch of events leaves it, worked out in
+/// stream order with the rule of [`Profiles::apply_member_event`].
+#[derive(Debug, Default)]
+struct Fold {
+    role_ids: Vec<RoleId>,
+    /// The last event applied; `None`: no profile yet.
+    seq: Option<i64>,
+    /// The first join applied (kept only if the profile has none).
+    first_joined: Option<DateTime<Utc>>,
+    left_at: Option<DateTime<Utc>>,
+    changed: bool,
+}
+
+impl Fold {
+    /// Applies `event` unless it is older than the last one applied;
+    /// returns the roles it leaves.
+    fn apply(&mut self, event: &MemberEvent) -> Option<Vec<RoleId>> {
+        if self.seq.is_some_and(|seq| seq >= event.seq) {
+            return None;
+        }
+        self.seq = Some(event.seq);
+        self.changed = true;
+        match &event.change {
+            MemberChange::Present { role_ids } => {
+                self.role_ids.clone_from(role_ids);
+                self.first_joined.get_or_insert(event.at);
+                self.left_at = None;
+            }
+            // A leave keeps the last roles seen.
+            MemberChange::Left => self.left_at = Some(event.at),
+        }
+        Some(self.role_ids.clone())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberChange {
     /// Joined or updated: present, with these roles.
@@ -299,6 +343,121 @@ impl<'t> Profiles<'t> {
             .as_ref()
             .map(Profile::from_row)
             .transpose()
+    }
+
+    /// Applies membership events of this community in the order given (the
+    /// stream's), with the effect [`apply_member_event`] one by one would
+    /// have, in two statements whatever their number: the members' profiles
+    /// are read and locked (in id order, as [`lock_members`] does), the
+    /// events folded here, and every changed profile written by one
+    /// set-based upsert. Returns, for each event, what it left the profile
+    /// as, or `None` if a newer event had already been applied.
+    ///
+    /// [`apply_member_event`]: Self::apply_member_event
+    /// [`lock_members`]: Self::lock_members
+    pub async fn apply_member_events(
+        &self,
+        events: &[MemberEvent],
+    ) -> Result<Vec<Option<AppliedEvent>>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut users: Vec<i64> = events
+            .iter()
+            .map(|e| db_id(e.discord_user_id, "discord_user_id"))
+            .collect::<Result<_, _>>()?;
+        users.sort_unstable();
+        users.dedup();
+        let stored = self
+            .tx
+            .query(
+                "reading and locking members' profiles",
+                "SELECT discord_user_id, role_ids, last_event_seq FROM profiles
+                 WHERE community_id = $1 AND discord_user_id = ANY($2)
+                 ORDER BY id FOR UPDATE",
+                &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
+            )
+            .await?;
+        let mut folds: std::collections::BTreeMap<UserId, Fold> = std::collections::BTreeMap::new();
+        for row in &stored {
+            folds.insert(
+                id_col(row, "discord_user_id")?,
+                Fold {
+                    role_ids: ids_col(row, "role_ids")?,
+                    seq: Some(col(row, "last_event_seq")?),
+                    ..Fold::default()
+                },
+            );
+        }
+        let mut applied: Vec<Option<Vec<RoleId>>> = Vec::with_capacity(events.len());
+        for event in events {
+            let fold = folds.entry(event.discord_user_id).or_default();
+            applied.push(fold.apply(event));
+        }
+        let changed: Vec<(&UserId, &Fold)> = folds.iter().filter(|(_, f)| f.changed).collect();
+        let mut user_ids = Vec::with_capacity(changed.len());
+        let mut roles = Vec::with_capacity(changed.len());
+        let mut joined = Vec::with_capacity(changed.len());
+        let mut left = Vec::with_capacity(changed.len());
+        let mut seqs = Vec::with_capacity(changed.len());
+        for (user, fold) in &changed {
+            user_ids.push(db_id(**user, "discord_user_id")?);
+            // Ragged role lists cannot go through unnest as one 2-D array:
+            // each travels as its text form and is cast back in SQL.
+            let ids = db_ids(&fold.role_ids, "role_ids")?;
+            roles.push(format!(
+                "{{{}}}",
+                ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+            ));
+            joined.push(fold.first_joined);
+            left.push(fold.left_at);
+            seqs.push(fold.seq.unwrap_or(i64::MIN));
+        }
+        // The `WHERE` keeps a newer event written by someone else since the
+        // read (only possible for a member who had no profile then): that
+        // member's events count as not applied.
+        let written = self
+            .tx
+            .query(
+                "applying membership events",
+                "INSERT INTO profiles AS p
+                    (community_id, discord_user_id, role_ids, joined_at, left_at, last_event_seq)
+                 SELECT $1, m.user_id, m.roles::bigint[], m.joined_at, m.left_at, m.seq
+                   FROM unnest($2::int8[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int8[])
+                        AS m(user_id, roles, joined_at, left_at, seq)
+                 ON CONFLICT (community_id, discord_user_id) DO UPDATE
+                    SET role_ids = excluded.role_ids,
+                        joined_at = coalesce(p.joined_at, excluded.joined_at),
+                        left_at = excluded.left_at,
+                        last_event_seq = excluded.last_event_seq
+                    WHERE p.last_event_seq < excluded.last_event_seq
+                 RETURNING id, discord_user_id",
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&user_ids, Type::INT8_ARRAY),
+                    (&roles, Type::TEXT_ARRAY),
+                    (&joined, Type::TIMESTAMPTZ_ARRAY),
+                    (&left, Type::TIMESTAMPTZ_ARRAY),
+                    (&seqs, Type::INT8_ARRAY),
+                ],
+            )
+            .await?;
+        let mut ids: std::collections::HashMap<UserId, ProfileId> =
+            std::collections::HashMap::with_capacity(written.len());
+        for row in &written {
+            ids.insert(id_col(row, "discord_user_id")?, col(row, "id")?);
+        }
+        Ok(events
+            .iter()
+            .zip(applied)
+            .map(|(event, roles)| {
+                let profile_id = *ids.get(&event.discord_user_id)?;
+                roles.map(|role_ids| AppliedEvent {
+                    profile_id,
+                    role_ids,
+                })
+            })
+            .collect())
     }
 
     /// Marks the member as gone. Returns `None` if we never knew them.

@@ -113,7 +113,8 @@ pub(super) async fn guild_leave(store: &Store, envelope: &Envelope) -> Result<()
 /// Returns, for each event, whether it changed its profile now.
 ///
 /// The events share one tenant transaction: one claim of every envelope id,
-/// the profile changes in the order given, one audit insert, one commit. A
+/// the profile changes in the order given in two statements (see
+/// `Profiles::apply_member_events`), one audit insert, one commit. A
 /// flood of member updates thus costs the database a transaction per batch
 /// rather than per event, which is what lets it keep serving everyone
 /// else. The effect is the one applying them one by one would have, and one
@@ -144,30 +145,38 @@ pub(super) async fn member_events(
         .map(|(envelope, _)| (envelope.id.as_str(), envelope.payload.kind()))
         .collect();
     let mut claimed = tx.processed_events().claim_many(&ids).await?;
-    if events.len() > 1 {
-        let users: Vec<_> = changes
-            .iter()
-            .map(|(event, _)| event.discord_user_id)
-            .collect();
-        tx.profiles().lock_members(&users).await?;
-    }
+    // `remove`: a copy of an id later in the batch finds it gone.
+    let fresh: Vec<bool> = events
+        .iter()
+        .map(|(envelope, _)| claimed.remove(envelope.id.as_str()))
+        .collect();
+    let to_apply: Vec<MemberEvent> = changes
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, fresh)| **fresh)
+        .map(|((event, _), _)| event.clone())
+        .collect();
+    let mut outcomes = tx
+        .profiles()
+        .apply_member_events(&to_apply)
+        .await?
+        .into_iter();
     let mut applied = vec![false; events.len()];
     let mut audit = Vec::new();
     for (n, ((envelope, _), (event, action))) in events.iter().zip(&changes).enumerate() {
-        // `remove`: a copy of an id later in the batch finds it gone.
-        if !claimed.remove(envelope.id.as_str()) {
+        if !fresh[n] {
             continue;
         }
-        if let Some(profile) = tx.profiles().apply_member_event(event).await? {
+        if let Some(outcome) = outcomes.next().flatten() {
             applied[n] = true;
             audit.push(
                 Actor::System
                     .entry(*action)
-                    .target("profile", profile.id.to_string())
+                    .target("profile", outcome.profile_id.to_string())
                     .metadata(json!({
                         "event_id": envelope.id.as_str(),
                         "discord_user_id": event.discord_user_id.to_string(),
-                        "roles": profile.role_ids.iter().map(std::string::ToString::to_string).collect::<Vec<_>>(),
+                        "roles": outcome.role_ids.iter().map(std::string::ToString::to_string).collect::<Vec<_>>(),
                     })),
             );
         }
