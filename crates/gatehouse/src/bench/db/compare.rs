@@ -24,7 +24,7 @@ use super::{
     super::plot,
     closed_loop,
     conninfo::{self, ConnInfo},
-    pgbench::{Load, Pgbench},
+    pgbench::{self, Load, Pgbench},
     progress_bar, rate_steps,
     report::{CompareReport, Figures, Measurements, RunRow, Side, StepRow},
     rls_copy::RlsOffCopy,
@@ -93,8 +93,11 @@ pub async fn run(args: BenchDbArgs) -> anyhow::Result<ExitCode> {
         args.pgbench.clone(),
         conn,
         plan.clients,
-        args.communities,
-        args.members,
+        pgbench::TENANT_TX,
+        vec![
+            ("communities", args.communities.to_string()),
+            ("members", args.members.to_string()),
+        ],
     )
     .await?;
     eprintln!(

@@ -25,13 +25,15 @@
 
 mod closed_loop;
 mod compare;
-mod conninfo;
-mod pgbench;
+// pgbench through the same PgBouncer, on the bench communities: also the
+// database ceiling of `bench pipeline`.
+pub(super) mod conninfo;
+pub(super) mod pgbench;
 mod rate_steps;
 mod report;
 mod rls_copy;
 mod seed_profile;
-mod workload;
+pub(super) mod workload;
 
 use std::{
     io::IsTerminal, path::PathBuf, process::ExitCode, sync::atomic::Ordering, time::Duration,
@@ -175,7 +177,7 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 
 /// A progress bar on a terminal; hidden (and the caller prints a line per
 /// step instead) when stderr is a log.
-fn progress_bar(len: u64, template: &str) -> ProgressBar {
+pub(super) fn progress_bar(len: u64, template: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

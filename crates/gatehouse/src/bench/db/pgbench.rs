@@ -1,9 +1,10 @@
-//! pgbench running the tenant transaction (`deploy/bench/tenant_tx.pgbench`)
-//! as a child process: the client that adds nothing, whose figures are the
-//! limit Gatehouse's are read against.
+//! pgbench running a script of `deploy/bench/` as a child process: the
+//! client that adds nothing, whose figures are the limit Gatehouse's are
+//! read against. `bench db` runs the tenant transaction
+//! (`tenant_tx.pgbench`); `bench pipeline` a single-statement one.
 //!
 //! The script is compiled into the binary and written to a scratch
-//! directory, so `bench db` runs from any directory and always runs the
+//! directory, so a bench runs from any directory and always runs the
 //! script of its own version. Latencies come from pgbench's
 //! per-transaction logs (`-l`): with `-R` pgbench measures each one from
 //! its scheduled start, as the Gatehouse side does, so a stall shows in the
@@ -27,8 +28,21 @@ use tokio::{
 
 use super::conninfo::ConnInfo;
 
-const SCRIPT: &str = include_str!("../../../../../deploy/bench/tenant_tx.pgbench");
 const LOG_PREFIX: &str = "pgbench_log";
+
+/// A pgbench script of `deploy/bench/`, embedded with `include_str!`.
+#[derive(Debug, Clone, Copy)]
+pub struct Script {
+    /// Its file name in `deploy/bench/` (and in the scratch directory).
+    pub file: &'static str,
+    pub text: &'static str,
+}
+
+/// The tenant transaction of `bench db`.
+pub const TENANT_TX: Script = Script {
+    file: "tenant_tx.pgbench",
+    text: include_str!("../../../../../deploy/bench/tenant_tx.pgbench"),
+};
 
 /// How pgbench is to run the script: the same clients and data as the
 /// Gatehouse side.
@@ -36,8 +50,9 @@ pub struct Pgbench {
     pub program: PathBuf,
     pub conn: ConnInfo,
     pub clients: u32,
-    pub communities: u32,
-    pub members: u32,
+    script: Script,
+    /// The script's variables (`-D name=value`).
+    defines: Vec<(&'static str, String)>,
     scratch: Scratch,
     runs: u32,
 }
@@ -70,20 +85,21 @@ impl Pgbench {
         program: PathBuf,
         conn: ConnInfo,
         clients: u32,
-        communities: u32,
-        members: u32,
+        script: Script,
+        defines: Vec<(&'static str, String)>,
     ) -> anyhow::Result<(Pgbench, String)> {
         let version = version(&program).await?;
         let scratch = Scratch::create()?;
-        std::fs::write(scratch.script(), SCRIPT)
-            .with_context(|| format!("writing the pgbench script to {}", scratch.0.display()))?;
+        let path = scratch.script(&script);
+        std::fs::write(&path, script.text)
+            .with_context(|| format!("writing the pgbench script to {}", path.display()))?;
         Ok((
             Pgbench {
                 program,
                 conn,
                 clients,
-                communities,
-                members,
+                script,
+                defines,
                 scratch,
                 runs: 0,
             },
@@ -92,7 +108,7 @@ impl Pgbench {
     }
 
     /// Threads as the brief fixes them (`-j 2`), never more than clients.
-    fn threads(&self) -> u32 {
+    pub fn threads(&self) -> u32 {
         self.clients.min(2)
     }
 
@@ -106,23 +122,23 @@ impl Pgbench {
             "-M".into(),
             "extended".into(),
             "-f".into(),
-            self.scratch.script().into(),
+            self.scratch.script(&self.script).into(),
             "-c".into(),
             self.clients.to_string().into(),
             "-j".into(),
             self.threads().to_string().into(),
             "-T".into(),
             seconds.max(1).to_string().into(),
-            "-D".into(),
-            format!("communities={}", self.communities).into(),
-            "-D".into(),
-            format!("members={}", self.members).into(),
             "-P".into(),
             "1".into(),
             "-l".into(),
             "--log-prefix".into(),
             log_prefix.into(),
         ];
+        for (name, value) in &self.defines {
+            args.push("-D".into());
+            args.push(format!("{name}={value}").into());
+        }
         if let Load::Rate(rate) = load {
             args.push("-R".into());
             args.push(rate.to_string().into());
@@ -226,8 +242,8 @@ async fn version(program: &Path) -> anyhow::Result<String> {
         .await
         .with_context(|| {
             format!(
-                "running {} (the compare profile needs pgbench: install postgresql-client, or \
-                 pass --pgbench PATH)",
+                "running {} (the benchmark measures the database with pgbench: install \
+                 postgresql-client, or pass --pgbench PATH)",
                 program.display()
             )
         })?;
@@ -325,8 +341,8 @@ impl Scratch {
         Ok(Scratch(dir))
     }
 
-    fn script(&self) -> PathBuf {
-        self.0.join("tenant_tx.pgbench")
+    fn script(&self, script: &Script) -> PathBuf {
+        self.0.join(script.file)
     }
 }
 
@@ -400,8 +416,11 @@ tps = 499.120734 (without initial connection time)
             program: "pgbench".into(),
             conn,
             clients: 16,
-            communities: 50,
-            members: 20,
+            script: TENANT_TX,
+            defines: vec![
+                ("communities", "50".to_owned()),
+                ("members", "20".to_owned()),
+            ],
             scratch: Scratch(PathBuf::from("/nonexistent/scratch")),
             runs: 0,
         };
@@ -444,9 +463,10 @@ tps = 499.120734 (without initial connection time)
 
     #[test]
     fn the_embedded_script_takes_its_ranges_from_variables() {
-        assert!(SCRIPT.contains("random(0, :communities - 1)"));
-        assert!(SCRIPT.contains("random(0, :members - 1)"));
-        assert!(SCRIPT.contains(&super::super::workload::BENCH_GUILD_BASE.to_string()));
-        assert!(SCRIPT.contains(&super::super::workload::BENCH_USER_BASE.to_string()));
+        let script = TENANT_TX.text;
+        assert!(script.contains("random(0, :communities - 1)"));
+        assert!(script.contains("random(0, :members - 1)"));
+        assert!(script.contains(&super::super::workload::BENCH_GUILD_BASE.to_string()));
+        assert!(script.contains(&super::super::workload::BENCH_USER_BASE.to_string()));
     }
 }

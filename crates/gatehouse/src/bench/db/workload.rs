@@ -45,6 +45,22 @@ impl Tenants {
 }
 
 pub async fn seed(store: &Store, communities: u32, members: u32) -> Result<Tenants, StoreError> {
+    let ids = provision(store, communities).await?;
+    for &tenant in &ids {
+        let tx = store.begin(tenant).await?;
+        tx.seed()
+            .members(BENCH_USER_BASE..=BENCH_USER_BASE + i64::from(members) - 1)
+            .await?;
+        tx.seed().score_rules(RULES_PER_COMMUNITY).await?;
+        tx.commit().await?;
+    }
+    Ok(Tenants { ids, members })
+}
+
+/// The bench communities (guilds `BENCH_GUILD_BASE` onwards), empty: what a
+/// pgbench script that draws `:communities` guilds from that base needs.
+/// Provisioning is idempotent, so a second call returns the same tenants.
+pub async fn provision(store: &Store, communities: u32) -> Result<Vec<TenantId>, StoreError> {
     let mut ids = Vec::with_capacity(communities as usize);
     for i in 0..i64::from(communities) {
         let guild = u64::try_from(BENCH_GUILD_BASE + i)
@@ -54,19 +70,14 @@ pub async fn seed(store: &Store, communities: u32, members: u32) -> Result<Tenan
                 setting: "communities",
                 reason: format!("no Discord id for bench community {i}"),
             })?;
-        let tenant = store
-            .directory()
-            .provision_guild(guild, &format!("bench community {i}"))
-            .await?;
-        let tx = store.begin(tenant).await?;
-        tx.seed()
-            .members(BENCH_USER_BASE..=BENCH_USER_BASE + i64::from(members) - 1)
-            .await?;
-        tx.seed().score_rules(RULES_PER_COMMUNITY).await?;
-        tx.commit().await?;
-        ids.push(tenant);
+        ids.push(
+            store
+                .directory()
+                .provision_guild(guild, &format!("bench community {i}"))
+                .await?,
+        );
     }
-    Ok(Tenants { ids, members })
+    Ok(ids)
 }
 
 /// Opens every connection of the pool (and, behind PgBouncer, its server
