@@ -34,6 +34,12 @@ use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{BenchCommand, Cli, Command};
 
+/// mimalloc rather than glibc malloc: per-thread free lists make the
+/// gateway's many small, short-lived allocations (each event is allocated on
+/// a shard's thread and freed on the publisher's) markedly cheaper.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     // The process's name in exported traces: gatehouse-worker, -gateway, …

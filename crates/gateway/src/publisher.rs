@@ -135,13 +135,24 @@ impl Publisher {
                         }
                     }
                 };
-                let sent = tokio::select! {
-                    biased;
-                    _ = abandon.wait_for(|a| *a) => {
-                        ready.push_front(job);
-                        break 'run;
-                    }
-                    sent = self.send(&job) => sent,
+                if *abandon.borrow() {
+                    ready.push_front(job);
+                    break 'run;
+                }
+                // A send is usually accepted at once; racing it against
+                // `abandon` only when it has to wait saves registering with
+                // the watch channel for every envelope. Dropping a send that
+                // is not ready sends nothing, so it is simply made again.
+                let sent = match self.send(&job).now_or_never() {
+                    Some(sent) => sent,
+                    None => tokio::select! {
+                        biased;
+                        _ = abandon.wait_for(|a| *a) => {
+                            ready.push_front(job);
+                            break 'run;
+                        }
+                        sent = self.send(&job) => sent,
+                    },
                 };
                 match sent {
                     Ok(ack) => inflight.push(async move { (job, ack.await) }.boxed()),

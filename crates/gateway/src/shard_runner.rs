@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use tokio::sync::{mpsc, watch};
 use twilight_gateway::error::ReceiveMessageErrorType;
 use twilight_gateway::{
@@ -29,6 +29,12 @@ use crate::publisher::Job;
 use crate::sessions::StoredSession;
 use crate::status::{ShardPhase, Status};
 use crate::translate::{self, Origin};
+
+/// Bytes reserved for an envelope's JSON: a member event's is about 230–450
+/// (crates/wire/tests/fixtures), so one allocation holds it where growing
+/// from serde_json's default 128 took three. Larger envelopes (member
+/// chunks, guild joins) still grow as needed.
+const ENVELOPE_CAPACITY: usize = 512;
 
 /// How long a shard waits for the gateway to answer its close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -127,15 +133,46 @@ pub struct ShardRunner {
 /// Why the read loop ended early.
 struct Stopping;
 
+/// A message as `handle` reads it.
+// Lives on the stack for one message; boxing the dispatch would put an
+// allocation back on the path this type exists to make cheap.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Dispatch(u64, Dispatch),
+    /// Not a dispatch, or not one the gateway wants; the text if it may be
+    /// a RATE_LIMITED answer.
+    Other {
+        text_copy: String,
+    },
+    /// A dispatch Twilight wants but cannot read.
+    Unreadable,
+}
+
+/// A dispatch, read by the member road or by Twilight.
+enum Dispatch {
+    Member(translate::MemberDispatch),
+    Twilight(DispatchEvent),
+}
+
 impl ShardRunner {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> ShardExit {
         let shard_id = self.shard.id().number();
         let shard_label = shard_id.to_string();
         loop {
-            let message = tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => break,
-                message = self.shard.next() => message,
+            // While the gateway is busy a message is usually waiting: taking
+            // it without racing it against `stop` saves registering with the
+            // watch channel (a lock and a list insert and removal) for every
+            // one. `stop` is still looked at first, as the race did.
+            if *stop.borrow() {
+                break;
+            }
+            let message = match self.shard.next().now_or_never() {
+                Some(message) => message,
+                None => tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => break,
+                    message = self.shard.next() => message,
+                },
             };
             match message {
                 None => {
@@ -266,15 +303,29 @@ impl ShardRunner {
     ) -> Result<(), Stopping> {
         let received = Instant::now();
         let shard_id = self.shard.id().number();
-        // Kept for RATE_LIMITED, which is not in `WANTED` (Twilight 0.18
-        // cannot read Discord's shape of it): only such messages are read
-        // again, below.
-        let text_copy = if text.contains("RATE_LIMITED") {
-            text.clone()
-        } else {
-            String::new()
+        // Member dispatches are read without Twilight's model (see
+        // `translate`); anything else, or one that road cannot read, is
+        // parsed by Twilight as before.
+        let parsed = match translate::parse_member_dispatch(&text) {
+            Some((sequence, member)) => Parsed::Dispatch(sequence, Dispatch::Member(member)),
+            None => {
+                // Kept for RATE_LIMITED, which is not in `WANTED` (Twilight
+                // 0.18 cannot read Discord's shape of it): only such
+                // messages are read again, below.
+                let text_copy = if text.contains("RATE_LIMITED") {
+                    text.clone()
+                } else {
+                    String::new()
+                };
+                match twilight_gateway::parse(text, translate::WANTED) {
+                    Ok(Some(GatewayEvent::Dispatch(sequence, event))) => {
+                        Parsed::Dispatch(sequence, Dispatch::Twilight(event))
+                    }
+                    Ok(_) => Parsed::Other { text_copy },
+                    Err(_) => Parsed::Unreadable,
+                }
+            }
         };
-        let parsed = twilight_gateway::parse(text, translate::WANTED);
         // Twilight has already processed the message, so the session is the
         // one this dispatch belongs to (READY included). Its id is copied
         // only when it changes, not for every event.
@@ -289,9 +340,9 @@ impl ShardRunner {
             }
             None => None,
         };
-        let event = match parsed {
-            Ok(Some(GatewayEvent::Dispatch(sequence, event))) => (sequence, event),
-            Ok(_) => {
+        let (sequence, event) = match parsed {
+            Parsed::Dispatch(sequence, event) => (sequence, event),
+            Parsed::Other { text_copy } => {
                 // Not a dispatch, or one the contract has no type for
                 // (RATE_LIMITED among them).
                 if let Some(refused) = member_requests::refused(&text_copy) {
@@ -302,7 +353,7 @@ impl ShardRunner {
                 }
                 return Ok(());
             }
-            Err(_) => {
+            Parsed::Unreadable => {
                 // A dispatch Twilight's model cannot read. It cannot be
                 // published; skipping it keeps the shard alive.
                 metrics::counter!(m::SHARD_ERRORS, "shard" => shard_label.to_owned(), "kind" => "unreadable_dispatch")
@@ -323,14 +374,13 @@ impl ShardRunner {
         else {
             return Ok(());
         };
-        let (sequence, event) = event;
         match &event {
-            DispatchEvent::Ready(_) => {
+            Dispatch::Twilight(DispatchEvent::Ready(_)) => {
                 metrics::counter!(m::SHARD_IDENTIFIES, "shard" => shard_label.to_owned())
                     .increment(1);
                 tracing::info!(shard = shard_id, "identified: new gateway session");
             }
-            DispatchEvent::Resumed => {
+            Dispatch::Twilight(DispatchEvent::Resumed) => {
                 metrics::counter!(m::SHARD_RESUMES, "shard" => shard_label.to_owned()).increment(1);
                 tracing::info!(shard = shard_id, sequence, "session resumed");
             }
@@ -349,13 +399,17 @@ impl ShardRunner {
             .intents()
             .contains(Intents::GUILD_MEMBERS);
         let arrived = match &event {
-            DispatchEvent::GuildCreate(create) if may_ask => match &**create {
+            Dispatch::Twilight(DispatchEvent::GuildCreate(create)) if may_ask => match &**create {
                 GuildCreate::Available(guild) => Some(guild.id),
                 GuildCreate::Unavailable(_) => None,
             },
             _ => None,
         };
-        let Some(envelope) = translate::to_envelope(origin, event) else {
+        let envelope = match event {
+            Dispatch::Member(member) => Some(translate::member_envelope(origin, member)),
+            Dispatch::Twilight(event) => translate::to_envelope(origin, event),
+        };
+        let Some(envelope) = envelope else {
             self.progress.observe(&session_id, sequence, false);
             return Ok(());
         };
@@ -366,8 +420,11 @@ impl ShardRunner {
             self.progress.observe(&session_id, sequence, false);
             return Ok(());
         };
-        let body = match envelope.to_json() {
-            Ok(body) => Bytes::from(body),
+        // `Envelope::to_json`'s encoding, into a buffer sized for a member
+        // event up front rather than grown (and copied) three times.
+        let mut body = Vec::with_capacity(ENVELOPE_CAPACITY);
+        let body = match serde_json::to_writer(&mut body, &envelope) {
+            Ok(()) => Bytes::from(body),
             Err(error) => {
                 tracing::error!(shard = shard_id, sequence, %error, "cannot encode an envelope");
                 self.progress.observe(&session_id, sequence, false);
@@ -392,10 +449,14 @@ impl ShardRunner {
         let nonce = arrived.map(|_| member_requests::nonce_for(envelope.id.as_str()));
         // Blocks while the publisher's buffer is full: the backpressure that
         // stops this shard from being read until NATS catches up.
-        tokio::select! {
-            biased;
-            sent = self.jobs.send(job) => sent.map_err(|_| Stopping)?,
-            _ = stop.wait_for(|s| *s) => return Err(Stopping),
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stopping),
+            Err(mpsc::error::TrySendError::Full(job)) => tokio::select! {
+                biased;
+                sent = self.jobs.send(job) => sent.map_err(|_| Stopping)?,
+                _ = stop.wait_for(|s| *s) => return Err(Stopping),
+            },
         }
         // Asked for once the guild's own event is on its way, so that its
         // members follow it in the stream.
