@@ -142,6 +142,7 @@ pub async fn run(args: BenchFairnessArgs) -> anyhow::Result<ExitCode> {
         members: 0,
         join_rate: 1,
         shards: 2,
+        recheck_period: scenario::DEMO_RECHECK_PERIOD,
     };
     let report = args
         .world

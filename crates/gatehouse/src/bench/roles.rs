@@ -135,6 +135,7 @@ pub async fn run(args: BenchRolesArgs) -> anyhow::Result<ExitCode> {
         members: 0,
         join_rate: 1,
         shards: servers.div_ceil(SERVERS_PER_SHARD),
+        recheck_period: scenario::DEMO_RECHECK_PERIOD,
     };
     let (report, samples) = args
         .world

@@ -102,6 +102,7 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<ExitCode> {
         members: 0,
         join_rate: 1,
         shards: 1,
+        recheck_period: scenario::DEMO_RECHECK_PERIOD,
     };
     let report = args
         .world

@@ -85,6 +85,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         members,
         join_rate: args.join_rate,
         shards: args.shards,
+        recheck_period: scenario::DEMO_RECHECK_PERIOD,
     };
     // The API's address first: the workers' wallet-link replies point at it.
     let listener = tokio::net::TcpListener::bind(args.api_addr)
