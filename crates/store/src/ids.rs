@@ -137,6 +137,21 @@ pub(crate) fn db_ids<M>(ids: &[Id<M>], column: &'static str) -> Result<Vec<i64>,
     ids.iter().map(|id| db_id(*id, column)).collect()
 }
 
+/// Ids as the text form of a `bigint[]` (`{1,2,3}`), for a list of them
+/// in a set-based statement: ragged lists cannot go through `unnest` as one
+/// 2-D array, so each travels as text and is cast back in SQL
+/// (`roles::bigint[]`).
+pub(crate) fn db_id_array_text<M>(
+    ids: &[Id<M>],
+    column: &'static str,
+) -> Result<String, StoreError> {
+    let ids = db_ids(ids, column)?;
+    Ok(format!(
+        "{{{}}}",
+        ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+    ))
+}
+
 /// A stored `bigint` read back as an id; 0 or a negative number means the
 /// row was written by something other than this crate.
 pub(crate) fn id_from_db<M>(value: i64, column: &'static str) -> Result<Id<M>, StoreError> {

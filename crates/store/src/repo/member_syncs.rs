@@ -4,7 +4,7 @@ use tokio_postgres::{types::Type, Row};
 use super::col;
 use wire::{RoleId, UserId};
 
-use crate::ids::{db_id, db_ids};
+use crate::ids::{db_id, db_id_array_text};
 use crate::{StoreError, TenantTx};
 
 /// A member as a chunk of the guild's member list has them.
@@ -98,13 +98,7 @@ impl<'t> MemberSyncs<'t> {
         let mut joined = Vec::with_capacity(members.len());
         for m in members {
             users.push(db_id(m.discord_user_id, "discord_user_id")?);
-            // Ragged role lists cannot go through unnest as one 2-D array:
-            // each travels as its text form and is cast back in SQL.
-            let ids = db_ids(&m.role_ids, "role_ids")?;
-            roles.push(format!(
-                "{{{}}}",
-                ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-            ));
+            roles.push(db_id_array_text(&m.role_ids, "role_ids")?);
             joined.push(m.joined_at);
         }
         self.tx

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::{col, id_col, ids_col};
 use wire::{RoleId, UserId};
 
-use crate::ids::{db_id, db_ids};
+use crate::ids::{db_id, db_id_array_text, db_ids};
 use crate::{ProfileId, StoreError, TenantId, TenantTx, WalletAddress};
 
 /// A member of a community as Gatehouse knows them.
@@ -402,13 +402,7 @@ impl<'t> Profiles<'t> {
         let mut seqs = Vec::with_capacity(changed.len());
         for (user, fold) in &changed {
             user_ids.push(db_id(**user, "discord_user_id")?);
-            // Ragged role lists cannot go through unnest as one 2-D array:
-            // each travels as its text form and is cast back in SQL.
-            let ids = db_ids(&fold.role_ids, "role_ids")?;
-            roles.push(format!(
-                "{{{}}}",
-                ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-            ));
+            roles.push(db_id_array_text(&fold.role_ids, "role_ids")?);
             joined.push(fold.first_joined);
             left.push(fold.left_at);
             seqs.push(fold.seq.unwrap_or(i64::MIN));
