@@ -285,9 +285,23 @@ async fn db_ceiling(
     seconds: u64,
     rounds: u32,
 ) -> anyhow::Result<DbCeiling> {
-    workload::provision(store, communities)
+    let bench_communities = workload::provision(store, communities)
         .await
         .map_err(|e| crate::db_args::explain(e, "provisioning pgbench's bench communities"))?;
+    // No bot serves them: inactive, the worker's periodic scan leaves alone
+    // the tens of thousands of profiles pgbench writes. Active, it would
+    // still be checking them during the steps, and the pipeline would be
+    // measured beside a backlog of checks that is pgbench's, not its own.
+    for tenant in bench_communities {
+        let deactivate = async {
+            let tx = store.begin(tenant).await?;
+            tx.communities().set_active(false).await?;
+            tx.commit().await
+        };
+        deactivate
+            .await
+            .map_err(|e| crate::db_args::explain(e, "deactivating pgbench's bench communities"))?;
+    }
     eprintln!(
         "  database ceiling: {pgbench_version}, {} clients, {} (single-statement tenant transactions)",
         pgbench.clients, SINGLE_STATEMENT_TX.file
