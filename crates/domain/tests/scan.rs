@@ -269,3 +269,130 @@ async fn a_community_that_fails_does_not_stop_the_pass_for_the_others() {
     assert_eq!(report.failed_communities, 1);
     assert_eq!(report.granted, 2, "the healthy community was checked");
 }
+
+/// Grants that wait, the first time, until told to go on: a check caught in
+/// the middle, for something to happen to its members meanwhile.
+#[derive(Clone)]
+struct Paused {
+    reached: Arc<tokio::sync::Notify>,
+    go_on: Arc<tokio::sync::Notify>,
+}
+
+impl RoleWriter for Paused {
+    async fn change_role(
+        &self,
+        _change: RoleChange,
+        _priority: CheckPriority,
+    ) -> Result<(), RoleChangeError> {
+        self.reached.notify_one();
+        self.go_on.notified().await;
+        Ok(())
+    }
+}
+
+fn users(ids: std::ops::RangeInclusive<u64>) -> Vec<UserId> {
+    ids.map(|u| UserId::new(u).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_checked_on_request_is_not_checked_again_by_the_scan_before_a_period() {
+    let db = TestDb::create("domain_scan_checked_on_request").await;
+    let store = db.store(4).await;
+    let tenant = community(&store, 951, 3).await;
+    let sync = RoleSync::new(
+        store.clone(),
+        Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap()),
+        Accepting,
+        config(),
+    );
+    // The check each join asks for.
+    let before = Utc::now();
+    let report = sync
+        .check_members(
+            tenant,
+            GuildId::new(951).unwrap(),
+            &users(1..=3),
+            CheckPriority::Interactive,
+            "joined",
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.granted, 3);
+
+    // The scan has nobody to check: the join's check counts as their check
+    // this period (checking them again only doubled every join's work).
+    let scan = sync.scan_due().await.unwrap();
+    assert_eq!(
+        scan.members, 0,
+        "the scan checked members whose check had just committed"
+    );
+    for user in users(1..=3) {
+        let at: Option<chrono::DateTime<Utc>> = db
+            .admin()
+            .await
+            .query_one(
+                "SELECT next_check_at FROM profiles WHERE discord_user_id = $1",
+                &[&(u64::from(user) as i64)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let expected = domain::role_sync::next_check(tenant, user, PERIOD, before);
+        let at = at.expect("a completed check schedules the next one");
+        assert!(
+            (at - expected).num_seconds().abs() < 5,
+            "user {user}: next check at {at}, its slot is {expected}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_made_due_while_their_check_runs_stays_due() {
+    let db = TestDb::create("domain_scan_due_meanwhile").await;
+    let store = db.store(4).await;
+    let guild = GuildId::new(952).unwrap();
+    let tenant = community(&store, 952, 1).await;
+    let paused = Paused {
+        reached: Arc::new(tokio::sync::Notify::new()),
+        go_on: Arc::new(tokio::sync::Notify::new()),
+    };
+    let sync = Arc::new(RoleSync::new(
+        store.clone(),
+        Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap()),
+        paused.clone(),
+        config(),
+    ));
+    let check = {
+        let sync = sync.clone();
+        tokio::spawn(async move {
+            sync.check_members(
+                tenant,
+                guild,
+                &users(1..=1),
+                CheckPriority::Interactive,
+                "joined",
+                &tokio_util::sync::CancellationToken::new(),
+            )
+            .await
+        })
+    };
+    // The check has read the rules and is granting the role when a rule
+    // changes: everyone is due for the new rules, this member too.
+    paused.reached.notified().await;
+    let tx = store.begin(tenant).await.unwrap();
+    assert_eq!(tx.profiles().mark_all_due().await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    paused.go_on.notify_one();
+    assert_eq!(check.await.unwrap().unwrap().granted, 1);
+
+    let due = db
+        .count(
+            "SELECT count(*) FROM profiles WHERE next_check_at IS NULL OR next_check_at <= now()",
+        )
+        .await;
+    assert_eq!(
+        due, 1,
+        "a check that read the rules before they changed put off the member's check with the new ones for a period"
+    );
+}

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use eligibility::{Evaluator, Freshness, MemberFacts};
 use serde_json::json;
 use store::{
-    repo::{EligibilityRule, Profile, RoleGrant, SyncCounter},
+    repo::{EligibilityRule, NextCheck, Profile, RoleGrant, SyncCounter},
     ProfileId, RuleId, Store, StoreError, TenantId,
 };
 use tokio_util::sync::CancellationToken;
@@ -170,6 +170,9 @@ struct Checked {
     deferred: HashSet<ProfileId>,
     /// Not checked: another check holds them.
     busy: Vec<ProfileId>,
+    /// Checked through: every rule decided and every role change made. Their
+    /// next check was scheduled a period on with the decisions.
+    completed: HashSet<ProfileId>,
 }
 
 /// Pauses before a batch of checks tries again the members it found held
@@ -248,7 +251,9 @@ impl<D: RoleWriter> RoleSync<D> {
     /// Checks several members of one community now, as one batch: one read
     /// of their profiles, rules and grants, one round of chain reads, one
     /// write of the decisions — where one member at a time costs a few
-    /// transactions each. Members another check holds are made due, so the
+    /// transactions each. A member checked through has their next check
+    /// scheduled a period on with the decisions, as the periodic scan
+    /// would: the scan does not check a joiner a second time. Members another check holds are made due, so the
     /// periodic scan checks them once that check lets go (it may have read
     /// their state before this request's news: a linked wallet, a balance
     /// change) without this request waiting meanwhile.
@@ -443,6 +448,7 @@ impl<D: RoleWriter> RoleSync<D> {
             report,
             deferred,
             busy,
+            completed,
         } = self
             .check_profiles(
                 tenant,
@@ -454,7 +460,10 @@ impl<D: RoleWriter> RoleSync<D> {
                 None,
             )
             .await?;
-        // Checked: the next look is a period on. Members the community's
+        // Checked through: the next look is a period on, scheduled with the
+        // decisions (and left alone if the member was made due meanwhile).
+        // Checked but not through (a role change failed, a chain could not
+        // be read): a period on as well. Members the community's
         // chain-read budget left undecided are due again at once instead,
         // for the next pass. Members another check held are looked at again
         // once its lease would have run out, not a period on: that check
@@ -465,6 +474,7 @@ impl<D: RoleWriter> RoleSync<D> {
         let lease_over = now + chrono::Duration::from_std(CHECK_LEASE).unwrap_or_default();
         let schedule: Vec<(ProfileId, DateTime<Utc>)> = schedule
             .into_iter()
+            .filter(|(id, _)| !completed.contains(id))
             .map(|(id, next)| {
                 if deferred.contains(&id) {
                     (id, now)
@@ -527,13 +537,20 @@ impl<D: RoleWriter> RoleSync<D> {
             ..CheckReport::default()
         };
         if managed.is_empty() {
+            // Nothing to decide: checked through.
+            let now = Utc::now();
+            let next: Vec<NextCheck> = profiles
+                .iter()
+                .map(|p| self.next_check(tenant, p, now))
+                .collect();
             let tx = self.store.begin(tenant).await?;
-            tx.profiles().release_check_lease(&ids).await?;
+            tx.profiles().finish_checks(&ids, &next).await?;
             tx.commit().await?;
             return Ok(Checked {
                 report,
                 deferred: HashSet::new(),
                 busy,
+                completed: leased,
             });
         }
         let rule_set = rule_set(&rules);
@@ -595,6 +612,7 @@ impl<D: RoleWriter> RoleSync<D> {
         let now = Utc::now();
         let grace = chrono::Duration::from_std(self.config.grace).unwrap_or(chrono::Duration::MAX);
         let mut writes = Vec::new();
+        let mut completed = Vec::new();
         'members: for (profile, evaluation) in profiles.iter().zip(&evaluations) {
             if stop.is_some_and(CancellationToken::is_cancelled) {
                 report.interrupted += 1;
@@ -603,6 +621,17 @@ impl<D: RoleWriter> RoleSync<D> {
             let mut roles = profile.role_ids.clone();
             let mut grant_rows = Vec::new();
             let mut audits = Vec::new();
+            // A chain that could not be read leaves the member to be
+            // checked again soon, as does a role change that failed.
+            let mut through = !deferred.contains(&profile.id)
+                && !evaluation.outcomes.iter().any(|o| {
+                    matches!(
+                        o.outcome,
+                        eligibility::Outcome::Unknown {
+                            reason: eligibility::UnknownReason::Chain(_),
+                        }
+                    )
+                });
             for rule in &managed {
                 let Some(decided) = evaluation.get(*rule.id.as_uuid()) else {
                     continue;
@@ -685,6 +714,7 @@ impl<D: RoleWriter> RoleSync<D> {
                                 report.rate_limited += 1;
                             }
                             report.failed_changes += 1;
+                            through = false;
                             report.first_error.get_or_insert_with(|| e.to_string());
                             tracing::warn!(error = %e, "role change failed; the next check retries it");
                             // Record nothing for this rule: the next check
@@ -705,6 +735,9 @@ impl<D: RoleWriter> RoleSync<D> {
                 });
             }
             let roles_changed = roles != profile.role_ids;
+            if through {
+                completed.push(self.next_check(tenant, profile, now));
+            }
             writes.push(Decided {
                 user: profile.discord_user_id,
                 roles: roles_changed.then_some(roles),
@@ -714,7 +747,7 @@ impl<D: RoleWriter> RoleSync<D> {
         }
 
         if let Err(e) = self
-            .write_decisions(tenant, &ids, &report, &undecided, writes)
+            .write_decisions(tenant, &ids, &completed, &report, &undecided, writes)
             .await
         {
             // The decisions are lost with the transaction (the next check
@@ -731,23 +764,41 @@ impl<D: RoleWriter> RoleSync<D> {
             report,
             deferred,
             busy,
+            completed: completed.iter().map(|n| n.profile_id).collect(),
         })
     }
 
-    /// Gives the leases back and writes a batch's decisions, in a few
-    /// statements rather than a few per member: grants and audit entries
-    /// set-based, role snapshots (only members whose roles changed)
-    /// pipelined on the one connection.
+    /// A member's next check a period on, to be written when `profile`'s
+    /// check commits.
+    fn next_check(&self, tenant: TenantId, profile: &Profile, now: DateTime<Utc>) -> NextCheck {
+        NextCheck {
+            profile_id: profile.id,
+            seen: profile.next_check_at,
+            at: next_check(
+                tenant,
+                profile.discord_user_id,
+                self.config.recheck_period,
+                now,
+            ),
+        }
+    }
+
+    /// Gives the leases back, schedules the next check of the members
+    /// checked through and writes a batch's decisions, in a few statements
+    /// rather than a few per member: grants and audit entries set-based,
+    /// role snapshots (only members whose roles changed) pipelined on the
+    /// one connection.
     async fn write_decisions(
         &self,
         tenant: TenantId,
         leased: &[ProfileId],
+        next: &[NextCheck],
         report: &CheckReport,
         undecided: &BTreeMap<&str, usize>,
         writes: Vec<Decided>,
     ) -> Result<(), StoreError> {
         let tx = self.store.begin(tenant).await?;
-        tx.profiles().release_check_lease(leased).await?;
+        tx.profiles().finish_checks(leased, next).await?;
         let counters = tx.sync_counters();
         counters
             .add(SyncCounter::Discord429, "", saturate(report.rate_limited))

@@ -30,8 +30,8 @@ pub use member_syncs::{ChunkOf, Ingested, ListedMember, MemberSync, MemberSyncs}
 pub use nonces::{WalletNonce, WalletNonces};
 pub use processed::ProcessedEvents;
 pub use profiles::{
-    AppliedEvent, MemberChange, MemberEvent, MemberFilter, MemberUpsert, Profile, Profiles,
-    ScoreChange,
+    AppliedEvent, MemberChange, MemberEvent, MemberFilter, MemberUpsert, NextCheck, Profile,
+    Profiles, ScoreChange,
 };
 pub use replies::{InteractionReplies, PendingReply, ReplyBody};
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};

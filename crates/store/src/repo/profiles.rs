@@ -118,6 +118,16 @@ pub struct AppliedEvent {
     pub role_ids: Vec<RoleId>,
 }
 
+/// When a member's next eligibility check is due, once the check that
+/// holds them has committed (see [`Profiles::finish_checks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextCheck {
+    pub profile_id: ProfileId,
+    /// `next_check_at` as the check read it when it leased the member.
+    pub seen: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+}
+
 /// One member's profile as a batch of events leaves it, worked out in
 /// stream order with the rule of [`Profiles::apply_member_event`].
 #[derive(Debug, Default)]
@@ -754,12 +764,13 @@ impl<'t> Profiles<'t> {
         Ok(())
     }
 
-    /// Makes one member due for a re-check now.
+    /// Makes one member due for a re-check now (the time, not NULL: see
+    /// [`finish_checks`](Self::finish_checks)).
     pub async fn mark_due(&self, user: UserId) -> Result<(), StoreError> {
         self.tx
             .query(
                 "marking a member due for a re-check",
-                "UPDATE profiles SET next_check_at = NULL WHERE community_id = $1 AND discord_user_id = $2",
+                "UPDATE profiles SET next_check_at = now() WHERE community_id = $1 AND discord_user_id = $2",
                 &[(&self.tenant(), Type::UUID), (&db_id(user, "discord_user_id")?, Type::INT8)],
             )
             .await?;
@@ -782,7 +793,7 @@ impl<'t> Profiles<'t> {
                     WHERE community_id = $1 AND discord_user_id = ANY($2)
                     ORDER BY id FOR UPDATE
                  )
-                 UPDATE profiles p SET next_check_at = NULL
+                 UPDATE profiles p SET next_check_at = now()
                  FROM due WHERE p.community_id = $1 AND p.id = due.due_id",
                 &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
             )
@@ -790,13 +801,14 @@ impl<'t> Profiles<'t> {
         Ok(())
     }
 
-    /// Makes every present member due for a re-check now (a rule changed).
+    /// Makes every present member due for a re-check now (a rule changed;
+    /// the time, not NULL: see [`finish_checks`](Self::finish_checks)).
     pub async fn mark_all_due(&self) -> Result<u64, StoreError> {
         let rows = self
             .tx
             .query(
                 "marking members due for a re-check",
-                "UPDATE profiles SET next_check_at = NULL
+                "UPDATE profiles SET next_check_at = now()
                  WHERE community_id = $1 AND left_at IS NULL RETURNING 1",
                 &[(&self.tenant(), Type::UUID)],
             )
@@ -896,6 +908,51 @@ impl<'t> Profiles<'t> {
                  UPDATE profiles p SET check_lease_until = NULL
                  FROM held WHERE p.community_id = $1 AND p.id = held.held_id",
                 &[(&self.tenant(), Type::UUID), (&ids, Type::UUID_ARRAY)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Gives the leases back and, in the same statement, schedules the next
+    /// check of the members whose check completed — unless they were made
+    /// due while held (a rule changed, another check found them busy): their
+    /// `next_check_at` then differs from what the check saw, and the check
+    /// owed them is left standing rather than put off a period. Marking due
+    /// writes the time, not NULL, so that a member due when leased and made
+    /// due again meanwhile shows the change.
+    pub async fn finish_checks(
+        &self,
+        leased: &[ProfileId],
+        next: &[NextCheck],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<ProfileId> = next.iter().map(|n| n.profile_id).collect();
+        let seen: Vec<Option<DateTime<Utc>>> = next.iter().map(|n| n.seen).collect();
+        let at: Vec<DateTime<Utc>> = next.iter().map(|n| n.at).collect();
+        self.tx
+            .query(
+                "releasing eligibility-check leases and scheduling the next checks",
+                // Rows locked in id order, as `lock_members` does.
+                "WITH held AS (
+                    SELECT id AS held_id FROM profiles
+                    WHERE community_id = $1 AND id = ANY($2)
+                    ORDER BY id FOR UPDATE
+                 ), next AS (
+                    SELECT * FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[])
+                        AS v(next_id, seen, at)
+                 )
+                 UPDATE profiles p SET check_lease_until = NULL,
+                    next_check_at = CASE
+                        WHEN next.next_id IS NOT NULL AND p.next_check_at IS NOT DISTINCT FROM next.seen
+                        THEN next.at ELSE p.next_check_at END
+                 FROM held LEFT JOIN next ON next.next_id = held.held_id
+                 WHERE p.community_id = $1 AND p.id = held.held_id",
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&leased, Type::UUID_ARRAY),
+                    (&ids, Type::UUID_ARRAY),
+                    (&seen, Type::TIMESTAMPTZ_ARRAY),
+                    (&at, Type::TIMESTAMPTZ_ARRAY),
+                ],
             )
             .await?;
         Ok(())
