@@ -356,7 +356,12 @@ struct Held {
     message: jetstream::Message,
     sequence: u64,
     slot: OwnedSemaphorePermit,
+    /// Since its ack deadline was last extended.
     since: tokio::time::Instant,
+    /// When this process received it.
+    received: tokio::time::Instant,
+    /// From JetStream storing it to this process receiving it.
+    delivered_after: Duration,
     /// May be handled in one batch with its community's next messages.
     batches: bool,
 }
@@ -545,6 +550,17 @@ async fn keep_waiting_alive(queue: &mut FairQueue<Key, Held>, ack_wait: Duration
     }
 }
 
+/// How long ago JetStream stored a message, by the server's clock (hosts'
+/// clocks are assumed to agree, as NTP keeps them; a message that seems to
+/// come from the future waited no time).
+fn waited_since(stored_unix_nanos: i128) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let stored = u128::try_from(stored_unix_nanos).unwrap_or(0);
+    Duration::from_nanos(u64::try_from(now.saturating_sub(stored)).unwrap_or(u64::MAX))
+}
+
 /// Pulls messages while there is room to hold them and sends them to the
 /// dispatcher. Each pull asks for no more than its share of the room (one
 /// of `pullers`): a message delivered to this process is owned by it until
@@ -620,7 +636,12 @@ async fn pull(
                 }
                 continue;
             }
-            let Ok(sequence) = message.info().map(|info| info.stream_sequence) else {
+            let Ok((sequence, delivered_after)) = message.info().map(|info| {
+                (
+                    info.stream_sequence,
+                    waited_since(info.published.unix_timestamp_nanos()),
+                )
+            }) else {
                 // Not a JetStream delivery; nothing sensible to do but say so.
                 tracing::error!(subject = %message.subject, "message without JetStream metadata");
                 continue;
@@ -637,6 +658,8 @@ async fn pull(
                 sequence,
                 slot,
                 since: tokio::time::Instant::now(),
+                received: tokio::time::Instant::now(),
+                delivered_after,
                 batches: false,
             };
             if let Err(mpsc::error::SendError(held)) = found.send(held).await {
@@ -683,6 +706,13 @@ async fn process<H: HandleMessage>(
         return;
     }
     let handling = tokio::time::Instant::now();
+    for (held, subject, _, _) in &started {
+        let (stream, _) = telemetry::labels(config.namespace(), subject);
+        metrics::histogram!(telemetry::DELIVERY_SECONDS, "stream" => stream)
+            .record(held.delivered_after.as_secs_f64());
+        metrics::histogram!(telemetry::QUEUED_SECONDS, "stream" => stream)
+            .record(handling.duration_since(held.received).as_secs_f64());
+    }
     let outcomes = {
         let work = handle_run(&started, handlers);
         tokio::pin!(work);

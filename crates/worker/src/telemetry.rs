@@ -32,6 +32,16 @@ pub const MESSAGES: &str = "worker_messages_total";
 /// (the event type). Messages handled in one batch each count the batch's
 /// time: that is how long each waited for its outcome.
 pub const HANDLER_SECONDS: &str = "worker_handler_seconds";
+/// Time from JetStream storing a message to this worker receiving it, by
+/// `stream`: its wait in the stream (a backlog, a deferral for fairness, a
+/// retry's delay) and in delivery. Read against the NATS server's clock, so
+/// it assumes the hosts' clocks agree.
+pub const DELIVERY_SECONDS: &str = "worker_delivery_seconds";
+/// Time from this worker receiving a message to a handler starting on it,
+/// by `stream`: its wait in the worker's per-community queues. With
+/// [`DELIVERY_SECONDS`] and [`HANDLER_SECONDS`], where a slow message spent
+/// its time.
+pub const QUEUED_SECONDS: &str = "worker_queued_seconds";
 /// Messages dead-lettered, by `stream` and `reason`: `permanent` (the
 /// message itself is wrong) or `attempts_exhausted` (it kept failing).
 pub const DEAD_LETTERS: &str = "worker_dead_letters_total";
@@ -116,6 +126,18 @@ fn install() -> Option<&'static PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Full(HANDLER_SECONDS.to_owned()), &HANDLER_BUCKETS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(BATCH_MESSAGES.to_owned()), &BATCH_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(DELIVERY_SECONDS.to_owned()),
+                        &HANDLER_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(QUEUED_SECONDS.to_owned()),
+                        &HANDLER_BUCKETS,
+                    )
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
@@ -260,6 +282,16 @@ fn describe() {
         HANDLER_SECONDS,
         Unit::Seconds,
         "Time from a handler starting on a message to its outcome, by subject"
+    );
+    describe_histogram!(
+        DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Time from JetStream storing a message to this worker receiving it, by stream"
+    );
+    describe_histogram!(
+        QUEUED_SECONDS,
+        Unit::Seconds,
+        "Time from this worker receiving a message to a handler starting on it, by stream"
     );
     describe_counter!(
         DEAD_LETTERS,

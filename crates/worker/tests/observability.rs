@@ -131,6 +131,17 @@ async fn health_readiness_and_metrics_are_served_while_the_worker_runs() {
         .is_some(),
         "{last}"
     );
+    // Where it spent its time before the handler: in the stream and in
+    // delivery, then in this worker's queues.
+    for waited in [
+        "worker_delivery_seconds_count",
+        "worker_queued_seconds_count",
+    ] {
+        assert!(
+            sample(&last, waited, &[r#"stream="events""#]).is_some_and(|n| n >= 1.0),
+            "no {waited} for the events stream:\n{last}"
+        );
+    }
     // Sampled once when the consumers are bound, then on a timer.
     for stream in ["events", "commands", "webhooks"] {
         let label = format!("stream=\"{stream}\"");
