@@ -653,12 +653,13 @@ async fn pull(
                     Err(_) => break,
                 },
             };
+            let received = tokio::time::Instant::now();
             let held = Held {
                 message,
                 sequence,
                 slot,
-                since: tokio::time::Instant::now(),
-                received: tokio::time::Instant::now(),
+                since: received,
+                received,
                 delivered_after,
                 batches: false,
             };

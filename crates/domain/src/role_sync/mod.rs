@@ -253,10 +253,11 @@ impl<D: RoleWriter> RoleSync<D> {
     /// write of the decisions — where one member at a time costs a few
     /// transactions each. A member checked through has their next check
     /// scheduled a period on with the decisions, as the periodic scan
-    /// would: the scan does not check a joiner a second time. Members another check holds are made due, so the
-    /// periodic scan checks them once that check lets go (it may have read
-    /// their state before this request's news: a linked wallet, a balance
-    /// change) without this request waiting meanwhile.
+    /// would: the scan does not check a joiner a second time. Members
+    /// another check holds are made due, so the periodic scan checks them
+    /// once that check lets go (it may have read their state before this
+    /// request's news: a linked wallet, a balance change) without this
+    /// request waiting meanwhile.
     ///
     /// A batch's role changes wait on Discord's limits one after another,
     /// which can take a while; once `stop` is cancelled no further change

@@ -894,23 +894,10 @@ impl<'t> Profiles<'t> {
             .collect()
     }
 
-    /// Gives the leases back.
+    /// Gives the leases back, scheduling nothing (a check that could not
+    /// record its decisions).
     pub async fn release_check_lease(&self, ids: &[ProfileId]) -> Result<(), StoreError> {
-        self.tx
-            .query(
-                "releasing eligibility-check leases",
-                // Rows locked in id order, as `lock_members` does.
-                "WITH held AS (
-                    SELECT id AS held_id FROM profiles
-                    WHERE community_id = $1 AND id = ANY($2)
-                    ORDER BY id FOR UPDATE
-                 )
-                 UPDATE profiles p SET check_lease_until = NULL
-                 FROM held WHERE p.community_id = $1 AND p.id = held.held_id",
-                &[(&self.tenant(), Type::UUID), (&ids, Type::UUID_ARRAY)],
-            )
-            .await?;
-        Ok(())
+        self.finish_checks(ids, &[]).await
     }
 
     /// Gives the leases back and, in the same statement, schedules the next
