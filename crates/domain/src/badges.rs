@@ -310,14 +310,25 @@ pub async fn evaluate(
     profiles: &[Profile],
     now: DateTime<Utc>,
 ) -> Result<Vec<Awarded>, BadgeError> {
+    if profiles.iter().all(|p| p.left_at.is_some()) {
+        return Ok(Vec::new());
+    }
+    let badges = tx.badges().list().await?;
+    evaluate_with(tx, badges, profiles, now).await
+}
+
+/// [`evaluate`] with the community's badges already read.
+async fn evaluate_with(
+    tx: &TenantTx,
+    badges: Vec<Badge>,
+    profiles: &[Profile],
+    now: DateTime<Utc>,
+) -> Result<Vec<Awarded>, BadgeError> {
     let present: Vec<&Profile> = profiles.iter().filter(|p| p.left_at.is_none()).collect();
     if present.is_empty() {
         return Ok(Vec::new());
     }
-    let badges: Vec<(Badge, Criteria)> = tx
-        .badges()
-        .list()
-        .await?
+    let badges: Vec<(Badge, Criteria)> = badges
         .into_iter()
         .filter_map(|b| match parse_criteria(b.evaluator, &b.criteria) {
             Ok(Criteria::ManualGrant) => None,
@@ -405,8 +416,10 @@ pub async fn evaluate_members(
     users: &[UserId],
 ) -> Result<Vec<Awarded>, BadgeError> {
     let tx = store.begin(tenant).await?;
-    let profiles = tx.profiles().share_members(users).await?;
-    let awarded = evaluate(&tx, &profiles, Utc::now()).await?;
+    // Both reads in one round trip.
+    let (members, badges) = (tx.profiles(), tx.badges());
+    let (profiles, badges) = tokio::try_join!(members.share_members(users), badges.list())?;
+    let awarded = evaluate_with(&tx, badges, &profiles, Utc::now()).await?;
     tx.commit().await?;
     Ok(awarded)
 }

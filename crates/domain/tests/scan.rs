@@ -396,3 +396,62 @@ async fn a_member_made_due_while_their_check_runs_stays_due() {
         "a check that read the rules before they changed put off the member's check with the new ones for a period"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_by_user_leases_present_members_only_and_reports_held_ones_busy() {
+    let db = TestDb::create("domain_check_by_user").await;
+    let store = db.store(4).await;
+    let guild = GuildId::new(953).unwrap();
+    let tenant = community(&store, 953, 3).await;
+    let [present, held, gone] = [1, 2, 3].map(|u| UserId::new(u).unwrap());
+    let stranger = UserId::new(99).unwrap();
+    // Another check holds one member; another has left.
+    let tx = store.begin(tenant).await.unwrap();
+    let leased = tx
+        .profiles()
+        .lease_members_for_check(&[held, gone, stranger], Duration::from_secs(600))
+        .await
+        .unwrap();
+    tx.profiles().mark_left(gone, Utc::now()).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(leased.len(), 2, "a member who had not left yet is leased");
+    let tx = store.begin(tenant).await.unwrap();
+    tx.profiles()
+        .finish_checks(
+            &leased
+                .iter()
+                .filter(|p| p.discord_user_id == gone)
+                .map(|p| p.id)
+                .collect::<Vec<_>>(),
+            &[],
+        )
+        .await
+        .unwrap();
+    let again = tx
+        .profiles()
+        .lease_members_for_check(&[gone], Duration::from_secs(600))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(again.is_empty(), "a member who left was leased for a check");
+
+    let sync = RoleSync::new(
+        store.clone(),
+        Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap()),
+        Accepting,
+        config(),
+    );
+    let check = |user| sync.check_member(tenant, guild, user, CheckPriority::Interactive, "test");
+    let report = check(held).await.unwrap();
+    assert_eq!((report.members, report.busy, report.granted), (0, 1, 0));
+    for nobody in [gone, stranger] {
+        let report = check(nobody).await.unwrap();
+        assert_eq!(
+            (report.members, report.busy, report.granted),
+            (0, 0, 0),
+            "user {nobody} is nobody to sync"
+        );
+    }
+    let report = check(present).await.unwrap();
+    assert_eq!((report.members, report.busy, report.granted), (1, 0, 1));
+}

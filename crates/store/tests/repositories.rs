@@ -757,16 +757,26 @@ async fn a_batch_of_membership_events_has_the_effect_of_applying_them_one_by_one
     }
     tx.commit().await.unwrap();
 
+    // When the profiles each batch creates are first due (whole seconds, as
+    // the database keeps microseconds).
+    let (due_before, due_batch) = (
+        chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap(),
+        chrono::DateTime::from_timestamp(1_900_000_600, 0).unwrap(),
+    );
     let tx = store.begin(batched).await.unwrap();
     assert_eq!(
         tx.profiles()
-            .apply_member_events(&before)
+            .apply_member_events(&before, due_before)
             .await
             .unwrap()
             .len(),
         2
     );
-    let outcomes = tx.profiles().apply_member_events(&batch).await.unwrap();
+    let outcomes = tx
+        .profiles()
+        .apply_member_events(&batch, due_batch)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let got: Vec<Option<Vec<wire::RoleId>>> = outcomes
         .iter()
@@ -819,6 +829,24 @@ async fn a_batch_of_membership_events_has_the_effect_of_applying_them_one_by_one
             assert_eq!(o.profile_id, b[n].4);
         }
     }
+    // A profile is first due when the batch that created it said; a later
+    // batch's events leave that alone.
+    let tx = store.begin(batched).await.unwrap();
+    for (user, due) in [
+        (77, due_before),
+        (78, due_batch),
+        (79, due_batch),
+        (80, due_before),
+    ] {
+        let p = tx
+            .profiles()
+            .find_by_discord_user(sf(user))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.next_check_at, Some(due), "member {user}");
+    }
+    tx.commit().await.unwrap();
 }
 
 #[tokio::test]

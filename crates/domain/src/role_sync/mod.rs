@@ -163,9 +163,23 @@ impl CheckReport {
     }
 }
 
+/// The members a batch of checks is for.
+#[derive(Clone, Copy)]
+enum Wanted<'a> {
+    /// Profiles the caller has read (the periodic scan's claim).
+    Profiles(&'a [ProfileId]),
+    /// Members by Discord user (a request): their profiles are read and
+    /// leased in the check's first round trip, and members without one, or
+    /// who left, are nobody to sync.
+    Users(&'a [UserId]),
+}
+
 /// What a batch of checks did, and which members it left undecided.
 struct Checked {
     report: CheckReport,
+    /// The wanted members' profiles, as found (present members only, when
+    /// wanted by user).
+    found: Vec<Profile>,
     /// Undecided on some rule: the community's chain-read budget was spent.
     deferred: HashSet<ProfileId>,
     /// Not checked: another check holds them.
@@ -196,6 +210,14 @@ enum Busy {
 /// How long a check may hold a member before another may take over (a
 /// crashed worker's lease expires by itself).
 const CHECK_LEASE: Duration = Duration::from_secs(60);
+
+/// How long after joining a new member waits for the check their join asks
+/// for before the periodic scan takes them instead: the scan is the net for
+/// a check that was never asked (a publish that failed, a worker that died),
+/// not a second check of every joiner. Taking them at once, it checked
+/// every member who joined since its last pass, and made their own checks
+/// find them held and try again.
+pub const FIRST_CHECK_WAIT: Duration = CHECK_LEASE;
 
 /// Role sync for every community, writing through `D`.
 pub struct RoleSync<D> {
@@ -295,19 +317,6 @@ impl<D: RoleWriter> RoleSync<D> {
         busy: Busy,
         stop: Option<&CancellationToken>,
     ) -> Result<CheckReport, SyncError> {
-        let tx = self.store.begin(tenant).await?;
-        let profiles = tx.profiles().find_by_discord_users(users).await?;
-        tx.commit().await?;
-        // Not (or no longer) members: nothing to sync.
-        let profiles: Vec<Profile> = profiles
-            .into_iter()
-            .filter(|p| p.left_at.is_none())
-            .collect();
-        if profiles.is_empty() {
-            return Ok(CheckReport::default());
-        }
-        let users_of: HashMap<ProfileId, UserId> =
-            profiles.iter().map(|p| (p.id, p.discord_user_id)).collect();
         let freshness = match priority {
             // A member is waiting on this answer: read the chain unless a
             // read is only moments old.
@@ -318,13 +327,19 @@ impl<D: RoleWriter> RoleSync<D> {
             .check_profiles(
                 tenant,
                 guild,
-                profiles.clone(),
+                Wanted::Users(users),
                 priority,
                 freshness,
                 reason,
                 stop,
             )
             .await?;
+        // Not (or no longer) members: nothing to sync.
+        let users_of: HashMap<ProfileId, UserId> = checked
+            .found
+            .iter()
+            .map(|p| (p.id, p.discord_user_id))
+            .collect();
         let mut report = checked.report.clone();
         if busy == Busy::MarkDue {
             // Most members found busy are held only for moments (a batch of
@@ -336,15 +351,22 @@ impl<D: RoleWriter> RoleSync<D> {
                     break;
                 }
                 tokio::time::sleep(pause).await;
-                let held: HashSet<ProfileId> = checked.busy.iter().copied().collect();
-                let again: Vec<Profile> = profiles
+                let again: Vec<UserId> = checked
+                    .busy
                     .iter()
-                    .filter(|p| held.contains(&p.id))
-                    .cloned()
+                    .filter_map(|id| users_of.get(id).copied())
                     .collect();
                 let deferred = std::mem::take(&mut checked.deferred);
                 checked = self
-                    .check_profiles(tenant, guild, again, priority, freshness, reason, stop)
+                    .check_profiles(
+                        tenant,
+                        guild,
+                        Wanted::Users(&again),
+                        priority,
+                        freshness,
+                        reason,
+                        stop,
+                    )
                     .await?;
                 checked.deferred.extend(deferred);
                 report.add(&checked.report);
@@ -445,16 +467,18 @@ impl<D: RoleWriter> RoleSync<D> {
         }
         tx.commit().await?;
         total.badges_awarded += badges.len();
+        let claimed: Vec<ProfileId> = due.iter().map(|p| p.id).collect();
         let Checked {
             report,
             deferred,
             busy,
             completed,
+            ..
         } = self
             .check_profiles(
                 tenant,
                 guild,
-                due,
+                Wanted::Profiles(&claimed),
                 CheckPriority::Bulk,
                 Freshness::Cached,
                 "periodic",
@@ -506,7 +530,7 @@ impl<D: RoleWriter> RoleSync<D> {
         &self,
         tenant: TenantId,
         guild: GuildId,
-        profiles: Vec<Profile>,
+        wanted: Wanted<'_>,
         priority: CheckPriority,
         freshness: Freshness,
         reason: &str,
@@ -515,19 +539,45 @@ impl<D: RoleWriter> RoleSync<D> {
         // Read what we need, then let go of the connection while the chain
         // is read: no transaction waits on the network.
         let tx = self.store.begin(tenant).await?;
-        let wanted: Vec<ProfileId> = profiles.iter().map(|p| p.id).collect();
+        let (store_profiles, store_rules) = (tx.profiles(), tx.rules());
         // One check per member at a time: a second concurrent check would
         // see the same difference and change the same role twice. The lease
         // re-reads the profiles, so a check queued behind another sees what
-        // that one wrote (and any wallet linked meanwhile).
-        let profiles = tx.profiles().lease_for_check(&wanted, CHECK_LEASE).await?;
-        let rules = tx.rules().list_all().await?;
+        // that one wrote (and any wallet linked meanwhile). The statements
+        // before the grants' go out together, in one round trip.
+        let (found, profiles, rules) = match wanted {
+            Wanted::Profiles(ids) => {
+                let (profiles, rules) = tokio::try_join!(
+                    store_profiles.lease_for_check(ids, CHECK_LEASE),
+                    store_rules.list_all(),
+                )?;
+                (Vec::new(), profiles, rules)
+            }
+            Wanted::Users(users) => {
+                let (found, profiles, rules) = tokio::try_join!(
+                    store_profiles.find_by_discord_users(users),
+                    store_profiles.lease_members_for_check(users, CHECK_LEASE),
+                    store_rules.list_all(),
+                )?;
+                // Not (or no longer) members: nobody to sync.
+                let found: Vec<Profile> =
+                    found.into_iter().filter(|p| p.left_at.is_none()).collect();
+                (found, profiles, rules)
+            }
+        };
         let ids: Vec<ProfileId> = profiles.iter().map(|p| p.id).collect();
-        let grants = tx.role_grants().for_profiles(&ids).await?;
+        let grants = if ids.is_empty() {
+            Vec::new()
+        } else {
+            tx.role_grants().for_profiles(&ids).await?
+        };
         tx.commit().await?;
 
-        let managed: Vec<&EligibilityRule> = rules.iter().filter(|r| r.enabled).collect();
         let leased: HashSet<ProfileId> = ids.iter().copied().collect();
+        let wanted: Vec<ProfileId> = match wanted {
+            Wanted::Profiles(ids) => ids.to_vec(),
+            Wanted::Users(_) => found.iter().map(|p| p.id).collect(),
+        };
         let busy: Vec<ProfileId> = wanted
             .into_iter()
             .filter(|id| !leased.contains(id))
@@ -537,6 +587,17 @@ impl<D: RoleWriter> RoleSync<D> {
             busy: busy.len(),
             ..CheckReport::default()
         };
+        if profiles.is_empty() {
+            // Nobody to check now: nothing to write either.
+            return Ok(Checked {
+                report,
+                found,
+                deferred: HashSet::new(),
+                busy,
+                completed: HashSet::new(),
+            });
+        }
+        let managed: Vec<&EligibilityRule> = rules.iter().filter(|r| r.enabled).collect();
         if managed.is_empty() {
             // Nothing to decide: checked through.
             let now = Utc::now();
@@ -549,6 +610,7 @@ impl<D: RoleWriter> RoleSync<D> {
             tx.commit().await?;
             return Ok(Checked {
                 report,
+                found,
                 deferred: HashSet::new(),
                 busy,
                 completed: leased,
@@ -763,6 +825,7 @@ impl<D: RoleWriter> RoleSync<D> {
         }
         Ok(Checked {
             report,
+            found,
             deferred,
             busy,
             completed: completed.iter().map(|n| n.profile_id).collect(),

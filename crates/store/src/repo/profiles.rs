@@ -6,6 +6,7 @@ use super::{col, id_col, ids_col};
 use wire::{RoleId, UserId};
 
 use crate::ids::{db_id, db_id_array_text, db_ids};
+use crate::tenant::Param;
 use crate::{ProfileId, StoreError, TenantId, TenantTx, WalletAddress};
 
 /// A member of a community as Gatehouse knows them.
@@ -363,11 +364,17 @@ impl<'t> Profiles<'t> {
     /// set-based upsert. Returns, for each event, what it left the profile
     /// as, or `None` if a newer event had already been applied.
     ///
+    /// A profile these events create is first due for the periodic scan at
+    /// `first_due`: a joiner's own check is on its way, and a scan that
+    /// took them first would only check them twice (and make that check
+    /// find them held).
+    ///
     /// [`apply_member_event`]: Self::apply_member_event
     /// [`lock_members`]: Self::lock_members
     pub async fn apply_member_events(
         &self,
         events: &[MemberEvent],
+        first_due: DateTime<Utc>,
     ) -> Result<Vec<Option<AppliedEvent>>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -425,8 +432,9 @@ impl<'t> Profiles<'t> {
             .query(
                 "applying membership events",
                 "INSERT INTO profiles AS p
-                    (community_id, discord_user_id, role_ids, joined_at, left_at, last_event_seq)
-                 SELECT $1, m.user_id, m.roles::bigint[], m.joined_at, m.left_at, m.seq
+                    (community_id, discord_user_id, role_ids, joined_at, left_at, last_event_seq,
+                     next_check_at)
+                 SELECT $1, m.user_id, m.roles::bigint[], m.joined_at, m.left_at, m.seq, $7
                    FROM unnest($2::int8[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int8[])
                         AS m(user_id, roles, joined_at, left_at, seq)
                  ON CONFLICT (community_id, discord_user_id) DO UPDATE
@@ -443,6 +451,7 @@ impl<'t> Profiles<'t> {
                     (&joined, Type::TIMESTAMPTZ_ARRAY),
                     (&left, Type::TIMESTAMPTZ_ARRAY),
                     (&seqs, Type::INT8_ARRAY),
+                    (&first_due, Type::TIMESTAMPTZ),
                 ],
             )
             .await?;
@@ -858,35 +867,70 @@ impl<'t> Profiles<'t> {
     /// and so are profiles another transaction is changing right now (a
     /// batch of membership events): they are leased at their next turn.
     /// Waiting for those instead would hold rows that batch may want next,
-    /// which is how two transactions deadlock.
+    /// which is how two transactions deadlock. Members who left are not
+    /// leased: there is nothing to sync for them.
     pub async fn lease_for_check(
         &self,
         ids: &[ProfileId],
         ttl: std::time::Duration,
     ) -> Result<Vec<Profile>, StoreError> {
+        self.lease(
+            "id = ANY($2)",
+            (&ids, Type::UUID_ARRAY),
+            ttl,
+            "leasing profiles for an eligibility check",
+        )
+        .await
+    }
+
+    /// [`lease_for_check`](Self::lease_for_check) by Discord user, for the
+    /// profiles of these members that exist. A check asked
+    /// for by user leases in its first statement instead of reading the
+    /// profiles in a transaction of its own first.
+    pub async fn lease_members_for_check(
+        &self,
+        users: &[UserId],
+        ttl: std::time::Duration,
+    ) -> Result<Vec<Profile>, StoreError> {
+        let users = db_ids(users, "discord_user_id")?;
+        self.lease(
+            "discord_user_id = ANY($2)",
+            (&users, Type::INT8_ARRAY),
+            ttl,
+            "leasing members' profiles for an eligibility check",
+        )
+        .await
+    }
+
+    async fn lease(
+        &self,
+        which: &str,
+        wanted: Param<'_>,
+        ttl: std::time::Duration,
+        what: &'static str,
+    ) -> Result<Vec<Profile>, StoreError> {
         let secs = ttl.as_secs_f64();
+        // Whether the member left is read from the locked row, not tested
+        // in either `WHERE`: a `left_at IS NULL` there leads the planner to
+        // the partial due-index and a walk of the whole community's members.
         let sql = format!(
             "WITH free AS (
-                SELECT id AS free_id FROM profiles
-                WHERE community_id = $1 AND id = ANY($2)
+                SELECT id AS free_id, left_at AS free_left_at FROM profiles
+                WHERE community_id = $1 AND {which}
                   AND (check_lease_until IS NULL OR check_lease_until < now())
                 ORDER BY id
                 FOR UPDATE SKIP LOCKED
              )
              UPDATE profiles p SET check_lease_until = now() + make_interval(secs => $3)
              FROM free
-             WHERE p.community_id = $1 AND p.id = free.free_id
+             WHERE p.community_id = $1 AND p.id = free.free_id AND free.free_left_at IS NULL
              RETURNING {COLUMNS}"
         );
         self.tx
             .query(
-                "leasing profiles for an eligibility check",
+                what,
                 &sql,
-                &[
-                    (&self.tenant(), Type::UUID),
-                    (&ids, Type::UUID_ARRAY),
-                    (&secs, Type::FLOAT8),
-                ],
+                &[(&self.tenant(), Type::UUID), wanted, (&secs, Type::FLOAT8)],
             )
             .await?
             .iter()

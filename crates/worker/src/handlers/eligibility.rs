@@ -109,7 +109,8 @@ fn unconfigured(check: &EligibilityCheck) -> Result<(), HandlerError> {
 
 /// Asks for an interactive check of the envelope's member. Best effort: if
 /// it cannot be published, the periodic scan still reaches the member (a
-/// new profile is due immediately).
+/// member who joined is due for it a minute later, see
+/// `domain::role_sync::FIRST_CHECK_WAIT`).
 pub(super) async fn request(handlers: &Handlers, envelope: &Envelope, reason: &str) {
     if let Some(user) = envelope.user_id {
         // Derived from the event, so a redelivered event asks only once

@@ -7,7 +7,7 @@
 //! settled. Follow-ups in that turn (a round trip to JetStream and a badge
 //! transaction) made every join wait for the follow-ups of the batch before
 //! it. They need not: both are best effort already — a check that cannot be
-//! published is made by the periodic scan (a new profile is due at once),
+//! published is made by the periodic scan (a joiner is due a minute on),
 //! and badge awards are idempotent and evaluated again by the scan — so
 //! they may as well run after the batch is acknowledged. What keeps this
 //! from becoming an unbounded backlog is a fixed number of follow-ups in

@@ -158,7 +158,7 @@ pub(super) async fn member_events(
         .collect();
     let mut outcomes = tx
         .profiles()
-        .apply_member_events(&to_apply)
+        .apply_member_events(&to_apply, first_due())
         .await?
         .into_iter();
     let mut applied = vec![false; events.len()];
@@ -184,6 +184,13 @@ pub(super) async fn member_events(
     tx.audit().append_many(&audit).await?;
     tx.commit().await?;
     Ok(applied)
+}
+
+/// When a member who joined now is first due for the periodic scan.
+fn first_due() -> DateTime<Utc> {
+    let wait = chrono::Duration::from_std(domain::role_sync::FIRST_CHECK_WAIT)
+        .unwrap_or(chrono::Duration::zero());
+    Utc::now() + wait
 }
 
 /// `member.chunk`: one piece of the guild's member list, sent by Discord
