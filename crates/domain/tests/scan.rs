@@ -455,3 +455,34 @@ async fn a_check_by_user_leases_present_members_only_and_reports_held_ones_busy(
     let report = check(present).await.unwrap();
     assert_eq!((report.members, report.busy, report.granted), (1, 0, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_badges_are_being_evaluated_is_not_held_from_their_check() {
+    let db = TestDb::create("domain_check_beside_badges").await;
+    let store = db.store(4).await;
+    let guild = GuildId::new(954).unwrap();
+    let tenant = community(&store, 954, 1).await;
+    let user = UserId::new(1).unwrap();
+    // A badge evaluation of the same member (the follow-up of their join,
+    // beside their check) holds the key-share lock that rows referring to
+    // a profile take.
+    let badges = store.begin(tenant).await.unwrap();
+    badges.profiles().share_members(&[user]).await.unwrap();
+
+    let sync = RoleSync::new(
+        store.clone(),
+        Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap()),
+        Accepting,
+        config(),
+    );
+    let report = sync
+        .check_member(tenant, guild, user, CheckPriority::Interactive, "joined")
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.members, report.busy, report.granted),
+        (1, 0, 1),
+        "the check found the member held by a badge evaluation"
+    );
+    badges.commit().await.unwrap();
+}

@@ -869,6 +869,13 @@ impl<'t> Profiles<'t> {
     /// Waiting for those instead would hold rows that batch may want next,
     /// which is how two transactions deadlock. Members who left are not
     /// leased: there is nothing to sync for them.
+    ///
+    /// Leasing and giving back lock `NO KEY UPDATE`, as [`claim_due`] does
+    /// and for its reason: a join's badge evaluation runs beside the join's
+    /// check and holds the key-share lock of the rows it may point at; a
+    /// `FOR UPDATE` found every such member held.
+    ///
+    /// [`claim_due`]: Self::claim_due
     pub async fn lease_for_check(
         &self,
         ids: &[ProfileId],
@@ -919,7 +926,7 @@ impl<'t> Profiles<'t> {
                 WHERE community_id = $1 AND {which}
                   AND (check_lease_until IS NULL OR check_lease_until < now())
                 ORDER BY id
-                FOR UPDATE SKIP LOCKED
+                FOR NO KEY UPDATE SKIP LOCKED
              )
              UPDATE profiles p SET check_lease_until = now() + make_interval(secs => $3)
              FROM free
@@ -966,7 +973,7 @@ impl<'t> Profiles<'t> {
                 "WITH held AS (
                     SELECT id AS held_id FROM profiles
                     WHERE community_id = $1 AND id = ANY($2)
-                    ORDER BY id FOR UPDATE
+                    ORDER BY id FOR NO KEY UPDATE
                  ), next AS (
                     SELECT * FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[])
                         AS v(next_id, seen, at)
