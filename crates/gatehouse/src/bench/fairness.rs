@@ -471,10 +471,19 @@ async fn settle_phase(
     let control = world.sim.control();
     loop {
         let mut seen = 0;
-        for c in communities {
+        // Communities short of their joins (sent round-robin), for the
+        // message should they never arrive: one stuck community and a
+        // stalled stream look alike in a total.
+        let mut short = Vec::new();
+        for (i, c) in communities.iter().enumerate() {
             let tx = store.begin(c.tenant).await?;
-            seen += tx.stats().join_latencies_ms_since(since).await?.len() as u64;
+            let here = tx.stats().join_latencies_ms_since(since).await?.len() as u64;
             tx.commit().await?;
+            let sent = joins_sent_to(i, communities.len(), joins);
+            if here < sent {
+                short.push(format!("guild {}: {here} of {sent}", c.guild));
+            }
+            seen += here;
         }
         let now = chrono::Utc::now().timestamp_millis();
         let open = commands
@@ -491,10 +500,19 @@ async fn settle_phase(
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "the pipeline did not catch up within {SETTLE_WITHIN:?}: {seen} of {joins} quiet joins"
+            "the pipeline did not catch up within {SETTLE_WITHIN:?}: {seen} of {joins} quiet joins \
+             ({}), {open} quiet commands still open",
+            short.join(", ")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// How many of `joins`, sent round-robin over `communities`, went to the
+/// `i`-th.
+fn joins_sent_to(i: usize, communities: usize, joins: u64) -> u64 {
+    let n = communities.max(1) as u64;
+    joins / n + u64::from((i as u64) < joins % n)
 }
 
 #[derive(Default)]
@@ -640,4 +658,19 @@ fn render(r: &FairnessReport) -> String {
     );
     let _ = writeln!(out, "  Discord 429s: {} (target 0)", r.http_429);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::joins_sent_to;
+
+    #[test]
+    fn round_robin_joins_are_counted_per_community_and_add_up() {
+        // 41 joins over 10 communities: the first gets 5, the others 4.
+        let per: Vec<u64> = (0..10).map(|i| joins_sent_to(i, 10, 41)).collect();
+        assert_eq!(per[0], 5);
+        assert!(per[1..].iter().all(|&n| n == 4), "{per:?}");
+        assert_eq!(per.iter().sum::<u64>(), 41);
+        assert_eq!(joins_sent_to(0, 3, 2) + joins_sent_to(2, 3, 2), 1);
+    }
 }
