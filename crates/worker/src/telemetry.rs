@@ -160,8 +160,11 @@ fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// The Prometheus text exposition, or `None` if the recorder is another's.
-pub(crate) fn render() -> Option<String> {
+/// The Prometheus text exposition `/metrics` serves, or `None` if the
+/// recorder is another's (or not installed). Public for programs that run a
+/// worker in process and want its figures without serving HTTP (`gatehouse
+/// bench fairness --worker-metrics`).
+pub fn render() -> Option<String> {
     let handle = HANDLE.get().and_then(Option::as_ref)?;
     // Without upkeep, histogram samples pile up until a render drains them.
     handle.run_upkeep();
