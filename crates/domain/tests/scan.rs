@@ -51,6 +51,12 @@ fn config() -> RoleSyncConfig {
     }
 }
 
+/// An evaluator of the default configuration (no chains: these tests' rules
+/// read none).
+fn evaluator() -> Arc<eligibility::Evaluator> {
+    Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_that_dies_mid_check_leaves_its_members_due_again_soon() {
     let db = TestDb::create("domain_scan_crash").await;
@@ -86,7 +92,7 @@ async fn a_scan_that_dies_mid_check_leaves_its_members_due_again_soon() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let evaluator = Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap());
+    let evaluator = evaluator();
 
     // The scan claims everyone, then hangs granting the role; it dies there.
     let hanging = RoleSync::new(store.clone(), evaluator.clone(), Hanging, config());
@@ -212,7 +218,7 @@ async fn communities_take_turns_so_a_backlog_delays_others_by_one_batch() {
     add_members(&store, big, 1..=10).await;
     add_members(&store, small, 1..=2).await;
     let recorder = Recorder::default();
-    let evaluator = Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap());
+    let evaluator = evaluator();
     let sync = RoleSync::new(store.clone(), evaluator, recorder.clone(), small_batches());
     assert_eq!(sync.scan_due().await.unwrap().granted, 12);
     let order = recorder.0.lock().unwrap().clone();
@@ -263,7 +269,7 @@ async fn a_community_that_fails_does_not_stop_the_pass_for_the_others() {
         ))
         .await
         .unwrap();
-    let evaluator = Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap());
+    let evaluator = evaluator();
     let sync = RoleSync::new(store.clone(), evaluator, Accepting, config());
     let report = sync.scan_due().await.expect("the pass completes");
     assert_eq!(report.failed_communities, 1);
@@ -299,12 +305,7 @@ async fn a_member_checked_on_request_is_not_checked_again_by_the_scan_before_a_p
     let db = TestDb::create("domain_scan_checked_on_request").await;
     let store = db.store(4).await;
     let tenant = community(&store, 951, 3).await;
-    let sync = RoleSync::new(
-        store.clone(),
-        Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap()),
-        Accepting,
-        config(),
-    );
+    let sync = RoleSync::new(store.clone(), evaluator(), Accepting, config());
     // The check each join asks for.
     let before = Utc::now();
     let report = sync
@@ -359,7 +360,7 @@ async fn a_member_made_due_while_their_check_runs_stays_due() {
     };
     let sync = Arc::new(RoleSync::new(
         store.clone(),
-        Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap()),
+        evaluator(),
         paused.clone(),
         config(),
     ));
@@ -435,12 +436,7 @@ async fn a_check_by_user_leases_present_members_only_and_reports_held_ones_busy(
     tx.commit().await.unwrap();
     assert!(again.is_empty(), "a member who left was leased for a check");
 
-    let sync = RoleSync::new(
-        store.clone(),
-        Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap()),
-        Accepting,
-        config(),
-    );
+    let sync = RoleSync::new(store.clone(), evaluator(), Accepting, config());
     let check = |user| sync.check_member(tenant, guild, user, CheckPriority::Interactive, "test");
     let report = check(held).await.unwrap();
     assert_eq!((report.members, report.busy, report.granted), (0, 1, 0));
@@ -469,12 +465,7 @@ async fn a_member_whose_badges_are_being_evaluated_is_not_held_from_their_check(
     let badges = store.begin(tenant).await.unwrap();
     badges.profiles().share_members(&[user]).await.unwrap();
 
-    let sync = RoleSync::new(
-        store.clone(),
-        Arc::new(eligibility::Evaluator::new(&Default::default()).unwrap()),
-        Accepting,
-        config(),
-    );
+    let sync = RoleSync::new(store.clone(), evaluator(), Accepting, config());
     let report = sync
         .check_member(tenant, guild, user, CheckPriority::Interactive, "joined")
         .await
