@@ -26,9 +26,15 @@ pub struct WorkerArgs {
     #[arg(long, env = "WORKER_CONSUMER", default_value = "worker")]
     pub consumer: String,
 
-    /// Messages this process handles at once.
+    /// Messages this process handles at once, per stream.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value = "32")]
     pub concurrency: String,
+
+    /// Messages of one community this process handles at once, per stream
+    /// (commands, eligibility checks, webhooks; membership events go one
+    /// batch at a time) [default: an eighth of the concurrency].
+    #[arg(long, env = "WORKER_COMMUNITY_CONCURRENCY")]
+    pub community_concurrency: Option<String>,
 
     /// Deliveries of a failing message before it is dead-lettered.
     #[arg(long, env = "WORKER_MAX_ATTEMPTS", default_value = "5")]
@@ -187,6 +193,13 @@ impl WorkerArgs {
                 .map_err(|e| e.root_cause().to_string()),
         );
         let concurrency = p.parse::<usize>(&l.get("concurrency"), &self.concurrency, "a number");
+        // Blank counts as unset, as an empty variable in an env file means.
+        let community_concurrency = match self.community_concurrency.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => {
+                Some(p.parse::<usize>(&l.get("community_concurrency"), text, "a number"))
+            }
+            _ => None,
+        };
         let max_attempts = p.parse::<u32>(&l.get("max_attempts"), &self.max_attempts, "a number");
         let backoff = p.check(&l.get("backoff"), settings::parse_durations(&self.backoff));
         let ack_wait = p.duration(&l.get("ack_wait"), &self.ack_wait);
@@ -289,6 +302,7 @@ impl WorkerArgs {
                 .unwrap_or_else(|| bus::Topology::new(bus::Namespace::root())),
             consumer_name: self.consumer.clone(),
             concurrency: concurrency.unwrap_or(1),
+            community_concurrency: community_concurrency.flatten(),
             max_attempts: max_attempts.unwrap_or(1),
             backoff: backoff
                 .clone()
@@ -309,6 +323,10 @@ impl WorkerArgs {
         // ones that did parse, so a bad value is not reported twice.
         let parsed = [
             ("concurrency", concurrency.is_some()),
+            (
+                "community_concurrency",
+                concurrency.is_some() && community_concurrency.is_none_or(|c| c.is_some()),
+            ),
             ("max_attempts", max_attempts.is_some()),
             ("backoff", backoff.is_some()),
             ("ack_wait", ack_wait.is_some()),
@@ -512,6 +530,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(
         consumer = %config.consumer_name,
         concurrency = config.concurrency,
+        community_concurrency = config.community_share(),
         http = ?worker.http_addr(),
         "worker started"
     );

@@ -63,6 +63,26 @@ fn the_worker_reports_every_bad_setting_at_once_naming_each() {
 }
 
 #[test]
+fn one_community_cannot_be_given_more_slots_than_the_worker_has() {
+    let out = gatehouse(
+        &["worker"],
+        &[
+            ("DATABASE_URL", NOWHERE_DB),
+            ("WORKER_CONCURRENCY", "8"),
+            ("WORKER_COMMUNITY_CONCURRENCY", "12"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains(
+            "WORKER_COMMUNITY_CONCURRENCY (--community-concurrency): must be at most the concurrency (8)"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
 fn the_worker_names_bad_chain_read_settings() {
     let out = gatehouse(
         &["worker"],

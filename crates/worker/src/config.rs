@@ -61,8 +61,13 @@ pub struct WorkerConfig {
     /// Durable consumer name; every worker process with the same name shares
     /// the work.
     pub consumer_name: String,
-    /// Messages handled at once by this process.
+    /// Messages handled at once by this process, per stream.
     pub concurrency: usize,
+    /// Messages of one community handled at once, per stream, where their
+    /// order does not matter (commands, eligibility checks, webhooks);
+    /// `None`: an eighth of `concurrency`. Membership events always go one
+    /// batch at a time. See [`WorkerConfig::community_share`].
+    pub community_concurrency: Option<usize>,
     /// Deliveries before a failing message is dead-lettered.
     pub max_attempts: u32,
     /// Delay before redelivery after the n-th failed attempt (the last entry
@@ -144,6 +149,7 @@ impl Default for WorkerConfig {
             topology: Topology::new(Namespace::root()),
             consumer_name: "worker".into(),
             concurrency: 32,
+            community_concurrency: None,
             max_attempts: 5,
             backoff: vec![
                 Duration::from_secs(1),
@@ -167,6 +173,23 @@ impl Default for WorkerConfig {
 const MAX_ACK_PENDING: i64 = 65_536;
 
 impl WorkerConfig {
+    /// Messages of one community handled at once on an unordered stream.
+    ///
+    /// Small by default, because the slots are not what is scarce: a
+    /// handler that does work spends the database's and the machine's
+    /// cores, and a community's messages that hold most of the slots (a
+    /// flood's burst of commands, admitted by the command limits) make
+    /// every other community's handlers wait for those cores, whichever
+    /// slots are free. An eighth still runs a community's commands faster
+    /// than its command limit lets them come (4 slots at ~12 ms a command
+    /// is ~300 a second); a burst beyond that waits in its own lane.
+    pub fn community_share(&self) -> usize {
+        let slots = self.concurrency.max(1);
+        self.community_concurrency
+            .unwrap_or(slots / 8)
+            .clamp(1, slots)
+    }
+
     /// Every problem at once, each named by its field (`concurrency`,
     /// `max_attempts`, `backoff`, `ack_wait`, `consumer_name`,
     /// `webhook_max_attempts`, `discord_global_rate`, ...); the command line
@@ -175,6 +198,17 @@ impl WorkerConfig {
         let mut problems = Problems::new();
         if self.concurrency == 0 {
             problems.push("concurrency", "must be at least 1");
+        }
+        match self.community_concurrency {
+            Some(0) => problems.push("community_concurrency", "must be at least 1"),
+            Some(share) if share > self.concurrency.max(1) => problems.push(
+                "community_concurrency",
+                format!(
+                    "must be at most the concurrency ({}): one community cannot hold more slots than there are",
+                    self.concurrency
+                ),
+            ),
+            _ => {}
         }
         if self.max_attempts == 0 {
             problems.push("max_attempts", "must be at least 1");
@@ -321,6 +355,29 @@ mod tests {
         let hooks = WebhookConfig::default();
         assert_eq!(hooks.backoff_after(1), Duration::from_secs(10));
         assert_eq!(hooks.backoff_after(40), Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn a_community_gets_an_eighth_of_the_slots_unless_told() {
+        let with = |concurrency, community_concurrency| WorkerConfig {
+            concurrency,
+            community_concurrency,
+            ..WorkerConfig::default()
+        };
+        assert_eq!(WorkerConfig::default().community_share(), 4);
+        assert_eq!(with(3, None).community_share(), 1);
+        assert_eq!(with(32, Some(32)).community_share(), 32);
+        assert_eq!(with(32, Some(2)).community_share(), 2);
+        for (broken, problem) in [
+            (with(8, Some(0)), "must be at least 1"),
+            (with(8, Some(9)), "must be at most the concurrency (8)"),
+        ] {
+            let e = broken.validate().unwrap_err();
+            let named: Vec<&str> = e.problems().iter().map(|p| p.setting.as_str()).collect();
+            assert_eq!(named, ["community_concurrency"]);
+            assert!(e.to_string().contains(problem), "{e}");
+        }
+        assert!(with(8, Some(8)).validate().is_ok());
     }
 
     #[test]

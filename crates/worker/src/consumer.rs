@@ -131,7 +131,7 @@ pub(crate) async fn consume<H: HandleMessage>(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let limit = config.concurrency.max(1);
-    let plan = Plan::new(limit, order);
+    let plan = Plan::new(limit, config.community_share(), order);
     // Hard bound on what this process holds: the read-ahead, plus the same
     // again for quiet communities' messages found past a full read-ahead.
     let slots = Arc::new(Semaphore::new(plan.read_ahead * 2));
@@ -271,8 +271,8 @@ pub(crate) enum Order {
 struct Plan {
     read_ahead: usize,
     /// Messages (or batches) of one community in flight at once: one if
-    /// its messages go in order; else all but a quarter of the handler
-    /// slots, which stay free for other communities.
+    /// its messages go in order; else its share of the handler slots
+    /// ([`WorkerConfig::community_share`]).
     per_community_in_flight: usize,
     /// Messages of one community held here (waiting or in flight) past
     /// which, with the read-ahead full, more of its messages are deferred.
@@ -284,11 +284,11 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(limit: usize, order: Order) -> Plan {
+    fn new(limit: usize, share: usize, order: Order) -> Plan {
         match order {
             Order::Any => Plan {
                 read_ahead: limit * 4,
-                per_community_in_flight: (limit - limit / 4).max(1),
+                per_community_in_flight: share.clamp(1, limit),
                 per_community_waiting: limit,
                 return_together: 1,
                 pullers: 2,

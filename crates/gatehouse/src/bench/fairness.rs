@@ -62,6 +62,11 @@ pub struct BenchFairnessArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub repeat: u32,
 
+    /// The worker's `WORKER_COMMUNITY_CONCURRENCY` [default: the worker's
+    /// own]: how much of its handler slots one community may hold.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=32))]
+    pub worker_community_concurrency: Option<u64>,
+
     /// Save the worker's metrics (its `/metrics` text, cumulative since
     /// the run started) in this directory once each phase has settled, as
     /// `<round>-alone.prom` and `<round>-flood.prom`: the difference of two
@@ -93,6 +98,9 @@ pub struct FairnessReport {
     pub phase_seconds: u64,
     /// The flood's pace asked for (0: as fast as possible).
     pub flood_per_s_asked: u32,
+    /// Messages of one community the worker handled at once per stream
+    /// (`WORKER_COMMUNITY_CONCURRENCY`).
+    pub worker_community_concurrency: usize,
     /// The phases of the median round (see `rounds`).
     pub alone: Phase,
     pub flooded: Phase,
@@ -159,6 +167,7 @@ pub async fn run(args: BenchFairnessArgs) -> anyhow::Result<ExitCode> {
         join_rate: 1,
         shards: 2,
         recheck_period: scenario::DEMO_RECHECK_PERIOD,
+        community_concurrency: args.worker_community_concurrency.map(|n| n as usize),
     };
     let report = args
         .world
@@ -289,6 +298,11 @@ async fn measure(
         quiet_communities: quiet,
         phase_seconds: seconds,
         flood_per_s_asked: args.flood_per_s,
+        worker_community_concurrency: worker::WorkerConfig {
+            community_concurrency: args.worker_community_concurrency.map(|n| n as usize),
+            ..worker::WorkerConfig::default()
+        }
+        .community_share(),
         alone,
         flooded,
         quiet_p99_ratio: median.quiet_p99_ratio,
@@ -620,7 +634,7 @@ fn render(r: &FairnessReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nfairness: {} quiet communities, {} s per phase, flood {} ({} cores, {:.1} GiB)",
+        "\nfairness: {} quiet communities, {} s per phase, flood {}, {} of a community's messages at once ({} cores, {:.1} GiB)",
         r.quiet_communities,
         r.phase_seconds,
         if r.flood_per_s_asked == 0 {
@@ -628,6 +642,7 @@ fn render(r: &FairnessReport) -> String {
         } else {
             format!("paced at {}/s", r.flood_per_s_asked)
         },
+        r.worker_community_concurrency,
         r.machine.cores,
         r.machine.memory_gib
     );

@@ -254,6 +254,7 @@ pub async fn run(args: BenchPipelineArgs) -> anyhow::Result<ExitCode> {
         // member the steps add is checked again every 30 s, and by the last
         // step those re-checks outweigh the joins being measured.
         recheck_period: PRODUCTION_RECHECK_PERIOD,
+        community_concurrency: None,
     };
     let report = args
         .world

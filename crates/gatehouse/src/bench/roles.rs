@@ -136,6 +136,7 @@ pub async fn run(args: BenchRolesArgs) -> anyhow::Result<ExitCode> {
         join_rate: 1,
         shards: servers.div_ceil(SERVERS_PER_SHARD),
         recheck_period: scenario::DEMO_RECHECK_PERIOD,
+        community_concurrency: None,
     };
     let (report, samples) = args
         .world

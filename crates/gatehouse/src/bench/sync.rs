@@ -103,6 +103,7 @@ pub async fn run(args: BenchSyncArgs) -> anyhow::Result<ExitCode> {
         join_rate: 1,
         shards: 1,
         recheck_period: scenario::DEMO_RECHECK_PERIOD,
+        community_concurrency: None,
     };
     let report = args
         .world

@@ -86,6 +86,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         join_rate: args.join_rate,
         shards: args.shards,
         recheck_period: scenario::DEMO_RECHECK_PERIOD,
+        community_concurrency: None,
     };
     // The API's address first: the workers' wallet-link replies point at it.
     let listener = tokio::net::TcpListener::bind(args.api_addr)

@@ -53,6 +53,8 @@ pub struct Plan {
     /// benchmark of member events uses production's, or the re-checks of
     /// everyone it added become most of what it measures.
     pub recheck_period: Duration,
+    /// The worker's `community_concurrency` (`None`: its default).
+    pub community_concurrency: Option<usize>,
 }
 
 /// The demo's re-check period (production's default is 6 hours).
@@ -270,6 +272,7 @@ impl World {
             backoff: vec![Duration::from_millis(200), Duration::from_secs(1)],
             ack_wait: Duration::from_secs(10),
             public_site: Some(public_site),
+            community_concurrency: plan.community_concurrency,
             ..worker::WorkerConfig::default()
         };
         let stop_worker = CancellationToken::new();
