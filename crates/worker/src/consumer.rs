@@ -86,6 +86,16 @@ const MAX_BATCH: usize = 64;
 /// for a pull that is still open on the server.
 const PULL_EXPIRES: Duration = Duration::from_millis(500);
 
+/// The most messages one pull asks for. A pull that gets all it asked for
+/// ends at once, on this side; one that expires ends only at the server's
+/// word, which can go missing (see [`PULL_GRACE`]). Pulls that asked for
+/// all the room (hundreds) expired every time at a few dozen messages a
+/// second, and the events stream, with its one puller, stalled for the
+/// grace at each lost word (`bench fairness`: its quiet joins' p99). Sixteen
+/// fill within [`PULL_EXPIRES`] from ~32 messages a second; under a backlog
+/// each fills at once and the next follows.
+const PULL_MAX_MESSAGES: usize = 16;
+
 /// How long past [`PULL_EXPIRES`] a pull waits for the server's word that
 /// it expired before it is given up. The word goes missing a few times a
 /// minute under load here (nats-server 2.9.10); until the pull is given up
@@ -580,7 +590,7 @@ async fn pull(
                 Err(_) => break,
             },
         };
-        let wanted = slots.available_permits() / pullers.max(1) + 1;
+        let wanted = (slots.available_permits() / pullers.max(1) + 1).min(PULL_MAX_MESSAGES);
         let mut batch = match consumer
             .batch()
             .max_messages(wanted)
