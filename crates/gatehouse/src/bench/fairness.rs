@@ -151,15 +151,7 @@ pub async fn run(args: BenchFairnessArgs) -> anyhow::Result<ExitCode> {
         args.quiet_joins_per_s > 0.0 && args.quiet_commands_per_s > 0.0,
         "--quiet-joins-per-s and --quiet-commands-per-s must be more than 0"
     );
-    if let Some(dir) = &args.worker_metrics {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating --worker-metrics {}", dir.display()))?;
-        // Before the world exists: figures recorded earlier are lost.
-        anyhow::ensure!(
-            worker::telemetry::install_recorder(),
-            "--worker-metrics: this process already has a metrics recorder of its own"
-        );
-    }
+    super::worker_metrics::start(args.worker_metrics.as_deref())?;
     let plan = scenario::Plan {
         members_at_start: 0,
         communities: quiet + 1,
@@ -267,7 +259,7 @@ async fn measure(
             }
         };
         let alone = phase(world, store, &quiet_traffic, None, length, &label("alone")).await?;
-        save_worker_metrics(args, round, "alone")?;
+        super::worker_metrics::save(args.worker_metrics.as_deref(), &format!("{round}-alone"))?;
         let flooded = phase(
             world,
             store,
@@ -277,7 +269,7 @@ async fn measure(
             &label("with the flood"),
         )
         .await?;
-        save_worker_metrics(args, round, "flood")?;
+        super::worker_metrics::save(args.worker_metrics.as_deref(), &format!("{round}-flood"))?;
         let ratio = |with: f64, without: f64| if without > 0.0 { with / without } else { 0.0 };
         let join = ratio(flooded.quiet_join_p99_ms, alone.quiet_join_p99_ms);
         let command = ratio(flooded.quiet_command_p99_ms, alone.quiet_command_p99_ms);
@@ -538,19 +530,6 @@ async fn settle_phase(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Writes the worker's metrics as they are now to `--worker-metrics`, if
-/// asked for.
-fn save_worker_metrics(args: &BenchFairnessArgs, round: u32, phase: &str) -> anyhow::Result<()> {
-    let Some(dir) = &args.worker_metrics else {
-        return Ok(());
-    };
-    let text = worker::telemetry::render()
-        .context("--worker-metrics: the worker's metrics recorder is not this process's")?;
-    let path = dir.join(format!("{round}-{phase}.prom"));
-    std::fs::write(&path, text)
-        .with_context(|| format!("writing the worker's metrics to {}", path.display()))
 }
 
 /// How many of `joins`, sent round-robin over `communities`, went to the

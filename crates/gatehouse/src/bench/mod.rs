@@ -17,6 +17,8 @@ mod recorder;
 pub mod roles;
 #[cfg(feature = "sim")]
 pub mod sync;
+#[cfg(feature = "sim")]
+mod worker_metrics;
 
 use std::path::Path;
 

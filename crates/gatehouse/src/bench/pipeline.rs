@@ -97,6 +97,13 @@ pub struct BenchPipelineArgs {
     /// The pgbench that measures the database's ceiling.
     #[arg(long, default_value = "pgbench", value_name = "PATH")]
     pub pgbench: PathBuf,
+
+    /// Save the worker's metrics (its `/metrics` text, cumulative since
+    /// the run started) in this directory before the first step, as
+    /// `start.prom`, and after each, as `<rate>.prom`: the difference of
+    /// two is what a step cost (handler times, queue and pool waits).
+    #[arg(long, value_name = "DIR")]
+    pub worker_metrics: Option<PathBuf>,
 }
 
 /// How long a step's joins may take to reach the database after the step
@@ -244,6 +251,7 @@ pub async fn run(args: BenchPipelineArgs) -> anyhow::Result<ExitCode> {
         vec![("communities", args.communities.to_string())],
     )
     .await?;
+    super::worker_metrics::start(args.worker_metrics.as_deref())?;
     let plan = scenario::Plan {
         communities: args.communities,
         members_at_start: 0,
@@ -437,8 +445,11 @@ async fn measure(
     let max_p99_ms = args.max_p99.as_secs_f64() * 1000.0;
     let mut steps = Vec::new();
     let mut skipped_rates = Vec::new();
+    let metrics = args.worker_metrics.as_deref();
+    super::worker_metrics::save(metrics, "start")?;
     for (i, &rate) in rates.iter().enumerate() {
         let step = step(world, store, &communities, rate, step_seconds).await?;
+        super::worker_metrics::save(metrics, &rate.to_string())?;
         let saturated = !step.drained;
         eprintln!(
             "  {rate:>6}/s offered: {:.0}/s sent, p50 {:.1} ms, p99 {:.1} ms{}",
