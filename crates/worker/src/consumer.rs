@@ -134,6 +134,7 @@ const DEFER_MEMORY: Duration = Duration::from_secs(900);
 /// batch in flight at a time, so its effects follow stream order.
 pub(crate) async fn consume<H: HandleMessage>(
     consumer: PullConsumer,
+    stream: &'static str,
     js: jetstream::Context,
     handlers: Arc<H>,
     config: WorkerConfig,
@@ -155,6 +156,7 @@ pub(crate) async fn consume<H: HandleMessage>(
         .map(|_| {
             tokio::spawn(pull(
                 consumer.clone(),
+                stream,
                 slots.clone(),
                 found.clone(),
                 plan.pullers,
@@ -577,6 +579,7 @@ fn waited_since(stored_unix_nanos: i128) -> Duration {
 /// acknowledged.
 async fn pull(
     consumer: PullConsumer,
+    stream: &'static str,
     slots: Arc<Semaphore>,
     found: mpsc::Sender<Held>,
     pullers: usize,
@@ -626,7 +629,8 @@ async fn pull(
                 Ok(Some(next)) => next,
                 Ok(None) => break,
                 Err(_) => {
-                    metrics::counter!("worker_pulls_given_up_total").increment(1);
+                    metrics::counter!("worker_pulls_given_up_total", "stream" => stream)
+                        .increment(1);
                     tracing::debug!(
                         "a pull outlived its expiry without word from the server; pulling again"
                     );

@@ -169,7 +169,8 @@ impl Worker {
             let consumer =
                 bus::ensure_consumer(&jetstream, config.namespace(), &stream, &config.consumer())
                     .await?;
-            bound.push((telemetry::stream_label(stream), consumer.clone()));
+            let label = telemetry::stream_label(stream);
+            bound.push((label, consumer.clone()));
             // Guild and membership events change what later ones find.
             let order = if stream.name == wire::subjects::EVENTS.name {
                 consumer::Order::PerCommunity
@@ -178,6 +179,7 @@ impl Worker {
             };
             tasks.spawn(consumer::consume(
                 consumer,
+                label,
                 jetstream.clone(),
                 handlers.clone(),
                 config.clone(),
@@ -203,6 +205,7 @@ impl Worker {
         ));
         tasks.spawn(consumer::consume(
             consumer,
+            telemetry::stream_label(wire::subjects::WEBHOOKS),
             jetstream.clone(),
             sender,
             config.clone(),
