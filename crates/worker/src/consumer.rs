@@ -212,8 +212,10 @@ pub(crate) async fn consume<H: HandleMessage>(
                 )
             });
         }
-        metrics::gauge!("worker_messages_queued").set(queue.queued() as f64);
-        metrics::gauge!("worker_communities_waiting").set(queue.waiting_keys() as f64);
+        // By stream: each stream's consumer has queues of its own.
+        metrics::gauge!("worker_messages_queued", "stream" => stream).set(queue.queued() as f64);
+        metrics::gauge!("worker_communities_waiting", "stream" => stream)
+            .set(queue.waiting_keys() as f64);
         tokio::select! {
             Some(finished) = running.join_next(), if !running.is_empty() => {
                 match finished {
