@@ -182,6 +182,10 @@ pub(crate) async fn consume<H: HandleMessage>(
         Deferrals::MEASURE_EVERY,
     );
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // By stream: each stream's consumer has queues of its own. Registered
+    // once, not on every turn of the loop below.
+    let queued_gauge = metrics::gauge!("worker_messages_queued", "stream" => stream);
+    let waiting_gauge = metrics::gauge!("worker_communities_waiting", "stream" => stream);
     loop {
         while running.len() < limit {
             let Some((key, run)) = queue.pop_run(MAX_BATCH, |held| held.batches) else {
@@ -212,10 +216,8 @@ pub(crate) async fn consume<H: HandleMessage>(
                 )
             });
         }
-        // By stream: each stream's consumer has queues of its own.
-        metrics::gauge!("worker_messages_queued", "stream" => stream).set(queue.queued() as f64);
-        metrics::gauge!("worker_communities_waiting", "stream" => stream)
-            .set(queue.waiting_keys() as f64);
+        queued_gauge.set(queue.queued() as f64);
+        waiting_gauge.set(queue.waiting_keys() as f64);
         tokio::select! {
             Some(finished) = running.join_next(), if !running.is_empty() => {
                 match finished {

@@ -199,13 +199,11 @@ impl Worker {
             &config.consumer(),
         )
         .await?;
-        bound.push((
-            telemetry::stream_label(wire::subjects::WEBHOOKS),
-            consumer.clone(),
-        ));
+        let label = telemetry::stream_label(wire::subjects::WEBHOOKS);
+        bound.push((label, consumer.clone()));
         tasks.spawn(consumer::consume(
             consumer,
-            telemetry::stream_label(wire::subjects::WEBHOOKS),
+            label,
             jetstream.clone(),
             sender,
             config.clone(),

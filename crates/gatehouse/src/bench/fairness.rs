@@ -64,8 +64,12 @@ pub struct BenchFairnessArgs {
 
     /// The worker's `WORKER_COMMUNITY_CONCURRENCY` [default: the worker's
     /// own]: how much of its handler slots one community may hold.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=32))]
-    pub worker_community_concurrency: Option<u64>,
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..=32), |n| n as usize)
+    )]
+    pub worker_community_concurrency: Option<usize>,
 
     /// Save the worker's metrics (its `/metrics` text, cumulative since
     /// the run started) in this directory once each phase has settled, as
@@ -159,7 +163,7 @@ pub async fn run(args: BenchFairnessArgs) -> anyhow::Result<ExitCode> {
         join_rate: 1,
         shards: 2,
         recheck_period: scenario::DEMO_RECHECK_PERIOD,
-        community_concurrency: args.worker_community_concurrency.map(|n| n as usize),
+        community_concurrency: args.worker_community_concurrency,
     };
     let report = args
         .world
@@ -291,7 +295,7 @@ async fn measure(
         phase_seconds: seconds,
         flood_per_s_asked: args.flood_per_s,
         worker_community_concurrency: worker::WorkerConfig {
-            community_concurrency: args.worker_community_concurrency.map(|n| n as usize),
+            community_concurrency: args.worker_community_concurrency,
             ..worker::WorkerConfig::default()
         }
         .community_share(),
