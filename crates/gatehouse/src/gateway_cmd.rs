@@ -98,6 +98,22 @@ pub struct GatewayArgs {
     #[arg(long = "publish-ack-timeout", env = "PUBLISH_ACK_TIMEOUT")]
     pub publish_ack_timeout: Option<String>,
 
+    /// One guild's member updates published a second; past it a member's
+    /// updates wait and the newest replaces the one waiting [default: 100].
+    #[arg(
+        long = "guild-member-updates-per-s",
+        env = "GUILD_MEMBER_UPDATES_PER_S"
+    )]
+    pub guild_member_updates_per_s: Option<u32>,
+
+    /// One guild's member updates published at once before the rate
+    /// applies [default: 1000].
+    #[arg(
+        long = "guild-member-updates-burst",
+        env = "GUILD_MEMBER_UPDATES_BURST"
+    )]
+    pub guild_member_updates_burst: Option<u32>,
+
     /// Budget for a graceful shutdown [default: 10s].
     #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
@@ -131,6 +147,8 @@ impl GatewayArgs {
             publish_buffer: self.publish_buffer,
             publish_ack_timeout: self.publish_ack_timeout.clone(),
             shutdown_timeout: self.shutdown_timeout.clone(),
+            guild_member_updates_per_s: self.guild_member_updates_per_s,
+            guild_member_updates_burst: self.guild_member_updates_burst,
             streams: self.streams.settings(),
             ..Settings::default()
         }

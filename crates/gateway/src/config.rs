@@ -92,6 +92,14 @@ pub struct Settings {
     pub publish_ack_timeout: Option<String>,
     /// Whole shutdown budget, e.g. `10s`.
     pub shutdown_timeout: Option<String>,
+    /// One guild's member updates admitted a second (see `admission`).
+    pub guild_member_updates_per_s: Option<u32>,
+    /// How many of them may come at once before the rate applies.
+    pub guild_member_updates_burst: Option<u32>,
+    /// One guild's slash commands published a second; past it, shed.
+    pub guild_interactions_per_s: Option<u32>,
+    /// How many of them may come at once before the rate applies.
+    pub guild_interactions_burst: Option<u32>,
     /// Limits of every stream, parsed as the worker parses them.
     pub streams: bus::StreamSettings,
     pub sessions: SessionSettings,
@@ -140,6 +148,22 @@ impl Settings {
         pick(&mut self.http_addr, other.http_addr);
         pick(&mut self.publish_window, other.publish_window);
         pick(&mut self.publish_buffer, other.publish_buffer);
+        pick(
+            &mut self.guild_member_updates_per_s,
+            other.guild_member_updates_per_s,
+        );
+        pick(
+            &mut self.guild_member_updates_burst,
+            other.guild_member_updates_burst,
+        );
+        pick(
+            &mut self.guild_interactions_per_s,
+            other.guild_interactions_per_s,
+        );
+        pick(
+            &mut self.guild_interactions_burst,
+            other.guild_interactions_burst,
+        );
         pick(&mut self.publish_ack_timeout, other.publish_ack_timeout);
         pick(&mut self.shutdown_timeout, other.shutdown_timeout);
         self.streams = self.streams.overlay(other.streams);
@@ -232,6 +256,9 @@ pub struct GatewayConfig {
     pub publish_buffer: usize,
     pub publish_ack_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// How fast one guild's member updates and slash commands are
+    /// published.
+    pub admission: crate::admission::Limits,
 }
 
 pub const DEFAULT_NATS_URL: &str = bus::DEFAULT_URL;
@@ -244,6 +271,16 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9100";
 /// Publishes awaiting their JetStream ack at once (`PUBLISH_WINDOW`); the
 /// gateway benchmark's baseline publisher uses the same window.
 pub const DEFAULT_PUBLISH_WINDOW: usize = 256;
+/// One guild's member updates a second, and at once. Far above what a
+/// guild sends but in a flood: Discord's own REST limits keep bots that
+/// edit members (Gatehouse among them) to ~50 changes a second.
+pub const DEFAULT_GUILD_MEMBER_UPDATES_PER_S: u32 = 100;
+pub const DEFAULT_GUILD_MEMBER_UPDATES_BURST: u32 = 1_000;
+/// One guild's slash commands a second, and at once: five times what the
+/// workers' default community limit answers (10 a second after a burst of
+/// 300), so that shedding here never takes a command they would have run.
+pub const DEFAULT_GUILD_INTERACTIONS_PER_S: u32 = 50;
+pub const DEFAULT_GUILD_INTERACTIONS_BURST: u32 = 1_500;
 /// How long one ack is awaited before the publish is retried.
 pub const DEFAULT_PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -451,6 +488,30 @@ impl GatewayConfig {
                 }
             }),
         );
+        let mut limit = |value: Option<u32>, default: u32, setting: &str| {
+            take(&mut p, positive(value.unwrap_or(default) as usize, setting))
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        let member_updates = limit(
+            s.guild_member_updates_per_s,
+            DEFAULT_GUILD_MEMBER_UPDATES_PER_S,
+            "GUILD_MEMBER_UPDATES_PER_S",
+        )
+        .zip(limit(
+            s.guild_member_updates_burst,
+            DEFAULT_GUILD_MEMBER_UPDATES_BURST,
+            "GUILD_MEMBER_UPDATES_BURST",
+        ));
+        let interactions = limit(
+            s.guild_interactions_per_s,
+            DEFAULT_GUILD_INTERACTIONS_PER_S,
+            "GUILD_INTERACTIONS_PER_S",
+        )
+        .zip(limit(
+            s.guild_interactions_burst,
+            DEFAULT_GUILD_INTERACTIONS_BURST,
+            "GUILD_INTERACTIONS_BURST",
+        ));
         let shutdown_timeout = take(
             &mut p,
             duration(
@@ -508,6 +569,8 @@ impl GatewayConfig {
             Some(mut topology),
             Some(session_max_age),
             Some(lease_ttl),
+            Some((updates_per_s, updates_burst)),
+            Some((interactions_per_s, interactions_burst)),
         ) = (
             token,
             shards,
@@ -524,6 +587,8 @@ impl GatewayConfig {
             topology,
             session_max_age,
             lease_ttl,
+            member_updates,
+            interactions,
         )
         else {
             return Err(ConfigErrors::single(
@@ -550,6 +615,16 @@ impl GatewayConfig {
             publish_buffer,
             publish_ack_timeout,
             shutdown_timeout,
+            admission: crate::admission::Limits {
+                member_updates: crate::admission::Limit {
+                    per_second: updates_per_s,
+                    burst: updates_burst,
+                },
+                interactions: crate::admission::Limit {
+                    per_second: interactions_per_s,
+                    burst: interactions_burst,
+                },
+            },
         })
     }
 }
@@ -683,6 +758,34 @@ mod tests {
 
     fn err(s: Settings) -> String {
         GatewayConfig::from_settings(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_guilds_admission_is_a_rate_and_a_burst_of_at_least_one() {
+        let c = GatewayConfig::from_settings(base()).unwrap();
+        assert_eq!(
+            c.admission.member_updates,
+            crate::admission::Limit {
+                per_second: DEFAULT_GUILD_MEMBER_UPDATES_PER_S,
+                burst: DEFAULT_GUILD_MEMBER_UPDATES_BURST,
+            }
+        );
+        assert_eq!(
+            c.admission.interactions.per_second,
+            DEFAULT_GUILD_INTERACTIONS_PER_S
+        );
+        let e = GatewayConfig::from_settings(Settings {
+            guild_member_updates_per_s: Some(0),
+            guild_interactions_burst: Some(0),
+            ..base()
+        })
+        .unwrap_err();
+        let named: Vec<&str> = e.problems().iter().map(|p| p.setting.as_str()).collect();
+        assert_eq!(
+            named,
+            ["GUILD_MEMBER_UPDATES_PER_S", "GUILD_INTERACTIONS_BURST"]
+        );
+        assert!(e.to_string().contains("must be at least 1"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! each shard's session for the next process, all within the configured
 //! shutdown budget. See `docs/gateway.md`.
 
+pub mod admission;
 pub mod checkpoint;
 pub mod config;
 mod discord_api;
@@ -195,6 +196,7 @@ impl Gateway {
                 jobs: jobs_tx,
                 status: Arc::clone(&status),
                 sessions: sessions.clone(),
+                admission: config.admission,
             },
             running,
             shards: HashMap::new(),
@@ -435,6 +437,7 @@ struct ShardFactory {
     jobs: mpsc::Sender<publisher::Job>,
     status: Arc<Status>,
     sessions: SessionStore,
+    admission: admission::Limits,
 }
 
 /// A shard running here.
@@ -509,6 +512,9 @@ impl Fleet {
             last_resume_url: None,
             subjects: Vec::new(),
             received: metrics::CountersByType::default(),
+            admission: admission::Admission::new(f.admission, std::time::Instant::now()),
+            shed_said_at: None,
+            shed_since_said: 0,
         };
         f.status.set_held(shard_id, true);
         self.running.insert(shard_id, progress);

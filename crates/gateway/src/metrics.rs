@@ -25,6 +25,12 @@ pub const MEMBER_REQUESTS: &str = "gateway_member_requests_total";
 /// Member requests given up after Discord refused them as rate limited.
 pub const MEMBER_REQUESTS_ABANDONED: &str = "gateway_member_requests_abandoned_total";
 pub const NATS_CONNECTED: &str = "gateway_nats_connected";
+/// Member updates waiting for their guild's turn (see `admission`), by shard.
+pub const MEMBER_UPDATES_WAITING: &str = "gateway_member_updates_waiting";
+/// Waiting member updates replaced by a newer one of the same member.
+pub const MEMBER_UPDATES_REPLACED: &str = "gateway_member_updates_replaced_total";
+/// Slash commands shed: their guild sent more than its limit.
+pub const INTERACTIONS_SHED: &str = "gateway_interactions_shed_total";
 /// Shards whose lease this process holds (and so runs).
 pub const SHARDS_HELD: &str = "gateway_shards_held";
 /// The bot's shard count: the fleet's `sum(gateway_shards_held)` must reach it.
@@ -120,6 +126,18 @@ fn describe() {
         PUBLISH_LATENCY,
         Unit::Seconds,
         "Time from receiving a dispatch to its JetStream ack"
+    );
+    describe_gauge!(
+        MEMBER_UPDATES_WAITING,
+        "Member updates waiting for their guild's turn (past its rate), by shard"
+    );
+    describe_counter!(
+        MEMBER_UPDATES_REPLACED,
+        "Waiting member updates replaced by a newer update of the same member, by shard"
+    );
+    describe_counter!(
+        INTERACTIONS_SHED,
+        "Slash commands never published because their guild sent more than its limit, by shard"
     );
     describe_gauge!(
         BUFFER_DEPTH,

@@ -19,6 +19,7 @@ use twilight_gateway::{
 use twilight_model::gateway::event::{DispatchEvent, GatewayEvent};
 use twilight_model::gateway::payload::incoming::GuildCreate;
 
+use crate::admission::{Admission, Kind, Offer};
 use crate::config::Token;
 use crate::error::is_fatal_close;
 use crate::identify::FleetQueue;
@@ -128,7 +129,17 @@ pub struct ShardRunner {
     /// received counter, built once rather than for every event.
     pub subjects: Vec<(&'static str, async_nats::Subject)>,
     pub received: m::CountersByType,
+    /// This shard's guilds' member updates and slash commands, paced
+    /// (see [`crate::admission`]).
+    pub admission: Admission<Job>,
+    /// When shed commands were last reported in the log, and how many were
+    /// shed since: once a minute is enough to say a flood goes on.
+    pub shed_said_at: Option<Instant>,
+    pub shed_since_said: u64,
 }
+
+/// How often shedding is reported in the log while it goes on.
+const SHED_SAY_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the read loop ended early.
 struct Stopping;
@@ -166,11 +177,18 @@ impl ShardRunner {
             if *stop.borrow() {
                 break;
             }
+            let due = self.admission.next_due();
+            if due.is_some_and(|due| due <= Instant::now())
+                && self.release_waiting(&shard_label, &mut stop).await.is_err()
+            {
+                break;
+            }
             let message = match self.shard.next().now_or_never() {
                 Some(message) => message,
                 None => tokio::select! {
                     biased;
                     _ = stop.wait_for(|s| *s) => break,
+                    () = sleep_until(due), if due.is_some() => continue,
                     message = self.shard.next() => message,
                 },
             };
@@ -232,7 +250,38 @@ impl ShardRunner {
             self.status
                 .set_shard(shard_id, ShardPhase::of(self.shard.state()));
         }
+        self.hand_over_waiting(&shard_label);
         self.close().await
+    }
+
+    /// Sends the member updates whose turn has come.
+    async fn release_waiting(
+        &mut self,
+        shard_label: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopping> {
+        for job in self.admission.release(Instant::now()) {
+            send(&self.jobs, job, stop).await?;
+        }
+        self.waiting_gauge(shard_label);
+        Ok(())
+    }
+
+    /// A stopping shard's waiting updates go to the publisher if it has
+    /// room. What it has not stays unacknowledged in the shard's progress,
+    /// so the stored session stops before it and a resume replays it.
+    fn hand_over_waiting(&mut self, shard_label: &str) {
+        for job in self.admission.drain() {
+            if self.jobs.try_send(job).is_err() {
+                break;
+            }
+        }
+        self.waiting_gauge(shard_label);
+    }
+
+    fn waiting_gauge(&self, shard_label: &str) {
+        metrics::gauge!(m::MEMBER_UPDATES_WAITING, "shard" => shard_label.to_owned())
+            .set(self.admission.waiting() as f64);
     }
 
     /// Closes with 4000 so the session stays resumable (1000/1001 would end
@@ -413,13 +462,11 @@ impl ShardRunner {
             self.progress.observe(&session_id, sequence, false);
             return Ok(());
         };
-        let (Some(subject), Some(kind)) = (
-            envelope.subject(),
-            envelope.event_type().map(wire::EventType::as_str),
-        ) else {
+        let (Some(subject), Some(event_type)) = (envelope.subject(), envelope.event_type()) else {
             self.progress.observe(&session_id, sequence, false);
             return Ok(());
         };
+        let kind = event_type.as_str();
         // `Envelope::to_json`'s encoding, into a buffer sized for a member
         // event up front rather than grown (and copied) three times.
         let mut body = Vec::with_capacity(ENVELOPE_CAPACITY);
@@ -447,16 +494,54 @@ impl ShardRunner {
             received,
         };
         let nonce = arrived.map(|_| member_requests::nonce_for(envelope.id.as_str()));
-        // Blocks while the publisher's buffer is full: the backpressure that
-        // stops this shard from being read until NATS catches up.
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stopping),
-            Err(mpsc::error::TrySendError::Full(job)) => tokio::select! {
-                biased;
-                sent = self.jobs.send(job) => sent.map_err(|_| Stopping)?,
-                _ = stop.wait_for(|s| *s) => return Err(Stopping),
-            },
+        let offer = self.admission.offer(
+            Kind::of(event_type),
+            envelope.guild_id,
+            envelope.user_id,
+            job,
+            received,
+        );
+        match offer {
+            Offer::Publish(job) => send(&self.jobs, job, stop).await?,
+            Offer::After(waited, job) => {
+                for waited in waited {
+                    send(&self.jobs, waited, stop).await?;
+                }
+                send(&self.jobs, job, stop).await?;
+                self.waiting_gauge(shard_label);
+            }
+            Offer::Shed(job) => {
+                // Never to be published: nothing for a resume to replay.
+                job.progress.acked(job.epoch, job.sequence);
+                metrics::counter!(m::INTERACTIONS_SHED, "shard" => shard_label.to_owned())
+                    .increment(1);
+                self.shed_since_said += 1;
+                let said = self
+                    .shed_said_at
+                    .is_some_and(|at| at.elapsed() < SHED_SAY_EVERY);
+                if !said {
+                    tracing::warn!(
+                        shard = shard_id,
+                        guild = %envelope.guild_id.map(|g| g.to_string()).unwrap_or_default(),
+                        shed = self.shed_since_said,
+                        "a guild sends slash commands past its limit (GUILD_INTERACTIONS_PER_S); shedding them unanswered"
+                    );
+                    self.shed_said_at = Some(Instant::now());
+                    self.shed_since_said = 0;
+                }
+            }
+            Offer::Held { replaced } => {
+                // Never published: the update that replaced it, waiting
+                // here, keeps the stored session from passing it, and
+                // says what it said.
+                if let Some(old) = replaced {
+                    old.progress.acked(old.epoch, old.sequence);
+                    metrics::counter!(m::MEMBER_UPDATES_REPLACED, "shard" => shard_label.to_owned())
+                        .increment(1);
+                } else {
+                    self.waiting_gauge(shard_label);
+                }
+            }
         }
         // Asked for once the guild's own event is on its way, so that its
         // members follow it in the stream.
@@ -464,6 +549,32 @@ impl ShardRunner {
             member_requests::request_all(&self.shard.sender(), shard_id, guild, &nonce);
         }
         Ok(())
+    }
+}
+
+/// Hands `job` to the publisher, waiting while its buffer is full: the
+/// backpressure that stops a shard from being read until NATS catches up.
+async fn send(
+    jobs: &mpsc::Sender<Job>,
+    job: Job,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Stopping> {
+    match jobs.try_send(job) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(Stopping),
+        Err(mpsc::error::TrySendError::Full(job)) => tokio::select! {
+            biased;
+            sent = jobs.send(job) => sent.map_err(|_| Stopping),
+            _ = stop.wait_for(|s| *s) => Err(Stopping),
+        },
+    }
+}
+
+/// `due`, or never.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await,
+        None => std::future::pending().await,
     }
 }
 
