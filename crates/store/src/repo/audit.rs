@@ -228,7 +228,9 @@ impl AuditRecord {
     }
 }
 
-const COLUMNS: &str = "id, community_id, actor_type, actor_id, action, target_type, target_id, \
+/// What an audit read returns (public for the same reason as the profiles').
+pub const COLUMNS: &str =
+    "id, community_id, actor_type, actor_id, action, target_type, target_id, \
                        metadata, ip_address, created_at";
 
 /// The tenant's audit log: append and read, nothing else (the runtime role

@@ -19,6 +19,7 @@ mod wallets;
 mod webhooks;
 
 pub use api_keys::{ApiKey, ApiKeys, NewApiKey};
+pub use audit::COLUMNS as AUDIT_COLUMNS;
 pub use audit::{ActorType, Audit, AuditAction, AuditEntry, AuditFilter, AuditRecord};
 pub use badges::{
     Badge, BadgeAward, BadgeEvaluator, BadgeWithHolders, Badges, JoinPosition, NewBadge,
@@ -29,11 +30,13 @@ pub use grants::{RoleGrant, RoleGrants};
 pub use member_syncs::{ChunkOf, Ingested, ListedMember, MemberSync, MemberSyncs};
 pub use nonces::{WalletNonce, WalletNonces};
 pub use processed::ProcessedEvents;
+pub use profiles::COLUMNS as PROFILE_COLUMNS;
 pub use profiles::{
     AppliedEvent, MemberChange, MemberEvent, MemberFilter, MemberUpsert, NextCheck, Profile,
     Profiles, ScoreChange,
 };
 pub use replies::{InteractionReplies, PendingReply, ReplyBody};
+pub use rules::COLUMNS as RULE_COLUMNS;
 pub use rules::{EligibilityRule, NewRule, RuleType, Rules};
 pub use seed::Seed;
 pub use stats::{CommunityCounts, Stats, SyncStatus};

@@ -63,8 +63,9 @@ impl Profile {
 
 /// Every query names the profile `p`: the wallets come from a subquery on
 /// it (a member has few, and they are read with the profile everywhere
-/// eligibility is decided).
-const COLUMNS: &str = "id, community_id, discord_user_id, tier, current_rank, \
+/// eligibility is decided). Public so that `bench db`'s pgbench script can
+/// be held to the statements the store sends.
+pub const COLUMNS: &str = "id, community_id, discord_user_id, tier, current_rank, \
      score, role_ids, joined_at, left_at, last_event_seq, next_check_at, created_at, updated_at, \
      (SELECT coalesce(array_agg(w.address ORDER BY w.linked_at, w.address), '{}') \
         FROM member_wallets w WHERE w.community_id = p.community_id AND w.profile_id = p.id) AS wallets";

@@ -62,7 +62,8 @@ impl EligibilityRule {
     }
 }
 
-const COLUMNS: &str = "id, community_id, chain, contract_address, rule_type, parameters, \
+/// What a rule read returns (public for the same reason as the profiles').
+pub const COLUMNS: &str = "id, community_id, chain, contract_address, rule_type, parameters, \
                        role_discord_id, tier_mapping, priority, enabled, created_at, updated_at";
 
 #[derive(Clone, Debug)]

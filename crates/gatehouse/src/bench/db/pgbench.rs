@@ -462,6 +462,28 @@ tps = 499.120734 (without initial connection time)
     }
 
     #[test]
+    fn the_embedded_script_sends_the_stores_statements() {
+        // The ratio compares clients, so both must ask the database for
+        // the same work: the same columns, the profile's wallets included.
+        let script = TENANT_TX.text;
+        let profiles = format!("{} FROM profiles p WHERE", store::repo::PROFILE_COLUMNS);
+        assert!(
+            script.contains(&format!("SELECT {profiles}")),
+            "the profile read"
+        );
+        assert!(
+            script.contains(&format!("RETURNING {};", store::repo::PROFILE_COLUMNS)),
+            "the profile upsert"
+        );
+        assert!(script.contains(&format!(
+            "SELECT {} FROM eligibility_rules",
+            store::repo::RULE_COLUMNS
+        )));
+        assert!(script.contains(&format!("RETURNING {};", store::repo::AUDIT_COLUMNS)));
+        assert!(!script.contains('*'), "a `*` reads what the store does not");
+    }
+
+    #[test]
     fn the_embedded_script_takes_its_ranges_from_variables() {
         let script = TENANT_TX.text;
         assert!(script.contains("random(0, :communities - 1)"));
