@@ -114,6 +114,16 @@ pub struct GatewayArgs {
     )]
     pub guild_member_updates_burst: Option<u32>,
 
+    /// One guild's slash commands published a second; past it they are
+    /// shed, unanswered and counted [default: 50].
+    #[arg(long = "guild-interactions-per-s", env = "GUILD_INTERACTIONS_PER_S")]
+    pub guild_interactions_per_s: Option<u32>,
+
+    /// One guild's slash commands published at once before the rate
+    /// applies [default: 1500].
+    #[arg(long = "guild-interactions-burst", env = "GUILD_INTERACTIONS_BURST")]
+    pub guild_interactions_burst: Option<u32>,
+
     /// Budget for a graceful shutdown [default: 10s].
     #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
@@ -149,6 +159,8 @@ impl GatewayArgs {
             shutdown_timeout: self.shutdown_timeout.clone(),
             guild_member_updates_per_s: self.guild_member_updates_per_s,
             guild_member_updates_burst: self.guild_member_updates_burst,
+            guild_interactions_per_s: self.guild_interactions_per_s,
+            guild_interactions_burst: self.guild_interactions_burst,
             streams: self.streams.settings(),
             ..Settings::default()
         }

@@ -145,12 +145,14 @@ fn the_gateway_reports_every_bad_setting_at_once_naming_each() {
             ("INTENTS", "GUILDZ"),
             ("PUBLISH_ACK_TIMEOUT", "soon"),
             ("NATS_URL", "http://user:nats-5ecret@host"),
+            ("GUILD_MEMBER_UPDATES_PER_S", "0"),
+            ("GUILD_INTERACTIONS_BURST", "0"),
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let line = error_line(&out);
     assert!(
-        line.starts_with("error: 5 configuration problems: "),
+        line.starts_with("error: 7 configuration problems: "),
         "{line}"
     );
     for name in [
@@ -159,6 +161,8 @@ fn the_gateway_reports_every_bad_setting_at_once_naming_each() {
         "INTENTS (--intents)",
         "PUBLISH_ACK_TIMEOUT (--publish-ack-timeout)",
         "NATS_URL (--nats-url)",
+        "GUILD_MEMBER_UPDATES_PER_S (--guild-member-updates-per-s): must be at least 1",
+        "GUILD_INTERACTIONS_BURST (--guild-interactions-burst): must be at least 1",
     ] {
         assert!(line.contains(name), "{name} missing from {line}");
     }
