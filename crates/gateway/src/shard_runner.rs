@@ -136,6 +136,11 @@ pub struct ShardRunner {
     /// shed since: once a minute is enough to say a flood goes on.
     pub shed_said_at: Option<Instant>,
     pub shed_since_said: u64,
+    /// `gateway_member_updates_replaced_total` and
+    /// `gateway_interactions_shed_total` of this shard, looked up once:
+    /// under a flood they count tens of thousands of events a second.
+    pub replaced: metrics::Counter,
+    pub shed: metrics::Counter,
 }
 
 /// How often shedding is reported in the log while it goes on.
@@ -513,8 +518,7 @@ impl ShardRunner {
             Offer::Shed(job) => {
                 // Never to be published: nothing for a resume to replay.
                 job.progress.acked(job.epoch, job.sequence);
-                metrics::counter!(m::INTERACTIONS_SHED, "shard" => shard_label.to_owned())
-                    .increment(1);
+                self.shed.increment(1);
                 self.shed_since_said += 1;
                 let said = self
                     .shed_said_at
@@ -536,8 +540,7 @@ impl ShardRunner {
                 // says what it said.
                 if let Some(old) = replaced {
                     old.progress.acked(old.epoch, old.sequence);
-                    metrics::counter!(m::MEMBER_UPDATES_REPLACED, "shard" => shard_label.to_owned())
-                        .increment(1);
+                    self.replaced.increment(1);
                 } else {
                     self.waiting_gauge(shard_label);
                 }
