@@ -174,7 +174,7 @@ impl<T> Admission<T> {
         match kind {
             Kind::Interaction => {
                 let interactions = self.limits.interactions;
-                let bucket = &mut self.guild(guild, now).interactions;
+                let bucket = &mut guild_in(&mut self.guilds, self.limits, guild, now).interactions;
                 if bucket.take(interactions, now) {
                     Offer::Publish(item)
                 } else {
@@ -200,10 +200,6 @@ impl<T> Admission<T> {
                 Some(user) => self.offer_update(guild, user, item, now),
             },
         }
-    }
-
-    fn guild(&mut self, guild: GuildId, now: Instant) -> &mut Guild<T> {
-        guild_in(&mut self.guilds, self.limits, guild, now)
     }
 
     fn offer_update(&mut self, guild: GuildId, user: UserId, item: T, now: Instant) -> Offer<T> {
@@ -281,10 +277,7 @@ impl<T> Admission<T> {
         let mut out = Vec::new();
         for id in std::mem::take(&mut self.holding) {
             if let Some(guild) = self.guilds.get_mut(&id) {
-                while let Some(item) = guild.pop_oldest() {
-                    out.push(item);
-                }
-                guild.order.clear();
+                guild.take_all(&mut out);
             }
         }
         self.next_due = None;
@@ -307,10 +300,7 @@ impl<T> Admission<T> {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(entry.waiting.len());
-        while let Some(item) = entry.pop_oldest() {
-            out.push(item);
-        }
-        entry.order.clear();
+        entry.take_all(&mut out);
         if !out.is_empty() {
             self.holding.retain(|g| *g != guild);
         }
@@ -380,6 +370,14 @@ fn guild_in<T>(
 }
 
 impl<T> Guild<T> {
+    /// Every waiting update into `out`, oldest first.
+    fn take_all(&mut self, out: &mut Vec<T>) {
+        while let Some(item) = self.pop_oldest() {
+            out.push(item);
+        }
+        self.order.clear();
+    }
+
     fn pop_oldest(&mut self) -> Option<T> {
         while let Some((ticket, user)) = self.order.pop_front() {
             match self.waiting.get(&user) {

@@ -513,10 +513,7 @@ impl Fleet {
             subjects: Vec::new(),
             received: metrics::CountersByType::default(),
             admission: admission::Admission::new(f.admission, std::time::Instant::now()),
-            shed_said_at: None,
-            shed_since_said: 0,
-            replaced: ::metrics::counter!(metrics::MEMBER_UPDATES_REPLACED, "shard" => shard_id.to_string()),
-            shed: ::metrics::counter!(metrics::INTERACTIONS_SHED, "shard" => shard_id.to_string()),
+            flood: shard_runner::FloodReport::new(shard_id),
         };
         f.status.set_held(shard_id, true);
         self.running.insert(shard_id, progress);

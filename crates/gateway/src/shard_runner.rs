@@ -132,19 +132,60 @@ pub struct ShardRunner {
     /// This shard's guilds' member updates and slash commands, paced
     /// (see [`crate::admission`]).
     pub admission: Admission<Job>,
+    pub flood: FloodReport,
+}
+
+/// What admission does to this shard's floods, told to the metrics and
+/// the log. The handles are looked up once: under a flood they count tens
+/// of thousands of events a second.
+pub struct FloodReport {
+    waiting: metrics::Gauge,
+    replaced: metrics::Counter,
+    shed: metrics::Counter,
     /// When shed commands were last reported in the log, and how many were
     /// shed since: once a minute is enough to say a flood goes on.
-    pub shed_said_at: Option<Instant>,
-    pub shed_since_said: u64,
-    /// `gateway_member_updates_replaced_total` and
-    /// `gateway_interactions_shed_total` of this shard, looked up once:
-    /// under a flood they count tens of thousands of events a second.
-    pub replaced: metrics::Counter,
-    pub shed: metrics::Counter,
+    shed_said_at: Option<Instant>,
+    shed_since_said: u64,
 }
 
 /// How often shedding is reported in the log while it goes on.
 const SHED_SAY_EVERY: Duration = Duration::from_secs(60);
+
+impl FloodReport {
+    pub fn new(shard_id: u32) -> Self {
+        let shard = shard_id.to_string();
+        FloodReport {
+            waiting: metrics::gauge!(m::MEMBER_UPDATES_WAITING, "shard" => shard.clone()),
+            replaced: metrics::counter!(m::MEMBER_UPDATES_REPLACED, "shard" => shard.clone()),
+            shed: metrics::counter!(m::INTERACTIONS_SHED, "shard" => shard),
+            shed_said_at: None,
+            shed_since_said: 0,
+        }
+    }
+
+    fn waiting(&self, admission: &Admission<Job>) {
+        self.waiting.set(admission.waiting() as f64);
+    }
+
+    fn shed(&mut self, shard_id: u32, guild: Option<wire::GuildId>) {
+        self.shed.increment(1);
+        self.shed_since_said += 1;
+        if self
+            .shed_said_at
+            .is_some_and(|at| at.elapsed() < SHED_SAY_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            shard = shard_id,
+            guild = %guild.map(|g| g.to_string()).unwrap_or_default(),
+            shed = self.shed_since_said,
+            "a guild sends slash commands past its limit (GUILD_INTERACTIONS_PER_S); shedding them unanswered"
+        );
+        self.shed_said_at = Some(Instant::now());
+        self.shed_since_said = 0;
+    }
+}
 
 /// Why the read loop ended early.
 struct Stopping;
@@ -184,7 +225,7 @@ impl ShardRunner {
             }
             let due = self.admission.next_due();
             if due.is_some_and(|due| due <= Instant::now())
-                && self.release_waiting(&shard_label, &mut stop).await.is_err()
+                && self.release_waiting(&mut stop).await.is_err()
             {
                 break;
             }
@@ -255,38 +296,29 @@ impl ShardRunner {
             self.status
                 .set_shard(shard_id, ShardPhase::of(self.shard.state()));
         }
-        self.hand_over_waiting(&shard_label);
+        self.hand_over_waiting();
         self.close().await
     }
 
     /// Sends the member updates whose turn has come.
-    async fn release_waiting(
-        &mut self,
-        shard_label: &str,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<(), Stopping> {
+    async fn release_waiting(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Stopping> {
         for job in self.admission.release(Instant::now()) {
             send(&self.jobs, job, stop).await?;
         }
-        self.waiting_gauge(shard_label);
+        self.flood.waiting(&self.admission);
         Ok(())
     }
 
     /// A stopping shard's waiting updates go to the publisher if it has
     /// room. What it has not stays unacknowledged in the shard's progress,
     /// so the stored session stops before it and a resume replays it.
-    fn hand_over_waiting(&mut self, shard_label: &str) {
+    fn hand_over_waiting(&mut self) {
         for job in self.admission.drain() {
             if self.jobs.try_send(job).is_err() {
                 break;
             }
         }
-        self.waiting_gauge(shard_label);
-    }
-
-    fn waiting_gauge(&self, shard_label: &str) {
-        metrics::gauge!(m::MEMBER_UPDATES_WAITING, "shard" => shard_label.to_owned())
-            .set(self.admission.waiting() as f64);
+        self.flood.waiting(&self.admission);
     }
 
     /// Closes with 4000 so the session stays resumable (1000/1001 would end
@@ -513,26 +545,12 @@ impl ShardRunner {
                     send(&self.jobs, waited, stop).await?;
                 }
                 send(&self.jobs, job, stop).await?;
-                self.waiting_gauge(shard_label);
+                self.flood.waiting(&self.admission);
             }
             Offer::Shed(job) => {
                 // Never to be published: nothing for a resume to replay.
                 job.progress.acked(job.epoch, job.sequence);
-                self.shed.increment(1);
-                self.shed_since_said += 1;
-                let said = self
-                    .shed_said_at
-                    .is_some_and(|at| at.elapsed() < SHED_SAY_EVERY);
-                if !said {
-                    tracing::warn!(
-                        shard = shard_id,
-                        guild = %envelope.guild_id.map(|g| g.to_string()).unwrap_or_default(),
-                        shed = self.shed_since_said,
-                        "a guild sends slash commands past its limit (GUILD_INTERACTIONS_PER_S); shedding them unanswered"
-                    );
-                    self.shed_said_at = Some(Instant::now());
-                    self.shed_since_said = 0;
-                }
+                self.flood.shed(shard_id, envelope.guild_id);
             }
             Offer::Held { replaced } => {
                 // Never published: the update that replaced it, waiting
@@ -540,9 +558,9 @@ impl ShardRunner {
                 // says what it said.
                 if let Some(old) = replaced {
                     old.progress.acked(old.epoch, old.sequence);
-                    self.replaced.increment(1);
+                    self.flood.replaced.increment(1);
                 } else {
-                    self.waiting_gauge(shard_label);
+                    self.flood.waiting(&self.admission);
                 }
             }
         }

@@ -8,11 +8,11 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use discord_sim::{GuildsSpec, MemberPatch, NewInteraction, NewMember};
-use gateway::Settings;
+use discord_sim::{GuildsSpec, MemberPatch, NewInteraction, NewMember, SimControl, Simulator};
+use gateway::{Gateway, Settings};
 use testkit::http;
 use testkit::nats::{read_stream, NatsServer, Stored};
-use wire::{EventType, Payload, UserId};
+use wire::{EventType, GuildId, Payload, UserId};
 
 const MEMBERS: usize = 40;
 const ROUNDS: usize = 25;
@@ -30,6 +30,21 @@ fn nick_round(stored: &Stored) -> Option<(UserId, usize)> {
     Some((stored.envelope.user_id?, round))
 }
 
+fn two_empty_guilds(control: &SimControl) -> Vec<GuildId> {
+    control.create_guilds(&GuildsSpec {
+        count: 2,
+        members_per_guild: 0,
+        roles_per_guild: 1,
+    })
+}
+
+/// A one-shard gateway with `limits` over the tests' settings, ready.
+async fn ready_gateway(sim: &Simulator, nats: &NatsServer, limits: Settings) -> Gateway {
+    let gateway = start(settings(sim, nats, "0", 1).overlay(limits), nats).await;
+    until_ready(&gateway, "at start").await;
+    gateway
+}
+
 /// A counter's value summed over its labels.
 fn total(metrics: &str, name: &str) -> f64 {
     metrics
@@ -44,11 +59,7 @@ async fn a_guilds_flood_of_member_updates_does_not_bury_another_guilds_join() {
     let nats = NatsServer::start();
     let sim = simulator().await;
     let control = sim.control();
-    let guilds = control.create_guilds(&GuildsSpec {
-        count: 2,
-        members_per_guild: 0,
-        roles_per_guild: 1,
-    });
+    let guilds = two_empty_guilds(control);
     let (flooding, quiet) = (guilds[0], guilds[1]);
     let members: Vec<UserId> = (0..MEMBERS)
         .map(|n| {
@@ -63,16 +74,16 @@ async fn a_guilds_flood_of_member_updates_does_not_bury_another_guilds_join() {
                 .expect("member added")
         })
         .collect();
-    let gateway = start(
+    let gateway = ready_gateway(
+        &sim,
+        &nats,
         Settings {
             guild_member_updates_per_s: Some(20),
             guild_member_updates_burst: Some(10),
-            ..settings(&sim, &nats, "0", 1)
+            ..Settings::default()
         },
-        &nats,
     )
     .await;
-    until_ready(&gateway, "at start").await;
 
     // A thousand updates to forty members, then a join elsewhere and one of
     // the flooded members leaving.
@@ -185,27 +196,23 @@ async fn a_guilds_slash_commands_past_its_limit_are_shed_and_counted() {
     let nats = NatsServer::start();
     let sim = simulator().await;
     let control = sim.control();
-    let guilds = control.create_guilds(&GuildsSpec {
-        count: 2,
-        members_per_guild: 0,
-        roles_per_guild: 1,
-    });
+    let guilds = two_empty_guilds(control);
     let user = control
         .add_member(guilds[0], NewMember::default())
         .expect("member added");
     let other = control
         .add_member(guilds[1], NewMember::default())
         .expect("member added");
-    let gateway = start(
+    let gateway = ready_gateway(
+        &sim,
+        &nats,
         Settings {
             guild_interactions_per_s: Some(1),
             guild_interactions_burst: Some(5),
-            ..settings(&sim, &nats, "0", 1)
+            ..Settings::default()
         },
-        &nats,
     )
     .await;
-    until_ready(&gateway, "at start").await;
 
     let command = |guild_id, user_id| NewInteraction {
         guild_id,
