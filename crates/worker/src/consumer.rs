@@ -131,7 +131,8 @@ const DEFER_MEMORY: Duration = Duration::from_secs(900);
 /// community queued right behind them, up to [`MAX_BATCH`]: under a flood
 /// a community's backlog then costs a transaction per batch, not per
 /// message. With [`Order::PerCommunity`] a community has one message or
-/// batch in flight at a time, so its effects follow stream order.
+/// batch in flight at a time, so its effects follow stream order; with
+/// [`Order::OneBatch`] too, in any order.
 pub(crate) async fn consume<H: HandleMessage>(
     consumer: PullConsumer,
     stream: &'static str,
@@ -280,6 +281,13 @@ pub(crate) enum Order {
     /// but for redeliveries): membership events, whose effects depend on
     /// what came before. Batches keep this from being slow.
     PerCommunity,
+    /// One batch at a time, in any order: eligibility checks. A batch
+    /// leases its members, reads the community's rules and their grants,
+    /// and writes its decisions once for all of them; two batches of one
+    /// community side by side each pay that for fewer members, and contend
+    /// for the same rows. One at a time, what arrives while a batch runs
+    /// goes in the next, so batches fill as the load rises.
+    OneBatch,
 }
 
 /// How far this process reads ahead, and each community's share of it.
@@ -318,6 +326,12 @@ impl Plan {
                 per_community_waiting: 2 * MAX_BATCH,
                 return_together: MAX_BATCH,
                 pullers: 1,
+            },
+            // As above, but nothing waits on order, so two pulls may be
+            // open at once.
+            Order::OneBatch => Plan {
+                pullers: 2,
+                ..Plan::new(limit, share, Order::PerCommunity)
             },
         }
     }

@@ -171,9 +171,12 @@ impl Worker {
                     .await?;
             let label = telemetry::stream_label(stream);
             bound.push((label, consumer.clone()));
-            // Guild and membership events change what later ones find.
+            // Guild and membership events change what later ones find; a
+            // community's member checks go best together (see `Order`).
             let order = if stream.name == wire::subjects::EVENTS.name {
                 consumer::Order::PerCommunity
+            } else if stream.name == wire::subjects::ELIGIBILITY.name {
+                consumer::Order::OneBatch
             } else {
                 consumer::Order::Any
             };

@@ -806,6 +806,76 @@ async fn queued_checks_of_one_community_are_checked_in_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_communitys_checks_run_one_batch_at_a_time() {
+    const MEMBERS: usize = 30;
+    const WAVES: u32 = 4;
+    let mut g = gated_world_linked_one_by_one("worker_check_one_batch", MEMBERS).await;
+    g.h.drained().await;
+    // Nobody qualifies and nobody holds the role: every check reads the
+    // chain and writes its decisions, and none waits on Discord.
+    for member in 0..MEMBERS {
+        set_balance(&g.chain, member, 0);
+    }
+    no_check_in_progress(&g.h).await;
+    // A community's share of the handlers is several (commands use it);
+    // its checks still go one batch at a time.
+    g.h.stop_worker().await;
+    g.h.config.community_concurrency = Some(4);
+    g.h.start_worker();
+    // Watched from the side: the members a check leases share one lease
+    // (its transaction's now() plus the lease time), so two lease values at
+    // once are two checks of the community in flight.
+    let admin = g.h.db.admin().await;
+    let watching = tokio_util::sync::CancellationToken::new();
+    let watcher = {
+        let watching = watching.clone();
+        tokio::spawn(async move {
+            let (mut most, mut samples) = (0_i64, 0_u32);
+            while !watching.is_cancelled() {
+                let leases: i64 = admin
+                    .query_one(
+                        "SELECT count(DISTINCT check_lease_until) FROM profiles
+                         WHERE check_lease_until > now()",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                most = most.max(leases);
+                samples += 1;
+            }
+            (most, samples)
+        })
+    };
+    // Asked for while the worker runs, as members' joins and commands ask.
+    for wave in 0..WAVES {
+        check_all(&g.h, g.guild, &g.members, 1 + wave * MEMBERS as u32).await;
+    }
+    g.h.drained().await;
+    no_check_in_progress(&g.h).await;
+    watching.cancel();
+    let (most, samples) = watcher.await.unwrap();
+    assert!(samples > 10, "the leases were looked at {samples} times");
+    assert_eq!(
+        most, 1,
+        "checks of one community held members in {most} leases at once"
+    );
+    // Every check was made: each member's decision is recorded.
+    let decided =
+        g.h.db
+            .admin()
+            .await
+            .query_one("SELECT count(*) FROM role_grants WHERE NOT eligible", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+    assert_eq!(decided, MEMBERS as i64);
+    assert!(g.h.dead_letters().await.is_empty());
+    g.h.stop_worker().await;
+    g.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_check_in_a_batch_is_dead_lettered_alone() {
     // Each gets the role: within one window of Discord's per-server limit.
     const MEMBERS: usize = 10;
