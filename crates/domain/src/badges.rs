@@ -301,10 +301,11 @@ pub struct Awarded {
 }
 
 /// Awards every automatic badge these profiles have earned and do not hold
-/// yet, with an audit row each, inside the caller's transaction. A handful
-/// of statements per batch whatever its size: the badges, the awards the
-/// batch already holds, and one ranking query per `join_order` badge; only
-/// new awards cost a statement each.
+/// yet, with an audit row each, inside the caller's transaction, which
+/// holds the profiles' rows (the periodic scan's claim). A handful of
+/// statements per batch whatever its size: the badges, one ranking query
+/// per `join_order` badge, and, only when a member may earn something, the
+/// awards they already hold; new awards cost a statement each.
 pub async fn evaluate(
     tx: &TenantTx,
     profiles: &[Profile],
@@ -314,7 +315,16 @@ pub async fn evaluate(
         return Ok(Vec::new());
     }
     let badges = tx.badges().list().await?;
-    evaluate_with(tx, badges, profiles, now).await
+    evaluate_with(tx, badges, profiles, Rows::Held, now).await
+}
+
+/// Whether the transaction evaluating badges holds the profiles' rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    Held,
+    /// Read without a lock: the members who may earn a badge are locked
+    /// before anything is awarded, and those who left meanwhile dropped.
+    Read,
 }
 
 /// [`evaluate`] with the community's badges already read.
@@ -322,6 +332,7 @@ async fn evaluate_with(
     tx: &TenantTx,
     badges: Vec<Badge>,
     profiles: &[Profile],
+    rows: Rows,
     now: DateTime<Utc>,
 ) -> Result<Vec<Awarded>, BadgeError> {
     let present: Vec<&Profile> = profiles.iter().filter(|p| p.left_at.is_none()).collect();
@@ -344,22 +355,16 @@ async fn evaluate_with(
     if badges.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<ProfileId> = present.iter().map(|p| p.id).collect();
-    let held = tx.badges().held_by(&ids).await?;
 
-    let mut awarded = Vec::new();
+    // Who would earn what by their profile alone. Most batches stop here
+    // (joiners past the first N, too new for tenure): no lock is taken and
+    // no award read.
+    let mut earning: Vec<(&Badge, &Criteria, String, Vec<&Profile>)> = Vec::new();
     for (badge, criteria) in &badges {
-        let mut candidates: Vec<&Profile> = present
-            .iter()
-            .copied()
-            .filter(|p| !held.contains(&(badge.id, p.id)))
-            .collect();
-        if candidates.is_empty() {
-            continue;
-        }
+        let mut candidates = present.clone();
         let reason = match criteria {
             Criteria::JoinOrder { first } => {
-                candidates = join_order_candidates(tx, badge, *first, candidates).await?;
+                candidates = within_join_order(tx, *first, candidates).await?;
                 format!("one of the first {first} members to join")
             }
             Criteria::Tenure { days } => {
@@ -373,6 +378,47 @@ async fn evaluate_with(
             }
             Criteria::ManualGrant => continue,
         };
+        if !candidates.is_empty() {
+            earning.push((badge, criteria, reason, candidates));
+        }
+    }
+    if earning.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<ProfileId> = earning
+        .iter()
+        .flat_map(|(.., candidates)| candidates.iter().map(|p| p.id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // The lock, then the awards held, in one round trip.
+    let (members, awards) = (tx.profiles(), tx.badges());
+    let (still_present, held) = match rows {
+        Rows::Held => (None, awards.held_by(&ids).await?),
+        Rows::Read => {
+            let (present, held) =
+                tokio::try_join!(members.share_present(&ids), awards.held_by(&ids))?;
+            (Some(present), held)
+        }
+    };
+
+    let mut awarded = Vec::new();
+    for (badge, criteria, reason, mut candidates) in earning {
+        candidates.retain(|p| {
+            !held.contains(&(badge.id, p.id))
+                && still_present.as_ref().is_none_or(|s| s.contains(&p.id))
+        });
+        if candidates.is_empty() {
+            continue;
+        }
+        if let Criteria::JoinOrder { first } = criteria {
+            // Concurrent evaluations queue on the badge's lock, so the
+            // count each sees includes the others' awards.
+            let held = tx.badges().lock_and_count(badge.id).await?;
+            let room = usize::try_from((first - held).max(0)).unwrap_or(0);
+            candidates.sort_by_key(|p| (p.joined_at, p.discord_user_id));
+            candidates.truncate(room);
+        }
         for profile in candidates {
             if tx.badges().award(badge.id, profile.id, &reason).await? {
                 tx.audit()
@@ -399,13 +445,7 @@ pub async fn evaluate_member(
     tenant: TenantId,
     user: UserId,
 ) -> Result<Vec<Awarded>, BadgeError> {
-    let tx = store.begin(tenant).await?;
-    let awarded = match tx.profiles().find_by_discord_user(user).await? {
-        Some(profile) => evaluate(&tx, &[profile], Utc::now()).await?,
-        None => Vec::new(),
-    };
-    tx.commit().await?;
-    Ok(awarded)
+    evaluate_members(store, tenant, &[user]).await
 }
 
 /// Evaluates the badges of several members of one community in one
@@ -418,8 +458,8 @@ pub async fn evaluate_members(
     let tx = store.begin(tenant).await?;
     // Both reads in one round trip.
     let (members, badges) = (tx.profiles(), tx.badges());
-    let (profiles, badges) = tokio::try_join!(members.share_members(users), badges.list())?;
-    let awarded = evaluate_with(&tx, badges, &profiles, Utc::now()).await?;
+    let (profiles, badges) = tokio::try_join!(members.find_by_discord_users(users), badges.list())?;
+    let awarded = evaluate_with(&tx, badges, &profiles, Rows::Read, Utc::now()).await?;
     tx.commit().await?;
     Ok(awarded)
 }
@@ -436,11 +476,11 @@ fn tier_reached(has: &str, wanted: &str, ladder: &[String]) -> bool {
     }
 }
 
-/// Of `candidates`, those among the first `first` members by join time, in
-/// join order, capped so the badge never exceeds `first` awards.
-async fn join_order_candidates<'p>(
+/// Of `candidates`, those among the first `first` members by join time.
+/// How many of them still fit under the cap is known only under the
+/// badge's lock (see [`evaluate_with`]).
+async fn within_join_order<'p>(
     tx: &TenantTx,
-    badge: &Badge,
     first: i64,
     mut candidates: Vec<&'p Profile>,
 ) -> Result<Vec<&'p Profile>, BadgeError> {
@@ -451,15 +491,6 @@ async fn join_order_candidates<'p>(
         (Some(_), None) => true,
         (Some(at), Some(cut)) => (at, p.discord_user_id) <= cut,
     });
-    if candidates.is_empty() {
-        return Ok(candidates);
-    }
-    // Concurrent evaluations queue on the badge's lock, so the count each
-    // sees includes the others' awards.
-    let held = tx.badges().lock_and_count(badge.id).await?;
-    let room = usize::try_from((first - held).max(0)).unwrap_or(0);
-    candidates.sort_by_key(|p| (p.joined_at, p.discord_user_id));
-    candidates.truncate(room);
     Ok(candidates)
 }
 

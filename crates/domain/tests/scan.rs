@@ -463,7 +463,18 @@ async fn a_member_whose_badges_are_being_evaluated_is_not_held_from_their_check(
     // beside their check) holds the key-share lock that rows referring to
     // a profile take.
     let badges = store.begin(tenant).await.unwrap();
-    badges.profiles().share_members(&[user]).await.unwrap();
+    let profile = badges
+        .profiles()
+        .find_by_discord_user(user)
+        .await
+        .unwrap()
+        .expect("the member's profile");
+    let shared = badges
+        .profiles()
+        .share_present(&[profile.id])
+        .await
+        .unwrap();
+    assert!(shared.contains(&profile.id), "the member is present");
 
     let sync = RoleSync::new(store.clone(), evaluator(), Accepting, config());
     let report = sync

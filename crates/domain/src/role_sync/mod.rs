@@ -543,33 +543,59 @@ impl<D: RoleWriter> RoleSync<D> {
         // One check per member at a time: a second concurrent check would
         // see the same difference and change the same role twice. The lease
         // re-reads the profiles, so a check queued behind another sees what
-        // that one wrote (and any wallet linked meanwhile). The statements
-        // before the grants' go out together, in one round trip.
-        let (found, profiles, rules) = match wanted {
-            Wanted::Profiles(ids) => {
-                let (profiles, rules) = tokio::try_join!(
-                    store_profiles.lease_for_check(ids, CHECK_LEASE),
-                    store_rules.list_all(),
-                )?;
-                (Vec::new(), profiles, rules)
-            }
-            Wanted::Users(users) => {
-                let (found, profiles, rules) = tokio::try_join!(
-                    store_profiles.find_by_discord_users(users),
-                    store_profiles.lease_members_for_check(users, CHECK_LEASE),
-                    store_rules.list_all(),
-                )?;
-                // Not (or no longer) members: nobody to sync.
-                let found: Vec<Profile> =
-                    found.into_iter().filter(|p| p.left_at.is_none()).collect();
-                (found, profiles, rules)
-            }
+        // that one wrote (and any wallet linked meanwhile). The lease and
+        // the rules go out together, in one round trip; so do the grants
+        // and, for members the lease did not take, their profiles.
+        let (profiles, rules) = match wanted {
+            Wanted::Profiles(ids) => tokio::try_join!(
+                store_profiles.lease_for_check(ids, CHECK_LEASE),
+                store_rules.list_all(),
+            )?,
+            Wanted::Users(users) => tokio::try_join!(
+                store_profiles.lease_members_for_check(users, CHECK_LEASE),
+                store_rules.list_all(),
+            )?,
         };
         let ids: Vec<ProfileId> = profiles.iter().map(|p| p.id).collect();
-        let grants = if ids.is_empty() {
-            Vec::new()
-        } else {
-            tx.role_grants().for_profiles(&ids).await?
+        // Members the lease did not take are held by another check, gone,
+        // or never were here: only those are looked up, which most checks
+        // (everyone leased) never need.
+        let not_leased: Vec<UserId> = match wanted {
+            Wanted::Profiles(_) => Vec::new(),
+            Wanted::Users(users) => {
+                let leased: HashSet<UserId> = profiles.iter().map(|p| p.discord_user_id).collect();
+                users
+                    .iter()
+                    .filter(|u| !leased.contains(u))
+                    .copied()
+                    .collect()
+            }
+        };
+        let store_grants = tx.role_grants();
+        let (grants, others) = tokio::try_join!(
+            async {
+                if ids.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    store_grants.for_profiles(&ids).await
+                }
+            },
+            async {
+                if not_leased.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    store_profiles.find_by_discord_users(&not_leased).await
+                }
+            },
+        )?;
+        // Not (or no longer) members: nobody to sync.
+        let found: Vec<Profile> = match wanted {
+            Wanted::Profiles(_) => Vec::new(),
+            Wanted::Users(_) => profiles
+                .iter()
+                .cloned()
+                .chain(others.into_iter().filter(|p| p.left_at.is_none()))
+                .collect(),
         };
         tx.commit().await?;
 

@@ -1,3 +1,5 @@
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
@@ -210,38 +212,13 @@ impl<'t> Profiles<'t> {
         &self,
         users: &[UserId],
     ) -> Result<Vec<Profile>, StoreError> {
-        self.select_members(users, "", "reading profiles by Discord user")
-            .await
-    }
-
-    /// The profiles of these members, each locked `FOR KEY SHARE` in id
-    /// order for the rest of the transaction. Inserting rows that refer to
-    /// many members (badge awards) takes those locks anyway, one by one as
-    /// the rows go in; taken first, in the order every multi-row lock here
-    /// uses, they cannot deadlock with a transaction releasing check leases
-    /// or applying membership events.
-    pub async fn share_members(&self, users: &[UserId]) -> Result<Vec<Profile>, StoreError> {
-        self.select_members(
-            users,
-            "ORDER BY id FOR KEY SHARE",
-            "locking members' profiles for awards",
-        )
-        .await
-    }
-
-    async fn select_members(
-        &self,
-        users: &[UserId],
-        lock: &str,
-        what: &'static str,
-    ) -> Result<Vec<Profile>, StoreError> {
         let users = db_ids(users, "discord_user_id")?;
         let sql = format!(
-            "SELECT {COLUMNS} FROM profiles p WHERE community_id = $1 AND discord_user_id = ANY($2) {lock}"
+            "SELECT {COLUMNS} FROM profiles p WHERE community_id = $1 AND discord_user_id = ANY($2)"
         );
         self.tx
             .query(
-                what,
+                "reading profiles by Discord user",
                 &sql,
                 &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
             )
@@ -249,6 +226,36 @@ impl<'t> Profiles<'t> {
             .iter()
             .map(Profile::from_row)
             .collect()
+    }
+
+    /// Locks these profiles `FOR KEY SHARE` in id order for the rest of the
+    /// transaction, and returns those whose member is still present.
+    /// Inserting rows that refer to many members (badge awards) takes those
+    /// locks anyway, one by one as the rows go in; taken first, in the
+    /// order every multi-row lock here uses, they cannot deadlock with a
+    /// transaction releasing check leases or applying membership events.
+    /// A member who left since the caller read them is not returned: what
+    /// is awarded then goes only to members still there.
+    pub async fn share_present(&self, ids: &[ProfileId]) -> Result<HashSet<ProfileId>, StoreError> {
+        // `left_at` is read from the locked row, not tested in the `WHERE`
+        // (see `lease`).
+        let rows = self
+            .tx
+            .query(
+                "locking members' profiles for awards",
+                "SELECT id, left_at FROM profiles
+                 WHERE community_id = $1 AND id = ANY($2)
+                 ORDER BY id FOR KEY SHARE",
+                &[(&self.tenant(), Type::UUID), (&ids, Type::UUID_ARRAY)],
+            )
+            .await?;
+        let mut present = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            if col::<Option<DateTime<Utc>>>(row, "left_at")?.is_none() {
+                present.insert(col(row, "id")?);
+            }
+        }
+        Ok(present)
     }
 
     pub async fn find_by_wallet(
