@@ -3,8 +3,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType, Timeouts,
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+    Timeouts,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::NoTls;
 
 use crate::guild_cache::GuildCache;
@@ -19,6 +21,47 @@ pub struct Store {
     config: StoreConfig,
     guilds: Arc<GuildCache>,
     waits: Arc<WaitCounters>,
+    /// The connections background work may hold at once, shared by every
+    /// handle on this pool; only [`background`](Self::background) handles
+    /// take from it.
+    background_share: Arc<Semaphore>,
+    background: bool,
+}
+
+/// The share of the pool that background work leaves to the rest (a
+/// quarter, at least one connection once the pool has two).
+fn reserved(pool_size: usize) -> usize {
+    if pool_size < 2 {
+        0
+    } else {
+        (pool_size / 4).max(1)
+    }
+}
+
+enum Taken {
+    AtOnce(OwnedSemaphorePermit),
+    AfterWaiting(OwnedSemaphorePermit),
+}
+
+/// A pooled connection, with the background permit it was taken under.
+pub(crate) struct Pooled {
+    object: Object,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Pooled {
+    /// Detaches the connection from the pool (it is closed when dropped).
+    pub(crate) fn discard(self) {
+        drop(Object::take(self.object));
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        &self.object
+    }
 }
 
 /// How often getting a connection meant waiting for one, since the store
@@ -79,10 +122,30 @@ impl Store {
             })?;
         Ok(Store {
             pool,
-            config,
             guilds: Arc::new(GuildCache::new()),
             waits: Arc::new(WaitCounters::default()),
+            background_share: Arc::new(Semaphore::new(
+                config.pool_size - reserved(config.pool_size),
+            )),
+            background: false,
+            config,
         })
+    }
+
+    /// A handle on the same pool for work nobody is waiting on as it
+    /// happens — eligibility checks, badge evaluation, periodic scans,
+    /// pruning — which together may hold all but a quarter of the
+    /// connections. The rest stay for the work whose order and latency
+    /// matter: membership events, commands, the admin API. Under load,
+    /// background work then waits for connections instead of making every
+    /// member event wait behind it, and its batches grow while it waits,
+    /// which makes it cheaper per member. Clones of the handle share its
+    /// limit, as do all background handles on one pool.
+    pub fn background(&self) -> Store {
+        Store {
+            background: true,
+            ..self.clone()
+        }
     }
 
     /// Opens a tenant transaction on a pooled connection. `BEGIN` and
@@ -145,8 +208,22 @@ impl Store {
         self.waits.observer.set(observe).is_ok()
     }
 
-    pub(crate) async fn checkout(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    pub(crate) async fn checkout(&self) -> Result<Pooled, StoreError> {
         self.waits.acquisitions.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let mut waited = false;
+        let permit = match self.background_permit().await {
+            Ok(Some(Taken::AtOnce(permit))) => Some(permit),
+            Ok(Some(Taken::AfterWaiting(permit))) => {
+                waited = true;
+                Some(permit)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.count_wait(start.elapsed());
+                return Err(e);
+            }
+        };
         // First without waiting: a free slot (an idle connection, or room
         // to open one) is taken at once, and that is the common case.
         let now = Timeouts {
@@ -155,22 +232,19 @@ impl Store {
         };
         let got = match self.pool.timeout_get(&now).await {
             Err(PoolError::Timeout(TimeoutType::Wait)) => {
-                // Every connection is in use: queue for one, and count it.
-                let start = Instant::now();
-                let got = self.pool.get().await;
-                let waited = start.elapsed();
-                self.waits.waits.fetch_add(1, Ordering::Relaxed);
-                self.waits.waited_nanos.fetch_add(
-                    u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
-                if let Some(observe) = self.waits.observer.get() {
-                    observe(waited);
-                }
-                got
+                // Every connection is in use: queue for one.
+                waited = true;
+                self.pool.get().await
             }
             got => got,
         };
+        if waited {
+            self.count_wait(start.elapsed());
+        }
+        let got = got.map(|object| Pooled {
+            object,
+            _permit: permit,
+        });
         got.map_err(|e| match e {
             PoolError::Timeout(TimeoutType::Wait) => {
                 StoreError::PoolTimeout(self.config.acquire_timeout)
@@ -189,5 +263,36 @@ impl Store {
                 reason: other.to_string(),
             },
         })
+    }
+
+    /// A background handle's permit to hold one connection: at once while
+    /// background work has room in its share, else once one of its own is
+    /// given back (up to the acquire timeout). `None` for other handles.
+    async fn background_permit(&self) -> Result<Option<Taken>, StoreError> {
+        if !self.background {
+            return Ok(None);
+        }
+        let share = &self.background_share;
+        if let Ok(permit) = share.clone().try_acquire_owned() {
+            return Ok(Some(Taken::AtOnce(permit)));
+        }
+        match tokio::time::timeout(self.config.acquire_timeout, share.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => Ok(Some(Taken::AfterWaiting(permit))),
+            // The share is never closed.
+            Ok(Err(_)) => Err(StoreError::PoolClosed),
+            Err(_) => Err(StoreError::PoolTimeout(self.config.acquire_timeout)),
+        }
+    }
+
+    fn count_wait(&self, waited: Duration) {
+        self.waits.waits.fetch_add(1, Ordering::Relaxed);
+        self.waits.waited_nanos.fetch_add(
+            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if let Some(observe) = self.waits.observer.get() {
+            observe(waited);
+        }
     }
 }

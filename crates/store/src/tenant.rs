@@ -1,12 +1,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use deadpool_postgres::Object;
 use tokio_postgres::{
     types::{ToSql, Type},
     Row,
 };
 
 use crate::{
+    pool::Pooled,
     repo::{
         ApiKeys, Audit, Badges, Communities, InteractionReplies, LinkTokens, MemberSyncs,
         MemberWallets, ProcessedEvents, Profiles, RoleGrants, Rules, Seed, Stats, SyncCounters,
@@ -34,14 +34,14 @@ pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 /// discards the connection instead of returning it to the pool mid-transaction;
 /// PostgreSQL rolls the transaction back when the connection closes.
 pub struct TenantTx {
-    client: Option<Object>,
+    client: Option<Pooled>,
     tenant: TenantId,
     /// Whether `BEGIN` has been sent (with the first statement).
     begun: AtomicBool,
 }
 
 impl TenantTx {
-    pub(crate) fn new(client: Object, tenant: TenantId) -> Self {
+    pub(crate) fn new(client: Pooled, tenant: TenantId) -> Self {
         TenantTx {
             client: Some(client),
             tenant,
@@ -54,7 +54,7 @@ impl TenantTx {
         self.tenant
     }
 
-    fn client(&self) -> &Object {
+    fn client(&self) -> &Pooled {
         // Only `commit` takes the client, and it consumes `self`.
         self.client
             .as_ref()
@@ -265,7 +265,7 @@ impl Drop for TenantTx {
             // Still inside the transaction (an error, or an early return).
             // Returning this connection to the pool would hand an open
             // transaction to the next caller; close it instead.
-            drop(Object::take(client));
+            client.discard();
         }
     }
 }

@@ -549,6 +549,60 @@ async fn waiting_for_a_connection_is_counted_and_timed() {
 }
 
 #[tokio::test]
+async fn background_work_leaves_a_quarter_of_the_pool_to_the_rest() {
+    let db = TestDb::create("repo_pool_background").await;
+    let wait = std::time::Duration::from_millis(300);
+    let config = store::StoreConfig::from_url(&db.app_pgbouncer_url())
+        .and_then(|c| c.with_pool_size(4))
+        .unwrap()
+        .with_acquire_timeout(wait);
+    let store = store::Store::connect(config).await.unwrap();
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    // Handles made apart share one limit: three connections of four.
+    let (checks, scans) = (store.background(), store.clone().background());
+    let held = vec![
+        checks.begin(t).await.unwrap(),
+        checks.begin(t).await.unwrap(),
+        scans.begin(t).await.unwrap(),
+    ];
+    let before = store.pool_waits();
+    match scans.begin(t).await {
+        Err(StoreError::PoolTimeout(after)) => assert_eq!(after, wait),
+        Err(e) => panic!("a fourth background transaction failed otherwise: {e}"),
+        Ok(_) => panic!("background work took the connection kept for the rest"),
+    }
+    assert_eq!(
+        store.pool_waits().waits - before.waits,
+        1,
+        "the background wait is counted"
+    );
+    // The quarter kept back is there at once for the rest.
+    let before = store.pool_waits();
+    let event = store.begin(t).await.unwrap();
+    event.profiles().upsert_member(&member(5)).await.unwrap();
+    event.commit().await.unwrap();
+    assert_eq!(
+        store.pool_waits().waits,
+        before.waits,
+        "the rest did not wait"
+    );
+    // One background transaction done: the next one starts.
+    let mut held = held;
+    held.pop().unwrap().commit().await.unwrap();
+    let next = checks.begin(t).await.unwrap();
+    assert!(next
+        .profiles()
+        .find_by_discord_user(sf(5))
+        .await
+        .unwrap()
+        .is_some());
+    next.commit().await.unwrap();
+    for tx in held {
+        tx.commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn begin_goes_out_with_the_first_statements_even_when_they_are_pipelined() {
     let db = TestDb::create("repo_lazy_begin").await;
     let store = db.store(1).await;

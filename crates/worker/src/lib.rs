@@ -138,7 +138,7 @@ impl Worker {
         );
         if let Some(keep) = housekeeping::dedupe_horizon(&config.topology) {
             tasks.spawn(housekeeping::prune_processed_events(
-                store.clone(),
+                store.background(),
                 keep,
                 config.prune_interval,
                 shutdown.clone(),
@@ -146,7 +146,7 @@ impl Worker {
         }
         if let Some(retention) = config.audit_retention {
             tasks.spawn(housekeeping::prune_audit(
-                store.clone(),
+                store.background(),
                 retention,
                 config.prune_interval,
                 shutdown.clone(),

@@ -241,7 +241,9 @@ impl<D: RoleWriter> RoleSync<D> {
         config: RoleSyncConfig,
     ) -> Self {
         RoleSync {
-            store,
+            // Checks and scans follow the membership events they are about:
+            // under load they wait for connections rather than delay them.
+            store: store.background(),
             evaluator,
             discord,
             config,

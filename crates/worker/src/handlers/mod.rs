@@ -44,7 +44,7 @@ impl Handlers {
         link_site: Option<domain::wallets::Site>,
     ) -> Self {
         let follow_ups = follow_ups::FollowUps::new(
-            store.clone(),
+            store.background(),
             js.clone(),
             namespace.clone(),
             role_sync.is_some(),
@@ -74,7 +74,7 @@ impl Handlers {
     /// members) at once (see `follow_ups`).
     pub fn with_follow_ups(mut self, in_flight: usize) -> Self {
         self.follow_ups = follow_ups::FollowUps::new(
-            self.store.clone(),
+            self.store.background(),
             self.js.clone(),
             self.namespace.clone(),
             self.role_sync.is_some(),
