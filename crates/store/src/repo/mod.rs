@@ -32,8 +32,8 @@ pub use nonces::{WalletNonce, WalletNonces};
 pub use processed::ProcessedEvents;
 pub use profiles::COLUMNS as PROFILE_COLUMNS;
 pub use profiles::{
-    AppliedEvent, MemberChange, MemberEvent, MemberFilter, MemberUpsert, NextCheck, Profile,
-    Profiles, ScoreChange,
+    AppliedEvent, LockedMembers, MemberChange, MemberEvent, MemberFilter, MemberUpsert, NextCheck,
+    Profile, Profiles, ScoreChange,
 };
 pub use replies::{InteractionReplies, PendingReply, ReplyBody};
 pub use rules::COLUMNS as RULE_COLUMNS;

@@ -1,4 +1,4 @@
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
@@ -130,6 +130,13 @@ pub struct NextCheck {
     /// `next_check_at` as the check read it when it leased the member.
     pub seen: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
+}
+
+/// Members' profiles read and locked for applying their events (see
+/// [`Profiles::lock_for_events`]).
+#[derive(Debug)]
+pub struct LockedMembers {
+    folds: BTreeMap<UserId, Fold>,
 }
 
 /// One member's profile as a batch of events leaves it, worked out in
@@ -387,12 +394,24 @@ impl<'t> Profiles<'t> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut users: Vec<i64> = events
+        let users: Vec<UserId> = events.iter().map(|e| e.discord_user_id).collect();
+        let locked = self.lock_for_events(&users).await?;
+        self.apply_locked_member_events(locked, events, first_due)
+            .await
+    }
+
+    /// The first statement of [`apply_member_events`](Self::apply_member_events)
+    /// on its own: these members' profiles read and locked `FOR UPDATE` in
+    /// id order, so that it can go out in the round trip of another
+    /// statement (a batch's claim of its envelope ids). Apply the events
+    /// with [`apply_locked_member_events`](Self::apply_locked_member_events).
+    pub async fn lock_for_events(&self, users: &[UserId]) -> Result<LockedMembers, StoreError> {
+        let mut ids: Vec<i64> = users
             .iter()
-            .map(|e| db_id(e.discord_user_id, "discord_user_id"))
+            .map(|u| db_id(*u, "discord_user_id"))
             .collect::<Result<_, _>>()?;
-        users.sort_unstable();
-        users.dedup();
+        ids.sort_unstable();
+        ids.dedup();
         let stored = self
             .tx
             .query(
@@ -400,10 +419,12 @@ impl<'t> Profiles<'t> {
                 "SELECT discord_user_id, role_ids, last_event_seq FROM profiles
                  WHERE community_id = $1 AND discord_user_id = ANY($2)
                  ORDER BY id FOR UPDATE",
-                &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
+                &[(&self.tenant(), Type::UUID), (&ids, Type::INT8_ARRAY)],
             )
             .await?;
-        let mut folds: std::collections::BTreeMap<UserId, Fold> = std::collections::BTreeMap::new();
+        // Members without a profile start from none.
+        let mut folds: BTreeMap<UserId, Fold> =
+            users.iter().map(|u| (*u, Fold::default())).collect();
         for row in &stored {
             folds.insert(
                 id_col(row, "discord_user_id")?,
@@ -413,6 +434,33 @@ impl<'t> Profiles<'t> {
                     ..Fold::default()
                 },
             );
+        }
+        Ok(LockedMembers { folds })
+    }
+
+    /// The rest of [`apply_member_events`](Self::apply_member_events), on
+    /// profiles [`lock_for_events`](Self::lock_for_events) read. A member of
+    /// `events` it did not read is read and locked here first (out of id
+    /// order with the others: callers lock every member of their events).
+    pub async fn apply_locked_member_events(
+        &self,
+        locked: LockedMembers,
+        events: &[MemberEvent],
+        first_due: DateTime<Utc>,
+    ) -> Result<Vec<Option<AppliedEvent>>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut folds = locked.folds;
+        let mut unread: Vec<UserId> = events
+            .iter()
+            .map(|e| e.discord_user_id)
+            .filter(|u| !folds.contains_key(u))
+            .collect();
+        if !unread.is_empty() {
+            unread.sort_unstable();
+            unread.dedup();
+            folds.extend(self.lock_for_events(&unread).await?.folds);
         }
         let mut applied: Vec<Option<Vec<RoleId>>> = Vec::with_capacity(events.len());
         for event in events {

@@ -9,7 +9,7 @@ use store::{
 };
 use wire::{
     payload::{GuildJoin, MembersChunk},
-    Envelope, GuildId, Payload,
+    Envelope, GuildId, Payload, UserId,
 };
 
 use super::{guild_of, user_of};
@@ -112,8 +112,9 @@ pub(super) async fn guild_leave(store: &Store, envelope: &Envelope) -> Result<()
 /// the profiles, in stream order (see `Profiles::apply_member_event`).
 /// Returns, for each event, whether it changed its profile now.
 ///
-/// The events share one tenant transaction: one claim of every envelope id,
-/// the profile changes in the order given in two statements (see
+/// The events share one tenant transaction: one claim of every envelope id
+/// beside the lock of their members' profiles (one round trip), the profile
+/// changes in the order given in one upsert (see
 /// `Profiles::apply_member_events`), one audit insert, one commit. A
 /// flood of member updates thus costs the database a transaction per batch
 /// rather than per event, which is what lets it keep serving everyone
@@ -144,7 +145,13 @@ pub(super) async fn member_events(
         .iter()
         .map(|(envelope, _)| (envelope.id.as_str(), envelope.payload.kind()))
         .collect();
-    let mut claimed = tx.processed_events().claim_many(&ids).await?;
+    let users: Vec<UserId> = changes.iter().map(|(e, _)| e.discord_user_id).collect();
+    let (processed, profiles) = (tx.processed_events(), tx.profiles());
+    // The claim and the members' lock go out in one round trip: which
+    // events are fresh is known only after, but locking a duplicate's
+    // member until the commit costs nothing.
+    let (mut claimed, locked) =
+        tokio::try_join!(processed.claim_many(&ids), profiles.lock_for_events(&users))?;
     // `remove`: a copy of an id later in the batch finds it gone.
     let fresh: Vec<bool> = events
         .iter()
@@ -156,9 +163,8 @@ pub(super) async fn member_events(
         .filter(|(_, fresh)| **fresh)
         .map(|((event, _), _)| event.clone())
         .collect();
-    let mut outcomes = tx
-        .profiles()
-        .apply_member_events(&to_apply, first_due())
+    let mut outcomes = profiles
+        .apply_locked_member_events(locked, &to_apply, first_due())
         .await?
         .into_iter();
     let mut applied = vec![false; events.len()];
