@@ -38,11 +38,6 @@ fn reserved(pool_size: usize) -> usize {
     }
 }
 
-enum Taken {
-    AtOnce(OwnedSemaphorePermit),
-    AfterWaiting(OwnedSemaphorePermit),
-}
-
 /// A pooled connection, with the background permit it was taken under.
 pub(crate) struct Pooled {
     object: Object,
@@ -212,13 +207,8 @@ impl Store {
         self.waits.acquisitions.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         let mut waited = false;
-        let permit = match self.background_permit().await {
-            Ok(Some(Taken::AtOnce(permit))) => Some(permit),
-            Ok(Some(Taken::AfterWaiting(permit))) => {
-                waited = true;
-                Some(permit)
-            }
-            Ok(None) => None,
+        let permit = match self.background_permit(&mut waited).await {
+            Ok(permit) => permit,
             Err(e) => {
                 self.count_wait(start.elapsed());
                 return Err(e);
@@ -267,18 +257,23 @@ impl Store {
 
     /// A background handle's permit to hold one connection: at once while
     /// background work has room in its share, else once one of its own is
-    /// given back (up to the acquire timeout). `None` for other handles.
-    async fn background_permit(&self) -> Result<Option<Taken>, StoreError> {
+    /// given back (up to the acquire timeout; `waited` is set). `None` for
+    /// other handles.
+    async fn background_permit(
+        &self,
+        waited: &mut bool,
+    ) -> Result<Option<OwnedSemaphorePermit>, StoreError> {
         if !self.background {
             return Ok(None);
         }
         let share = &self.background_share;
         if let Ok(permit) = share.clone().try_acquire_owned() {
-            return Ok(Some(Taken::AtOnce(permit)));
+            return Ok(Some(permit));
         }
+        *waited = true;
         match tokio::time::timeout(self.config.acquire_timeout, share.clone().acquire_owned()).await
         {
-            Ok(Ok(permit)) => Ok(Some(Taken::AfterWaiting(permit))),
+            Ok(Ok(permit)) => Ok(Some(permit)),
             // The share is never closed.
             Ok(Err(_)) => Err(StoreError::PoolClosed),
             Err(_) => Err(StoreError::PoolTimeout(self.config.acquire_timeout)),

@@ -452,14 +452,12 @@ impl<'t> Profiles<'t> {
             return Ok(Vec::new());
         }
         let mut folds = locked.folds;
-        let mut unread: Vec<UserId> = events
+        let unread: Vec<UserId> = events
             .iter()
             .map(|e| e.discord_user_id)
             .filter(|u| !folds.contains_key(u))
             .collect();
         if !unread.is_empty() {
-            unread.sort_unstable();
-            unread.dedup();
             folds.extend(self.lock_for_events(&unread).await?.folds);
         }
         let mut applied: Vec<Option<Vec<RoleId>>> = Vec::with_capacity(events.len());
