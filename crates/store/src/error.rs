@@ -53,6 +53,11 @@ pub enum StoreError {
     #[error("{context}: a text value contains a character PostgreSQL cannot store (NUL, \\u0000)")]
     Unstorable { context: &'static str },
 
+    /// A statement [`TenantTx::commit_with`](crate::TenantTx::commit_with)'s
+    /// `last` tried after the `COMMIT` had gone out: it was not sent.
+    #[error("{context}: not sent, the transaction's COMMIT had gone out already (commit_with's statements must all be sent at once)")]
+    AfterCommit { context: &'static str },
+
     #[error("{context}: expected a row, found none")]
     NotFound { context: &'static str },
 

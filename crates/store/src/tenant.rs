@@ -1,4 +1,9 @@
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::{
+    future::Future,
+    pin::pin,
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    task::Poll,
+};
 
 use tokio_postgres::{
     types::{ToSql, Type},
@@ -30,14 +35,21 @@ pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 /// transaction-local, so it cannot outlive the transaction and leak to the
 /// next user of the server connection under PgBouncer's transaction pooling.
 ///
-/// Finish with [`commit`](Self::commit). Dropping it without committing
-/// discards the connection instead of returning it to the pool mid-transaction;
+/// Finish with [`commit`](Self::commit), or with
+/// [`commit_with`](Self::commit_with) to send `COMMIT` in the round trip of
+/// the last statements. Dropping it without committing discards the
+/// connection instead of returning it to the pool mid-transaction;
 /// PostgreSQL rolls the transaction back when the connection closes.
 pub struct TenantTx {
     client: Option<Pooled>,
     tenant: TenantId,
     /// Whether `BEGIN` has been sent (with the first statement).
     begun: AtomicBool,
+    /// Statements sent so far.
+    sent: AtomicUsize,
+    /// Whether `COMMIT` has been sent (by `commit_with`): a statement after
+    /// it would run outside the transaction.
+    closed: AtomicBool,
 }
 
 impl TenantTx {
@@ -46,6 +58,8 @@ impl TenantTx {
             client: Some(client),
             tenant,
             begun: AtomicBool::new(false),
+            sent: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -74,6 +88,10 @@ impl TenantTx {
         params: &[Param<'_>],
     ) -> Result<Vec<Row>, StoreError> {
         let client = self.client();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::AfterCommit { context });
+        }
+        self.sent.fetch_add(1, Ordering::AcqRel);
         // Statements that callers pipeline (`join!` of two reads) may get
         // here in either order; whichever comes first sends `BEGIN` ahead of
         // itself. The swap and both sends happen in one poll, so nothing can
@@ -155,6 +173,68 @@ impl TenantTx {
         // Committed: the connection is clean and may go back to the pool.
         drop(self.client.take());
         Ok(())
+    }
+
+    /// Runs `last`, the transaction's last statements, with `COMMIT` sent
+    /// right behind them in the same round trip, and returns what `last`
+    /// returned once everything is answered: one round trip fewer than
+    /// awaiting them and then [`commit`](Self::commit).
+    ///
+    /// `COMMIT` follows what `last` sends when first polled: one statement,
+    /// or several pipelined (`try_join!`), as repository calls send at once.
+    /// A statement `last` tries after that (after awaiting another) fails
+    /// with [`StoreError::AfterCommit`] without being sent, since it would
+    /// run outside the transaction. If a statement fails, the transaction is
+    /// rolled back and the statement's error returned: PostgreSQL answers a
+    /// `COMMIT` after an error with a rollback. If `last` sends nothing at
+    /// once, it is awaited and a plain commit follows.
+    pub async fn commit_with<T>(
+        self,
+        last: impl AsyncFnOnce(&TenantTx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // Whether COMMIT went behind the statements, and `last`'s value.
+        let (behind, value) = {
+            let before = self.sent.load(Ordering::Acquire);
+            let mut last = pin!(last(&self));
+            let first = std::future::poll_fn(|cx| Poll::Ready(last.as_mut().poll(cx))).await;
+            let rest = async {
+                match first {
+                    Poll::Ready(value) => value,
+                    Poll::Pending => last.await,
+                }
+            };
+            if self.sent.load(Ordering::Acquire) == before {
+                // Nothing went out at once: no statements to ride behind.
+                (false, rest.await)
+            } else {
+                // Set before sending: whatever `last` tries from now on is
+                // refused unsent.
+                self.closed.store(true, Ordering::Release);
+                let (committed, value) = tokio::join!(
+                    biased;
+                    self.client().batch_execute("COMMIT"),
+                    rest,
+                );
+                // The statements' error first: after it, the COMMIT was a
+                // rollback.
+                let value = value?;
+                committed.map_err(|e| StoreError::query("committing a tenant transaction", e))?;
+                (true, Ok(value))
+            }
+        };
+        let value = value?;
+        if behind {
+            Ok(self.committed(value))
+        } else {
+            self.commit().await?;
+            Ok(value)
+        }
+    }
+
+    /// Returns the clean connection of a committed transaction to the pool.
+    fn committed<T>(mut self, value: T) -> T {
+        drop(self.client.take());
+        value
     }
 
     /// Rolls back and returns the connection to the pool.

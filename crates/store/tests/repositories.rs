@@ -471,6 +471,104 @@ async fn audit_entries_append_and_read_newest_first() {
 }
 
 #[tokio::test]
+async fn commit_with_commits_behind_the_last_statement_or_rolls_back_with_its_error() {
+    let db = TestDb::create("repo_commit_with").await;
+    let store = db.store(1).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    let present = async |user: u64| {
+        let tx = store.begin(t).await.unwrap();
+        let found = tx.profiles().find_by_discord_user(sf(user)).await.unwrap();
+        tx.commit().await.unwrap();
+        found.is_some()
+    };
+
+    // A write, then the last statement with COMMIT behind it: both land,
+    // the statement's rows come back, the connection goes back to the pool.
+    let tx = store.begin(t).await.unwrap();
+    tx.profiles().upsert_member(&member(1)).await.unwrap();
+    let entry = AuditEntry::system(AuditAction::MemberJoined).target("profile", "1");
+    let rec = tx
+        .commit_with(async |tx| tx.audit().append(&entry).await)
+        .await
+        .unwrap();
+    assert_eq!(rec.community_id, t);
+    assert_eq!(
+        store.pool_status(),
+        (1, 1),
+        "a committed connection is reused"
+    );
+    assert!(present(1).await);
+
+    // The transaction's only statement: BEGIN, it and COMMIT in one go.
+    let tx = store.begin(t).await.unwrap();
+    tx.commit_with(async |tx| tx.profiles().upsert_member(&member(2)).await)
+        .await
+        .unwrap();
+    assert!(present(2).await);
+
+    // The last statement fails: its error is the transaction's, and what
+    // came before it is rolled back, though COMMIT went out.
+    let tx = store.begin(t).await.unwrap();
+    tx.profiles().upsert_member(&member(3)).await.unwrap();
+    let bad = AuditEntry::system(AuditAction::MemberJoined).target("profile", "nul \0 here");
+    match tx
+        .commit_with(async |tx| tx.audit().append(&bad).await)
+        .await
+    {
+        Err(StoreError::Unstorable { .. }) => {}
+        other => panic!("the failed statement's error was not returned: {other:?}"),
+    }
+    assert!(
+        !present(3).await,
+        "a write before the failed statement was committed"
+    );
+
+    // `last` sends nothing: a plain commit.
+    let tx = store.begin(t).await.unwrap();
+    tx.profiles().upsert_member(&member(4)).await.unwrap();
+    assert_eq!(tx.commit_with(async |_| Ok(7)).await.unwrap(), 7);
+    assert!(present(4).await);
+
+    // Statements pipelined together all go ahead of COMMIT.
+    let tx = store.begin(t).await.unwrap();
+    tx.commit_with(async |tx| {
+        let (a, b) = (tx.profiles(), tx.profiles());
+        let (seven, eight) = (member(7), member(8));
+        tokio::try_join!(a.upsert_member(&seven), b.upsert_member(&eight))
+    })
+    .await
+    .unwrap();
+    assert!(present(7).await && present(8).await);
+
+    // `last` awaits something else before its statement: nothing to ride
+    // behind at once, so it is awaited and committed after.
+    let tx = store.begin(t).await.unwrap();
+    tx.commit_with(async |tx| {
+        tokio::task::yield_now().await;
+        tx.profiles().upsert_member(&member(9)).await
+    })
+    .await
+    .unwrap();
+    assert!(present(9).await);
+
+    // A statement sent after COMMIT went out is refused unsent: it would
+    // run outside the transaction.
+    let tx = store.begin(t).await.unwrap();
+    let second = tx
+        .commit_with(async |tx| {
+            tx.profiles().upsert_member(&member(5)).await?;
+            tx.profiles().upsert_member(&member(6)).await
+        })
+        .await;
+    assert!(
+        matches!(second, Err(StoreError::AfterCommit { .. })),
+        "a statement after COMMIT: {second:?}"
+    );
+    assert!(present(5).await, "the statement COMMIT rode behind");
+    assert!(!present(6).await, "a statement after COMMIT was sent");
+}
+
+#[tokio::test]
 async fn a_dropped_transaction_rolls_back_and_does_not_poison_the_pool() {
     let db = TestDb::create("repo_drop").await;
     let store = db.store(1).await;

@@ -115,7 +115,8 @@ pub(super) async fn guild_leave(store: &Store, envelope: &Envelope) -> Result<()
 /// The events share one tenant transaction: one claim of every envelope id
 /// beside the lock of their members' profiles (one round trip), the profile
 /// changes in the order given in one upsert (see
-/// `Profiles::apply_member_events`), one audit insert, one commit. A
+/// `Profiles::apply_member_events`), one audit insert with the commit behind
+/// it (three round trips in all). A
 /// flood of member updates thus costs the database a transaction per batch
 /// rather than per event, which is what lets it keep serving everyone
 /// else. The effect is the one applying them one by one would have, and one
@@ -187,8 +188,8 @@ pub(super) async fn member_events(
             );
         }
     }
-    tx.audit().append_many(&audit).await?;
-    tx.commit().await?;
+    tx.commit_with(async |tx| tx.audit().append_many(&audit).await)
+        .await?;
     Ok(applied)
 }
 
