@@ -573,28 +573,23 @@ impl<D: RoleWriter> RoleSync<D> {
                     .collect()
             }
         };
-        // The transaction's last reads, with its commit behind them.
-        let (grants, others) = tx
-            .commit_with(async |tx| {
-                let (store_grants, store_profiles) = (tx.role_grants(), tx.profiles());
-                tokio::try_join!(
-                    async {
-                        if ids.is_empty() {
-                            Ok(Vec::new())
-                        } else {
-                            store_grants.for_profiles(&ids).await
-                        }
-                    },
-                    async {
-                        if not_leased.is_empty() {
-                            Ok(Vec::new())
-                        } else {
-                            store_profiles.find_by_discord_users(&not_leased).await
-                        }
-                    },
-                )
-            })
-            .await?;
+        let store_grants = tx.role_grants();
+        let (grants, others) = tokio::try_join!(
+            async {
+                if ids.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    store_grants.for_profiles(&ids).await
+                }
+            },
+            async {
+                if not_leased.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    store_profiles.find_by_discord_users(&not_leased).await
+                }
+            },
+        )?;
         // Not (or no longer) members: nobody to sync.
         let found: Vec<Profile> = match wanted {
             Wanted::Profiles(_) => Vec::new(),
@@ -604,6 +599,7 @@ impl<D: RoleWriter> RoleSync<D> {
                 .chain(others.into_iter().filter(|p| p.left_at.is_none()))
                 .collect(),
         };
+        tx.commit().await?;
 
         let leased: HashSet<ProfileId> = ids.iter().copied().collect();
         let wanted: Vec<ProfileId> = match wanted {
@@ -891,43 +887,35 @@ impl<D: RoleWriter> RoleSync<D> {
         next: &[NextCheck],
         report: &CheckReport,
         undecided: &BTreeMap<&str, usize>,
-        mut writes: Vec<Decided>,
+        writes: Vec<Decided>,
     ) -> Result<(), StoreError> {
-        let grants: Vec<RoleGrant> = writes
-            .iter_mut()
-            .flat_map(|d| std::mem::take(&mut d.grants))
-            .collect();
-        let entries: Vec<store::repo::AuditEntry> = writes
-            .iter_mut()
-            .flat_map(|d| std::mem::take(&mut d.audits))
-            .collect();
-        let roles: Vec<(UserId, &[RoleId])> = writes
-            .iter()
-            .filter_map(|d| Some((d.user, d.roles.as_deref()?)))
-            .collect();
-        // No write depends on another's answer: they all go out at once,
-        // in this order, with the commit behind them (one round trip).
         let tx = self.store.begin(tenant).await?;
-        tx.commit_with(async |tx| {
-            let (profiles, counters) = (tx.profiles(), tx.sync_counters());
-            let (grants_store, audit) = (tx.role_grants(), tx.audit());
-            tokio::try_join!(
-                profiles.finish_checks(leased, next),
-                counters.add(SyncCounter::Discord429, "", saturate(report.rate_limited)),
-                futures::future::try_join_all(undecided.iter().map(|(chain, n)| {
-                    counters.add(SyncCounter::ChainUndecided, chain, saturate(*n))
-                })),
-                grants_store.record_many(&grants),
-                futures::future::try_join_all(
-                    roles
-                        .iter()
-                        .map(|(user, roles)| profiles.set_roles(*user, roles))
-                ),
-                audit.append_many(&entries),
-            )?;
-            Ok(())
-        })
-        .await
+        tx.profiles().finish_checks(leased, next).await?;
+        let counters = tx.sync_counters();
+        counters
+            .add(SyncCounter::Discord429, "", saturate(report.rate_limited))
+            .await?;
+        for (chain, n) in undecided {
+            counters
+                .add(SyncCounter::ChainUndecided, chain, saturate(*n))
+                .await?;
+        }
+        let grants: Vec<RoleGrant> = writes
+            .iter()
+            .flat_map(|d| d.grants.iter().cloned())
+            .collect();
+        tx.role_grants().record_many(&grants).await?;
+        let profiles = tx.profiles();
+        futures::future::try_join_all(
+            writes
+                .iter()
+                .filter_map(|d| Some(profiles.set_roles(d.user, d.roles.as_ref()?))),
+        )
+        .await?;
+        let entries: Vec<store::repo::AuditEntry> =
+            writes.into_iter().flat_map(|d| d.audits).collect();
+        tx.audit().append_many(&entries).await?;
+        tx.commit().await
     }
 }
 
