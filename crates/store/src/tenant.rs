@@ -189,10 +189,11 @@ impl TenantTx {
     /// `COMMIT` after an error with a rollback. If `last` sends nothing at
     /// once, it is awaited and a plain commit follows.
     pub async fn commit_with<T>(
-        self,
+        mut self,
         last: impl AsyncFnOnce(&TenantTx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        // Whether COMMIT went behind the statements, and `last`'s value.
+        // Whether COMMIT went behind the statements, and `last`'s value. An
+        // error returns here: dropping `self` discards the connection.
         let (behind, value) = {
             let before = self.sent.load(Ordering::Acquire);
             let mut last = pin!(last(&self));
@@ -205,7 +206,7 @@ impl TenantTx {
             };
             if self.sent.load(Ordering::Acquire) == before {
                 // Nothing went out at once: no statements to ride behind.
-                (false, rest.await)
+                (false, rest.await?)
             } else {
                 // Set before sending: whatever `last` tries from now on is
                 // refused unsent.
@@ -219,22 +220,16 @@ impl TenantTx {
                 // rollback.
                 let value = value?;
                 committed.map_err(|e| StoreError::query("committing a tenant transaction", e))?;
-                (true, Ok(value))
+                (true, value)
             }
         };
-        let value = value?;
         if behind {
-            Ok(self.committed(value))
+            // Committed: the connection is clean and may go back to the pool.
+            drop(self.client.take());
         } else {
             self.commit().await?;
-            Ok(value)
         }
-    }
-
-    /// Returns the clean connection of a committed transaction to the pool.
-    fn committed<T>(mut self, value: T) -> T {
-        drop(self.client.take());
-        value
+        Ok(value)
     }
 
     /// Rolls back and returns the connection to the pool.
