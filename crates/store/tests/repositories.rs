@@ -142,6 +142,48 @@ async fn profiles_follow_members_through_join_update_leave_and_rejoin() {
 }
 
 #[tokio::test]
+async fn role_snapshots_of_many_members_are_written_in_one_statement_and_only_theirs() {
+    let db = TestDb::create("repo_set_roles_many").await;
+    let store = db.store(2).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    let other = store.directory().provision_guild(sf(2), "h").await.unwrap();
+    for tenant in [t, other] {
+        let tx = store.begin(tenant).await.unwrap();
+        for u in [500, 501, 502] {
+            tx.profiles().upsert_member(&member(u)).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    let tx = store.begin(t).await.unwrap();
+    let (gated, none): (Vec<wire::RoleId>, Vec<wire::RoleId>) = (vec![sf(11), sf(40)], vec![]);
+    tx.profiles()
+        .set_roles_many(&[(sf(500), &gated), (sf(501), &none), (sf(999), &gated)])
+        .await
+        .unwrap();
+    tx.profiles().set_roles_many(&[]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let roles_of = async |tenant, user: u64| {
+        let tx = store.begin(tenant).await.unwrap();
+        let p = tx.profiles().find_by_discord_user(sf(user)).await.unwrap();
+        tx.commit().await.unwrap();
+        p.map(|p| p.role_ids)
+    };
+    assert_eq!(roles_of(t, 500).await, Some(vec![sf(11), sf(40)]));
+    assert_eq!(roles_of(t, 501).await, Some(vec![]));
+    assert_eq!(roles_of(t, 502).await, Some(vec![sf(11), sf(12)]), "not listed, not changed");
+    assert_eq!(roles_of(t, 999).await, None, "no profile is made for a stranger");
+    for u in [500, 501] {
+        assert_eq!(
+            roles_of(other, u).await,
+            Some(vec![sf(11), sf(12)]),
+            "another community's member of the same id is untouched"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_member_holds_several_wallets_and_a_proof_moves_one_from_another_member() {
     let db = TestDb::create("repo_member_wallets").await;
     let store = db.store(2).await;

@@ -905,13 +905,11 @@ impl<D: RoleWriter> RoleSync<D> {
             .flat_map(|d| d.grants.iter().cloned())
             .collect();
         tx.role_grants().record_many(&grants).await?;
-        let profiles = tx.profiles();
-        futures::future::try_join_all(
-            writes
-                .iter()
-                .filter_map(|d| Some(profiles.set_roles(d.user, d.roles.as_ref()?))),
-        )
-        .await?;
+        let snapshots: Vec<(UserId, &[RoleId])> = writes
+            .iter()
+            .filter_map(|d| Some((d.user, d.roles.as_deref()?)))
+            .collect();
+        tx.profiles().set_roles_many(&snapshots).await?;
         let entries: Vec<store::repo::AuditEntry> =
             writes.into_iter().flat_map(|d| d.audits).collect();
         tx.audit().append_many(&entries).await?;

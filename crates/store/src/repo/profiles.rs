@@ -896,6 +896,36 @@ impl<'t> Profiles<'t> {
         Ok(())
     }
 
+    /// [`set_roles`](Self::set_roles) for many members in one statement: a
+    /// batch of checks that changed the roles of many members writes their
+    /// snapshots at once (one statement to plan, not one per member). Each
+    /// member may appear once.
+    pub async fn set_roles_many(&self, members: &[(UserId, &[RoleId])]) -> Result<(), StoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut users = Vec::with_capacity(members.len());
+        let mut roles = Vec::with_capacity(members.len());
+        for (user, held) in members {
+            users.push(db_id(*user, "discord_user_id")?);
+            roles.push(db_id_array_text(held, "role_ids")?);
+        }
+        self.tx
+            .query(
+                "updating members' role snapshots",
+                "UPDATE profiles p SET role_ids = v.roles::bigint[]
+                 FROM unnest($2::int8[], $3::text[]) AS v(user_id, roles)
+                 WHERE p.community_id = $1 AND p.discord_user_id = v.user_id",
+                &[
+                    (&self.tenant(), Type::UUID),
+                    (&users, Type::INT8_ARRAY),
+                    (&roles, Type::TEXT_ARRAY),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Locks the profiles of these members that exist, in id order, for
     /// the rest of the transaction. A transaction that changes many
     /// profiles one statement at a time takes their locks first, in the
