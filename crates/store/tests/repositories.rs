@@ -172,8 +172,16 @@ async fn role_snapshots_of_many_members_are_written_in_one_statement_and_only_th
     };
     assert_eq!(roles_of(t, 500).await, Some(vec![sf(11), sf(40)]));
     assert_eq!(roles_of(t, 501).await, Some(vec![]));
-    assert_eq!(roles_of(t, 502).await, Some(vec![sf(11), sf(12)]), "not listed, not changed");
-    assert_eq!(roles_of(t, 999).await, None, "no profile is made for a stranger");
+    assert_eq!(
+        roles_of(t, 502).await,
+        Some(vec![sf(11), sf(12)]),
+        "not listed, not changed"
+    );
+    assert_eq!(
+        roles_of(t, 999).await,
+        None,
+        "no profile is made for a stranger"
+    );
     for u in [500, 501] {
         assert_eq!(
             roles_of(other, u).await,
@@ -181,6 +189,45 @@ async fn role_snapshots_of_many_members_are_written_in_one_statement_and_only_th
             "another community's member of the same id is untouched"
         );
     }
+}
+
+#[tokio::test]
+async fn the_profile_functions_return_the_columns_every_other_profile_read_returns() {
+    // `profile_of_member` and `save_member_profile` (migration 0019) return
+    // the `member_profile` type; every other read of a profile selects
+    // `PROFILE_COLUMNS`. One `Profile::from_row` reads both.
+    let db = TestDb::create("repo_profile_type").await;
+    let store = db.store(1).await;
+    let t = store.directory().provision_guild(sf(1), "g").await.unwrap();
+    let tx = store.begin(t).await.unwrap();
+    let typed: Vec<String> = tx
+        .raw_query_one(
+            "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
+             WHERE attrelid = 'member_profile'::regclass AND attnum > 0 AND NOT attisdropped",
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.commit().await.unwrap();
+    // Each column is the last word of its item, `(SELECT …) AS wallets`
+    // included; the subquery's own commas are inside parentheses.
+    let mut named = Vec::new();
+    let (mut depth, mut item) = (0, String::new());
+    for c in store::repo::PROFILE_COLUMNS.chars().chain([',']) {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                let last = item.split_whitespace().last().unwrap_or_default();
+                named.push(last.to_owned());
+                item.clear();
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    assert_eq!(typed, named);
 }
 
 #[tokio::test]

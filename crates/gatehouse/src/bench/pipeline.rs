@@ -825,7 +825,8 @@ mod tests {
         assert_eq!(statements[0], "BEGIN;");
         assert!(statements[1].contains(&format!("set_config('{}', ", store::names::TENANT_SETTING)));
         assert!(statements[1].ends_with(", true);"), "transaction-local");
-        assert!(statements[2].starts_with("INSERT INTO profiles"));
+        // The profile upsert, through the function the store calls.
+        assert!(statements[2].starts_with("SELECT * FROM save_member_profile("));
         assert_eq!(statements[3], "COMMIT;");
         // The communities `workload::provision` creates.
         assert!(text.contains(&format!(

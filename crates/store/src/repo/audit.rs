@@ -245,12 +245,9 @@ impl<'t> Audit<'t> {
     }
 
     pub async fn append(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
-        let sql = format!(
-            "INSERT INTO audit_logs
-                (community_id, actor_type, actor_id, action, target_type, target_id, metadata, ip_address)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             RETURNING {COLUMNS}"
-        );
+        // A function, planned once per server connection (migration 0019).
+        let sql =
+            format!("SELECT {COLUMNS} FROM append_audit_entry($1, $2, $3, $4, $5, $6, $7, $8)");
         let row = self
             .tx
             .query_one(
@@ -288,10 +285,8 @@ impl<'t> Audit<'t> {
             .tx
             .query(
                 "appending to the audit log",
-                "INSERT INTO audit_logs
-                    (community_id, actor_type, actor_id, action, target_type, target_id, metadata)
-                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
-                 RETURNING id",
+                // A function, planned once per server connection (migration 0019).
+                "SELECT * FROM append_audit_entries($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     (self.tx.tenant().as_uuid(), Type::UUID),
                     (&actor_types, Type::TEXT_ARRAY),

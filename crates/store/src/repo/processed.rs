@@ -54,10 +54,8 @@ impl<'t> ProcessedEvents<'t> {
             .tx
             .query(
                 "recording processed events",
-                "INSERT INTO processed_events (community_id, event_id, event_type)
-                 SELECT $1, * FROM unnest($2::text[], $3::text[])
-                 ON CONFLICT DO NOTHING
-                 RETURNING event_id",
+                // A function, planned once per server connection (migration 0019).
+                "SELECT * FROM claim_events($1, $2, $3)",
                 &[
                     (self.tx.tenant().as_uuid(), Type::UUID),
                     (&ids, Type::TEXT_ARRAY),

@@ -65,8 +65,9 @@ impl Profile {
 
 /// Every query names the profile `p`: the wallets come from a subquery on
 /// it (a member has few, and they are read with the profile everywhere
-/// eligibility is decided). Public so that `bench db`'s pgbench script can
-/// be held to the statements the store sends.
+/// eligibility is decided). The `member_profile` type that the profile
+/// functions of migration 0019 return has these columns, in this order (a
+/// test compares them).
 pub const COLUMNS: &str = "id, community_id, discord_user_id, tier, current_rank, \
      score, role_ids, joined_at, left_at, last_event_seq, next_check_at, created_at, updated_at, \
      (SELECT coalesce(array_agg(w.address ORDER BY w.linked_at, w.address), '{}') \
@@ -196,13 +197,11 @@ impl<'t> Profiles<'t> {
     }
 
     pub async fn find_by_discord_user(&self, user: UserId) -> Result<Option<Profile>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM profiles p WHERE community_id = $1 AND discord_user_id = $2"
-        );
+        // A function, planned once per server connection (migration 0019).
         self.tx
             .query_opt(
                 "reading a profile by Discord user",
-                &sql,
+                "SELECT * FROM profile_of_member($1, $2)",
                 &[
                     (&self.tenant(), Type::UUID),
                     (&db_id(user, "discord_user_id")?, Type::INT8),
@@ -292,20 +291,12 @@ impl<'t> Profiles<'t> {
     /// join time is kept.
     pub async fn upsert_member(&self, member: &MemberUpsert) -> Result<Profile, StoreError> {
         let roles = db_ids(&member.role_ids, "role_ids")?;
-        let sql = format!(
-            "INSERT INTO profiles AS p (community_id, discord_user_id, role_ids, joined_at)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (community_id, discord_user_id) DO UPDATE
-                SET role_ids = excluded.role_ids,
-                    joined_at = coalesce(p.joined_at, excluded.joined_at),
-                    left_at = NULL
-             RETURNING {COLUMNS}"
-        );
+        // A function, planned once per server connection (migration 0019).
         let row = self
             .tx
             .query_one(
                 "saving a member profile",
-                &sql,
+                "SELECT * FROM save_member_profile($1, $2, $3, $4)",
                 &[
                     (&self.tenant(), Type::UUID),
                     (
@@ -416,9 +407,10 @@ impl<'t> Profiles<'t> {
             .tx
             .query(
                 "reading and locking members' profiles",
-                "SELECT discord_user_id, role_ids, last_event_seq FROM profiles
-                 WHERE community_id = $1 AND discord_user_id = ANY($2)
-                 ORDER BY id FOR UPDATE",
+                // In id order, `FOR UPDATE`; a function, planned once per
+                // server connection (migration 0019).
+                "SELECT discord_user_id, role_ids, last_event_seq
+                   FROM lock_member_profiles($1, $2)",
                 &[(&self.tenant(), Type::UUID), (&ids, Type::INT8_ARRAY)],
             )
             .await?;
@@ -478,26 +470,15 @@ impl<'t> Profiles<'t> {
             left.push(fold.left_at);
             seqs.push(fold.seq.unwrap_or(i64::MIN));
         }
-        // The `WHERE` keeps a newer event written by someone else since the
-        // read (only possible for a member who had no profile then): that
-        // member's events count as not applied.
+        // One upsert (a function, planned once per server connection:
+        // migration 0019) whose `WHERE` keeps a newer event written by
+        // someone else since the read (only possible for a member who had
+        // no profile then): that member's events count as not applied.
         let written = self
             .tx
             .query(
                 "applying membership events",
-                "INSERT INTO profiles AS p
-                    (community_id, discord_user_id, role_ids, joined_at, left_at, last_event_seq,
-                     next_check_at)
-                 SELECT $1, m.user_id, m.roles::bigint[], m.joined_at, m.left_at, m.seq, $7
-                   FROM unnest($2::int8[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int8[])
-                        AS m(user_id, roles, joined_at, left_at, seq)
-                 ON CONFLICT (community_id, discord_user_id) DO UPDATE
-                    SET role_ids = excluded.role_ids,
-                        joined_at = coalesce(p.joined_at, excluded.joined_at),
-                        left_at = excluded.left_at,
-                        last_event_seq = excluded.last_event_seq
-                    WHERE p.last_event_seq < excluded.last_event_seq
-                 RETURNING id, discord_user_id",
+                "SELECT id, discord_user_id FROM apply_member_events($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     (&self.tenant(), Type::UUID),
                     (&user_ids, Type::INT8_ARRAY),

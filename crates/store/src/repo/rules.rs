@@ -89,26 +89,24 @@ impl<'t> Rules<'t> {
 
     /// The rules that currently decide roles, highest priority first.
     pub async fn list_enabled(&self) -> Result<Vec<EligibilityRule>, StoreError> {
-        // A literal `AND enabled` lets the partial index serve this.
-        self.list_where("AND enabled", "reading enabled eligibility rules")
+        self.list_from("enabled_rules", "reading enabled eligibility rules")
             .await
     }
 
     /// Every rule, enabled or not (custom rules may combine disabled ones).
     pub async fn list_all(&self) -> Result<Vec<EligibilityRule>, StoreError> {
-        self.list_where("", "reading eligibility rules").await
+        self.list_from("community_rules", "reading eligibility rules")
+            .await
     }
 
-    async fn list_where(
+    /// The rules `function` returns, by priority: a function, planned once
+    /// per server connection (migration 0019).
+    async fn list_from(
         &self,
-        condition: &'static str,
+        function: &'static str,
         context: &'static str,
     ) -> Result<Vec<EligibilityRule>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM eligibility_rules
-             WHERE community_id = $1 {condition}
-             ORDER BY priority DESC, created_at"
-        );
+        let sql = format!("SELECT {COLUMNS} FROM {function}($1)");
         self.tx
             .query(context, &sql, &[(self.tx.tenant().as_uuid(), Type::UUID)])
             .await?
