@@ -887,7 +887,7 @@ impl<D: RoleWriter> RoleSync<D> {
         next: &[NextCheck],
         report: &CheckReport,
         undecided: &BTreeMap<&str, usize>,
-        writes: Vec<Decided>,
+        mut writes: Vec<Decided>,
     ) -> Result<(), StoreError> {
         let tx = self.store.begin(tenant).await?;
         tx.profiles().finish_checks(leased, next).await?;
@@ -901,8 +901,8 @@ impl<D: RoleWriter> RoleSync<D> {
                 .await?;
         }
         let grants: Vec<RoleGrant> = writes
-            .iter()
-            .flat_map(|d| d.grants.iter().cloned())
+            .iter_mut()
+            .flat_map(|d| std::mem::take(&mut d.grants))
             .collect();
         tx.role_grants().record_many(&grants).await?;
         let snapshots: Vec<(UserId, &[RoleId])> = writes

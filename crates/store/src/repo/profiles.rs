@@ -862,19 +862,7 @@ impl<'t> Profiles<'t> {
 
     /// Replaces the role snapshot (after Gatehouse changed roles itself).
     pub async fn set_roles(&self, user: UserId, roles: &[RoleId]) -> Result<(), StoreError> {
-        let roles = db_ids(roles, "role_ids")?;
-        self.tx
-            .query(
-                "updating a member's role snapshot",
-                "UPDATE profiles SET role_ids = $3 WHERE community_id = $1 AND discord_user_id = $2",
-                &[
-                    (&self.tenant(), Type::UUID),
-                    (&db_id(user, "discord_user_id")?, Type::INT8),
-                    (&roles, Type::INT8_ARRAY),
-                ],
-            )
-            .await?;
-        Ok(())
+        self.set_roles_many(&[(user, roles)]).await
     }
 
     /// [`set_roles`](Self::set_roles) for many members in one statement: a

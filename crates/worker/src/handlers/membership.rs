@@ -118,9 +118,9 @@ pub(super) async fn guild_leave(store: &Store, envelope: &Envelope) -> Result<()
 /// `Profiles::apply_member_events`), one audit insert with the commit behind
 /// it: three round trips in all. A flood of member updates thus costs the
 /// database a transaction per batch rather than per event, which is what
-/// lets it keep serving everyone else. The effect is the one applying them one by one would have, and one
-/// bad event fails them all: the caller then applies them one by one, so
-/// the bad one is dead-lettered alone.
+/// lets it keep serving everyone else. The effect is the one applying them
+/// one by one would have, and one bad event fails them all: the caller then
+/// applies them one by one, so the bad one is dead-lettered alone.
 pub(super) async fn member_events(
     store: &Store,
     events: &[(&Envelope, Delivery)],
