@@ -160,6 +160,25 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         })
         .await
         .unwrap();
+    tx.role_grants()
+        .record(&store::repo::RoleGrant {
+            profile_id: profile.id,
+            rule_id: rule.id,
+            role_discord_id: sf(guild + 1),
+            eligible: Some(true),
+            failing_since: None,
+            detail: "seed".into(),
+            checked_at: Utc::now(),
+            wallets: vec![wallet],
+        })
+        .await
+        .unwrap();
+    // Directly: a sync's row comes with its first chunk's members.
+    tx.raw_query(&format!(
+        "INSERT INTO member_syncs (community_id, nonce, chunk_count, first_seq) VALUES ('{id}', 'seed', 2, 1)"
+    ))
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     Tenant {
         id,
@@ -355,6 +374,25 @@ fn table_cases(f: &Fixture) -> Vec<(&'static str, String, String, String)> {
             "action = action".into(),
             format!("INSERT INTO audit_logs (community_id, actor_type, action) VALUES ('{b}', 'system', 'x')"),
         ),
+        (
+            "role_grants",
+            format!("community_id = '{b}'"),
+            "detail = detail".into(),
+            format!(
+                "INSERT INTO role_grants (community_id, profile_id, rule_id, role_discord_id) \
+                 VALUES ('{b}', '{}', '{}', 4242)",
+                f.b.profile, f.b.rule
+            ),
+        ),
+        (
+            "member_syncs",
+            format!("community_id = '{b}'"),
+            "chunks_received = chunks_received".into(),
+            format!(
+                "INSERT INTO member_syncs (community_id, nonce, chunk_count, first_seq) \
+                 VALUES ('{b}', 'forged', 1, 1)"
+            ),
+        ),
     ]
 }
 
@@ -364,6 +402,29 @@ const DENIED: SqlState = SqlState::INSUFFICIENT_PRIVILEGE;
 async fn tenant_a_cannot_read_or_change_tenant_b_rows_in_any_table() {
     let f = fixture("rls_cross_tenant").await;
     let a = Some(f.a.id);
+    // Every table behind row-level security is a case below (dashboard
+    // sessions are a person's, not a community's: the runtime role has no
+    // grant on them at all).
+    let protected: Vec<String> = f
+        .app
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relrowsecurity
+               AND c.relname <> 'web_sessions'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut covered: Vec<String> = table_cases(&f)
+        .iter()
+        .map(|(table, ..)| (*table).to_owned())
+        .collect();
+    covered.sort();
+    assert_eq!(covered, protected, "a tenant table without a case here");
     for (table, b_rows, update, insert) in table_cases(&f) {
         // The rows exist and A can see its own: the checks below can fail.
         assert!(
@@ -849,7 +910,8 @@ async fn a_row_cannot_reference_another_communitys_row_by_its_id() {
     let grant = |profile: store::ProfileId, rule: store::RuleId| {
         format!(
             "INSERT INTO role_grants (community_id, profile_id, rule_id, role_discord_id) \
-             VALUES ('{}', '{profile}', '{rule}', 1)",
+             VALUES ('{}', '{profile}', '{rule}', 1) \
+             ON CONFLICT (community_id, profile_id, rule_id) DO UPDATE SET role_discord_id = 1",
             a.id
         )
     };
