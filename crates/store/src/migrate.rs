@@ -65,6 +65,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(17, "0017_member_syncs"),
     migration!(18, "0018_direct_tenant_policies"),
     migration!(19, "0019_planned_once"),
+    migration!(20, "0020_checks_planned_once"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

@@ -970,6 +970,143 @@ async fn the_cross_tenant_functions_reveal_only_a_community_id() {
     assert_eq!(unknown, None);
 }
 
+/// What a call of a tenant function may do to another community's rows.
+enum Reach {
+    /// Returns that community's rows when it is current.
+    Reads,
+    /// Adds rows to that community when it is current.
+    Inserts,
+    /// Changes that community's member (their roles, next check or lease)
+    /// when it is current.
+    Updates,
+}
+
+/// Runs `call` as `tenant` and then, if it succeeded and there is a probe,
+/// `probe` as `then` in the same transaction; rolls back. Returns the rows
+/// the call returned (or its SQLSTATE) and what the probe read.
+async fn call_then_probe(
+    app: &Client,
+    tenant: TenantId,
+    call: &str,
+    then: TenantId,
+    probe: Option<&str>,
+) -> (Result<usize, SqlState>, Option<String>) {
+    let as_tenant = |t: TenantId| format!("SELECT set_config('app.current_tenant', '{t}', true)");
+    app.batch_execute("BEGIN").await.unwrap();
+    app.batch_execute(&as_tenant(tenant)).await.unwrap();
+    let result = app
+        .query(call, &[])
+        .await
+        .map(|rows| rows.len())
+        .map_err(|e| e.code().cloned().unwrap_or(SqlState::CONNECTION_FAILURE));
+    let mut probed = None;
+    if let (Ok(_), Some(probe)) = (&result, probe) {
+        app.batch_execute(&as_tenant(then)).await.unwrap();
+        probed = Some(app.query_one(probe, &[]).await.unwrap().get(0));
+    }
+    app.batch_execute("ROLLBACK").await.unwrap();
+    (result, probed)
+}
+
+#[tokio::test]
+async fn the_tenant_functions_reach_only_the_current_community() {
+    // The functions of migrations 0019 and 0020 take the community as an
+    // argument, like the statements they replace took it as a parameter;
+    // they run as the caller, so the policies decide what that argument
+    // can reach. Called by tenant A with everything of B's, each reads
+    // nothing, adds nothing and changes nothing; called by B, each does
+    // (so every refusal here could have been otherwise).
+    let f = fixture("rls_functions").await;
+    let (a, b) = (f.a.id, f.b.id);
+    let (profile, rule, user) = (f.b.profile, f.b.rule, 20020);
+    let member = format!(
+        "SELECT concat_ws(' ', role_ids, next_check_at, check_lease_until) FROM profiles WHERE id = '{profile}'"
+    );
+    let cases: Vec<(String, Reach)> = vec![
+        (format!("SELECT * FROM profile_of_member('{b}', {user})"), Reach::Reads),
+        (format!("SELECT * FROM enabled_rules('{b}')"), Reach::Reads),
+        (format!("SELECT * FROM community_rules('{b}')"), Reach::Reads),
+        (format!("SELECT * FROM lock_member_profiles('{b}', ARRAY[{user}]::bigint[])"), Reach::Reads),
+        (format!("SELECT * FROM profiles_of_members('{b}', ARRAY[{user}]::bigint[])"), Reach::Reads),
+        (format!("SELECT * FROM role_grants_of('{b}', ARRAY['{profile}']::uuid[])"), Reach::Reads),
+        (format!("SELECT * FROM community_badges('{b}')"), Reach::Reads),
+        (format!("SELECT * FROM lease_profiles('{b}', ARRAY['{profile}']::uuid[], 60)"), Reach::Reads),
+        (format!("SELECT * FROM lease_member_profiles('{b}', ARRAY[{user}]::bigint[], 60)"), Reach::Reads),
+        (format!("SELECT * FROM save_member_profile('{b}', 4242, '{{}}'::bigint[], now())"), Reach::Inserts),
+        (
+            format!("SELECT * FROM append_audit_entry('{b}', 'system', NULL, 'x', NULL, NULL, '{{}}'::jsonb, NULL)"),
+            Reach::Inserts,
+        ),
+        (
+            format!(
+                "SELECT * FROM append_audit_entries('{b}', ARRAY['system'], ARRAY[NULL]::text[], ARRAY['x'], \
+                 ARRAY[NULL]::text[], ARRAY[NULL]::text[], ARRAY['{{}}'::jsonb])"
+            ),
+            Reach::Inserts,
+        ),
+        (format!("SELECT * FROM claim_events('{b}', ARRAY['forged'], ARRAY['x'])"), Reach::Inserts),
+        (
+            format!(
+                "SELECT * FROM apply_member_events('{b}', ARRAY[4242]::bigint[], ARRAY['{{}}'], ARRAY[now()], \
+                 ARRAY[NULL]::timestamptz[], ARRAY[1]::bigint[], now())"
+            ),
+            Reach::Inserts,
+        ),
+        (
+            format!(
+                "SELECT record_role_grants('{b}', ARRAY['{profile}']::uuid[], ARRAY['{rule}']::uuid[], \
+                 ARRAY[1]::bigint[], ARRAY[false], ARRAY[NULL]::timestamptz[], ARRAY['forged'], \
+                 ARRAY[now()], ARRAY['[]'::jsonb])"
+            ),
+            Reach::Inserts,
+        ),
+        (
+            format!("SELECT set_member_roles('{b}', ARRAY[{user}]::bigint[], ARRAY['{{1,2}}'])"),
+            Reach::Updates,
+        ),
+        (
+            format!(
+                "SELECT finish_member_checks('{b}', ARRAY['{profile}']::uuid[], ARRAY['{profile}']::uuid[], \
+                 ARRAY[(SELECT next_check_at FROM profiles WHERE id = '{profile}')], \
+                 ARRAY['2001-01-01T00:00:00Z'::timestamptz])"
+            ),
+            Reach::Updates,
+        ),
+        (
+            format!("SELECT * FROM lease_profiles('{b}', ARRAY['{profile}']::uuid[], 60)"),
+            Reach::Updates,
+        ),
+    ];
+    let (_, untouched) = call_then_probe(&f.app, b, "SELECT 1", b, Some(&member)).await;
+    assert!(untouched.is_some());
+    for (call, reach) in &cases {
+        let probe = matches!(reach, Reach::Updates).then_some(member.as_str());
+        let (by_a, after_a) = call_then_probe(&f.app, a, call, b, probe).await;
+        let (by_b, after_b) = call_then_probe(&f.app, b, call, b, probe).await;
+        match reach {
+            Reach::Reads => {
+                assert_eq!(by_a, Ok(0), "A read B's rows: {call}");
+                assert!(
+                    matches!(by_b, Ok(n) if n > 0),
+                    "B reads its rows: {call}: {by_b:?}"
+                );
+            }
+            Reach::Inserts => {
+                assert_eq!(by_a, Err(DENIED), "A wrote a row for B: {call}");
+                assert!(
+                    matches!(by_b, Ok(n) if n > 0),
+                    "B writes its rows: {call}: {by_b:?}"
+                );
+            }
+            Reach::Updates => {
+                assert!(by_a.is_ok() && by_b.is_ok(), "{call}: {by_a:?} {by_b:?}");
+                assert_eq!(after_a, untouched, "A changed B's row: {call}");
+                assert_ne!(after_b, untouched, "B changes its row: {call}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn roles_policies_and_functions_are_as_designed() {
     let f = fixture("rls_catalog").await;

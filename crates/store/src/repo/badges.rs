@@ -117,7 +117,9 @@ impl<'t> Badges<'t> {
     }
 
     pub async fn list(&self) -> Result<Vec<Badge>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM badges WHERE community_id = $1 ORDER BY slug");
+        // A function, planned once per server connection (migration 0020):
+        // every batch of joins reads the badges.
+        let sql = format!("SELECT {COLUMNS} FROM community_badges($1)");
         self.tx
             .query(
                 "listing badges",

@@ -58,9 +58,8 @@ impl<'t> RoleGrants<'t> {
 
     /// Every rule decision recorded for these profiles.
     pub async fn for_profiles(&self, profiles: &[ProfileId]) -> Result<Vec<RoleGrant>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM role_grants WHERE community_id = $1 AND profile_id = ANY($2)"
-        );
+        // A function, planned once per server connection (migration 0020).
+        let sql = format!("SELECT {COLUMNS} FROM role_grants_of($1, $2)");
         self.tx
             .query(
                 "reading role grants",
@@ -95,7 +94,9 @@ impl<'t> RoleGrants<'t> {
         let details: Vec<&str> = grants.iter().map(|g| g.detail.as_str()).collect();
         let checked_at: Vec<DateTime<Utc>> = grants.iter().map(|g| g.checked_at).collect();
         // One text[] per row: arrays of arrays do not unnest row by row in
-        // PostgreSQL, so each row's wallets travel as a JSON array.
+        // PostgreSQL, so each row's wallets travel as a JSON array. The
+        // upsert is a function, planned once per server connection
+        // (migration 0020).
         let wallets: Vec<serde_json::Value> = grants
             .iter()
             .map(|g| g.wallets.iter().map(WalletAddress::as_str).collect())
@@ -103,18 +104,7 @@ impl<'t> RoleGrants<'t> {
         self.tx
             .query(
                 "recording role grants",
-                "INSERT INTO role_grants
-                    (community_id, profile_id, rule_id, role_discord_id, eligible, failing_since, detail,
-                     checked_at, wallets)
-                 SELECT $1, v.profile_id, v.rule_id, v.role, v.eligible, v.failing_since, v.detail,
-                        v.checked_at, ARRAY(SELECT jsonb_array_elements_text(v.wallets))
-                 FROM unnest($2::uuid[], $3::uuid[], $4::int8[], $5::bool[], $6::timestamptz[],
-                             $7::text[], $8::timestamptz[], $9::jsonb[])
-                      AS v(profile_id, rule_id, role, eligible, failing_since, detail, checked_at, wallets)
-                 ON CONFLICT (community_id, profile_id, rule_id) DO UPDATE
-                    SET role_discord_id = excluded.role_discord_id, eligible = excluded.eligible,
-                        failing_since = excluded.failing_since, detail = excluded.detail,
-                        checked_at = excluded.checked_at, wallets = excluded.wallets",
+                "SELECT record_role_grants($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     (self.tx.tenant().as_uuid(), Type::UUID),
                     (&profiles, Type::UUID_ARRAY),

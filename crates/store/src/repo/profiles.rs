@@ -219,13 +219,11 @@ impl<'t> Profiles<'t> {
         users: &[UserId],
     ) -> Result<Vec<Profile>, StoreError> {
         let users = db_ids(users, "discord_user_id")?;
-        let sql = format!(
-            "SELECT {COLUMNS} FROM profiles p WHERE community_id = $1 AND discord_user_id = ANY($2)"
-        );
+        // A function, planned once per server connection (migration 0020).
         self.tx
             .query(
                 "reading profiles by Discord user",
-                &sql,
+                "SELECT * FROM profiles_of_members($1, $2)",
                 &[(&self.tenant(), Type::UUID), (&users, Type::INT8_ARRAY)],
             )
             .await?
@@ -879,12 +877,11 @@ impl<'t> Profiles<'t> {
             users.push(db_id(*user, "discord_user_id")?);
             roles.push(db_id_array_text(held, "role_ids")?);
         }
+        // A function, planned once per server connection (migration 0020).
         self.tx
             .query(
                 "updating members' role snapshots",
-                "UPDATE profiles p SET role_ids = v.roles::bigint[]
-                 FROM unnest($2::int8[], $3::text[]) AS v(user_id, roles)
-                 WHERE p.community_id = $1 AND p.discord_user_id = v.user_id",
+                "SELECT set_member_roles($1, $2, $3)",
                 &[
                     (&self.tenant(), Type::UUID),
                     (&users, Type::INT8_ARRAY),
@@ -935,7 +932,7 @@ impl<'t> Profiles<'t> {
         ttl: std::time::Duration,
     ) -> Result<Vec<Profile>, StoreError> {
         self.lease(
-            "id = ANY($2)",
+            "SELECT * FROM lease_profiles($1, $2, $3)",
             (&ids, Type::UUID_ARRAY),
             ttl,
             "leasing profiles for an eligibility check",
@@ -954,7 +951,7 @@ impl<'t> Profiles<'t> {
     ) -> Result<Vec<Profile>, StoreError> {
         let users = db_ids(users, "discord_user_id")?;
         self.lease(
-            "discord_user_id = ANY($2)",
+            "SELECT * FROM lease_member_profiles($1, $2, $3)",
             (&users, Type::INT8_ARRAY),
             ttl,
             "leasing members' profiles for an eligibility check",
@@ -962,34 +959,23 @@ impl<'t> Profiles<'t> {
         .await
     }
 
+    /// Runs one of the lease functions of migration 0020 (planned once per
+    /// server connection). Each is the same statement but for which rows it
+    /// wants; whether the member left is read from the locked row, not
+    /// tested in its `WHERE`: a `left_at IS NULL` there leads the planner
+    /// to the partial due-index and a walk of the whole community's members.
     async fn lease(
         &self,
-        which: &str,
+        call: &'static str,
         wanted: Param<'_>,
         ttl: std::time::Duration,
         what: &'static str,
     ) -> Result<Vec<Profile>, StoreError> {
         let secs = ttl.as_secs_f64();
-        // Whether the member left is read from the locked row, not tested
-        // in either `WHERE`: a `left_at IS NULL` there leads the planner to
-        // the partial due-index and a walk of the whole community's members.
-        let sql = format!(
-            "WITH free AS (
-                SELECT id AS free_id, left_at AS free_left_at FROM profiles
-                WHERE community_id = $1 AND {which}
-                  AND (check_lease_until IS NULL OR check_lease_until < now())
-                ORDER BY id
-                FOR NO KEY UPDATE SKIP LOCKED
-             )
-             UPDATE profiles p SET check_lease_until = now() + make_interval(secs => $3)
-             FROM free
-             WHERE p.community_id = $1 AND p.id = free.free_id AND free.free_left_at IS NULL
-             RETURNING {COLUMNS}"
-        );
         self.tx
             .query(
                 what,
-                &sql,
+                call,
                 &[(&self.tenant(), Type::UUID), wanted, (&secs, Type::FLOAT8)],
             )
             .await?
@@ -1019,24 +1005,11 @@ impl<'t> Profiles<'t> {
         let ids: Vec<ProfileId> = next.iter().map(|n| n.profile_id).collect();
         let seen: Vec<Option<DateTime<Utc>>> = next.iter().map(|n| n.seen).collect();
         let at: Vec<DateTime<Utc>> = next.iter().map(|n| n.at).collect();
+        // A function, planned once per server connection (migration 0020).
         self.tx
             .query(
                 "releasing eligibility-check leases and scheduling the next checks",
-                // Rows locked in id order, as `lock_members` does.
-                "WITH held AS (
-                    SELECT id AS held_id FROM profiles
-                    WHERE community_id = $1 AND id = ANY($2)
-                    ORDER BY id FOR NO KEY UPDATE
-                 ), next AS (
-                    SELECT * FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[])
-                        AS v(next_id, seen, at)
-                 )
-                 UPDATE profiles p SET check_lease_until = NULL,
-                    next_check_at = CASE
-                        WHEN next.next_id IS NOT NULL AND p.next_check_at IS NOT DISTINCT FROM next.seen
-                        THEN next.at ELSE p.next_check_at END
-                 FROM held LEFT JOIN next ON next.next_id = held.held_id
-                 WHERE p.community_id = $1 AND p.id = held.held_id",
+                "SELECT finish_member_checks($1, $2, $3, $4, $5)",
                 &[
                     (&self.tenant(), Type::UUID),
                     (&leased, Type::UUID_ARRAY),
