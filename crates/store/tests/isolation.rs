@@ -1028,7 +1028,6 @@ async fn the_tenant_functions_reach_only_the_current_community() {
         (format!("SELECT * FROM community_rules('{b}')"), Reach::Reads),
         (format!("SELECT * FROM lock_member_profiles('{b}', ARRAY[{user}]::bigint[])"), Reach::Reads),
         (format!("SELECT * FROM profiles_of_members('{b}', ARRAY[{user}]::bigint[])"), Reach::Reads),
-        (format!("SELECT * FROM role_grants_of('{b}', ARRAY['{profile}']::uuid[])"), Reach::Reads),
         (format!("SELECT * FROM community_badges('{b}')"), Reach::Reads),
         (format!("SELECT * FROM lease_profiles('{b}', ARRAY['{profile}']::uuid[], 60)"), Reach::Reads),
         (format!("SELECT * FROM lease_member_profiles('{b}', ARRAY[{user}]::bigint[], 60)"), Reach::Reads),

@@ -58,8 +58,10 @@ impl<'t> RoleGrants<'t> {
 
     /// Every rule decision recorded for these profiles.
     pub async fn for_profiles(&self, profiles: &[ProfileId]) -> Result<Vec<RoleGrant>, StoreError> {
-        // A function, planned once per server connection (migration 0020).
-        let sql = format!("SELECT {COLUMNS} FROM role_grants_of($1, $2)");
+        // Planned at each execution, not a function: see migration 0020.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM role_grants WHERE community_id = $1 AND profile_id = ANY($2)"
+        );
         self.tx
             .query(
                 "reading role grants",
