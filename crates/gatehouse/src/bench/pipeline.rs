@@ -114,6 +114,14 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(60);
 /// members yet).
 const SETTLE: Duration = Duration::from_secs(2);
 
+/// Joins sent at the first rate before the first step, not measured, for
+/// the reason pgbench warms up (see `db_ceiling`): the first joins find the
+/// worker's pool connections, PgBouncer's server connections and each
+/// connection's plans of the tenant functions not made yet. Without it the
+/// first step's p99 was 25–45 ms where the same rate ten seconds later kept
+/// 7–9 ms (2026-12-05, `--rates 250,260,270`).
+const WARM_UP_SECONDS: u64 = 2;
+
 #[derive(Debug, Serialize)]
 pub struct PipelineReport {
     pub machine: super::machine::Machine,
@@ -446,6 +454,13 @@ async fn measure(
     let mut steps = Vec::new();
     let mut skipped_rates = Vec::new();
     let metrics = args.worker_metrics.as_deref();
+    if let Some(&first) = rates.first() {
+        let warm_up = step(world, store, &communities, first, WARM_UP_SECONDS).await?;
+        eprintln!(
+            "  warm-up: {} joins at {first}/s, not measured",
+            warm_up.sent
+        );
+    }
     super::worker_metrics::save(metrics, "start")?;
     for (i, &rate) in rates.iter().enumerate() {
         let step = step(world, store, &communities, rate, step_seconds).await?;
