@@ -22,6 +22,8 @@ use uuid::Uuid;
 
 struct Tenant {
     id: TenantId,
+    /// The Discord user of `profile`.
+    user: u64,
     profile: store::ProfileId,
     rule: store::RuleId,
     unawarded_badge: store::BadgeId,
@@ -36,6 +38,7 @@ fn sf<M>(v: u64) -> wire::Id<M> {
 
 /// A community with one of everything, written through the store.
 async fn seed(store: &Store, guild: u64) -> Tenant {
+    let user = guild * 10;
     let id = store
         .directory()
         .provision_guild(sf(guild), &format!("guild {guild}"))
@@ -45,7 +48,7 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
     let profile = tx
         .profiles()
         .upsert_member(&MemberUpsert {
-            discord_user_id: sf(guild * 10),
+            discord_user_id: sf(user),
             role_ids: vec![sf(7)],
             joined_at: Utc::now(),
         })
@@ -122,13 +125,10 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         .await
         .unwrap();
     let wallet = store::WalletAddress::parse(&format!("0x{guild:040x}")).unwrap();
-    tx.profiles()
-        .link_wallet(sf(guild * 10), &wallet)
-        .await
-        .unwrap();
+    tx.profiles().link_wallet(sf(user), &wallet).await.unwrap();
     tx.link_tokens()
         .issue(
-            sf(guild * 10),
+            sf(user),
             &[guild as u8; 32],
             Utc::now() + chrono::Duration::hours(1),
             Utc::now(),
@@ -137,7 +137,7 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
         .unwrap();
     tx.wallet_nonces()
         .issue(
-            sf(guild * 10),
+            sf(user),
             &wallet,
             &"ab".repeat(16),
             "sign me",
@@ -182,6 +182,7 @@ async fn seed(store: &Store, guild: u64) -> Tenant {
     tx.commit().await.unwrap();
     Tenant {
         id,
+        user,
         profile: profile.id,
         rule: rule.id,
         unawarded_badge: badges[1].id,
@@ -1018,7 +1019,7 @@ async fn the_tenant_functions_reach_only_the_current_community() {
     // (so every refusal here could have been otherwise).
     let f = fixture("rls_functions").await;
     let (a, b) = (f.a.id, f.b.id);
-    let (profile, rule, user) = (f.b.profile, f.b.rule, 20020);
+    let (profile, rule, user) = (f.b.profile, f.b.rule, f.b.user);
     let member = format!(
         "SELECT concat_ws(' ', role_ids, next_check_at, check_lease_until) FROM profiles WHERE id = '{profile}'"
     );

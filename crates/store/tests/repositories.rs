@@ -193,8 +193,8 @@ async fn role_snapshots_of_many_members_are_written_in_one_statement_and_only_th
 
 #[tokio::test]
 async fn the_profile_functions_return_the_columns_every_other_profile_read_returns() {
-    // `profile_of_member` and `save_member_profile` (migration 0019) return
-    // the `member_profile` type; every other read of a profile selects
+    // The profile functions of migrations 0019 and 0020 return the
+    // `member_profile` type; every other read of a profile selects
     // `PROFILE_COLUMNS`. One `Profile::from_row` reads both.
     let db = TestDb::create("repo_profile_type").await;
     let store = db.store(1).await;

@@ -96,13 +96,12 @@ impl<'t> RoleGrants<'t> {
         let details: Vec<&str> = grants.iter().map(|g| g.detail.as_str()).collect();
         let checked_at: Vec<DateTime<Utc>> = grants.iter().map(|g| g.checked_at).collect();
         // One text[] per row: arrays of arrays do not unnest row by row in
-        // PostgreSQL, so each row's wallets travel as a JSON array. The
-        // upsert is a function, planned once per server connection
-        // (migration 0020).
+        // PostgreSQL, so each row's wallets travel as a JSON array.
         let wallets: Vec<serde_json::Value> = grants
             .iter()
             .map(|g| g.wallets.iter().map(WalletAddress::as_str).collect())
             .collect();
+        // A function, planned once per server connection (migration 0020).
         self.tx
             .query(
                 "recording role grants",

@@ -66,8 +66,8 @@ impl Profile {
 /// Every query names the profile `p`: the wallets come from a subquery on
 /// it (a member has few, and they are read with the profile everywhere
 /// eligibility is decided). The `member_profile` type that the profile
-/// functions of migration 0019 return has these columns, in this order (a
-/// test compares them).
+/// functions of migrations 0019 and 0020 return has these columns, in this
+/// order (a test compares them).
 pub const COLUMNS: &str = "id, community_id, discord_user_id, tier, current_rank, \
      score, role_ids, joined_at, left_at, last_event_seq, next_check_at, created_at, updated_at, \
      (SELECT coalesce(array_agg(w.address ORDER BY w.linked_at, w.address), '{}') \
