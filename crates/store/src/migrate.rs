@@ -66,6 +66,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(18, "0018_direct_tenant_policies"),
     migration!(19, "0019_planned_once"),
     migration!(20, "0020_checks_planned_once"),
+    migration!(21, "0021_membership_audited_with_its_write"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

@@ -1011,7 +1011,7 @@ async fn call_then_probe(
 
 #[tokio::test]
 async fn the_tenant_functions_reach_only_the_current_community() {
-    // The functions of migrations 0019 and 0020 take the community as an
+    // The functions of migrations 0019 to 0021 take the community as an
     // argument, like the statements they replace took it as a parameter;
     // they run as the caller, so the policies decide what that argument
     // can reach. Called by tenant A with everything of B's, each reads
@@ -1049,6 +1049,15 @@ async fn the_tenant_functions_reach_only_the_current_community() {
             format!(
                 "SELECT * FROM apply_member_events('{b}', ARRAY[4242]::bigint[], ARRAY['{{}}'], ARRAY[now()], \
                  ARRAY[NULL]::timestamptz[], ARRAY[1]::bigint[], now())"
+            ),
+            Reach::Inserts,
+        ),
+        (
+            format!(
+                "SELECT * FROM apply_member_events_audited('{b}', ARRAY[4243]::bigint[], ARRAY['{{}}'], \
+                 ARRAY[now()], ARRAY[NULL]::timestamptz[], ARRAY[1]::bigint[], now(), \
+                 ARRAY[4243]::bigint[], ARRAY['system'], ARRAY[NULL]::text[], ARRAY['x'], \
+                 ARRAY['profile'], ARRAY['{{}}'::jsonb])"
             ),
             Reach::Inserts,
         ),

@@ -1114,6 +1114,138 @@ async fn a_batch_of_membership_events_has_the_effect_of_applying_them_one_by_one
     tx.commit().await.unwrap();
     assert_eq!(roles_of(&outcomes), expected);
     assert_eq!(strip(&profiles(apart).await), strip(&a));
+
+    // Audited by the same statement, COMMIT behind it (the worker's
+    // membership batch): the same effect, and one entry per event applied,
+    // in the batch's order, pointing at its member's profile.
+    let audited = store.directory().provision_guild(sf(4), "d").await.unwrap();
+    let tx = store.begin(audited).await.unwrap();
+    tx.profiles()
+        .apply_member_events(&before, due_before)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let tx = store.begin(audited).await.unwrap();
+    let locked = tx
+        .profiles()
+        .lock_for_events(&[sf(77), sf(78), sf(79), sf(80)])
+        .await
+        .unwrap();
+    let outcomes = tx
+        .commit_with(async |tx| {
+            tx.profiles()
+                .apply_locked_member_events_audited(locked, &batch, due_batch, |n, roles| {
+                    AuditEntry::system(AuditAction::MemberUpdated)
+                        .target_kind("profile")
+                        .metadata(json!({ "n": n, "roles": roles.len() }))
+                })
+                .await
+        })
+        .await
+        .unwrap();
+    assert_eq!(roles_of(&outcomes), expected);
+    let c = profiles(audited).await;
+    assert_eq!(strip(&c), strip(&a));
+    let tx = store.begin(audited).await.unwrap();
+    let mut entries = tx.audit().recent(100).await.unwrap();
+    tx.commit().await.unwrap();
+    entries.reverse();
+    let wanted: Vec<(String, serde_json::Value)> = batch
+        .iter()
+        .zip(&expected)
+        .enumerate()
+        .filter_map(|(n, (e, roles))| {
+            let roles = roles.as_ref()?;
+            let profile = [77, 78, 79, 80]
+                .iter()
+                .position(|u| sf(*u) == e.discord_user_id)
+                .unwrap();
+            Some((
+                c[profile].4.to_string(),
+                json!({ "n": n, "roles": roles.len() }),
+            ))
+        })
+        .collect();
+    let written: Vec<(String, serde_json::Value)> = entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e.target_type.as_deref(), Some("profile"));
+            assert_eq!(e.action, "member.updated");
+            (e.target_id.clone().unwrap(), e.metadata.clone())
+        })
+        .collect();
+    assert_eq!(written, wanted);
+}
+
+#[tokio::test]
+async fn an_audited_batch_audits_nothing_of_a_member_someone_else_wrote_newer() {
+    use store::repo::{MemberChange, MemberEvent};
+    let db = TestDb::create("repo_member_audited_race").await;
+    let store = db.store(2).await;
+    let tenant = store.directory().provision_guild(sf(1), "a").await.unwrap();
+    let join = |user: u64, seq: i64| MemberEvent {
+        discord_user_id: sf(user),
+        seq,
+        at: Utc::now(),
+        change: MemberChange::Present {
+            role_ids: vec![sf(seq as u64)],
+        },
+    };
+    let due = Utc::now();
+    // The batch reads and locks 90 and 91, who have no profile yet: nothing
+    // to lock, so a newer event of 90 lands meanwhile.
+    let tx = store.begin(tenant).await.unwrap();
+    let locked = tx
+        .profiles()
+        .lock_for_events(&[sf(90), sf(91)])
+        .await
+        .unwrap();
+    let other = store.begin(tenant).await.unwrap();
+    other
+        .profiles()
+        .apply_member_events(&[join(90, 100)], due)
+        .await
+        .unwrap();
+    other.commit().await.unwrap();
+    let outcomes = tx
+        .commit_with(async |tx| {
+            tx.profiles()
+                .apply_locked_member_events_audited(
+                    locked,
+                    &[join(90, 50), join(91, 51)],
+                    due,
+                    |n, _| {
+                        AuditEntry::system(AuditAction::MemberJoined).metadata(json!({ "n": n }))
+                    },
+                )
+                .await
+        })
+        .await
+        .unwrap();
+    assert!(outcomes[0].is_none(), "90's older join is not applied");
+    let ninety_one = outcomes[1].as_ref().expect("91's join is applied");
+    let tx = store.begin(tenant).await.unwrap();
+    let entries = tx.audit().recent(10).await.unwrap();
+    let ninety = tx
+        .profiles()
+        .find_by_discord_user(sf(90))
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        (ninety.last_event_seq, ninety.role_ids),
+        (100, vec![sf(100)])
+    );
+    let audited: Vec<(Option<String>, serde_json::Value)> = entries
+        .into_iter()
+        .map(|e| (e.target_id, e.metadata))
+        .collect();
+    assert_eq!(
+        audited,
+        vec![(Some(ninety_one.profile_id.to_string()), json!({ "n": 1 }))],
+        "only 91's join is audited"
+    );
 }
 
 #[tokio::test]

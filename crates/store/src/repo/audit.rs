@@ -191,6 +191,14 @@ impl AuditEntry {
         self
     }
 
+    /// Targets a row of `kind` whose id the statement writing the entry
+    /// fills in (see `Profiles::apply_locked_member_events_audited`).
+    pub fn target_kind(mut self, kind: impl Into<String>) -> Self {
+        self.target_type = Some(kind.into());
+        self.target_id = None;
+        self
+    }
+
     pub fn metadata(mut self, metadata: serde_json::Value) -> Self {
         self.metadata = metadata;
         self

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::{col, id_col, ids_col};
 use wire::{RoleId, UserId};
 
+use super::AuditEntry;
 use crate::ids::{db_id, db_id_array_text, db_ids};
 use crate::tenant::Param;
 use crate::{ProfileId, StoreError, TenantId, TenantTx, WalletAddress};
@@ -182,6 +183,10 @@ pub enum MemberChange {
     /// Left (or was removed).
     Left,
 }
+
+/// Makes the audit entry of the `n`th event of a batch, which leaves its
+/// member with the roles given.
+type EntryOf<'f> = dyn Fn(usize, &[RoleId]) -> AuditEntry + Sync + 'f;
 
 pub struct Profiles<'t> {
     tx: &'t TenantTx,
@@ -438,6 +443,35 @@ impl<'t> Profiles<'t> {
         events: &[MemberEvent],
         first_due: DateTime<Utc>,
     ) -> Result<Vec<Option<AppliedEvent>>, StoreError> {
+        self.apply_locked(locked, events, first_due, None).await
+    }
+
+    /// [`apply_locked_member_events`](Self::apply_locked_member_events),
+    /// writing an audit entry for each event applied in the same statement
+    /// (migration 0021): `entry(n, roles)` makes the entry of `events[n]`,
+    /// which leaves its member with `roles`, and the database points it at
+    /// the profile written. With every member locked beforehand this is one
+    /// statement, which a caller sends with `COMMIT` behind it
+    /// ([`TenantTx::commit_with`]): a batch of membership events in two
+    /// round trips.
+    pub async fn apply_locked_member_events_audited(
+        &self,
+        locked: LockedMembers,
+        events: &[MemberEvent],
+        first_due: DateTime<Utc>,
+        entry: impl Fn(usize, &[RoleId]) -> AuditEntry + Sync,
+    ) -> Result<Vec<Option<AppliedEvent>>, StoreError> {
+        self.apply_locked(locked, events, first_due, Some(&entry))
+            .await
+    }
+
+    async fn apply_locked(
+        &self,
+        locked: LockedMembers,
+        events: &[MemberEvent],
+        first_due: DateTime<Utc>,
+        entry: Option<&EntryOf<'_>>,
+    ) -> Result<Vec<Option<AppliedEvent>>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -468,26 +502,76 @@ impl<'t> Profiles<'t> {
             left.push(fold.left_at);
             seqs.push(fold.seq.unwrap_or(i64::MIN));
         }
+        let tenant = self.tenant();
+        let upsert: [Param<'_>; 7] = [
+            (&tenant, Type::UUID),
+            (&user_ids, Type::INT8_ARRAY),
+            (&roles, Type::TEXT_ARRAY),
+            (&joined, Type::TIMESTAMPTZ_ARRAY),
+            (&left, Type::TIMESTAMPTZ_ARRAY),
+            (&seqs, Type::INT8_ARRAY),
+            (&first_due, Type::TIMESTAMPTZ),
+        ];
         // One upsert (a function, planned once per server connection:
         // migration 0019) whose `WHERE` keeps a newer event written by
         // someone else since the read (only possible for a member who had
-        // no profile then): that member's events count as not applied.
-        let written = self
-            .tx
-            .query(
-                "applying membership events",
-                "SELECT id, discord_user_id FROM apply_member_events($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    (&self.tenant(), Type::UUID),
-                    (&user_ids, Type::INT8_ARRAY),
-                    (&roles, Type::TEXT_ARRAY),
-                    (&joined, Type::TIMESTAMPTZ_ARRAY),
-                    (&left, Type::TIMESTAMPTZ_ARRAY),
-                    (&seqs, Type::INT8_ARRAY),
-                    (&first_due, Type::TIMESTAMPTZ),
-                ],
-            )
-            .await?;
+        // no profile then): that member's events count as not applied, and
+        // are not audited.
+        let written = match entry {
+            None => {
+                self.tx
+                    .query(
+                        "applying membership events",
+                        "SELECT id, discord_user_id
+                           FROM apply_member_events($1, $2, $3, $4, $5, $6, $7)",
+                        &upsert,
+                    )
+                    .await?
+            }
+            Some(entry) => {
+                let entries: Vec<(i64, AuditEntry)> = events
+                    .iter()
+                    .zip(&applied)
+                    .enumerate()
+                    .filter_map(|(n, (event, roles))| Some((event, entry(n, roles.as_deref()?))))
+                    .map(|(event, entry)| {
+                        Ok((db_id(event.discord_user_id, "discord_user_id")?, entry))
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                let users: Vec<i64> = entries.iter().map(|(user, _)| *user).collect();
+                let actor_types: Vec<&str> =
+                    entries.iter().map(|(_, e)| e.actor_type.as_str()).collect();
+                let actor_ids: Vec<Option<&str>> =
+                    entries.iter().map(|(_, e)| e.actor_id.as_deref()).collect();
+                let actions: Vec<&str> = entries.iter().map(|(_, e)| e.action.as_str()).collect();
+                let target_types: Vec<Option<&str>> = entries
+                    .iter()
+                    .map(|(_, e)| e.target_type.as_deref())
+                    .collect();
+                let metadata: Vec<&serde_json::Value> =
+                    entries.iter().map(|(_, e)| &e.metadata).collect();
+                let mut params = upsert.to_vec();
+                params.extend([
+                    (
+                        &users as &(dyn tokio_postgres::types::ToSql + Sync),
+                        Type::INT8_ARRAY,
+                    ),
+                    (&actor_types, Type::TEXT_ARRAY),
+                    (&actor_ids, Type::TEXT_ARRAY),
+                    (&actions, Type::TEXT_ARRAY),
+                    (&target_types, Type::TEXT_ARRAY),
+                    (&metadata, Type::JSONB_ARRAY),
+                ]);
+                self.tx
+                    .query(
+                        "applying and auditing membership events",
+                        "SELECT id, discord_user_id FROM apply_member_events_audited(
+                             $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                        &params,
+                    )
+                    .await?
+            }
+        };
         let mut ids: std::collections::HashMap<UserId, ProfileId> =
             std::collections::HashMap::with_capacity(written.len());
         for row in &written {

@@ -113,10 +113,10 @@ pub(super) async fn guild_leave(store: &Store, envelope: &Envelope) -> Result<()
 /// Returns, for each event, whether it changed its profile now.
 ///
 /// The events share one tenant transaction: one claim of every envelope id
-/// beside the lock of their members' profiles (one round trip), the profile
-/// changes in the order given in one upsert (see
-/// `Profiles::apply_member_events`), one audit insert with the commit behind
-/// it: three round trips in all. A flood of member updates thus costs the
+/// beside the lock of their members' profiles (one round trip), then the
+/// profile changes in the order given in one upsert (see
+/// `Profiles::apply_member_events`) whose statement also writes their audit
+/// entries, with the commit behind it: two round trips in all. A flood of member updates thus costs the
 /// database a transaction per batch rather than per event, which is what
 /// lets it keep serving everyone else. The effect is the one applying them
 /// one by one would have, and one bad event fails them all: the caller then
@@ -157,38 +157,30 @@ pub(super) async fn member_events(
         .iter()
         .map(|(envelope, _)| claimed.remove(envelope.id.as_str()))
         .collect();
-    let to_apply: Vec<MemberEvent> = changes
-        .iter()
-        .zip(&fresh)
-        .filter(|(_, fresh)| **fresh)
-        .map(|((event, _), _)| event.clone())
-        .collect();
-    let mut outcomes = profiles
-        .apply_locked_member_events(locked, &to_apply, first_due())
-        .await?
-        .into_iter();
-    let mut applied = vec![false; events.len()];
-    let mut audit = Vec::new();
-    for (n, ((envelope, _), (event, action))) in events.iter().zip(&changes).enumerate() {
-        if !fresh[n] {
-            continue;
-        }
-        if let Some(outcome) = outcomes.next().flatten() {
-            applied[n] = true;
-            audit.push(
-                Actor::System
-                    .entry(*action)
-                    .target("profile", outcome.profile_id.to_string())
-                    .metadata(json!({
+    // Which of `events` each event to apply is.
+    let positions: Vec<usize> = (0..events.len()).filter(|n| fresh[*n]).collect();
+    let to_apply: Vec<MemberEvent> = positions.iter().map(|n| changes[*n].0.clone()).collect();
+    // The upsert and its audit entries in one statement, `COMMIT` behind it.
+    let outcomes = tx
+        .commit_with(async |tx| {
+            tx.profiles()
+                .apply_locked_member_events_audited(locked, &to_apply, first_due(), |n, roles| {
+                    let position = positions[n];
+                    let (envelope, _) = events[position];
+                    let (event, action) = &changes[position];
+                    Actor::System.entry(*action).target_kind("profile").metadata(json!({
                         "event_id": envelope.id.as_str(),
                         "discord_user_id": event.discord_user_id.to_string(),
-                        "roles": outcome.role_ids.iter().map(std::string::ToString::to_string).collect::<Vec<_>>(),
-                    })),
-            );
-        }
-    }
-    tx.commit_with(async |tx| tx.audit().append_many(&audit).await)
+                        "roles": roles.iter().map(std::string::ToString::to_string).collect::<Vec<_>>(),
+                    }))
+                })
+                .await
+        })
         .await?;
+    let mut applied = vec![false; events.len()];
+    for (position, outcome) in positions.iter().zip(outcomes) {
+        applied[*position] = outcome.is_some();
+    }
     Ok(applied)
 }
 
