@@ -450,8 +450,9 @@ impl<'t> Profiles<'t> {
     /// writing an audit entry for each event applied in the same statement
     /// (migration 0021): `entry(n, roles)` makes the entry of `events[n]`,
     /// which leaves its member with `roles`, and the database points it at
-    /// the profile written. With every member locked beforehand this is one
-    /// statement, which a caller sends with `COMMIT` behind it
+    /// the profile written (an entry's own target id and address are not
+    /// written). With every member locked beforehand this is one statement,
+    /// which a caller sends with `COMMIT` behind it
     /// ([`TenantTx::commit_with`]): a batch of membership events in two
     /// round trips.
     pub async fn apply_locked_member_events_audited(
