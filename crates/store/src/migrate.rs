@@ -67,6 +67,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(19, "0019_planned_once"),
     migration!(20, "0020_checks_planned_once"),
     migration!(21, "0021_membership_audited_with_its_write"),
+    migration!(22, "0022_audit_key_indexed_once"),
 ];
 
 /// Key of the session advisory lock that serialises runners ("gatehous").

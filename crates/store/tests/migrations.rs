@@ -139,3 +139,36 @@ async fn composite_keys_apply_to_a_database_with_data() {
         .await;
     assert!(unforced.is_empty(), "{unforced:?}");
 }
+
+#[tokio::test]
+async fn no_table_keeps_two_indexes_on_the_same_key() {
+    // A btree serves its key in either direction, so a second index on the
+    // same columns (and predicate) only costs every insert another write.
+    let db = TestDb::create("migrate_no_twin_indexes").await;
+    let admin = db.admin().await;
+    let twins: Vec<(String, String)> = admin
+        .query(
+            "SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text
+               FROM pg_index a
+               JOIN pg_index b ON b.indrelid = a.indrelid AND a.indexrelid < b.indexrelid
+               JOIN pg_class t ON t.oid = a.indrelid
+               JOIN pg_namespace n ON n.oid = t.relnamespace
+              WHERE n.nspname = 'public'
+                AND a.indkey::text = b.indkey::text
+                AND (SELECT amname FROM pg_am m JOIN pg_class i ON i.relam = m.oid
+                      WHERE i.oid = a.indexrelid)
+                  = (SELECT amname FROM pg_am m JOIN pg_class i ON i.relam = m.oid
+                      WHERE i.oid = b.indexrelid)
+                AND pg_get_expr(a.indexprs, a.indrelid) IS NOT DISTINCT FROM
+                    pg_get_expr(b.indexprs, b.indrelid)
+                AND pg_get_expr(a.indpred, a.indrelid) IS NOT DISTINCT FROM
+                    pg_get_expr(b.indpred, b.indrelid)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(twins, Vec::new(), "indexes on the same key");
+}
