@@ -205,6 +205,30 @@ impl AuditEntry {
     }
 }
 
+/// Audit entries column by column, as the statements that insert many at
+/// once take them (`append_audit_entries`, `apply_member_events_audited`).
+pub(super) struct EntryColumns<'a> {
+    pub actor_types: Vec<&'a str>,
+    pub actor_ids: Vec<Option<&'a str>>,
+    pub actions: Vec<&'a str>,
+    pub target_types: Vec<Option<&'a str>>,
+    pub target_ids: Vec<Option<&'a str>>,
+    pub metadata: Vec<&'a serde_json::Value>,
+}
+
+impl<'a> EntryColumns<'a> {
+    pub(super) fn of(entries: &'a [AuditEntry]) -> Self {
+        EntryColumns {
+            actor_types: entries.iter().map(|e| e.actor_type.as_str()).collect(),
+            actor_ids: entries.iter().map(|e| e.actor_id.as_deref()).collect(),
+            actions: entries.iter().map(|e| e.action.as_str()).collect(),
+            target_types: entries.iter().map(|e| e.target_type.as_deref()).collect(),
+            target_ids: entries.iter().map(|e| e.target_id.as_deref()).collect(),
+            metadata: entries.iter().map(|e| &e.metadata).collect(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditRecord {
     pub id: i64,
@@ -281,14 +305,14 @@ impl<'t> Audit<'t> {
         if entries.is_empty() {
             return Ok(0);
         }
-        let actor_types: Vec<&str> = entries.iter().map(|e| e.actor_type.as_str()).collect();
-        let actor_ids: Vec<Option<&str>> = entries.iter().map(|e| e.actor_id.as_deref()).collect();
-        let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
-        let target_types: Vec<Option<&str>> =
-            entries.iter().map(|e| e.target_type.as_deref()).collect();
-        let target_ids: Vec<Option<&str>> =
-            entries.iter().map(|e| e.target_id.as_deref()).collect();
-        let metadata: Vec<&serde_json::Value> = entries.iter().map(|e| &e.metadata).collect();
+        let EntryColumns {
+            actor_types,
+            actor_ids,
+            actions,
+            target_types,
+            target_ids,
+            metadata,
+        } = EntryColumns::of(entries);
         let rows = self
             .tx
             .query(

@@ -4,10 +4,10 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
-use super::{col, id_col, ids_col};
+use super::audit::EntryColumns;
+use super::{col, id_col, ids_col, AuditEntry};
 use wire::{RoleId, UserId};
 
-use super::AuditEntry;
 use crate::ids::{db_id, db_id_array_text, db_ids};
 use crate::tenant::Param;
 use crate::{ProfileId, StoreError, TenantId, TenantTx, WalletAddress};
@@ -530,45 +530,38 @@ impl<'t> Profiles<'t> {
                     .await?
             }
             Some(entry) => {
-                let entries: Vec<(i64, AuditEntry)> = events
-                    .iter()
-                    .zip(&applied)
-                    .enumerate()
-                    .filter_map(|(n, (event, roles))| Some((event, entry(n, roles.as_deref()?))))
-                    .map(|(event, entry)| {
-                        Ok((db_id(event.discord_user_id, "discord_user_id")?, entry))
-                    })
-                    .collect::<Result<_, StoreError>>()?;
-                let users: Vec<i64> = entries.iter().map(|(user, _)| *user).collect();
-                let actor_types: Vec<&str> =
-                    entries.iter().map(|(_, e)| e.actor_type.as_str()).collect();
-                let actor_ids: Vec<Option<&str>> =
-                    entries.iter().map(|(_, e)| e.actor_id.as_deref()).collect();
-                let actions: Vec<&str> = entries.iter().map(|(_, e)| e.action.as_str()).collect();
-                let target_types: Vec<Option<&str>> = entries
-                    .iter()
-                    .map(|(_, e)| e.target_type.as_deref())
-                    .collect();
-                let metadata: Vec<&serde_json::Value> =
-                    entries.iter().map(|(_, e)| &e.metadata).collect();
-                let mut params = upsert.to_vec();
-                params.extend([
-                    (
-                        &users as &(dyn tokio_postgres::types::ToSql + Sync),
-                        Type::INT8_ARRAY,
-                    ),
+                let mut users = Vec::new();
+                let mut entries = Vec::new();
+                for (n, (event, roles)) in events.iter().zip(&applied).enumerate() {
+                    if let Some(roles) = roles {
+                        users.push(db_id(event.discord_user_id, "discord_user_id")?);
+                        entries.push(entry(n, roles));
+                    }
+                }
+                // The entries' own target ids are not sent: the database
+                // points each at the profile it wrote.
+                let EntryColumns {
+                    actor_types,
+                    actor_ids,
+                    actions,
+                    target_types,
+                    metadata,
+                    ..
+                } = EntryColumns::of(&entries);
+                let audit: [Param<'_>; 6] = [
+                    (&users, Type::INT8_ARRAY),
                     (&actor_types, Type::TEXT_ARRAY),
                     (&actor_ids, Type::TEXT_ARRAY),
                     (&actions, Type::TEXT_ARRAY),
                     (&target_types, Type::TEXT_ARRAY),
                     (&metadata, Type::JSONB_ARRAY),
-                ]);
+                ];
                 self.tx
                     .query(
                         "applying and auditing membership events",
                         "SELECT id, discord_user_id FROM apply_member_events_audited(
                              $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                        &params,
+                        &[upsert.as_slice(), audit.as_slice()].concat(),
                     )
                     .await?
             }

@@ -116,11 +116,12 @@ pub(super) async fn guild_leave(store: &Store, envelope: &Envelope) -> Result<()
 /// beside the lock of their members' profiles (one round trip), then the
 /// profile changes in the order given in one upsert (see
 /// `Profiles::apply_member_events`) whose statement also writes their audit
-/// entries, with the commit behind it: two round trips in all. A flood of member updates thus costs the
-/// database a transaction per batch rather than per event, which is what
-/// lets it keep serving everyone else. The effect is the one applying them
-/// one by one would have, and one bad event fails them all: the caller then
-/// applies them one by one, so the bad one is dead-lettered alone.
+/// entries, with the commit behind it: two round trips in all. A flood of
+/// member updates thus costs the database a transaction per batch rather
+/// than per event, which is what lets it keep serving everyone else. The
+/// effect is the one applying them one by one would have, and one bad event
+/// fails them all: the caller then applies them one by one, so the bad one
+/// is dead-lettered alone.
 pub(super) async fn member_events(
     store: &Store,
     events: &[(&Envelope, Delivery)],
