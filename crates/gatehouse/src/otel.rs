@@ -6,9 +6,9 @@
 //! set, spans go over OTLP/HTTP (protobuf) to that collector, batched, the
 //! exporter reading the other standard `OTEL_EXPORTER_OTLP_*` variables
 //! itself (headers, timeout, compression). The worker's message spans join
-//! the trace the gateway started for the event (`traceparent` in the NATS
-//! headers; the trace id is the envelope id), so one trace shows an event
-//! from Discord to its database effect.
+//! the trace the gateway started for the event (the trace id is the
+//! envelope id, see `wire::trace`), so one trace shows an event from
+//! Discord to its database effect.
 //!
 //! The HTTP client is hyper's plain one (already built for the HTTP
 //! servers): point it at a collector on the same host or pod (an agent or

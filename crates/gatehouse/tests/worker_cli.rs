@@ -100,13 +100,16 @@ async fn sigterm_finishes_in_flight_work_and_the_next_process_loses_nothing() {
     );
 }
 
-/// Publishes an undecodable member join under `id`, with the trace context
-/// the gateway sends: the worker dead-letters it at once, with a warning.
-async fn publish_undecodable(h: &Harness, id: &str) {
+/// Publishes an undecodable member join under `id` with the headers the
+/// gateway sends (the id only: it is the trace too), plus `traceparent` if
+/// given (as another publisher might): the worker dead-letters it at once,
+/// with a warning.
+async fn publish_undecodable(h: &Harness, id: &str, traceparent: Option<&str>) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(wire::subjects::headers::MSG_ID, id);
-    let traceparent = wire::trace::traceparent(id).expect("a UUID");
-    headers.insert(wire::trace::HEADER, traceparent.as_str());
+    if let Some(traceparent) = traceparent {
+        headers.insert(wire::trace::HEADER, traceparent);
+    }
     h.nats
         .js
         .publish_with_headers(
@@ -120,10 +123,11 @@ async fn publish_undecodable(h: &Harness, id: &str) {
         .unwrap();
 }
 
-/// Waits for the dead letter, then stops the worker with SIGTERM; it exits 0.
-async fn dead_lettered_then_stopped(h: &Harness, child: &mut tokio::process::Child) {
-    testkit::eventually("the message to be dead-lettered", WAIT, || async {
-        !h.dead_letters().await.is_empty()
+/// Waits for `count` dead letters, then stops the worker with SIGTERM; it
+/// exits 0.
+async fn dead_lettered_then_stopped(h: &Harness, child: &mut tokio::process::Child, count: usize) {
+    testkit::eventually("the messages to be dead-lettered", WAIT, || async {
+        h.dead_letters().await.len() >= count
     })
     .await;
     let pid = child.id().expect("running").to_string();
@@ -145,9 +149,14 @@ async fn a_log_line_about_a_message_carries_its_envelope_id_and_trace() {
     // Undecodable, so it is dead-lettered at once with a warning; published
     // under an id as the gateway publishes every event.
     let id = "0b5ad3c2-6f1e-5a7b-9c8d-4e3f2a1b0c9d";
-    publish_undecodable(&h, id).await;
+    publish_undecodable(&h, id, None).await;
+    // Another publisher's own trace context is continued instead.
+    let foreign_id = "7d0f3a41-2b6c-5e8d-9a1b-3c4d5e6f7a8b";
+    let foreign_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let foreign = format!("00-{foreign_trace}-00f067aa0ba902b7-01");
+    publish_undecodable(&h, foreign_id, Some(&foreign)).await;
     let mut child = worker(&h);
-    dead_lettered_then_stopped(&h, &mut child).await;
+    dead_lettered_then_stopped(&h, &mut child, 2).await;
     let mut logs = String::new();
     if let Some(mut out) = child.stdout.take() {
         let _ = out.read_to_string(&mut logs).await;
@@ -155,18 +164,26 @@ async fn a_log_line_about_a_message_carries_its_envelope_id_and_trace() {
     if let Some(mut err) = child.stderr.take() {
         let _ = err.read_to_string(&mut logs).await;
     }
-    let line = logs
-        .lines()
-        .find(|l| l.contains("dead-lettered"))
-        .unwrap_or_else(|| panic!("no dead-letter line: {logs}"));
-    let json: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    let dead_letter_line = |id: &str| -> serde_json::Value {
+        let line = logs
+            .lines()
+            .find(|l| l.contains("dead-lettered") && l.contains(id))
+            .unwrap_or_else(|| panic!("no dead-letter line naming {id}: {logs}"));
+        serde_json::from_str(line).expect("a JSON log line")
+    };
+    let json = dead_letter_line(id);
     assert_eq!(
         json["span"]["envelope_id"], id,
-        "the line does not name the envelope it is about: {line}"
+        "the line does not name the envelope it is about: {json}"
     );
     assert_eq!(
         json["span"]["trace_id"], "0b5ad3c26f1e5a7b9c8d4e3f2a1b0c9d",
-        "the line does not continue the gateway's trace: {line}"
+        "the line does not continue the gateway's trace: {json}"
+    );
+    assert_eq!(
+        dead_letter_line(foreign_id)["span"]["trace_id"],
+        foreign_trace,
+        "the line does not continue the publisher's own trace"
     );
 }
 
@@ -230,7 +247,7 @@ async fn with_an_otlp_endpoint_the_worker_exports_its_message_spans_in_the_gatew
     let h = Harness::new("cli_worker_otel").await;
     let (addr, mut requests) = collector().await;
     let id = "5c1e7a2b-3d4f-5a6b-8c9d-0e1f2a3b4c5d";
-    publish_undecodable(&h, id).await;
+    publish_undecodable(&h, id, None).await;
     let mut child = {
         let mut cmd = worker_command(&h);
         cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"))
@@ -240,7 +257,7 @@ async fn with_an_otlp_endpoint_the_worker_exports_its_message_spans_in_the_gatew
         cmd.spawn().expect("gatehouse worker starts")
     };
     // A clean stop flushes the spans still in the batch.
-    dead_lettered_then_stopped(&h, &mut child).await;
+    dead_lettered_then_stopped(&h, &mut child, 1).await;
     // OTLP/protobuf carries ids as raw bytes: the envelope id's 16 bytes
     // are the trace id, its last 8 the parent (the gateway's publish).
     let trace_id = uuid::Uuid::parse_str(id).unwrap().into_bytes();

@@ -1,11 +1,14 @@
-//! W3C trace context (`traceparent`) for an event, carried in the NATS
-//! headers from the gateway to the workers.
+//! W3C trace context (`traceparent`) for an event, derived from its
+//! envelope id wherever it is needed.
 //!
 //! The trace id is the envelope id itself (a UUID is 16 bytes, as a trace id
 //! is): every process that touches an event, and every redelivery or replay
 //! of it, lands in the same trace without any state to keep, and a log line
 //! with the envelope id finds the trace and back. The parent span id is the
-//! id's last 8 bytes: the gateway's publish, as the worker sees it.
+//! id's last 8 bytes: the gateway's publish, as the worker sees it. Since
+//! the id travels as `Nats-Msg-Id` anyway, the gateway sends no
+//! `traceparent` header; a worker derives it from the id, and honours one
+//! that another publisher does send.
 
 /// The header's name, as W3C writes it.
 pub const HEADER: &str = "traceparent";

@@ -1,4 +1,5 @@
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     future::Future,
     sync::Arc,
@@ -804,22 +805,29 @@ fn envelope_id(message: &jetstream::Message) -> Option<&str> {
 /// envelope's `id`), so a worker's line can be tied to the gateway event
 /// that caused it.
 fn message_span(message: &jetstream::Message, subject: &str, delivery: Delivery) -> tracing::Span {
-    // The trace the gateway started for the event (W3C trace context).
-    let traceparent = message
+    let id = envelope_id(message);
+    // W3C trace context: a publisher's own `traceparent` if it sent one,
+    // otherwise the trace the envelope id is (the gateway sends none: it
+    // would only repeat the id, on every event, see wire::trace).
+    let traceparent: Option<Cow<'_, str>> = message
         .headers
         .as_ref()
         .and_then(|h| h.get(wire::trace::HEADER))
-        .map(async_nats::HeaderValue::as_str)
+        .map(|v| Cow::Borrowed(v.as_str()))
+        .or_else(|| id.and_then(wire::trace::traceparent).map(Cow::Owned))
         .filter(|v| wire::trace::trace_id(v).is_some());
     let span = tracing::info_span!(
         "message",
-        envelope_id = envelope_id(message).unwrap_or(""),
-        trace_id = traceparent.and_then(wire::trace::trace_id).unwrap_or(""),
+        envelope_id = id.unwrap_or(""),
+        trace_id = traceparent
+            .as_deref()
+            .and_then(wire::trace::trace_id)
+            .unwrap_or(""),
         subject,
         stream_seq = delivery.stream_sequence,
         attempt = delivery.attempt
     );
-    if let Some(traceparent) = traceparent {
+    if let Some(traceparent) = &traceparent {
         continue_trace(&span, traceparent);
     }
     span
