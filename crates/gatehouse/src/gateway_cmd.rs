@@ -13,6 +13,14 @@ use crate::discord_args::DiscordTokenArgs;
 
 use crate::nats_args::{NatsLoginArgs, StreamArgs};
 
+/// One: an event's work (read, decompress, parse, publish) is a chain of
+/// small tasks handing it on, and on a thread of their own each hand-over is
+/// a queue push rather than a wake-up of another thread, which cost more
+/// than a second thread won (`gatehouse bench gateway` on two cores shared
+/// with NATS: 15-25 % more events/s). To use more cores, run more gateway
+/// processes: the fleet spreads the shards over them.
+pub const DEFAULT_THREADS: u16 = 1;
+
 #[derive(Debug, clap::Args)]
 pub struct GatewayArgs {
     /// Optional TOML config file (stream limits and everything below);
@@ -127,6 +135,16 @@ pub struct GatewayArgs {
     /// Budget for a graceful shutdown [default: 10s].
     #[arg(long = "shutdown-timeout", env = "SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<String>,
+
+    /// Threads of the process's async runtime. Read before the runtime
+    /// starts, so not from the file.
+    #[arg(
+        long = "threads",
+        env = "GATEWAY_THREADS",
+        default_value_t = DEFAULT_THREADS,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    pub threads: u16,
 
     /// Stream limits, read exactly as `gatehouse worker` reads them.
     #[command(flatten)]

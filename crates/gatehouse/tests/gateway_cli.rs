@@ -83,6 +83,15 @@ async fn bad_configuration_is_one_line_naming_the_variable() {
         error_line(&output).contains("DISCORD_TOKEN (--discord-token): not set"),
         "{output}"
     );
+    // Read before the runtime starts: refused by the flag parser, as clearly.
+    let child = launch(gateway(&sim, &nats, TOKEN, &[("GATEWAY_THREADS", "0")]));
+    let (code, output) = finish(child, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(2));
+    let line = error_line(&output);
+    assert!(
+        line.contains("--threads") && line.contains("1..=1024"),
+        "{output}"
+    );
     sim.shutdown().await;
 }
 

@@ -3,11 +3,11 @@
 //! like the gateway's (same storage, limits and dedupe window, in a namespace
 //! of its own so that the same message ids are stored again rather than
 //! dropped as duplicates), as the gateway's user, with the gateway's JetStream
-//! context and in-flight window. Whatever the gateway does beyond this —
-//! reading Discord, decompressing, parsing, building envelopes — is what the
-//! ratio shows.
+//! context, in-flight window and runtime threads. Whatever the gateway does
+//! beyond this — reading Discord, decompressing, parsing, building envelopes —
+//! is what the ratio shows.
 
-use std::future::IntoFuture as _;
+use std::future::{Future, IntoFuture as _};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -25,6 +25,32 @@ pub struct Bare {
     pub span_s: f64,
     /// The publisher's clock from the first send to the last ack.
     pub wall_s: f64,
+}
+
+/// Runs `work` on a runtime of `threads` worker threads of its own, as the
+/// gateway process runs on one of `GATEWAY_THREADS`: the limit is measured
+/// with the runtime the gateway has, not the bench's.
+pub fn on_own_runtime<T: Send>(
+    threads: u16,
+    work: impl Future<Output = anyhow::Result<T>> + Send,
+) -> anyhow::Result<T> {
+    // A runtime cannot be started on a thread that is driving one: on a
+    // scoped thread of its own, while this one steps aside.
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(usize::from(threads))
+                        .enable_all()
+                        .build()
+                        .context("starting the bare publisher's runtime")?
+                        .block_on(work)
+                })
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the bare publisher's thread panicked")))
+        })
+    })
 }
 
 /// Publishes `envelopes` into `topology`'s EVENTS stream (created here by

@@ -79,6 +79,11 @@ pub struct BenchGatewayArgs {
     #[arg(long = "publish-window", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub publish_window: Option<u32>,
 
+    /// Async runtime threads, for the gateway (`GATEWAY_THREADS`) and the
+    /// bare publisher alike [default: the gateway's, 1].
+    #[arg(long = "threads", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
     /// EVENTS storage for the run: `memory` measures the gateway, `file`
     /// includes the disk.
     #[arg(long, default_value = "file", value_parser = ["file", "memory"])]
@@ -117,6 +122,7 @@ struct Plan {
     events: u64,
     per_shard: usize,
     window: usize,
+    threads: u16,
 }
 
 pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
@@ -133,6 +139,7 @@ pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
         window: args
             .publish_window
             .map_or(gateway::config::DEFAULT_PUBLISH_WINDOW, |w| w as usize),
+        threads: args.threads.unwrap_or(crate::gateway_cmd::DEFAULT_THREADS),
     };
     anyhow::ensure!(
         plan.sizes.iter().all(|&g| g > 0),
@@ -173,6 +180,7 @@ pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
         members_per_guild: args.members,
         guilds_per_shard: plan.per_shard,
         publish_window: plan.window,
+        runtime_threads: plan.threads,
     };
     let report =
         GatewayReport::new(setup, idle_rss_mb, sizes).context("no guild count was measured")?;
@@ -245,6 +253,7 @@ impl Rig {
             namespace: &namespace,
             storage: &args.storage,
             publish_window: plan.window,
+            threads: plan.threads,
             login: args.nats_logins.login(bus::Process::Gateway)?,
         });
         let gateway = match gateway {
@@ -352,22 +361,27 @@ async fn one_size(
         &format!("bench_{}_{guilds}_bare", std::process::id()),
         &args.storage,
     )?;
-    let client = args
-        .nats_logins
-        .connect(&args.nats_url, bus::Process::Gateway)
-        .await
-        .context("connecting the bare publisher as the gateway's user")?;
     let bar = phase_bar(storm.envelopes.len() as u64, "bare publisher");
     let cpu_before = process::cpu_s("self")?;
-    let bare = baseline::publish(
-        client,
-        admin,
-        &bare_topology,
-        &storm.envelopes,
-        plan.window,
-        &bar,
-    )
-    .await;
+    // Connected on the runtime it publishes from, so that its connection
+    // runs there too.
+    let connect = args
+        .nats_logins
+        .connect(&args.nats_url, bus::Process::Gateway);
+    let bare = baseline::on_own_runtime(plan.threads, async {
+        let client = connect
+            .await
+            .context("connecting the bare publisher as the gateway's user")?;
+        baseline::publish(
+            client,
+            admin,
+            &bare_topology,
+            &storm.envelopes,
+            plan.window,
+            &bar,
+        )
+        .await
+    });
     let cpu_after = process::cpu_s("self");
     bar.finish_and_clear();
     delete_streams(admin, &bare_topology).await;

@@ -18,6 +18,7 @@ pub struct Launch<'a> {
     pub namespace: &'a str,
     pub storage: &'a str,
     pub publish_window: usize,
+    pub threads: u16,
     pub login: Option<(String, settings::Secret)>,
 }
 
@@ -51,6 +52,7 @@ impl GatewayProcess {
             .env("NATS_NAMESPACE", launch.namespace)
             .env("EVENTS_STORAGE", launch.storage)
             .env("PUBLISH_WINDOW", launch.publish_window.to_string())
+            .env("GATEWAY_THREADS", launch.threads.to_string())
             .env("HTTP_ADDR", "127.0.0.1:0")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")

@@ -74,6 +74,8 @@ pub struct Setup {
     pub guilds_per_shard: usize,
     /// Publishes awaiting their ack at once, for both publishers.
     pub publish_window: usize,
+    /// Async runtime threads, for both publishers.
+    pub runtime_threads: u16,
 }
 
 #[derive(Debug, Serialize)]
@@ -169,13 +171,15 @@ pub fn render(r: &GatewayReport) -> String {
     let _ = writeln!(
         out,
         "\ngateway: one `gatehouse gateway` process against the simulator ({} cores, {:.1} GiB); \
-         {} members per guild, {} guilds per shard; EVENTS on {} storage; publish window {}",
+         {} members per guild, {} guilds per shard; EVENTS on {} storage; publish window {}; \
+         runtime threads {}",
         s.machine.cores,
         s.machine.memory_gib,
         s.members_per_guild,
         s.guilds_per_shard,
         s.storage,
-        s.publish_window
+        s.publish_window,
+        s.runtime_threads
     );
     let _ = writeln!(
         out,
@@ -327,6 +331,7 @@ mod tests {
             members_per_guild: 10,
             guilds_per_shard: 2500,
             publish_window: 256,
+            runtime_threads: 1,
         }
     }
 
