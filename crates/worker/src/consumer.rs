@@ -809,25 +809,25 @@ fn message_span(message: &jetstream::Message, subject: &str, delivery: Delivery)
     // W3C trace context: a publisher's own `traceparent` if it sent one,
     // otherwise the trace the envelope id is (the gateway sends none: it
     // would only repeat the id, on every event, see wire::trace).
-    let traceparent: Option<Cow<'_, str>> = message
+    let traceparent: Option<Cow<'_, str>> = match message
         .headers
         .as_ref()
         .and_then(|h| h.get(wire::trace::HEADER))
-        .map(|v| Cow::Borrowed(v.as_str()))
-        .or_else(|| id.and_then(wire::trace::traceparent).map(Cow::Owned))
-        .filter(|v| wire::trace::trace_id(v).is_some());
+    {
+        Some(sent) => Some(Cow::Borrowed(sent.as_str())),
+        None => id.and_then(wire::trace::traceparent).map(Cow::Owned),
+    };
+    // Checked once: a malformed header starts no trace.
+    let trace_id = traceparent.as_deref().and_then(wire::trace::trace_id);
     let span = tracing::info_span!(
         "message",
         envelope_id = id.unwrap_or(""),
-        trace_id = traceparent
-            .as_deref()
-            .and_then(wire::trace::trace_id)
-            .unwrap_or(""),
+        trace_id = trace_id.unwrap_or(""),
         subject,
         stream_seq = delivery.stream_sequence,
         attempt = delivery.attempt
     );
-    if let Some(traceparent) = &traceparent {
+    if let (Some(traceparent), Some(_)) = (&traceparent, trace_id) {
         continue_trace(&span, traceparent);
     }
     span
