@@ -438,6 +438,7 @@ async fn each_process_does_its_own_work_with_its_own_user() {
             id: "check-1".into(),
             guild_id: wire::Id::new(1).unwrap(),
             user_id: wire::Id::new(2),
+            more_user_ids: vec![],
             reason: "test".into(),
             priority: Default::default(),
             requested_at: 0,

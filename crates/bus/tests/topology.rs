@@ -176,6 +176,7 @@ async fn checks_and_dead_letters_are_stored_where_the_definition_says() {
         id: "check-1".into(),
         guild_id: wire::GuildId::new(1).expect("not 0"),
         user_id: None,
+        more_user_ids: vec![],
         reason: "rule.changed".into(),
         priority: wire::check::CheckPriority::Bulk,
         requested_at: 0,

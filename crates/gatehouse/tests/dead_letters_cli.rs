@@ -184,6 +184,7 @@ fn check(guild_id: u64) -> Vec<u8> {
         id: "check-dl-1".into(),
         guild_id: guild(guild_id),
         user_id: None,
+        more_user_ids: vec![],
         reason: "rule.changed".into(),
         priority: wire::check::CheckPriority::Bulk,
         requested_at: 0,

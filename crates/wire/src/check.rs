@@ -26,6 +26,14 @@ pub struct EligibilityCheck {
     /// One member, or the whole community when absent.
     #[serde(default)]
     pub user_id: Option<UserId>,
+    /// More members of the community checked with `user_id`, for the same
+    /// reason: a batch of joins asks once for all its members, not once
+    /// each (a message is a JetStream write, a delivery and an ack). Only
+    /// beside a `user_id`, so that a reader that predates this field checks
+    /// that one member, not the whole community; the others it ignores are
+    /// reached by the periodic scan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_user_ids: Vec<UserId>,
     /// Why, for the audit trail: `member.join`, `wallet.linked`,
     /// `rule.changed`, `command.check`, …
     pub reason: String,
@@ -36,6 +44,19 @@ pub struct EligibilityCheck {
 }
 
 impl EligibilityCheck {
+    /// The members to check: `user_id` and `more_user_ids` (none: the
+    /// whole community).
+    pub fn members(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.user_id.into_iter().chain(
+            self.user_id
+                .is_some()
+                .then_some(&self.more_user_ids)
+                .into_iter()
+                .flatten()
+                .copied(),
+        )
+    }
+
     pub fn to_json(&self) -> Result<Vec<u8>, crate::WireError> {
         serde_json::to_vec(self).map_err(crate::WireError::Encode)
     }
@@ -55,6 +76,7 @@ mod tests {
             id: "c1".into(),
             guild_id: GuildId::new(1).unwrap(),
             user_id: UserId::new(2),
+            more_user_ids: vec![],
             reason: "member.join".into(),
             priority: CheckPriority::Interactive,
             requested_at: 5,
@@ -67,5 +89,39 @@ mod tests {
             (parsed.user_id, parsed.priority),
             (None, CheckPriority::Bulk)
         );
+        assert_eq!(parsed.members().count(), 0);
+    }
+
+    #[test]
+    fn a_check_of_several_members_names_the_first_where_every_reader_looks() {
+        let check = EligibilityCheck {
+            id: "c3".into(),
+            guild_id: GuildId::new(1).unwrap(),
+            user_id: UserId::new(2),
+            more_user_ids: vec![UserId::new(3).unwrap(), UserId::new(4).unwrap()],
+            reason: "member.join".into(),
+            priority: CheckPriority::Interactive,
+            requested_at: 5,
+        };
+        let json: serde_json::Value = serde_json::from_slice(&check.to_json().unwrap()).unwrap();
+        assert_eq!(json["user_id"], "2");
+        assert_eq!(json["more_user_ids"], serde_json::json!(["3", "4"]));
+        assert_eq!(
+            check.members().map(UserId::get).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
+        // One member: the field is left out, as before it existed.
+        let one = EligibilityCheck {
+            more_user_ids: vec![],
+            ..check
+        };
+        let json: serde_json::Value = serde_json::from_slice(&one.to_json().unwrap()).unwrap();
+        assert!(json.get("more_user_ids").is_none(), "{json}");
+        // Without a user_id, more_user_ids names nobody: the whole community.
+        let odd = EligibilityCheck::from_json(
+            br#"{"id":"c4","guild_id":"1","more_user_ids":["3"],"reason":"x","requested_at":0}"#,
+        )
+        .unwrap();
+        assert_eq!(odd.members().count(), 0);
     }
 }

@@ -22,7 +22,7 @@ use store::{
 };
 use testkit::eventually;
 use wire::{
-    check::{CheckPriority, EligibilityCheck},
+    check::CheckPriority,
     payload::{CommandOption, InteractionCreate, InteractionKind},
     Envelope, GuildId, InteractionId, Payload, RoleId, UserId,
 };
@@ -304,23 +304,6 @@ impl World {
             .await
     }
 
-    /// Eligibility checks requested so far (the stream keeps them).
-    async fn checks_requested(&self) -> Vec<EligibilityCheck> {
-        let name = self.h.nats.ns.stream_name(&wire::subjects::ELIGIBILITY);
-        let mut stream = self.h.nats.js.get_stream(&name).await.unwrap();
-        let state = stream.info().await.unwrap().state.clone();
-        let mut checks = Vec::new();
-        if state.messages == 0 {
-            return checks;
-        }
-        for seq in state.first_sequence..=state.last_sequence {
-            if let Ok(message) = stream.get_raw_message(seq).await {
-                checks.push(EligibilityCheck::from_json(&message.payload).unwrap());
-            }
-        }
-        checks
-    }
-
     /// Waits until at least `n` interactive checks of `user` for `reason`
     /// were requested.
     async fn check_requested(&self, user: UserId, reason: &str, n: usize) {
@@ -328,7 +311,7 @@ impl World {
             &format!("{n} interactive {reason} check(s) of {user}"),
             common::WAIT,
             || async {
-                let asked = self.checks_requested().await;
+                let asked = self.h.checks_requested().await;
                 asked
                     .iter()
                     .filter(|c| {

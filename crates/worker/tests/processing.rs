@@ -260,6 +260,7 @@ async fn a_worker_without_discord_leaves_eligibility_checks_to_its_peers() {
         id: "check:no-discord".into(),
         guild_id: wire::GuildId::new(444).unwrap(),
         user_id: None,
+        more_user_ids: vec![],
         reason: "test".into(),
         priority: wire::check::CheckPriority::Bulk,
         requested_at: 0,

@@ -77,6 +77,7 @@ async fn check_now(h: &Harness, guild: GuildId, user: UserId, n: u32) {
         id: format!("test-check-{guild}-{user}-{n}"),
         guild_id: guild,
         user_id: Some(user),
+        more_user_ids: vec![],
         reason: "test".into(),
         priority: wire::check::CheckPriority::Interactive,
         requested_at: 0,
@@ -870,6 +871,64 @@ async fn a_communitys_checks_run_one_batch_at_a_time() {
             .unwrap()
             .get::<_, i64>(0);
     assert_eq!(decided, MEMBERS as i64);
+    assert!(g.h.dead_letters().await.is_empty());
+    g.h.stop_worker().await;
+    g.sim.shutdown().await;
+}
+
+/// Joins applied in one membership batch ask for one check naming all
+/// their members, not one each: under a flood of joins a check message per
+/// member was as many JetStream writes, deliveries and acks as the joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_joins_asks_for_one_check_of_all_its_members() {
+    const MEMBERS: u64 = 40;
+    let mut g = common::GatedGuild::start("worker_join_checks", CONTRACT, 0, Duration::ZERO).await;
+    g.h.drained().await;
+    // Queued while no worker runs, as a burst of joins leaves them.
+    g.h.stop_worker().await;
+    let users: Vec<UserId> = (0..MEMBERS)
+        .map(|i| UserId::new(900_000 + i).unwrap())
+        .collect();
+    for (i, user) in users.iter().enumerate() {
+        g.h.publish(&member_join_with_roles(
+            g.guild,
+            *user,
+            "s",
+            100 + i as u64,
+            vec![],
+        ))
+        .await;
+    }
+    g.h.start_worker();
+    // Nobody holds the token: each joiner's check decides "not eligible".
+    assert_eq!(
+        g.h.wait_for_count(
+            "SELECT count(*) FROM role_grants WHERE NOT eligible",
+            MEMBERS as i64
+        )
+        .await,
+        MEMBERS as i64
+    );
+    let asked: Vec<_> =
+        g.h.checks_requested()
+            .await
+            .into_iter()
+            .filter(|c| c.reason == "member.join")
+            .collect();
+    let named: Vec<UserId> = asked
+        .iter()
+        .flat_map(wire::check::EligibilityCheck::members)
+        .collect();
+    let mut sorted = named.clone();
+    sorted.sort();
+    assert_eq!(sorted, users, "the joins' checks named {named:?}");
+    // The first joins start alone while the rest arrive; the rest go in
+    // batches of up to 64.
+    assert!(
+        asked.len() <= (MEMBERS / 4) as usize,
+        "{MEMBERS} joins asked for {} checks",
+        asked.len()
+    );
     assert!(g.h.dead_letters().await.is_empty());
     g.h.stop_worker().await;
     g.sim.shutdown().await;

@@ -674,6 +674,7 @@ async fn request_check(
         ),
         guild_id: guild,
         user_id: Some(user),
+        more_user_ids: Vec::new(),
         reason: reason.to_owned(),
         priority: CheckPriority::Interactive,
         requested_at: chrono::Utc::now().timestamp_millis(),

@@ -1,5 +1,7 @@
 //! `eligibility.check`: re-evaluate one member or a whole community.
 
+use std::collections::HashSet;
+
 use wire::{
     check::{CheckPriority, EligibilityCheck},
     Envelope, UserId,
@@ -31,6 +33,12 @@ pub(super) async fn check(
     }
 }
 
+/// The most members one check leases and decides in its transactions: as
+/// many as a pass of the periodic scan (`RoleSyncConfig::scan_batch`'s
+/// default). A batch of check messages, each naming a batch of joins, can
+/// name thousands.
+const MEMBERS_PER_CHECK: usize = 500;
+
 /// Checks of members of one community, as one batch per priority and
 /// reason (see `RoleSync::check_members`): under load, a community's
 /// queued checks cost a few transactions together instead of a few each.
@@ -55,22 +63,36 @@ pub(super) async fn check_members(
     // Interactive checks read the chain afresh and their role changes go
     // first; each reason is in the audit log of the changes it causes.
     let mut groups: Vec<((CheckPriority, &str), Vec<UserId>)> = Vec::new();
+    let mut seen: HashSet<(usize, UserId)> = HashSet::new();
     for check in checks {
-        let Some(user) = check.user_id else {
+        if check.user_id.is_none() {
             return Err(HandlerError::Permanent(
                 "a community-wide check in a batch of member checks".to_owned(),
             ));
-        };
+        }
         let key = (check.priority, check.reason.as_str());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, users)) if !users.contains(&user) => users.push(user),
-            Some(_) => {}
-            None => groups.push((key, vec![user])),
+        let group = match groups.iter().position(|(k, _)| *k == key) {
+            Some(group) => group,
+            None => {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        for user in check.members() {
+            if seen.insert((group, user)) {
+                groups[group].1.push(user);
+            }
         }
     }
-    for ((priority, reason), users) in groups {
+    let mut chunks: Vec<((CheckPriority, &str), &[UserId])> = Vec::new();
+    for (key, users) in &groups {
+        for users in users.chunks(MEMBERS_PER_CHECK) {
+            chunks.push((*key, users));
+        }
+    }
+    for ((priority, reason), users) in chunks {
         let report = sync
-            .check_members(tenant, guild, &users, priority, reason, &handlers.stopping)
+            .check_members(tenant, guild, users, priority, reason, &handlers.stopping)
             .await?;
         if report.interrupted > 0 {
             // Shutting down: what was done is recorded; the rest is asked
@@ -160,8 +182,17 @@ pub(super) async fn publish_request(
     occurred_at: i64,
 ) {
     let check = domain::recheck::member_recheck(guild, user, id, reason, occurred_at);
-    if let Err(e) = bus::publish_check(js, namespace, &check).await {
-        tracing::warn!(error = %e, "could not request an eligibility check; the periodic scan will do it");
+    publish(js, namespace, &check).await;
+}
+
+/// Publishes a check of members. Best effort, as [`request`] says.
+pub(super) async fn publish(
+    js: &async_nats::jetstream::Context,
+    namespace: &bus::Namespace,
+    check: &EligibilityCheck,
+) {
+    if let Err(e) = bus::publish_check(js, namespace, check).await {
+        tracing::warn!(error = %e, members = check.members().count(), "could not request an eligibility check; the periodic scan will do it");
     }
 }
 

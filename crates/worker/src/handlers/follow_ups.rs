@@ -1,5 +1,5 @@
-//! What follows a committed batch of joins — asking for each new member's
-//! eligibility check and evaluating the batch's badges — run beside the
+//! What follows a committed batch of joins — asking for one eligibility
+//! check of its members and evaluating their badges — run beside the
 //! community's later batches instead of before them.
 //!
 //! A community's membership events are applied one batch at a time, in
@@ -116,27 +116,44 @@ impl FollowUps {
 
 impl Work {
     async fn run(&self, joined: &[Envelope]) {
-        let checks = futures::future::join_all(joined.iter().map(|envelope| async move {
-            if !self.checks {
-                return;
+        tokio::join!(self.ask_for_checks(joined), self.award_badges(joined));
+    }
+
+    /// Asks for one check of the batch's members (one community), not one
+    /// each: under a flood of joins a message per member was as many
+    /// JetStream writes, deliveries and acks as the joins themselves.
+    async fn ask_for_checks(&self, joined: &[Envelope]) {
+        let Some(first) = joined.first() else {
+            return;
+        };
+        let Some(guild) = first.guild_id else {
+            return;
+        };
+        if !self.checks {
+            return;
+        }
+        let mut users: Vec<UserId> = Vec::with_capacity(joined.len());
+        for user in joined
+            .iter()
+            .filter(|e| e.guild_id == Some(guild))
+            .filter_map(|e| e.user_id)
+        {
+            if !users.contains(&user) {
+                users.push(user);
             }
-            if let (Some(guild), Some(user)) = (envelope.guild_id, envelope.user_id) {
-                // Derived from the event, so a redelivered event asks only
-                // once within JetStream's duplicate window.
-                let id = format!("check:{}", envelope.id.as_str());
-                eligibility::publish_request(
-                    &self.js,
-                    &self.namespace,
-                    guild,
-                    user,
-                    id,
-                    "member.join",
-                    envelope.occurred_at,
-                )
-                .await;
-            }
-        }));
-        tokio::join!(checks, self.award_badges(joined));
+        }
+        let asked_at = joined.iter().map(|e| e.occurred_at).min().unwrap_or(0);
+        // Derived from the batch's first event, so a redelivered batch asks
+        // only once within JetStream's duplicate window. That event names
+        // the batch: follow-ups run only for events this batch applied, and
+        // an event is applied once.
+        let id = format!("check:{}", first.id.as_str());
+        let Some(check) =
+            domain::recheck::members_recheck(guild, &users, id, "member.join", asked_at)
+        else {
+            return;
+        };
+        eligibility::publish(&self.js, &self.namespace, &check).await;
     }
 
     /// Awards the badges members earned by joining: the members of a batch

@@ -214,6 +214,23 @@ impl Harness {
     }
 
     /// Dead letters stored so far: (subject, reason header).
+    /// Eligibility checks requested so far (the stream keeps them).
+    pub async fn checks_requested(&self) -> Vec<wire::check::EligibilityCheck> {
+        let name = self.nats.ns.stream_name(&wire::subjects::ELIGIBILITY);
+        let mut stream = self.nats.js.get_stream(&name).await.unwrap();
+        let state = stream.info().await.unwrap().state.clone();
+        let mut checks = Vec::new();
+        if state.messages == 0 {
+            return checks;
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(message) = stream.get_raw_message(seq).await {
+                checks.push(wire::check::EligibilityCheck::from_json(&message.payload).unwrap());
+            }
+        }
+        checks
+    }
+
     pub async fn dead_letters(&self) -> Vec<(String, String)> {
         use futures::StreamExt;
         let stream_name = self.nats.ns.stream_name(&wire::subjects::DEAD_LETTER);
