@@ -318,6 +318,17 @@ pub async fn evaluate(
     evaluate_with(tx, badges, profiles, Rows::Held, now).await
 }
 
+/// [`evaluate`] with the community's badges already read, by a transaction
+/// that holds the profiles' rows (an eligibility check's lease).
+pub(crate) async fn evaluate_held(
+    tx: &TenantTx,
+    badges: Vec<Badge>,
+    profiles: &[Profile],
+    now: DateTime<Utc>,
+) -> Result<Vec<Awarded>, BadgeError> {
+    evaluate_with(tx, badges, profiles, Rows::Held, now).await
+}
+
 /// Whether the transaction evaluating badges holds the profiles' rows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Rows {

@@ -219,7 +219,23 @@ async fn join_order_awards_the_first_n_only_and_a_redelivered_join_awards_once()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_order_never_exceeds_n_when_joins_arrive_at_once() {
-    let mut h = Harness::new("badges_join_burst").await;
+    join_order_burst("badges_join_burst", false).await;
+}
+
+/// With role sync, a batch of joins asks for one check of its members, and
+/// that check evaluates their badges in the transaction leasing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_order_never_exceeds_n_when_the_joins_checks_award_it() {
+    join_order_burst("badges_join_burst_checked", true).await;
+}
+
+async fn join_order_burst(label: &str, role_sync: bool) {
+    let mut h = Harness::new(label).await;
+    let _chain = if role_sync {
+        Some(with_scan(&mut h).await)
+    } else {
+        None
+    };
     h.start_worker();
     let tenant = community(&h).await;
     define(
@@ -243,6 +259,13 @@ async fn join_order_never_exceeds_n_when_joins_arrive_at_once() {
     // Whatever order the workers took the joins in: exactly five.
     assert_eq!(holders(&h, "first-five").await.len(), 5);
     assert_eq!(audit_rows(&h, "first-five").await, 5);
+    let checks = h.checks_requested().await;
+    if role_sync {
+        let named: usize = checks.iter().map(|c| c.members().count()).sum();
+        assert_eq!(named, 30, "{checks:?}");
+    } else {
+        assert!(checks.is_empty(), "{checks:?}");
+    }
     h.stop_worker().await;
 }
 

@@ -124,7 +124,8 @@ pub struct CheckReport {
     pub granted: usize,
     pub removed: usize,
     pub failed_changes: usize,
-    /// Badges newly awarded (periodic scans evaluate badges too).
+    /// Badges newly awarded (a check of named members and a periodic
+    /// scan's claim evaluate their badges too).
     pub badges_awarded: usize,
     /// The first failure, for the retry/dead-letter reason.
     pub first_error: Option<String>,
@@ -541,22 +542,30 @@ impl<D: RoleWriter> RoleSync<D> {
         // Read what we need, then let go of the connection while the chain
         // is read: no transaction waits on the network.
         let tx = self.store.begin(tenant).await?;
-        let (store_profiles, store_rules) = (tx.profiles(), tx.rules());
+        let (store_profiles, store_rules, store_badges) = (tx.profiles(), tx.rules(), tx.badges());
         // One check per member at a time: a second concurrent check would
         // see the same difference and change the same role twice. The lease
         // re-reads the profiles, so a check queued behind another sees what
         // that one wrote (and any wallet linked meanwhile). The lease and
-        // the rules go out together, in one round trip; so do the grants
-        // and, for members the lease did not take, their profiles.
-        let (profiles, rules) = match wanted {
-            Wanted::Profiles(ids) => tokio::try_join!(
-                store_profiles.lease_for_check(ids, CHECK_LEASE),
-                store_rules.list_all(),
-            )?,
-            Wanted::Users(users) => tokio::try_join!(
-                store_profiles.lease_members_for_check(users, CHECK_LEASE),
-                store_rules.list_all(),
-            )?,
+        // the rules go out together, in one round trip (with the badges
+        // when members are named, see below); so do the grants and, for
+        // members the lease did not take, their profiles.
+        let (profiles, rules, badges) = match wanted {
+            Wanted::Profiles(ids) => {
+                let (profiles, rules) = tokio::try_join!(
+                    store_profiles.lease_for_check(ids, CHECK_LEASE),
+                    store_rules.list_all(),
+                )?;
+                (profiles, rules, None)
+            }
+            Wanted::Users(users) => {
+                let (profiles, rules, badges) = tokio::try_join!(
+                    store_profiles.lease_members_for_check(users, CHECK_LEASE),
+                    store_rules.list_all(),
+                    store_badges.list(),
+                )?;
+                (profiles, rules, Some(badges))
+            }
         };
         let ids: Vec<ProfileId> = profiles.iter().map(|p| p.id).collect();
         // Members the lease did not take are held by another check, gone,
@@ -599,6 +608,16 @@ impl<D: RoleWriter> RoleSync<D> {
                 .chain(others.into_iter().filter(|p| p.left_at.is_none()))
                 .collect(),
         };
+        // Named members' badges ride on their lease, which holds their rows,
+        // as the scan's do on its claim: a batch of joins (whose check names
+        // its members) then costs no transaction of its own for its badges.
+        // The scan's claim evaluated those of the profiles it hands here.
+        let awarded = match badges {
+            Some(badges) if !profiles.is_empty() => {
+                crate::badges::evaluate_held(&tx, badges, &profiles, Utc::now()).await?
+            }
+            _ => Vec::new(),
+        };
         tx.commit().await?;
 
         let leased: HashSet<ProfileId> = ids.iter().copied().collect();
@@ -613,6 +632,7 @@ impl<D: RoleWriter> RoleSync<D> {
         let mut report = CheckReport {
             members: profiles.len(),
             busy: busy.len(),
+            badges_awarded: awarded.len(),
             ..CheckReport::default()
         };
         if profiles.is_empty() {

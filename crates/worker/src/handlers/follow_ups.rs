@@ -1,6 +1,7 @@
 //! What follows a committed batch of joins — asking for one eligibility
-//! check of its members and evaluating their badges — run beside the
-//! community's later batches instead of before them.
+//! check of its members, which evaluates their badges too (or, without
+//! role sync, evaluating the badges alone) — run beside the community's
+//! later batches instead of before them.
 //!
 //! A community's membership events are applied one batch at a time, in
 //! stream order, and the next batch starts when the previous one is
@@ -45,7 +46,8 @@ struct Work {
     store: Store,
     js: jetstream::Context,
     namespace: Namespace,
-    /// Role sync is configured: joins are worth checking.
+    /// Role sync is configured: joins are worth checking, and their check
+    /// evaluates their badges.
     checks: bool,
 }
 
@@ -116,7 +118,14 @@ impl FollowUps {
 
 impl Work {
     async fn run(&self, joined: &[Envelope]) {
-        tokio::join!(self.ask_for_checks(joined), self.award_badges(joined));
+        // The check evaluates its members' badges in the transaction that
+        // leases them; without role sync there is no check, and the badges
+        // take a transaction of their own.
+        if self.checks {
+            self.ask_for_checks(joined).await;
+        } else {
+            self.award_badges(joined).await;
+        }
     }
 
     /// Asks for one check of the batch's members (one community), not one
@@ -129,9 +138,6 @@ impl Work {
         let Some(guild) = first.guild_id else {
             return;
         };
-        if !self.checks {
-            return;
-        }
         let mut users: Vec<UserId> = Vec::with_capacity(joined.len());
         for user in joined
             .iter()
