@@ -47,14 +47,11 @@ impl EligibilityCheck {
     /// The members to check: `user_id` and `more_user_ids` (none: the
     /// whole community).
     pub fn members(&self) -> impl Iterator<Item = UserId> + '_ {
-        self.user_id.into_iter().chain(
-            self.user_id
-                .is_some()
-                .then_some(&self.more_user_ids)
-                .into_iter()
-                .flatten()
-                .copied(),
-        )
+        let more: &[UserId] = match self.user_id {
+            Some(_) => &self.more_user_ids,
+            None => &[],
+        };
+        self.user_id.into_iter().chain(more.iter().copied())
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>, crate::WireError> {
