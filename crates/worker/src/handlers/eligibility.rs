@@ -84,41 +84,37 @@ pub(super) async fn check_members(
             }
         }
     }
-    let mut chunks: Vec<((CheckPriority, &str), &[UserId])> = Vec::new();
-    for (key, users) in &groups {
+    for ((priority, reason), users) in &groups {
         for users in users.chunks(MEMBERS_PER_CHECK) {
-            chunks.push((*key, users));
-        }
-    }
-    for ((priority, reason), users) in chunks {
-        let report = sync
-            .check_members(tenant, guild, users, priority, reason, &handlers.stopping)
-            .await?;
-        if report.interrupted > 0 {
-            // Shutting down: what was done is recorded; the rest is asked
-            // again (of this worker's successor or a peer).
-            return Err(HandlerError::Transient(format!(
-                "{} of {} member checks in guild {guild} left for another worker: shutting down",
-                report.interrupted,
-                users.len()
-            )));
-        }
-        if report.failed_changes > 0 {
-            let reason = format!(
-                "{} role change(s) failed in guild {guild}: {}",
-                report.failed_changes,
-                report.first_error.unwrap_or_default()
-            );
-            // Nothing goes to Discord while the invalid-request breaker is
-            // open (up to its window): come back once it has closed,
-            // however many attempts that takes, rather than spend them all
-            // meanwhile and land in the dead letters. A retry checks the
-            // members whose changes went through again and finds nothing
-            // left to do for them.
-            if let Some(after) = sync.discord().breaker_open_for() {
-                return Err(HandlerError::RetryAfter { reason, after });
+            let report = sync
+                .check_members(tenant, guild, users, *priority, reason, &handlers.stopping)
+                .await?;
+            if report.interrupted > 0 {
+                // Shutting down: what was done is recorded; the rest is asked
+                // again (of this worker's successor or a peer).
+                return Err(HandlerError::Transient(format!(
+                    "{} of {} member checks in guild {guild} left for another worker: shutting down",
+                    report.interrupted,
+                    users.len()
+                )));
             }
-            return Err(HandlerError::Transient(reason));
+            if report.failed_changes > 0 {
+                let reason = format!(
+                    "{} role change(s) failed in guild {guild}: {}",
+                    report.failed_changes,
+                    report.first_error.unwrap_or_default()
+                );
+                // Nothing goes to Discord while the invalid-request breaker is
+                // open (up to its window): come back once it has closed,
+                // however many attempts that takes, rather than spend them all
+                // meanwhile and land in the dead letters. A retry checks the
+                // members whose changes went through again and finds nothing
+                // left to do for them.
+                if let Some(after) = sync.discord().breaker_open_for() {
+                    return Err(HandlerError::RetryAfter { reason, after });
+                }
+                return Err(HandlerError::Transient(reason));
+            }
         }
     }
     Ok(())

@@ -29,7 +29,7 @@ use store::Store;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
-use wire::{Envelope, UserId};
+use wire::{Envelope, GuildId, UserId};
 
 use super::{eligibility, membership};
 use crate::HandlerError;
@@ -132,22 +132,9 @@ impl Work {
     /// each: under a flood of joins a message per member was as many
     /// JetStream writes, deliveries and acks as the joins themselves.
     async fn ask_for_checks(&self, joined: &[Envelope]) {
-        let Some(first) = joined.first() else {
+        let (Some(first), Some((guild, users))) = (joined.first(), members_of(joined)) else {
             return;
         };
-        let Some(guild) = first.guild_id else {
-            return;
-        };
-        let mut users: Vec<UserId> = Vec::with_capacity(joined.len());
-        for user in joined
-            .iter()
-            .filter(|e| e.guild_id == Some(guild))
-            .filter_map(|e| e.user_id)
-        {
-            if !users.contains(&user) {
-                users.push(user);
-            }
-        }
         let asked_at = joined.iter().map(|e| e.occurred_at).min().unwrap_or(0);
         // Derived from the batch's first event, so a redelivered batch asks
         // only once within JetStream's duplicate window. That event names
@@ -165,14 +152,9 @@ impl Work {
     /// Awards the badges members earned by joining: the members of a batch
     /// (one community) in one transaction.
     async fn award_badges(&self, joined: &[Envelope]) {
-        let Some(guild) = joined.first().and_then(|e| e.guild_id) else {
+        let Some((guild, users)) = members_of(joined) else {
             return;
         };
-        let users: Vec<UserId> = joined
-            .iter()
-            .filter(|e| e.guild_id == Some(guild))
-            .filter_map(|e| e.user_id)
-            .collect();
         let result = match membership::community_of(&self.store, guild).await {
             Ok(tenant) => domain::badges::evaluate_members(&self.store, tenant, &users)
                 .await
@@ -189,4 +171,21 @@ impl Work {
             }
         }
     }
+}
+
+/// The community of a batch of joins (its first event's) and the members
+/// who joined it, each once, in order.
+fn members_of(joined: &[Envelope]) -> Option<(GuildId, Vec<UserId>)> {
+    let guild = joined.first()?.guild_id?;
+    let mut users: Vec<UserId> = Vec::with_capacity(joined.len());
+    for user in joined
+        .iter()
+        .filter(|e| e.guild_id == Some(guild))
+        .filter_map(|e| e.user_id)
+    {
+        if !users.contains(&user) {
+            users.push(user);
+        }
+    }
+    Some((guild, users))
 }
