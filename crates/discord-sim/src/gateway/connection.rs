@@ -1,16 +1,19 @@
 //! One gateway WebSocket connection: Hello, Identify or Resume, heartbeats,
 //! delivery from the session log, and injected faults.
 
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout};
-use tokio_websockets::{CloseCode, Message, ServerBuilder, WebSocketStream};
+use tokio_websockets::{CloseCode, Config, Message, ServerBuilder, WebSocketStream};
 use wire::GuildId;
 
 use crate::config::intents;
@@ -28,10 +31,21 @@ use crate::state::{ConnCommand, Shared};
 const DELIVERY_BATCH: usize = 512;
 /// Discord does not shard a bot with more guilds per shard than this.
 const MAX_GUILDS_PER_SHARD: usize = 2_500;
+/// Encoded frames a connection holds for a client that is not reading,
+/// beyond what the socket buffers take, before it waits for the client.
+///
+/// Dispatches are compressed and queued as they are generated, and written
+/// whenever the socket takes them. Compressing only as fast as the client
+/// reads would make a client that catches up on a backlog (`gatehouse bench
+/// gateway` queues a storm while its gateway is paused) share the machine's
+/// cores with the simulator's compression, where real Discord's work is on
+/// Discord's machines.
+const SEND_AHEAD_BYTES: usize = 64 * 1024 * 1024;
 
 pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
-    let accepted = timeout(Duration::from_secs(10), ServerBuilder::new().accept(tcp)).await;
+    let server = ServerBuilder::new().config(Config::default().flush_threshold(SEND_AHEAD_BYTES));
+    let accepted = timeout(Duration::from_secs(10), server.accept(tcp)).await;
     let (request, ws) = match accepted {
         Ok(Ok(pair)) => pair,
         Ok(Err(error)) => {
@@ -57,6 +71,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream) {
         cursor: 0,
         zombie: false,
         more_to_deliver: false,
+        unflushed: false,
         heartbeat_deadline: Instant::now() + heartbeat_grace(&shared),
     };
     connection.run(&query).await;
@@ -128,6 +143,7 @@ enum Wake {
     Shutdown,
     Command(Option<ConnCommand>),
     Client(Option<Result<Message, tokio_websockets::Error>>),
+    Flushed(Result<(), tokio_websockets::Error>),
     Deliver,
     HeartbeatTimeout,
 }
@@ -151,7 +167,31 @@ struct Connection {
     cursor: u64,
     zombie: bool,
     more_to_deliver: bool,
+    /// Dispatches have been queued for the socket since it was last
+    /// flushed: the session may not count them delivered yet.
+    unflushed: bool,
     heartbeat_deadline: Instant,
+}
+
+/// What the socket did: the client sent something, or what was queued for
+/// it has all been written.
+enum Io {
+    Client(Option<Result<Message, tokio_websockets::Error>>),
+    Flushed(Result<(), tokio_websockets::Error>),
+}
+
+/// Reads the client and, when `unflushed`, writes what is queued for it:
+/// both need the stream, so one future polls both.
+async fn socket_io(ws: &mut WebSocketStream<TcpStream>, unflushed: bool) -> Io {
+    poll_fn(|cx| {
+        if unflushed {
+            if let Poll::Ready(flushed) = Pin::new(&mut *ws).poll_flush(cx) {
+                return Poll::Ready(Io::Flushed(flushed));
+            }
+        }
+        Pin::new(&mut *ws).poll_next(cx).map(Io::Client)
+    })
+    .await
 }
 
 async fn changed(rx: &mut Option<watch::Receiver<u64>>) {
@@ -187,7 +227,10 @@ impl Connection {
                 biased;
                 _ = self.shutdown.changed() => Wake::Shutdown,
                 command = self.commands.recv() => Wake::Command(command),
-                message = self.ws.next() => Wake::Client(message),
+                io = socket_io(&mut self.ws, self.unflushed) => match io {
+                    Io::Client(message) => Wake::Client(message),
+                    Io::Flushed(flushed) => Wake::Flushed(flushed),
+                },
                 () = std::future::ready(()), if more => Wake::Deliver,
                 () = changed(&mut self.seq_rx), if deliver => Wake::Deliver,
                 () = sleep_until(self.heartbeat_deadline.into()), if !self.zombie => Wake::HeartbeatTimeout,
@@ -200,6 +243,14 @@ impl Connection {
                 Wake::Command(None) => Flow::End,
                 Wake::Command(Some(command)) => self.on_command(command).await,
                 Wake::Client(message) => self.on_client(message).await,
+                Wake::Flushed(Ok(())) => {
+                    self.unflushed = false;
+                    if let Some(session) = &self.session {
+                        session.mark_delivered(self.cursor);
+                    }
+                    Flow::Continue
+                }
+                Wake::Flushed(Err(_)) => Flow::End,
                 Wake::Deliver => match self.deliver(false).await {
                     Ok(()) => Flow::Continue,
                     Err(()) => Flow::End,
@@ -262,8 +313,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends what the session log holds past the cursor: everything when
-    /// `drain` (a Resume replay), otherwise one batch.
+    /// Sends what the session log holds past the cursor: everything, written
+    /// out, when `drain` (a Resume replay); otherwise one batch, queued.
     async fn deliver(&mut self, drain: bool) -> Result<(), ()> {
         let (Some(session), Some(shard)) = (self.session.clone(), self.shard_id()) else {
             return Ok(());
@@ -299,12 +350,16 @@ impl Connection {
                     },
                 );
             }
-            self.flush().await?;
-            session.mark_delivered(self.cursor);
             if !drain {
+                // Written by the event loop as the socket takes it, and
+                // counted delivered then; meanwhile the next batch can be
+                // encoded (see `SEND_AHEAD_BYTES`).
+                self.unflushed = true;
                 self.more_to_deliver = entries.len() == DELIVERY_BATCH;
                 return Ok(());
             }
+            self.flush().await?;
+            session.mark_delivered(self.cursor);
         }
     }
 

@@ -432,6 +432,7 @@ async fn measure_gateway(
     // Read rather than polled: the storm's start must be exact.
     let before = watch.fresh().await?;
     let emitted = queue_storm(plan, rig).await?;
+    let sessions_before = sessions_started(&rig.sim);
     let cpu_before = (rig.gateway.cpu_s()?, process::cpu_s("self")?);
     let storm_started = Instant::now();
     rig.gateway.resume()?;
@@ -458,6 +459,7 @@ async fn measure_gateway(
     bar.finish_and_clear();
     let stored = stored?;
     let storm_wall_s = storm_started.elapsed().as_secs_f64();
+    let storm_reconnects = sessions_started(&rig.sim).saturating_sub(sessions_before);
     let gateway_cpu_s = rig.gateway.cpu_s()? - cpu_before.0;
     let simulator_cpu_s = process::cpu_s("self")? - cpu_before.1;
     let peak_rss_mb = rig.gateway.peak_rss_mb()?;
@@ -489,6 +491,7 @@ async fn measure_gateway(
         baseline_events_per_s: 0.0,
         throughput_ratio_vs_baseline: 0.0,
         storm_wall_s,
+        storm_reconnects,
         gateway_cpu_us_per_event: report::micros_per(gateway_cpu_s, messages),
         simulator_cpu_us_per_event: report::micros_per(simulator_cpu_s, messages),
         baseline_cpu_us_per_event: 0.0,
@@ -501,13 +504,15 @@ async fn measure_gateway(
     Ok((row, storm))
 }
 
-/// Generates the storm while the gateway is paused, so that it is queued at
+/// Generates the storm while the gateway is paused, and waits until the
+/// simulator has encoded all of it for the sockets, so that it is queued at
 /// the simulator when the gateway resumes: what is then measured is the
-/// gateway draining it as fast as it can, not the simulator generating it
-/// on the same cores. Returns the events generated; the gateway is left
-/// paused.
+/// gateway draining it as fast as it can, not the simulator generating and
+/// compressing it on the same cores. Returns the events generated; the
+/// gateway is left paused.
 async fn queue_storm(plan: &Plan, rig: &mut Rig) -> anyhow::Result<u64> {
     rig.gateway.pause()?;
+    let sent_before = dispatches_sent(&rig.sim);
     let traffic = rig.sim.control().start_traffic(TrafficSpec {
         events: plan.events,
         rate_per_second: None,
@@ -532,7 +537,46 @@ async fn queue_storm(plan: &Plan, rig: &mut Rig) -> anyhow::Result<u64> {
         tokio::time::sleep(POLL).await;
     }
     bar.finish_and_clear();
-    Ok(traffic.wait().await.emitted)
+    let emitted = traffic.wait().await.emitted;
+
+    // Generated is not yet sent: each connection compresses its share and
+    // queues it for the socket. Resuming before that is done would have the
+    // simulator's compression compete with the gateway for the cores.
+    let bar = phase_bar(emitted, "storm encoded at Discord");
+    loop {
+        let encoded = dispatches_sent(&rig.sim).saturating_sub(sent_before);
+        bar.set_position(encoded);
+        if encoded >= emitted {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bar.finish_and_clear();
+            anyhow::bail!(
+                "the simulator encoded {encoded} of the storm's {emitted} events in {STORM_WITHIN:?}"
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    bar.finish_and_clear();
+    Ok(emitted)
+}
+
+/// Identifies and resumes the simulator has seen so far.
+fn sessions_started(sim: &Simulator) -> u64 {
+    sim.control()
+        .shards()
+        .iter()
+        .map(|shard| shard.identifies + shard.resumes)
+        .sum()
+}
+
+/// Dispatches the simulator has encoded for its connections so far.
+fn dispatches_sent(sim: &Simulator) -> u64 {
+    sim.control()
+        .shards()
+        .iter()
+        .map(|shard| shard.dispatches_sent)
+        .sum()
 }
 
 /// One phase's progress bar, on stderr when it is a terminal.

@@ -22,6 +22,14 @@ pub struct Launch<'a> {
     pub login: Option<(String, settings::Secret)>,
 }
 
+/// The gateway's shard leases, long enough to outlast the pause in which a
+/// storm is queued. A gateway that cannot renew its leases for half their
+/// TTL stops its shards, as it must in production (another process may take
+/// them over); after the default 10 s TTL's 5 s that pause cost every shard
+/// its connection, and the resumed sessions a replay of the whole storm that
+/// the gateway, the simulator and NATS then did twice.
+const PAUSABLE_LEASE_TTL: &str = "10m";
+
 pub struct GatewayProcess {
     child: Child,
     pid: u32,
@@ -53,6 +61,7 @@ impl GatewayProcess {
             .env("EVENTS_STORAGE", launch.storage)
             .env("PUBLISH_WINDOW", launch.publish_window.to_string())
             .env("GATEWAY_THREADS", launch.threads.to_string())
+            .env("SHARD_LEASE_TTL", PAUSABLE_LEASE_TTL)
             .env("HTTP_ADDR", "127.0.0.1:0")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")

@@ -44,11 +44,15 @@ pub struct SizeRow {
     /// The benchmark's clock from releasing the queued storm until
     /// JetStream held all of it.
     pub storm_wall_s: f64,
+    /// Identifies and resumes at the simulator while the storm drained: a
+    /// shard that reconnects is sent its session's backlog again, so
+    /// anything but 0 means work done twice and a rate that measures it.
+    pub storm_reconnects: u64,
     /// CPU the gateway process used while draining the storm, per message.
     pub gateway_cpu_us_per_event: f64,
-    /// CPU this process (the simulator compressing and sending the queued
-    /// storm) used meanwhile, per message: on a shared machine it competes
-    /// with the gateway.
+    /// CPU this process (the simulator writing out the storm it encoded
+    /// beforehand) used meanwhile, per message: on a shared machine it
+    /// competes with the gateway.
     pub simulator_cpu_us_per_event: f64,
     /// CPU the bare publisher used, per message.
     pub baseline_cpu_us_per_event: f64,
@@ -215,6 +219,15 @@ pub fn render(r: &GatewayReport) -> String {
             row.baseline_cpu_us_per_event,
         );
     }
+    for row in r.sizes.iter().filter(|row| row.storm_reconnects > 0) {
+        let _ = writeln!(
+            out,
+            "  at {} guilds the gateway reconnected {} times during the storm: the simulator replayed \
+             those sessions' backlogs, so its figures include work done twice",
+            thousands(row.guilds as u64),
+            row.storm_reconnects
+        );
+    }
     let verdict = |met: bool| if met { "met" } else { "MISSED" };
     let _ = writeln!(
         out,
@@ -308,6 +321,7 @@ mod tests {
             baseline_events_per_s: baseline,
             throughput_ratio_vs_baseline: ratio(events_per_s, baseline),
             storm_wall_s: 1.0,
+            storm_reconnects: 0,
             gateway_cpu_us_per_event: 20.0,
             simulator_cpu_us_per_event: 10.0,
             baseline_cpu_us_per_event: 5.0,
@@ -352,7 +366,20 @@ mod tests {
         let table = render(&r);
         assert!(table.contains("100,000"), "{table}");
         assert!(table.contains("MISSED"), "{table}");
+        assert!(!table.contains("reconnected"), "{table}");
         assert!(GatewayReport::new(setup(), 10.0, Vec::new()).is_none());
+    }
+
+    #[test]
+    fn a_storm_with_reconnects_is_called_out() {
+        let mut replayed = row(100_000, 150.0, 18_000.0, 30_000.0);
+        replayed.storm_reconnects = 40;
+        let r = GatewayReport::new(setup(), 10.0, vec![replayed]).unwrap();
+        let table = render(&r);
+        assert!(
+            table.contains("at 100,000 guilds the gateway reconnected 40 times during the storm"),
+            "{table}"
+        );
     }
 
     #[test]
