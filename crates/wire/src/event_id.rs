@@ -35,18 +35,27 @@ impl EventId {
         // CPU's SHA extensions where it has them: 142 ns an id against
         // uuid's portable SHA-1 at 330 ns on the development machine, paid
         // for every event the gateway publishes.
-        let name = format!("{shard_id}:{session_id}:{sequence}");
+        // The name `{shard_id}:{session_id}:{sequence}` is hashed in pieces
+        // and the id written without `fmt`: both showed in the gateway's
+        // profile.
+        let mut digits = itoa::Buffer::new();
         let mut hasher = Sha1::new();
         hasher.update(EVENT_ID_NAMESPACE.as_bytes());
-        hasher.update(name.as_bytes());
+        hasher.update(digits.format(shard_id).as_bytes());
+        hasher.update(b":");
+        hasher.update(session_id.as_bytes());
+        hasher.update(b":");
+        hasher.update(digits.format(sequence).as_bytes());
         let digest = hasher.finalize();
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         Self(
             uuid::Builder::from_sha1_bytes(bytes)
                 .into_uuid()
                 .hyphenated()
-                .to_string(),
+                .encode_lower(&mut text)
+                .to_owned(),
         )
     }
 
