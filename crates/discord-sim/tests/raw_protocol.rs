@@ -181,3 +181,64 @@ async fn resume_replays_after_the_clients_sequence_then_resumed() {
     );
     sim.shutdown().await;
 }
+
+/// Dispatches the simulator has encoded for its connections.
+fn dispatches_sent(sim: &discord_sim::Simulator) -> u64 {
+    sim.control()
+        .shards()
+        .iter()
+        .map(|shard| shard.dispatches_sent)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_sent_ahead_and_misses_nothing() {
+    // Far more than the socket buffers hold (~450 bytes a frame, ~18 MB):
+    // a connection that encoded only as fast as its client read would stop
+    // a few megabytes in.
+    const EVENTS: u64 = 40_000;
+    let sim = start(fast_config()).await;
+    sim.control()
+        .create_guilds(&discord_sim::GuildsSpec::default());
+    let mut ws = connect(&sim.gateway_url(), "v=10&encoding=json").await;
+    next_text(&mut ws).await;
+    send(&mut ws, identify(TOKEN)).await;
+    next_dispatch(&mut ws, "READY").await;
+    next_dispatch(&mut ws, "GUILD_CREATE").await;
+    let before = dispatches_sent(&sim);
+
+    let traffic = sim.control().start_traffic(discord_sim::TrafficSpec {
+        events: EVENTS,
+        max_lag: 0,
+        ..Default::default()
+    });
+    // Not reading, but heartbeating, as a busy client would.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut heartbeats = 0;
+    while dispatches_sent(&sim) - before < EVENTS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the simulator encoded {} of {EVENTS} dispatches for a client that was not reading",
+            dispatches_sent(&sim) - before
+        );
+        send(&mut ws, json!({"op": 1, "d": null})).await;
+        heartbeats += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(traffic.wait().await.emitted, EVENTS);
+
+    // Everything arrives, in order, the heartbeats answered among it.
+    let (mut next_seq, mut acks) = (3, 0);
+    while next_seq < 3 + EVENTS || acks < heartbeats {
+        let frame: Value = serde_json::from_str(&next_text(&mut ws).await).expect("JSON");
+        match frame["op"].as_u64() {
+            Some(0) => {
+                assert_eq!(frame["s"].as_u64(), Some(next_seq), "dispatches in order");
+                next_seq += 1;
+            }
+            Some(11) => acks += 1,
+            other => panic!("unexpected op {other:?}: {frame}"),
+        }
+    }
+    sim.shutdown().await;
+}

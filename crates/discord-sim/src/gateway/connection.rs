@@ -295,8 +295,14 @@ impl Connection {
     }
 
     async fn send_op(&mut self, opcode: u8, data: &str) -> Result<(), ()> {
+        self.queue_op(opcode, data).await?;
+        self.flush().await
+    }
+
+    /// An op frame, queued for the event loop to write (see `deliver`).
+    async fn queue_op(&mut self, opcode: u8, data: &str) -> Result<(), ()> {
         self.send_text(discord_json::op_frame(opcode, data)).await?;
-        self.flush().await?;
+        self.unflushed = true;
         if let Some(shard) = self.shard_id() {
             let frame = SentFrame {
                 connection_id: self.id,
@@ -517,7 +523,10 @@ impl Connection {
         if self.zombie {
             return Ok(());
         }
-        self.send_op(op::HEARTBEAT_ACK, "null").await
+        // Queued behind what the client has not read yet, not waited for:
+        // a client slow to read still has its heartbeats answered in
+        // order, and this connection goes on encoding meanwhile.
+        self.queue_op(op::HEARTBEAT_ACK, "null").await
     }
 
     async fn on_request_members(&mut self, data: Value) -> Flow {
