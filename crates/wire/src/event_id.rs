@@ -31,13 +31,12 @@ pub struct EventId(String);
 impl EventId {
     /// The id of the dispatch with `sequence` in gateway session `session_id` on `shard_id`.
     pub fn for_dispatch(shard_id: u32, session_id: &str, sequence: u64) -> Self {
-        // `Uuid::new_v5`'s value, hashed by the `sha1` crate, which uses the
-        // CPU's SHA extensions where it has them: 142 ns an id against
-        // uuid's portable SHA-1 at 330 ns on the development machine, paid
-        // for every event the gateway publishes.
-        // The name `{shard_id}:{session_id}:{sequence}` is hashed in pieces
-        // and the id written without `fmt`: both showed in the gateway's
-        // profile.
+        // `Uuid::new_v5` of the name `{shard_id}:{session_id}:{sequence}`,
+        // computed for every event the gateway publishes: hashed by the
+        // `sha1` crate, which uses the CPU's SHA extensions where it has
+        // them (142 ns an id against uuid's portable SHA-1 at 330 ns on the
+        // development machine), the name fed in pieces and the id written
+        // without `fmt` (both showed in the gateway's profile).
         let mut digits = itoa::Buffer::new();
         let mut hasher = Sha1::new();
         hasher.update(EVENT_ID_NAMESPACE.as_bytes());

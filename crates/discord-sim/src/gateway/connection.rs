@@ -167,8 +167,8 @@ struct Connection {
     cursor: u64,
     zombie: bool,
     more_to_deliver: bool,
-    /// Dispatches have been queued for the socket since it was last
-    /// flushed: the session may not count them delivered yet.
+    /// Frames have been queued for the socket since it was last flushed:
+    /// the dispatches among them may not be counted delivered yet.
     unflushed: bool,
     heartbeat_deadline: Instant,
 }
