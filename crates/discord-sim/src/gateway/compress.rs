@@ -2,7 +2,13 @@
 //! message so the client can decode each binary frame as it arrives.
 
 use zstd_safe::zstd_sys::ZSTD_EndDirective;
-use zstd_safe::{CCtx, InBuffer, OutBuffer};
+use zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer};
+
+/// The window Discord's frames declare (2^18 = 256 KiB): what a client must
+/// keep of each connection's stream. zstd's default for a stream of unknown
+/// length at level 3 is eight times that, which would make a client with
+/// many shards hold and walk far more memory than Discord asks of it.
+const DISCORD_WINDOW_LOG: u32 = 18;
 
 pub(crate) struct ZstdStream {
     ctx: CCtx<'static>,
@@ -14,9 +20,10 @@ pub(crate) struct CompressError(&'static str);
 
 impl ZstdStream {
     pub(crate) fn new() -> Self {
-        Self {
-            ctx: CCtx::create(),
-        }
+        let mut ctx = CCtx::create();
+        ctx.set_parameter(CParameter::WindowLog(DISCORD_WINDOW_LOG))
+            .expect("a window log of 18 is within every zstd's bounds (10..=30)");
+        Self { ctx }
     }
 
     pub(crate) fn compress(&mut self, message: &[u8]) -> Result<Vec<u8>, CompressError> {
@@ -59,6 +66,36 @@ mod tests {
             ctx.decompress_stream(&mut output, &mut input).unwrap();
         }
         String::from_utf8(out).unwrap()
+    }
+
+    /// The window a zstd frame declares (RFC 8878, 3.1.1.1): what the
+    /// client must keep of the stream to decode it.
+    fn declared_window(frame: &[u8]) -> usize {
+        assert_eq!(frame[..4], [0x28, 0xb5, 0x2f, 0xfd], "not a zstd frame");
+        let single_segment = frame[4] & 0x20 != 0;
+        assert!(!single_segment, "a stream's frame declares a window");
+        let descriptor = frame[5];
+        let base = 1usize << (10 + (descriptor >> 3));
+        base + base / 8 * usize::from(descriptor & 0x07)
+    }
+
+    #[test]
+    fn frames_declare_the_window_discords_do() {
+        // The start of the first frame Discord's gateway sent on a
+        // zstd-stream connection (gateway-prd-us-east1), as Twilight's
+        // decompressor tests keep it.
+        const DISCORD_HELLO: [u8; 6] = [40, 181, 47, 253, 0, 64];
+        assert_eq!(declared_window(&DISCORD_HELLO), 256 * 1024);
+
+        let mut encoder = ZstdStream::new();
+        let frame = encoder
+            .compress(br#"{"t":null,"s":null,"op":10,"d":{"heartbeat_interval":41250}}"#)
+            .unwrap();
+        assert_eq!(
+            declared_window(&frame),
+            declared_window(&DISCORD_HELLO),
+            "a client keeps this much of each connection's stream to decode it"
+        );
     }
 
     #[test]
