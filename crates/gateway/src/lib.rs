@@ -17,6 +17,7 @@ pub mod identify;
 pub mod leases;
 mod member_requests;
 pub mod metrics;
+mod outbox;
 pub mod progress;
 mod publisher;
 pub mod sessions;

@@ -25,6 +25,7 @@ use crate::error::is_fatal_close;
 use crate::identify::FleetQueue;
 use crate::member_requests;
 use crate::metrics as m;
+use crate::outbox::{Outbox, Stopping};
 use crate::progress::ShardProgress;
 use crate::publisher::Job;
 use crate::sessions::StoredSession;
@@ -187,9 +188,6 @@ impl FloodReport {
     }
 }
 
-/// Why the read loop ended early.
-struct Stopping;
-
 /// A message as `handle` reads it.
 // Lives on the stack for one message; boxing the dispatch would put an
 // allocation back on the path this type exists to make cheap.
@@ -215,6 +213,8 @@ impl ShardRunner {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> ShardExit {
         let shard_id = self.shard.id().number();
         let shard_label = shard_id.to_string();
+        let jobs = self.jobs.clone();
+        let mut outbox = Outbox::new(&jobs);
         loop {
             // While the gateway is busy a message is usually waiting: taking
             // it without racing it against `stop` saves registering with the
@@ -225,18 +225,23 @@ impl ShardRunner {
             }
             let due = self.admission.next_due();
             if due.is_some_and(|due| due <= Instant::now())
-                && self.release_waiting(&mut stop).await.is_err()
+                && self.release_waiting(&mut outbox, &mut stop).await.is_err()
             {
                 break;
             }
             let message = match self.shard.next().now_or_never() {
                 Some(message) => message,
-                None => tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => break,
-                    () = sleep_until(due), if due.is_some() => continue,
-                    message = self.shard.next() => message,
-                },
+                None => {
+                    // Nothing waiting: room held for a backlog goes back
+                    // to the other shards while this one idles.
+                    outbox.release();
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => break,
+                        () = sleep_until(due), if due.is_some() => continue,
+                        message = self.shard.next() => message,
+                    }
+                }
             };
             match message {
                 None => {
@@ -287,7 +292,11 @@ impl ShardRunner {
                     );
                 }
                 Some(Ok(Message::Text(text))) => {
-                    if self.handle(text, &shard_label, &mut stop).await.is_err() {
+                    if self
+                        .handle(text, &shard_label, &mut outbox, &mut stop)
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                     self.note_resume_url();
@@ -296,14 +305,19 @@ impl ShardRunner {
             self.status
                 .set_shard(shard_id, ShardPhase::of(self.shard.state()));
         }
+        drop(outbox);
         self.hand_over_waiting();
         self.close().await
     }
 
     /// Sends the member updates whose turn has come.
-    async fn release_waiting(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), Stopping> {
+    async fn release_waiting(
+        &mut self,
+        outbox: &mut Outbox<'_, Job>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopping> {
         for job in self.admission.release(Instant::now()) {
-            send(&self.jobs, job, stop).await?;
+            outbox.send(job, stop).await?;
         }
         self.flood.waiting(&self.admission);
         Ok(())
@@ -385,6 +399,7 @@ impl ShardRunner {
         &mut self,
         text: String,
         shard_label: &str,
+        outbox: &mut Outbox<'_, Job>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), Stopping> {
         let received = Instant::now();
@@ -539,12 +554,12 @@ impl ShardRunner {
             received,
         );
         match offer {
-            Offer::Publish(job) => send(&self.jobs, job, stop).await?,
+            Offer::Publish(job) => outbox.send(job, stop).await?,
             Offer::After(waited, job) => {
                 for waited in waited {
-                    send(&self.jobs, waited, stop).await?;
+                    outbox.send(waited, stop).await?;
                 }
-                send(&self.jobs, job, stop).await?;
+                outbox.send(job, stop).await?;
                 self.flood.waiting(&self.admission);
             }
             Offer::Shed(job) => {
@@ -570,24 +585,6 @@ impl ShardRunner {
             member_requests::request_all(&self.shard.sender(), shard_id, guild, &nonce);
         }
         Ok(())
-    }
-}
-
-/// Hands `job` to the publisher, waiting while its buffer is full: the
-/// backpressure that stops a shard from being read until NATS catches up.
-async fn send(
-    jobs: &mpsc::Sender<Job>,
-    job: Job,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<(), Stopping> {
-    match jobs.try_send(job) {
-        Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Closed(_)) => Err(Stopping),
-        Err(mpsc::error::TrySendError::Full(job)) => tokio::select! {
-            biased;
-            sent = jobs.send(job) => sent.map_err(|_| Stopping),
-            _ = stop.wait_for(|s| *s) => Err(Stopping),
-        },
     }
 }
 
