@@ -38,6 +38,11 @@ impl<'a, T> Outbox<'a, T> {
     /// turns true first.
     pub async fn send(&mut self, job: T, stop: &mut watch::Receiver<bool>) -> Result<(), Stopping> {
         if let Some(permit) = self.room.as_mut().and_then(Iterator::next) {
+            // Sent through held room, a job would sit unread in a channel
+            // whose publisher is gone, where `try_send` would say so.
+            if self.jobs.is_closed() {
+                return Err(Stopping);
+            }
             permit.send(job);
             return Ok(());
         }
@@ -187,7 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn stopping_ends_the_wait_and_a_closed_buffer_refuses() {
-        let (tx, rx) = full(2);
+        let (tx, mut rx) = full(2);
         let (stop_tx, mut stop) = watch::channel(false);
         let mut outbox = Outbox::new(&tx);
         {
@@ -197,8 +202,18 @@ mod tests {
             stop_tx.send(true).unwrap();
             assert_eq!(waiting.await, Err(Stopping));
         }
-        drop(rx);
+        // With room held, too.
         let (_stop_tx, mut stop) = watch::channel(false);
-        assert_eq!(outbox.send(2, &mut stop).await, Err(Stopping));
+        {
+            let waiting = outbox.send(2, &mut stop);
+            tokio::pin!(waiting);
+            assert!(poll!(&mut waiting).is_pending());
+            rx.recv().await.unwrap();
+            rx.recv().await.unwrap();
+            assert_eq!(waiting.await, Ok(()));
+        }
+        assert_eq!(outbox.held(), 1);
+        drop(rx);
+        assert_eq!(outbox.send(3, &mut stop).await, Err(Stopping));
     }
 }
