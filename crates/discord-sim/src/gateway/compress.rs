@@ -22,7 +22,9 @@ impl ZstdStream {
     pub(crate) fn new() -> Self {
         let mut ctx = CCtx::create();
         ctx.set_parameter(CParameter::WindowLog(DISCORD_WINDOW_LOG))
-            .expect("a window log of 18 is within every zstd's bounds (10..=30)");
+            .expect(
+                "a window log of 18 is within zstd's bounds on every platform (10..=30 at least)",
+            );
         Self { ctx }
     }
 
