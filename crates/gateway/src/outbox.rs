@@ -59,11 +59,8 @@ impl<'a, T> Outbox<'a, T> {
             room = self.jobs.reserve_many(batch) => room.map_err(|_| Stopping)?,
             _ = stop.wait_for(|s| *s) => return Err(Stopping),
         };
-        match room.next() {
-            Some(permit) => permit.send(job),
-            // `batch` is at least 1, so the room holds a permit.
-            None => return Err(Stopping),
-        }
+        // `batch` is at least 1, so the room holds a permit.
+        room.next().ok_or(Stopping)?.send(job);
         self.room = Some(room);
         Ok(())
     }
