@@ -10,9 +10,12 @@
 //! while the gateway is paused (SIGSTOP), so that generating it does not
 //! compete with the gateway for the same cores, and the gateway drains it
 //! once resumed; its rate is taken from JetStream's own timestamps. The
-//! storm is read back and pushed again by the bare publisher into a stream
-//! of the same definition. Streams live under unique namespaces on the NATS
-//! server given and are deleted afterwards.
+//! storm is read back and, with the gateway paused, pushed again by the bare
+//! publisher into a stream of the same definition. That pair is a round; a
+//! size runs several and reports their medians, because on a shared machine
+//! one round can be slowed by what the host does meanwhile (each round's
+//! steal time is reported too). Streams live under unique namespaces on the
+//! NATS server given and are deleted afterwards.
 
 mod baseline;
 mod capture;
@@ -32,7 +35,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wire::subjects;
 
 use process::{GatewayProcess, Launch};
-use report::{GatewayReport, Setup, SizeRow};
+use report::{BareStorm, GatewayReport, GatewayStorm, Loaded, Round, Setup, SizeRow};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchGatewayArgs {
@@ -73,6 +76,12 @@ pub struct BenchGatewayArgs {
     /// Member events in each storm [default: 100000; --quick: 20000].
     #[arg(long)]
     pub events: Option<u64>,
+
+    /// Storms per guild count, each drained by the gateway and then pushed
+    /// by the bare publisher; the figures are the rounds' medians, so that
+    /// one disturbed round does not make them [default: 3; --quick: 2].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: Option<u32>,
 
     /// Publishes awaiting their ack at once, for the gateway and the bare
     /// publisher alike [default: the gateway's, 256].
@@ -120,6 +129,7 @@ const POLL: Duration = Duration::from_millis(200);
 struct Plan {
     sizes: Vec<usize>,
     events: u64,
+    rounds: usize,
     per_shard: usize,
     window: usize,
     threads: u16,
@@ -135,6 +145,9 @@ pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
         events: args
             .events
             .unwrap_or(if args.quick { 20_000 } else { 100_000 }),
+        rounds: args
+            .rounds
+            .map_or(if args.quick { 2 } else { 3 }, |r| r as usize),
         per_shard: args.guilds_per_shard as usize,
         window: args
             .publish_window
@@ -350,61 +363,55 @@ async fn one_size(
     guilds: usize,
 ) -> anyhow::Result<SizeRow> {
     let mut rig = Rig::start(args, plan, guilds, &guilds.to_string()).await?;
-    let measured = measure_gateway(plan, admin, &mut rig, guilds).await;
+    let measured = measure(args, plan, admin, &mut rig, guilds).await;
+    let shards = rig.shards;
     let stopped = rig.stop(admin).await;
-    let (mut row, storm) = measured?;
-    row.shutdown_s = stopped.shutdown_s;
-    row.exit_code = stopped.exit_code;
-
-    // The bare publisher runs alone: the gateway and the simulator are gone.
-    let bare_topology = topology(
-        &format!("bench_{}_{guilds}_bare", std::process::id()),
-        &args.storage,
-    )?;
-    let bar = phase_bar(storm.envelopes.len() as u64, "bare publisher");
-    let cpu_before = process::cpu_s("self")?;
-    // Connected on the runtime it publishes from, so that its connection
-    // runs there too.
-    let connect = args
-        .nats_logins
-        .connect(&args.nats_url, bus::Process::Gateway);
-    let bare = baseline::on_own_runtime(plan.threads, async {
-        let client = connect
-            .await
-            .context("connecting the bare publisher as the gateway's user")?;
-        baseline::publish(
-            client,
-            admin,
-            &bare_topology,
-            &storm.envelopes,
-            plan.window,
-            &bar,
-        )
-        .await
-    });
-    let cpu_after = process::cpu_s("self");
-    bar.finish_and_clear();
-    delete_streams(admin, &bare_topology).await;
-    let bare = bare?;
-    row.baseline_cpu_us_per_event = report::micros_per(cpu_after? - cpu_before, bare.published);
-    row.baseline_events_per_s = report::per_second(bare.published, bare.span_s);
-    row.baseline_wall_s = bare.wall_s;
-    row.baseline_duplicates = bare.duplicates;
-    row.throughput_ratio_vs_baseline = report::ratio(row.events_per_s, row.baseline_events_per_s);
-    Ok(row)
+    let (loaded, rounds, peak_rss_mb) = measured?;
+    Ok(SizeRow::new(
+        guilds,
+        shards,
+        loaded,
+        rounds,
+        peak_rss_mb,
+        stopped,
+    ))
 }
 
-/// Guilds in, RSS, the storm, and the storm read back.
-async fn measure_gateway(
+/// Guilds in and RSS, then `plan.rounds` storms, each drained by the
+/// gateway and then pushed by the bare publisher; and the gateway's peak
+/// RSS over all of it.
+async fn measure(
+    args: &BenchGatewayArgs,
     plan: &Plan,
     admin: &async_nats::jetstream::Context,
     rig: &mut Rig,
     guilds: usize,
-) -> anyhow::Result<(SizeRow, capture::Storm)> {
+) -> anyhow::Result<(Loaded, Vec<Round>, f64)> {
     let namespace = rig.topology.namespace.clone();
     let stream = namespace.stream_name(&subjects::EVENTS);
-
     let mut watch = stream_counts::Watch::new(admin, &stream, &namespace);
+    let loaded = load_guilds(rig, &mut watch, guilds).await?;
+    let mut rounds = Vec::with_capacity(plan.rounds);
+    for round in 1..=plan.rounds {
+        if plan.rounds > 1 {
+            eprintln!("  round {round} of {}", plan.rounds);
+        }
+        let (gateway, storm) = gateway_storm(plan, admin, rig, &mut watch).await?;
+        // Frozen, so that the bare publisher has the cores as the gateway
+        // had them: the simulator is idle too.
+        rig.gateway.pause()?;
+        let bare = bare_storm(args, plan, admin, &format!("{guilds}_bare{round}"), &storm).await?;
+        rounds.push(Round::new(gateway, bare));
+    }
+    Ok((loaded, rounds, rig.gateway.peak_rss_mb()?))
+}
+
+/// Until every guild's GUILD_CREATE is in JetStream, then the gateway's RSS.
+async fn load_guilds(
+    rig: &mut Rig,
+    watch: &mut stream_counts::Watch<'_>,
+    guilds: usize,
+) -> anyhow::Result<Loaded> {
     let started = Instant::now();
     let bar = phase_bar(guilds as u64, "GUILD_CREATE in JetStream");
     let deadline = started + GUILDS_WITHIN;
@@ -426,14 +433,32 @@ async fn measure_gateway(
     joined?;
     let guilds_in_jetstream_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
-    let rss_mb = rig.gateway.rss_mb()?;
-    let peak_rss_guilds_mb = rig.gateway.peak_rss_mb()?;
+    Ok(Loaded {
+        guilds_in_jetstream_s,
+        rss_mb: rig.gateway.rss_mb()?,
+        peak_rss_guilds_mb: rig.gateway.peak_rss_mb()?,
+    })
+}
 
+/// One storm queued at the simulator and drained by the gateway, and the
+/// storm read back as JetStream stored it.
+async fn gateway_storm(
+    plan: &Plan,
+    admin: &async_nats::jetstream::Context,
+    rig: &mut Rig,
+    watch: &mut stream_counts::Watch<'_>,
+) -> anyhow::Result<(GatewayStorm, capture::Storm)> {
+    let namespace = rig.topology.namespace.clone();
+    let stream = namespace.stream_name(&subjects::EVENTS);
     // Read rather than polled: the storm's start must be exact.
     let before = watch.fresh().await?;
     let emitted = queue_storm(plan, rig).await?;
     let sessions_before = sessions_started(&rig.sim);
-    let cpu_before = (rig.gateway.cpu_s()?, process::cpu_s("self")?);
+    let cpu_before = (
+        rig.gateway.cpu_s()?,
+        process::cpu_s("self")?,
+        process::MachineCpu::now()?,
+    );
     let storm_started = Instant::now();
     rig.gateway.resume()?;
     let bar = phase_bar(emitted, "storm in JetStream");
@@ -458,11 +483,11 @@ async fn measure_gateway(
     };
     bar.finish_and_clear();
     let stored = stored?;
-    let storm_wall_s = storm_started.elapsed().as_secs_f64();
-    let storm_reconnects = sessions_started(&rig.sim).saturating_sub(sessions_before);
+    let wall_s = storm_started.elapsed().as_secs_f64();
+    let reconnects = sessions_started(&rig.sim).saturating_sub(sessions_before);
     let gateway_cpu_s = rig.gateway.cpu_s()? - cpu_before.0;
     let simulator_cpu_s = process::cpu_s("self")? - cpu_before.1;
-    let peak_rss_mb = rig.gateway.peak_rss_mb()?;
+    let steal_pct = process::MachineCpu::now()?.steal_pct_since(&cpu_before.2);
 
     let bar = phase_bar(stored, "reading the storm back");
     let storm = capture::read_storm(
@@ -478,30 +503,64 @@ async fn measure_gateway(
     bar.finish_and_clear();
     let storm = storm?;
     let messages = storm.envelopes.len() as u64;
-    let row = SizeRow {
-        guilds,
-        shards: rig.shards,
-        guilds_in_jetstream_s,
-        rss_mb,
-        rss_mb_per_1k_guilds: report::per_1k_guilds(rss_mb, guilds),
-        peak_rss_guilds_mb,
-        storm_events: emitted,
+    let gateway = GatewayStorm {
+        events: emitted,
         messages,
         events_per_s: report::per_second(messages, storm.span_s),
-        baseline_events_per_s: 0.0,
-        throughput_ratio_vs_baseline: 0.0,
-        storm_wall_s,
-        storm_reconnects,
-        gateway_cpu_us_per_event: report::micros_per(gateway_cpu_s, messages),
+        wall_s,
+        reconnects,
+        cpu_us_per_event: report::micros_per(gateway_cpu_s, messages),
         simulator_cpu_us_per_event: report::micros_per(simulator_cpu_s, messages),
-        baseline_cpu_us_per_event: 0.0,
-        baseline_wall_s: 0.0,
-        baseline_duplicates: 0,
-        peak_rss_mb,
-        shutdown_s: 0.0,
-        exit_code: None,
+        steal_pct,
     };
-    Ok((row, storm))
+    Ok((gateway, storm))
+}
+
+/// The storm pushed again by the bare publisher, into streams of its own
+/// named `name`.
+async fn bare_storm(
+    args: &BenchGatewayArgs,
+    plan: &Plan,
+    admin: &async_nats::jetstream::Context,
+    name: &str,
+    storm: &capture::Storm,
+) -> anyhow::Result<BareStorm> {
+    let topology = topology(
+        &format!("bench_{}_{name}", std::process::id()),
+        &args.storage,
+    )?;
+    let bar = phase_bar(storm.envelopes.len() as u64, "bare publisher");
+    let before = (process::cpu_s("self")?, process::MachineCpu::now()?);
+    // Connected on the runtime it publishes from, so that its connection
+    // runs there too.
+    let connect = args
+        .nats_logins
+        .connect(&args.nats_url, bus::Process::Gateway);
+    let bare = baseline::on_own_runtime(plan.threads, async {
+        let client = connect
+            .await
+            .context("connecting the bare publisher as the gateway's user")?;
+        baseline::publish(
+            client,
+            admin,
+            &topology,
+            &storm.envelopes,
+            plan.window,
+            &bar,
+        )
+        .await
+    });
+    let after = (process::cpu_s("self"), process::MachineCpu::now());
+    bar.finish_and_clear();
+    delete_streams(admin, &topology).await;
+    let bare = bare?;
+    Ok(BareStorm {
+        events_per_s: report::per_second(bare.published, bare.span_s),
+        cpu_us_per_event: report::micros_per(after.0? - before.0, bare.published),
+        wall_s: bare.wall_s,
+        duplicates: bare.duplicates,
+        steal_pct: after.1?.steal_pct_since(&before.1),
+    })
 }
 
 /// Generates the storm while the gateway is paused, and waits until the

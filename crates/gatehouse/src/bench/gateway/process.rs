@@ -168,6 +168,49 @@ pub fn cpu_s(pid: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("{path} has no readable utime and stime"))
 }
 
+/// The machine's CPU time so far, all of it and what the hypervisor took
+/// for other guests (steal), from the `cpu` line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineCpu {
+    total: u64,
+    steal: u64,
+}
+
+impl MachineCpu {
+    pub fn now() -> anyhow::Result<MachineCpu> {
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        machine_cpu(&stat).context("/proc/stat has no readable cpu line")
+    }
+
+    /// The share of the machine's CPU time since `earlier` that the
+    /// hypervisor gave to other guests, %: time this run's processes were
+    /// ready to run and could not.
+    pub fn steal_pct_since(&self, earlier: &MachineCpu) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.steal.saturating_sub(earlier.steal) as f64 * 100.0 / total as f64
+    }
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`:
+/// the first eight make up the total (guest time is already in user).
+fn machine_cpu(stat: &str) -> Option<MachineCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (ticks.len() == 8).then(|| MachineCpu {
+        total: ticks.iter().sum(),
+        steal: ticks[7],
+    })
+}
+
 /// The unit of /proc's CPU times: the kernel reports them in USER_HZ,
 /// 100 on every Linux architecture this runs on.
 const USER_HZ: f64 = 100.0;
@@ -210,6 +253,19 @@ mod tests {
         // A line in another unit is not silently taken as kB.
         assert_eq!(status_kib("VmRSS:\t16 MB\n", "VmRSS:"), None);
         assert!((kib_to_mb(1000) - 1.024).abs() < 1e-9);
+    }
+
+    #[test]
+    fn steal_is_the_hypervisors_share_of_the_machines_time() {
+        let before = "cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 50 0 25 400 5 0 0 20 0 0\n";
+        let after = "cpu  200 0 100 1500 20 0 0 140 0 0\ncpu0 100 0 50 750 10 0 0 70 0 0\n";
+        let (before, after) = (machine_cpu(before).unwrap(), machine_cpu(after).unwrap());
+        // 100 of the 960 ticks in between were stolen.
+        assert!((after.steal_pct_since(&before) - 100.0 * 100.0 / 960.0).abs() < 1e-9);
+        assert_eq!(after.steal_pct_since(&after), 0.0);
+        // Kernels before steal accounting have shorter lines: not read as zero.
+        assert_eq!(machine_cpu("cpu  1 2 3 4\n"), None);
+        assert_eq!(machine_cpu("intr 1 2 3\n"), None);
     }
 
     #[test]

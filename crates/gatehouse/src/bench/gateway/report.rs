@@ -13,7 +13,13 @@ pub const RATIO_TARGET: f64 = 0.8;
 /// `rss_mb_per_1k_guilds` at or below this meets the target.
 pub const RSS_PER_1K_TARGET_MB: f64 = 2.0;
 
-/// The figures of one guild count (one gateway process).
+/// A round's phase during which the hypervisor took at least this share of
+/// the machine's CPU is marked in the table.
+pub const STEAL_MARK_PCT: f64 = 5.0;
+
+/// The figures of one guild count (one gateway process). Storm figures are
+/// the medians of its rounds (the ratio the median of the rounds' ratios,
+/// each between rates measured a moment apart), counts their sums.
 #[derive(Debug, Serialize)]
 pub struct SizeRow {
     pub guilds: usize,
@@ -28,9 +34,9 @@ pub struct SizeRow {
     pub rss_mb_per_1k_guilds: f64,
     /// Highest RSS until then (VmHWM): the GUILD_CREATE burst, MB.
     pub peak_rss_guilds_mb: f64,
-    /// Member events the simulator sent in the storm.
+    /// Member events the simulator sent in each storm.
     pub storm_events: u64,
-    /// Messages JetStream stored from the storm's first event to its last:
+    /// Messages JetStream stored from a storm's first event to its last:
     /// the storm, plus member chunks the gateway published in between.
     /// Both publishers move exactly these.
     pub messages: u64,
@@ -39,16 +45,16 @@ pub struct SizeRow {
     pub events_per_s: f64,
     /// The same, published by the bare async-nats publisher.
     pub baseline_events_per_s: f64,
-    /// `events_per_s` ÷ `baseline_events_per_s`.
+    /// `events_per_s` ÷ `baseline_events_per_s`, round by round.
     pub throughput_ratio_vs_baseline: f64,
-    /// The benchmark's clock from releasing the queued storm until
+    /// The benchmark's clock from releasing a queued storm until
     /// JetStream held all of it.
     pub storm_wall_s: f64,
-    /// Identifies and resumes at the simulator while the storm drained: a
+    /// Identifies and resumes at the simulator while the storms drained: a
     /// shard that reconnects is sent its session's backlog again, so
     /// anything but 0 means work done twice and a rate that measures it.
     pub storm_reconnects: u64,
-    /// CPU the gateway process used while draining the storm, per message.
+    /// CPU the gateway process used while draining a storm, per message.
     pub gateway_cpu_us_per_event: f64,
     /// CPU this process (the simulator writing out the storm it encoded
     /// beforehand) used meanwhile, per message: on a shared machine it
@@ -59,11 +65,122 @@ pub struct SizeRow {
     /// The bare publisher's clock from its first send to its last ack.
     pub baseline_wall_s: f64,
     pub baseline_duplicates: u64,
+    /// The highest share of the machine's CPU the hypervisor took (steal)
+    /// in any round's timed phase, %.
+    pub max_steal_pct: f64,
+    pub rounds: Vec<Round>,
     /// Highest RSS of the gateway over its whole run, MB.
     pub peak_rss_mb: f64,
     /// SIGTERM to exit.
     pub shutdown_s: f64,
     pub exit_code: Option<i32>,
+}
+
+impl SizeRow {
+    pub fn new(
+        guilds: usize,
+        shards: u32,
+        loaded: Loaded,
+        rounds: Vec<Round>,
+        peak_rss_mb: f64,
+        stopped: super::process::Stopped,
+    ) -> SizeRow {
+        let median_of = |f: fn(&Round) -> f64| median(rounds.iter().map(f));
+        SizeRow {
+            guilds,
+            shards,
+            guilds_in_jetstream_s: loaded.guilds_in_jetstream_s,
+            rss_mb: loaded.rss_mb,
+            rss_mb_per_1k_guilds: per_1k_guilds(loaded.rss_mb, guilds),
+            peak_rss_guilds_mb: loaded.peak_rss_guilds_mb,
+            storm_events: rounds.first().map_or(0, |r| r.gateway.events),
+            messages: median_of(|r| r.gateway.messages as f64).round() as u64,
+            events_per_s: median_of(|r| r.gateway.events_per_s),
+            baseline_events_per_s: median_of(|r| r.bare.events_per_s),
+            throughput_ratio_vs_baseline: median_of(|r| r.throughput_ratio_vs_baseline),
+            storm_wall_s: median_of(|r| r.gateway.wall_s),
+            storm_reconnects: rounds.iter().map(|r| r.gateway.reconnects).sum(),
+            gateway_cpu_us_per_event: median_of(|r| r.gateway.cpu_us_per_event),
+            simulator_cpu_us_per_event: median_of(|r| r.gateway.simulator_cpu_us_per_event),
+            baseline_cpu_us_per_event: median_of(|r| r.bare.cpu_us_per_event),
+            baseline_wall_s: median_of(|r| r.bare.wall_s),
+            baseline_duplicates: rounds.iter().map(|r| r.bare.duplicates).sum(),
+            max_steal_pct: rounds.iter().map(Round::steal_pct).fold(0.0, f64::max),
+            rounds,
+            peak_rss_mb,
+            shutdown_s: stopped.shutdown_s,
+            exit_code: stopped.exit_code,
+        }
+    }
+}
+
+/// The gateway with every guild loaded.
+#[derive(Debug)]
+pub struct Loaded {
+    pub guilds_in_jetstream_s: f64,
+    pub rss_mb: f64,
+    pub peak_rss_guilds_mb: f64,
+}
+
+/// One storm drained by the gateway, then the same messages pushed by the
+/// bare publisher.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub gateway: GatewayStorm,
+    pub bare: BareStorm,
+    pub throughput_ratio_vs_baseline: f64,
+}
+
+impl Round {
+    pub fn new(gateway: GatewayStorm, bare: BareStorm) -> Round {
+        Round {
+            throughput_ratio_vs_baseline: ratio(gateway.events_per_s, bare.events_per_s),
+            gateway,
+            bare,
+        }
+    }
+
+    fn steal_pct(&self) -> f64 {
+        self.gateway.steal_pct.max(self.bare.steal_pct)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayStorm {
+    /// Member events the simulator sent.
+    pub events: u64,
+    /// Messages stored from the storm's first event to its last.
+    pub messages: u64,
+    pub events_per_s: f64,
+    pub wall_s: f64,
+    pub reconnects: u64,
+    pub cpu_us_per_event: f64,
+    pub simulator_cpu_us_per_event: f64,
+    /// The share of the machine's CPU the hypervisor took meanwhile, %.
+    pub steal_pct: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BareStorm {
+    pub events_per_s: f64,
+    pub cpu_us_per_event: f64,
+    pub wall_s: f64,
+    pub duplicates: u64,
+    /// The share of the machine's CPU the hypervisor took meanwhile, %.
+    pub steal_pct: f64,
+}
+
+/// The middle value (the mean of the two middle ones for an even count);
+/// zero for none.
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[mid],
+        _ => (values[mid - 1] + values[mid]) / 2.0,
+    }
 }
 
 /// How the run was set up.
@@ -219,6 +336,41 @@ pub fn render(r: &GatewayReport) -> String {
             row.baseline_cpu_us_per_event,
         );
     }
+    let _ = writeln!(
+        out,
+        "  rounds (the rows above are their medians):\n  {:>9} {:>6} {:>10} {:>10} {:>6}  {:>17}",
+        "guilds", "round", "gateway/s", "bare pub/s", "ratio", "steal % gw bare"
+    );
+    for row in &r.sizes {
+        for (i, round) in row.rounds.iter().enumerate() {
+            let mark = if round.steal_pct() >= STEAL_MARK_PCT {
+                " *"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  {:>9} {:>6} {:>10} {:>10} {:>6.2}  {:>12.0} {:>4.0}{mark}",
+                thousands(row.guilds as u64),
+                i + 1,
+                thousands(round.gateway.events_per_s.round() as u64),
+                thousands(round.bare.events_per_s.round() as u64),
+                round.throughput_ratio_vs_baseline,
+                round.gateway.steal_pct,
+                round.bare.steal_pct,
+            );
+        }
+    }
+    if r.sizes
+        .iter()
+        .any(|row| row.max_steal_pct >= STEAL_MARK_PCT)
+    {
+        let _ = writeln!(
+            out,
+            "  * the hypervisor gave {STEAL_MARK_PCT} % or more of this machine's CPU to other guests \
+             during that round: its rates are the host's as much as the gateway's"
+        );
+    }
     for row in r.sizes.iter().filter(|row| row.storm_reconnects > 0) {
         let _ = writeln!(
             out,
@@ -305,32 +457,51 @@ fn thousands(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::process::Stopped;
     use super::*;
 
-    fn row(guilds: usize, rss_mb: f64, events_per_s: f64, baseline: f64) -> SizeRow {
-        SizeRow {
+    fn round(events_per_s: f64, baseline: f64, steal_pct: f64) -> Round {
+        Round::new(
+            GatewayStorm {
+                events: 10,
+                messages: 10,
+                events_per_s,
+                wall_s: 1.0,
+                reconnects: 0,
+                cpu_us_per_event: 20.0,
+                simulator_cpu_us_per_event: 10.0,
+                steal_pct,
+            },
+            BareStorm {
+                events_per_s: baseline,
+                cpu_us_per_event: 5.0,
+                wall_s: 1.0,
+                duplicates: 0,
+                steal_pct: 0.0,
+            },
+        )
+    }
+
+    fn rounds_row(guilds: usize, rss_mb: f64, rounds: Vec<Round>) -> SizeRow {
+        SizeRow::new(
             guilds,
-            shards: 1,
-            guilds_in_jetstream_s: 1.0,
+            1,
+            Loaded {
+                guilds_in_jetstream_s: 1.0,
+                rss_mb,
+                peak_rss_guilds_mb: rss_mb,
+            },
+            rounds,
             rss_mb,
-            rss_mb_per_1k_guilds: per_1k_guilds(rss_mb, guilds),
-            peak_rss_guilds_mb: rss_mb,
-            storm_events: 10,
-            messages: 10,
-            events_per_s,
-            baseline_events_per_s: baseline,
-            throughput_ratio_vs_baseline: ratio(events_per_s, baseline),
-            storm_wall_s: 1.0,
-            storm_reconnects: 0,
-            gateway_cpu_us_per_event: 20.0,
-            simulator_cpu_us_per_event: 10.0,
-            baseline_cpu_us_per_event: 5.0,
-            baseline_wall_s: 1.0,
-            baseline_duplicates: 0,
-            peak_rss_mb: rss_mb,
-            shutdown_s: 0.1,
-            exit_code: Some(0),
-        }
+            Stopped {
+                shutdown_s: 0.1,
+                exit_code: Some(0),
+            },
+        )
+    }
+
+    fn row(guilds: usize, rss_mb: f64, events_per_s: f64, baseline: f64) -> SizeRow {
+        rounds_row(guilds, rss_mb, vec![round(events_per_s, baseline, 0.0)])
     }
 
     fn setup() -> Setup {
@@ -380,6 +551,59 @@ mod tests {
             table.contains("at 100,000 guilds the gateway reconnected 40 times during the storm"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_size_reports_the_medians_of_its_rounds() {
+        let mut slowed = round(50_000.0, 100_000.0, 0.0);
+        slowed.gateway.reconnects = 2;
+        let row = rounds_row(
+            100_000,
+            80.0,
+            vec![
+                slowed,
+                round(80_000.0, 90_000.0, 0.0),
+                round(70_000.0, 80_000.0, 0.0),
+            ],
+        );
+        // The ratio is the middle of 0.5, 0.889 and 0.875, not 70,000 ÷ 90,000.
+        assert!((row.throughput_ratio_vs_baseline - 0.875).abs() < 1e-9);
+        assert_eq!(row.events_per_s, 70_000.0);
+        assert_eq!(row.baseline_events_per_s, 90_000.0);
+        // Work done twice in any round is not hidden by a median.
+        assert_eq!(row.storm_reconnects, 2);
+        assert_eq!(row.rounds.len(), 3);
+    }
+
+    #[test]
+    fn a_round_the_hypervisor_slowed_is_marked() {
+        let calm = GatewayReport::new(setup(), 10.0, vec![row(1_000, 12.0, 20.0, 25.0)]).unwrap();
+        let table = render(&calm);
+        assert!(!table.contains("other guests"), "{table}");
+
+        let mut stolen = round(20.0, 25.0, 1.0);
+        stolen.bare.steal_pct = 31.0;
+        let r = GatewayReport::new(
+            setup(),
+            10.0,
+            vec![rounds_row(
+                1_000,
+                12.0,
+                vec![round(20.0, 25.0, 0.0), stolen],
+            )],
+        )
+        .unwrap();
+        assert_eq!(r.sizes[0].max_steal_pct, 31.0);
+        let table = render(&r);
+        assert!(table.contains("  31 *\n"), "{table}");
+        assert!(table.contains("other guests"), "{table}");
+    }
+
+    #[test]
+    fn medians_of_odd_even_and_no_values() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.5);
+        assert_eq!(median(std::iter::empty()), 0.0);
     }
 
     #[test]
