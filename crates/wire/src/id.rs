@@ -275,7 +275,10 @@ impl<M: Marker> FromStr for Id<M> {
 
 impl<M> Serialize for Id<M> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.value)
+        // Digits without `fmt`: every envelope carries a guild, a user and
+        // often a list of roles, and `collect_str` went through the
+        // formatter for each (`gatehouse bench gateway` profiles).
+        serializer.serialize_str(itoa::Buffer::new().format(self.value.get()))
     }
 }
 
