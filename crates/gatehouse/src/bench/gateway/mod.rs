@@ -79,7 +79,7 @@ pub struct BenchGatewayArgs {
 
     /// Storms per guild count, each drained by the gateway and then pushed
     /// by the bare publisher; the figures are the rounds' medians, so that
-    /// one disturbed round does not make them [default: 3; --quick: 2].
+    /// one disturbed round does not make them [default: 5; --quick: 2].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: Option<u32>,
 
@@ -147,7 +147,7 @@ pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or(if args.quick { 20_000 } else { 100_000 }),
         rounds: args
             .rounds
-            .map_or(if args.quick { 2 } else { 3 }, |r| r as usize),
+            .map_or(if args.quick { 2 } else { 5 }, |r| r as usize),
         per_shard: args.guilds_per_shard as usize,
         window: args
             .publish_window
