@@ -396,7 +396,8 @@ async fn measure(
         if plan.rounds > 1 {
             eprintln!("  round {round} of {}", plan.rounds);
         }
-        let (gateway, storm) = gateway_storm(plan, admin, rig, &mut watch).await?;
+        let (gateway, storm) =
+            gateway_storm(plan, admin, rig, &mut watch, &stream, &namespace).await?;
         // Frozen, so that the bare publisher has the cores as the gateway
         // had them: the simulator is idle too.
         rig.gateway.pause()?;
@@ -441,15 +442,15 @@ async fn load_guilds(
 }
 
 /// One storm queued at the simulator and drained by the gateway, and the
-/// storm read back as JetStream stored it.
+/// storm read back from the gateway's `stream` as JetStream stored it.
 async fn gateway_storm(
     plan: &Plan,
     admin: &async_nats::jetstream::Context,
     rig: &mut Rig,
     watch: &mut stream_counts::Watch<'_>,
+    stream: &str,
+    namespace: &bus::Namespace,
 ) -> anyhow::Result<(GatewayStorm, capture::Storm)> {
-    let namespace = rig.topology.namespace.clone();
-    let stream = namespace.stream_name(&subjects::EVENTS);
     // Read rather than polled: the storm's start must be exact.
     let before = watch.fresh().await?;
     let emitted = queue_storm(plan, rig).await?;
@@ -492,8 +493,8 @@ async fn gateway_storm(
     let bar = phase_bar(stored, "reading the storm back");
     let storm = capture::read_storm(
         admin,
-        &stream,
-        &namespace,
+        stream,
+        namespace,
         before.last_sequence,
         stored,
         &STORM_SUBJECTS,
