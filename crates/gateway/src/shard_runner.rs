@@ -534,25 +534,23 @@ impl ShardRunner {
             .get(m::EVENTS_RECEIVED, shard_label, kind)
             .increment(1);
         let epoch = self.progress.observe(&session_id, sequence, true);
+        let nonce = arrived.map(|_| member_requests::nonce_for(envelope.id.as_str()));
+        let (guild_id, user_id) = (envelope.guild_id, envelope.user_id);
         let job = Job {
             shard_id,
             progress: Arc::clone(&self.progress),
             epoch,
             sequence,
             subject: self.subject(subject),
-            id: envelope.id.as_str().to_owned(),
+            // Moved, not copied: the envelope is done with once encoded.
+            id: envelope.id.into_string(),
             kind,
             body,
             received,
         };
-        let nonce = arrived.map(|_| member_requests::nonce_for(envelope.id.as_str()));
-        let offer = self.admission.offer(
-            Kind::of(event_type),
-            envelope.guild_id,
-            envelope.user_id,
-            job,
-            received,
-        );
+        let offer = self
+            .admission
+            .offer(Kind::of(event_type), guild_id, user_id, job, received);
         match offer {
             Offer::Publish(job) => outbox.send(job, stop).await?,
             Offer::After(waited, job) => {
@@ -565,7 +563,7 @@ impl ShardRunner {
             Offer::Shed(job) => {
                 // Never to be published: nothing for a resume to replay.
                 job.progress.acked(job.epoch, job.sequence);
-                self.flood.shed(shard_id, envelope.guild_id);
+                self.flood.shed(shard_id, guild_id);
             }
             Offer::Held { replaced } => {
                 // Never published: the update that replaced it, waiting

@@ -13,14 +13,15 @@
 //! Everything else, and any member dispatch that road cannot read, goes
 //! through Twilight.
 
-use serde::de::IgnoredAny;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use twilight_gateway::EventTypeFlags;
 use twilight_model::application::interaction::application_command::{
     CommandDataOption, CommandOptionValue,
 };
 use twilight_model::application::interaction::{Interaction, InteractionData, InteractionType};
-use twilight_model::gateway::event::{DispatchEvent, GatewayEventDeserializer};
+use twilight_model::gateway::event::DispatchEvent;
 use twilight_model::gateway::payload::incoming::GuildCreate;
 use twilight_model::guild::Member;
 use twilight_model::id::{marker, Id as TwilightId};
@@ -135,14 +136,6 @@ pub enum MemberDispatch {
     Update(MemberUpdateData),
 }
 
-/// The parts of a dispatch frame the member road reads; `op` and `t` were
-/// read by [`GatewayEventDeserializer`], everything else is skipped.
-#[derive(Deserialize)]
-struct Frame<D> {
-    s: u64,
-    d: D,
-}
-
 /// A user as the envelopes carry it. The fields Twilight's `User` requires
 /// are required here too (their values unread), so that a dispatch Twilight
 /// would refuse is refused on this road as well rather than published.
@@ -199,23 +192,121 @@ pub struct MemberUpdateData {
 /// dispatch this road cannot read: the caller hands those to Twilight, which
 /// decides as it always has (an envelope, or a skipped unreadable dispatch).
 pub fn parse_member_dispatch(text: &str) -> Option<(u64, MemberDispatch)> {
-    // The same scan Twilight's `parse` starts with, so `op` and `t` are
-    // found exactly as Twilight finds them.
-    let frame = GatewayEventDeserializer::from_json(text)?;
-    if frame.op() != 0 {
-        return None;
+    serde_json::from_str::<MemberFrame>(text)
+        .ok()
+        .map(|frame| (frame.sequence, frame.dispatch))
+}
+
+/// A member dispatch frame, read in one pass. `op`, `s` and `t` are read as
+/// JSON keys of the frame (not found by searching the text first, which
+/// cost a second scan of every event), and a `t` that names anything else
+/// ends the read at once: a GUILD_CREATE is not parsed twice. Discord sends
+/// `t` before `d`, so `d` is read straight into its type; a `d` that comes
+/// first is kept as raw JSON and read once `t` is known.
+struct MemberFrame {
+    sequence: u64,
+    dispatch: MemberDispatch,
+}
+
+#[derive(Clone, Copy)]
+enum MemberKind {
+    Add,
+    Remove,
+    Update,
+}
+
+impl MemberKind {
+    fn of(event_type: &str) -> Option<Self> {
+        match event_type {
+            "GUILD_MEMBER_ADD" => Some(Self::Add),
+            "GUILD_MEMBER_REMOVE" => Some(Self::Remove),
+            "GUILD_MEMBER_UPDATE" => Some(Self::Update),
+            _ => None,
+        }
     }
-    match frame.event_type()? {
-        "GUILD_MEMBER_ADD" => serde_json::from_str::<Frame<MemberAddData>>(text)
-            .ok()
-            .map(|f| (f.s, MemberDispatch::Add(f.d))),
-        "GUILD_MEMBER_REMOVE" => serde_json::from_str::<Frame<MemberRemoveData>>(text)
-            .ok()
-            .map(|f| (f.s, MemberDispatch::Remove(f.d))),
-        "GUILD_MEMBER_UPDATE" => serde_json::from_str::<Frame<MemberUpdateData>>(text)
-            .ok()
-            .map(|f| (f.s, MemberDispatch::Update(f.d))),
-        _ => None,
+
+    fn read<'de, D: Deserializer<'de>>(self, d: D) -> Result<MemberDispatch, D::Error> {
+        Ok(match self {
+            Self::Add => MemberDispatch::Add(MemberAddData::deserialize(d)?),
+            Self::Remove => MemberDispatch::Remove(MemberRemoveData::deserialize(d)?),
+            Self::Update => MemberDispatch::Update(MemberUpdateData::deserialize(d)?),
+        })
+    }
+}
+
+/// `d`, read as its type when `t` came first.
+struct DataSeed(MemberKind);
+
+impl<'de> DeserializeSeed<'de> for DataSeed {
+    type Value = MemberDispatch;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<MemberDispatch, D::Error> {
+        self.0.read(d)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum FrameKey {
+    Op,
+    S,
+    T,
+    D,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for MemberFrame {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(MemberFrameVisitor)
+    }
+}
+
+struct MemberFrameVisitor;
+
+impl<'de> Visitor<'de> for MemberFrameVisitor {
+    type Value = MemberFrame;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a gateway frame carrying a member dispatch")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MemberFrame, A::Error> {
+        let (mut op, mut sequence, mut kind) = (None::<u8>, None::<u64>, None);
+        let (mut data, mut raw) = (None, None::<&'de RawValue>);
+        while let Some(key) = map.next_key()? {
+            match key {
+                FrameKey::Op => op = map.next_value()?,
+                FrameKey::S => sequence = map.next_value()?,
+                FrameKey::T => {
+                    // Borrowed: an event name has no escapes, and one that
+                    // does is not a member dispatch.
+                    let event_type: Option<&'de str> = map.next_value()?;
+                    kind = event_type.and_then(MemberKind::of);
+                    if kind.is_none() {
+                        return Err(de::Error::custom("not a member dispatch"));
+                    }
+                }
+                FrameKey::D => match kind {
+                    Some(kind) => data = Some(map.next_value_seed(DataSeed(kind))?),
+                    None => raw = Some(map.next_value()?),
+                },
+                FrameKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let (Some(0), Some(sequence), Some(kind)) = (op, sequence, kind) else {
+            return Err(de::Error::custom("not a member dispatch"));
+        };
+        let dispatch = match (data, raw) {
+            (Some(dispatch), _) => dispatch,
+            (None, Some(raw)) => kind
+                .read(&mut serde_json::Deserializer::from_str(raw.get()))
+                .map_err(de::Error::custom)?,
+            (None, None) => return Err(de::Error::missing_field("d")),
+        };
+        Ok(MemberFrame { sequence, dispatch })
     }
 }
 
@@ -556,8 +647,14 @@ mod tests {
         (fast, to_envelope(ORIGIN, event).expect("an envelope"))
     }
 
+    /// A dispatch frame with its keys in Discord's order (`t` before `d`).
     fn frame(t: &str, d: &serde_json::Value) -> String {
-        serde_json::json!({"op": 0, "s": 7, "t": t, "d": d}).to_string()
+        format!(r#"{{"t":"{t}","s":7,"op":0,"d":{d}}}"#)
+    }
+
+    /// The same frame with `d` first: JSON does not promise key order.
+    fn frame_data_first(t: &str, d: &serde_json::Value) -> String {
+        format!(r#"{{"d":{d},"op":0,"s":7,"t":"{t}"}}"#)
     }
 
     #[test]
@@ -590,7 +687,14 @@ mod tests {
             // Keys in another order, `t` last, and numeric ids.
             r#"{"d":{"user":{"username":"c","id":79,"discriminator":"0001","bot":true},"roles":[10],"guild_id":41},"s":7,"op":0,"t":"GUILD_MEMBER_UPDATE"}"#.to_owned(),
         ];
-        for frame in &frames {
+        let reordered = frames
+            .iter()
+            .map(|text| {
+                let value: serde_json::Value = serde_json::from_str(text).expect("a frame");
+                frame_data_first(value["t"].as_str().expect("a type"), &value["d"])
+            })
+            .collect::<Vec<_>>();
+        for frame in frames.iter().chain(&reordered) {
             let (fast, twilight) = both_roads(frame);
             assert_eq!(fast, twilight, "{frame}");
             assert_eq!(
@@ -617,13 +721,26 @@ mod tests {
             &serde_json::json!({"guild_id": "41", "user": user("77", "a"), "roles": ["x"]}),
         );
         let delete = frame("GUILD_DELETE", &serde_json::json!({"id": "41"}));
+        // A member's fields inside another dispatch's `d` (a `t` key among
+        // them) do not make it a member dispatch, in either order.
+        let inner = serde_json::json!({"t": "GUILD_MEMBER_ADD", "guild_id": "41",
+            "user": user("77", "a"), "roles": [], "joined_at": null,
+            "deaf": false, "mute": false, "flags": 0});
+        let other_with_member_inside = frame("GUILD_DELETE", &inner);
+        let other_with_member_inside_first = frame_data_first("GUILD_DELETE", &inner);
         let not_dispatch = r#"{"op":11,"s":null,"t":"GUILD_MEMBER_ADD","d":null}"#;
+        let no_sequence = r#"{"t":"GUILD_MEMBER_REMOVE","s":null,"op":0,"d":{"guild_id":"41","user":{"id":"77","username":"a","discriminator":"0"}}}"#;
+        let no_data = r#"{"t":"GUILD_MEMBER_REMOVE","s":7,"op":0}"#;
         for text in [
             &no_discriminator,
             &no_deaf,
             &bad_role,
             &delete,
+            &other_with_member_inside,
+            &other_with_member_inside_first,
             not_dispatch,
+            no_sequence,
+            no_data,
         ] {
             assert!(parse_member_dispatch(text).is_none(), "{text}");
         }

@@ -66,6 +66,11 @@ impl EventId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id's text, without copying it.
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl fmt::Display for EventId {
