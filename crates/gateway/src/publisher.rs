@@ -172,10 +172,25 @@ impl Publisher {
 
             let can_take = !closed && retry.is_empty() && inflight.len() < self.window;
             let retry_due = !retry.is_empty() && inflight.len() < self.window;
-            tokio::select! {
+            let mut settled = tokio::select! {
                 biased;
                 _ = abandon.wait_for(|a| *a) => break,
-                Some((job, result)) = inflight.next(), if !inflight.is_empty() => match result {
+                Some(settled) = inflight.next(), if !inflight.is_empty() => Some(settled),
+                job = jobs.recv(), if can_take => {
+                    match job {
+                        Some(job) => ready.push_back(job),
+                        None => closed = true,
+                    }
+                    None
+                }
+                () = tokio::time::sleep_until(retry_at.into()), if retry_due => None,
+            };
+            // Acks arrive in batches (one read of the connection holds
+            // many): the first woke the select, the rest are taken here.
+            // Each pass through the select registers with `abandon` and
+            // refills the window one envelope at a time.
+            while let Some((job, result)) = settled {
+                match result {
                     Ok(ack) => {
                         if failing {
                             tracing::info!("JetStream publishes succeed again");
@@ -189,12 +204,8 @@ impl Publisher {
                         backoff = next_backoff(backoff);
                         retry_at = Instant::now() + backoff;
                     }
-                },
-                job = jobs.recv(), if can_take => match job {
-                    Some(job) => ready.push_back(job),
-                    None => closed = true,
-                },
-                () = tokio::time::sleep_until(retry_at.into()), if retry_due => {}
+                }
+                settled = inflight.next().now_or_never().flatten();
             }
         }
 
