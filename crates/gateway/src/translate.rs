@@ -224,24 +224,18 @@ impl MemberKind {
             _ => None,
         }
     }
+}
 
-    fn read<'de, D: Deserializer<'de>>(self, d: D) -> Result<MemberDispatch, D::Error> {
+/// The kind reads its `d`.
+impl<'de> DeserializeSeed<'de> for MemberKind {
+    type Value = MemberDispatch;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<MemberDispatch, D::Error> {
         Ok(match self {
             Self::Add => MemberDispatch::Add(MemberAddData::deserialize(d)?),
             Self::Remove => MemberDispatch::Remove(MemberRemoveData::deserialize(d)?),
             Self::Update => MemberDispatch::Update(MemberUpdateData::deserialize(d)?),
         })
-    }
-}
-
-/// `d`, read as its type when `t` came first.
-struct DataSeed(MemberKind);
-
-impl<'de> DeserializeSeed<'de> for DataSeed {
-    type Value = MemberDispatch;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<MemberDispatch, D::Error> {
-        self.0.read(d)
     }
 }
 
@@ -288,7 +282,7 @@ impl<'de> Visitor<'de> for MemberFrameVisitor {
                     }
                 }
                 FrameKey::D => match kind {
-                    Some(kind) => data = Some(map.next_value_seed(DataSeed(kind))?),
+                    Some(kind) => data = Some(map.next_value_seed(kind)?),
                     None => raw = Some(map.next_value()?),
                 },
                 FrameKey::Other => {
@@ -302,7 +296,7 @@ impl<'de> Visitor<'de> for MemberFrameVisitor {
         let dispatch = match (data, raw) {
             (Some(dispatch), _) => dispatch,
             (None, Some(raw)) => kind
-                .read(&mut serde_json::Deserializer::from_str(raw.get()))
+                .deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
                 .map_err(de::Error::custom)?,
             (None, None) => return Err(de::Error::missing_field("d")),
         };
