@@ -17,6 +17,9 @@ use indicatif::ProgressBar;
 
 use super::capture::Published;
 
+/// The bare publisher's runtime threads.
+const WORKER_THREAD_NAME: &str = "bare-publisher";
+
 pub struct Bare {
     pub published: u64,
     /// Acks JetStream answered as duplicates (0 when the stream is fresh).
@@ -27,12 +30,17 @@ pub struct Bare {
     pub wall_s: f64,
 }
 
-/// Runs `work` on a runtime of `threads` worker threads of its own, as the
-/// gateway process runs on one of `GATEWAY_THREADS`: the limit is measured
-/// with the runtime the gateway has, not the bench's.
-pub fn on_own_runtime<T: Send>(
+/// Runs `work` as a task on a runtime of `threads` worker threads of its
+/// own, as the gateway process runs its shards, publisher and NATS
+/// connection as tasks on `GATEWAY_THREADS` workers: the limit is measured
+/// with the runtime the gateway has, not the bench's. A task, not the future
+/// `block_on` drives: that one runs on the calling thread beside the
+/// workers, which would give the bare publisher a thread the gateway does
+/// not have and send each of its publishes and acks across threads (see
+/// docs/BENCHMARKS.md, 2026-12-06 afternoon).
+pub fn on_own_runtime<T: Send + 'static>(
     threads: u16,
-    work: impl Future<Output = anyhow::Result<T>> + Send,
+    work: impl Future<Output = anyhow::Result<T>> + Send + 'static,
 ) -> anyhow::Result<T> {
     // A runtime cannot be started on a thread that is driving one: on a
     // scoped thread of its own, while this one steps aside.
@@ -40,12 +48,15 @@ pub fn on_own_runtime<T: Send>(
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    tokio::runtime::Builder::new_multi_thread()
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
                         .worker_threads(usize::from(threads))
+                        .thread_name(WORKER_THREAD_NAME)
                         .enable_all()
                         .build()
-                        .context("starting the bare publisher's runtime")?
-                        .block_on(work)
+                        .context("starting the bare publisher's runtime")?;
+                    runtime.block_on(runtime.spawn(work)).unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!("the bare publisher's task panicked"))
+                    })
                 })
                 .join()
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the bare publisher's thread panicked")))
@@ -137,4 +148,21 @@ pub async fn publish(
         span_s,
         wall_s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gateway's tasks all run on its runtime's workers; so must the
+    /// bare publisher's loop, or it has a thread the gateway lacks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_work_runs_on_the_runtimes_own_worker_threads() {
+        let runtime_threads = 1;
+        let ran_on = on_own_runtime(runtime_threads, async {
+            Ok(std::thread::current().name().map(str::to_owned))
+        })
+        .expect("the work ran");
+        assert_eq!(ran_on.as_deref(), Some(WORKER_THREAD_NAME));
+    }
 }

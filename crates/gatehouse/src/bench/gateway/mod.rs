@@ -27,6 +27,7 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -401,7 +402,7 @@ async fn measure(
         // Frozen, so that the bare publisher has the cores as the gateway
         // had them: the simulator is idle too.
         rig.gateway.pause()?;
-        let bare = bare_storm(args, plan, admin, &format!("{guilds}_bare{round}"), &storm).await?;
+        let bare = bare_storm(args, plan, admin, &format!("{guilds}_bare{round}"), storm).await?;
         rounds.push(Round::new(gateway, bare));
     }
     Ok((loaded, rounds, rig.gateway.peak_rss_mb()?))
@@ -524,33 +525,34 @@ async fn bare_storm(
     plan: &Plan,
     admin: &async_nats::jetstream::Context,
     name: &str,
-    storm: &capture::Storm,
+    storm: capture::Storm,
 ) -> anyhow::Result<BareStorm> {
     let topology = topology(
         &format!("bench_{}_{name}", std::process::id()),
         &args.storage,
     )?;
     let bar = phase_bar(storm.envelopes.len() as u64, "bare publisher");
+    let storm = Arc::new(storm);
     let before = (process::cpu_s("self")?, process::MachineCpu::now()?);
-    // Connected on the runtime it publishes from, so that its connection
-    // runs there too.
-    let connect = args
+    let settings = args
         .nats_logins
-        .connect(&args.nats_url, bus::Process::Gateway);
-    let bare = baseline::on_own_runtime(plan.threads, async {
-        let client = connect
-            .await
-            .context("connecting the bare publisher as the gateway's user")?;
-        baseline::publish(
-            client,
-            admin,
-            &topology,
-            &storm.envelopes,
-            plan.window,
-            &bar,
-        )
-        .await
-    });
+        .settings(&args.nats_url, bus::Process::Gateway)?;
+    let bare = {
+        // Owned: the publisher runs as a task of its own runtime. The storm
+        // is shared, so that freeing it is not counted as the publisher's.
+        let (admin, topology, bar, window) =
+            (admin.clone(), topology.clone(), bar.clone(), plan.window);
+        let storm = Arc::clone(&storm);
+        baseline::on_own_runtime(plan.threads, async move {
+            // Connected from the runtime it publishes on, so that its
+            // connection runs there too.
+            let client = settings
+                .connect(bus::Process::Gateway)
+                .await
+                .context("connecting the bare publisher as the gateway's user")?;
+            baseline::publish(client, &admin, &topology, &storm.envelopes, window, &bar).await
+        })
+    };
     let after = (process::cpu_s("self"), process::MachineCpu::now());
     bar.finish_and_clear();
     delete_streams(admin, &topology).await;
