@@ -37,7 +37,7 @@ pub struct Bare {
 /// `block_on` drives: that one runs on the calling thread beside the
 /// workers, which would give the bare publisher a thread the gateway does
 /// not have and send each of its publishes and acks across threads (see
-/// docs/BENCHMARKS.md, 2026-12-06 afternoon).
+/// docs/BENCHMARKS.md, gateway, 2026-12-06 11:35 UTC).
 pub fn on_own_runtime<T: Send + 'static>(
     threads: u16,
     work: impl Future<Output = anyhow::Result<T>> + Send + 'static,
