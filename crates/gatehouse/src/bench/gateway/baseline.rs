@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 
 use super::capture::Published;
 
-/// The bare publisher's runtime threads.
+/// The name of the bare publisher's runtime threads, which its work runs on.
 const WORKER_THREAD_NAME: &str = "bare-publisher";
 
 pub struct Bare {
