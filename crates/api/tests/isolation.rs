@@ -51,6 +51,37 @@ fn targeted(
     ]
 }
 
+/// Whether `text` holds `secret` as a whole value or word: not run on
+/// into letters or digits on either side, so that a short id is not found
+/// inside a timestamp's microseconds (where a plain substring made this test
+/// fail once in a while).
+fn shows(text: &str, secret: &str) -> bool {
+    let bounded = |c: Option<char>| !c.is_some_and(char::is_alphanumeric);
+    text.match_indices(secret).any(|(at, _)| {
+        bounded(text[..at].chars().next_back()) && bounded(text[at + secret.len()..].chars().next())
+    })
+}
+
+#[test]
+fn an_id_shows_as_a_value_or_a_word_not_inside_a_timestamp() {
+    // B's guild id inside the microseconds of A's own timestamp is not B's.
+    let a = r#"{"created_at":"2026-12-06T15:04:43.771002Z","guild_id":"1001","name":"guild 1001"}"#;
+    assert!(!shows(a, "1002"), "{a}");
+    for leak in [
+        r#"{"guild_id":"1002"}"#,
+        r#"{"guild_id":1002}"#,
+        r#"{"name":"guild 1002"}"#,
+        r#"["1002"]"#,
+    ] {
+        assert!(shows(leak, "1002"), "{leak}");
+    }
+    assert!(shows(
+        r#"{"url":"https://hooks.example.com/b"}"#,
+        "hooks.example.com"
+    ));
+    assert!(shows(r#"{"slug":"b-badge"}"#, "b-badge"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_communitys_resources_answer_exactly_as_missing_ones() {
     let api = Api::start("api_isolation").await;
@@ -156,7 +187,7 @@ async fn another_communitys_resources_answer_exactly_as_missing_ones() {
             "hooks.example.com",
         ] {
             assert!(
-                !text.contains(secret),
+                !shows(&text, secret),
                 "{path} with A's key shows B's {secret}: {text}"
             );
         }
